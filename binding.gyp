@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "netctl_native",
+      "sources": ["native/addon.c", "native/fslock.c", "native/netns.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

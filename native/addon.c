@@ -1,0 +1,9 @@
+#include "addon.h"
+
+static napi_value Init(napi_env env, napi_value exports) {
+  if (netctl_register_fslock(env, exports) != napi_ok) return NULL;
+  if (netctl_register_netns(env, exports) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,63 @@
+/**
+ * The records the controller keeps in the store, and the public shapes it
+ * returns. Field names follow Docker's where Docker has one.
+ */
+export type Scope = 'local' | 'global' | 'swarm';
+
+export interface IpamPoolConfig {
+  /** CIDR, IPv4 or IPv6. */
+  readonly subnet: string;
+  /** Sub-range of `subnet` that dynamic allocation draws from. */
+  readonly ipRange?: string;
+  readonly gateway?: string;
+  /** Named addresses reserved in the subnet (`--aux-address name=ip`). */
+  readonly auxAddresses?: Readonly<Record<string, string>>;
+}
+
+export interface NetworkRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly driver: string;
+  readonly scope: Scope;
+  /** RFC 3339 with nanoseconds, as Docker prints it. */
+  readonly created: string;
+  readonly internal: boolean;
+  readonly attachable: boolean;
+  readonly ingress: boolean;
+  readonly enableIPv4: boolean;
+  readonly enableIPv6: boolean;
+  readonly ipam: {
+    readonly driver: string;
+    readonly options: Readonly<Record<string, string>>;
+    /** Resolved pools: every entry has a subnet and a gateway. */
+    readonly config: readonly IpamPoolConfig[];
+  };
+  readonly options: Readonly<Record<string, string>>;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+export interface EndpointRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly networkId: string;
+  /** Set while joined to a sandbox. */
+  readonly sandboxId?: string;
+  readonly macAddress: string;
+  /** CIDR form, e.g. 172.18.0.2/16; absent when the network has no IPv4 pool. */
+  readonly ipv4Address?: string;
+  readonly ipv6Address?: string;
+  readonly aliases: readonly string[];
+  /** Interface name inside the sandbox while joined (eth0, eth1, …). */
+  readonly ifName?: string;
+}
+
+export interface SandboxRecord {
+  readonly id: string;
+  readonly name: string;
+  /** Path of the network namespace: /var/run/netns/NAME or any nsfs path. */
+  readonly netnsPath: string;
+  /** True when netctl made the namespace and so removes it with the sandbox. */
+  readonly ownsNetns: boolean;
+  readonly created: string;
+  readonly labels: Readonly<Record<string, string>>;
+}

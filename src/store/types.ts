@@ -1,0 +1,72 @@
+/**
+ * A revisioned key/value store, shaped after etcd's v3 model so that the
+ * file store and an etcd store are interchangeable:
+ * - every write bumps one store-wide revision; each key remembers the
+ *   revision of its last write (`modRevision`);
+ * - a transaction applies its puts and deletes atomically, only when every
+ *   compare holds (compare-and-swap across several keys);
+ * - watchers see every change under a prefix, in revision order.
+ * Values are strings (JSON in practice).
+ */
+export interface KeyValue {
+  readonly key: string;
+  readonly value: string;
+  /** Store revision of the last write to this key. */
+  readonly modRevision: number;
+}
+
+export interface Compare {
+  readonly key: string;
+  /** Expected modRevision of the key; 0 means "the key must not exist". */
+  readonly modRevision: number;
+}
+
+export interface TxnRequest {
+  readonly compare?: readonly Compare[];
+  readonly put?: readonly { readonly key: string; readonly value: string }[];
+  readonly delete?: readonly string[];
+}
+
+export interface TxnResult {
+  /** False when a compare failed; nothing was written then. */
+  readonly succeeded: boolean;
+  /** Store revision after the transaction (unchanged when it failed). */
+  readonly revision: number;
+}
+
+export type WatchEvent =
+  | { readonly type: 'put'; readonly kv: KeyValue }
+  | { readonly type: 'delete'; readonly key: string; readonly modRevision: number };
+
+export interface Watch {
+  /** Stops delivery; no callback runs after it resolves. */
+  cancel(): Promise<void>;
+}
+
+export interface Store {
+  get(key: string): Promise<KeyValue | undefined>;
+  /** Every key starting with `prefix`, sorted by key. */
+  list(prefix: string): Promise<KeyValue[]>;
+  txn(request: TxnRequest): Promise<TxnResult>;
+  /** Calls `onEvent` for each change under `prefix` made after the watch starts. */
+  watch(prefix: string, onEvent: (event: WatchEvent) => void): Promise<Watch>;
+  /** Releases resources; every later call rejects with `StoreClosed`. */
+  close(): Promise<void>;
+}
+
+export class StoreClosed extends Error {
+  readonly code = 'StoreClosed';
+  constructor() {
+    super('store is closed');
+    this.name = 'StoreClosed';
+  }
+}
+
+/** Thrown when the stored bytes cannot be read back (never for a crash mid-write). */
+export class StoreCorrupt extends Error {
+  readonly code = 'StoreCorrupt';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreCorrupt';
+  }
+}
