@@ -33,6 +33,8 @@ export interface NetworkDriver {
   readonly name: string;
   /** `local` networks live on one host; `global` ones on every host sharing the store. */
   readonly scope: Scope;
+  /** False for drivers whose endpoints carry no addresses (null): IPAM is skipped. */
+  readonly usesIpam: boolean;
   /** Checks the driver options (`-o`) and flags; throws InvalidArgument naming the bad one. */
   validate(network: NetworkSpec): void;
   /** Creates what the network needs on this host (a bridge, a VTEP port). */

@@ -1,0 +1,804 @@
+/**
+ * The Controller owns networks, endpoints and sandboxes (libnetwork's
+ * Container Network Model): records and IPAM state live in the store,
+ * kernel state is made by drivers. Every change reserves its records in
+ * one store transaction first, then asks the driver; when the driver fails
+ * the transaction is undone, so a failed call leaves store and kernel as
+ * they were. On open, the kernel state of every stored network and joined
+ * endpoint is made again (drivers are idempotent), which is how a
+ * restarted daemon gets its wiring back.
+ */
+import { randomBytes } from 'node:crypto';
+import type { NetworkDriver } from './driver.js';
+import {
+  Conflict,
+  EndpointNotFound,
+  Forbidden,
+  InvalidArgument,
+  NetctlError,
+  NetworkNotFound,
+  SandboxNotFound,
+} from './errors.js';
+import {
+  type Filters,
+  matchesListFilters,
+  matchesPruneFilters,
+  validateListFilters,
+  validatePruneFilters,
+} from './filters.js';
+import { type DockerNetwork, toDockerNetwork } from './inspect.js';
+import { Allocator, type AllocatorState, type PoolRequest, resolvePools } from './ipam.js';
+import type { NamespaceOps } from './namespaces.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord, Scope } from './types.js';
+import type { KeyValue, Store, TxnRequest } from '../store/types.js';
+
+export interface ControllerOptions {
+  /** Local store: networks of local scope, endpoints, sandboxes. */
+  readonly store: Store;
+  readonly drivers: readonly NetworkDriver[];
+  readonly namespaces: NamespaceOps;
+  /** Driver used when a create request names none. */
+  readonly defaultDriver?: string;
+  /** Reports problems found while restoring state; defaults to console.warn. */
+  readonly log?: (message: string) => void;
+  readonly now?: () => Date;
+  /** Close the store with the controller (when the controller's opener made it). */
+  readonly ownsStore?: boolean;
+}
+
+export interface NetworkCreateRequest {
+  readonly name: string;
+  readonly driver?: string;
+  readonly internal?: boolean;
+  readonly attachable?: boolean;
+  readonly ingress?: boolean;
+  readonly enableIPv4?: boolean;
+  readonly enableIPv6?: boolean;
+  readonly ipam?: {
+    readonly driver?: string;
+    readonly config?: readonly PoolRequest[];
+    readonly options?: Readonly<Record<string, string>>;
+  };
+  readonly options?: Readonly<Record<string, string>>;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+export interface SandboxCreateRequest {
+  readonly name: string;
+  /** Register an existing namespace instead of making /var/run/netns/NAME. */
+  readonly netnsPath?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+export interface EndpointCreateRequest {
+  /** Defaults to the sandbox name on connect; must be unique in the network. */
+  readonly name: string;
+  readonly ipv4Address?: string;
+  readonly ipv6Address?: string;
+  readonly aliases?: readonly string[];
+}
+
+export interface ConnectOptions {
+  readonly ipv4Address?: string;
+  readonly ipv6Address?: string;
+  readonly aliases?: readonly string[];
+}
+
+export interface SandboxInfo extends SandboxRecord {
+  readonly endpoints: readonly EndpointRecord[];
+}
+
+/** Per-network state that changes with every endpoint: addresses and endpoint names. */
+interface NetworkState {
+  readonly allocator: AllocatorState;
+  /** endpointId → endpoint name */
+  readonly endpoints: Record<string, string>;
+}
+
+const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+const MAX_CAS_RETRIES = 20;
+
+const key = {
+  network: (id: string) => `networks/${id}`,
+  networkState: (id: string) => `network-state/${id}`,
+  networkName: (name: string) => `names/networks/${name}`,
+  subnets: 'ipam/subnets',
+  endpoint: (networkId: string, endpointId: string) => `endpoints/${networkId}/${endpointId}`,
+  endpoints: (networkId: string) => `endpoints/${networkId}/`,
+  sandbox: (id: string) => `sandboxes/${id}`,
+  sandboxName: (name: string) => `names/sandboxes/${name}`,
+};
+
+/** Subnets in use by all networks: subnet → owner. Checked on create so no two overlap. */
+type SubnetTable = Record<string, { networkId: string; networkName: string }>;
+
+function newId(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/** RFC 3339 with nanosecond digits, as Docker prints `Created`. */
+function timestamp(date: Date): string {
+  return date.toISOString().replace(/\.(\d{3})Z$/, '.$1000000Z');
+}
+
+function parse<T>(kv: KeyValue): T {
+  return JSON.parse(kv.value) as T;
+}
+
+function validateName(kind: string, name: string): void {
+  if (typeof name !== 'string' || name === '') throw new InvalidArgument(`${kind} name must not be empty`);
+  if (!NAME_PATTERN.test(name)) {
+    throw new InvalidArgument(
+      `invalid ${kind} name "${name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`,
+    );
+  }
+  if (name.length > 200) throw new InvalidArgument(`${kind} name "${name.slice(0, 20)}…" is too long`);
+}
+
+/** One mutation at a time in this process: interface names and rollbacks stay simple. */
+class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+}
+
+export class Controller {
+  private readonly store: Store;
+  private readonly drivers: Map<string, NetworkDriver>;
+  private readonly namespaces: NamespaceOps;
+  private readonly defaultDriver: string;
+  private readonly log: (message: string) => void;
+  private readonly now: () => Date;
+  private readonly mutex = new Mutex();
+  private readonly ownsStore: boolean;
+  private closed = false;
+
+  private constructor(options: ControllerOptions) {
+    this.store = options.store;
+    this.drivers = new Map(options.drivers.map((driver) => [driver.name, driver]));
+    this.namespaces = options.namespaces;
+    this.defaultDriver = options.defaultDriver ?? 'bridge';
+    this.log = options.log ?? ((message) => console.warn(message));
+    this.now = options.now ?? (() => new Date());
+    this.ownsStore = options.ownsStore ?? false;
+  }
+
+  /** Opens a controller over the store and restores the kernel state of what the store holds. */
+  static async open(options: ControllerOptions): Promise<Controller> {
+    const controller = new Controller(options);
+    await controller.restore();
+    return controller;
+  }
+
+  /** Stops the controller; kernel state stays as it is (the daemon restores it when it starts again). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.mutex.run(async () => {
+      for (const driver of this.drivers.values()) await driver.close?.();
+      if (this.ownsStore) await this.store.close();
+    });
+  }
+
+  driverNames(): string[] {
+    return [...this.drivers.keys()];
+  }
+
+  // ---------------------------------------------------------------- networks
+
+  async createNetwork(request: NetworkCreateRequest): Promise<DockerNetwork> {
+    return this.mutate(async () => {
+      const network = await this.reserveNetwork(request);
+      const driver = this.driverOf(network);
+      try {
+        await driver.createNetwork(network);
+      } catch (err) {
+        await this.bestEffort(`undo network ${network.name}`, () => driver.deleteNetwork(network));
+        await this.releaseNetwork(network);
+        throw err;
+      }
+      return toDockerNetwork(network, [], new Map());
+    });
+  }
+
+  async listNetworks(filters: Filters = {}): Promise<DockerNetwork[]> {
+    validateListFilters(filters);
+    const networks = await this.allNetworks();
+    const endpoints = await this.allEndpoints();
+    const sandboxes = await this.sandboxMap();
+    const result: DockerNetwork[] = [];
+    for (const network of networks) {
+      const own = endpoints.filter((e) => e.networkId === network.id);
+      if (matchesListFilters(network, own.length, filters)) {
+        result.push(toDockerNetwork(network, own, sandboxes));
+      }
+    }
+    return result;
+  }
+
+  async inspectNetwork(idOrName: string): Promise<DockerNetwork> {
+    const network = await this.findNetwork(idOrName);
+    const endpoints = await this.networkEndpoints(network.id);
+    return toDockerNetwork(network, endpoints, await this.sandboxMap());
+  }
+
+  /** Removes a network; refused while it has endpoints. */
+  async removeNetwork(idOrName: string): Promise<void> {
+    await this.mutate(async () => {
+      const network = await this.findNetwork(idOrName);
+      await this.removeNetworkLocked(network);
+    });
+  }
+
+  /** Removes every network without endpoints that matches the filters; returns their names. */
+  async pruneNetworks(filters: Filters = {}): Promise<string[]> {
+    const now = this.now();
+    validatePruneFilters(filters, now);
+    return this.mutate(async () => {
+      const removed: string[] = [];
+      const failures: string[] = [];
+      for (const network of await this.allNetworks()) {
+        if (!matchesPruneFilters(network, filters, now)) continue;
+        if ((await this.networkEndpoints(network.id)).length > 0) continue;
+        try {
+          await this.removeNetworkLocked(network);
+          removed.push(network.name);
+        } catch (err) {
+          failures.push(`${network.name}: ${(err as Error).message}`);
+        }
+      }
+      if (failures.length > 0) {
+        throw new NetctlError('Internal', `prune removed ${removed.length} networks; failed: ${failures.join('; ')}`);
+      }
+      return removed;
+    });
+  }
+
+  // ---------------------------------------------------------------- sandboxes
+
+  async createSandbox(request: SandboxCreateRequest): Promise<SandboxInfo> {
+    return this.mutate(async () => {
+      validateName('sandbox', request.name);
+      const id = newId();
+      const ownsNetns = request.netnsPath === undefined;
+      if (!ownsNetns && !(await this.namespaces.exists(request.netnsPath ?? ''))) {
+        throw new InvalidArgument(`${request.netnsPath} is not a network namespace`);
+      }
+      const record: SandboxRecord = {
+        id,
+        name: request.name,
+        netnsPath: request.netnsPath ?? '',
+        ownsNetns,
+        created: timestamp(this.now()),
+        labels: { ...(request.labels ?? {}) },
+      };
+      const reserved = await this.store.txn({
+        compare: [{ key: key.sandboxName(request.name), modRevision: 0 }],
+        put: [
+          { key: key.sandbox(id), value: JSON.stringify(record) },
+          { key: key.sandboxName(request.name), value: id },
+        ],
+      });
+      if (!reserved.succeeded) throw new Conflict(`sandbox with name ${request.name} already exists`);
+      if (!ownsNetns) return { ...record, endpoints: [] };
+      let netnsPath: string;
+      try {
+        netnsPath = await this.namespaces.createNamed(request.name);
+      } catch (err) {
+        await this.store.txn({ delete: [key.sandbox(id), key.sandboxName(request.name)] });
+        throw err;
+      }
+      const final = { ...record, netnsPath };
+      await this.store.txn({ put: [{ key: key.sandbox(id), value: JSON.stringify(final) }] });
+      return { ...final, endpoints: [] };
+    });
+  }
+
+  async listSandboxes(): Promise<SandboxInfo[]> {
+    const endpoints = await this.allEndpoints();
+    return (await this.allSandboxes()).map((sandbox) => ({
+      ...sandbox,
+      endpoints: endpoints.filter((e) => e.sandboxId === sandbox.id),
+    }));
+  }
+
+  async inspectSandbox(idOrName: string): Promise<SandboxInfo> {
+    const sandbox = await this.findSandbox(idOrName);
+    const endpoints = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id);
+    return { ...sandbox, endpoints };
+  }
+
+  /** Leaves every network, deletes the endpoints, and removes the namespace if netctl made it. */
+  async removeSandbox(idOrName: string): Promise<void> {
+    await this.mutate(async () => {
+      const sandbox = await this.findSandbox(idOrName);
+      const failures: string[] = [];
+      for (const endpoint of (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id)) {
+        try {
+          const network = await this.networkById(endpoint.networkId);
+          await this.leaveLocked(network, endpoint, sandbox);
+          await this.deleteEndpointLocked(network, endpoint.id);
+        } catch (err) {
+          failures.push(`endpoint ${endpoint.name}: ${(err as Error).message}`);
+        }
+      }
+      if (sandbox.ownsNetns) {
+        try {
+          await this.namespaces.removeNamed(sandbox.name);
+        } catch (err) {
+          failures.push(`namespace ${sandbox.netnsPath}: ${(err as Error).message}`);
+        }
+      }
+      if (failures.length > 0) {
+        throw new NetctlError('Internal', `removing sandbox ${sandbox.name} failed: ${failures.join('; ')}`);
+      }
+      await this.store.txn({ delete: [key.sandbox(sandbox.id), key.sandboxName(sandbox.name)] });
+    });
+  }
+
+  // ---------------------------------------------------------------- endpoints
+
+  /** Creates an endpoint on a network: IPAM picks (or checks) its addresses. */
+  async createEndpoint(networkIdOrName: string, request: EndpointCreateRequest): Promise<EndpointRecord> {
+    return this.mutate(async () => {
+      const network = await this.findNetwork(networkIdOrName);
+      return this.createEndpointLocked(network, request);
+    });
+  }
+
+  /** Deletes an endpoint that is not joined to a sandbox, releasing its addresses. */
+  async deleteEndpoint(networkIdOrName: string, endpointIdOrName: string): Promise<void> {
+    await this.mutate(async () => {
+      const network = await this.findNetwork(networkIdOrName);
+      const endpoint = await this.findEndpoint(network, endpointIdOrName);
+      if (endpoint.sandboxId !== undefined) {
+        throw new Forbidden(`endpoint ${endpoint.name} is joined to a sandbox; leave it first`);
+      }
+      await this.deleteEndpointLocked(network, endpoint.id);
+    });
+  }
+
+  /** Joins an endpoint to a sandbox: the driver puts its interface into the namespace. */
+  async join(networkIdOrName: string, endpointIdOrName: string, sandboxIdOrName: string): Promise<EndpointRecord> {
+    return this.mutate(async () => {
+      const network = await this.findNetwork(networkIdOrName);
+      const endpoint = await this.findEndpoint(network, endpointIdOrName);
+      const sandbox = await this.findSandbox(sandboxIdOrName);
+      return this.joinLocked(network, endpoint, sandbox);
+    });
+  }
+
+  /** Takes an endpoint out of its sandbox; the endpoint and its addresses remain. */
+  async leave(networkIdOrName: string, endpointIdOrName: string): Promise<void> {
+    await this.mutate(async () => {
+      const network = await this.findNetwork(networkIdOrName);
+      const endpoint = await this.findEndpoint(network, endpointIdOrName);
+      if (endpoint.sandboxId === undefined) throw new Conflict(`endpoint ${endpoint.name} is not joined to a sandbox`);
+      const sandbox = await this.sandboxById(endpoint.sandboxId);
+      await this.leaveLocked(network, endpoint, sandbox);
+    });
+  }
+
+  /** `docker network connect`: create an endpoint named after the sandbox and join it. */
+  async connect(networkIdOrName: string, sandboxIdOrName: string, options: ConnectOptions = {}): Promise<EndpointRecord> {
+    return this.mutate(async () => {
+      const network = await this.findNetwork(networkIdOrName);
+      const sandbox = await this.findSandbox(sandboxIdOrName);
+      const endpoint = await this.createEndpointLocked(network, { name: sandbox.name, ...options });
+      try {
+        return await this.joinLocked(network, endpoint, sandbox);
+      } catch (err) {
+        await this.deleteEndpointLocked(network, endpoint.id);
+        throw err;
+      }
+    });
+  }
+
+  /** `docker network disconnect`: leave and delete the sandbox's endpoint on the network. */
+  async disconnect(networkIdOrName: string, sandboxIdOrName: string): Promise<void> {
+    await this.mutate(async () => {
+      const network = await this.findNetwork(networkIdOrName);
+      const sandbox = await this.findSandbox(sandboxIdOrName);
+      const endpoint = (await this.networkEndpoints(network.id)).find((e) => e.sandboxId === sandbox.id);
+      if (endpoint === undefined) {
+        throw new Forbidden(`sandbox ${sandbox.name} is not connected to network ${network.name}`);
+      }
+      await this.leaveLocked(network, endpoint, sandbox);
+      await this.deleteEndpointLocked(network, endpoint.id);
+    });
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private async mutate<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new NetctlError('Unavailable', 'controller is closed');
+    return this.mutex.run(fn);
+  }
+
+  private driverOf(network: NetworkRecord): NetworkDriver {
+    const driver = this.drivers.get(network.driver);
+    if (driver === undefined) throw new NetctlError('Internal', `driver ${network.driver} of network ${network.name} is not loaded`);
+    return driver;
+  }
+
+  private async reserveNetwork(request: NetworkCreateRequest): Promise<NetworkRecord> {
+    validateName('network', request.name);
+    const driverName = request.driver ?? this.defaultDriver;
+    const driver = this.drivers.get(driverName);
+    if (driver === undefined) {
+      throw new InvalidArgument(`unknown network driver "${driverName}" (available: ${this.driverNames().join(', ')})`);
+    }
+    const ipamDriver = request.ipam?.driver ?? 'default';
+    if (ipamDriver !== 'default') throw new InvalidArgument(`unknown IPAM driver "${ipamDriver}" (available: default)`);
+    if (request.ipam?.options !== undefined && Object.keys(request.ipam.options).length > 0) {
+      throw new InvalidArgument(`unknown IPAM option "${Object.keys(request.ipam.options)[0]}"`);
+    }
+    const requestedPools = request.ipam?.config ?? [];
+    const enableIPv6 = request.enableIPv6 ?? false;
+    const enableIPv4 = request.enableIPv4 ?? true;
+    if (!driver.usesIpam && (requestedPools.length > 0 || enableIPv6)) {
+      throw new InvalidArgument(`the ${driver.name} driver assigns no addresses: --subnet, --ipv6 and other IPAM flags do not apply`);
+    }
+    const id = newId();
+    for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
+      if ((await this.store.get(key.networkName(request.name))) !== undefined) {
+        throw new Conflict(`network with name ${request.name} already exists`);
+      }
+      const subnetsKv = await this.store.get(key.subnets);
+      const subnets: SubnetTable = subnetsKv === undefined ? {} : parse(subnetsKv);
+      const existing = Object.entries(subnets).map(([subnet, owner]) => ({ subnet, networkName: owner.networkName }));
+      const pools = driver.usesIpam
+        ? resolvePools({ scope: driver.scope === 'local' ? 'local' : 'global', enableIPv4, enableIPv6, requested: [...requestedPools], existing })
+        : [];
+      const spec = {
+        id,
+        name: request.name,
+        driver: driver.name,
+        scope: driver.scope as Scope,
+        internal: request.internal ?? false,
+        attachable: request.attachable ?? false,
+        ingress: request.ingress ?? false,
+        enableIPv4: driver.usesIpam && enableIPv4,
+        enableIPv6: driver.usesIpam && enableIPv6,
+        ipam: { driver: ipamDriver, options: {}, config: pools },
+        options: { ...(request.options ?? {}) },
+        labels: { ...(request.labels ?? {}) },
+      };
+      driver.validate(spec);
+      const network: NetworkRecord = { ...spec, created: timestamp(this.now()) };
+      const nextSubnets: SubnetTable = { ...subnets };
+      for (const pool of pools) nextSubnets[pool.subnet] = { networkId: id, networkName: request.name };
+      const state: NetworkState = { allocator: new Allocator(pools).toJSON(), endpoints: {} };
+      const result = await this.store.txn({
+        compare: [
+          { key: key.networkName(request.name), modRevision: 0 },
+          { key: key.subnets, modRevision: subnetsKv?.modRevision ?? 0 },
+        ],
+        put: [
+          { key: key.network(id), value: JSON.stringify(network) },
+          { key: key.networkState(id), value: JSON.stringify(state) },
+          { key: key.networkName(request.name), value: id },
+          { key: key.subnets, value: JSON.stringify(nextSubnets) },
+        ],
+      });
+      if (result.succeeded) return network;
+    }
+    throw new Conflict(`network ${request.name}: too many concurrent changes, try again`);
+  }
+
+  /** Deletes a network's records; endpoints must already be gone. */
+  private async releaseNetwork(network: NetworkRecord): Promise<void> {
+    await this.casLoop(async () => {
+      const subnetsKv = await this.store.get(key.subnets);
+      const subnets: SubnetTable = subnetsKv === undefined ? {} : parse(subnetsKv);
+      const next: SubnetTable = {};
+      for (const [subnet, owner] of Object.entries(subnets)) {
+        if (owner.networkId !== network.id) next[subnet] = owner;
+      }
+      const empty = Object.keys(next).length === 0;
+      return {
+        compare: [{ key: key.subnets, modRevision: subnetsKv?.modRevision ?? 0 }],
+        put: empty ? [] : [{ key: key.subnets, value: JSON.stringify(next) }],
+        delete: [
+          key.network(network.id),
+          key.networkState(network.id),
+          key.networkName(network.name),
+          ...(empty ? [key.subnets] : []),
+        ],
+      };
+    });
+  }
+
+  private async removeNetworkLocked(network: NetworkRecord): Promise<void> {
+    const stateKv = await this.store.get(key.networkState(network.id));
+    const endpoints = await this.networkEndpoints(network.id);
+    if (endpoints.length > 0) {
+      const names = endpoints.map((e) => `name:"${e.name}" id:"${e.id.slice(0, 12)}"`).join(', ');
+      throw new Forbidden(`error while removing network: network ${network.name} has active endpoints (${names})`);
+    }
+    // The state key changes with every endpoint: deleting it under a compare refuses removal if one
+    // appeared meanwhile, and makes later endpoint creation on this network fail.
+    const guard = await this.store.txn({
+      compare: [{ key: key.networkState(network.id), modRevision: stateKv?.modRevision ?? 0 }],
+      delete: [key.networkState(network.id)],
+    });
+    if (!guard.succeeded) throw new Conflict(`network ${network.name} changed while it was being removed; try again`);
+    try {
+      await this.driverOf(network).deleteNetwork(network);
+    } catch (err) {
+      if (stateKv !== undefined) await this.store.txn({ put: [{ key: stateKv.key, value: stateKv.value }] });
+      throw err;
+    }
+    await this.releaseNetwork(network);
+  }
+
+  private async createEndpointLocked(network: NetworkRecord, request: EndpointCreateRequest): Promise<EndpointRecord> {
+    validateName('endpoint', request.name);
+    const driver = this.driverOf(network);
+    if (!driver.usesIpam && (request.ipv4Address !== undefined || request.ipv6Address !== undefined)) {
+      throw new InvalidArgument(`network ${network.name} (driver ${network.driver}) assigns no addresses`);
+    }
+    if (request.ipv6Address !== undefined && !network.enableIPv6) {
+      throw new InvalidArgument(`network ${network.name} does not have IPv6 enabled; cannot use IPv6 address ${request.ipv6Address}`);
+    }
+    const id = newId();
+    let created: EndpointRecord | undefined;
+    await this.casLoop(async () => {
+      const stateKv = await this.store.get(key.networkState(network.id));
+      if (stateKv === undefined) throw new NetworkNotFound(network.name);
+      const state = parse<NetworkState>(stateKv);
+      if (Object.values(state.endpoints).includes(request.name)) {
+        throw new Conflict(`endpoint with name ${request.name} already exists in network ${network.name}`);
+      }
+      const allocator = new Allocator(network.ipam.config, state.allocator);
+      const hasV4 = network.ipam.config.some((pool) => !pool.subnet.includes(':'));
+      const hasV6 = network.ipam.config.some((pool) => pool.subnet.includes(':'));
+      if (request.ipv4Address !== undefined && !hasV4) {
+        throw new InvalidArgument(`network ${network.name} has no IPv4 subnet for address ${request.ipv4Address}`);
+      }
+      const ipv4Address = driver.usesIpam && hasV4 ? allocator.allocate(4, request.ipv4Address) : undefined;
+      const ipv6Address = driver.usesIpam && hasV6 && network.enableIPv6 ? allocator.allocate(6, request.ipv6Address) : undefined;
+      const endpoint: EndpointRecord = {
+        id,
+        name: request.name,
+        networkId: network.id,
+        macAddress: macFor(ipv4Address),
+        aliases: [...(request.aliases ?? [])],
+        ...(ipv4Address !== undefined ? { ipv4Address } : {}),
+        ...(ipv6Address !== undefined ? { ipv6Address } : {}),
+      };
+      const next: NetworkState = { allocator: allocator.toJSON(), endpoints: { ...state.endpoints, [id]: request.name } };
+      created = endpoint;
+      return {
+        compare: [{ key: key.networkState(network.id), modRevision: stateKv.modRevision }],
+        put: [
+          { key: key.networkState(network.id), value: JSON.stringify(next) },
+          { key: key.endpoint(network.id, id), value: JSON.stringify(endpoint) },
+        ],
+      };
+    });
+    if (created === undefined) throw new NetctlError('Internal', 'endpoint was not created');
+    return created;
+  }
+
+  private async deleteEndpointLocked(network: NetworkRecord, endpointId: string): Promise<void> {
+    await this.casLoop(async () => {
+      const stateKv = await this.store.get(key.networkState(network.id));
+      const endpointKv = await this.store.get(key.endpoint(network.id, endpointId));
+      if (stateKv === undefined || endpointKv === undefined) return undefined;
+      const state = parse<NetworkState>(stateKv);
+      const endpoint = parse<EndpointRecord>(endpointKv);
+      const allocator = new Allocator(network.ipam.config, state.allocator);
+      if (endpoint.ipv4Address !== undefined) allocator.release(endpoint.ipv4Address);
+      if (endpoint.ipv6Address !== undefined) allocator.release(endpoint.ipv6Address);
+      const endpoints = { ...state.endpoints };
+      delete endpoints[endpointId];
+      const next: NetworkState = { allocator: allocator.toJSON(), endpoints };
+      return {
+        compare: [{ key: key.networkState(network.id), modRevision: stateKv.modRevision }],
+        put: [{ key: key.networkState(network.id), value: JSON.stringify(next) }],
+        delete: [key.endpoint(network.id, endpointId)],
+      };
+    });
+  }
+
+  private async joinLocked(network: NetworkRecord, endpoint: EndpointRecord, sandbox: SandboxRecord): Promise<EndpointRecord> {
+    if (endpoint.sandboxId !== undefined) {
+      throw new Conflict(`endpoint ${endpoint.name} is already joined to a sandbox`);
+    }
+    const sandboxEndpoints = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id);
+    if (sandboxEndpoints.some((e) => e.networkId === network.id)) {
+      throw new Conflict(`sandbox ${sandbox.name} is already connected to network ${network.name}`);
+    }
+    const usedNames = new Set(sandboxEndpoints.map((e) => e.ifName));
+    let index = 0;
+    while (usedNames.has(`eth${index}`)) index++;
+    const ifName = `eth${index}`;
+    const joined: EndpointRecord = { ...endpoint, sandboxId: sandbox.id, ifName };
+    const endpointKey = key.endpoint(network.id, endpoint.id);
+    const current = await this.store.get(endpointKey);
+    if (current === undefined) throw new EndpointNotFound(endpoint.name);
+    const written = await this.store.txn({
+      compare: [
+        { key: endpointKey, modRevision: current.modRevision },
+        { key: key.sandbox(sandbox.id), modRevision: (await this.store.get(key.sandbox(sandbox.id)))?.modRevision ?? 0 },
+      ],
+      put: [{ key: endpointKey, value: JSON.stringify(joined) }],
+    });
+    if (!written.succeeded) throw new Conflict(`endpoint ${endpoint.name} or sandbox ${sandbox.name} changed meanwhile; try again`);
+    const setDefaultRoute = await this.providesDefaultRoute(network, sandboxEndpoints);
+    try {
+      await this.driverOf(network).join({ network, endpoint: joined, sandbox, ifName, setDefaultRoute });
+    } catch (err) {
+      await this.bestEffort(`undo join of ${endpoint.name}`, () =>
+        this.driverOf(network).leave({ network, endpoint: joined, sandbox, ifName }),
+      );
+      await this.store.txn({ put: [{ key: endpointKey, value: JSON.stringify(endpoint) }] });
+      throw err;
+    }
+    return joined;
+  }
+
+  /** The first non-internal network with an IPv4 gateway that a sandbox joins gives it its default route. */
+  private async providesDefaultRoute(network: NetworkRecord, others: readonly EndpointRecord[]): Promise<boolean> {
+    if (network.internal || network.ipam.config.length === 0) return false;
+    for (const other of others) {
+      const otherNetwork = await this.networkById(other.networkId).catch(() => undefined);
+      if (otherNetwork !== undefined && !otherNetwork.internal && otherNetwork.ipam.config.length > 0) return false;
+    }
+    return true;
+  }
+
+  private async leaveLocked(network: NetworkRecord, endpoint: EndpointRecord, sandbox: SandboxRecord): Promise<void> {
+    if (endpoint.ifName !== undefined) {
+      await this.driverOf(network).leave({ network, endpoint, sandbox, ifName: endpoint.ifName });
+    }
+    const { sandboxId: _sandboxId, ifName: _ifName, ...left } = endpoint;
+    await this.store.txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(left) }] });
+  }
+
+  /** Re-makes kernel state for everything stored; problems are logged, not fatal. */
+  private async restore(): Promise<void> {
+    const sandboxes = await this.allSandboxes();
+    for (const sandbox of sandboxes) {
+      if (await this.namespaces.exists(sandbox.netnsPath)) continue;
+      if (sandbox.ownsNetns) {
+        await this.bestEffort(`recreate namespace of sandbox ${sandbox.name}`, async () => {
+          await this.namespaces.createNamed(sandbox.name);
+        });
+      } else {
+        this.log(`sandbox ${sandbox.name}: namespace ${sandbox.netnsPath} is gone; its endpoints are released`);
+      }
+    }
+    const live = new Map<string, SandboxRecord>();
+    for (const sandbox of sandboxes) {
+      if (await this.namespaces.exists(sandbox.netnsPath)) live.set(sandbox.id, sandbox);
+    }
+    for (const network of await this.allNetworks()) {
+      const driver = this.drivers.get(network.driver);
+      if (driver === undefined) {
+        this.log(`network ${network.name}: driver ${network.driver} is not available; left as stored`);
+        continue;
+      }
+      await this.bestEffort(`restore network ${network.name}`, () => driver.createNetwork(network));
+      const endpoints = await this.networkEndpoints(network.id);
+      for (const endpoint of endpoints) {
+        if (endpoint.sandboxId === undefined || endpoint.ifName === undefined) continue;
+        const sandbox = live.get(endpoint.sandboxId);
+        if (sandbox === undefined) {
+          await this.bestEffort(`release endpoint ${endpoint.name}`, () => this.deleteEndpointLocked(network, endpoint.id));
+          continue;
+        }
+        const others = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id && e.id !== endpoint.id);
+        const earlier = others.filter((e) => (e.ifName ?? '') < endpoint.ifName!);
+        const setDefaultRoute = await this.providesDefaultRoute(network, earlier);
+        await this.bestEffort(`restore endpoint ${endpoint.name}`, () =>
+          driver.join({ network, endpoint, sandbox, ifName: endpoint.ifName!, setDefaultRoute }),
+        );
+      }
+    }
+    for (const sandbox of sandboxes) {
+      if (!live.has(sandbox.id) && !sandbox.ownsNetns) {
+        await this.store.txn({ delete: [key.sandbox(sandbox.id), key.sandboxName(sandbox.name)] });
+      }
+    }
+  }
+
+  private async bestEffort(what: string, fn: () => Promise<unknown>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      this.log(`${what}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Retries a read-modify-write until its compare holds; `build` returning undefined means nothing to do. */
+  private async casLoop(build: () => Promise<TxnRequest | undefined>): Promise<void> {
+    for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
+      const request = await build();
+      if (request === undefined) return;
+      if ((await this.store.txn(request)).succeeded) return;
+    }
+    throw new Conflict('too many concurrent changes, try again');
+  }
+
+  private async allNetworks(): Promise<NetworkRecord[]> {
+    const networks = (await this.store.list('networks/')).map((kv) => parse<NetworkRecord>(kv));
+    return networks.sort((a, b) => a.created.localeCompare(b.created) || a.name.localeCompare(b.name));
+  }
+
+  private async allEndpoints(): Promise<EndpointRecord[]> {
+    return (await this.store.list('endpoints/')).map((kv) => parse<EndpointRecord>(kv));
+  }
+
+  private async networkEndpoints(networkId: string): Promise<EndpointRecord[]> {
+    return (await this.store.list(key.endpoints(networkId))).map((kv) => parse<EndpointRecord>(kv));
+  }
+
+  private async allSandboxes(): Promise<SandboxRecord[]> {
+    return (await this.store.list('sandboxes/')).map((kv) => parse<SandboxRecord>(kv));
+  }
+
+  private async sandboxMap(): Promise<Map<string, SandboxRecord>> {
+    return new Map((await this.allSandboxes()).map((s) => [s.id, s]));
+  }
+
+  private async networkById(id: string): Promise<NetworkRecord> {
+    const kv = await this.store.get(key.network(id));
+    if (kv === undefined) throw new NetworkNotFound(id);
+    return parse(kv);
+  }
+
+  private async sandboxById(id: string): Promise<SandboxRecord> {
+    const kv = await this.store.get(key.sandbox(id));
+    if (kv === undefined) throw new SandboxNotFound(id);
+    return parse(kv);
+  }
+
+  /** Docker's lookup order: full id, exact name, then a unique id prefix. */
+  private async findNetwork(idOrName: string): Promise<NetworkRecord> {
+    return findByIdOrName('network', idOrName, await this.allNetworks(), () => new NetworkNotFound(idOrName));
+  }
+
+  private async findSandbox(idOrName: string): Promise<SandboxRecord> {
+    return findByIdOrName('sandbox', idOrName, await this.allSandboxes(), () => new SandboxNotFound(idOrName));
+  }
+
+  private async findEndpoint(network: NetworkRecord, idOrName: string): Promise<EndpointRecord> {
+    return findByIdOrName('endpoint', idOrName, await this.networkEndpoints(network.id), () => new EndpointNotFound(idOrName));
+  }
+}
+
+function findByIdOrName<T extends { id: string; name: string }>(
+  kind: string,
+  idOrName: string,
+  items: readonly T[],
+  notFound: () => Error,
+): T {
+  if (idOrName === '') throw notFound();
+  const byId = items.find((item) => item.id === idOrName);
+  if (byId !== undefined) return byId;
+  const byName = items.find((item) => item.name === idOrName);
+  if (byName !== undefined) return byName;
+  const byPrefix = items.filter((item) => item.id.startsWith(idOrName));
+  if (byPrefix.length === 1 && byPrefix[0] !== undefined) return byPrefix[0];
+  if (byPrefix.length > 1) {
+    throw new InvalidArgument(`${kind} ${idOrName} is ambiguous (${byPrefix.length} matches found based on ID prefix)`);
+  }
+  throw notFound();
+}
+
+/** libnetwork's scheme: 02:42 followed by the IPv4 address; random (locally administered) without one. */
+function macFor(ipv4Cidr: string | undefined): string {
+  const bytes =
+    ipv4Cidr === undefined
+      ? Buffer.concat([Buffer.from([0x02]), randomBytes(5)])
+      : Buffer.from([0x02, 0x42, ...ipv4Cidr.split('/')[0]!.split('.').map(Number)]);
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}

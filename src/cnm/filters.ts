@@ -1,0 +1,129 @@
+/**
+ * Docker's network list and prune filters (`-f key=value`, the API's
+ * `filters` query). Values of one key are OR-ed, keys are AND-ed.
+ */
+import { InvalidArgument } from './errors.js';
+import type { NetworkRecord } from './types.js';
+
+export type Filters = Readonly<Record<string, readonly string[]>>;
+
+const LIST_KEYS = new Set(['driver', 'id', 'label', 'name', 'scope', 'type', 'dangling']);
+const PRUNE_KEYS = new Set(['until', 'label', 'label!']);
+
+/** Parses `key=value` strings as the CLI's `-f` gives them. */
+export function parseFilterArgs(args: readonly string[]): Record<string, string[]> {
+  const filters: Record<string, string[]> = {};
+  for (const arg of args) {
+    const eq = arg.indexOf('=');
+    if (eq <= 0) throw new InvalidArgument(`bad format of filter (expected name=value): "${arg}"`);
+    const key = arg.slice(0, eq).trim().toLowerCase();
+    const value = arg.slice(eq + 1);
+    (filters[key] ??= []).push(value);
+  }
+  return filters;
+}
+
+/**
+ * Reads the API's `filters` query: a JSON object whose values are arrays
+ * (`{"name":["a"]}`) or, in older clients, maps (`{"name":{"a":true}}`).
+ */
+export function parseFiltersJson(text: string | null | undefined): Record<string, string[]> {
+  if (text === null || text === undefined || text === '') return {};
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new InvalidArgument(`invalid filters: ${text}`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new InvalidArgument(`invalid filters: ${text}`);
+  }
+  const filters: Record<string, string[]> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    if (Array.isArray(value) && value.every((v) => typeof v === 'string')) {
+      filters[key] = value as string[];
+    } else if (value !== null && typeof value === 'object') {
+      filters[key] = Object.entries(value)
+        .filter(([, on]) => on === true)
+        .map(([v]) => v);
+    } else {
+      throw new InvalidArgument(`invalid filter value for '${key}'`);
+    }
+  }
+  return filters;
+}
+
+function checkKeys(filters: Filters, allowed: ReadonlySet<string>): void {
+  for (const key of Object.keys(filters)) {
+    if (!allowed.has(key)) throw new InvalidArgument(`invalid filter '${key}'`);
+  }
+}
+
+/** `label=key` matches the key; `label=key=value` matches both. */
+function matchesLabel(labels: Readonly<Record<string, string>>, spec: string): boolean {
+  const eq = spec.indexOf('=');
+  if (eq < 0) return Object.hasOwn(labels, spec);
+  const key = spec.slice(0, eq);
+  return Object.hasOwn(labels, key) && labels[key] === spec.slice(eq + 1);
+}
+
+function parseBool(key: string, value: string): boolean {
+  const v = value.toLowerCase();
+  if (v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  throw new InvalidArgument(`invalid filter '${key}=${value}': expected true or false`);
+}
+
+export function validateListFilters(filters: Filters): void {
+  checkKeys(filters, LIST_KEYS);
+  for (const value of filters['type'] ?? []) {
+    if (value !== 'custom' && value !== 'builtin') {
+      throw new InvalidArgument(`invalid filter 'type=${value}': expected custom or builtin`);
+    }
+  }
+  for (const value of filters['dangling'] ?? []) parseBool('dangling', value);
+}
+
+/** Docker's list filter: name and id match substrings/prefixes, the rest exactly. */
+export function matchesListFilters(network: NetworkRecord, endpointCount: number, filters: Filters): boolean {
+  const any = (key: string, test: (value: string) => boolean): boolean => {
+    const values = filters[key];
+    return values === undefined || values.length === 0 || values.some(test);
+  };
+  return (
+    any('driver', (v) => network.driver === v) &&
+    any('id', (v) => network.id.startsWith(v)) &&
+    any('name', (v) => network.name.includes(v)) &&
+    any('scope', (v) => network.scope === v) &&
+    any('type', (v) => v === 'custom') &&
+    any('dangling', (v) => parseBool('dangling', v) === (endpointCount === 0)) &&
+    (filters['label'] ?? []).every((spec) => matchesLabel(network.labels, spec))
+  );
+}
+
+/** Parses `until` as Docker does: a timestamp, or a duration like 10m, 24h ago. */
+export function parseUntil(value: string, now: Date): Date {
+  const duration = /^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$/.exec(value);
+  if (duration) {
+    const scale: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
+    return new Date(now.getTime() - Number(duration[1]) * (scale[duration[2] ?? 's'] ?? 1e3));
+  }
+  if (/^\d+(\.\d+)?$/.test(value)) return new Date(Number(value) * 1000);
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) throw new InvalidArgument(`invalid filter 'until=${value}': not a timestamp or duration`);
+  return date;
+}
+
+export function validatePruneFilters(filters: Filters, now: Date): void {
+  checkKeys(filters, PRUNE_KEYS);
+  for (const value of filters['until'] ?? []) parseUntil(value, now);
+}
+
+export function matchesPruneFilters(network: NetworkRecord, filters: Filters, now: Date): boolean {
+  const created = new Date(network.created).getTime();
+  return (
+    (filters['until'] ?? []).every((v) => created < parseUntil(v, now).getTime()) &&
+    (filters['label'] ?? []).every((spec) => matchesLabel(network.labels, spec)) &&
+    (filters['label!'] ?? []).every((spec) => !matchesLabel(network.labels, spec))
+  );
+}

@@ -1,0 +1,88 @@
+/**
+ * Docker's JSON shape for a network (`docker network inspect`, `GET /networks`).
+ * Sandboxes stand where Docker has containers.
+ */
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from './types.js';
+
+export interface DockerIpamConfig {
+  Subnet: string;
+  IPRange?: string;
+  Gateway?: string;
+  AuxiliaryAddresses?: Record<string, string>;
+}
+
+export interface DockerEndpointResource {
+  Name: string;
+  EndpointID: string;
+  MacAddress: string;
+  IPv4Address: string;
+  IPv6Address: string;
+}
+
+export interface DockerNetwork {
+  Name: string;
+  Id: string;
+  Created: string;
+  Scope: string;
+  Driver: string;
+  EnableIPv4: boolean;
+  EnableIPv6: boolean;
+  IPAM: { Driver: string; Options: Record<string, string>; Config: DockerIpamConfig[] };
+  Internal: boolean;
+  Attachable: boolean;
+  Ingress: boolean;
+  ConfigFrom: { Network: string };
+  ConfigOnly: boolean;
+  Containers: Record<string, DockerEndpointResource>;
+  Options: Record<string, string>;
+  Labels: Record<string, string>;
+}
+
+export function toDockerNetwork(
+  network: NetworkRecord,
+  endpoints: readonly EndpointRecord[],
+  sandboxes: ReadonlyMap<string, SandboxRecord>,
+): DockerNetwork {
+  const containers: Record<string, DockerEndpointResource> = {};
+  for (const endpoint of endpoints) {
+    if (endpoint.sandboxId === undefined) continue;
+    const sandbox = sandboxes.get(endpoint.sandboxId);
+    containers[endpoint.sandboxId] = {
+      Name: sandbox?.name ?? endpoint.name,
+      EndpointID: endpoint.id,
+      MacAddress: endpoint.macAddress,
+      IPv4Address: endpoint.ipv4Address ?? '',
+      IPv6Address: endpoint.ipv6Address ?? '',
+    };
+  }
+  return {
+    Name: network.name,
+    Id: network.id,
+    Created: network.created,
+    Scope: network.scope,
+    Driver: network.driver,
+    EnableIPv4: network.enableIPv4,
+    EnableIPv6: network.enableIPv6,
+    IPAM: {
+      Driver: network.ipam.driver,
+      Options: { ...network.ipam.options },
+      Config: network.ipam.config.map((pool) => {
+        const out: DockerIpamConfig = { Subnet: pool.subnet };
+        if (pool.ipRange !== undefined) out.IPRange = pool.ipRange;
+        if (pool.gateway !== undefined) out.Gateway = pool.gateway;
+        if (pool.auxAddresses !== undefined && Object.keys(pool.auxAddresses).length > 0) {
+          out.AuxiliaryAddresses = { ...pool.auxAddresses };
+        }
+        return out;
+      }),
+    },
+    Internal: network.internal,
+    Attachable: network.attachable,
+    Ingress: network.ingress,
+    ConfigFrom: { Network: '' },
+    ConfigOnly: false,
+    Containers: containers,
+    Options: { ...network.options },
+    Labels: { ...network.labels },
+  };
+}

@@ -1,0 +1,12 @@
+/**
+ * What the controller needs from the kernel for sandboxes, as an injected
+ * part so the controller can be tested with an in-memory double.
+ */
+export interface NamespaceOps {
+  /** Makes a named namespace (like `ip netns add`) with loopback up; returns its path. */
+  createNamed(name: string): Promise<string>;
+  /** Removes a named namespace made by createNamed; missing is not an error. */
+  removeNamed(name: string): Promise<void>;
+  /** True when the path is a network namespace that exists now. */
+  exists(path: string): Promise<boolean>;
+}

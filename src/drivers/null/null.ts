@@ -1,0 +1,26 @@
+/**
+ * The null driver: endpoints exist in the model but get no interface and no
+ * addresses (Docker's `none` network). Useful for sandboxes that a runtime
+ * wires itself, and as the simplest driver in the compliance suite.
+ */
+import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
+import { InvalidArgument } from '../../cnm/errors.js';
+
+export class NullDriver implements NetworkDriver {
+  readonly name = 'null';
+  readonly scope = 'local' as const;
+  readonly usesIpam = false;
+
+  validate(network: NetworkSpec): void {
+    const option = Object.keys(network.options)[0];
+    if (option !== undefined) throw new InvalidArgument(`unknown null driver option "${option}"`);
+  }
+
+  async createNetwork(): Promise<void> {}
+
+  async deleteNetwork(): Promise<void> {}
+
+  async join(_request: JoinRequest): Promise<void> {}
+
+  async leave(_request: LeaveRequest): Promise<void> {}
+}

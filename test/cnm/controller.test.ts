@@ -1,0 +1,189 @@
+import test from 'ava';
+import { Controller } from '../../src/cnm/controller.js';
+import { NullDriver } from '../../src/drivers/null/null.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import { MemoryNamespaces, RecordingDriver } from './doubles.js';
+
+async function setup() {
+  const store = new MemoryStore();
+  const driver = new RecordingDriver();
+  const namespaces = new MemoryNamespaces();
+  const open = () => Controller.open({ store, drivers: [driver, new NullDriver()], namespaces, log: () => {} });
+  return { store, driver, namespaces, controller: await open(), open };
+}
+
+async function snapshot(store: MemoryStore) {
+  return (await store.list('')).map(({ key, value }) => ({ key, value }));
+}
+
+test('full lifecycle: network, sandbox, connect, inspect, disconnect, remove', async (t) => {
+  const { controller, driver } = await setup();
+  const network = await controller.createNetwork({ name: 'web', labels: { env: 'test' } });
+  t.regex(network.Id, /^[0-9a-f]{64}$/);
+  t.is(network.Driver, 'bridge');
+  t.is(network.Scope, 'local');
+  t.is(network.IPAM.Config[0]?.Subnet, '172.17.0.0/16');
+  t.is(network.IPAM.Config[0]?.Gateway, '172.17.0.1');
+
+  const a = await controller.createSandbox({ name: 'a' });
+  const b = await controller.createSandbox({ name: 'b' });
+  t.is(a.netnsPath, '/var/run/netns/a');
+  const epA = await controller.connect('web', 'a');
+  const epB = await controller.connect('web', 'b', { aliases: ['db'] });
+  t.is(epA.ipv4Address, '172.17.0.2/16');
+  t.is(epB.ipv4Address, '172.17.0.3/16');
+  t.is(epA.macAddress, '02:42:ac:11:00:02');
+  t.is(epA.ifName, 'eth0');
+  t.deepEqual(epB.aliases, ['db']);
+
+  const inspected = await controller.inspectNetwork(network.Id.slice(0, 12));
+  t.deepEqual(Object.keys(inspected.Containers).sort(), [a.id, b.id].sort());
+  t.is(inspected.Containers[a.id]?.Name, 'a');
+  t.is(inspected.Containers[a.id]?.IPv4Address, '172.17.0.2/16');
+
+  const refused = await t.throwsAsync(controller.removeNetwork('web'));
+  t.is((refused as { code?: string }).code, 'Forbidden');
+  t.regex(refused?.message ?? '', /has active endpoints/);
+
+  await controller.disconnect('web', 'a');
+  t.is(driver.joined.size, 1);
+  await controller.removeSandbox('b');
+  t.is(driver.joined.size, 0);
+  await controller.removeNetwork('web');
+  t.deepEqual(await controller.listNetworks(), []);
+  t.is(driver.networks.size, 0);
+});
+
+test('addresses are released on disconnect and the lowest free one is reused', async (t) => {
+  const { controller } = await setup();
+  await controller.createNetwork({ name: 'n', ipam: { config: [{ subnet: '10.5.0.0/24' }] } });
+  for (const name of ['a', 'b', 'c']) await controller.createSandbox({ name });
+  await controller.connect('n', 'a');
+  await controller.connect('n', 'b');
+  await controller.disconnect('n', 'a');
+  const c = await controller.connect('n', 'c');
+  t.is(c.ipv4Address, '10.5.0.2/24');
+});
+
+test('a second network on a sandbox is eth1 and does not take the default route', async (t) => {
+  const { controller, driver } = await setup();
+  await controller.createNetwork({ name: 'one' });
+  await controller.createNetwork({ name: 'two' });
+  t.is((await controller.inspectNetwork('two')).IPAM.Config[0]?.Subnet, '172.18.0.0/16');
+  await controller.createSandbox({ name: 's' });
+  await controller.connect('one', 's');
+  const second = await controller.connect('two', 's');
+  t.is(second.ifName, 'eth1');
+  t.deepEqual([...driver.joined.values()].sort(), ['s/eth0', 's/eth1']);
+});
+
+test('bad input is refused with a clear error and changes nothing', async (t) => {
+  const { controller, store } = await setup();
+  await controller.createNetwork({ name: 'taken', ipam: { config: [{ subnet: '10.1.0.0/16' }] } });
+  await controller.createSandbox({ name: 's' });
+  await controller.connect('taken', 's', { ipv4Address: '10.1.0.9' });
+  await controller.createSandbox({ name: 't' });
+  const before = await snapshot(store);
+
+  const cases: [Promise<unknown>, string, RegExp][] = [
+    [controller.createNetwork({ name: 'taken' }), 'Conflict', /already exists/],
+    [controller.createNetwork({ name: 'x', ipam: { config: [{ subnet: '10.1.2.0/24' }] } }), 'Conflict', /overlaps/],
+    [controller.createNetwork({ name: 'x', ipam: { config: [{ subnet: '10.1.2.0/33' }] } }), 'InvalidArgument', /10\.1\.2\.0\/33/],
+    [controller.createNetwork({ name: 'x', ipam: { config: [{ subnet: '10.9.0.0/24', gateway: '10.8.0.1' }] } }), 'InvalidArgument', /10\.8\.0\.1/],
+    [controller.createNetwork({ name: 'x', driver: 'nosuch' }), 'InvalidArgument', /unknown network driver "nosuch"/],
+    [controller.createNetwork({ name: 'x', options: { 'no.such': '1' } }), 'InvalidArgument', /unknown bridge driver option "no.such"/],
+    [controller.createNetwork({ name: 'bad name!' }), 'InvalidArgument', /invalid network name/],
+    [controller.createNetwork({ name: 'x', driver: 'null', enableIPv6: true }), 'InvalidArgument', /assigns no addresses/],
+    [controller.connect('taken', 't', { ipv4Address: '10.1.0.9' }), 'Conflict', /10\.1\.0\.9/],
+    [controller.connect('taken', 's'), 'Conflict', /already exists in network taken/],
+    [controller.connect('taken', 'nosuch'), 'NotFound', /sandbox nosuch not found/],
+    [controller.connect('nosuch', 't'), 'NotFound', /network nosuch not found/],
+    [controller.removeNetwork('taken'), 'Forbidden', /active endpoints/],
+    [controller.createSandbox({ name: 's' }), 'Conflict', /already exists/],
+    [controller.disconnect('taken', 't'), 'Forbidden', /not connected/],
+  ];
+  for (const [promise, code, message] of cases) {
+    const err = await t.throwsAsync(promise);
+    t.is((err as { code?: string }).code, code, err?.message);
+    t.regex(err?.message ?? '', message);
+  }
+  t.deepEqual(await snapshot(store), before);
+});
+
+test('a driver failure rolls back: no record, no address, no kernel state', async (t) => {
+  const { controller, driver, store } = await setup();
+  driver.failNext = 'createNetwork';
+  await t.throwsAsync(controller.createNetwork({ name: 'n' }), { message: /injected createNetwork failure/ });
+  t.deepEqual(await snapshot(store), []);
+  t.is(driver.networks.size, 0);
+
+  await controller.createNetwork({ name: 'n', ipam: { config: [{ subnet: '10.2.0.0/24' }] } });
+  await controller.createSandbox({ name: 's' });
+  const before = await snapshot(store);
+  driver.failNext = 'join';
+  await t.throwsAsync(controller.connect('n', 's'), { message: /injected join failure/ });
+  t.deepEqual(await snapshot(store), before);
+  t.is(driver.joined.size, 0);
+  t.deepEqual(driver.calls.slice(-2).map((c) => c.call), ['join', 'leave']);
+  // The address the failed join held is free again.
+  t.is((await controller.connect('n', 's')).ipv4Address, '10.2.0.2/24');
+});
+
+test('lower-level lifecycle: create endpoint, join, leave, delete endpoint', async (t) => {
+  const { controller, driver } = await setup();
+  await controller.createNetwork({ name: 'n' });
+  await controller.createSandbox({ name: 's' });
+  const endpoint = await controller.createEndpoint('n', { name: 'ep1' });
+  t.is(endpoint.sandboxId, undefined);
+  await t.throwsAsync(controller.removeNetwork('n'), { message: /active endpoints/ });
+  await controller.join('n', 'ep1', 's');
+  await t.throwsAsync(controller.deleteEndpoint('n', 'ep1'), { message: /leave it first/ });
+  await controller.leave('n', 'ep1');
+  t.is(driver.joined.size, 0);
+  await controller.deleteEndpoint('n', 'ep1');
+  await controller.removeNetwork('n');
+  t.deepEqual(await controller.listNetworks(), []);
+});
+
+test('reopening the controller restores networks and joined endpoints', async (t) => {
+  const { controller, driver, open } = await setup();
+  await controller.createNetwork({ name: 'n' });
+  await controller.createSandbox({ name: 's' });
+  await controller.connect('n', 's');
+  await controller.close();
+  driver.networks.clear();
+  driver.joined.clear();
+  const reopened = await open();
+  t.is(driver.networks.size, 1);
+  t.deepEqual([...driver.joined.values()], ['s/eth0']);
+  const network = await reopened.inspectNetwork('n');
+  t.is(Object.values(network.Containers)[0]?.IPv4Address, '172.17.0.2/16');
+});
+
+test('list filters and prune follow docker', async (t) => {
+  const { controller } = await setup();
+  await controller.createNetwork({ name: 'front', labels: { tier: 'web' } });
+  await controller.createNetwork({ name: 'back', labels: { tier: 'db' } });
+  await controller.createNetwork({ name: 'none0', driver: 'null' });
+  await controller.createSandbox({ name: 's' });
+  await controller.connect('back', 's');
+  const names = async (filters: Record<string, string[]>) => (await controller.listNetworks(filters)).map((n) => n.Name).sort();
+  t.deepEqual(await names({ name: ['ron'] }), ['front']);
+  t.deepEqual(await names({ label: ['tier'] }), ['back', 'front']);
+  t.deepEqual(await names({ label: ['tier=db'] }), ['back']);
+  t.deepEqual(await names({ driver: ['null'] }), ['none0']);
+  t.deepEqual(await names({ dangling: ['true'] }), ['front', 'none0']);
+  t.deepEqual(await names({ type: ['builtin'] }), []);
+  await t.throwsAsync(controller.listNetworks({ bogus: ['1'] }), { message: "invalid filter 'bogus'" });
+  t.deepEqual(await controller.pruneNetworks({ label: ['tier=web'] }), ['front']);
+  t.deepEqual((await controller.pruneNetworks()).sort(), ['none0']);
+  t.deepEqual(await names({}), ['back']);
+});
+
+test('network lookup: full id, name, unique id prefix, ambiguity', async (t) => {
+  const { controller } = await setup();
+  const a = await controller.createNetwork({ name: 'alpha' });
+  t.is((await controller.inspectNetwork(a.Id)).Name, 'alpha');
+  t.is((await controller.inspectNetwork(a.Id.slice(0, 5))).Name, 'alpha');
+  await t.throwsAsync(controller.inspectNetwork('zzz-none'), { message: 'network zzz-none not found' });
+});

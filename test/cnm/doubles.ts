@@ -1,0 +1,78 @@
+/**
+ * In-memory doubles for the layers under the controller: a driver that
+ * records what it was asked and can be told to fail, and namespaces that
+ * exist only in a Set.
+ */
+import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../src/cnm/driver.js';
+import { InvalidArgument, NetctlError } from '../../src/cnm/errors.js';
+import type { NamespaceOps } from '../../src/cnm/namespaces.js';
+import type { NetworkRecord, Scope } from '../../src/cnm/types.js';
+
+export type DriverCall = 'createNetwork' | 'deleteNetwork' | 'join' | 'leave';
+
+export class RecordingDriver implements NetworkDriver {
+  readonly usesIpam = true;
+  readonly calls: { call: DriverCall; name: string }[] = [];
+  /** Networks and joined endpoints as the "kernel" holds them now. */
+  readonly networks = new Set<string>();
+  readonly joined = new Map<string, string>();
+  failNext: DriverCall | undefined;
+
+  constructor(
+    readonly name = 'bridge',
+    readonly scope: Scope = 'local',
+  ) {}
+
+  validate(network: NetworkSpec): void {
+    for (const option of Object.keys(network.options)) {
+      if (option !== 'fake.ok') throw new InvalidArgument(`unknown ${this.name} driver option "${option}"`);
+    }
+  }
+
+  private step(call: DriverCall, name: string): void {
+    this.calls.push({ call, name });
+    if (this.failNext === call) {
+      this.failNext = undefined;
+      throw new NetctlError('Internal', `injected ${call} failure`);
+    }
+  }
+
+  async createNetwork(network: NetworkRecord): Promise<void> {
+    this.step('createNetwork', network.name);
+    this.networks.add(network.id);
+  }
+
+  async deleteNetwork(network: NetworkRecord): Promise<void> {
+    this.step('deleteNetwork', network.name);
+    this.networks.delete(network.id);
+  }
+
+  async join(request: JoinRequest): Promise<void> {
+    this.step('join', request.endpoint.name);
+    this.joined.set(request.endpoint.id, `${request.sandbox.name}/${request.ifName}`);
+  }
+
+  async leave(request: LeaveRequest): Promise<void> {
+    this.step('leave', request.endpoint.name);
+    this.joined.delete(request.endpoint.id);
+  }
+}
+
+export class MemoryNamespaces implements NamespaceOps {
+  readonly paths = new Set<string>();
+
+  async createNamed(name: string): Promise<string> {
+    const path = `/var/run/netns/${name}`;
+    if (this.paths.has(path)) throw new NetctlError('Conflict', `namespace ${name} exists`);
+    this.paths.add(path);
+    return path;
+  }
+
+  async removeNamed(name: string): Promise<void> {
+    this.paths.delete(`/var/run/netns/${name}`);
+  }
+
+  async exists(path: string): Promise<boolean> {
+    return this.paths.has(path);
+  }
+}
