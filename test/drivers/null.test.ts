@@ -1,0 +1,46 @@
+import test from 'ava';
+import { Controller } from '../../src/cnm/controller.js';
+import { NullDriver } from '../../src/drivers/null/null.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import { MemoryNamespaces } from '../cnm/doubles.js';
+import { driverCompliance } from './compliance.js';
+
+driverCompliance('null driver', async () => {
+  const store = new MemoryStore();
+  const namespaces = new MemoryNamespaces();
+  const open = () => Controller.open({ store, drivers: [new NullDriver()], namespaces, defaultDriver: 'null', log: () => {} });
+  let controller = await open();
+  return {
+    get controller() {
+      return controller;
+    },
+    driver: 'null',
+    sandboxName: (base) => base,
+    async reopen() {
+      await controller.close();
+      controller = await open();
+      return controller;
+    },
+    async cleanup() {
+      await controller.close();
+    },
+  };
+});
+
+test('null networks have no IPAM and endpoints no addresses', async (t) => {
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    drivers: [new NullDriver()],
+    namespaces: new MemoryNamespaces(),
+    log: () => {},
+  });
+  const network = await controller.createNetwork({ name: 'none', driver: 'null' });
+  t.deepEqual(network.IPAM.Config, []);
+  await controller.createSandbox({ name: 's' });
+  const endpoint = await controller.connect('none', 's');
+  t.is(endpoint.ipv4Address, undefined);
+  t.is((await controller.inspectNetwork('none')).Containers[endpoint.sandboxId ?? '']?.IPv4Address, '');
+  await t.throwsAsync(controller.createNetwork({ name: 'x', driver: 'null', options: { a: 'b' } }), {
+    message: 'unknown null driver option "a"',
+  });
+});
