@@ -1,0 +1,87 @@
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+interface FlockBinding {
+  /** Returns false when `nonBlocking` is set and the lock is held elsewhere. */
+  flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;
+  funlock(fd: number): void;
+}
+
+let binding: FlockBinding | undefined;
+
+function addon(): FlockBinding {
+  binding ??= createRequire(import.meta.url)('../../build/Release/netctl_native.node') as FlockBinding;
+  return binding;
+}
+
+/** Thrown by `lockFile` when another holder keeps the lock past the timeout. */
+export class LockTimeout extends Error {
+  readonly code = 'LockTimeout';
+  constructor(readonly path: string, readonly timeoutMs: number) {
+    super(`timed out after ${timeoutMs} ms waiting for the lock on ${path}`);
+    this.name = 'LockTimeout';
+  }
+}
+
+export interface FileLock {
+  readonly path: string;
+  /** Drops the lock and closes the file; later calls do nothing. */
+  release(): Promise<void>;
+}
+
+export interface LockFileOptions {
+  /** How long to wait for another holder; default 10 000 ms. */
+  readonly timeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const MAX_BACKOFF_MS = 20;
+
+/**
+ * Opens (creating it if needed) `path` and takes an exclusive flock(2) on it.
+ * flock locks belong to the open file description, so two `lockFile` calls
+ * exclude each other even inside one process, and the kernel drops the lock
+ * when the holder dies. Waiting polls with LOCK_NB so the event loop keeps
+ * running.
+ */
+export async function lockFile(path: string, options: LockFileOptions = {}): Promise<FileLock> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const { flock } = addon();
+  const handle = await open(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+  try {
+    const deadline = Date.now() + timeoutMs;
+    let backoffMs = 1;
+    while (!flock(handle.fd, true, true)) {
+      if (Date.now() >= deadline) throw new LockTimeout(path, timeoutMs);
+      // Jitter keeps several waiting processes from retrying in lockstep.
+      await sleep(Math.min(backoffMs, Math.max(0, deadline - Date.now())) * (0.5 + Math.random() / 2));
+      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+    }
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+  return new HeldLock(path, handle);
+}
+
+class HeldLock implements FileLock {
+  #handle: FileHandle | undefined;
+
+  constructor(readonly path: string, handle: FileHandle) {
+    this.#handle = handle;
+  }
+
+  async release(): Promise<void> {
+    const handle = this.#handle;
+    if (handle === undefined) return;
+    this.#handle = undefined;
+    try {
+      addon().funlock(handle.fd);
+    } finally {
+      await handle.close();
+    }
+  }
+}

@@ -1,0 +1,18 @@
+// Child process for the crash test: `crash-writer.ts DIR` increments the key
+// `counter` forever and prints each value once its txn has resolved, until killed.
+import { FileStore } from '../../../src/store/file.js';
+
+const [dir] = process.argv.slice(2);
+if (dir === undefined) throw new Error('usage: crash-writer.ts DIR');
+const store = await FileStore.open(dir);
+for (;;) {
+  const current = await store.get('counter');
+  const next = Number(current?.value ?? '0') + 1;
+  const result = await store.txn({
+    compare: [{ key: 'counter', modRevision: current?.modRevision ?? 0 }],
+    // A second, larger key makes each state file span more than one write.
+    put: [{ key: 'counter', value: String(next) }, { key: 'padding', value: 'x'.repeat(2000 + (next % 100)) }],
+  });
+  // stdout to a pipe is synchronous on Linux: once this returns, the parent will see the value.
+  if (result.succeeded) process.stdout.write(`${next}\n`);
+}
