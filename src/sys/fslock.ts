@@ -1,21 +1,8 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
-
-interface FlockBinding {
-  /** Returns false when `nonBlocking` is set and the lock is held elsewhere. */
-  flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;
-  funlock(fd: number): void;
-}
-
-let binding: FlockBinding | undefined;
-
-function addon(): FlockBinding {
-  binding ??= createRequire(import.meta.url)('../../build/Release/netctl_native.node') as FlockBinding;
-  return binding;
-}
+import { addon } from './addon.js';
 
 /** Thrown by `lockFile` when another holder keeps the lock past the timeout. */
 export class LockTimeout extends Error {
@@ -49,7 +36,7 @@ const MAX_BACKOFF_MS = 20;
  */
 export async function lockFile(path: string, options: LockFileOptions = {}): Promise<FileLock> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const { flock } = addon();
+  const { flock } = addon;
   const handle = await open(path, constants.O_RDWR | constants.O_CREAT, 0o600);
   try {
     const deadline = Date.now() + timeoutMs;
@@ -79,7 +66,7 @@ class HeldLock implements FileLock {
     if (handle === undefined) return;
     this.#handle = undefined;
     try {
-      addon().funlock(handle.fd);
+      addon.funlock(handle.fd);
     } finally {
       await handle.close();
     }

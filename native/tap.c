@@ -1,0 +1,342 @@
+/*
+ * TAP devices: open (TUNSETIFF, TUNSETOFFLOAD) and batched, event-driven I/O.
+ * A uv_poll watches the fd; each wake-up reads up to TAP_BATCH frames and
+ * hands them to JavaScript in one call, so the cost of crossing into JS is
+ * paid per batch, not per frame.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include <linux/if_tun.h>
+#include <uv.h>
+
+#include "addon.h"
+
+#define TAP_BATCH 64
+/* A 64 KB GSO segment plus the virtio-net header in front of it. */
+#define TAP_READ_SIZE (65536 + 64)
+
+typedef struct {
+  napi_env env;
+  uv_poll_t poll;
+  int fd;
+  int polling;   /* uv_poll_start is active */
+  int closed;    /* fd closed, poll handle closing or closed */
+  /* The struct is freed when both libuv and the JS external are done with it. */
+  int handle_closed;
+  int finalized;
+  napi_ref callback;
+  napi_ref self; /* keeps the external alive while polling */
+  napi_async_context async_context;
+  uint8_t read_buf[TAP_READ_SIZE];
+} tap_t;
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
+  const char *name = strerrorname_np(err);
+  char msg[512];
+  if (what)
+    snprintf(msg, sizeof msg, "%s %s: %s", syscall, what, strerror(err));
+  else
+    snprintf(msg, sizeof msg, "%s: %s", syscall, strerror(err));
+  napi_value code, text, error, errno_value;
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &error);
+  napi_create_int32(env, err, &errno_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+/* tapOpen(name, vnetHdr, offloads) -> { fd, name }. Opens the device in the
+ * calling thread's network namespace; offloads < 0 means "leave as is". */
+static napi_value tap_open(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  char name[IFNAMSIZ + 1];
+  size_t name_len;
+  bool vnet_hdr;
+  int32_t offloads;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok ||
+      napi_get_value_bool(env, argv[1], &vnet_hdr) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &offloads) != napi_ok) {
+    napi_throw_type_error(env, NULL, "tapOpen(name: string, vnetHdr: boolean, offloads: number)");
+    return NULL;
+  }
+  if (name_len >= IFNAMSIZ) {
+    napi_throw_range_error(env, NULL, "interface name longer than 15 bytes");
+    return NULL;
+  }
+
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open", "/dev/net/tun");
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0);
+  memcpy(ifr.ifr_name, name, name_len);
+  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "TUNSETIFF", name);
+  }
+  if (offloads >= 0 && ioctl(fd, TUNSETOFFLOAD, (unsigned int)offloads) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "TUNSETOFFLOAD", name);
+  }
+
+  napi_value result, fd_value, name_value;
+  napi_create_object(env, &result);
+  napi_create_int32(env, fd, &fd_value);
+  napi_create_string_utf8(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ), &name_value);
+  napi_set_named_property(env, result, "fd", fd_value);
+  napi_set_named_property(env, result, "name", name_value);
+  return result;
+}
+
+static tap_t *get_tap(napi_env env, napi_value value) {
+  tap_t *tap = NULL;
+  if (napi_get_value_external(env, value, (void **)&tap) != napi_ok || tap == NULL) {
+    napi_throw_type_error(env, NULL, "expected a TAP handle");
+    return NULL;
+  }
+  return tap;
+}
+
+static tap_t *get_open_tap(napi_env env, napi_value value) {
+  tap_t *tap = get_tap(env, value);
+  if (tap && tap->closed) {
+    napi_throw_error(env, "ERR_TAP_CLOSED", "TAP device is closed");
+    return NULL;
+  }
+  return tap;
+}
+
+static void on_poll_closed(uv_handle_t *handle) {
+  tap_t *tap = handle->data;
+  tap->handle_closed = 1;
+  if (tap->finalized) free(tap);
+}
+
+static void stop_polling(tap_t *tap) {
+  if (!tap->polling) return;
+  uv_poll_stop(&tap->poll);
+  tap->polling = 0;
+  napi_delete_reference(tap->env, tap->callback);
+  tap->callback = NULL;
+  napi_delete_reference(tap->env, tap->self);
+  tap->self = NULL;
+}
+
+/* Closes the fd now and frees the struct once libuv has let go of the handle. */
+static void close_tap(tap_t *tap) {
+  if (tap->closed) return;
+  stop_polling(tap);
+  tap->closed = 1;
+  close(tap->fd);
+  tap->fd = -1;
+  napi_async_destroy(tap->env, tap->async_context);
+  uv_close((uv_handle_t *)&tap->poll, on_poll_closed);
+}
+
+static void tap_finalize(napi_env env, void *data, void *hint) {
+  tap_t *tap = data;
+  /* Unreachable from JS, hence not polling (polling holds a reference). */
+  tap->finalized = 1;
+  if (!tap->closed)
+    close_tap(tap);
+  else if (tap->handle_closed)
+    free(tap);
+}
+
+/* tapHandle(fd) -> handle: takes ownership of fd for polling and closing. */
+static napi_value tap_handle(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "tapHandle(fd: number)");
+    return NULL;
+  }
+  tap_t *tap = calloc(1, sizeof *tap);
+  if (!tap) return throw_errno(env, ENOMEM, "calloc", NULL);
+  tap->env = env;
+  tap->fd = fd;
+  uv_loop_t *loop;
+  napi_get_uv_event_loop(env, &loop);
+  int rc = uv_poll_init(loop, &tap->poll, fd);
+  if (rc != 0) {
+    free(tap);
+    return throw_errno(env, -rc, "uv_poll_init", NULL);
+  }
+  tap->poll.data = tap;
+
+  napi_value resource_name, handle;
+  napi_create_string_utf8(env, "netctl:TapDevice", NAPI_AUTO_LENGTH, &resource_name);
+  napi_async_init(env, NULL, resource_name, &tap->async_context);
+  napi_create_external(env, tap, tap_finalize, NULL, &handle);
+  return handle;
+}
+
+static void deliver(tap_t *tap, napi_value frames) {
+  napi_env env = tap->env;
+  napi_value callback, global, result;
+  napi_get_reference_value(env, tap->callback, &callback);
+  /* napi_make_callback rejects undefined as receiver. */
+  napi_get_global(env, &global);
+  if (napi_make_callback(env, tap->async_context, global, callback, 1, &frames, &result) == napi_pending_exception) {
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_fatal_exception(env, error);
+  }
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  tap_t *tap = handle->data;
+  if (tap->closed || !tap->polling) return;
+  if (status < 0) {
+    /* POLLERR: the device is gone (e.g. its namespace was deleted); libuv
+     * has already stopped the watcher, so release what polling held. */
+    stop_polling(tap);
+    return;
+  }
+  napi_env env = tap->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+
+  napi_value frames;
+  napi_create_array(env, &frames);
+  uint32_t count = 0;
+  while (count < TAP_BATCH) {
+    ssize_t n = read(tap->fd, tap->read_buf, sizeof tap->read_buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      /* EAGAIN: drained. Other errors (the device went away): deliver what
+       * was read; the poll reports the condition again if it persists. */
+      break;
+    }
+    if (n == 0) break;
+    napi_value frame;
+    void *unused;
+    napi_create_buffer_copy(env, (size_t)n, tap->read_buf, &unused, &frame);
+    napi_set_element(env, frames, count++, frame);
+  }
+  if (count > 0) deliver(tap, frames);
+  napi_close_handle_scope(env, scope);
+}
+
+/* tapStart(handle, onBatch): calls onBatch(frames: Buffer[]) for every wake-up with data. */
+static napi_value tap_start(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "tapStart(handle, onBatch)");
+    return NULL;
+  }
+  tap_t *tap = get_open_tap(env, argv[0]);
+  if (!tap) return NULL;
+  napi_valuetype type;
+  napi_typeof(env, argv[1], &type);
+  if (type != napi_function) {
+    napi_throw_type_error(env, NULL, "onBatch must be a function");
+    return NULL;
+  }
+  if (tap->polling) {
+    napi_delete_reference(env, tap->callback);
+  } else {
+    int rc = uv_poll_start(&tap->poll, UV_READABLE, on_readable);
+    if (rc != 0) return throw_errno(env, -rc, "uv_poll_start", NULL);
+    napi_create_reference(env, argv[0], 1, &tap->self);
+    tap->polling = 1;
+  }
+  napi_create_reference(env, argv[1], 1, &tap->callback);
+  return NULL;
+}
+
+/* tapStop(handle): stops delivering frames; the kernel queues (then drops) them. */
+static napi_value tap_stop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  tap_t *tap = argc < 1 ? NULL : get_open_tap(env, argv[0]);
+  if (!tap) return NULL;
+  stop_polling(tap);
+  return NULL;
+}
+
+/* tapWriteBatch(handle, frames) -> number written. Stops at the first frame
+ * the kernel cannot take now (EAGAIN); other errors throw. */
+static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "tapWriteBatch(handle, frames)");
+    return NULL;
+  }
+  tap_t *tap = get_open_tap(env, argv[0]);
+  if (!tap) return NULL;
+  bool is_array;
+  napi_is_array(env, argv[1], &is_array);
+  if (!is_array) {
+    napi_throw_type_error(env, NULL, "frames must be an array of Buffers");
+    return NULL;
+  }
+  uint32_t length;
+  napi_get_array_length(env, argv[1], &length);
+  uint32_t written = 0;
+  for (; written < length; written++) {
+    napi_value frame;
+    void *data;
+    size_t size;
+    napi_get_element(env, argv[1], written, &frame);
+    if (napi_get_buffer_info(env, frame, &data, &size) != napi_ok) {
+      napi_throw_type_error(env, NULL, "frames must be an array of Buffers");
+      return NULL;
+    }
+    ssize_t n;
+    do {
+      n = write(tap->fd, data, size);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno == EAGAIN) break;
+      return throw_errno(env, errno, "write", "TAP");
+    }
+  }
+  napi_value result;
+  napi_create_uint32(env, written, &result);
+  return result;
+}
+
+/* tapClose(handle): stops polling and closes the fd; later calls throw. */
+static napi_value tap_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  tap_t *tap = argc < 1 ? NULL : get_tap(env, argv[0]);
+  if (!tap) return NULL;
+  close_tap(tap);
+  return NULL;
+}
+
+napi_status netctl_register_tap(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"tapOpen", NULL, tap_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tapHandle", NULL, tap_handle, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tapStart", NULL, tap_start, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tapStop", NULL, tap_stop, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tapWriteBatch", NULL, tap_write_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tapClose", NULL, tap_close, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
