@@ -1,0 +1,333 @@
+/**
+ * netctl's HTTP API on a unix socket: the Docker Engine API's network
+ * routes (same paths, JSON field names, status codes and `{"message"}`
+ * errors, so Docker clients work) plus netctl's own sandbox routes.
+ * `start`-like `listen` and `stop`-like `close`: after `close` the socket
+ * is gone and requests in flight finish.
+ */
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { connect } from 'node:net';
+import { arch, release } from 'node:os';
+import type { Controller } from '../cnm/controller.js';
+import { Conflict, InvalidArgument, NotFound, httpStatus } from '../cnm/errors.js';
+import { parseFiltersJson } from '../cnm/filters.js';
+import {
+  API_VERSION,
+  MIN_API_VERSION,
+  type NetworkCreateResponse,
+  type NetworkPruneResponse,
+  type VersionJson,
+  readNetworkConnect,
+  readNetworkCreate,
+  readNetworkDisconnect,
+  readSandboxCreate,
+  toSandboxJson,
+} from './types.js';
+
+export interface ApiServerOptions {
+  /** netctl's version, reported by `/_ping`'s Server header and `/version`. */
+  readonly version?: string;
+}
+
+const MAX_BODY_BYTES = 1 << 20;
+const VERSION_PREFIX = /^\/v(\d+\.\d+)(?=\/)/;
+
+/** A route answers with a status and a JSON body, or with no body. */
+interface Reply {
+  readonly status: number;
+  readonly body?: unknown;
+}
+
+interface RequestContext {
+  readonly params: readonly string[];
+  readonly query: URLSearchParams;
+  readonly method: string;
+  readBody(): Promise<unknown>;
+}
+
+type Handler = (ctx: RequestContext) => Promise<Reply>;
+
+interface Route {
+  readonly pattern: RegExp;
+  readonly methods: Readonly<Record<string, Handler>>;
+}
+
+/** Error a route raises for a request the router itself rejects. */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HttpError';
+  }
+}
+
+export class ApiServer {
+  private readonly controller: Controller;
+  private readonly version: string;
+  private readonly routes: readonly Route[];
+  private server: Server | undefined;
+  private socketPath: string | undefined;
+
+  constructor(controller: Controller, options: ApiServerOptions = {}) {
+    this.controller = controller;
+    this.version = options.version ?? '0.0.0';
+    this.routes = this.buildRoutes();
+  }
+
+  /** Listens on a unix socket; a stale socket file is replaced, a live daemon's is refused. */
+  async listen(socketPath: string): Promise<void> {
+    if (this.server !== undefined) throw new Conflict('the API server is already listening');
+    await ensureSocketFree(socketPath);
+    const server = createServer((req, res) => {
+      void this.handle(req, res);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    this.socketPath = socketPath;
+    await chmod(socketPath, 0o660);
+  }
+
+  /** Stops accepting connections, lets requests in flight finish, and removes the socket. */
+  async close(): Promise<void> {
+    const server = this.server;
+    if (server === undefined) return;
+    this.server = undefined;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeIdleConnections();
+    });
+    if (this.socketPath !== undefined) await unlink(this.socketPath).catch(() => undefined);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    res.setHeader('API-Version', API_VERSION);
+    res.setHeader('Ostype', 'linux');
+    res.setHeader('Server', `netctl/${this.version}`);
+    let reply: Reply;
+    try {
+      reply = await this.dispatch(req);
+    } catch (err) {
+      const status = err instanceof HttpError ? err.status : httpStatus(err);
+      reply = { status, body: { message: err instanceof Error ? err.message : String(err) } };
+    }
+    if (reply.body === undefined || req.method === 'HEAD') {
+      res.writeHead(reply.status);
+      res.end();
+      return;
+    }
+    const text = typeof reply.body === 'string' ? reply.body : `${JSON.stringify(reply.body)}\n`;
+    res.writeHead(reply.status, {
+      'Content-Type': typeof reply.body === 'string' ? 'text/plain; charset=utf-8' : 'application/json',
+      'Content-Length': Buffer.byteLength(text),
+    });
+    res.end(text);
+  }
+
+  private async dispatch(req: IncomingMessage): Promise<Reply> {
+    const url = new URL(req.url ?? '/', 'http://netctl');
+    let path = url.pathname;
+    const prefix = VERSION_PREFIX.exec(path);
+    if (prefix !== null) {
+      checkApiVersion(prefix[1] ?? '');
+      path = path.slice(prefix[0].length);
+    }
+    for (const route of this.routes) {
+      const match = route.pattern.exec(path);
+      if (match === null) continue;
+      const method = req.method ?? 'GET';
+      const handler = route.methods[method] ?? (method === 'HEAD' ? route.methods['GET'] : undefined);
+      if (handler === undefined) throw new HttpError(405, 'method not allowed');
+      return handler({
+        params: match.slice(1).map((p) => decodeURIComponent(p)),
+        query: url.searchParams,
+        method,
+        readBody: () => readJsonBody(req),
+      });
+    }
+    throw new HttpError(404, 'page not found');
+  }
+
+  private buildRoutes(): Route[] {
+    const c = this.controller;
+    const param = (ctx: RequestContext, i: number): string => ctx.params[i] ?? '';
+    return [
+      {
+        pattern: /^\/_ping$/,
+        methods: {
+          GET: async () => ({ status: 200, body: 'OK' }),
+          HEAD: async () => ({ status: 200 }),
+        },
+      },
+      { pattern: /^\/version$/, methods: { GET: async () => ({ status: 200, body: this.versionJson() }) } },
+      {
+        pattern: /^\/networks\/?$/,
+        methods: {
+          GET: async (ctx) => ({ status: 200, body: await c.listNetworks(parseFiltersJson(ctx.query.get('filters'))) }),
+        },
+      },
+      {
+        pattern: /^\/networks\/create$/,
+        methods: {
+          POST: async (ctx) => {
+            const network = await c.createNetwork(readNetworkCreate(await ctx.readBody()));
+            const body: NetworkCreateResponse = { Id: network.Id, Warning: '' };
+            return { status: 201, body };
+          },
+        },
+      },
+      {
+        pattern: /^\/networks\/prune$/,
+        methods: {
+          POST: async (ctx) => {
+            const body: NetworkPruneResponse = {
+              NetworksDeleted: await c.pruneNetworks(parseFiltersJson(ctx.query.get('filters'))),
+            };
+            return { status: 200, body };
+          },
+        },
+      },
+      {
+        pattern: /^\/networks\/([^/]+)\/connect$/,
+        methods: {
+          POST: async (ctx) => {
+            const { container, options } = readNetworkConnect(await ctx.readBody());
+            await c.connect(param(ctx, 0), container, options);
+            return { status: 200 };
+          },
+        },
+      },
+      {
+        pattern: /^\/networks\/([^/]+)\/disconnect$/,
+        methods: {
+          POST: async (ctx) => {
+            const { container } = readNetworkDisconnect(await ctx.readBody());
+            await c.disconnect(param(ctx, 0), container);
+            return { status: 200 };
+          },
+        },
+      },
+      {
+        pattern: /^\/networks\/([^/]+)$/,
+        methods: {
+          GET: async (ctx) => {
+            const network = await c.inspectNetwork(param(ctx, 0));
+            const scope = ctx.query.get('scope');
+            // Docker answers "not found" when the network exists in another scope only.
+            if (scope !== null && scope !== '' && scope !== network.Scope) {
+              throw new NotFound(`network ${param(ctx, 0)} not found`);
+            }
+            return { status: 200, body: network };
+          },
+          DELETE: async (ctx) => {
+            await c.removeNetwork(param(ctx, 0));
+            return { status: 204 };
+          },
+        },
+      },
+      {
+        pattern: /^\/sandboxes\/?$/,
+        methods: { GET: async () => ({ status: 200, body: (await c.listSandboxes()).map(toSandboxJson) }) },
+      },
+      {
+        pattern: /^\/sandboxes\/create$/,
+        methods: {
+          POST: async (ctx) => ({
+            status: 201,
+            body: toSandboxJson(await c.createSandbox(readSandboxCreate(await ctx.readBody()))),
+          }),
+        },
+      },
+      {
+        pattern: /^\/sandboxes\/([^/]+)$/,
+        methods: {
+          GET: async (ctx) => ({ status: 200, body: toSandboxJson(await c.inspectSandbox(param(ctx, 0))) }),
+          DELETE: async (ctx) => {
+            await c.removeSandbox(param(ctx, 0));
+            return { status: 204 };
+          },
+        },
+      },
+    ];
+  }
+
+  private versionJson(): VersionJson {
+    const goArch: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm' };
+    return {
+      Platform: { Name: 'netctl' },
+      Components: [{ Name: 'netctl', Version: this.version, Details: { ApiVersion: API_VERSION } }],
+      Version: this.version,
+      ApiVersion: API_VERSION,
+      MinAPIVersion: MIN_API_VERSION,
+      GitCommit: '',
+      GoVersion: process.version,
+      Os: 'linux',
+      Arch: goArch[arch()] ?? arch(),
+      KernelVersion: release(),
+      BuildTime: '',
+    };
+  }
+}
+
+function compareVersions(a: string, b: string): number {
+  const [aMajor = 0, aMinor = 0] = a.split('.').map(Number);
+  const [bMajor = 0, bMinor = 0] = b.split('.').map(Number);
+  return aMajor - bMajor || aMinor - bMinor;
+}
+
+/** Docker refuses versions it does not serve with a 400 and these messages. */
+function checkApiVersion(requested: string): void {
+  if (compareVersions(requested, API_VERSION) > 0) {
+    throw new InvalidArgument(`client version ${requested} is too new. Maximum supported API version is ${API_VERSION}`);
+  }
+  if (compareVersions(requested, MIN_API_VERSION) < 0) {
+    throw new InvalidArgument(
+      `client version ${requested} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`,
+    );
+  }
+}
+
+async function readJsonBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new InvalidArgument(`request body is larger than ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new InvalidArgument('request body is empty');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new InvalidArgument(`invalid JSON in request body: ${(err as Error).message}`);
+  }
+}
+
+/** Unlinks a socket file nobody answers on; throws Conflict when a live server does. */
+export async function ensureSocketFree(socketPath: string): Promise<void> {
+  const stat = await lstat(socketPath).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (stat === undefined) return;
+  if (!stat.isSocket()) throw new Conflict(`${socketPath} exists and is not a socket`);
+  const live = await new Promise<boolean>((resolve) => {
+    const socket = connect(socketPath);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+  if (live) throw new Conflict(`another daemon is already listening on ${socketPath}`);
+  await unlink(socketPath);
+}

@@ -1,0 +1,55 @@
+/**
+ * `netctl daemon`: one Controller for this host behind the HTTP API. On
+ * SIGTERM or SIGINT it stops serving and closes the controller; kernel
+ * state stays, and the next daemon restores it from the state directory.
+ */
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { socketPathOf } from '../api/client.js';
+import { ApiServer, ensureSocketFree } from '../api/server.js';
+import type { Command } from './command.js';
+
+export const daemonCommand: Command = {
+  name: 'daemon',
+  usage: '[OPTIONS]',
+  summary: 'Run the netctl daemon',
+  args: { exactly: 0 },
+  flags: [
+    { name: 'socket', type: 'string', help: 'Unix socket to serve the API on (default: the -H address)' },
+    { name: 'state-dir', type: 'string', help: 'Directory for the daemon state', defaultText: '"/var/lib/netctl"' },
+  ],
+  async run(ctx, parsed) {
+    const socketPath = parsed.string('socket') ?? socketPathOf(ctx.host);
+    await mkdir(dirname(socketPath), { recursive: true });
+    // Before the controller opens: a second daemon must not touch the kernel state the live one owns.
+    await ensureSocketFree(socketPath);
+    // Loaded here only: it pulls in the kernel bindings, which no other command needs.
+    const { openHostController } = await import('../host.js');
+    const stateDir = parsed.string('state-dir');
+    const controller = await openHostController({
+      ...(stateDir !== undefined ? { stateDir } : {}),
+      log: (message) => ctx.io.stderr(`${message}\n`),
+    });
+    const server = new ApiServer(controller, { version: ctx.version });
+    try {
+      await server.listen(socketPath);
+    } catch (err) {
+      await controller.close();
+      throw err;
+    }
+    ctx.io.stdout(`netctl daemon listening on unix://${socketPath}\n`);
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      const stop = (name: NodeJS.Signals): void => {
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+        resolve(name);
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+    ctx.io.stderr(`netctl daemon: ${signal} received, shutting down\n`);
+    await server.close();
+    await controller.close();
+    return 0;
+  },
+};

@@ -1,0 +1,58 @@
+/**
+ * netctl as a library: the Controller and its request types, errors, stores,
+ * drivers, the host wiring, and the HTTP API's server and client.
+ */
+export { Controller } from './cnm/controller.js';
+export type {
+  ConnectOptions,
+  ControllerOptions,
+  EndpointCreateRequest,
+  NetworkCreateRequest,
+  SandboxCreateRequest,
+  SandboxInfo,
+} from './cnm/controller.js';
+export type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from './cnm/driver.js';
+export {
+  Conflict,
+  EndpointNotFound,
+  Forbidden,
+  InvalidArgument,
+  NetctlError,
+  NetworkNotFound,
+  NotFound,
+  SandboxNotFound,
+  Unavailable,
+  httpStatus,
+  isNetctlError,
+} from './cnm/errors.js';
+export type { ErrorCode } from './cnm/errors.js';
+export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
+export type { Filters } from './cnm/filters.js';
+export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './cnm/inspect.js';
+export type { PoolRequest } from './cnm/ipam.js';
+export type { NamespaceOps } from './cnm/namespaces.js';
+export type { EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from './cnm/types.js';
+export { FileStore, MemoryStore, StoreClosed, StoreCorrupt } from './store/index.js';
+export type { Compare, FileStoreOptions, KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './store/index.js';
+export { BridgeDriver } from './drivers/bridge/bridge.js';
+export type { BridgeDriverOptions } from './drivers/bridge/bridge.js';
+export { NullDriver } from './drivers/null/null.js';
+export { DEFAULT_STATE_DIR, kernelNamespaces, openHostController } from './host.js';
+export type { HostOptions } from './host.js';
+export { ApiServer } from './api/server.js';
+export type { ApiServerOptions } from './api/server.js';
+export { ApiClient, DEFAULT_HOST, DaemonUnreachable, isDaemonError } from './api/client.js';
+export type { PingResult } from './api/client.js';
+export { API_VERSION, MIN_API_VERSION } from './api/types.js';
+export type {
+  IpamConfigBody,
+  NetworkConnectBody,
+  NetworkCreateBody,
+  NetworkCreateResponse,
+  NetworkDisconnectBody,
+  NetworkPruneResponse,
+  SandboxCreateBody,
+  SandboxJson,
+  SandboxNetworkJson,
+  VersionJson,
+} from './api/types.js';

@@ -1,0 +1,117 @@
+/**
+ * The real docker CLI against netctl's API server: the proof that the API is
+ * Docker-compatible where it claims to be.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import anyTest, { type TestFn } from 'ava';
+import { type Fixture, startFixture } from './fixture.js';
+
+const DOCKER = '/usr/local/bin/docker';
+
+interface Context {
+  fixture: Fixture;
+  docker(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+}
+
+const test = anyTest as TestFn<Context>;
+
+test.before(() => {
+  if (!existsSync(DOCKER)) throw new Error(`the docker CLI is missing at ${DOCKER}; these tests need it`);
+});
+
+test.beforeEach(async (t) => {
+  const fixture = await startFixture();
+  // Inside the fixture's temp directory, so it goes when the fixture closes.
+  const config = join(fixture.dir, 'docker-config');
+  await mkdir(config);
+  t.context = {
+    fixture,
+    docker: (args) =>
+      new Promise((resolve) => {
+        execFile(
+          DOCKER,
+          [...args],
+          { env: { PATH: process.env['PATH'] ?? '', HOME: config, DOCKER_HOST: fixture.host, DOCKER_CONFIG: config } },
+          (err, stdout, stderr) => {
+            const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
+            resolve({ code, stdout, stderr });
+          },
+        );
+      }),
+  };
+});
+
+test.afterEach.always(async (t) => {
+  await t.context.fixture.close();
+});
+
+async function ok(t: { context: Context }, args: readonly string[]): Promise<string> {
+  const result = await t.context.docker(args);
+  if (result.code !== 0) throw new Error(`docker ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
+  return result.stdout;
+}
+
+test('docker version negotiates down to the API version /_ping announces', async (t) => {
+  const out = await ok(t, ['version', '--format', '{{.Client.APIVersion}} {{.Server.APIVersion}} {{.Server.Version}}']);
+  t.is(out, '1.47 1.47 0.1.0\n');
+});
+
+test('docker network create, ls, inspect, rm', async (t) => {
+  const id = (await ok(t, ['network', 'create', '--subnet', '10.80.0.0/24', '--gateway', '10.80.0.254', '--label', 'team=red', 'red'])).trim();
+  t.regex(id, /^[0-9a-f]{64}$/);
+  await ok(t, ['network', 'create', '-d', 'null', '--internal', 'blue']);
+
+  const table = await ok(t, ['network', 'ls']);
+  t.regex(table, /^NETWORK ID +NAME +DRIVER +SCOPE\n/);
+  t.regex(table, new RegExp(`\\n${id.slice(0, 12)} +red +bridge +local\\n`));
+  t.is(await ok(t, ['network', 'ls', '--format', '{{.Name}}']), 'blue\nred\n');
+  t.is(await ok(t, ['network', 'ls', '-f', 'name=re', '--format', '{{.Name}} {{.Label "team"}}']), 'red red\n');
+  t.is(await ok(t, ['network', 'ls', '-f', 'driver=null', '-q']), `${(await t.context.fixture.controller.inspectNetwork('blue')).Id.slice(0, 12)}\n`);
+
+  const [network] = JSON.parse(await ok(t, ['network', 'inspect', 'red']));
+  t.is(network.Name, 'red');
+  t.is(network.Id, id);
+  t.is(network.Driver, 'bridge');
+  t.is(network.Scope, 'local');
+  t.deepEqual(network.IPAM.Config, [{ Subnet: '10.80.0.0/24', Gateway: '10.80.0.254' }]);
+  t.deepEqual(network.Labels, { team: 'red' });
+  t.is(await ok(t, ['network', 'inspect', '-f', '{{.Internal}} {{.Driver}}', 'blue']), 'true null\n');
+
+  const missing = await t.context.docker(['network', 'inspect', 'nothing']);
+  t.is(missing.code, 1);
+  t.regex(missing.stderr, /network nothing not found/);
+  const dup = await t.context.docker(['network', 'create', 'red']);
+  t.is(dup.code, 1);
+  t.regex(dup.stderr, /Error response from daemon: network with name red already exists/);
+
+  t.is(await ok(t, ['network', 'rm', 'red', 'blue']), 'red\nblue\n');
+  t.is(await ok(t, ['network', 'ls', '-q']), '');
+});
+
+test('docker network connect and disconnect a sandbox', async (t) => {
+  await ok(t, ['network', 'create', '--subnet', '10.81.0.0/24', 'green']);
+  const sandbox = await t.context.fixture.controller.createSandbox({ name: 'box' });
+  await ok(t, ['network', 'connect', '--ip', '10.81.0.7', '--alias', 'db', 'green', 'box']);
+  const containers = JSON.parse(await ok(t, ['network', 'inspect', '-f', '{{json .Containers}}', 'green']));
+  t.is(containers[sandbox.id].Name, 'box');
+  t.is(containers[sandbox.id].IPv4Address, '10.81.0.7/24');
+  const inUse = await t.context.docker(['network', 'rm', 'green']);
+  t.is(inUse.code, 1);
+  t.regex(inUse.stderr, /has active endpoints/);
+  await ok(t, ['network', 'disconnect', 'green', 'box']);
+  t.is(await ok(t, ['network', 'inspect', '-f', '{{len .Containers}}', 'green']), '0\n');
+});
+
+test('docker network prune -f removes unused networks', async (t) => {
+  await ok(t, ['network', 'create', 'p1']);
+  await ok(t, ['network', 'create', 'p2']);
+  await ok(t, ['network', 'create', '--subnet', '10.82.0.0/24', 'used']);
+  await t.context.fixture.controller.createSandbox({ name: 'box' });
+  await t.context.fixture.controller.connect('used', 'box');
+  t.is(await ok(t, ['network', 'prune', '-f']), 'Deleted Networks:\np1\np2\n\n');
+  t.is(await ok(t, ['network', 'ls', '--format', '{{.Name}}']), 'used\n');
+  t.is(await ok(t, ['network', 'prune', '-f']), '');
+});

@@ -1,0 +1,87 @@
+/**
+ * `netctl daemon` for real: file store, bridge driver, the API on a socket.
+ * Each daemon runs under `unshare --net`, so its bridges live in a private
+ * namespace that vanishes with the process; the root namespace is untouched.
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { NETCTL_BIN, runNetctl } from './run.js';
+
+interface Daemon {
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly stderr: () => string;
+  readonly exited: Promise<number | null>;
+}
+
+/** Starts a daemon and waits for its "listening" line (or its exit). */
+async function startDaemon(stateDir: string, socketPath: string): Promise<Daemon> {
+  const child = spawn('unshare', ['--net', process.execPath, NETCTL_BIN, 'daemon', '--state-dir', stateDir, '--socket', socketPath]);
+  let stdout = '';
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve) => {
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+      if (stdout.includes('\n')) resolve();
+    });
+    void exited.then(() => resolve());
+  });
+  if (!stdout.includes(`netctl daemon listening on unix://${socketPath}`)) {
+    child.kill('SIGKILL');
+    throw new Error(`daemon did not start: ${stdout}${stderr}`);
+  }
+  return { child, stderr: () => stderr, exited };
+}
+
+test('the daemon serves the API, keeps state across restarts, and stops on SIGTERM', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'netctl-daemon-'));
+  const running = new Set<Daemon>();
+  t.teardown(async () => {
+    for (const daemon of running) daemon.child.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  });
+  const stateDir = join(dir, 'state');
+  const socketPath = join(dir, 'run', 'netctl.sock');
+  const host = ['-H', `unix://${socketPath}`];
+
+  const first = await startDaemon(stateDir, socketPath);
+  running.add(first);
+  const id = (await runNetctl([...host, 'network', 'create', '--subnet', '10.91.0.0/24', 'nct-keep'])).stdout.trim();
+  t.regex(id, /^[0-9a-f]{64}$/);
+  t.is((await runNetctl([...host, 'network', 'create', '-d', 'null', 'nct-null'])).code, 0);
+
+  const refused = await startDaemon(stateDir, socketPath).catch((err: Error) => err);
+  t.true(refused instanceof Error);
+  t.regex((refused as Error).message, /already listening/);
+
+  first.child.kill('SIGTERM');
+  t.is(await first.exited, 0);
+  running.delete(first);
+  t.regex(first.stderr(), /SIGTERM received, shutting down/);
+  t.false(existsSync(socketPath));
+  const down = await runNetctl([...host, 'network', 'ls']);
+  t.is(down.stderr, `Cannot connect to the netctl daemon at unix://${socketPath}. Is the daemon running?\n`);
+
+  // A daemon killed outright leaves its socket behind; the next one replaces it and has the same networks.
+  const second = await startDaemon(stateDir, socketPath);
+  running.add(second);
+  t.is((await runNetctl([...host, 'network', 'ls', '--format', '{{.Name}} {{.Driver}}'])).stdout, 'nct-keep bridge\nnct-null null\n');
+  second.child.kill('SIGKILL');
+  await second.exited;
+  running.delete(second);
+  t.true(existsSync(socketPath));
+
+  const third = await startDaemon(stateDir, socketPath);
+  running.add(third);
+  const inspect = await runNetctl([...host, 'network', 'inspect', '-f', '{{.Id}} {{(index .IPAM.Config 0).Subnet}}', 'nct-keep']);
+  t.is(inspect.stdout, `${id} 10.91.0.0/24\n`);
+  t.is((await runNetctl([...host, 'network', 'rm', 'nct-keep', 'nct-null'])).stdout, 'nct-keep\nnct-null\n');
+  third.child.kill('SIGINT');
+  t.is(await third.exited, 0);
+  running.delete(third);
+});
