@@ -322,7 +322,7 @@ export class Controller {
       for (const endpoint of (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id)) {
         try {
           const network = await this.networkById(endpoint.networkId);
-          await this.leaveLocked(network, endpoint, sandbox);
+          await this.leaveLocked(network, endpoint, sandbox, { handOverDefaultRoute: false });
           await this.deleteEndpointLocked(network, endpoint.id);
         } catch (err) {
           failures.push(`endpoint ${endpoint.name}: ${(err as Error).message}`);
@@ -620,7 +620,8 @@ export class Controller {
     let index = 0;
     while (usedNames.has(`eth${index}`)) index++;
     const ifName = `eth${index}`;
-    const joined: EndpointRecord = { ...endpoint, sandboxId: sandbox.id, ifName };
+    const setDefaultRoute = givesDefaultRoute(network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
+    const joined: EndpointRecord = { ...endpoint, sandboxId: sandbox.id, ifName, ...(setDefaultRoute ? { defaultGateway: true } : {}) };
     const endpointKey = key.endpoint(network.id, endpoint.id);
     const current = await this.store.get(endpointKey);
     if (current === undefined) throw new EndpointNotFound(endpoint.name);
@@ -632,7 +633,6 @@ export class Controller {
       put: [{ key: endpointKey, value: JSON.stringify(joined) }],
     });
     if (!written.succeeded) throw new Conflict(`endpoint ${endpoint.name} or sandbox ${sandbox.name} changed meanwhile; try again`);
-    const setDefaultRoute = await this.providesDefaultRoute(network, sandboxEndpoints);
     try {
       await this.driverOf(network).join({ network, endpoint: joined, sandbox, ifName, setDefaultRoute });
     } catch (err) {
@@ -645,22 +645,37 @@ export class Controller {
     return joined;
   }
 
-  /** The first non-internal network with an IPv4 gateway that a sandbox joins gives it its default route. */
-  private async providesDefaultRoute(network: NetworkRecord, others: readonly EndpointRecord[]): Promise<boolean> {
-    if (network.internal || network.ipam.config.length === 0) return false;
-    for (const other of others) {
-      const otherNetwork = await this.networkById(other.networkId).catch(() => undefined);
-      if (otherNetwork !== undefined && !otherNetwork.internal && otherNetwork.ipam.config.length > 0) return false;
-    }
-    return true;
-  }
-
-  private async leaveLocked(network: NetworkRecord, endpoint: EndpointRecord, sandbox: SandboxRecord): Promise<void> {
+  /**
+   * Leaves the sandbox. When the endpoint gave the sandbox its default route,
+   * the next qualifying endpoint (lowest ethN) takes it over, as Docker moves
+   * the gateway when a container leaves its gateway network.
+   */
+  private async leaveLocked(
+    network: NetworkRecord,
+    endpoint: EndpointRecord,
+    sandbox: SandboxRecord,
+    options: { handOverDefaultRoute: boolean } = { handOverDefaultRoute: true },
+  ): Promise<void> {
     if (endpoint.ifName !== undefined) {
       await this.driverOf(network).leave({ network, endpoint, sandbox, ifName: endpoint.ifName });
     }
-    const { sandboxId: _sandboxId, ifName: _ifName, ...left } = endpoint;
+    const { sandboxId: _sandboxId, ifName: _ifName, defaultGateway, ...left } = endpoint;
     await this.store.txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(left) }] });
+    if (defaultGateway === true && options.handOverDefaultRoute) await this.handOverDefaultRoute(sandbox);
+  }
+
+  private async handOverDefaultRoute(sandbox: SandboxRecord): Promise<void> {
+    const candidates = (await this.allEndpoints())
+      .filter((e) => e.sandboxId === sandbox.id && e.ifName !== undefined)
+      .sort((a, b) => ifIndex(a) - ifIndex(b));
+    for (const candidate of candidates) {
+      const network = await this.networkById(candidate.networkId).catch(() => undefined);
+      if (network === undefined || !givesDefaultRoute(network) || candidate.ifName === undefined) continue;
+      const updated: EndpointRecord = { ...candidate, defaultGateway: true };
+      await this.driverOf(network).join({ network, endpoint: updated, sandbox, ifName: candidate.ifName, setDefaultRoute: true });
+      await this.store.txn({ put: [{ key: key.endpoint(network.id, candidate.id), value: JSON.stringify(updated) }] });
+      return;
+    }
   }
 
   /** Re-makes kernel state for everything stored; problems are logged, not fatal. */
@@ -695,11 +710,9 @@ export class Controller {
           await this.bestEffort(`release endpoint ${endpoint.name}`, () => this.deleteEndpointLocked(network, endpoint.id));
           continue;
         }
-        const others = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id && e.id !== endpoint.id);
-        const earlier = others.filter((e) => (e.ifName ?? '') < endpoint.ifName!);
-        const setDefaultRoute = await this.providesDefaultRoute(network, earlier);
+        const ifName = endpoint.ifName;
         await this.bestEffort(`restore endpoint ${endpoint.name}`, () =>
-          driver.join({ network, endpoint, sandbox, ifName: endpoint.ifName!, setDefaultRoute }),
+          driver.join({ network, endpoint, sandbox, ifName, setDefaultRoute: endpoint.defaultGateway === true }),
         );
       }
     }
@@ -773,6 +786,15 @@ export class Controller {
   private async findEndpoint(network: NetworkRecord, idOrName: string): Promise<EndpointRecord> {
     return findByIdOrName('endpoint', idOrName, await this.networkEndpoints(network.id), () => new EndpointNotFound(idOrName));
   }
+}
+
+/** Internal networks and networks without addresses never give a sandbox its default route. */
+function givesDefaultRoute(network: NetworkRecord): boolean {
+  return !network.internal && network.ipam.config.length > 0;
+}
+
+function ifIndex(endpoint: EndpointRecord): number {
+  return Number((endpoint.ifName ?? '').replace(/^eth/, ''));
 }
 
 function findByIdOrName<T extends { id: string; name: string }>(

@@ -49,6 +49,8 @@ export interface EndpointRecord {
   readonly aliases: readonly string[];
   /** Interface name inside the sandbox while joined (eth0, eth1, …). */
   readonly ifName?: string;
+  /** True while this endpoint's network gives the sandbox its default route. */
+  readonly defaultGateway?: boolean;
 }
 
 export interface SandboxRecord {

@@ -77,6 +77,25 @@ test('a second network on a sandbox is eth1 and does not take the default route'
   t.deepEqual([...driver.joined.values()].sort(), ['s/eth0', 's/eth1']);
 });
 
+test('the default route comes from the first network and moves when the sandbox leaves it', async (t) => {
+  const { controller, driver, open } = await setup();
+  await controller.createNetwork({ name: 'inner', internal: true });
+  await controller.createNetwork({ name: 'first' });
+  await controller.createNetwork({ name: 'second' });
+  await controller.createSandbox({ name: 's' });
+  await controller.connect('inner', 's');
+  t.false(driver.defaultRoutes.has('s'), 'an internal network gives no default route');
+  await controller.connect('first', 's');
+  await controller.connect('second', 's');
+  t.is(driver.defaultRoutes.get('s'), 'first');
+  await controller.disconnect('first', 's');
+  t.is(driver.defaultRoutes.get('s'), 'second');
+  await controller.close();
+  driver.defaultRoutes.clear();
+  await open();
+  t.is(driver.defaultRoutes.get('s'), 'second', 'a restart restores the route where it was');
+});
+
 test('bad input is refused with a clear error and changes nothing', async (t) => {
   const { controller, store } = await setup();
   await controller.createNetwork({ name: 'taken', ipam: { config: [{ subnet: '10.1.0.0/16' }] } });

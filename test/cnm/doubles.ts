@@ -16,6 +16,8 @@ export class RecordingDriver implements NetworkDriver {
   /** Networks and joined endpoints as the "kernel" holds them now. */
   readonly networks = new Set<string>();
   readonly joined = new Map<string, string>();
+  /** sandbox name → network of the endpoint last told to set the default route */
+  readonly defaultRoutes = new Map<string, string>();
   failNext: DriverCall | undefined;
 
   constructor(
@@ -50,6 +52,7 @@ export class RecordingDriver implements NetworkDriver {
   async join(request: JoinRequest): Promise<void> {
     this.step('join', request.endpoint.name);
     this.joined.set(request.endpoint.id, `${request.sandbox.name}/${request.ifName}`);
+    if (request.setDefaultRoute) this.defaultRoutes.set(request.sandbox.name, request.network.name);
   }
 
   async leave(request: LeaveRequest): Promise<void> {

@@ -210,3 +210,34 @@ test.serial('IPv6: sandboxes get an IPv6 address and reach each other over it', 
   t.true((await addresses(a.netnsPath, 'eth0'))?.includes('fd00:47::2/64'));
   t.true(await pings(b.netnsPath, 'fd00:47::2'), `b (${epB.ipv6Address}) reaches a over IPv6`);
 });
+
+test.serial('leaving the gateway network moves the default route to the next network', async (t) => {
+  const env = await withEnv(t);
+  const { controller } = env;
+  await controller.createNetwork({ name: 'first', ipam: { config: [{ subnet: '10.48.0.0/24' }] } });
+  await controller.createNetwork({ name: 'second', ipam: { config: [{ subnet: '10.49.0.0/24' }] } });
+  const sandbox = await controller.createSandbox({ name: env.sandboxName('s') });
+  await controller.connect('first', sandbox.name);
+  await controller.connect('second', sandbox.name);
+  const defaultRoute = async () => (await routes(sandbox.netnsPath)).find((r) => r.dst === 'default');
+  t.like(await defaultRoute(), { gateway: '10.48.0.1', dev: 'eth0' });
+  await controller.disconnect('first', sandbox.name);
+  t.like(await defaultRoute(), { gateway: '10.49.0.1', dev: 'eth1' });
+  t.true(await pings(sandbox.netnsPath, '10.49.0.1'));
+});
+
+test.serial('a sandbox can register an existing namespace, which netctl then leaves in place', async (t) => {
+  const env = await withEnv(t);
+  const name = uniqueName('x');
+  const path = await addNetns(name);
+  t.teardown(() => removeNetns(name));
+  await env.controller.createNetwork({ name: 'n', ipam: { config: [{ subnet: '10.50.0.0/24' }] } });
+  const sandbox = await env.controller.createSandbox({ name: 'registered', netnsPath: path });
+  t.false(sandbox.ownsNetns);
+  await env.controller.connect('n', 'registered');
+  t.deepEqual(await addresses(path, 'eth0'), ['10.50.0.2/24']);
+  await env.controller.removeSandbox('registered');
+  t.is(await addresses(path, 'eth0'), undefined, 'its interface is gone');
+  t.deepEqual((await links(path)).map((l) => l.ifname), ['lo'], 'the namespace itself stays');
+  await t.throwsAsync(env.controller.createSandbox({ name: 'y', netnsPath: '/tmp' }), { message: '/tmp is not a network namespace' });
+});
