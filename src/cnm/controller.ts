@@ -9,7 +9,7 @@
  * restarted daemon gets its wiring back.
  */
 import { randomBytes } from 'node:crypto';
-import type { NetworkDriver } from './driver.js';
+import type { NetworkDriver, NetworkPeer } from './driver.js';
 import {
   Conflict,
   EndpointNotFound,
@@ -33,8 +33,13 @@ import type { EndpointRecord, NetworkRecord, SandboxRecord, Scope } from './type
 import type { KeyValue, Store, TxnRequest } from '../store/types.js';
 
 export interface ControllerOptions {
-  /** Local store: networks of local scope, endpoints, sandboxes. */
+  /** Local store: sandboxes, and networks of local scope with their endpoints. */
   readonly store: Store;
+  /**
+   * Cluster store shared by every host (etcd): networks of global scope with
+   * their endpoints and IPAM state. Without one, global networks cannot be made.
+   */
+  readonly globalStore?: Store;
   readonly drivers: readonly NetworkDriver[];
   readonly namespaces: NamespaceOps;
   /** Driver used when a create request names none. */
@@ -150,6 +155,7 @@ class Mutex {
 
 export class Controller {
   private readonly store: Store;
+  private readonly globalStore: Store | undefined;
   private readonly drivers: Map<string, NetworkDriver>;
   private readonly namespaces: NamespaceOps;
   private readonly defaultDriver: string;
@@ -161,6 +167,7 @@ export class Controller {
 
   private constructor(options: ControllerOptions) {
     this.store = options.store;
+    this.globalStore = options.globalStore;
     this.drivers = new Map(options.drivers.map((driver) => [driver.name, driver]));
     this.namespaces = options.namespaces;
     this.defaultDriver = options.defaultDriver ?? 'bridge';
@@ -182,7 +189,10 @@ export class Controller {
     this.closed = true;
     await this.mutex.run(async () => {
       for (const driver of this.drivers.values()) await driver.close?.();
-      if (this.ownsStore) await this.store.close();
+      if (this.ownsStore) {
+        await this.store.close();
+        await this.globalStore?.close();
+      }
     });
   }
 
@@ -216,7 +226,7 @@ export class Controller {
     for (const network of networks) {
       const own = endpoints.filter((e) => e.networkId === network.id);
       if (matchesListFilters(network, own.length, filters)) {
-        result.push(toDockerNetwork(network, own, sandboxes));
+        result.push(toDockerNetwork(network, own, sandboxes, await this.peersOf(network)));
       }
     }
     return result;
@@ -225,7 +235,11 @@ export class Controller {
   async inspectNetwork(idOrName: string): Promise<DockerNetwork> {
     const network = await this.findNetwork(idOrName);
     const endpoints = await this.networkEndpoints(network.id);
-    return toDockerNetwork(network, endpoints, await this.sandboxMap());
+    return toDockerNetwork(network, endpoints, await this.sandboxMap(), await this.peersOf(network));
+  }
+
+  private async peersOf(network: NetworkRecord): Promise<NetworkPeer[] | undefined> {
+    return this.drivers.get(network.driver)?.peers?.(network);
   }
 
   /** Removes a network; refused while it has endpoints. */
@@ -421,6 +435,26 @@ export class Controller {
     return this.mutex.run(fn);
   }
 
+  /** The store holding a network, its IPAM state and its endpoints. */
+  private storeOf(network: Pick<NetworkRecord, 'scope' | 'name'>): Store {
+    if (network.scope === 'local') return this.store;
+    if (this.globalStore === undefined) {
+      throw new InvalidArgument(
+        `network ${network.name} has ${network.scope} scope and needs a cluster store: start the daemon with --store etcd://HOST:PORT`,
+      );
+    }
+    return this.globalStore;
+  }
+
+  private networkStores(): Store[] {
+    return this.globalStore === undefined ? [this.store] : [this.store, this.globalStore];
+  }
+
+  /** Internal networks, networks without addresses and drivers without a gateway never give a default route. */
+  private givesDefaultRoute(network: NetworkRecord): boolean {
+    return !network.internal && network.ipam.config.length > 0 && this.driverOf(network).providesDefaultRoute;
+  }
+
   private driverOf(network: NetworkRecord): NetworkDriver {
     const driver = this.drivers.get(network.driver);
     if (driver === undefined) throw new NetctlError('Internal', `driver ${network.driver} of network ${network.name} is not loaded`);
@@ -446,13 +480,22 @@ export class Controller {
       throw new InvalidArgument(`the ${driver.name} driver assigns no addresses: --subnet, --ipv6 and other IPAM flags do not apply`);
     }
     const id = newId();
+    const store = this.storeOf({ scope: driver.scope, name: request.name });
     for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
-      if ((await this.store.get(key.networkName(request.name))) !== undefined) {
-        throw new Conflict(`network with name ${request.name} already exists`);
+      for (const other of this.networkStores()) {
+        if ((await other.get(key.networkName(request.name))) !== undefined) {
+          throw new Conflict(`network with name ${request.name} already exists`);
+        }
       }
-      const subnetsKv = await this.store.get(key.subnets);
+      const subnetsKv = await store.get(key.subnets);
       const subnets: SubnetTable = subnetsKv === undefined ? {} : parse(subnetsKv);
-      const existing = Object.entries(subnets).map(([subnet, owner]) => ({ subnet, networkName: owner.networkName }));
+      // Subnets of the other store count too: a local bridge and an overlay must not overlap on this host.
+      const existing: { subnet: string; networkName: string }[] = [];
+      for (const other of this.networkStores()) {
+        const kv = other === store ? subnetsKv : await other.get(key.subnets);
+        const table: SubnetTable = kv === undefined ? {} : parse(kv);
+        for (const [subnet, owner] of Object.entries(table)) existing.push({ subnet, networkName: owner.networkName });
+      }
       const pools = driver.usesIpam
         ? resolvePools({ scope: driver.scope === 'local' ? 'local' : 'global', enableIPv4, enableIPv6, requested: [...requestedPools], existing })
         : [];
@@ -471,20 +514,29 @@ export class Controller {
         labels: { ...(request.labels ?? {}) },
       };
       driver.validate(spec);
-      const network: NetworkRecord = { ...spec, created: timestamp(this.now()) };
+      const reserved = (await driver.reserve?.(spec, store)) ?? {};
+      const reservedKeys = reserved.keys ?? [];
+      const network: NetworkRecord = {
+        ...spec,
+        options: { ...spec.options, ...(reserved.options ?? {}) },
+        created: timestamp(this.now()),
+        ...(reservedKeys.length > 0 ? { reservedKeys } : {}),
+      };
       const nextSubnets: SubnetTable = { ...subnets };
       for (const pool of pools) nextSubnets[pool.subnet] = { networkId: id, networkName: request.name };
       const state: NetworkState = { allocator: new Allocator(pools).toJSON(), endpoints: {} };
-      const result = await this.store.txn({
+      const result = await store.txn({
         compare: [
           { key: key.networkName(request.name), modRevision: 0 },
           { key: key.subnets, modRevision: subnetsKv?.modRevision ?? 0 },
+          ...reservedKeys.map((reservedKey) => ({ key: reservedKey, modRevision: 0 })),
         ],
         put: [
           { key: key.network(id), value: JSON.stringify(network) },
           { key: key.networkState(id), value: JSON.stringify(state) },
           { key: key.networkName(request.name), value: id },
           { key: key.subnets, value: JSON.stringify(nextSubnets) },
+          ...reservedKeys.map((reservedKey) => ({ key: reservedKey, value: id })),
         ],
       });
       if (result.succeeded) return network;
@@ -494,8 +546,9 @@ export class Controller {
 
   /** Deletes a network's records; endpoints must already be gone. */
   private async releaseNetwork(network: NetworkRecord): Promise<void> {
-    await this.casLoop(async () => {
-      const subnetsKv = await this.store.get(key.subnets);
+    const store = this.storeOf(network);
+    await this.casLoop(store, async () => {
+      const subnetsKv = await store.get(key.subnets);
       const subnets: SubnetTable = subnetsKv === undefined ? {} : parse(subnetsKv);
       const next: SubnetTable = {};
       for (const [subnet, owner] of Object.entries(subnets)) {
@@ -509,6 +562,7 @@ export class Controller {
           key.network(network.id),
           key.networkState(network.id),
           key.networkName(network.name),
+          ...(network.reservedKeys ?? []),
           ...(empty ? [key.subnets] : []),
         ],
       };
@@ -516,7 +570,8 @@ export class Controller {
   }
 
   private async removeNetworkLocked(network: NetworkRecord): Promise<void> {
-    const stateKv = await this.store.get(key.networkState(network.id));
+    const store = this.storeOf(network);
+    const stateKv = await store.get(key.networkState(network.id));
     const endpoints = await this.networkEndpoints(network.id);
     if (endpoints.length > 0) {
       const names = endpoints.map((e) => `name:"${e.name}" id:"${e.id.slice(0, 12)}"`).join(', ');
@@ -524,7 +579,7 @@ export class Controller {
     }
     // The state key changes with every endpoint: deleting it under a compare refuses removal if one
     // appeared meanwhile, and makes later endpoint creation on this network fail.
-    const guard = await this.store.txn({
+    const guard = await store.txn({
       compare: [{ key: key.networkState(network.id), modRevision: stateKv?.modRevision ?? 0 }],
       delete: [key.networkState(network.id)],
     });
@@ -532,7 +587,7 @@ export class Controller {
     try {
       await this.driverOf(network).deleteNetwork(network);
     } catch (err) {
-      if (stateKv !== undefined) await this.store.txn({ put: [{ key: stateKv.key, value: stateKv.value }] });
+      if (stateKv !== undefined) await store.txn({ put: [{ key: stateKv.key, value: stateKv.value }] });
       throw err;
     }
     await this.releaseNetwork(network);
@@ -548,9 +603,10 @@ export class Controller {
       throw new InvalidArgument(`network ${network.name} does not have IPv6 enabled; cannot use IPv6 address ${request.ipv6Address}`);
     }
     const id = newId();
+    const store = this.storeOf(network);
     let created: EndpointRecord | undefined;
-    await this.casLoop(async () => {
-      const stateKv = await this.store.get(key.networkState(network.id));
+    await this.casLoop(store, async () => {
+      const stateKv = await store.get(key.networkState(network.id));
       if (stateKv === undefined) throw new NetworkNotFound(network.name);
       const state = parse<NetworkState>(stateKv);
       if (Object.values(state.endpoints).includes(request.name)) {
@@ -588,9 +644,10 @@ export class Controller {
   }
 
   private async deleteEndpointLocked(network: NetworkRecord, endpointId: string): Promise<void> {
-    await this.casLoop(async () => {
-      const stateKv = await this.store.get(key.networkState(network.id));
-      const endpointKv = await this.store.get(key.endpoint(network.id, endpointId));
+    const store = this.storeOf(network);
+    await this.casLoop(store, async () => {
+      const stateKv = await store.get(key.networkState(network.id));
+      const endpointKv = await store.get(key.endpoint(network.id, endpointId));
       if (stateKv === undefined || endpointKv === undefined) return undefined;
       const state = parse<NetworkState>(stateKv);
       const endpoint = parse<EndpointRecord>(endpointKv);
@@ -620,26 +677,24 @@ export class Controller {
     let index = 0;
     while (usedNames.has(`eth${index}`)) index++;
     const ifName = `eth${index}`;
-    const setDefaultRoute = givesDefaultRoute(network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
+    const setDefaultRoute = this.givesDefaultRoute(network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
     const joined: EndpointRecord = { ...endpoint, sandboxId: sandbox.id, ifName, ...(setDefaultRoute ? { defaultGateway: true } : {}) };
+    const store = this.storeOf(network);
     const endpointKey = key.endpoint(network.id, endpoint.id);
-    const current = await this.store.get(endpointKey);
+    const current = await store.get(endpointKey);
     if (current === undefined) throw new EndpointNotFound(endpoint.name);
-    const written = await this.store.txn({
-      compare: [
-        { key: endpointKey, modRevision: current.modRevision },
-        { key: key.sandbox(sandbox.id), modRevision: (await this.store.get(key.sandbox(sandbox.id)))?.modRevision ?? 0 },
-      ],
+    const written = await store.txn({
+      compare: [{ key: endpointKey, modRevision: current.modRevision }],
       put: [{ key: endpointKey, value: JSON.stringify(joined) }],
     });
-    if (!written.succeeded) throw new Conflict(`endpoint ${endpoint.name} or sandbox ${sandbox.name} changed meanwhile; try again`);
+    if (!written.succeeded) throw new Conflict(`endpoint ${endpoint.name} changed meanwhile; try again`);
     try {
       await this.driverOf(network).join({ network, endpoint: joined, sandbox, ifName, setDefaultRoute });
     } catch (err) {
       await this.bestEffort(`undo join of ${endpoint.name}`, () =>
         this.driverOf(network).leave({ network, endpoint: joined, sandbox, ifName }),
       );
-      await this.store.txn({ put: [{ key: endpointKey, value: JSON.stringify(endpoint) }] });
+      await store.txn({ put: [{ key: endpointKey, value: JSON.stringify(endpoint) }] });
       throw err;
     }
     return joined;
@@ -660,7 +715,7 @@ export class Controller {
       await this.driverOf(network).leave({ network, endpoint, sandbox, ifName: endpoint.ifName });
     }
     const { sandboxId: _sandboxId, ifName: _ifName, defaultGateway, ...left } = endpoint;
-    await this.store.txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(left) }] });
+    await this.storeOf(network).txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(left) }] });
     if (defaultGateway === true && options.handOverDefaultRoute) await this.handOverDefaultRoute(sandbox);
   }
 
@@ -670,10 +725,10 @@ export class Controller {
       .sort((a, b) => ifIndex(a) - ifIndex(b));
     for (const candidate of candidates) {
       const network = await this.networkById(candidate.networkId).catch(() => undefined);
-      if (network === undefined || !givesDefaultRoute(network) || candidate.ifName === undefined) continue;
+      if (network === undefined || !this.givesDefaultRoute(network) || candidate.ifName === undefined) continue;
       const updated: EndpointRecord = { ...candidate, defaultGateway: true };
       await this.driverOf(network).join({ network, endpoint: updated, sandbox, ifName: candidate.ifName, setDefaultRoute: true });
-      await this.store.txn({ put: [{ key: key.endpoint(network.id, candidate.id), value: JSON.stringify(updated) }] });
+      await this.storeOf(network).txn({ put: [{ key: key.endpoint(network.id, candidate.id), value: JSON.stringify(updated) }] });
       return;
     }
   }
@@ -705,6 +760,8 @@ export class Controller {
       const endpoints = await this.networkEndpoints(network.id);
       for (const endpoint of endpoints) {
         if (endpoint.sandboxId === undefined || endpoint.ifName === undefined) continue;
+        // Endpoints of sandboxes on other hosts (global networks) are theirs to restore.
+        if (!sandboxes.some((s) => s.id === endpoint.sandboxId)) continue;
         const sandbox = live.get(endpoint.sandboxId);
         if (sandbox === undefined) {
           await this.bestEffort(`release endpoint ${endpoint.name}`, () => this.deleteEndpointLocked(network, endpoint.id));
@@ -732,26 +789,38 @@ export class Controller {
   }
 
   /** Retries a read-modify-write until its compare holds; `build` returning undefined means nothing to do. */
-  private async casLoop(build: () => Promise<TxnRequest | undefined>): Promise<void> {
+  private async casLoop(store: Store, build: () => Promise<TxnRequest | undefined>): Promise<void> {
     for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
       const request = await build();
       if (request === undefined) return;
-      if ((await this.store.txn(request)).succeeded) return;
+      if ((await store.txn(request)).succeeded) return;
     }
     throw new Conflict('too many concurrent changes, try again');
   }
 
   private async allNetworks(): Promise<NetworkRecord[]> {
-    const networks = (await this.store.list('networks/')).map((kv) => parse<NetworkRecord>(kv));
+    const networks: NetworkRecord[] = [];
+    for (const store of this.networkStores()) {
+      networks.push(...(await store.list('networks/')).map((kv) => parse<NetworkRecord>(kv)));
+    }
     return networks.sort((a, b) => a.created.localeCompare(b.created) || a.name.localeCompare(b.name));
   }
 
+  /** Endpoints of every network, those of other hosts on global networks included. */
   private async allEndpoints(): Promise<EndpointRecord[]> {
-    return (await this.store.list('endpoints/')).map((kv) => parse<EndpointRecord>(kv));
+    const endpoints: EndpointRecord[] = [];
+    for (const store of this.networkStores()) {
+      endpoints.push(...(await store.list('endpoints/')).map((kv) => parse<EndpointRecord>(kv)));
+    }
+    return endpoints;
   }
 
   private async networkEndpoints(networkId: string): Promise<EndpointRecord[]> {
-    return (await this.store.list(key.endpoints(networkId))).map((kv) => parse<EndpointRecord>(kv));
+    const endpoints: EndpointRecord[] = [];
+    for (const store of this.networkStores()) {
+      endpoints.push(...(await store.list(key.endpoints(networkId))).map((kv) => parse<EndpointRecord>(kv)));
+    }
+    return endpoints;
   }
 
   private async allSandboxes(): Promise<SandboxRecord[]> {
@@ -763,9 +832,11 @@ export class Controller {
   }
 
   private async networkById(id: string): Promise<NetworkRecord> {
-    const kv = await this.store.get(key.network(id));
-    if (kv === undefined) throw new NetworkNotFound(id);
-    return parse(kv);
+    for (const store of this.networkStores()) {
+      const kv = await store.get(key.network(id));
+      if (kv !== undefined) return parse(kv);
+    }
+    throw new NetworkNotFound(id);
   }
 
   private async sandboxById(id: string): Promise<SandboxRecord> {
@@ -788,10 +859,6 @@ export class Controller {
   }
 }
 
-/** Internal networks and networks without addresses never give a sandbox its default route. */
-function givesDefaultRoute(network: NetworkRecord): boolean {
-  return !network.internal && network.ipam.config.length > 0;
-}
 
 function ifIndex(endpoint: EndpointRecord): number {
   return Number((endpoint.ifName ?? '').replace(/^eth/, ''));

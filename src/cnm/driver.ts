@@ -6,10 +6,25 @@
  * Every method that changes state is idempotent, because the controller
  * calls it again to restore state after a daemon restart.
  */
+import type { Store } from '../store/types.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord, Scope } from './types.js';
 
 /** What `validate` sees: the network as it is about to be stored. */
-export type NetworkSpec = Omit<NetworkRecord, 'id' | 'created'> & { readonly id: string };
+export type NetworkSpec = Omit<NetworkRecord, 'id' | 'created' | 'reservedKeys'> & { readonly id: string };
+
+/** Resources a driver reserves in the network's store when the network is made. */
+export interface Reservation {
+  /** Option values stored with the network (e.g. the VNI picked). */
+  readonly options?: Readonly<Record<string, string>>;
+  /** Keys that must not exist yet; written in the network's create transaction, deleted with the network. */
+  readonly keys?: readonly string[];
+}
+
+/** A host that holds endpoints of a network (Docker's `Peers` in inspect). */
+export interface NetworkPeer {
+  readonly name: string;
+  readonly ip: string;
+}
 
 export interface JoinRequest {
   readonly network: NetworkRecord;
@@ -35,8 +50,17 @@ export interface NetworkDriver {
   readonly scope: Scope;
   /** False for drivers whose endpoints carry no addresses (null): IPAM is skipped. */
   readonly usesIpam: boolean;
+  /** Whether the network's gateway can be a sandbox's default route (bridge yes, overlay no). */
+  readonly providesDefaultRoute: boolean;
   /** Checks the driver options (`-o`) and flags; throws InvalidArgument naming the bad one. */
   validate(network: NetworkSpec): void;
+  /**
+   * Picks cluster-wide resources for a new network, reading the store it will
+   * live in; the controller retries the whole create when a key was taken meanwhile.
+   */
+  reserve?(network: NetworkSpec, store: Store): Promise<Reservation>;
+  /** Hosts that have endpoints on the network, for `inspect`. */
+  peers?(network: NetworkRecord): Promise<NetworkPeer[]>;
   /** Creates what the network needs on this host (a bridge, a VTEP port). */
   createNetwork(network: NetworkRecord): Promise<void>;
   /** Removes what createNetwork made; missing pieces are not an error. */

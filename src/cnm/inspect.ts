@@ -2,6 +2,7 @@
  * Docker's JSON shape for a network (`docker network inspect`, `GET /networks`).
  * Sandboxes stand where Docker has containers.
  */
+import type { NetworkPeer } from './driver.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from './types.js';
 
 export interface DockerIpamConfig {
@@ -36,19 +37,24 @@ export interface DockerNetwork {
   Containers: Record<string, DockerEndpointResource>;
   Options: Record<string, string>;
   Labels: Record<string, string>;
+  /** Hosts with endpoints on the network; only for drivers spanning hosts. */
+  Peers?: { Name: string; IP: string }[];
 }
 
 export function toDockerNetwork(
   network: NetworkRecord,
   endpoints: readonly EndpointRecord[],
   sandboxes: ReadonlyMap<string, SandboxRecord>,
+  peers?: readonly NetworkPeer[],
 ): DockerNetwork {
+  // Like Docker, Containers lists this host's sandboxes only; other hosts show up as Peers.
   const containers: Record<string, DockerEndpointResource> = {};
   for (const endpoint of endpoints) {
     if (endpoint.sandboxId === undefined) continue;
     const sandbox = sandboxes.get(endpoint.sandboxId);
+    if (sandbox === undefined) continue;
     containers[endpoint.sandboxId] = {
-      Name: sandbox?.name ?? endpoint.name,
+      Name: sandbox.name,
       EndpointID: endpoint.id,
       MacAddress: endpoint.macAddress,
       IPv4Address: endpoint.ipv4Address ?? '',
@@ -84,5 +90,6 @@ export function toDockerNetwork(
     Containers: containers,
     Options: { ...network.options },
     Labels: { ...network.labels },
+    ...(peers !== undefined ? { Peers: peers.map((peer) => ({ Name: peer.name, IP: peer.ip })) } : {}),
   };
 }

@@ -34,6 +34,8 @@ export interface NetworkRecord {
   };
   readonly options: Readonly<Record<string, string>>;
   readonly labels: Readonly<Record<string, string>>;
+  /** Store keys the driver reserved with the network (an overlay VNI); deleted with it. */
+  readonly reservedKeys?: readonly string[];
 }
 
 export interface EndpointRecord {

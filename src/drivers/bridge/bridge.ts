@@ -115,6 +115,7 @@ export class BridgeDriver implements NetworkDriver {
   readonly name = 'bridge';
   readonly scope = 'local' as const;
   readonly usesIpam = true;
+  readonly providesDefaultRoute = true;
   private readonly hostNetnsPath: string;
   /** networkId → bridge name, to refuse two networks on one bridge. */
   private readonly bridges = new Map<string, string>();

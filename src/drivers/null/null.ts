@@ -10,6 +10,7 @@ export class NullDriver implements NetworkDriver {
   readonly name = 'null';
   readonly scope = 'local' as const;
   readonly usesIpam = false;
+  readonly providesDefaultRoute = false;
 
   validate(network: NetworkSpec): void {
     const option = Object.keys(network.options)[0];
