@@ -13,6 +13,7 @@ import { applyNft, deleteNftTable } from '../../sys/nft.js';
 import { currentNetnsPath } from '../../sys/netns.js';
 import { Rtnl } from '../../sys/rtnl.js';
 import { setSysctl } from '../../sys/sysctl.js';
+import { plugVeth, unplugVeth } from '../veth.js';
 
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 export const ENABLE_ICC_OPTION = 'com.docker.network.bridge.enable_icc';
@@ -101,16 +102,6 @@ function nftTableName(network: Pick<NetworkRecord, 'id'>): string {
   return `netctl_${network.id.slice(0, 12)}`;
 }
 
-/** Host end of an endpoint's veth pair, named after the endpoint as Docker's veth names are random. */
-function hostVethName(endpointId: string): string {
-  return `veth${endpointId.slice(0, 7)}`;
-}
-
-/** The sandbox end's name until it is renamed (it must not clash with eth0… already there). */
-function tempPeerName(endpointId: string): string {
-  return `vtmp${endpointId.slice(0, 7)}`;
-}
-
 export class BridgeDriver implements NetworkDriver {
   readonly name = 'bridge';
   readonly scope = 'local' as const;
@@ -191,33 +182,22 @@ export class BridgeDriver implements NetworkDriver {
   }
 
   async join(request: JoinRequest): Promise<void> {
-    const { network, endpoint, sandbox, ifName } = request;
+    const { network, sandbox, ifName } = request;
     const config = bridgeConfig(network);
-    const hostName = hostVethName(endpoint.id);
     const host = await Rtnl.open(this.hostNetnsPath);
     const inside = await Rtnl.open(sandbox.netnsPath);
     try {
-      const already = (await host.getLink(hostName)) !== undefined && (await inside.getLink(ifName)) !== undefined;
-      if (!already) {
-        await host.deleteLink(hostName);
-        await inside.deleteLink(ifName);
-        await host.createVeth(hostName, tempPeerName(endpoint.id), { mtu: config.mtu, peerNetnsPath: sandbox.netnsPath });
-        await inside.rename(tempPeerName(endpoint.id), ifName);
-        await inside.setMac(ifName, endpoint.macAddress);
-      }
-      await host.setMaster(hostName, config.bridgeName);
-      await host.setBridgePortIsolated(hostName, !config.enableIcc);
-      await host.setUp(hostName);
-      await inside.setMtu(ifName, config.mtu);
-      const present = new Set((await inside.listAddresses(ifName)).map((a) => a.cidr));
-      for (const cidr of [endpoint.ipv4Address, endpoint.ipv6Address]) {
-        if (cidr !== undefined && !present.has(cidr)) await inside.addAddress(ifName, cidr);
-      }
-      await inside.setUp(ifName);
+      await plugVeth({
+        bridgeSide: host,
+        sandboxSide: inside,
+        sandboxNetnsPath: sandbox.netnsPath,
+        bridgeName: config.bridgeName,
+        endpoint: request.endpoint,
+        ifName,
+        mtu: config.mtu,
+        isolated: !config.enableIcc,
+      });
       if (request.setDefaultRoute) await this.setDefaultRoutes(inside, network, ifName);
-    } catch (err) {
-      await host.deleteLink(hostName).catch(() => undefined);
-      throw err;
     } finally {
       host.close();
       inside.close();
@@ -239,8 +219,7 @@ export class BridgeDriver implements NetworkDriver {
   async leave(request: LeaveRequest): Promise<void> {
     const host = await Rtnl.open(this.hostNetnsPath);
     try {
-      // Deleting one end of a veth pair deletes the other, with its addresses and routes.
-      await host.deleteLink(hostVethName(request.endpoint.id));
+      await unplugVeth(host, request.endpoint.id);
     } finally {
       host.close();
     }
