@@ -53,6 +53,9 @@ export interface FileStoreOptions {
  * - Reads take no lock: the rename makes each state file complete.
  * - Watchers get this instance's changes as they commit and other processes'
  *   changes when the file changes (fs.watch plus a poll).
+ * - There are no client sessions: `ephemeral` puts stay until deleted. The
+ *   log is too short to replay from any revision, so `watch` ignores
+ *   `fromRevision` and starts at the current state.
  */
 export class FileStore implements Store {
   readonly #dir: string;

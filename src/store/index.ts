@@ -6,9 +6,12 @@ export type {
   TxnResult,
   Watch,
   WatchEvent,
+  WatchOptions,
 } from './types.js';
 export { StoreClosed, StoreCorrupt } from './types.js';
 export { MemoryStore } from './memory.js';
 export { FileStore } from './file.js';
 export type { FileStoreOptions } from './file.js';
+export { EtcdStore } from './etcd.js';
+export type { EtcdStoreOptions } from './etcd.js';
 export { LockTimeout } from '../sys/fslock.js';

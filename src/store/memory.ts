@@ -1,4 +1,5 @@
 import { StoreClosed } from './types.js';
+import { validateTxn } from './validate.js';
 import type { KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './types.js';
 
 /** The store's content at one revision. Maps are never mutated once built. */
@@ -47,25 +48,6 @@ export function applyTxn(before: Snapshot, request: TxnRequest): TxnOutcome {
     events.push({ type: 'delete', key, modRevision: revision });
   }
   return { succeeded: true, snapshot: { revision, entries }, events };
-}
-
-function validateTxn(request: TxnRequest): void {
-  const seen = new Set<string>();
-  const claim = (key: unknown): void => {
-    if (typeof key !== 'string' || key === '') throw new TypeError('store keys must be non-empty strings');
-    if (seen.has(key)) throw new TypeError(`key ${JSON.stringify(key)} appears twice in one transaction`);
-    seen.add(key);
-  };
-  for (const compare of request.compare ?? []) {
-    if (!Number.isSafeInteger(compare.modRevision) || compare.modRevision < 0) {
-      throw new TypeError(`compare on ${JSON.stringify(compare.key)}: modRevision must be a non-negative integer`);
-    }
-  }
-  for (const put of request.put ?? []) {
-    claim(put.key);
-    if (typeof put.value !== 'string') throw new TypeError(`value of ${JSON.stringify(put.key)} must be a string`);
-  }
-  for (const key of request.delete ?? []) claim(key);
 }
 
 /** Every key of `snapshot` starting with `prefix`, sorted by key. */
@@ -131,7 +113,11 @@ export class WatcherSet {
   }
 }
 
-/** An in-process store with the same semantics as the file and etcd stores, for tests of upper layers. */
+/**
+ * An in-process store with the same semantics as the file and etcd stores, for tests of upper layers.
+ * It has no client sessions, so `ephemeral` puts stay until deleted, and it keeps no history, so
+ * `watch` ignores `fromRevision` and starts at the current revision.
+ */
 export class MemoryStore implements Store {
   #snapshot: Snapshot = emptySnapshot;
   #closed = false;

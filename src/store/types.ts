@@ -23,7 +23,16 @@ export interface Compare {
 
 export interface TxnRequest {
   readonly compare?: readonly Compare[];
-  readonly put?: readonly { readonly key: string; readonly value: string }[];
+  readonly put?: readonly {
+    readonly key: string;
+    readonly value: string;
+    /**
+     * Tie the key to this store client's session: etcd deletes it when the
+     * client's lease expires (the process died or lost the cluster for longer
+     * than the lease TTL). Memory and file stores keep it until it is deleted.
+     */
+    readonly ephemeral?: boolean;
+  }[];
   readonly delete?: readonly string[];
 }
 
@@ -38,6 +47,11 @@ export type WatchEvent =
   | { readonly type: 'put'; readonly kv: KeyValue }
   | { readonly type: 'delete'; readonly key: string; readonly modRevision: number };
 
+export interface WatchOptions {
+  /** Deliver the changes made after this store revision (rather than after the watch starts). */
+  readonly fromRevision?: number;
+}
+
 export interface Watch {
   /** Stops delivery; no callback runs after it resolves. */
   cancel(): Promise<void>;
@@ -48,8 +62,14 @@ export interface Store {
   /** Every key starting with `prefix`, sorted by key. */
   list(prefix: string): Promise<KeyValue[]>;
   txn(request: TxnRequest): Promise<TxnResult>;
-  /** Calls `onEvent` for each change under `prefix` made after the watch starts. */
-  watch(prefix: string, onEvent: (event: WatchEvent) => void): Promise<Watch>;
+  /**
+   * Calls `onEvent` for each change under `prefix` made after the watch
+   * starts, or, with `fromRevision`, for each change after that revision (so
+   * a reader that knows a revision, from a txn or the newest `modRevision` it
+   * listed, misses nothing in between). Stores that keep no history may
+   * ignore `fromRevision`.
+   */
+  watch(prefix: string, onEvent: (event: WatchEvent) => void, options?: WatchOptions): Promise<Watch>;
   /** Releases resources; every later call rejects with `StoreClosed`. */
   close(): Promise<void>;
 }
