@@ -1,0 +1,198 @@
+/**
+ * In-memory doubles of the VTEP's I/O parts, shipped (as wireguard-go ships
+ * its in-memory TUN and bind) so that two or three VTEPs can be joined in a
+ * unit test, or in a caller's own tests, without a kernel.
+ */
+import { InvalidArgument } from '../cnm/errors.js';
+import { PortClosed } from './io.js';
+import type { Datagram, DatagramPort, FramePort } from './io.js';
+
+/** A frame port whose "kernel side" is the test: it injects frames and reads what was written. */
+export class MemoryFramePort implements FramePort {
+  /** Copies of every frame taken by `writeBatch`, in order. */
+  readonly written: Buffer[] = [];
+  /** `writeBatch` takes at most this many frames per call, like a full TAP queue. */
+  capacity = Number.POSITIVE_INFINITY;
+  #onBatch: ((frames: Buffer[]) => void) | undefined;
+  #closed = false;
+
+  get started(): boolean {
+    return this.#onBatch !== undefined;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  start(onBatch: (frames: Buffer[]) => void): void {
+    this.#check();
+    this.#onBatch = onBatch;
+  }
+
+  writeBatch(frames: Uint8Array[]): number {
+    this.#check();
+    const taken = Math.min(frames.length, this.capacity);
+    for (let i = 0; i < taken; i++) this.written.push(Buffer.from(frames[i] as Uint8Array));
+    return taken;
+  }
+
+  stop(): void {
+    this.#check();
+    this.#onBatch = undefined;
+  }
+
+  close(): void {
+    this.#check();
+    this.#onBatch = undefined;
+    this.#closed = true;
+  }
+
+  /**
+   * Hands copies of `frames` to the started port's callback as one batch,
+   * synchronously. Returns false, delivering nothing, when the port is
+   * stopped or closed.
+   */
+  inject(frames: readonly Uint8Array[]): boolean {
+    if (this.#onBatch === undefined) return false;
+    this.#onBatch(frames.map((frame) => Buffer.from(frame)));
+    return true;
+  }
+
+  #check(): void {
+    if (this.#closed) throw new PortClosed('memory frame port');
+  }
+}
+
+/** One datagram on the in-memory underlay, as the network saw it. */
+export interface UnderlayPacket {
+  readonly from: { readonly address: string; readonly port: number };
+  readonly to: { readonly address: string; readonly port: number };
+  readonly data: Buffer;
+}
+
+export interface MemoryNetworkOptions {
+  /** Return true to lose a packet (fault tests); it is still recorded. */
+  drop?: (packet: UnderlayPacket) => boolean;
+  /** Keep every sent packet in `packets` (default true; turn off for long runs). */
+  record?: boolean;
+}
+
+/**
+ * A shared in-memory underlay: ports bound at `address:port` exchange
+ * datagrams. Delivery is asynchronous (on `setImmediate`), and everything
+ * queued for one port by then arrives as one batch. Like UDP, datagrams to an
+ * unbound address or a port that is not started are lost.
+ */
+export class MemoryNetwork {
+  /** Every datagram sent, in order, whether or not it was delivered. */
+  readonly packets: UnderlayPacket[] = [];
+  readonly #ports = new Map<string, MemoryDatagramPort>();
+  readonly #queues = new Map<MemoryDatagramPort, Datagram[]>();
+  readonly #drop: ((packet: UnderlayPacket) => boolean) | undefined;
+  readonly #record: boolean;
+  #flushScheduled = false;
+
+  constructor(opts: MemoryNetworkOptions = {}) {
+    this.#drop = opts.drop;
+    this.#record = opts.record ?? true;
+  }
+
+  /** Binds a port at `address:port`; throws InvalidArgument if that is taken. */
+  open(address: string, port = 4789): MemoryDatagramPort {
+    const key = `${address}:${port}`;
+    if (this.#ports.has(key)) throw new InvalidArgument(`${key} is already bound on the memory network`);
+    const bound = new MemoryDatagramPort(this, address, port);
+    this.#ports.set(key, bound);
+    return bound;
+  }
+
+  /** Resolves once nothing is in flight, including datagrams sent in reaction to deliveries. */
+  async idle(): Promise<void> {
+    while (this.#queues.size > 0 || this.#flushScheduled) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** @internal Called by MemoryDatagramPort. */
+  send(from: MemoryDatagramPort, datagram: Datagram): void {
+    const packet: UnderlayPacket = {
+      from: { address: from.address, port: from.port },
+      to: { address: datagram.address, port: datagram.port },
+      // Copied, as the kernel copies: the sender may reuse its buffer.
+      data: Buffer.from(datagram.data),
+    };
+    if (this.#record) this.packets.push(packet);
+    if (this.#drop?.(packet) === true) return;
+    const target = this.#ports.get(`${datagram.address}:${datagram.port}`);
+    if (target === undefined) return;
+    let queue = this.#queues.get(target);
+    if (queue === undefined) {
+      queue = [];
+      this.#queues.set(target, queue);
+    }
+    queue.push({ data: packet.data, address: from.address, port: from.port });
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flush);
+    }
+  }
+
+  /** @internal Called by MemoryDatagramPort. */
+  unbind(port: MemoryDatagramPort): void {
+    this.#ports.delete(`${port.address}:${port.port}`);
+    this.#queues.delete(port);
+  }
+
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const queues = [...this.#queues];
+    this.#queues.clear();
+    for (const [port, batch] of queues) port.deliver(batch);
+  };
+}
+
+/** A UDP port on a MemoryNetwork. */
+export class MemoryDatagramPort implements DatagramPort {
+  readonly #network: MemoryNetwork;
+  #onBatch: ((datagrams: Datagram[]) => void) | undefined;
+  #closed = false;
+
+  constructor(
+    network: MemoryNetwork,
+    readonly address: string,
+    readonly port: number,
+  ) {
+    this.#network = network;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Datagrams that arrive before `start` are lost. */
+  start(onBatch: (datagrams: Datagram[]) => void): void {
+    this.#check();
+    this.#onBatch = onBatch;
+  }
+
+  sendBatch(datagrams: Datagram[]): void {
+    this.#check();
+    for (const datagram of datagrams) this.#network.send(this, datagram);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#onBatch = undefined;
+    this.#network.unbind(this);
+  }
+
+  /** @internal Called by MemoryNetwork. */
+  deliver(batch: Datagram[]): void {
+    this.#onBatch?.(batch);
+  }
+
+  #check(): void {
+    if (this.#closed) throw new PortClosed(`memory datagram port ${this.address}:${this.port}`);
+  }
+}

@@ -1,0 +1,548 @@
+/**
+ * The user-space VXLAN tunnel endpoint (RFC 7348): one per host, one
+ * underlay UDP port shared by every overlay network, one frame port (TAP)
+ * per network. Frames from a TAP are answered locally (ARP, IPv6 ND from the
+ * peer table, as libnetwork's overlay does), sent to the VTEP that holds the
+ * destination MAC, or flooded to the network's VTEPs; datagrams from the
+ * underlay are checked, attributed to a known VTEP and written to the TAP.
+ * Work is done per batch: one `sendBatch` per TAP batch, one `writeBatch`
+ * per network per underlay batch.
+ */
+import { Conflict, InvalidArgument, NetctlError } from '../cnm/errors.js';
+import {
+  ARP_FRAME_LEN,
+  ARP_REQUEST,
+  DEFAULT_VXLAN_PORT,
+  ETHERNET_HEADER_LEN,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV6,
+  ICMPV6_NEIGHBOR_SOLICITATION,
+  IPPROTO_ICMPV6,
+  IPV6_DST_OFFSET,
+  IPV6_HEADER_LEN,
+  IPV6_SRC_OFFSET,
+  MAX_VNI,
+  NEIGHBOR_ADVERTISEMENT_FRAME_LEN,
+  VXLAN_HEADER_LEN,
+  arpCheck,
+  arpOperation,
+  arpSenderIp,
+  arpSenderMac,
+  arpTargetIp,
+  decodeArp,
+  decodeNeighborSolicitation,
+  ethernetDst,
+  ethernetPayloadOffset,
+  ethernetSrc,
+  ethernetType,
+  formatIPv4,
+  icmpv6Checksum,
+  ipv6HopLimit,
+  ipv6NextHeader,
+  ipv6PayloadLength,
+  isMulticastMac,
+  parseIPv4,
+  parseIPv6,
+  parseMac,
+  readMac,
+  vxlanCheck,
+  writeArpReply,
+  writeNeighborAdvertisement,
+  writeVxlanHeader,
+} from '../wire/index.js';
+import type { Datagram, DatagramPort, FramePort } from './io.js';
+import { PeerTable } from './peers.js';
+import type { VniPeers } from './peers.js';
+
+/** The largest inner frame one UDP/IPv4 datagram can carry: 65535 − IPv4 20 − UDP 8 − VXLAN 8. */
+export const MAX_FRAME_LENGTH = 65_499;
+/** How often learned entries are swept (they also expire on lookup). */
+const SWEEP_INTERVAL_MS = 10_000;
+
+/**
+ * Counters since construction. "rx"/"tx" are per kind of port: frames read
+ * from / written to the frame ports, datagrams received from / sent to the
+ * underlay (each copy of a flooded frame is one datagram).
+ */
+export interface VtepStats {
+  rxDatagrams: number;
+  rxFrames: number;
+  txDatagrams: number;
+  txFrames: number;
+  /** ARP requests answered from the peer table. */
+  arpAnswered: number;
+  /** IPv6 neighbour solicitations answered from the peer table. */
+  ndAnswered: number;
+  /** Frames replicated to the flood targets (broadcast, multicast, unknown unicast). */
+  flooded: number;
+  /** MACs newly learned from external peers' traffic. */
+  learned: number;
+  /** Datagram or frame too short for its headers. */
+  dropTruncated: number;
+  /** VXLAN header without the I flag (RFC 7348 §5). */
+  dropBadFlags: number;
+  dropUnknownVni: number;
+  /** Datagram from an address that is neither a VTEP of the VNI nor one of its external peers. */
+  dropUnknownSender: number;
+  /** Datagram from our own underlay address, or an inner frame from one of our local endpoints' MACs. */
+  dropSelf: number;
+  /** Nowhere to send: a unicast to a local endpoint, or no flood targets. */
+  dropNoRoute: number;
+  /** Frame longer than `maxFrameLength`. */
+  dropOversize: number;
+  /** Frames a frame port did not take (queue full or write error). */
+  dropWriteFailed: number;
+}
+
+export interface VtepOptions {
+  underlay: DatagramPort;
+  /** Our underlay IPv4: never sent to, and datagrams claiming it are dropped. */
+  localAddress: string;
+  /** The peers' data path port (default 4789). */
+  port?: number;
+  /** Clock in milliseconds, for ageing learned entries (default Date.now). */
+  now?: () => number;
+  /** Told about failures the data path survives (a port that throws). */
+  log?: (msg: string) => void;
+  /** How long a MAC learned from an external peer lives unseen (default 300 s). */
+  learnedTtlMs?: number;
+  /** Longer frames are dropped either way (default MAX_FRAME_LENGTH). */
+  maxFrameLength?: number;
+}
+
+export interface NetworkOptions {
+  /**
+   * Underlay IPv4s of VTEPs outside netctl (e.g. kernel vxlan) that get floods and whose MACs are
+   * learned; when given, they replace the VNI's external peers (see `Vtep.setExternalPeers`).
+   */
+  externalPeers?: string[];
+}
+
+export interface PeerOptions {
+  /** `02:42:0a:00:00:02` or its 48-bit value. */
+  mac: string | number;
+  ipv4?: string;
+  ipv6?: string;
+  /** Underlay IPv4 of the VTEP holding the endpoint; our own address marks a local endpoint. */
+  vtep: string;
+}
+
+/** A call on a VTEP after `stop`. */
+export class VtepStopped extends NetctlError {
+  constructor() {
+    super('Unavailable', 'the VTEP is stopped');
+  }
+}
+
+interface Network {
+  readonly vni: number;
+  readonly port: FramePort;
+  readonly peers: VniPeers;
+  /** This network's VXLAN header, copied in front of every frame it sends. */
+  readonly header: Uint8Array;
+  /** Inner frames from the current underlay batch, reused across batches. */
+  readonly inbound: Uint8Array[];
+  /** ARP/ND answers for the current TAP batch, reused across batches. */
+  readonly answers: Uint8Array[];
+  removed: boolean;
+}
+
+export class Vtep {
+  readonly stats: VtepStats = {
+    rxDatagrams: 0,
+    rxFrames: 0,
+    txDatagrams: 0,
+    txFrames: 0,
+    arpAnswered: 0,
+    ndAnswered: 0,
+    flooded: 0,
+    learned: 0,
+    dropTruncated: 0,
+    dropBadFlags: 0,
+    dropUnknownVni: 0,
+    dropUnknownSender: 0,
+    dropSelf: 0,
+    dropNoRoute: 0,
+    dropOversize: 0,
+    dropWriteFailed: 0,
+  };
+  readonly #underlay: DatagramPort;
+  readonly #localAddress: string;
+  readonly #port: number;
+  readonly #now: () => number;
+  readonly #log: (msg: string) => void;
+  readonly #maxFrameLength: number;
+  readonly #peers: PeerTable;
+  readonly #networks = new Map<number, Network>();
+  /** Networks with inbound frames in the current underlay batch. */
+  readonly #touched: Network[] = [];
+  #nextSweep: number;
+  #state: 'new' | 'started' | 'stopped' = 'new';
+
+  constructor(opts: VtepOptions) {
+    this.#underlay = opts.underlay;
+    this.#localAddress = canonicalIPv4(opts.localAddress, 'localAddress');
+    this.#port = opts.port ?? DEFAULT_VXLAN_PORT;
+    if (!Number.isInteger(this.#port) || this.#port < 1 || this.#port > 65535) {
+      throw new InvalidArgument(`invalid VXLAN port ${this.#port}`);
+    }
+    this.#now = opts.now ?? Date.now;
+    this.#log = opts.log ?? (() => {});
+    this.#maxFrameLength = opts.maxFrameLength ?? MAX_FRAME_LENGTH;
+    this.#peers = new PeerTable({
+      localAddress: this.#localAddress,
+      ...(opts.learnedTtlMs !== undefined && { learnedTtlMs: opts.learnedTtlMs }),
+    });
+    this.#nextSweep = this.#now() + SWEEP_INTERVAL_MS;
+  }
+
+  /** Starts receiving from the underlay; calling it again does nothing. */
+  start(): void {
+    this.#check();
+    if (this.#state === 'started') return;
+    this.#underlay.start((datagrams) => this.#onDatagrams(datagrams));
+    this.#state = 'started';
+  }
+
+  /**
+   * Stops and closes every frame port and closes the underlay, trying all of
+   * them and reporting every failure together. Every later call throws VtepStopped.
+   */
+  async stop(): Promise<void> {
+    this.#check();
+    this.#state = 'stopped';
+    const failures: unknown[] = [];
+    for (const network of this.#networks.values()) {
+      network.removed = true;
+      try {
+        network.port.stop();
+        network.port.close();
+      } catch (err) {
+        failures.push(err);
+      }
+    }
+    this.#networks.clear();
+    try {
+      await this.#underlay.close();
+    } catch (err) {
+      failures.push(err);
+    }
+    if (failures.length > 0) {
+      const messages = failures.map((err) => (err instanceof Error ? err.message : String(err)));
+      throw new NetctlError('Internal', `stopping the VTEP: ${messages.join('; ')}`, {
+        cause: new AggregateError(failures),
+      });
+    }
+  }
+
+  /**
+   * Serves overlay network `vni` on `port`, which the VTEP now owns (it
+   * starts it, and stops and closes it on removal). Throws Conflict if the
+   * VNI is served already.
+   */
+  addNetwork(vni: number, port: FramePort, opts: NetworkOptions = {}): void {
+    this.#check();
+    checkVni(vni);
+    if (this.#networks.has(vni)) throw new Conflict(`VNI ${vni} is already served by this VTEP`);
+    const externalPeers = opts.externalPeers?.map((peer) => canonicalIPv4(peer, 'external peer'));
+    const header = new Uint8Array(VXLAN_HEADER_LEN);
+    writeVxlanHeader(vni, header, 0);
+    const network: Network = { vni, port, peers: this.#peers.vni(vni), header, inbound: [], answers: [], removed: false };
+    if (externalPeers !== undefined) network.peers.setExternalPeers(externalPeers);
+    this.#networks.set(vni, network);
+    try {
+      port.start((frames) => this.#onFrames(network, frames));
+    } catch (err) {
+      this.#networks.delete(vni);
+      throw err;
+    }
+  }
+
+  /**
+   * Stops serving `vni` and stops and closes its port (errors from the port
+   * are thrown after the network is removed). Its peers stay in the table
+   * until removed. Unknown VNIs are ignored.
+   */
+  removeNetwork(vni: number): void {
+    this.#check();
+    const network = this.#networks.get(vni);
+    if (network === undefined) return;
+    network.removed = true;
+    this.#networks.delete(vni);
+    network.port.stop();
+    network.port.close();
+  }
+
+  /** Replaces the external peers of `vni`; MACs learned from peers no longer listed are forgotten. */
+  setExternalPeers(vni: number, peers: string[]): void {
+    this.#check();
+    checkVni(vni);
+    this.#peers.vni(vni).setExternalPeers(peers.map((peer) => canonicalIPv4(peer, 'external peer')));
+  }
+
+  /**
+   * Adds or replaces the endpoint with `peer.mac` on `vni`: frames to that MAC
+   * go to `peer.vtep`, and ARP/ND for its addresses are answered locally.
+   * The VNI need not be served yet.
+   */
+  setPeer(vni: number, peer: PeerOptions): void {
+    this.#check();
+    checkVni(vni);
+    const mac = toMac(peer.mac);
+    if (isMulticastMac(mac)) throw new InvalidArgument(`peer MAC ${String(peer.mac)} is a multicast address`);
+    const vtep = canonicalIPv4(peer.vtep, 'peer VTEP');
+    const ipv4 = peer.ipv4 === undefined ? undefined : parseWith(parseIPv4, peer.ipv4, 'peer IPv4');
+    const ipv6 = peer.ipv6 === undefined ? undefined : parseWith(parseIPv6, peer.ipv6, 'peer IPv6');
+    this.#peers.vni(vni).set({
+      mac,
+      vtep,
+      ...(ipv4 !== undefined && { ipv4 }),
+      ...(ipv6 !== undefined && { ipv6 }),
+    });
+  }
+
+  /** Forgets the endpoint with `mac` on `vni`, configured or learned; unknown ones are ignored. */
+  removePeer(vni: number, mac: string | number): void {
+    this.#check();
+    checkVni(vni);
+    this.#peers.vni(vni).remove(toMac(mac));
+  }
+
+  #check(): void {
+    if (this.#state === 'stopped') throw new VtepStopped();
+  }
+
+  #sweep(now: number): void {
+    if (now < this.#nextSweep) return;
+    this.#nextSweep = now + SWEEP_INTERVAL_MS;
+    this.#peers.sweep(now);
+  }
+
+  #onFrames(network: Network, frames: Buffer[]): void {
+    if (network.removed) return;
+    const now = this.#now();
+    this.#sweep(now);
+    const outbound: Datagram[] = [];
+    for (const frame of frames) {
+      this.stats.rxFrames++;
+      try {
+        this.#fromPort(network, frame, outbound, now);
+      } catch (err) {
+        this.#log(`VNI ${network.vni}: frame from port dropped: ${String(err)}`);
+      }
+    }
+    if (network.answers.length > 0) {
+      this.#write(network, network.answers);
+      network.answers.length = 0;
+    }
+    if (outbound.length > 0) {
+      try {
+        this.#underlay.sendBatch(outbound);
+        this.stats.txDatagrams += outbound.length;
+      } catch (err) {
+        this.#log(`underlay send failed: ${String(err)}`);
+      }
+    }
+  }
+
+  #fromPort(network: Network, frame: Uint8Array, outbound: Datagram[], now: number): void {
+    if (frame.length < ETHERNET_HEADER_LEN) {
+      this.stats.dropTruncated++;
+      return;
+    }
+    if (frame.length > this.#maxFrameLength) {
+      this.stats.dropOversize++;
+      return;
+    }
+    // Answers are untagged frames, so only untagged requests get one.
+    if (ethernetPayloadOffset(frame) === ETHERNET_HEADER_LEN) {
+      const type = ethernetType(frame);
+      if (type === ETHERTYPE_ARP && this.#answerArp(network, frame)) return;
+      if (type === ETHERTYPE_IPV6 && this.#answerNeighborSolicitation(network, frame)) return;
+    }
+
+    const dst = ethernetDst(frame);
+    if (!isMulticastMac(dst)) {
+      const entry = network.peers.lookup(dst, now);
+      if (entry !== undefined) {
+        if (entry.local) {
+          this.stats.dropNoRoute++;
+        } else {
+          outbound.push({ data: encapsulate(network.header, frame), address: entry.vtep, port: this.#port });
+        }
+        return;
+      }
+    }
+    const targets = network.peers.floodTargets;
+    if (targets.length === 0) {
+      this.stats.dropNoRoute++;
+      return;
+    }
+    // One buffer for every copy: nobody writes to a datagram once it is queued.
+    const data = encapsulate(network.header, frame);
+    for (const address of targets) outbound.push({ data, address, port: this.#port });
+    this.stats.flooded++;
+  }
+
+  /** Answers an ARP request for another endpoint's address in the peer table (not a gratuitous one); true if answered. */
+  #answerArp(network: Network, frame: Uint8Array): boolean {
+    const arp = ETHERNET_HEADER_LEN;
+    if (!arpCheck(frame, arp, frame.length - arp) || arpOperation(frame, arp) !== ARP_REQUEST) return false;
+    const targetIp = arpTargetIp(frame, arp);
+    if (targetIp === arpSenderIp(frame, arp)) return false;
+    const mac = network.peers.macForIPv4(targetIp);
+    // Telling an endpoint that its own address is taken by itself would fail its conflict detection.
+    if (mac === undefined || mac === arpSenderMac(frame, arp)) return false;
+    const reply = new Uint8Array(ARP_FRAME_LEN);
+    writeArpReply(decodeArp(frame, arp), mac, reply, 0);
+    network.answers.push(reply);
+    this.stats.arpAnswered++;
+    return true;
+  }
+
+  /**
+   * Answers a neighbour solicitation (RFC 4861 §7.2.4) for an address in the
+   * peer table; true if answered. Duplicate address detection (unspecified
+   * source) is left to the real owner, as is anything with extension headers.
+   */
+  #answerNeighborSolicitation(network: Network, frame: Uint8Array): boolean {
+    const ip = ETHERNET_HEADER_LEN;
+    const icmp = ip + IPV6_HEADER_LEN;
+    if (frame.length <= icmp || ipv6NextHeader(frame, ip) !== IPPROTO_ICMPV6 || frame[icmp] !== ICMPV6_NEIGHBOR_SOLICITATION) {
+      return false;
+    }
+    // RFC 4861 §7.1.1: hop limit 255, a valid checksum, a length within the frame.
+    const length = ipv6PayloadLength(frame, ip);
+    if (ipv6HopLimit(frame, ip) !== 255 || length > frame.length - icmp) return false;
+    const src = ip + IPV6_SRC_OFFSET;
+    const checksum = icmpv6Checksum(frame, icmp, length, frame, src, frame, ip + IPV6_DST_OFFSET);
+    if (checksum !== ((frame[icmp + 2]! << 8) | frame[icmp + 3]!)) return false;
+    const source = frame.subarray(src, src + 16);
+    if (source.every((byte) => byte === 0)) return false;
+    let solicitation: ReturnType<typeof decodeNeighborSolicitation>;
+    try {
+      solicitation = decodeNeighborSolicitation(frame, icmp, length);
+    } catch {
+      return false;
+    }
+    const mac = network.peers.macForIPv6(solicitation.target);
+    if (mac === undefined) return false;
+    const advert = new Uint8Array(NEIGHBOR_ADVERTISEMENT_FRAME_LEN);
+    writeNeighborAdvertisement(
+      {
+        dstMac: solicitation.sourceLinkLayer ?? ethernetSrc(frame),
+        srcMac: mac,
+        srcIp: solicitation.target,
+        dstIp: source,
+        target: solicitation.target,
+        targetMac: mac,
+        solicited: true,
+      },
+      advert,
+      0,
+    );
+    network.answers.push(advert);
+    this.stats.ndAnswered++;
+    return true;
+  }
+
+  #onDatagrams(datagrams: Datagram[]): void {
+    if (this.#state !== 'started') return;
+    const now = this.#now();
+    this.#sweep(now);
+    for (const datagram of datagrams) {
+      this.stats.rxDatagrams++;
+      try {
+        this.#fromUnderlay(datagram, now);
+      } catch (err) {
+        this.#log(`datagram from ${datagram.address}:${datagram.port} dropped: ${String(err)}`);
+      }
+    }
+    for (const network of this.#touched) {
+      this.#write(network, network.inbound);
+      network.inbound.length = 0;
+    }
+    this.#touched.length = 0;
+  }
+
+  #fromUnderlay(datagram: Datagram, now: number): void {
+    const { data, address } = datagram;
+    if (address === this.#localAddress) {
+      this.stats.dropSelf++;
+      return;
+    }
+    if (data.length < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN) {
+      this.stats.dropTruncated++;
+      return;
+    }
+    if (data.length - VXLAN_HEADER_LEN > this.#maxFrameLength) {
+      this.stats.dropOversize++;
+      return;
+    }
+    const vni = vxlanCheck(data, 0, data.length);
+    if (vni < 0) {
+      this.stats.dropBadFlags++;
+      return;
+    }
+    const network = this.#networks.get(vni);
+    if (network === undefined) {
+      this.stats.dropUnknownVni++;
+      return;
+    }
+    const peers = network.peers;
+    if (!peers.isKnownSender(address)) {
+      this.stats.dropUnknownSender++;
+      return;
+    }
+    const src = readMac(data, VXLAN_HEADER_LEN + 6);
+    if (peers.lookup(src, now)?.local === true) {
+      this.stats.dropSelf++;
+      return;
+    }
+    if (peers.isExternalPeer(address) && peers.learn(src, address, now)) this.stats.learned++;
+    if (network.inbound.length === 0) this.#touched.push(network);
+    network.inbound.push(data.subarray(VXLAN_HEADER_LEN));
+  }
+
+  /** Writes frames to a network's port; what it does not take is counted, never thrown. */
+  #write(network: Network, frames: Uint8Array[]): void {
+    let written = 0;
+    try {
+      written = network.port.writeBatch(frames);
+    } catch (err) {
+      this.#log(`VNI ${network.vni}: frame port write failed: ${String(err)}`);
+    }
+    this.stats.txFrames += written;
+    this.stats.dropWriteFailed += frames.length - written;
+  }
+}
+
+function encapsulate(header: Uint8Array, frame: Uint8Array): Uint8Array {
+  const data = new Uint8Array(VXLAN_HEADER_LEN + frame.length);
+  data.set(header, 0);
+  data.set(frame, VXLAN_HEADER_LEN);
+  return data;
+}
+
+function checkVni(vni: number): void {
+  if (!Number.isInteger(vni) || vni < 0 || vni > MAX_VNI) throw new InvalidArgument(`invalid VNI ${vni}`);
+}
+
+function toMac(mac: string | number): number {
+  if (typeof mac === 'string') return parseWith(parseMac, mac, 'MAC');
+  if (!Number.isInteger(mac) || mac < 0 || mac > 0xffffffffffff) throw new InvalidArgument(`invalid MAC ${mac}`);
+  return mac;
+}
+
+/** Canonical dotted quad, so addresses compare as strings with what the underlay reports. */
+function canonicalIPv4(text: string, what: string): string {
+  return formatIPv4(parseWith(parseIPv4, text, what));
+}
+
+function parseWith<T>(parse: (text: string) => T, text: string, what: string): T {
+  try {
+    return parse(text);
+  } catch (err) {
+    throw new InvalidArgument(`invalid ${what} ${JSON.stringify(text)}`, { cause: err });
+  }
+}

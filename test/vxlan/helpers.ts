@@ -1,0 +1,133 @@
+/** Frames, hosts and a seeded PRNG for the VTEP tests; everything in memory. */
+import { MemoryFramePort } from '../../src/vxlan/memory.js';
+import type { MemoryDatagramPort, MemoryNetwork } from '../../src/vxlan/memory.js';
+import { Vtep } from '../../src/vxlan/vtep.js';
+import type { VtepOptions } from '../../src/vxlan/vtep.js';
+import {
+  ARP_FRAME_LEN,
+  ARP_REQUEST,
+  BROADCAST_MAC,
+  ETHERNET_HEADER_LEN,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  VXLAN_HEADER_LEN,
+  encodeArp,
+  encodeEthernet,
+  parseIPv4,
+  parseMac,
+  writeVxlanHeader,
+} from '../../src/wire/index.js';
+
+export const VNI = 4096;
+export const HOST_A = '198.18.0.1';
+export const HOST_B = '198.18.0.2';
+export const HOST_C = '198.18.0.3';
+export const HOST_D = '198.18.0.4';
+export const EXTERNAL = '198.18.0.9';
+
+/** Endpoint n: MAC 02:42:0a:00:00:nn, IPv4 10.0.0.n. */
+export function mac(n: number): number {
+  return parseMac(`02:42:0a:00:00:${n.toString(16).padStart(2, '0')}`);
+}
+
+export function macText(n: number): string {
+  return `02:42:0a:00:00:${n.toString(16).padStart(2, '0')}`;
+}
+
+export function ip(n: number): string {
+  return `10.0.0.${n}`;
+}
+
+/** An IPv4-typed frame with `payloadLength` bytes counting up from `seed`, so frames differ. */
+export function frame(dst: number, src: number, payloadLength = 46, seed = 0): Buffer {
+  const buf = Buffer.alloc(ETHERNET_HEADER_LEN + payloadLength);
+  encodeEthernet({ dst, src, etherType: ETHERTYPE_IPV4 }, buf, 0);
+  for (let i = 0; i < payloadLength; i++) buf[ETHERNET_HEADER_LEN + i] = (seed + i) & 0xff;
+  return buf;
+}
+
+/** A broadcast ARP request from endpoint (srcMac, srcIp) for targetIp. */
+export function arpRequest(srcMac: number, srcIp: string, targetIp: string): Buffer {
+  const buf = Buffer.alloc(ARP_FRAME_LEN);
+  encodeEthernet({ dst: BROADCAST_MAC, src: srcMac, etherType: ETHERTYPE_ARP }, buf, 0);
+  encodeArp(
+    { operation: ARP_REQUEST, senderMac: srcMac, senderIp: parseIPv4(srcIp), targetMac: 0, targetIp: parseIPv4(targetIp) },
+    buf,
+    ETHERNET_HEADER_LEN,
+  );
+  return buf;
+}
+
+/** A VXLAN datagram payload: header for `vni` then `inner`. */
+export function vxlan(vni: number, inner: Uint8Array): Buffer {
+  const buf = Buffer.alloc(VXLAN_HEADER_LEN + inner.length);
+  writeVxlanHeader(vni, buf, 0);
+  buf.set(inner, VXLAN_HEADER_LEN);
+  return buf;
+}
+
+export interface Host {
+  address: string;
+  vtep: Vtep;
+  underlay: MemoryDatagramPort;
+  /** Frame ports by VNI. */
+  ports: Map<number, MemoryFramePort>;
+  port(vni?: number): MemoryFramePort;
+}
+
+/** A started VTEP at `address` on `network`, serving each of `vnis` on a fresh MemoryFramePort. */
+export function host(
+  network: MemoryNetwork,
+  address: string,
+  vnis: number[] = [VNI],
+  opts: Partial<Omit<VtepOptions, 'underlay' | 'localAddress'>> = {},
+): Host {
+  const underlay = network.open(address, 4789);
+  const vtep = new Vtep({ underlay, localAddress: address, ...opts });
+  vtep.start();
+  const ports = new Map<number, MemoryFramePort>();
+  for (const vni of vnis) {
+    const port = new MemoryFramePort();
+    vtep.addNetwork(vni, port);
+    ports.set(vni, port);
+  }
+  return {
+    address,
+    vtep,
+    underlay,
+    ports,
+    port: (vni = VNI) => {
+      const port = ports.get(vni);
+      if (port === undefined) throw new Error(`host ${address} has no port for VNI ${vni}`);
+      return port;
+    },
+  };
+}
+
+/** Tells every host about every endpoint: endpoint n lives at hosts[at]. */
+export function publish(hosts: Host[], endpoints: Array<{ n: number; at: Host; vni?: number; ipv6?: string }>): void {
+  for (const h of hosts) {
+    for (const { n, at, vni = VNI, ipv6 } of endpoints) {
+      h.vtep.setPeer(vni, { mac: mac(n), ipv4: ip(n), vtep: at.address, ...(ipv6 !== undefined && { ipv6 }) });
+    }
+  }
+}
+
+/** The sum of every drop counter. */
+export function drops(vtep: Vtep): number {
+  return Object.entries(vtep.stats)
+    .filter(([name]) => name.startsWith('drop'))
+    .reduce((sum, [, value]) => sum + value, 0);
+}
+
+/** mulberry32: a small seeded PRNG, so the fuzz inputs are the same on every run. */
+export function prng(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -1,0 +1,74 @@
+import test from 'ava';
+import type { Datagram } from '../../src/vxlan/io.js';
+import { PortClosed } from '../../src/vxlan/io.js';
+import { MemoryFramePort, MemoryNetwork } from '../../src/vxlan/memory.js';
+
+const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values);
+
+test('the memory network delivers asynchronously, one batch per port, with the sender as address', async (t) => {
+  const net = new MemoryNetwork();
+  const a = net.open('198.18.0.1');
+  const b = net.open('198.18.0.2');
+  const batches: Datagram[][] = [];
+  b.start((batch) => batches.push(batch));
+  const data = bytes(1, 2, 3);
+  a.sendBatch([{ data, address: '198.18.0.2', port: 4789 }]);
+  a.sendBatch([{ data: bytes(4), address: '198.18.0.2', port: 4789 }]);
+  data[0] = 9;
+  t.deepEqual(batches, []);
+  await net.idle();
+  t.is(batches.length, 1);
+  t.deepEqual(
+    batches[0]!.map((d) => ({ data: [...d.data], address: d.address, port: d.port })),
+    [
+      { data: [1, 2, 3], address: '198.18.0.1', port: 4789 },
+      { data: [4], address: '198.18.0.1', port: 4789 },
+    ],
+  );
+});
+
+test('the drop hook and unbound or unstarted ports lose datagrams; everything sent is recorded', async (t) => {
+  const net = new MemoryNetwork({ drop: (packet) => packet.data[0] === 0xdd });
+  const a = net.open('198.18.0.1');
+  const b = net.open('198.18.0.2', 5000);
+  const c = net.open('198.18.0.3');
+  const received: number[] = [];
+  b.start((batch) => received.push(...batch.map((d) => d.data[0]!)));
+  a.sendBatch([
+    { data: bytes(0xdd), address: '198.18.0.2', port: 5000 },
+    { data: bytes(1), address: '198.18.0.2', port: 5000 },
+    { data: bytes(2), address: '198.18.0.2', port: 4789 },
+    { data: bytes(3), address: '198.18.0.3', port: 4789 },
+  ]);
+  await net.idle();
+  t.deepEqual(received, [1]);
+  t.is(net.packets.length, 4);
+  const late: Datagram[] = [];
+  c.start((batch) => late.push(...batch));
+  await net.idle();
+  t.deepEqual(late, [], 'what reached c before it started is gone');
+});
+
+test('memory ports refuse a taken address and calls after close', async (t) => {
+  const net = new MemoryNetwork();
+  const a = net.open('198.18.0.1');
+  t.throws(() => net.open('198.18.0.1'));
+  await a.close();
+  await a.close();
+  t.throws(() => a.sendBatch([]), { instanceOf: PortClosed });
+  t.throws(() => a.start(() => {}), { instanceOf: PortClosed });
+  t.notThrows(() => net.open('198.18.0.1'), 'the address is free again');
+
+  const port = new MemoryFramePort();
+  t.false(port.inject([bytes(1)]), 'not started');
+  const got: Buffer[][] = [];
+  port.start((frames) => got.push(frames));
+  t.true(port.inject([bytes(1), bytes(2)]));
+  t.deepEqual(got, [[Buffer.from([1]), Buffer.from([2])]]);
+  port.capacity = 1;
+  t.is(port.writeBatch([bytes(7), bytes(8)]), 1);
+  t.deepEqual(port.written, [Buffer.from([7])]);
+  port.close();
+  t.throws(() => port.writeBatch([]), { instanceOf: PortClosed });
+  t.throws(() => port.stop(), { instanceOf: PortClosed });
+});
