@@ -1,14 +1,23 @@
 /**
  * Puts a controller together for this host: the file store under the state
- * directory, the real namespace operations, and the built-in drivers.
+ * directory, the real namespace operations, and the built-in drivers; with
+ * a cluster store, also the VTEP and the overlay driver.
  */
 import { Controller } from './cnm/controller.js';
+import type { NetworkDriver } from './cnm/driver.js';
+import { InvalidArgument } from './cnm/errors.js';
 import type { NamespaceOps } from './cnm/namespaces.js';
 import { BridgeDriver } from './drivers/bridge/bridge.js';
 import { NullDriver } from './drivers/null/null.js';
+import { OverlayDriver } from './drivers/overlay/overlay.js';
+import { EtcdStore } from './store/etcd.js';
 import { FileStore } from './store/file.js';
+import type { Store } from './store/types.js';
 import { createNamedNetns, isNetnsPath, removeNamedNetns } from './sys/netns.js';
 import { Rtnl } from './sys/rtnl.js';
+import { UdpDatagramPort } from './vxlan/io.js';
+import { Vtep } from './vxlan/vtep.js';
+import { DEFAULT_VXLAN_PORT } from './wire/vxlan.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/netctl';
 
@@ -16,6 +25,14 @@ export interface HostOptions {
   readonly stateDir?: string;
   /** Namespace where bridges live; defaults to the caller's own. */
   readonly hostNetnsPath?: string;
+  /** Cluster store URL (etcd://HOST:PORT); enables overlay networks. */
+  readonly clusterStore?: string;
+  /** This host's underlay IPv4 address; required with a cluster store. */
+  readonly advertiseAddress?: string;
+  /** UDP port of the overlay data path on every host (default 4789). */
+  readonly dataPathPort?: number;
+  /** This host's name in other hosts' Peers (default: the host name). */
+  readonly nodeName?: string;
   readonly log?: (message: string) => void;
 }
 
@@ -35,18 +52,61 @@ export const kernelNamespaces: NamespaceOps = {
   exists: async (path) => isNetnsPath(path),
 };
 
-export async function openHostController(options: HostOptions = {}): Promise<Controller> {
-  const store = await FileStore.open(options.stateDir ?? DEFAULT_STATE_DIR);
-  const bridge = new BridgeDriver(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {});
+/** The overlay's parts: cluster store, the host's VTEP on its UDP port, and the driver over them. */
+async function openOverlay(options: HostOptions & { clusterStore: string }): Promise<{ globalStore: Store; driver: OverlayDriver }> {
+  const advertiseAddress = options.advertiseAddress;
+  if (advertiseAddress === undefined) {
+    throw new InvalidArgument('--advertise-addr is required with --store: the address other hosts reach this one at');
+  }
+  const port = options.dataPathPort ?? DEFAULT_VXLAN_PORT;
+  const globalStore = await EtcdStore.open(options.clusterStore);
+  const cleanup: (() => Promise<void>)[] = [() => globalStore.close()];
   try {
+    const underlay = await UdpDatagramPort.open({ address: advertiseAddress, port });
+    const vtep = new Vtep({ underlay, localAddress: advertiseAddress, port, ...(options.log !== undefined ? { log: options.log } : {}) });
+    vtep.start();
+    cleanup.push(() => vtep.stop());
+    const driver = await OverlayDriver.start({
+      store: globalStore,
+      vtep,
+      advertiseAddress,
+      ...(options.nodeName !== undefined ? { hostName: options.nodeName } : {}),
+      ...(options.log !== undefined ? { log: options.log } : {}),
+    });
+    return { globalStore, driver };
+  } catch (err) {
+    for (const step of cleanup.reverse()) await step().catch(() => undefined);
+    throw err;
+  }
+}
+
+export async function openHostController(options: HostOptions = {}): Promise<Controller> {
+  if (options.clusterStore === undefined && (options.advertiseAddress !== undefined || options.dataPathPort !== undefined)) {
+    throw new InvalidArgument('--advertise-addr and --data-path-port need a cluster store (--store etcd://HOST:PORT)');
+  }
+  const store = await FileStore.open(options.stateDir ?? DEFAULT_STATE_DIR);
+  const drivers: NetworkDriver[] = [
+    new BridgeDriver(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {}),
+    new NullDriver(),
+  ];
+  let globalStore: Store | undefined;
+  try {
+    if (options.clusterStore !== undefined) {
+      const overlay = await openOverlay({ ...options, clusterStore: options.clusterStore });
+      globalStore = overlay.globalStore;
+      drivers.push(overlay.driver);
+    }
     return await Controller.open({
       store,
-      drivers: [bridge, new NullDriver()],
+      ...(globalStore !== undefined ? { globalStore } : {}),
+      drivers,
       namespaces: kernelNamespaces,
       ownsStore: true,
       ...(options.log !== undefined ? { log: options.log } : {}),
     });
   } catch (err) {
+    for (const driver of drivers) await driver.close?.().catch(() => undefined);
+    await globalStore?.close().catch(() => undefined);
     await store.close();
     throw err;
   }

@@ -97,6 +97,11 @@ export class ApiClient {
     return this.json('GET', '/version');
   }
 
+  /** The daemon's drivers with their counters. */
+  async drivers(): Promise<{ Name: string; Scope: string; Stats: Record<string, number> }[]> {
+    return this.json('GET', '/drivers');
+  }
+
   async listNetworks(filters: Filters = {}): Promise<DockerNetwork[]> {
     return this.json('GET', `/networks${filtersQuery(filters)}`);
   }

@@ -169,6 +169,16 @@ export class ApiServer {
       },
       { pattern: /^\/version$/, methods: { GET: async () => ({ status: 200, body: this.versionJson() }) } },
       {
+        // netctl's own: the loaded drivers and their counters (the overlay VTEP's drops by reason).
+        pattern: /^\/drivers$/,
+        methods: {
+          GET: async () => ({
+            status: 200,
+            body: c.driverInfo().map((driver) => ({ Name: driver.name, Scope: driver.scope, Stats: driver.stats })),
+          }),
+        },
+      },
+      {
         pattern: /^\/networks\/?$/,
         methods: {
           GET: async (ctx) => ({ status: 200, body: await c.listNetworks(parseFiltersJson(ctx.query.get('filters'))) }),

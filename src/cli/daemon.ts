@@ -7,7 +7,16 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { socketPathOf } from '../api/client.js';
 import { ApiServer, ensureSocketFree } from '../api/server.js';
+import { InvalidArgument } from '../cnm/errors.js';
 import type { Command } from './command.js';
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port < 1 || port > 65535) {
+    throw new InvalidArgument(`invalid --data-path-port "${text}": an integer from 1 to 65535`);
+  }
+  return port;
+}
 
 export const daemonCommand: Command = {
   name: 'daemon',
@@ -17,6 +26,10 @@ export const daemonCommand: Command = {
   flags: [
     { name: 'socket', type: 'string', help: 'Unix socket to serve the API on (default: the -H address)' },
     { name: 'state-dir', type: 'string', help: 'Directory for the daemon state', defaultText: '"/var/lib/netctl"' },
+    { name: 'store', type: 'string', help: 'Cluster store for overlay networks (etcd://HOST:PORT)' },
+    { name: 'advertise-addr', type: 'string', help: "This host's underlay address, where other hosts send overlay traffic" },
+    { name: 'data-path-port', type: 'string', help: 'UDP port of the overlay data path', defaultText: '4789' },
+    { name: 'node-name', type: 'string', help: 'Name other hosts show for this one in Peers', defaultText: 'the host name' },
   ],
   async run(ctx, parsed) {
     const socketPath = parsed.string('socket') ?? socketPathOf(ctx.host);
@@ -26,8 +39,16 @@ export const daemonCommand: Command = {
     // Loaded here only: it pulls in the kernel bindings, which no other command needs.
     const { openHostController } = await import('../host.js');
     const stateDir = parsed.string('state-dir');
+    const clusterStore = parsed.string('store');
+    const advertiseAddress = parsed.string('advertise-addr');
+    const dataPathPort = parsed.string('data-path-port');
+    const nodeName = parsed.string('node-name');
     const controller = await openHostController({
       ...(stateDir !== undefined ? { stateDir } : {}),
+      ...(clusterStore !== undefined ? { clusterStore } : {}),
+      ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
+      ...(dataPathPort !== undefined ? { dataPathPort: parsePort(dataPathPort) } : {}),
+      ...(nodeName !== undefined ? { nodeName } : {}),
       log: (message) => ctx.io.stderr(`${message}\n`),
     });
     const server = new ApiServer(controller, { version: ctx.version });

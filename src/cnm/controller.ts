@@ -200,6 +200,11 @@ export class Controller {
     return [...this.drivers.keys()];
   }
 
+  /** Each loaded driver with its scope and counters. */
+  driverInfo(): { name: string; scope: Scope; stats: Record<string, number> }[] {
+    return [...this.drivers.values()].map((driver) => ({ name: driver.name, scope: driver.scope, stats: driver.stats?.() ?? {} }));
+  }
+
   // ---------------------------------------------------------------- networks
 
   async createNetwork(request: NetworkCreateRequest): Promise<DockerNetwork> {

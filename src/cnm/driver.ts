@@ -61,6 +61,8 @@ export interface NetworkDriver {
   reserve?(network: NetworkSpec, store: Store): Promise<Reservation>;
   /** Hosts that have endpoints on the network, for `inspect`. */
   peers?(network: NetworkRecord): Promise<NetworkPeer[]>;
+  /** Counters worth watching (the overlay's drops by reason). */
+  stats?(): Record<string, number>;
   /** Creates what the network needs on this host (a bridge, a VTEP port). */
   createNetwork(network: NetworkRecord): Promise<void>;
   /** Removes what createNetwork made; missing pieces are not an error. */

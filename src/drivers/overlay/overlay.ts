@@ -1,0 +1,351 @@
+/**
+ * The overlay driver: global networks spanning every host that shares the
+ * cluster store, carried between hosts by netctl's user-space VTEP.
+ *
+ * On each host a network that has local endpoints gets a namespace of its
+ * own (like Docker's `1-<id>` namespace) holding a bridge, the sandboxes'
+ * veths, and a TAP port owned by the VTEP. That namespace has no address,
+ * so the network is unreachable from the host and from other networks.
+ * It is made when the first local endpoint joins and removed when the last
+ * leaves. Every local endpoint is announced in the cluster store under a key
+ * tied to this host's lease; every host watches those keys and programs its
+ * VTEP's peer table from them.
+ */
+import { hostname } from 'node:os';
+import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkPeer, NetworkSpec, Reservation } from '../../cnm/driver.js';
+import { Conflict, InvalidArgument, NetctlError } from '../../cnm/errors.js';
+import type { NetworkRecord } from '../../cnm/types.js';
+import type { Store, Watch } from '../../store/types.js';
+import { createNamedNetns, netnsExists, removeNamedNetns } from '../../sys/netns.js';
+import { Rtnl } from '../../sys/rtnl.js';
+import { setSysctl } from '../../sys/sysctl.js';
+import { openTap } from '../../sys/tap.js';
+import type { Vtep } from '../../vxlan/vtep.js';
+import { plugVeth, unplugVeth } from '../veth.js';
+
+export const VXLANID_OPTION = 'com.docker.network.driver.overlay.vxlanid_list';
+export const PEERS_OPTION = 'peers';
+export const MTU_OPTION = 'com.docker.network.driver.mtu';
+/** 1500 on the underlay less 50 bytes of outer Ethernet, IPv4, UDP and VXLAN headers. */
+export const OVERLAY_MTU = 1450;
+export const FIRST_VNI = 4096;
+export const MAX_VNI = 0xffffff;
+
+const KNOWN_OPTIONS = new Set([VXLANID_OPTION, PEERS_OPTION, MTU_OPTION]);
+const VNI_PREFIX = 'overlay/vni/';
+const PEER_PREFIX = 'overlay/peers/';
+const BRIDGE = 'br0';
+const TAP = 'vtep0';
+const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+export interface OverlayConfig {
+  /** Set once the network is stored; absent while a new network's VNI is not picked yet. */
+  readonly vni?: number;
+  /** External RFC 7348 VTEPs that receive the network's flooded traffic. */
+  readonly externalPeers: readonly string[];
+  readonly mtu: number;
+}
+
+/** A local endpoint as announced to the other hosts. */
+export interface PeerRecord {
+  readonly vni: number;
+  readonly mac: string;
+  readonly ipv4?: string;
+  readonly ipv6?: string;
+  /** Underlay address of the host's VTEP. */
+  readonly vtep: string;
+  readonly host: string;
+}
+
+export function overlayConfig(network: Pick<NetworkRecord, 'options'>): OverlayConfig {
+  for (const option of Object.keys(network.options)) {
+    if (!KNOWN_OPTIONS.has(option)) throw new InvalidArgument(`unknown overlay driver option "${option}"`);
+  }
+  const vniText = network.options[VXLANID_OPTION];
+  let vni: number | undefined;
+  if (vniText !== undefined) {
+    vni = Number(vniText);
+    if (!/^\d+$/.test(vniText) || vni < 1 || vni > MAX_VNI) {
+      throw new InvalidArgument(`invalid VXLAN ID "${vniText}" for option ${VXLANID_OPTION}: an integer from 1 to ${MAX_VNI}`);
+    }
+  }
+  const peersText = network.options[PEERS_OPTION];
+  const externalPeers = peersText === undefined || peersText === '' ? [] : peersText.split(',').map((peer) => peer.trim());
+  for (const peer of externalPeers) {
+    if (!IPV4_PATTERN.test(peer)) throw new InvalidArgument(`invalid peer "${peer}" in option ${PEERS_OPTION}: an IPv4 address`);
+  }
+  const mtuText = network.options[MTU_OPTION];
+  const mtu = mtuText === undefined ? OVERLAY_MTU : Number(mtuText);
+  if (mtuText !== undefined && (!/^\d+$/.test(mtuText) || mtu < 68 || mtu > OVERLAY_MTU)) {
+    throw new InvalidArgument(`invalid MTU "${mtuText}" for option ${MTU_OPTION}: an integer from 68 to ${OVERLAY_MTU}`);
+  }
+  return { ...(vni !== undefined ? { vni } : {}), externalPeers, mtu };
+}
+
+export interface OverlayDriverOptions {
+  /** The cluster store shared by every host. */
+  readonly store: Store;
+  /** The host's VTEP; the driver owns it from then on and stops it on close. */
+  readonly vtep: Vtep;
+  /** This host's underlay address: where other VTEPs send its traffic. */
+  readonly advertiseAddress: string;
+  /** Name shown in `Peers`; defaults to the host name. */
+  readonly hostName?: string;
+  readonly log?: (message: string) => void;
+}
+
+interface ActiveNetwork {
+  readonly vni: number;
+  readonly netnsName: string;
+  readonly netnsPath: string;
+  readonly endpoints: Set<string>;
+}
+
+function peerKey(networkId: string, endpointId: string): string {
+  return `${PEER_PREFIX}${networkId}/${endpointId}`;
+}
+
+function bare(cidr: string): string {
+  return cidr.split('/')[0] ?? cidr;
+}
+
+export class OverlayDriver implements NetworkDriver {
+  readonly name = 'overlay';
+  readonly scope = 'global' as const;
+  readonly usesIpam = true;
+  readonly providesDefaultRoute = false;
+  private readonly store: Store;
+  private readonly vtep: Vtep;
+  private readonly advertiseAddress: string;
+  private readonly hostName: string;
+  private readonly log: (message: string) => void;
+  private readonly active = new Map<string, ActiveNetwork>();
+  /** Peer key → the record it programmed into the VTEP, to undo it on delete and to list peers. */
+  private readonly programmed = new Map<string, PeerRecord & { networkId: string }>();
+  private watch: Watch | undefined;
+
+  private constructor(options: OverlayDriverOptions) {
+    this.store = options.store;
+    this.vtep = options.vtep;
+    this.advertiseAddress = options.advertiseAddress;
+    this.hostName = options.hostName ?? hostname();
+    this.log = options.log ?? ((message) => console.warn(message));
+  }
+
+  /** Starts following the peer records of every host; the VTEP's table is filled before this resolves. */
+  static async start(options: OverlayDriverOptions): Promise<OverlayDriver> {
+    const driver = new OverlayDriver(options);
+    await driver.followPeers();
+    return driver;
+  }
+
+  validate(network: NetworkSpec): void {
+    overlayConfig(network);
+  }
+
+  /** Picks the VNI: the one asked for if free, else the lowest free from 4096 up. */
+  async reserve(network: NetworkSpec, store: Store): Promise<Reservation> {
+    const config = overlayConfig(network);
+    const taken = new Map((await store.list(VNI_PREFIX)).map((kv) => [Number(kv.key.slice(VNI_PREFIX.length)), kv.value]));
+    let vni = config.vni;
+    if (vni !== undefined) {
+      if (taken.has(vni)) throw new Conflict(`VXLAN ID ${vni} is already used by another overlay network`);
+    } else {
+      vni = FIRST_VNI;
+      while (taken.has(vni)) vni++;
+      if (vni > MAX_VNI) throw new Conflict('no free VXLAN ID left');
+    }
+    return { options: { [VXLANID_OPTION]: String(vni) }, keys: [`${VNI_PREFIX}${vni}`] };
+  }
+
+  /** Nothing to do until an endpoint of this host joins. */
+  async createNetwork(): Promise<void> {}
+
+  async deleteNetwork(network: NetworkRecord): Promise<void> {
+    await this.deactivate(network.id);
+  }
+
+  async join(request: JoinRequest): Promise<void> {
+    const { network, endpoint, sandbox, ifName } = request;
+    const config = overlayConfig(network);
+    const active = await this.activate(network);
+    active.endpoints.add(endpoint.id);
+    try {
+      const bridgeSide = await Rtnl.open(active.netnsPath);
+      const sandboxSide = await Rtnl.open(sandbox.netnsPath);
+      try {
+        await plugVeth({
+          bridgeSide,
+          sandboxSide,
+          sandboxNetnsPath: sandbox.netnsPath,
+          bridgeName: BRIDGE,
+          endpoint,
+          ifName,
+          mtu: config.mtu,
+        });
+      } finally {
+        bridgeSide.close();
+        sandboxSide.close();
+      }
+      const record: PeerRecord = {
+        vni: active.vni,
+        mac: endpoint.macAddress,
+        vtep: this.advertiseAddress,
+        host: this.hostName,
+        ...(endpoint.ipv4Address !== undefined ? { ipv4: bare(endpoint.ipv4Address) } : {}),
+        ...(endpoint.ipv6Address !== undefined ? { ipv6: bare(endpoint.ipv6Address) } : {}),
+      };
+      await this.store.txn({ put: [{ key: peerKey(network.id, endpoint.id), value: JSON.stringify(record), ephemeral: true }] });
+    } catch (err) {
+      await this.leave({ network, endpoint, sandbox, ifName }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async leave(request: LeaveRequest): Promise<void> {
+    const { network, endpoint } = request;
+    const failures: string[] = [];
+    try {
+      await this.store.txn({ delete: [peerKey(network.id, endpoint.id)] });
+    } catch (err) {
+      failures.push(`peer record: ${(err as Error).message}`);
+    }
+    const active = this.active.get(network.id);
+    const netnsPath = active?.netnsPath ?? `/var/run/netns/${this.netnsName(network.id)}`;
+    if (await netnsExists(netnsPath)) {
+      const bridgeSide = await Rtnl.open(netnsPath);
+      try {
+        await unplugVeth(bridgeSide, endpoint.id);
+      } catch (err) {
+        failures.push((err as Error).message);
+      } finally {
+        bridgeSide.close();
+      }
+    }
+    active?.endpoints.delete(endpoint.id);
+    if (active !== undefined && active.endpoints.size === 0) await this.deactivate(network.id);
+    if (failures.length > 0) throw new NetctlError('Internal', `leaving overlay network ${network.name}: ${failures.join('; ')}`);
+  }
+
+  /**
+   * Hosts with endpoints on the network (this one included) as this host's
+   * VTEP knows them now: what `inspect` shows is what the data plane uses.
+   */
+  async peers(network: NetworkRecord): Promise<NetworkPeer[]> {
+    const byAddress = new Map<string, string>();
+    for (const record of this.programmed.values()) {
+      if (record.networkId === network.id) byAddress.set(record.vtep, record.host);
+    }
+    return [...byAddress].map(([ip, name]) => ({ name, ip })).sort((a, b) => a.ip.localeCompare(b.ip));
+  }
+
+  /** The VTEP's counters: frames and datagrams moved, and drops by reason. */
+  stats(): Record<string, number> {
+    return { ...this.vtep.stats };
+  }
+
+  /**
+   * Stops following peers and stops the VTEP. The namespaces, bridges
+   * and veths stay, so sandboxes keep their interfaces while the daemon is
+   * down; the TAPs come back when the endpoints are restored.
+   */
+  async close(): Promise<void> {
+    await this.watch?.cancel();
+    this.watch = undefined;
+    this.active.clear();
+    await this.vtep.stop();
+  }
+
+  private netnsName(networkId: string): string {
+    return `ovl-${networkId.slice(0, 12)}-${this.advertiseAddress}`;
+  }
+
+  /** Makes (or finds again after a restart) the network's namespace, bridge and VTEP port on this host. */
+  private async activate(network: NetworkRecord): Promise<ActiveNetwork> {
+    const existing = this.active.get(network.id);
+    if (existing !== undefined) return existing;
+    const config = overlayConfig(network);
+    if (config.vni === undefined) throw new NetctlError('Internal', `overlay network ${network.name} has no VXLAN ID`);
+    const netnsName = this.netnsName(network.id);
+    let netnsPath = `/var/run/netns/${netnsName}`;
+    if (!(await netnsExists(netnsPath))) {
+      netnsPath = await createNamedNetns(netnsName);
+      // No IPv6 of its own: the bridge would otherwise send router solicitations into the overlay.
+      await setSysctl(netnsPath, 'net.ipv6.conf.default.disable_ipv6', '1');
+      await setSysctl(netnsPath, 'net.ipv6.conf.all.disable_ipv6', '1');
+    }
+    const rtnl = await Rtnl.open(netnsPath);
+    try {
+      if ((await rtnl.getLink(BRIDGE)) === undefined) await rtnl.createBridge(BRIDGE, { mtu: config.mtu });
+      await rtnl.setUp(BRIDGE);
+      // A TAP lives as long as the fd that made it: after a restart the old one is gone.
+      await rtnl.deleteLink(TAP);
+      const tap = openTap(TAP, { netnsPath });
+      try {
+        await rtnl.setMtu(TAP, config.mtu);
+        await rtnl.setMaster(TAP, BRIDGE);
+        await rtnl.setUp(TAP);
+        this.vtep.addNetwork(config.vni, tap, { externalPeers: [...config.externalPeers] });
+      } catch (err) {
+        tap.close();
+        throw err;
+      }
+    } finally {
+      rtnl.close();
+    }
+    const active: ActiveNetwork = { vni: config.vni, netnsName, netnsPath, endpoints: new Set() };
+    this.active.set(network.id, active);
+    return active;
+  }
+
+  private async deactivate(networkId: string): Promise<void> {
+    const active = this.active.get(networkId);
+    this.active.delete(networkId);
+    if (active !== undefined) this.vtep.removeNetwork(active.vni);
+    await removeNamedNetns(active?.netnsName ?? this.netnsName(networkId));
+  }
+
+  /**
+   * Programs the VTEP from every host's peer records, then keeps it in step.
+   * The watch starts first so no change between the list and the watch is
+   * lost; a key the watch already reported is not overwritten by the list.
+   */
+  private async followPeers(): Promise<void> {
+    const seen = new Set<string>();
+    this.watch = await this.store.watch(PEER_PREFIX, (event) => {
+      if (event.type === 'put') {
+        seen.add(event.kv.key);
+        this.programPeer(event.kv.key, event.kv.value);
+      } else {
+        seen.add(event.key);
+        this.forgetPeer(event.key);
+      }
+    });
+    for (const kv of await this.store.list(PEER_PREFIX)) {
+      if (!seen.has(kv.key)) this.programPeer(kv.key, kv.value);
+    }
+  }
+
+  private programPeer(key: string, value: string): void {
+    try {
+      const record = JSON.parse(value) as PeerRecord;
+      this.vtep.setPeer(record.vni, {
+        mac: record.mac,
+        vtep: record.vtep,
+        ...(record.ipv4 !== undefined ? { ipv4: record.ipv4 } : {}),
+        ...(record.ipv6 !== undefined ? { ipv6: record.ipv6 } : {}),
+      });
+      const networkId = key.slice(PEER_PREFIX.length).split('/')[0] ?? '';
+      this.programmed.set(key, { ...record, networkId });
+    } catch (err) {
+      this.log(`ignoring bad peer record ${key}: ${(err as Error).message}`);
+    }
+  }
+
+  private forgetPeer(key: string): void {
+    const programmed = this.programmed.get(key);
+    if (programmed === undefined) return;
+    this.programmed.delete(key);
+    this.vtep.removePeer(programmed.vni, programmed.mac);
+  }
+}
