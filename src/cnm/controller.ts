@@ -625,11 +625,12 @@ export class Controller {
       }
       const ipv4Address = driver.usesIpam && hasV4 ? allocator.allocate(4, request.ipv4Address) : undefined;
       const ipv6Address = driver.usesIpam && hasV6 && network.enableIPv6 ? allocator.allocate(6, request.ipv6Address) : undefined;
+      const macsInUse = new Set((await this.networkEndpoints(network.id)).map((e) => e.macAddress));
       const endpoint: EndpointRecord = {
         id,
         name: request.name,
         networkId: network.id,
-        macAddress: macFor(ipv4Address),
+        macAddress: macFor(ipv4Address, macsInUse),
         aliases: [...(request.aliases ?? [])],
         ...(ipv4Address !== undefined ? { ipv4Address } : {}),
         ...(ipv6Address !== undefined ? { ipv6Address } : {}),
@@ -888,11 +889,18 @@ function findByIdOrName<T extends { id: string; name: string }>(
   throw notFound();
 }
 
-/** libnetwork's scheme: 02:42 followed by the IPv4 address; random (locally administered) without one. */
-function macFor(ipv4Cidr: string | undefined): string {
-  const bytes =
-    ipv4Cidr === undefined
-      ? Buffer.concat([Buffer.from([0x02]), randomBytes(5)])
-      : Buffer.from([0x02, 0x42, ...ipv4Cidr.split('/')[0]!.split('.').map(Number)]);
-  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+/**
+ * libnetwork's scheme: 02:42 followed by the IPv4 address, unique because the
+ * address is. Without one, a random locally administered MAC that avoids the
+ * 02:42 range (so it never equals a derived one) and the MACs already in use.
+ */
+function macFor(ipv4Cidr: string | undefined, inUse: ReadonlySet<string>): string {
+  const text = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+  if (ipv4Cidr !== undefined) return text(Uint8Array.from([0x02, 0x42, ...ipv4Cidr.split('/')[0]!.split('.').map(Number)]));
+  for (;;) {
+    const bytes = Buffer.concat([Buffer.from([0x02]), randomBytes(5)]);
+    if (bytes[1] === 0x42) continue;
+    const mac = text(bytes);
+    if (!inUse.has(mac)) return mac;
+  }
 }

@@ -44,3 +44,20 @@ test('null networks have no IPAM and endpoints no addresses', async (t) => {
     message: 'unknown null driver option "a"',
   });
 });
+
+test('endpoints without an IPv4 address get distinct random MACs outside the 02:42 range', async (t) => {
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    drivers: [new NullDriver()],
+    namespaces: new MemoryNamespaces(),
+    log: () => {},
+  });
+  await controller.createNetwork({ name: 'none', driver: 'null' });
+  const macs = new Set<string>();
+  for (let i = 0; i < 50; i++) {
+    const endpoint = await controller.createEndpoint('none', { name: `e${i}` });
+    t.regex(endpoint.macAddress, /^02:(?!42)[0-9a-f]{2}(:[0-9a-f]{2}){4}$/);
+    macs.add(endpoint.macAddress);
+  }
+  t.is(macs.size, 50);
+});
