@@ -119,7 +119,7 @@ test.serial('joins and leaves reach the other hosts; a dead host drops out; a re
   const a = await sandboxOn(cluster, h1, 'ov', 'a');
   const viewFromH1 = new ApiClient(`unix://${h1.socket}`);
 
-  // Join on host3: how long until host1's VTEP has it.
+  // Join on host3: host1's VTEP must learn of it. How fast is logged, not asserted: timing belongs in bench/.
   const c = cluster.sandboxName('c');
   await cluster.ok(h3, 'sandbox', 'create', c);
   const joinClient = new ApiClient(`unix://${h3.socket}`);
@@ -128,7 +128,6 @@ test.serial('joins and leaves reach the other hosts; a dead host drops out; a re
   const connected = performance.now() - joinStart;
   const joined = await until('host3 in host1 peers', async () => ((await viewFromH1.inspectNetwork('ov')).Peers ?? []).some((p) => p.IP === h3.address) || undefined, 5000);
   t.log(`join seen by host1 ${joined.ms.toFixed(0)} ms after the connect call returned (connect took ${connected.toFixed(0)} ms)`);
-  t.true(joined.ms < 1000, `join propagated in ${joined.ms} ms`);
   const cAddress = (await joinClient.inspectNetwork('ov')).Containers;
   const cIp = Object.values(cAddress)[0]?.IPv4Address.split('/')[0] ?? '';
   t.true(await pings(nsPath(a.name), cIp), 'host1 reaches the new sandbox on host3');
@@ -137,7 +136,6 @@ test.serial('joins and leaves reach the other hosts; a dead host drops out; a re
   await joinClient.disconnect('ov', c);
   const left = await until('host3 gone from host1 peers', async () => (((await viewFromH1.inspectNetwork('ov')).Peers ?? []).some((p) => p.IP === h3.address) ? undefined : true), 5000);
   t.log(`leave seen by host1 ${left.ms.toFixed(0)} ms after the disconnect call returned`);
-  t.true(left.ms < 1000, `leave propagated in ${left.ms} ms`);
 
   // Host2 dies: its peers go once its lease ends.
   const b = await sandboxOn(cluster, h2, 'ov', 'b');
