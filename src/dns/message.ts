@@ -1,0 +1,185 @@
+/**
+ * The few pieces of DNS message layout (RFC 1035 §4.1) the server and the
+ * forwarder read and write themselves: the header, the question as raw
+ * bytes, and the records the server answers with. Answers name their owner
+ * with a pointer to the question (RFC 1035 §4.1.4), so they repeat the name
+ * exactly as asked and cost two bytes each. Whole-message decoding is left
+ * to dns-packet.
+ */
+import { parseIPv4, parseIPv6 } from '../wire/index.js';
+
+export const HEADER_LENGTH = 12;
+
+export const Flag = {
+  QR: 0x8000,
+  OPCODE: 0x7800,
+  AA: 0x0400,
+  TC: 0x0200,
+  RD: 0x0100,
+  RA: 0x0080,
+  CD: 0x0010,
+  RCODE: 0x000f,
+} as const;
+
+export const Rcode = {
+  NOERROR: 0,
+  FORMERR: 1,
+  SERVFAIL: 2,
+  NXDOMAIN: 3,
+  NOTIMP: 4,
+  REFUSED: 5,
+  /** Extended (RFC 6891 §9): 16, carried as 1 in the OPT record's upper rcode bits. */
+  BADVERS: 16,
+} as const;
+
+export const RecordType = { A: 1, PTR: 12, AAAA: 28, OPT: 41 } as const;
+export const CLASS_IN = 1;
+
+/** Without EDNS a UDP message is at most 512 bytes (RFC 1035 §4.2.1). */
+export const UDP_DEFAULT_SIZE = 512;
+/** The largest UDP size this server honours and advertises. */
+export const UDP_MAX_SIZE = 4096;
+
+const MAX_NAME_LENGTH = 255;
+const POINTER_TO_QUESTION = 0xc000 | HEADER_LENGTH;
+
+export interface RawQuestion {
+  /** The question section's bytes (name, type, class), copied into replies. */
+  readonly bytes: Buffer;
+  readonly labels: Buffer[];
+  readonly type: number;
+  readonly class: number;
+}
+
+/**
+ * The question at `offset`, or undefined when it is not one whole
+ * uncompressed name plus type and class. A query's question is the first
+ * name of the message, so it has no prior name to point to (RFC 1035
+ * §4.1.4); a pointer there is refused rather than followed.
+ */
+export function scanQuestion(message: Buffer, offset = HEADER_LENGTH): RawQuestion | undefined {
+  const labels: Buffer[] = [];
+  let at = offset;
+  for (;;) {
+    const length = message[at];
+    if (length === undefined || (length & 0xc0) !== 0) return undefined;
+    at += 1;
+    if (length === 0) break;
+    if (at + length > message.length) return undefined;
+    labels.push(message.subarray(at, at + length));
+    at += length;
+    if (at - offset > MAX_NAME_LENGTH) return undefined;
+  }
+  if (at + 4 > message.length) return undefined;
+  return {
+    bytes: message.subarray(offset, at + 4),
+    labels,
+    type: message.readUInt16BE(at),
+    class: message.readUInt16BE(at + 2),
+  };
+}
+
+/**
+ * The question's name as text for table lookups, or undefined when a label
+ * holds a dot and so cannot be told apart from two labels.
+ */
+export function questionName(question: RawQuestion): string | undefined {
+  const labels = question.labels.map((label) => label.toString('utf8'));
+  return labels.some((label) => label.includes('.')) ? undefined : labels.join('.');
+}
+
+/** Name bytes folded to lowercase plus exact type and class: equal for the same question (RFC 4343). */
+export function questionKey(question: RawQuestion): string {
+  const nameLength = question.bytes.length - 4;
+  return `${question.bytes.toString('latin1', 0, nameLength).toLowerCase()}/${question.type}/${question.class}`;
+}
+
+/** An uncompressed wire name; throws RangeError when a label is empty or over 63 bytes, or the name over 255. */
+export function encodeName(name: string): Buffer {
+  const trimmed = name.endsWith('.') ? name.slice(0, -1) : name;
+  const parts = trimmed === '' ? [] : trimmed.split('.').map((label) => Buffer.from(label, 'utf8'));
+  const out = Buffer.alloc(parts.reduce((sum, label) => sum + 1 + label.length, 1));
+  let at = 0;
+  for (const label of parts) {
+    if (label.length === 0 || label.length > 63) throw new RangeError(`bad DNS label in ${JSON.stringify(name)}`);
+    out[at++] = label.length;
+    label.copy(out, at);
+    at += label.length;
+  }
+  if (out.length > MAX_NAME_LENGTH) throw new RangeError(`DNS name ${JSON.stringify(name)} is too long`);
+  return out;
+}
+
+function record(type: number, ttl: number, rdata: Uint8Array): Buffer {
+  const out = Buffer.alloc(12 + rdata.length);
+  out.writeUInt16BE(POINTER_TO_QUESTION, 0);
+  out.writeUInt16BE(type, 2);
+  out.writeUInt16BE(CLASS_IN, 4);
+  out.writeUInt32BE(ttl, 6);
+  out.writeUInt16BE(rdata.length, 10);
+  out.set(rdata, 12);
+  return out;
+}
+
+/** An A record for the question's name; `address` is dotted-quad text. */
+export function aRecord(ttl: number, address: string): Buffer {
+  const rdata = Buffer.alloc(4);
+  rdata.writeUInt32BE(parseIPv4(address), 0);
+  return record(RecordType.A, ttl, rdata);
+}
+
+/** An AAAA record for the question's name. */
+export function aaaaRecord(ttl: number, address: string): Buffer {
+  return record(RecordType.AAAA, ttl, parseIPv6(address));
+}
+
+/** A PTR record for the question's name; throws RangeError when `target` is not a valid name. */
+export function ptrRecord(ttl: number, target: string): Buffer {
+  return record(RecordType.PTR, ttl, encodeName(target));
+}
+
+export interface OptFields {
+  udpSize: number;
+  /** The upper 8 bits of a 12-bit rcode. */
+  extendedRcode: number;
+  version: number;
+  dnssecOk: boolean;
+}
+
+/** The OPT pseudo-record (RFC 6891 §6.1.2), without options. */
+export function optRecord(opt: OptFields): Buffer {
+  const out = Buffer.alloc(11);
+  out[0] = 0;
+  out.writeUInt16BE(RecordType.OPT, 1);
+  out.writeUInt16BE(opt.udpSize, 3);
+  out[5] = opt.extendedRcode;
+  out[6] = opt.version;
+  out.writeUInt16BE(opt.dnssecOk ? 0x8000 : 0, 7);
+  out.writeUInt16BE(0, 9);
+  return out;
+}
+
+export interface ReplyParts {
+  id: number;
+  /** Header flags without QR, which is always set. */
+  flags: number;
+  question?: RawQuestion;
+  answers: Buffer[];
+  opt?: Buffer;
+}
+
+/** A response message from its parts. */
+export function buildReply(parts: ReplyParts): Buffer {
+  const header = Buffer.alloc(HEADER_LENGTH);
+  header.writeUInt16BE(parts.id, 0);
+  header.writeUInt16BE((parts.flags | Flag.QR) & 0xffff, 2);
+  header.writeUInt16BE(parts.question ? 1 : 0, 4);
+  header.writeUInt16BE(parts.answers.length, 6);
+  header.writeUInt16BE(0, 8);
+  header.writeUInt16BE(parts.opt ? 1 : 0, 10);
+  const chunks: Uint8Array[] = [header];
+  if (parts.question) chunks.push(parts.question.bytes);
+  chunks.push(...parts.answers);
+  if (parts.opt) chunks.push(parts.opt);
+  return Buffer.concat(chunks);
+}

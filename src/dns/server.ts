@@ -1,0 +1,262 @@
+/**
+ * The embedded DNS server's query handling, transport-agnostic: the
+ * listener (one per sandbox, at 127.0.0.11:53 in its namespace) hands over
+ * each query with the sandbox that sent it and writes back what `handle`
+ * returns. One server serves every sandbox of the daemon.
+ *
+ * Behaviour follows libnetwork's resolver (ServeDNS):
+ * - A, AAAA and PTR for names in the record table are answered here, A and
+ *   AAAA shuffled for round robin; a table name without records of the type
+ *   asked, or asked for any other type, gets NOERROR with no answer (NODATA)
+ *   rather than being forwarded, so container names never leak upstream.
+ * - Every other name is forwarded and the upstream reply relayed as it is,
+ *   NXDOMAIN included. When it cannot be forwarded (no upstreams, or a
+ *   sandbox only on internal networks) or every upstream failed, the answer
+ *   is SERVFAIL, as Docker answers: the server cannot tell that the name
+ *   does not exist, only that it cannot find out. Too many forwards in
+ *   flight: REFUSED, as Docker does.
+ * - Responses (QR=1) are dropped, never answered, so two servers cannot
+ *   bounce messages off each other (miekg/dns, under Docker's resolver,
+ *   ignores them too); other opcodes get NOTIMP; a query without exactly
+ *   one question, or one that does not decode, FORMERR; fewer than 12 bytes
+ *   are dropped.
+ */
+import { decode } from 'dns-packet';
+import type { Forwarder } from './forwarder.js';
+import {
+  CLASS_IN,
+  Flag,
+  HEADER_LENGTH,
+  Rcode,
+  RecordType,
+  UDP_DEFAULT_SIZE,
+  UDP_MAX_SIZE,
+  aRecord,
+  aaaaRecord,
+  buildReply,
+  optRecord,
+  ptrRecord,
+  questionName,
+  scanQuestion,
+} from './message.js';
+import type { RawQuestion } from './message.js';
+import type { RecordTable } from './records.js';
+import { MAX_TCP_MESSAGE } from './tcp.js';
+
+export interface DnsServerOptions {
+  table: RecordTable;
+  /** Upstream forwarding; without one, names not in the table get SERVFAIL. The server closes it on `stop`. */
+  forwarder?: Forwarder;
+  /** TTL of the answers from the table, in seconds; default 600 (Docker's). */
+  ttl?: number;
+  log?: (message: string) => void;
+}
+
+export interface QueryContext {
+  /** The sandbox whose listener received the query. */
+  sandboxId: string;
+  transport: 'udp' | 'tcp';
+  /** False for a sandbox only on internal networks: no external resolution. */
+  mayForward: boolean;
+}
+
+interface ClientOpt {
+  udpSize: number;
+  version: number;
+  dnssecOk: boolean;
+}
+
+interface Query {
+  id: number;
+  /** Opcode, RD and CD, as replies copy them. */
+  echoedFlags: number;
+  question: RawQuestion;
+  opt: ClientOpt | undefined;
+}
+
+type Parsed = { kind: 'drop' } | { kind: 'error'; reply: Buffer } | { kind: 'query'; query: Query };
+
+/** Query sections beyond these are refused, as miekg/dns refuses them: a query carries no more. */
+const MAX_ANSWERS = 1;
+const MAX_AUTHORITIES = 1;
+const MAX_ADDITIONALS = 2;
+/** The smallest a question (root name, type, class) and a resource record can be. */
+const MIN_QUESTION = 5;
+const MIN_RECORD = 11;
+
+function headerOnly(id: number, echoedFlags: number, rcode: number): Buffer {
+  return buildReply({ id, flags: echoedFlags | rcode, answers: [] });
+}
+
+/** Checks the header and sections before anything is answered; see the module comment for the outcomes. */
+function parseQuery(message: Buffer): Parsed {
+  if (message.length < HEADER_LENGTH) return { kind: 'drop' };
+  const id = message.readUInt16BE(0);
+  const flags = message.readUInt16BE(2);
+  if ((flags & Flag.QR) !== 0) return { kind: 'drop' };
+  const echoedFlags = flags & (Flag.OPCODE | Flag.RD | Flag.CD);
+  const formErr: Parsed = { kind: 'error', reply: headerOnly(id, echoedFlags, Rcode.FORMERR) };
+  if ((flags & Flag.OPCODE) !== 0) return { kind: 'error', reply: headerOnly(id, echoedFlags, Rcode.NOTIMP) };
+
+  const questions = message.readUInt16BE(4);
+  const answers = message.readUInt16BE(6);
+  const authorities = message.readUInt16BE(8);
+  const additionals = message.readUInt16BE(10);
+  if (questions !== 1 || answers > MAX_ANSWERS || authorities > MAX_AUTHORITIES || additionals > MAX_ADDITIONALS) {
+    return formErr;
+  }
+  // Counts that cannot fit the message are refused before any decoding work.
+  if (HEADER_LENGTH + questions * MIN_QUESTION + (answers + authorities + additionals) * MIN_RECORD > message.length) {
+    return formErr;
+  }
+  const question = scanQuestion(message);
+  if (!question) return formErr;
+
+  let opt: ClientOpt | undefined;
+  try {
+    const decoded = decode(message);
+    const opts = (decoded.additionals ?? []).flatMap((record) => (record.type === 'OPT' ? [record] : []));
+    // RFC 6891 §6.1.1: one OPT at most, owned by the root.
+    if (opts.length > 1) return formErr;
+    const [record] = opts;
+    if (record) {
+      if (record.name !== '.') return formErr;
+      opt = { udpSize: record.udpPayloadSize, version: record.ednsVersion, dnssecOk: record.flag_do };
+    }
+  } catch {
+    return formErr;
+  }
+  return { kind: 'query', query: { id, echoedFlags, question, opt } };
+}
+
+/** The most a UDP reply may hold: 512 without EDNS, else the client's size within 512…4096 (RFC 6891 §6.2.5). */
+function udpLimit(opt: ClientOpt | undefined): number {
+  return opt ? Math.min(Math.max(opt.udpSize, UDP_DEFAULT_SIZE), UDP_MAX_SIZE) : UDP_DEFAULT_SIZE;
+}
+
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
+/**
+ * The embedded DNS server. `stop` waits for queries in flight (closing the
+ * forwarder, which ends forwards at once); `handle` after `stop` drops.
+ */
+export class DnsServer {
+  readonly #table: RecordTable;
+  readonly #forwarder: Forwarder | undefined;
+  readonly #ttl: number;
+  readonly #log: (message: string) => void;
+  readonly #inFlight = new Set<Promise<Buffer | undefined>>();
+  #stopped = false;
+
+  constructor(opts: DnsServerOptions) {
+    this.#table = opts.table;
+    this.#forwarder = opts.forwarder;
+    this.#ttl = opts.ttl ?? 600;
+    this.#log = opts.log ?? (() => {});
+  }
+
+  /**
+   * The reply to one query from a sandbox, or undefined to send nothing.
+   * Never rejects: whatever the bytes, the answer is a reply or a drop.
+   * Over UDP a reply that exceeds the client's size comes back truncated
+   * (TC set, the question and OPT only); over TCP it is whole, and the
+   * caller frames it (see `frameTcp`).
+   */
+  handle(query: Buffer, ctx: QueryContext): Promise<Buffer | undefined> {
+    if (this.#stopped) return Promise.resolve(undefined);
+    const work = this.#handle(query, ctx).catch((error: unknown) => {
+      this.#log(`dns: query from sandbox ${ctx.sandboxId} failed: ${(error as Error).message}`);
+      return undefined;
+    });
+    this.#inFlight.add(work);
+    void work.finally(() => this.#inFlight.delete(work));
+    return work;
+  }
+
+  /** Stops answering, ends forwards in flight, and waits for queries in flight. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#forwarder?.close();
+    await Promise.allSettled([...this.#inFlight]);
+  }
+
+  async #handle(message: Buffer, ctx: QueryContext): Promise<Buffer | undefined> {
+    const parsed = parseQuery(message);
+    if (parsed.kind === 'drop') return undefined;
+    if (parsed.kind === 'error') return parsed.reply;
+    const { query } = parsed;
+    const limit = ctx.transport === 'tcp' ? MAX_TCP_MESSAGE : udpLimit(query.opt);
+
+    // RFC 6891 §6.1.3: only EDNS version 0 exists.
+    if (query.opt && query.opt.version !== 0) {
+      return this.#reply(query, Flag.RA | (Rcode.BADVERS & Flag.RCODE), [], Rcode.BADVERS >> 4);
+    }
+
+    const answers = this.#answerLocally(query.question, ctx.sandboxId);
+    if (answers) return this.#fit(query, Flag.RA | Rcode.NOERROR, answers, limit);
+
+    if (!this.#forwarder || !ctx.mayForward) return this.#reply(query, Flag.RA | Rcode.SERVFAIL, []);
+    const result = await this.#forwarder.forward(message, { tcp: ctx.transport === 'tcp' });
+    if (result === 'refused') return this.#reply(query, Flag.RA | Rcode.REFUSED, []);
+    if (result === 'servfail') return this.#reply(query, Flag.RA | Rcode.SERVFAIL, []);
+    if (result.length <= limit) return result;
+    // Only an upstream reply fetched over TCP can exceed the client's UDP size.
+    const upstreamFlags = result.readUInt16BE(2) & ~Flag.QR;
+    return this.#reply(query, upstreamFlags | Flag.TC, []);
+  }
+
+  /** Answer records from the table, [] for NODATA, or undefined when the name is not the table's. */
+  #answerLocally(question: RawQuestion, sandboxId: string): Buffer[] | undefined {
+    const name = questionName(question);
+    if (question.class !== CLASS_IN || name === undefined) return undefined;
+    if (question.type === RecordType.PTR) {
+      const targets = this.#table.reverse(sandboxId, name);
+      if (targets.length > 0) return this.#ptrRecords(targets);
+    }
+    if (question.type === RecordType.A || question.type === RecordType.AAAA) {
+      const type = question.type === RecordType.A ? 'A' : 'AAAA';
+      const { exists, addresses } = this.#table.resolve(sandboxId, name, type);
+      if (!exists) return undefined;
+      const encode = type === 'A' ? aRecord : aaaaRecord;
+      return shuffle(addresses).map((address) => encode(this.#ttl, address));
+    }
+    return this.#table.resolve(sandboxId, name, 'A').exists ? [] : undefined;
+  }
+
+  /** PTR records, skipping (and logging) targets that are not valid names, such as one with a label over 63 bytes. */
+  #ptrRecords(targets: string[]): Buffer[] {
+    return targets.flatMap((target) => {
+      try {
+        return [ptrRecord(this.#ttl, target)];
+      } catch (error) {
+        this.#log(`dns: cannot answer PTR with ${JSON.stringify(target)}: ${(error as Error).message}`);
+        return [];
+      }
+    });
+  }
+
+  /** The reply, or when it exceeds `limit`, the truncated reply: TC with the question and OPT only (RFC 2181 §9). */
+  #fit(query: Query, flags: number, answers: Buffer[], limit: number): Buffer {
+    const reply = this.#reply(query, flags, answers);
+    return reply.length <= limit ? reply : this.#reply(query, flags | Flag.TC, []);
+  }
+
+  #reply(query: Query, flags: number, answers: Buffer[], extendedRcode = 0): Buffer {
+    const opt = query.opt
+      ? optRecord({ udpSize: UDP_MAX_SIZE, extendedRcode, version: 0, dnssecOk: query.opt.dnssecOk })
+      : undefined;
+    return buildReply({
+      id: query.id,
+      flags: query.echoedFlags | flags,
+      question: query.question,
+      answers,
+      ...(opt ? { opt } : {}),
+    });
+  }
+}
