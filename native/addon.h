@@ -6,5 +6,6 @@
 napi_status netctl_register_fslock(napi_env env, napi_value exports);
 napi_status netctl_register_netns(napi_env env, napi_value exports);
 napi_status netctl_register_tap(napi_env env, napi_value exports);
+napi_status netctl_register_udp(napi_env env, napi_value exports);
 
 #endif

@@ -79,32 +79,21 @@ export function parseUpstream(text: string): Upstream {
 }
 
 /**
- * The nameservers of a resolv.conf, in order. Loopback ones (127.0.0.0/8,
- * ::1) are skipped, as Docker skips them: they are a local stub such as
- * systemd-resolved (127.0.0.53) or dnsmasq (127.0.1.1) that listens only in
- * the host's own network namespace, so they are unreachable from where
- * sandbox traffic goes, and pointing a sandbox's forwarder at its own
- * loopback would loop. With such a stub, read the file it is fed from
- * instead (systemd-resolved: /run/systemd/resolve/resolv.conf).
+ * The nameservers of a resolv.conf, in order. Unlike Docker, loopback ones
+ * (a systemd-resolved or dnsmasq stub) are kept: netctl forwards from the
+ * daemon's own namespace, where such a stub listens, and its listeners sit
+ * on 127.0.0.11 inside the sandboxes, so nothing loops. Zone-scoped
+ * addresses (`fe80::1%eth0`) are skipped: the zone names an interface that
+ * the daemon's namespace may not have.
  */
 export function parseResolvConf(text: string): string[] {
   const servers: string[] = [];
   for (const line of text.split('\n')) {
     const [keyword, address] = line.replace(/[#;].*/, '').trim().split(/\s+/);
     if (keyword !== 'nameserver' || address === undefined) continue;
-    if (isUsableNameserver(address)) servers.push(address);
+    if (isIPv4(address) || (isIPv6(address) && !address.includes('%'))) servers.push(address);
   }
   return servers;
-}
-
-/**
- * An IP address outside the loopback ranges. Zone-scoped ones (`fe80::1%eth0`)
- * are skipped too: the zone names an interface of the host, not of the
- * namespace the forwarder may run in.
- */
-function isUsableNameserver(address: string): boolean {
-  if (isIPv4(address)) return !address.startsWith('127.');
-  return isIPv6(address) && !address.includes('%') && formatIPv6(parseIPv6(address)) !== '::1';
 }
 
 function randomId(): number {

@@ -13,6 +13,19 @@ export interface NativeTapHandle {
   readonly __nativeTapHandle: unique symbol;
 }
 
+/** Opaque handle to a UDP socket and its poller (a napi external). */
+export interface NativeUdpHandle {
+  readonly __nativeUdpHandle: unique symbol;
+}
+
+/** Datagrams as the addon moves them: index i of each array describes datagram i. */
+export interface NativeDatagrams {
+  data: Uint8Array[];
+  /** Source (received) or destination (sent) address. */
+  addresses: string[];
+  ports: number[];
+}
+
 export interface NativeAddon {
   /** Moves the calling thread into the network namespace at `path`; returns an fd of the one it left. */
   netnsEnter(path: string): number;
@@ -35,6 +48,29 @@ export interface NativeAddon {
   tapStop(handle: NativeTapHandle): void;
   tapWriteBatch(handle: NativeTapHandle, frames: readonly Uint8Array[]): number;
   tapClose(handle: NativeTapHandle): void;
+
+  /**
+   * Binds a non-blocking UDP socket made in the namespace at `netnsPath` ('' = the caller's);
+   * `port` 0 picks one. Buffer sizes pass the sysctl limits when the process may (SO_*BUFFORCE).
+   */
+  udpOpen(
+    netnsPath: string,
+    family: 4 | 6,
+    address: string,
+    port: number,
+    opts: { reuseAddr?: boolean; gro?: boolean; recvBufferSize?: number; sendBufferSize?: number },
+  ): { handle: NativeUdpHandle; port: number };
+  /**
+   * Delivers everything one wake-up reads (up to 4 recvmmsg of 64) in one call. The `data`
+   * of one recvmmsg are views on one ArrayBuffer holding their payloads back to back.
+   */
+  udpStart(handle: NativeUdpHandle, onBatch: (batch: NativeDatagrams) => void): void;
+  udpStop(handle: NativeUdpHandle): void;
+  /** sendmmsg per 64; returns how many were sent. Stops at a full queue; skips datagrams whose destination fails. */
+  udpSendBatch(handle: NativeUdpHandle, datagrams: NativeDatagrams): number;
+  udpClose(handle: NativeUdpHandle): void;
+  /** A listening TCP socket (SO_REUSEADDR, non-blocking, close-on-exec) made in the namespace; returns its fd. */
+  tcpListen(netnsPath: string, family: 4 | 6, address: string, port: number, backlog: number): number;
 
   /** flock(2); returns false when `nonBlocking` is set and the lock is held elsewhere. */
   flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;

@@ -219,7 +219,7 @@ test('parseUpstream takes IP, IP:port and [IPv6]:port and refuses the rest', (t)
   }
 });
 
-test('parseResolvConf keeps nameservers in order and skips loopback ones and junk', (t) => {
+test('parseResolvConf keeps nameservers in order, loopback stubs included, and skips zone-scoped ones and junk', (t) => {
   const text = [
     '# generated',
     'search corp.example',
@@ -235,6 +235,6 @@ test('parseResolvConf keeps nameservers in order and skips loopback ones and jun
     'nameserver 192.0.2.53',
     'options ndots:2',
   ].join('\n');
-  t.deepEqual(parseResolvConf(text), ['10.0.0.2', '2001:db8::2', '192.0.2.53']);
-  t.deepEqual(parseResolvConf('nameserver 127.0.0.53\noptions edns0 trust-ad\n'), []);
+  t.deepEqual(parseResolvConf(text), ['127.0.0.53', '10.0.0.2', '2001:db8::2', '127.0.1.1', '::1', '0:0::1', '192.0.2.53']);
+  t.deepEqual(parseResolvConf('nameserver 127.0.0.53\noptions edns0 trust-ad\n'), ['127.0.0.53']);
 });
