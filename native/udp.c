@@ -1,0 +1,682 @@
+/*
+ * Batched UDP sockets (recvmmsg/sendmmsg) and TCP listening sockets, each
+ * made inside any network namespace: the calling thread enters the
+ * namespace for socket(2) only, and the socket stays bound to it.
+ *
+ * Receiving follows tap.c: a uv_poll watches the fd; each wake-up calls
+ * recvmmsg up to UDP_ROUNDS times (UDP_BATCH datagrams each) into a
+ * preallocated arena and hands everything to JavaScript in one call. Each
+ * round's payloads are copied back to back into one new ArrayBuffer, and
+ * every datagram is a Uint8Array view on it: one allocation per round, not
+ * per datagram. Source addresses are turned into strings once per distinct
+ * address per wake-up.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "addon.h"
+
+#define UDP_BATCH 64
+/* recvmmsg calls per wake-up, so one busy socket cannot starve the loop. */
+#define UDP_ROUNDS 4
+/* The largest UDP payload (IPv6 without jumbograms: 65535 - 8). */
+#define UDP_SLOT 65536
+/* Distinct source addresses remembered while building one batch. */
+#define ADDRESS_CACHE 8
+
+#define SELF_NETNS "/proc/thread-self/ns/net"
+
+typedef union {
+  struct sockaddr sa;
+  struct sockaddr_in in4;
+  struct sockaddr_in6 in6;
+} udp_addr_t;
+
+typedef struct {
+  napi_env env;
+  uv_poll_t poll;
+  int fd;
+  int family; /* AF_INET or AF_INET6 */
+  int polling;
+  int closed;
+  /* The struct is freed when both libuv and the JS external are done with it. */
+  int handle_closed;
+  int finalized;
+  napi_ref callback;
+  napi_ref self; /* keeps the external alive while polling */
+  napi_async_context async_context;
+  /* Shared by receive and send: both run on the loop thread, never at once. */
+  struct mmsghdr msgs[UDP_BATCH];
+  struct iovec iovs[UDP_BATCH];
+  udp_addr_t addrs[UDP_BATCH];
+  uint8_t *arena; /* UDP_BATCH * UDP_SLOT bytes */
+} udp_t;
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
+  const char *name = strerrorname_np(err);
+  char msg[512];
+  if (what)
+    snprintf(msg, sizeof msg, "%s %s: %s", syscall, what, strerror(err));
+  else
+    snprintf(msg, sizeof msg, "%s: %s", syscall, strerror(err));
+  napi_value code, text, error, errno_value, syscall_value;
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &error);
+  napi_create_int32(env, err, &errno_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
+  napi_set_named_property(env, error, "syscall", syscall_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+/* socket(2) inside the namespace at `netns` ("" = the calling thread's own).
+ * Returns the fd, or -1 with errno set and *failed naming the call. */
+static int socket_in_netns(const char *netns, int domain, int type, const char **failed) {
+  if (netns[0] == '\0') {
+    *failed = "socket";
+    return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  }
+  int saved = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
+  if (saved < 0) {
+    *failed = "open " SELF_NETNS;
+    return -1;
+  }
+  int target = open(netns, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    close(saved);
+    *failed = "open";
+    errno = err;
+    return -1;
+  }
+  if (setns(target, CLONE_NEWNET) != 0) {
+    int err = errno;
+    close(target);
+    close(saved);
+    *failed = "setns";
+    errno = err;
+    return -1;
+  }
+  close(target);
+  int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = errno;
+  /* A thread left in the wrong namespace would do every later kernel call
+   * there, so failing to return is fatal. */
+  if (setns(saved, CLONE_NEWNET) != 0)
+    napi_fatal_error("netctl udp", NAPI_AUTO_LENGTH, "cannot return to the original network namespace",
+                     NAPI_AUTO_LENGTH);
+  close(saved);
+  *failed = "socket";
+  errno = err;
+  return fd;
+}
+
+/* Parses `text` for a socket of `family`; an IPv4 address on an IPv6 socket
+ * becomes v4-mapped. Returns the sockaddr length, 0 if unparseable. */
+static socklen_t parse_address(int family, const char *text, uint16_t port, udp_addr_t *out) {
+  memset(out, 0, sizeof *out);
+  if (family == AF_INET) {
+    out->in4.sin_family = AF_INET;
+    out->in4.sin_port = htons(port);
+    return inet_pton(AF_INET, text, &out->in4.sin_addr) == 1 ? sizeof out->in4 : 0;
+  }
+  out->in6.sin6_family = AF_INET6;
+  out->in6.sin6_port = htons(port);
+  if (inet_pton(AF_INET6, text, &out->in6.sin6_addr) == 1) return sizeof out->in6;
+  struct in_addr v4;
+  if (inet_pton(AF_INET, text, &v4) != 1) return 0;
+  out->in6.sin6_addr.s6_addr[10] = 0xff;
+  out->in6.sin6_addr.s6_addr[11] = 0xff;
+  memcpy(&out->in6.sin6_addr.s6_addr[12], &v4, 4);
+  return sizeof out->in6;
+}
+
+/* Reads the arguments shared by udpOpen and tcpListen: (netns, family, address, port). */
+static int get_endpoint_args(napi_env env, napi_value *argv, char *netns, size_t netns_size, int *family,
+                             udp_addr_t *addr, socklen_t *addr_len) {
+  char address[INET6_ADDRSTRLEN + 1];
+  size_t len;
+  int32_t family_number, port;
+  if (napi_get_value_string_utf8(env, argv[0], netns, netns_size, &len) != napi_ok || len >= netns_size - 1 ||
+      napi_get_value_int32(env, argv[1], &family_number) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[2], address, sizeof address, &len) != napi_ok ||
+      napi_get_value_int32(env, argv[3], &port) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected (netnsPath: string, family: 4|6, address: string, port: number)");
+    return -1;
+  }
+  if (family_number != 4 && family_number != 6) {
+    napi_throw_range_error(env, NULL, "family must be 4 or 6");
+    return -1;
+  }
+  if (port < 0 || port > 65535) {
+    napi_throw_range_error(env, NULL, "port must be within 0..65535");
+    return -1;
+  }
+  *family = family_number == 4 ? AF_INET : AF_INET6;
+  *addr_len = parse_address(*family, address, (uint16_t)port, addr);
+  if (*addr_len == 0) {
+    napi_throw_range_error(env, NULL, "address is not an IP address of the socket's family");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_bool_option(napi_env env, napi_value opts, const char *name, bool *out) {
+  bool has;
+  *out = false;
+  if (napi_has_named_property(env, opts, name, &has) != napi_ok || !has) return 0;
+  napi_value value;
+  napi_valuetype type;
+  napi_get_named_property(env, opts, name, &value);
+  napi_typeof(env, value, &type);
+  if (type == napi_undefined) return 0;
+  if (napi_get_value_bool(env, value, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "boolean option expected");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_int_option(napi_env env, napi_value opts, const char *name, int32_t *out) {
+  bool has;
+  *out = 0;
+  if (napi_has_named_property(env, opts, name, &has) != napi_ok || !has) return 0;
+  napi_value value;
+  napi_valuetype type;
+  napi_get_named_property(env, opts, name, &value);
+  napi_typeof(env, value, &type);
+  if (type == napi_undefined) return 0;
+  if (napi_get_value_int32(env, value, out) != napi_ok || *out < 0) {
+    napi_throw_type_error(env, NULL, "non-negative integer option expected");
+    return -1;
+  }
+  return 0;
+}
+
+/* Sets a buffer size; as root the FORCE variant passes net.core.[rw]mem_max. */
+static int set_buffer_size(int fd, int force_option, int option, int size) {
+  if (setsockopt(fd, SOL_SOCKET, force_option, &size, sizeof size) == 0) return 0;
+  return setsockopt(fd, SOL_SOCKET, option, &size, sizeof size);
+}
+
+static void on_poll_closed(uv_handle_t *handle) {
+  udp_t *udp = handle->data;
+  udp->handle_closed = 1;
+  if (udp->finalized) {
+    free(udp->arena);
+    free(udp);
+  }
+}
+
+static void stop_polling(udp_t *udp) {
+  if (!udp->polling) return;
+  uv_poll_stop(&udp->poll);
+  udp->polling = 0;
+  napi_delete_reference(udp->env, udp->callback);
+  udp->callback = NULL;
+  napi_delete_reference(udp->env, udp->self);
+  udp->self = NULL;
+}
+
+/* Closes the fd now and frees the struct once libuv has let go of the handle. */
+static void close_udp(udp_t *udp) {
+  if (udp->closed) return;
+  stop_polling(udp);
+  udp->closed = 1;
+  close(udp->fd);
+  udp->fd = -1;
+  napi_async_destroy(udp->env, udp->async_context);
+  uv_close((uv_handle_t *)&udp->poll, on_poll_closed);
+}
+
+static void udp_finalize(napi_env env, void *data, void *hint) {
+  udp_t *udp = data;
+  /* Unreachable from JS, hence not polling (polling holds a reference). */
+  udp->finalized = 1;
+  if (!udp->closed) {
+    close_udp(udp);
+  } else if (udp->handle_closed) {
+    free(udp->arena);
+    free(udp);
+  }
+}
+
+/* udpOpen(netnsPath, family, address, port, { reuseAddr, gro, recvBufferSize, sendBufferSize })
+ * -> { handle, port }. Binds a non-blocking UDP socket made in the namespace. */
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  char netns[4096];
+  int family;
+  udp_addr_t addr;
+  socklen_t addr_len;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "udpOpen(netnsPath, family, address, port, opts)");
+    return NULL;
+  }
+  if (get_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len) != 0) return NULL;
+  bool reuse_addr, gro;
+  int32_t recv_buffer, send_buffer;
+  if (get_bool_option(env, argv[4], "reuseAddr", &reuse_addr) != 0 ||
+      get_bool_option(env, argv[4], "gro", &gro) != 0 ||
+      get_int_option(env, argv[4], "recvBufferSize", &recv_buffer) != 0 ||
+      get_int_option(env, argv[4], "sendBufferSize", &send_buffer) != 0)
+    return NULL;
+  if (gro) {
+    /* Coalesced receives need per-message segment sizes (UDP_GRO cmsg), not done yet. */
+    napi_throw_range_error(env, NULL, "UDP_GRO is not supported yet");
+    return NULL;
+  }
+
+  const char *failed;
+  int fd = socket_in_netns(netns, family, SOCK_DGRAM, &failed);
+  if (fd < 0) return throw_errno(env, errno, failed, netns[0] ? netns : NULL);
+  int one = 1;
+  udp_addr_t bound;
+  socklen_t bound_len = sizeof bound;
+  failed = NULL;
+  if (reuse_addr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
+    failed = "setsockopt SO_REUSEADDR";
+  else if (recv_buffer > 0 && set_buffer_size(fd, SO_RCVBUFFORCE, SO_RCVBUF, recv_buffer) != 0)
+    failed = "setsockopt SO_RCVBUF";
+  else if (send_buffer > 0 && set_buffer_size(fd, SO_SNDBUFFORCE, SO_SNDBUF, send_buffer) != 0)
+    failed = "setsockopt SO_SNDBUF";
+  else if (bind(fd, &addr.sa, addr_len) != 0)
+    failed = "bind";
+  else if (getsockname(fd, &bound.sa, &bound_len) != 0)
+    failed = "getsockname";
+  if (failed) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, failed, NULL);
+  }
+
+  udp_t *udp = calloc(1, sizeof *udp);
+  uint8_t *arena = malloc((size_t)UDP_BATCH * UDP_SLOT);
+  if (!udp || !arena) {
+    free(udp);
+    free(arena);
+    close(fd);
+    return throw_errno(env, ENOMEM, "malloc", NULL);
+  }
+  udp->env = env;
+  udp->fd = fd;
+  udp->family = family;
+  udp->arena = arena;
+  uv_loop_t *loop;
+  napi_get_uv_event_loop(env, &loop);
+  int rc = uv_poll_init(loop, &udp->poll, fd);
+  if (rc != 0) {
+    free(arena);
+    free(udp);
+    close(fd);
+    return throw_errno(env, -rc, "uv_poll_init", NULL);
+  }
+  udp->poll.data = udp;
+
+  napi_value resource_name, handle, result, port_value;
+  napi_create_string_utf8(env, "netctl:UdpSocket", NAPI_AUTO_LENGTH, &resource_name);
+  napi_async_init(env, NULL, resource_name, &udp->async_context);
+  napi_create_external(env, udp, udp_finalize, NULL, &handle);
+  napi_create_object(env, &result);
+  napi_create_uint32(env, ntohs(family == AF_INET ? bound.in4.sin_port : bound.in6.sin6_port), &port_value);
+  napi_set_named_property(env, result, "handle", handle);
+  napi_set_named_property(env, result, "port", port_value);
+  return result;
+}
+
+static udp_t *get_udp(napi_env env, napi_value value) {
+  udp_t *udp = NULL;
+  if (napi_get_value_external(env, value, (void **)&udp) != napi_ok || udp == NULL) {
+    napi_throw_type_error(env, NULL, "expected a UDP socket handle");
+    return NULL;
+  }
+  return udp;
+}
+
+static udp_t *get_open_udp(napi_env env, napi_value value) {
+  udp_t *udp = get_udp(env, value);
+  if (udp && udp->closed) {
+    napi_throw_error(env, "ERR_SOCKET_CLOSED", "UDP socket is closed");
+    return NULL;
+  }
+  return udp;
+}
+
+typedef struct {
+  udp_addr_t addr;
+  napi_value text;
+} cached_address_t;
+
+/* The source address as a string, made once per distinct address per batch. */
+static napi_value address_string(napi_env env, const udp_addr_t *addr, cached_address_t *cache, int *cached) {
+  size_t compare = addr->sa.sa_family == AF_INET ? sizeof addr->in4.sin_addr : sizeof addr->in6.sin6_addr;
+  const void *bytes = addr->sa.sa_family == AF_INET ? (const void *)&addr->in4.sin_addr : (const void *)&addr->in6.sin6_addr;
+  for (int i = 0; i < *cached; i++) {
+    const udp_addr_t *seen = &cache[i].addr;
+    const void *seen_bytes =
+        seen->sa.sa_family == AF_INET ? (const void *)&seen->in4.sin_addr : (const void *)&seen->in6.sin6_addr;
+    if (seen->sa.sa_family == addr->sa.sa_family && memcmp(seen_bytes, bytes, compare) == 0) return cache[i].text;
+  }
+  char text[INET6_ADDRSTRLEN];
+  inet_ntop(addr->sa.sa_family, bytes, text, sizeof text);
+  napi_value value;
+  napi_create_string_latin1(env, text, NAPI_AUTO_LENGTH, &value);
+  if (*cached < ADDRESS_CACHE) {
+    cache[*cached].addr = *addr;
+    cache[*cached].text = value;
+    (*cached)++;
+  }
+  return value;
+}
+
+static void deliver(udp_t *udp, napi_value batch) {
+  napi_env env = udp->env;
+  napi_value callback, global, result;
+  napi_get_reference_value(env, udp->callback, &callback);
+  /* napi_make_callback rejects undefined as receiver. */
+  napi_get_global(env, &global);
+  if (napi_make_callback(env, udp->async_context, global, callback, 1, &batch, &result) == napi_pending_exception) {
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_fatal_exception(env, error);
+  }
+}
+
+static void prepare_receive(udp_t *udp) {
+  for (int i = 0; i < UDP_BATCH; i++) {
+    udp->iovs[i].iov_base = udp->arena + (size_t)i * UDP_SLOT;
+    udp->iovs[i].iov_len = UDP_SLOT;
+    struct msghdr *hdr = &udp->msgs[i].msg_hdr;
+    memset(hdr, 0, sizeof *hdr);
+    hdr->msg_name = &udp->addrs[i];
+    hdr->msg_namelen = sizeof udp->addrs[i];
+    hdr->msg_iov = &udp->iovs[i];
+    hdr->msg_iovlen = 1;
+  }
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  udp_t *udp = handle->data;
+  if (udp->closed || !udp->polling) return;
+  if (status < 0) {
+    /* libuv has already stopped the watcher; release what polling held. */
+    stop_polling(udp);
+    return;
+  }
+  napi_env env = udp->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+
+  napi_value data, addresses, ports;
+  napi_create_array(env, &data);
+  napi_create_array(env, &addresses);
+  napi_create_array(env, &ports);
+  cached_address_t cache[ADDRESS_CACHE];
+  int cached = 0;
+  uint32_t count = 0;
+  for (int round = 0; round < UDP_ROUNDS; round++) {
+    prepare_receive(udp);
+    int n = recvmmsg(udp->fd, udp->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      /* EAGAIN: drained. Other errors (a pending ICMP error): deliver what
+       * was read; the poll reports the socket again if it persists. */
+      break;
+    }
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += udp->msgs[i].msg_len;
+    void *bytes;
+    napi_value arraybuffer;
+    if (napi_create_arraybuffer(env, total, &bytes, &arraybuffer) != napi_ok) break;
+    size_t offset = 0;
+    for (int i = 0; i < n; i++) {
+      size_t len = udp->msgs[i].msg_len;
+      memcpy((uint8_t *)bytes + offset, udp->iovs[i].iov_base, len);
+      napi_value view, port;
+      napi_create_typedarray(env, napi_uint8_array, len, arraybuffer, offset, &view);
+      offset += len;
+      const udp_addr_t *from = &udp->addrs[i];
+      napi_create_uint32(env, ntohs(from->sa.sa_family == AF_INET ? from->in4.sin_port : from->in6.sin6_port), &port);
+      napi_set_element(env, data, count, view);
+      napi_set_element(env, addresses, count, address_string(env, from, cache, &cached));
+      napi_set_element(env, ports, count, port);
+      count++;
+    }
+    if (n < UDP_BATCH) break;
+  }
+  if (count > 0) {
+    napi_value batch;
+    napi_create_object(env, &batch);
+    napi_set_named_property(env, batch, "data", data);
+    napi_set_named_property(env, batch, "addresses", addresses);
+    napi_set_named_property(env, batch, "ports", ports);
+    deliver(udp, batch);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* udpStart(handle, onBatch): calls onBatch({ data, addresses, ports }) for every wake-up with data. */
+static napi_value udp_start(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "udpStart(handle, onBatch)");
+    return NULL;
+  }
+  udp_t *udp = get_open_udp(env, argv[0]);
+  if (!udp) return NULL;
+  napi_valuetype type;
+  napi_typeof(env, argv[1], &type);
+  if (type != napi_function) {
+    napi_throw_type_error(env, NULL, "onBatch must be a function");
+    return NULL;
+  }
+  if (udp->polling) {
+    napi_delete_reference(env, udp->callback);
+  } else {
+    int rc = uv_poll_start(&udp->poll, UV_READABLE, on_readable);
+    if (rc != 0) return throw_errno(env, -rc, "uv_poll_start", NULL);
+    napi_create_reference(env, argv[0], 1, &udp->self);
+    udp->polling = 1;
+  }
+  napi_create_reference(env, argv[1], 1, &udp->callback);
+  return NULL;
+}
+
+/* udpStop(handle): stops delivering; the kernel queues (then drops) datagrams. */
+static napi_value udp_stop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  udp_t *udp = argc < 1 ? NULL : get_open_udp(env, argv[0]);
+  if (!udp) return NULL;
+  stop_polling(udp);
+  return NULL;
+}
+
+static int get_array(napi_env env, napi_value object, const char *name, napi_value *out, uint32_t *length) {
+  bool is_array = false;
+  if (napi_get_named_property(env, object, name, out) == napi_ok) napi_is_array(env, *out, &is_array);
+  if (!is_array) return -1;
+  napi_get_array_length(env, *out, length);
+  return 0;
+}
+
+/* Errors that concern the whole socket rather than one datagram's destination. */
+static int is_socket_error(int err) {
+  return err == EBADF || err == ENOTSOCK || err == EFAULT || err == ENOMEM;
+}
+
+/* udpSendBatch(handle, { data, addresses, ports }) -> number sent. One
+ * sendmmsg per UDP_BATCH datagrams. Stops when the socket's queue is full
+ * (EAGAIN, ENOBUFS); a datagram that cannot be sent (unparseable or
+ * unreachable address, too long) is skipped; socket-level errors throw. */
+static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "udpSendBatch(handle, { data, addresses, ports })");
+    return NULL;
+  }
+  udp_t *udp = get_open_udp(env, argv[0]);
+  if (!udp) return NULL;
+  napi_value data, addresses, ports;
+  uint32_t count, address_count, port_count;
+  if (get_array(env, argv[1], "data", &data, &count) != 0 ||
+      get_array(env, argv[1], "addresses", &addresses, &address_count) != 0 ||
+      get_array(env, argv[1], "ports", &ports, &port_count) != 0 || address_count < count || port_count < count) {
+    napi_throw_type_error(env, NULL, "expected { data: Uint8Array[], addresses: string[], ports: number[] } of one length");
+    return NULL;
+  }
+
+  /* The last destination parsed, reused while the next datagrams go to the same address. */
+  char last_text[INET6_ADDRSTRLEN + 1] = "";
+  udp_addr_t last_addr;
+  socklen_t last_len = 0;
+  uint32_t sent = 0, next = 0;
+  int full = 0;
+  while (next < count && !full) {
+    int n = 0;
+    for (; next < count && n < UDP_BATCH; next++) {
+      napi_value element;
+      void *bytes;
+      size_t size;
+      napi_get_element(env, data, next, &element);
+      if (napi_get_buffer_info(env, element, &bytes, &size) != napi_ok) {
+        napi_throw_type_error(env, NULL, "data must hold Uint8Arrays");
+        return NULL;
+      }
+      char text[INET6_ADDRSTRLEN + 1];
+      size_t text_len;
+      uint32_t port;
+      napi_get_element(env, addresses, next, &element);
+      if (napi_get_value_string_utf8(env, element, text, sizeof text, &text_len) != napi_ok) {
+        napi_throw_type_error(env, NULL, "addresses must hold strings");
+        return NULL;
+      }
+      napi_get_element(env, ports, next, &element);
+      if (napi_get_value_uint32(env, element, &port) != napi_ok) {
+        napi_throw_type_error(env, NULL, "ports must hold numbers");
+        return NULL;
+      }
+      if (text_len >= INET6_ADDRSTRLEN || port == 0 || port > 65535) continue;
+      if (last_len == 0 || strcmp(text, last_text) != 0) {
+        last_len = parse_address(udp->family, text, 0, &last_addr);
+        memcpy(last_text, text, text_len + 1);
+      }
+      if (last_len == 0) continue;
+      udp->addrs[n] = last_addr;
+      if (udp->family == AF_INET)
+        udp->addrs[n].in4.sin_port = htons((uint16_t)port);
+      else
+        udp->addrs[n].in6.sin6_port = htons((uint16_t)port);
+      udp->iovs[n].iov_base = bytes;
+      udp->iovs[n].iov_len = size;
+      struct msghdr *hdr = &udp->msgs[n].msg_hdr;
+      memset(hdr, 0, sizeof *hdr);
+      hdr->msg_name = &udp->addrs[n];
+      hdr->msg_namelen = last_len;
+      hdr->msg_iov = &udp->iovs[n];
+      hdr->msg_iovlen = 1;
+      n++;
+    }
+    int done = 0;
+    while (done < n) {
+      int r = sendmmsg(udp->fd, udp->msgs + done, (unsigned int)(n - done), 0);
+      if (r > 0) {
+        done += r;
+        sent += (uint32_t)r;
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+        full = 1;
+        break;
+      }
+      if (r < 0 && is_socket_error(errno)) return throw_errno(env, errno, "sendmmsg", NULL);
+      /* This datagram's destination failed; the rest may still go. */
+      done++;
+    }
+  }
+  napi_value result;
+  napi_create_uint32(env, sent, &result);
+  return result;
+}
+
+/* udpClose(handle): stops polling and closes the fd; later calls throw. */
+static napi_value udp_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  udp_t *udp = argc < 1 ? NULL : get_open_udp(env, argv[0]);
+  if (!udp) return NULL;
+  close_udp(udp);
+  return NULL;
+}
+
+/* tcpListen(netnsPath, family, address, port, backlog) -> fd of a listening,
+ * non-blocking, close-on-exec TCP socket made in the namespace. */
+static napi_value tcp_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  char netns[4096];
+  int family;
+  udp_addr_t addr;
+  socklen_t addr_len;
+  int32_t backlog;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "tcpListen(netnsPath, family, address, port, backlog)");
+    return NULL;
+  }
+  if (get_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len) != 0) return NULL;
+  if (napi_get_value_int32(env, argv[4], &backlog) != napi_ok || backlog < 1) {
+    napi_throw_type_error(env, NULL, "backlog must be a positive number");
+    return NULL;
+  }
+  const char *failed;
+  int fd = socket_in_netns(netns, family, SOCK_STREAM, &failed);
+  if (fd < 0) return throw_errno(env, errno, failed, netns[0] ? netns : NULL);
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) failed = "setsockopt";
+  else if (bind(fd, &addr.sa, addr_len) != 0) failed = "bind";
+  else if (listen(fd, backlog) != 0) failed = "listen";
+  else failed = NULL;
+  if (failed) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, failed, NULL);
+  }
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
+napi_status netctl_register_udp(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpStart", NULL, udp_start, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpStop", NULL, udp_stop, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tcpListen", NULL, tcp_listen, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

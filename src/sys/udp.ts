@@ -1,0 +1,178 @@
+/**
+ * Sockets made inside any network namespace through the native addon: UDP
+ * with batched I/O (recvmmsg/sendmmsg, one crossing into JavaScript per
+ * wake-up) and TCP listeners that a `net.Server` adopts. A socket stays in
+ * the namespace it was made in, whichever namespace later uses it.
+ */
+import { createServer, isIP } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { InvalidArgument, NetctlError } from '../cnm/errors.js';
+import { addon, isNativeErrnoError } from './addon.js';
+import type { NativeUdpHandle } from './addon.js';
+
+/** Datagrams as parallel arrays: index i of each describes datagram i. */
+export interface DatagramBatch {
+  /**
+   * Payloads. Received ones are views on an ArrayBuffer shared with the
+   * other datagrams of the same recvmmsg call (never reused, so they may be kept).
+   */
+  data: Uint8Array[];
+  /** The source address when received, the destination when sent. */
+  addresses: string[];
+  ports: number[];
+}
+
+export interface NativeUdpSocketOptions {
+  /** Namespace to make the socket in (default: the caller's). */
+  netnsPath?: string;
+  /** Local address to bind ('0.0.0.0' or '::' for all). */
+  address: string;
+  /** 0 picks a free port (see `port`). */
+  port: number;
+  /** Default: the family of `address`. An IPv6 socket sends to IPv4 addresses as v4-mapped. */
+  family?: 4 | 6;
+  reuseAddr?: boolean;
+  /** SO_RCVBUF in bytes; as root it may pass net.core.rmem_max. Default: the kernel's. */
+  recvBufferSize?: number;
+  /** SO_SNDBUF in bytes; as root it may pass net.core.wmem_max. Default: the kernel's. */
+  sendBufferSize?: number;
+}
+
+/** A call on a NativeUdpSocket after `close`. */
+export class SocketClosed extends NetctlError {
+  constructor() {
+    super('Unavailable', 'the UDP socket is closed');
+  }
+}
+
+export class NativeUdpSocket {
+  /** The bound local port. */
+  readonly port: number;
+  #handle: NativeUdpHandle | undefined;
+
+  private constructor(handle: NativeUdpHandle, port: number) {
+    this.#handle = handle;
+    this.port = port;
+  }
+
+  /** Makes and binds the socket; InvalidArgument for a bad address or namespace, Unavailable if it cannot bind. */
+  static open(opts: NativeUdpSocketOptions): NativeUdpSocket {
+    const family = opts.family ?? familyOf(opts.address);
+    const where = `UDP ${opts.address}:${opts.port}${opts.netnsPath === undefined ? '' : ` in ${opts.netnsPath}`}`;
+    try {
+      const { handle, port } = addon.udpOpen(opts.netnsPath ?? '', family, opts.address, opts.port, {
+        reuseAddr: opts.reuseAddr ?? false,
+        recvBufferSize: opts.recvBufferSize ?? 0,
+        sendBufferSize: opts.sendBufferSize ?? 0,
+      });
+      return new NativeUdpSocket(handle, port);
+    } catch (err) {
+      throw socketError(err, where);
+    }
+  }
+
+  /**
+   * Starts delivering received datagrams: everything one wake-up of the
+   * event loop reads (up to 256) arrives in one call. Calling it again
+   * replaces the callback. An exception thrown by `onBatch` is reported as
+   * an uncaught exception. While started, the socket keeps the event loop alive.
+   */
+  start(onBatch: (batch: DatagramBatch) => void): void {
+    addon.udpStart(this.#open(), onBatch);
+  }
+
+  /**
+   * Sends without blocking; returns how many datagrams were sent. When the
+   * socket's queue fills the rest are not sent; a datagram whose destination
+   * is unparseable or fails (unreachable, too long) is skipped. Neither throws.
+   */
+  sendBatch(batch: DatagramBatch): number {
+    const handle = this.#open();
+    try {
+      return addon.udpSendBatch(handle, batch);
+    } catch (err) {
+      throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
+    }
+  }
+
+  /** Stops delivering; the kernel queues datagrams until the receive buffer is full. */
+  stop(): void {
+    addon.udpStop(this.#open());
+  }
+
+  /** Stops and closes the socket; every later call throws SocketClosed. */
+  close(): void {
+    addon.udpClose(this.#open());
+    this.#handle = undefined;
+  }
+
+  #open(): NativeUdpHandle {
+    if (this.#handle === undefined) throw new SocketClosed();
+    return this.#handle;
+  }
+}
+
+export interface TcpListenerOptions {
+  /** Namespace to make the socket in (default: the caller's); accepted connections live there too. */
+  netnsPath?: string;
+  address: string;
+  /** 0 picks a free port (see `server.address()`). */
+  port: number;
+  /** Default 511, as Node's. */
+  backlog?: number;
+}
+
+/**
+ * Listens on TCP in a namespace: the socket is made there natively and
+ * adopted by a `net.Server`, which calls `onConnection` for every accepted
+ * connection. Resolves once listening; `server.close()` closes the socket.
+ */
+export async function openTcpListener(
+  opts: TcpListenerOptions,
+  onConnection: (socket: Socket) => void,
+): Promise<Server> {
+  const backlog = opts.backlog ?? 511;
+  const where = `TCP ${opts.address}:${opts.port}${opts.netnsPath === undefined ? '' : ` in ${opts.netnsPath}`}`;
+  let fd: number;
+  try {
+    fd = addon.tcpListen(opts.netnsPath ?? '', familyOf(opts.address), opts.address, opts.port, backlog);
+  } catch (err) {
+    throw socketError(err, where);
+  }
+  // From here the fd belongs to the server, which closes it on close.
+  const server = createServer(onConnection);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => {
+      server.close();
+      reject(new NetctlError('Internal', `cannot listen on ${where}: ${err.message}`, { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen({ fd, backlog }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  return server;
+}
+
+function familyOf(address: string): 4 | 6 {
+  const family = isIP(address);
+  if (family === 0) throw new InvalidArgument(`"${address}" is not an IP address`);
+  return family as 4 | 6;
+}
+
+/** Maps an addon failure to the domain's errors, keeping the errno error as the cause. */
+function socketError(err: unknown, where: string): Error {
+  if (err instanceof NetctlError) return err;
+  if (err instanceof RangeError || err instanceof TypeError) {
+    return new InvalidArgument(`cannot open ${where}: ${err.message}`, { cause: err });
+  }
+  if (isNativeErrnoError(err)) {
+    const syscall = (err as { syscall?: unknown }).syscall;
+    if ((syscall === 'open' && err.code === 'ENOENT') || (syscall === 'setns' && err.code === 'EINVAL')) {
+      return new InvalidArgument(`cannot open ${where}: not a network namespace`, { cause: err });
+    }
+    if (syscall === 'bind') return new NetctlError('Unavailable', `cannot bind ${where}: ${err.message}`, { cause: err });
+  }
+  return new NetctlError('Internal', `cannot open ${where}: ${String(err)}`, { cause: err });
+}

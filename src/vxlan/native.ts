@@ -1,0 +1,107 @@
+/**
+ * The underlay over the native addon's batched UDP socket (recvmmsg and
+ * sendmmsg, one crossing into JavaScript per wake-up), optionally made
+ * inside another network namespace. Same contract as `UdpDatagramPort`.
+ */
+import { NativeUdpSocket } from '../sys/udp.js';
+import type { DatagramBatch } from '../sys/udp.js';
+import { PortClosed } from './io.js';
+import type { Datagram, DatagramPort } from './io.js';
+
+export interface NativeDatagramPortOptions {
+  /** Local IPv4 address to bind ('0.0.0.0' for all). */
+  address: string;
+  /** Local UDP port; 0 picks a free one (see `NativeDatagramPort.port`). */
+  port: number;
+  /** Namespace to make the socket in (default: the caller's). */
+  netnsPath?: string;
+  /** Receive buffer in bytes (default: the kernel's); bursts beyond it are lost. */
+  recvBufferSize?: number;
+  /** Send buffer in bytes (default: the kernel's). */
+  sendBufferSize?: number;
+  /** Told about socket errors, which are otherwise counted as drops, as UDP drops packets. */
+  log?: (msg: string) => void;
+}
+
+export class NativeDatagramPort implements DatagramPort {
+  /** The bound local address. */
+  readonly address: string;
+  readonly #socket: NativeUdpSocket;
+  readonly #log: (msg: string) => void;
+  /** Reused for every send: the socket reads it synchronously. */
+  readonly #outbound: DatagramBatch = { data: [], addresses: [], ports: [] };
+  #dropped = 0;
+  #closed = false;
+
+  private constructor(socket: NativeUdpSocket, address: string, log: (msg: string) => void) {
+    this.#socket = socket;
+    this.address = address;
+    this.#log = log;
+  }
+
+  /** Binds a UDP/IPv4 socket; throws if the address cannot be bound (see `NativeUdpSocket.open`). */
+  static open(opts: NativeDatagramPortOptions): NativeDatagramPort {
+    const socket = NativeUdpSocket.open({
+      address: opts.address,
+      port: opts.port,
+      family: 4,
+      ...(opts.netnsPath !== undefined && { netnsPath: opts.netnsPath }),
+      ...(opts.recvBufferSize !== undefined && { recvBufferSize: opts.recvBufferSize }),
+      ...(opts.sendBufferSize !== undefined && { sendBufferSize: opts.sendBufferSize }),
+    });
+    return new NativeDatagramPort(socket, opts.address, opts.log ?? (() => {}));
+  }
+
+  /** The bound local port. */
+  get port(): number {
+    return this.#socket.port;
+  }
+
+  /** Datagrams given to `sendBatch` that were not sent (queue full, destination failed, socket error). */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Datagrams that arrive before `start` wait in the kernel's receive buffer. */
+  start(onBatch: (datagrams: Datagram[]) => void): void {
+    if (this.#closed) throw new PortClosed('native UDP datagram port');
+    this.#socket.start((batch) => {
+      const { data, addresses, ports } = batch;
+      const datagrams = new Array<Datagram>(data.length);
+      for (let i = 0; i < data.length; i++) {
+        datagrams[i] = { data: data[i]!, address: addresses[i]!, port: ports[i]! };
+      }
+      onBatch(datagrams);
+    });
+  }
+
+  sendBatch(datagrams: Datagram[]): void {
+    if (this.#closed) throw new PortClosed('native UDP datagram port');
+    const { data, addresses, ports } = this.#outbound;
+    const count = datagrams.length;
+    for (let i = 0; i < count; i++) {
+      const datagram = datagrams[i]!;
+      data[i] = datagram.data;
+      addresses[i] = datagram.address;
+      ports[i] = datagram.port;
+    }
+    data.length = count;
+    addresses.length = count;
+    ports.length = count;
+    try {
+      this.#dropped += count - this.#socket.sendBatch(this.#outbound);
+    } catch (err) {
+      this.#dropped += count;
+      this.#log(`underlay send: ${String(err)}`);
+    } finally {
+      // Let the payloads be collected.
+      data.length = 0;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#socket.close();
+  }
+}

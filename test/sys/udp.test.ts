@@ -1,0 +1,260 @@
+import { spawn } from 'node:child_process';
+import type { Socket } from 'node:net';
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import { InvalidArgument, NetctlError } from '../../src/cnm/errors.js';
+import { NativeUdpSocket, SocketClosed, openTcpListener } from '../../src/sys/udp.js';
+import type { DatagramBatch } from '../../src/sys/udp.js';
+import { inNetns, run, tempNetns, uniqueName } from './helpers.js';
+
+/** A namespace with its loopback up (a new namespace's `lo` is down). */
+async function netnsWithLoopback(t: ExecutionContext): Promise<{ name: string; path: string }> {
+  const ns = await tempNetns(t);
+  await run('ip', ['-n', ns.name, 'link', 'set', 'lo', 'up']);
+  return ns;
+}
+
+/** Two namespaces joined by a veth pair: 198.18.0.1/24 in `a`, 198.18.0.2/24 in `b`. */
+async function vethPair(t: ExecutionContext) {
+  const a = await tempNetns(t);
+  const b = await tempNetns(t);
+  const ifA = uniqueName('a');
+  const ifB = uniqueName('b');
+  await run('ip', ['-n', a.name, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', b.name]);
+  await run('ip', ['-n', a.name, 'addr', 'add', '198.18.0.1/24', 'dev', ifA]);
+  await run('ip', ['-n', b.name, 'addr', 'add', '198.18.0.2/24', 'dev', ifB]);
+  await run('ip', ['-n', a.name, 'link', 'set', ifA, 'up']);
+  await run('ip', ['-n', b.name, 'link', 'set', ifB, 'up']);
+  return { a, b };
+}
+
+function openSocket(t: ExecutionContext, opts: Parameters<typeof NativeUdpSocket.open>[0]): NativeUdpSocket {
+  const socket = NativeUdpSocket.open(opts);
+  t.teardown(() => {
+    try {
+      socket.close();
+    } catch (err) {
+      if (!(err instanceof SocketClosed)) throw err;
+    }
+  });
+  return socket;
+}
+
+/** Sends `count` datagrams (payload: the index as text) with node:dgram from inside a namespace; resolves to the client's port. */
+async function dgramClient(
+  netnsPath: string,
+  from: string,
+  to: string,
+  port: number,
+  count = 1,
+): Promise<number> {
+  const script = `
+    const dgram = require('node:dgram');
+    const [from, to, port, count] = process.argv.slice(1);
+    const socket = dgram.createSocket('udp4');
+    socket.bind(0, from, () => {
+      let pending = Number(count);
+      for (let i = 0; i < Number(count); i++) {
+        socket.send(String(i), Number(port), to, (err) => {
+          if (err) throw err;
+          if (--pending === 0) { console.log(socket.address().port); socket.close(); }
+        });
+      }
+    });`;
+  const { stdout } = await inNetns(netnsPath, process.execPath, ['-e', script, from, to, String(port), String(count)]);
+  return Number(stdout.trim());
+}
+
+/** Collects batches until `count` datagrams arrived. */
+function collect(socket: NativeUdpSocket, count: number): Promise<DatagramBatch[]> {
+  const batches: DatagramBatch[] = [];
+  let received = 0;
+  return new Promise((resolve) => {
+    socket.start((batch) => {
+      batches.push(batch);
+      received += batch.data.length;
+      if (received >= count) {
+        socket.stop();
+        resolve(batches);
+      }
+    });
+  });
+}
+
+function texts(batches: DatagramBatch[]): string[] {
+  return batches.flatMap((batch) => batch.data.map((data) => Buffer.from(data).toString()));
+}
+
+async function listeningUdpPorts(netnsPath: string): Promise<string[]> {
+  const { stdout } = await inNetns(netnsPath, 'ss', ['-Hlun']);
+  return stdout
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => line.trim().split(/\s+/)[3] ?? '');
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('a datagram from a client in the namespace arrives with its source address and port', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  const socket = openSocket(t, { netnsPath: ns.path, address: '127.0.0.11', port: 0 });
+  const arrived = collect(socket, 1);
+  const clientPort = await dgramClient(ns.path, '127.0.0.7', '127.0.0.11', socket.port);
+  const batches = await arrived;
+  t.deepEqual(texts(batches), ['0']);
+  t.deepEqual(batches[0]?.addresses, ['127.0.0.7']);
+  t.deepEqual(batches[0]?.ports, [clientPort]);
+});
+
+test('a burst of 1000 datagrams arrives whole, in a few batches', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  // Room for the whole burst, which is sent before the socket is started.
+  const socket = openSocket(t, { netnsPath: ns.path, address: '127.0.0.1', port: 0, recvBufferSize: 8 << 20 });
+  await dgramClient(ns.path, '127.0.0.1', '127.0.0.1', socket.port, 1000);
+  const batches = await collect(socket, 1000);
+  t.deepEqual(
+    texts(batches).map(Number).sort((x, y) => x - y),
+    Array.from({ length: 1000 }, (_, i) => i),
+  );
+  t.true(batches.length <= Math.ceil(1000 / 64), `${batches.length} batches`);
+});
+
+test('sendBatch delivers 200 datagrams to a receiver in another namespace', async (t) => {
+  const { a, b } = await vethPair(t);
+  const receiverScript = `
+    const dgram = require('node:dgram');
+    const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 1 << 20 });
+    const seen = new Set();
+    const senders = new Set();
+    const done = () => { console.log(JSON.stringify({ payloads: [...seen], senders: [...senders] })); process.exit(0); };
+    socket.on('message', (data, rinfo) => {
+      seen.add(data.toString());
+      senders.add(rinfo.address + ':' + rinfo.port);
+      if (seen.size === 200) done();
+    });
+    socket.bind(0, '198.18.0.2', () => console.log(socket.address().port));
+    setTimeout(done, 5000);`;
+  const receiver = spawn('nsenter', [`--net=${b.path}`, process.execPath, '-e', receiverScript]);
+  t.teardown(() => receiver.kill());
+  let output = '';
+  receiver.stdout.setEncoding('utf8');
+  const portLine = new Promise<number>((resolve) => {
+    receiver.stdout.on('data', (chunk: string) => {
+      output += chunk;
+      const newline = output.indexOf('\n');
+      if (newline >= 0) resolve(Number(output.slice(0, newline)));
+    });
+  });
+  const exited = new Promise<void>((resolve) => receiver.on('exit', () => resolve()));
+  const receiverPort = await portLine;
+
+  const sender = openSocket(t, { netnsPath: a.path, address: '198.18.0.1', port: 0 });
+  const data = Array.from({ length: 200 }, (_, i) => Buffer.from(`datagram ${i}`));
+  const sent = sender.sendBatch({
+    data,
+    addresses: data.map(() => '198.18.0.2'),
+    ports: data.map(() => receiverPort),
+  });
+  t.is(sent, 200);
+  await exited;
+  const result = JSON.parse(output.slice(output.indexOf('\n') + 1)) as { payloads: string[]; senders: string[] };
+  t.deepEqual(result.payloads.sort(), data.map(String).sort());
+  t.deepEqual(result.senders, [`198.18.0.1:${sender.port}`]);
+});
+
+test('port 0 binds an ephemeral port, reported and listed by ss until closed', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  const socket = openSocket(t, { netnsPath: ns.path, address: '127.0.0.1', port: 0 });
+  t.true(socket.port >= 1024 && socket.port <= 65535);
+  t.deepEqual(await listeningUdpPorts(ns.path), [`127.0.0.1:${socket.port}`]);
+  socket.close();
+  t.deepEqual(await listeningUdpPorts(ns.path), []);
+});
+
+test("a socket in namespace A is not reachable from namespace B's loopback", async (t) => {
+  const nsA = await netnsWithLoopback(t);
+  const nsB = await netnsWithLoopback(t);
+  const socket = openSocket(t, { netnsPath: nsA.path, address: '127.0.0.1', port: 0 });
+  const received: string[] = [];
+  socket.start((batch) => received.push(...texts([batch])));
+  await dgramClient(nsB.path, '127.0.0.1', '127.0.0.1', socket.port);
+  await sleep(300);
+  t.deepEqual(received, []);
+  // The same client from inside A is heard, so the silence above was the namespace.
+  const heard = new Promise<void>((resolve) => socket.start(() => resolve()));
+  await dgramClient(nsA.path, '127.0.0.1', '127.0.0.1', socket.port);
+  await heard;
+  t.pass();
+});
+
+test('after close every call throws SocketClosed', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  const socket = NativeUdpSocket.open({ netnsPath: ns.path, address: '127.0.0.1', port: 0 });
+  socket.start(() => {});
+  socket.close();
+  t.throws(() => socket.start(() => {}), { instanceOf: SocketClosed });
+  t.throws(() => socket.sendBatch({ data: [Buffer.from('x')], addresses: ['127.0.0.1'], ports: [9] }), {
+    instanceOf: SocketClosed,
+  });
+  t.throws(() => socket.stop(), { instanceOf: SocketClosed });
+  t.throws(() => socket.close(), { instanceOf: SocketClosed });
+});
+
+test('open refuses a missing namespace, a bad address and a port in use (unless both reuse it)', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  t.throws(() => NativeUdpSocket.open({ netnsPath: `/var/run/netns/${uniqueName('x')}`, address: '127.0.0.1', port: 0 }), {
+    instanceOf: InvalidArgument,
+  });
+  t.throws(() => NativeUdpSocket.open({ netnsPath: ns.path, address: '127.0.0.300', port: 0 }), {
+    instanceOf: InvalidArgument,
+  });
+  const first = openSocket(t, { netnsPath: ns.path, address: '127.0.0.1', port: 0 });
+  const error = t.throws(() => NativeUdpSocket.open({ netnsPath: ns.path, address: '127.0.0.1', port: first.port }), {
+    instanceOf: NetctlError,
+  });
+  t.is(error?.code, 'Unavailable');
+  const shared = openSocket(t, { netnsPath: ns.path, address: '127.0.0.2', port: 0, reuseAddr: true });
+  const again = openSocket(t, { netnsPath: ns.path, address: '127.0.0.2', port: shared.port, reuseAddr: true });
+  t.is(again.port, shared.port);
+});
+
+test('sendBatch skips datagrams it cannot send and sends the rest', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  const receiver = openSocket(t, { netnsPath: ns.path, address: '127.0.0.1', port: 0 });
+  const sender = openSocket(t, { netnsPath: ns.path, address: '127.0.0.1', port: 0 });
+  const arrived = collect(receiver, 2);
+  const sent = sender.sendBatch({
+    data: ['one', 'unparseable', 'unroutable', 'two'].map((text) => Buffer.from(text)),
+    addresses: ['127.0.0.1', 'not-an-address', '198.19.255.1', '127.0.0.1'],
+    ports: [receiver.port, receiver.port, receiver.port, receiver.port],
+  });
+  t.is(sent, 2);
+  t.deepEqual(texts(await arrived).sort(), ['one', 'two']);
+});
+
+test('a TCP listener made in a namespace accepts connections from inside it, not from another namespace', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  const other = await netnsWithLoopback(t);
+  const connections: Socket[] = [];
+  let heard: (message: { text: string; localAddress: string | undefined }) => void = () => {};
+  const firstMessage = new Promise<{ text: string; localAddress: string | undefined }>((resolve) => {
+    heard = resolve;
+  });
+  const server = await openTcpListener({ netnsPath: ns.path, address: '127.0.0.11', port: 0 }, (socket) => {
+    connections.push(socket);
+    socket.setEncoding('utf8');
+    socket.once('data', (text: string) => heard({ text, localAddress: socket.localAddress }));
+  });
+  t.teardown(() => {
+    for (const socket of connections) socket.destroy();
+    server.close();
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') return t.fail('not a TCP listener');
+  t.is(address.address, '127.0.0.11');
+  const connect = `exec 3<>/dev/tcp/127.0.0.11/${address.port} && echo hello >&3`;
+  await t.throwsAsync(inNetns(other.path, 'bash', ['-c', connect]));
+  await inNetns(ns.path, 'bash', ['-c', connect]);
+  t.deepEqual(await firstMessage, { text: 'hello\n', localAddress: '127.0.0.11' });
+  t.is(connections.length, 1);
+});

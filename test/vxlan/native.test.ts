@@ -1,0 +1,85 @@
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import { PortClosed } from '../../src/vxlan/io.js';
+import { MemoryFramePort } from '../../src/vxlan/memory.js';
+import { NativeDatagramPort } from '../../src/vxlan/native.js';
+import { Vtep } from '../../src/vxlan/vtep.js';
+import { run, tempNetns, uniqueName } from '../sys/helpers.js';
+import { HOST_A, HOST_B, VNI, drops, frame, mac } from './helpers.js';
+
+/** Two namespaces joined by a veth pair: HOST_A/24 in `a`, HOST_B/24 in `b`. */
+async function underlay(t: ExecutionContext) {
+  const a = await tempNetns(t);
+  const b = await tempNetns(t);
+  const ifA = uniqueName('a');
+  const ifB = uniqueName('b');
+  await run('ip', ['-n', a.name, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', b.name]);
+  await run('ip', ['-n', a.name, 'addr', 'add', `${HOST_A}/24`, 'dev', ifA]);
+  await run('ip', ['-n', b.name, 'addr', 'add', `${HOST_B}/24`, 'dev', ifB]);
+  await run('ip', ['-n', a.name, 'link', 'set', ifA, 'up']);
+  await run('ip', ['-n', b.name, 'link', 'set', ifB, 'up']);
+  return { a, b };
+}
+
+/** A started VTEP on a native underlay port in the namespace, serving VNI on a MemoryFramePort. */
+function host(t: ExecutionContext, netnsPath: string, address: string) {
+  const underlayPort = NativeDatagramPort.open({ netnsPath, address, port: 4789 });
+  const vtep = new Vtep({ underlay: underlayPort, localAddress: address });
+  t.teardown(() => vtep.stop());
+  vtep.start();
+  const port = new MemoryFramePort();
+  vtep.addNetwork(VNI, port);
+  vtep.setPeer(VNI, { mac: mac(1), vtep: HOST_A });
+  vtep.setPeer(VNI, { mac: mac(2), vtep: HOST_B });
+  return { vtep, port };
+}
+
+async function until(condition: () => boolean, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+test('frames cross between two VTEPs over native UDP ports in two namespaces unchanged', async (t) => {
+  const { a: nsA, b: nsB } = await underlay(t);
+  const a = host(t, nsA.path, HOST_A);
+  const b = host(t, nsB.path, HOST_B);
+
+  const sent = frame(mac(2), mac(1), 100, 7);
+  a.port.inject([sent]);
+  await until(() => b.port.written.length === 1);
+  t.deepEqual(b.port.written, [sent]);
+
+  // A batch both ways, up to a frame that the underlay must fragment.
+  const sizes = [46, 1400, 8000, 60_000, 46];
+  const toA = sizes.map((size, i) => frame(mac(1), mac(2), size, i));
+  b.port.inject(toA);
+  await until(() => a.port.written.length === toA.length);
+  t.deepEqual(a.port.written, toA);
+  t.like(a.vtep.stats, { txDatagrams: 1, rxDatagrams: toA.length, txFrames: toA.length });
+  t.is(drops(a.vtep) + drops(b.vtep), 0);
+});
+
+test('NativeDatagramPort counts what it cannot send, binds port 0, and throws PortClosed after close', async (t) => {
+  const ns = await tempNetns(t);
+  await run('ip', ['-n', ns.name, 'link', 'set', 'lo', 'up']);
+  const port = NativeDatagramPort.open({ netnsPath: ns.path, address: '127.0.0.1', port: 0 });
+  t.teardown(() => port.close());
+  t.true(port.port > 0);
+  const received = new Promise<string[]>((resolve) => {
+    port.start((datagrams) => resolve(datagrams.map((d) => `${Buffer.from(d.data).toString()} ${d.address}:${d.port}`)));
+  });
+  port.sendBatch([
+    { data: Buffer.from('lost'), address: 'nowhere', port: port.port },
+    { data: Buffer.from('hello'), address: '127.0.0.1', port: port.port },
+  ]);
+  t.is(port.dropped, 1);
+  t.deepEqual(await received, [`hello 127.0.0.1:${port.port}`]);
+
+  await port.close();
+  await port.close();
+  t.throws(() => port.sendBatch([]), { instanceOf: PortClosed });
+  t.throws(() => port.start(() => {}), { instanceOf: PortClosed });
+});
