@@ -15,7 +15,7 @@ import { FileStore } from './store/file.js';
 import type { Store } from './store/types.js';
 import { createNamedNetns, isNetnsPath, removeNamedNetns } from './sys/netns.js';
 import { Rtnl } from './sys/rtnl.js';
-import { UdpDatagramPort } from './vxlan/io.js';
+import { NativeDatagramPort } from './vxlan/native.js';
 import { Vtep } from './vxlan/vtep.js';
 import { DEFAULT_VXLAN_PORT } from './wire/vxlan.js';
 
@@ -62,7 +62,7 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
   const globalStore = await EtcdStore.open(options.clusterStore);
   const cleanup: (() => Promise<void>)[] = [() => globalStore.close()];
   try {
-    const underlay = await UdpDatagramPort.open({ address: advertiseAddress, port });
+    const underlay = NativeDatagramPort.open({ address: advertiseAddress, port });
     const vtep = new Vtep({ underlay, localAddress: advertiseAddress, port, ...(options.log !== undefined ? { log: options.log } : {}) });
     vtep.start();
     cleanup.push(() => vtep.stop());

@@ -1,7 +1,7 @@
 /**
  * The underlay over the native addon's batched UDP socket (recvmmsg and
  * sendmmsg, one crossing into JavaScript per wake-up), optionally made
- * inside another network namespace. Same contract as `UdpDatagramPort`.
+ * inside another network namespace. Same contract as the doubles in memory.ts.
  */
 import { NativeUdpSocket } from '../sys/udp.js';
 import type { DatagramBatch } from '../sys/udp.js';

@@ -10,7 +10,7 @@ import { OverlayDriver } from '../../src/drivers/overlay/overlay.js';
 import { kernelNamespaces } from '../../src/host.js';
 import { EtcdStore } from '../../src/store/etcd.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import { UdpDatagramPort } from '../../src/vxlan/io.js';
+import { NativeDatagramPort } from '../../src/vxlan/native.js';
 import { Vtep } from '../../src/vxlan/vtep.js';
 import { type RunningEtcd, startEtcd } from '../helpers/etcd.js';
 import { addresses, links, namespacesWithPrefix, pings, removeNetns, uniqueName } from '../helpers/kernel.js';
@@ -26,7 +26,7 @@ test.after.always(async () => {
 
 async function openController(localStore: MemoryStore, prefix: string): Promise<Controller> {
   const globalStore = await EtcdStore.open(etcd?.url ?? '', { prefix });
-  const underlay = await UdpDatagramPort.open({ address: '127.0.0.1', port: 0 });
+  const underlay = NativeDatagramPort.open({ address: '127.0.0.1', port: 0 });
   const vtep = new Vtep({ underlay, localAddress: '127.0.0.1', log: () => {} });
   vtep.start();
   const driver = await OverlayDriver.start({ store: globalStore, vtep, advertiseAddress: '127.0.0.1', hostName: 'one', log: () => {} });
