@@ -2,7 +2,7 @@
 # System packages netctl and its tests use: iproute2 (ip, bridge), nftables,
 # util-linux (nsenter), ping, and the clients the tests drive.
 set -euo pipefail
-packages=(iproute2 nftables util-linux iputils-ping iperf3 bind9-dnsutils curl etcd-server etcd-client tshark)
+packages=(iproute2 nftables util-linux iputils-ping iperf3 bind9-dnsutils curl etcd-server etcd-client tshark dnsmasq-base dnsperf)
 if [ "$(id -u)" -ne 0 ]; then echo "run as root (it installs Debian packages)" >&2; exit 1; fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q

@@ -1,12 +1,16 @@
 /**
  * Puts a controller together for this host: the file store under the state
  * directory, the real namespace operations, and the built-in drivers; with
- * a cluster store, also the VTEP and the overlay driver.
+ * a cluster store, also the VTEP and the overlay driver; and the embedded
+ * DNS for the sandboxes.
  */
+import { readFile } from 'node:fs/promises';
 import { Controller } from './cnm/controller.js';
 import type { NetworkDriver } from './cnm/driver.js';
 import { InvalidArgument } from './cnm/errors.js';
 import type { NamespaceOps } from './cnm/namespaces.js';
+import { EmbeddedDns, resolvConfPath } from './dns/embedded.js';
+import { parseResolvConf } from './dns/forwarder.js';
 import { BridgeDriver } from './drivers/bridge/bridge.js';
 import { NullDriver } from './drivers/null/null.js';
 import { OverlayDriver } from './drivers/overlay/overlay.js';
@@ -33,6 +37,8 @@ export interface HostOptions {
   readonly dataPathPort?: number;
   /** This host's name in other hosts' Peers (default: the host name). */
   readonly nodeName?: string;
+  /** Upstream resolvers for the embedded DNS (default: the host's resolv.conf). */
+  readonly dns?: readonly string[];
   readonly log?: (message: string) => void;
 }
 
@@ -80,34 +86,76 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
   }
 }
 
-export async function openHostController(options: HostOptions = {}): Promise<Controller> {
+/** A host's networking: the controller and the embedded DNS that serves its sandboxes. */
+export interface Host {
+  readonly controller: Controller;
+  readonly dns: EmbeddedDns;
+  /** Stops the DNS, then the controller; kernel state stays for the next start to restore. */
+  close(): Promise<void>;
+}
+
+/** Resolvers for names netctl does not know: `--dns`, else the host's resolv.conf. */
+async function upstreamResolvers(options: HostOptions): Promise<string[]> {
+  if (options.dns !== undefined) return [...options.dns];
+  try {
+    return parseResolvConf(await readFile('/etc/resolv.conf', 'utf8'));
+  } catch {
+    return [];
+  }
+}
+
+export async function openHost(options: HostOptions = {}): Promise<Host> {
   if (options.clusterStore === undefined && (options.advertiseAddress !== undefined || options.dataPathPort !== undefined)) {
     throw new InvalidArgument('--advertise-addr and --data-path-port need a cluster store (--store etcd://HOST:PORT)');
   }
-  const store = await FileStore.open(options.stateDir ?? DEFAULT_STATE_DIR);
+  const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
+  const store = await FileStore.open(stateDir);
   const drivers: NetworkDriver[] = [
     new BridgeDriver(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {}),
     new NullDriver(),
   ];
   let globalStore: Store | undefined;
+  let controller: Controller | undefined;
   try {
     if (options.clusterStore !== undefined) {
       const overlay = await openOverlay({ ...options, clusterStore: options.clusterStore });
       globalStore = overlay.globalStore;
       drivers.push(overlay.driver);
     }
-    return await Controller.open({
+    controller = await Controller.open({
       store,
       ...(globalStore !== undefined ? { globalStore } : {}),
       drivers,
       namespaces: kernelNamespaces,
       ownsStore: true,
+      resolvConfPath: (sandbox) => resolvConfPath(sandbox, stateDir),
       ...(options.log !== undefined ? { log: options.log } : {}),
     });
+    // After the controller: its restore makes the namespaces the listeners open in.
+    const dns = await EmbeddedDns.start({
+      localStore: store,
+      ...(globalStore !== undefined ? { globalStore } : {}),
+      upstreams: await upstreamResolvers(options),
+      stateDir,
+      ...(options.log !== undefined ? { log: options.log } : {}),
+    });
+    const opened = controller;
+    return {
+      controller: opened,
+      dns,
+      async close() {
+        await dns.stop();
+        await opened.close();
+      },
+    };
   } catch (err) {
-    for (const driver of drivers) await driver.close?.().catch(() => undefined);
-    await globalStore?.close().catch(() => undefined);
-    await store.close();
+    if (controller !== undefined) {
+      await controller.close().catch(() => undefined);
+    } else {
+      for (const driver of drivers) await driver.close?.().catch(() => undefined);
+      await globalStore?.close().catch(() => undefined);
+      await store.close();
+    }
     throw err;
   }
 }

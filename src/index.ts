@@ -37,8 +37,11 @@ export type { Compare, FileStoreOptions, KeyValue, Store, TxnRequest, TxnResult,
 export { BridgeDriver } from './drivers/bridge/bridge.js';
 export type { BridgeDriverOptions } from './drivers/bridge/bridge.js';
 export { NullDriver } from './drivers/null/null.js';
-export { DEFAULT_STATE_DIR, kernelNamespaces, openHostController } from './host.js';
-export type { HostOptions } from './host.js';
+export { OverlayDriver } from './drivers/overlay/overlay.js';
+export type { OverlayDriverOptions } from './drivers/overlay/overlay.js';
+export { EtcdStore } from './store/etcd.js';
+export { DEFAULT_STATE_DIR, kernelNamespaces, openHost } from './host.js';
+export type { Host, HostOptions } from './host.js';
 export { ApiServer } from './api/server.js';
 export type { ApiServerOptions } from './api/server.js';
 export { ApiClient, DEFAULT_HOST, DaemonUnreachable, isDaemonError } from './api/client.js';

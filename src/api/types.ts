@@ -83,6 +83,8 @@ export interface SandboxJson {
   Created: string;
   Labels: Record<string, string>;
   Networks: Record<string, SandboxNetworkJson>;
+  /** resolv.conf naming the embedded DNS; empty when no DNS serves the sandbox. */
+  ResolvConfPath: string;
 }
 
 export interface VersionJson {
@@ -121,6 +123,7 @@ export function toSandboxJson(sandbox: SandboxInfo): SandboxJson {
     Created: sandbox.created,
     Labels: { ...sandbox.labels },
     Networks: networks,
+    ResolvConfPath: sandbox.resolvConfPath ?? '',
   };
 }
 

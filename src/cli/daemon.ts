@@ -29,6 +29,7 @@ export const daemonCommand: Command = {
     { name: 'store', type: 'string', help: 'Cluster store for overlay networks (etcd://HOST:PORT)' },
     { name: 'advertise-addr', type: 'string', help: "This host's underlay address, where other hosts send overlay traffic" },
     { name: 'data-path-port', type: 'string', help: 'UDP port of the overlay data path', defaultText: '4789' },
+    { name: 'dns', type: 'list', help: 'Upstream DNS server for names netctl does not know (default: /etc/resolv.conf)' },
     { name: 'node-name', type: 'string', help: 'Name other hosts show for this one in Peers', defaultText: 'the host name' },
   ],
   async run(ctx, parsed) {
@@ -37,25 +38,27 @@ export const daemonCommand: Command = {
     // Before the controller opens: a second daemon must not touch the kernel state the live one owns.
     await ensureSocketFree(socketPath);
     // Loaded here only: it pulls in the kernel bindings, which no other command needs.
-    const { openHostController } = await import('../host.js');
+    const { openHost } = await import('../host.js');
     const stateDir = parsed.string('state-dir');
     const clusterStore = parsed.string('store');
     const advertiseAddress = parsed.string('advertise-addr');
     const dataPathPort = parsed.string('data-path-port');
     const nodeName = parsed.string('node-name');
-    const controller = await openHostController({
+    const dns = parsed.list('dns');
+    const host = await openHost({
       ...(stateDir !== undefined ? { stateDir } : {}),
       ...(clusterStore !== undefined ? { clusterStore } : {}),
       ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
       ...(dataPathPort !== undefined ? { dataPathPort: parsePort(dataPathPort) } : {}),
       ...(nodeName !== undefined ? { nodeName } : {}),
+      ...(dns.length > 0 ? { dns } : {}),
       log: (message) => ctx.io.stderr(`${message}\n`),
     });
-    const server = new ApiServer(controller, { version: ctx.version });
+    const server = new ApiServer(host.controller, { version: ctx.version });
     try {
       await server.listen(socketPath);
     } catch (err) {
-      await controller.close();
+      await host.close();
       throw err;
     }
     ctx.io.stdout(`netctl daemon listening on unix://${socketPath}\n`);
@@ -70,7 +73,7 @@ export const daemonCommand: Command = {
     });
     ctx.io.stderr(`netctl daemon: ${signal} received, shutting down\n`);
     await server.close();
-    await controller.close();
+    await host.close();
     return 0;
   },
 };

@@ -49,6 +49,8 @@ export interface ControllerOptions {
   readonly now?: () => Date;
   /** Close the store with the controller (when the controller's opener made it). */
   readonly ownsStore?: boolean;
+  /** Where a sandbox's resolv.conf is, when something (the embedded DNS) writes one. */
+  readonly resolvConfPath?: (sandbox: SandboxRecord) => string;
 }
 
 export interface NetworkCreateRequest {
@@ -91,6 +93,8 @@ export interface ConnectOptions {
 
 export interface SandboxInfo extends SandboxRecord {
   readonly endpoints: readonly EndpointRecord[];
+  /** The resolv.conf pointing at the embedded DNS, for runtimes to mount. */
+  readonly resolvConfPath?: string;
 }
 
 /** Per-network state that changes with every endpoint: addresses and endpoint names. */
@@ -163,6 +167,7 @@ export class Controller {
   private readonly now: () => Date;
   private readonly mutex = new Mutex();
   private readonly ownsStore: boolean;
+  private readonly resolvConfPathOf: ((sandbox: SandboxRecord) => string) | undefined;
   private closed = false;
 
   private constructor(options: ControllerOptions) {
@@ -174,6 +179,12 @@ export class Controller {
     this.log = options.log ?? ((message) => console.warn(message));
     this.now = options.now ?? (() => new Date());
     this.ownsStore = options.ownsStore ?? false;
+    this.resolvConfPathOf = options.resolvConfPath;
+  }
+
+  private sandboxInfo(sandbox: SandboxRecord, endpoints: readonly EndpointRecord[]): SandboxInfo {
+    const resolvConfPath = sandbox.netnsPath === '' ? undefined : this.resolvConfPathOf?.(sandbox);
+    return { ...sandbox, endpoints, ...(resolvConfPath !== undefined ? { resolvConfPath } : {}) };
   }
 
   /** Opens a controller over the store and restores the kernel state of what the store holds. */
@@ -305,7 +316,7 @@ export class Controller {
         ],
       });
       if (!reserved.succeeded) throw new Conflict(`sandbox with name ${request.name} already exists`);
-      if (!ownsNetns) return { ...record, endpoints: [] };
+      if (!ownsNetns) return this.sandboxInfo(record, []);
       let netnsPath: string;
       try {
         netnsPath = await this.namespaces.createNamed(request.name);
@@ -315,22 +326,24 @@ export class Controller {
       }
       const final = { ...record, netnsPath };
       await this.store.txn({ put: [{ key: key.sandbox(id), value: JSON.stringify(final) }] });
-      return { ...final, endpoints: [] };
+      return this.sandboxInfo(final, []);
     });
   }
 
   async listSandboxes(): Promise<SandboxInfo[]> {
     const endpoints = await this.allEndpoints();
-    return (await this.allSandboxes()).map((sandbox) => ({
-      ...sandbox,
-      endpoints: endpoints.filter((e) => e.sandboxId === sandbox.id),
-    }));
+    return (await this.allSandboxes()).map((sandbox) =>
+      this.sandboxInfo(
+        sandbox,
+        endpoints.filter((e) => e.sandboxId === sandbox.id),
+      ),
+    );
   }
 
   async inspectSandbox(idOrName: string): Promise<SandboxInfo> {
     const sandbox = await this.findSandbox(idOrName);
     const endpoints = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id);
-    return { ...sandbox, endpoints };
+    return this.sandboxInfo(sandbox, endpoints);
   }
 
   /** Leaves every network, deletes the endpoints, and removes the namespace if netctl made it. */

@@ -272,7 +272,13 @@ function exchangeUdp({ upstream, query, signal, accept }: UpstreamExchange): Pro
     socket.on('message', (reply, from) => {
       if (from.address === upstream.address && from.port === upstream.port && accept(reply)) finish(undefined, reply);
     });
-    socket.connect(upstream.port, upstream.address, () => {
+    // Connected, so an ICMP port unreachable fails the exchange at once instead of after the timeout.
+    // A failed connect (no route) hands its error to the callback, and send must not run then.
+    socket.connect(upstream.port, upstream.address, (...args: unknown[]) => {
+      if (args[0] instanceof Error) {
+        finish(args[0]);
+        return;
+      }
       socket.send(query, (error) => {
         if (error) finish(error);
       });

@@ -291,7 +291,7 @@ test('sandbox routes: create, list, inspect, delete', async (t) => {
   t.deepEqual(list.json.map((s: { Name: string }) => s.Name).sort(), ['one', 'two']);
   const inspect = await call(t.context, 'GET', `/sandboxes/${made.json.Id}`);
   t.is(inspect.json.Name, 'one');
-  t.deepEqual(Object.keys(inspect.json).sort(), ['Created', 'Id', 'Labels', 'Name', 'NetnsPath', 'Networks', 'OwnsNetns']);
+  t.deepEqual(Object.keys(inspect.json).sort(), ['Created', 'Id', 'Labels', 'Name', 'NetnsPath', 'Networks', 'OwnsNetns', 'ResolvConfPath']);
 
   t.is((await call(t.context, 'DELETE', '/sandboxes/one')).status, 204);
   t.false(t.context.namespaces.paths.has('/var/run/netns/one'));

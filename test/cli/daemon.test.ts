@@ -19,7 +19,7 @@ interface Daemon {
 
 /** Starts a daemon and waits for its "listening" line (or its exit). */
 async function startDaemon(stateDir: string, socketPath: string): Promise<Daemon> {
-  const child = spawn('unshare', ['--net', process.execPath, NETCTL_BIN, 'daemon', '--state-dir', stateDir, '--socket', socketPath]);
+  const child = spawn('unshare', ['--net', process.execPath, NETCTL_BIN, 'daemon', '--state-dir', stateDir, '--socket', socketPath, '--dns', '127.0.0.1']);
   let stdout = '';
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));

@@ -22,7 +22,7 @@ interface Daemon {
 }
 
 async function startDaemon(hostNsPath: string, stateDir: string, socket: string): Promise<Daemon> {
-  const child = spawn('nsenter', [`--net=${hostNsPath}`, process.execPath, cli, 'daemon', '--state-dir', stateDir, '--socket', socket], {
+  const child = spawn('nsenter', [`--net=${hostNsPath}`, process.execPath, cli, 'daemon', '--state-dir', stateDir, '--socket', socket, '--dns', '127.0.0.1'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

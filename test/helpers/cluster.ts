@@ -137,6 +137,9 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
         host.address,
         '--node-name',
         `host${host.index}`,
+        // Nothing listens there: names netctl does not know fail here instead of going to the machine's resolver.
+        '--dns',
+        '127.0.0.1',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );

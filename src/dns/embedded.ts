@@ -1,0 +1,291 @@
+/**
+ * The daemon's embedded DNS, wired the way Docker wires its own: every
+ * sandbox gets a UDP and a TCP listener on 127.0.0.11:53 inside its own
+ * namespace, and a resolv.conf naming that address. A listener knows which
+ * sandbox it serves, so an answer only covers the networks that sandbox
+ * shares. The record table follows the stores' watches (the local store and,
+ * for overlay networks, the cluster store), so a join or a leave anywhere is
+ * in the table as soon as the store reports it.
+ */
+import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import type { Server, Socket } from 'node:net';
+import { join } from 'node:path';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/types.js';
+import type { Store, Watch, WatchEvent } from '../store/types.js';
+import { NETNS_RUN_DIR, netnsExists } from '../sys/netns.js';
+import { type DatagramBatch, NativeUdpSocket, openTcpListener } from '../sys/udp.js';
+import { Forwarder } from './forwarder.js';
+import { RecordTable } from './records.js';
+import { DnsServer } from './server.js';
+import { frameTcp, readTcpMessages } from './tcp.js';
+
+export const EMBEDDED_DNS_ADDRESS = '127.0.0.11';
+const RESOLV_CONF = `nameserver ${EMBEDDED_DNS_ADDRESS}\noptions ndots:0\n`;
+
+export interface EmbeddedDnsOptions {
+  readonly localStore: Store;
+  readonly globalStore?: Store;
+  /** Resolvers for names netctl does not know; none means such names get SERVFAIL. */
+  readonly upstreams: readonly string[];
+  /** resolv.conf files of namespaces that are not named ones live here. */
+  readonly stateDir: string;
+  readonly ttl?: number;
+  /** The DNS port inside sandboxes (53; tests of the listener itself may pick another). */
+  readonly port?: number;
+  readonly log?: (message: string) => void;
+}
+
+interface Listener {
+  readonly udp: NativeUdpSocket;
+  readonly tcp: Server;
+  readonly connections: Set<Socket>;
+}
+
+function bare(cidr: string | undefined): string | undefined {
+  return cidr?.split('/')[0];
+}
+
+/**
+ * The resolv.conf a sandbox uses: `/etc/netns/NAME/resolv.conf` for a named
+ * namespace (which `ip netns exec` mounts over /etc/resolv.conf), else a file
+ * under the state directory for the runtime to mount.
+ */
+export function resolvConfPath(sandbox: Pick<SandboxRecord, 'id' | 'netnsPath'>, stateDir: string): string {
+  const prefix = `${NETNS_RUN_DIR}/`;
+  if (sandbox.netnsPath.startsWith(prefix) && !sandbox.netnsPath.slice(prefix.length).includes('/')) {
+    return `/etc/netns/${sandbox.netnsPath.slice(prefix.length)}/resolv.conf`;
+  }
+  return join(stateDir, 'resolv', `${sandbox.id}.conf`);
+}
+
+export class EmbeddedDns {
+  private readonly table = new RecordTable();
+  private readonly server: DnsServer;
+  private readonly options: EmbeddedDnsOptions;
+  private readonly log: (message: string) => void;
+  private readonly networks = new Map<string, NetworkRecord>();
+  private readonly endpoints = new Map<string, EndpointRecord>();
+  private readonly sandboxes = new Map<string, SandboxRecord>();
+  private readonly listeners = new Map<string, Listener>();
+  private readonly watches: Watch[] = [];
+  /** Sandbox changes are applied one after another: opening a listener is asynchronous. */
+  private sandboxQueue: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  private constructor(options: EmbeddedDnsOptions) {
+    this.options = options;
+    this.log = options.log ?? ((message) => console.warn(message));
+    const forwarder =
+      options.upstreams.length > 0 ? new Forwarder({ upstreams: [...options.upstreams], log: this.log }) : undefined;
+    this.server = new DnsServer({
+      table: this.table,
+      ...(forwarder !== undefined ? { forwarder } : {}),
+      ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
+      log: this.log,
+    });
+  }
+
+  /** Loads what the stores hold, follows them, and opens a listener in every sandbox. */
+  static async start(options: EmbeddedDnsOptions): Promise<EmbeddedDns> {
+    const dns = new EmbeddedDns(options);
+    try {
+      for (const store of [options.localStore, options.globalStore]) {
+        if (store === undefined) continue;
+        await dns.follow(store, 'networks/');
+        await dns.follow(store, 'endpoints/');
+      }
+      await dns.follow(options.localStore, 'sandboxes/');
+      await dns.sandboxQueue;
+    } catch (err) {
+      await dns.stop();
+      throw err;
+    }
+    return dns;
+  }
+
+  /** Closes every listener and the forwarder. resolv.conf files stay for the sandboxes that remain. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const watch of this.watches) await watch.cancel();
+    await this.sandboxQueue;
+    for (const sandboxId of [...this.listeners.keys()]) await this.closeListener(sandboxId);
+    await this.server.stop();
+  }
+
+  /** Watches first, then lists, so nothing between the two is missed; the list does not undo newer events. */
+  private async follow(store: Store, prefix: string): Promise<void> {
+    const seen = new Set<string>();
+    this.watches.push(
+      await store.watch(prefix, (event) => {
+        seen.add(event.type === 'put' ? event.kv.key : event.key);
+        this.apply(prefix, event);
+      }),
+    );
+    for (const kv of await store.list(prefix)) {
+      if (!seen.has(kv.key)) this.apply(prefix, { type: 'put', kv });
+    }
+  }
+
+  private apply(prefix: string, event: WatchEvent): void {
+    const key = event.type === 'put' ? event.kv.key : event.key;
+    const id = key.split('/').at(-1) ?? '';
+    try {
+      if (prefix === 'networks/') {
+        if (event.type === 'put') this.networks.set(id, JSON.parse(event.kv.value) as NetworkRecord);
+        else this.networks.delete(id);
+        for (const endpoint of this.endpoints.values()) if (endpoint.networkId === id) this.refreshEndpoint(endpoint.id);
+      } else if (prefix === 'endpoints/') {
+        if (event.type === 'put') this.endpoints.set(id, JSON.parse(event.kv.value) as EndpointRecord);
+        else this.endpoints.delete(id);
+        this.refreshEndpoint(id);
+      } else {
+        const sandbox = event.type === 'put' ? (JSON.parse(event.kv.value) as SandboxRecord) : undefined;
+        this.sandboxQueue = this.sandboxQueue.then(() => this.sandboxChanged(id, sandbox));
+      }
+    } catch (err) {
+      this.log(`dns: ignoring bad record ${key}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Joined endpoints of known networks are names; anything else is not. */
+  private refreshEndpoint(endpointId: string): void {
+    const endpoint = this.endpoints.get(endpointId);
+    const network = endpoint === undefined ? undefined : this.networks.get(endpoint.networkId);
+    if (endpoint?.sandboxId === undefined || network === undefined) {
+      this.table.removeEndpoint(endpointId);
+      return;
+    }
+    const ipv4 = bare(endpoint.ipv4Address);
+    const ipv6 = bare(endpoint.ipv6Address);
+    this.table.upsertEndpoint({
+      endpointId,
+      networkId: network.id,
+      networkName: network.name,
+      sandboxId: endpoint.sandboxId,
+      name: endpoint.name,
+      aliases: [...endpoint.aliases],
+      ...(ipv4 !== undefined ? { ipv4 } : {}),
+      ...(ipv6 !== undefined ? { ipv6 } : {}),
+    });
+  }
+
+  private async sandboxChanged(sandboxId: string, sandbox: SandboxRecord | undefined): Promise<void> {
+    if (this.stopped) return;
+    const previous = this.sandboxes.get(sandboxId);
+    if (sandbox === undefined) {
+      this.sandboxes.delete(sandboxId);
+      await this.closeListener(sandboxId);
+      if (previous !== undefined) await this.removeResolvConf(previous);
+      return;
+    }
+    this.sandboxes.set(sandboxId, sandbox);
+    // A sandbox whose namespace netctl makes is stored before the namespace exists.
+    if (sandbox.netnsPath === '' || this.listeners.has(sandboxId)) return;
+    if (!(await netnsExists(sandbox.netnsPath))) return;
+    try {
+      await this.openListener(sandbox);
+      await this.writeResolvConf(sandbox);
+    } catch (err) {
+      this.log(`dns: no resolver for sandbox ${sandbox.name}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Sandboxes joined only to internal networks get no answers from outside, as in Docker. */
+  private mayForward(sandboxId: string): boolean {
+    for (const networkId of this.table.networksOf(sandboxId)) {
+      if (this.networks.get(networkId)?.internal === false) return true;
+    }
+    return false;
+  }
+
+  private async openListener(sandbox: SandboxRecord): Promise<void> {
+    const port = this.options.port ?? 53;
+    const udp = NativeUdpSocket.open({ netnsPath: sandbox.netnsPath, address: EMBEDDED_DNS_ADDRESS, port });
+    const connections = new Set<Socket>();
+    let tcp: Server;
+    try {
+      tcp = await openTcpListener({ netnsPath: sandbox.netnsPath, address: EMBEDDED_DNS_ADDRESS, port }, (socket) => {
+        connections.add(socket);
+        socket.once('close', () => connections.delete(socket));
+        void this.serveTcp(sandbox.id, socket);
+      });
+    } catch (err) {
+      udp.close();
+      throw err;
+    }
+    udp.start((batch) => this.serveUdp(sandbox.id, udp, batch));
+    this.listeners.set(sandbox.id, { udp, tcp, connections });
+  }
+
+  /** Answers a batch; replies ready in the same turn leave in one sendBatch. */
+  private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: DatagramBatch): void {
+    const replies: DatagramBatch = { data: [], addresses: [], ports: [] };
+    let scheduled = false;
+    const flush = () => {
+      scheduled = false;
+      if (replies.data.length === 0) return;
+      try {
+        udp.sendBatch(replies);
+      } catch {
+        // The listener closed meanwhile: the sandbox is gone.
+      }
+      replies.data.length = 0;
+      replies.addresses.length = 0;
+      replies.ports.length = 0;
+    };
+    const mayForward = this.mayForward(sandboxId);
+    for (let i = 0; i < batch.data.length; i++) {
+      const query = batch.data[i]!;
+      const address = batch.addresses[i]!;
+      const port = batch.ports[i]!;
+      void this.server
+        .handle(Buffer.from(query.buffer, query.byteOffset, query.byteLength), { sandboxId, transport: 'udp', mayForward })
+        .then((reply) => {
+          if (reply === undefined) return;
+          replies.data.push(reply);
+          replies.addresses.push(address);
+          replies.ports.push(port);
+          if (!scheduled) {
+            scheduled = true;
+            setImmediate(flush);
+          }
+        });
+    }
+  }
+
+  private async serveTcp(sandboxId: string, socket: Socket): Promise<void> {
+    try {
+      for await (const query of readTcpMessages(socket)) {
+        const reply = await this.server.handle(query, { sandboxId, transport: 'tcp', mayForward: this.mayForward(sandboxId) });
+        if (reply === undefined) break;
+        socket.write(frameTcp(reply));
+      }
+      socket.end();
+    } catch {
+      socket.destroy();
+    }
+  }
+
+  private async closeListener(sandboxId: string): Promise<void> {
+    const listener = this.listeners.get(sandboxId);
+    if (listener === undefined) return;
+    this.listeners.delete(sandboxId);
+    listener.udp.close();
+    for (const socket of listener.connections) socket.destroy();
+    await new Promise<void>((resolve) => listener.tcp.close(() => resolve()));
+  }
+
+  private async writeResolvConf(sandbox: SandboxRecord): Promise<void> {
+    const path = resolvConfPath(sandbox, this.options.stateDir);
+    await mkdir(join(path, '..'), { recursive: true });
+    await writeFile(path, RESOLV_CONF);
+  }
+
+  private async removeResolvConf(sandbox: SandboxRecord): Promise<void> {
+    const path = resolvConfPath(sandbox, this.options.stateDir);
+    await rm(path, { force: true });
+    // /etc/netns/NAME was made for this sandbox alone.
+    if (path.startsWith('/etc/netns/')) await rmdir(join(path, '..')).catch(() => undefined);
+  }
+}
