@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 
 const exec = promisify(execFile);
@@ -39,9 +40,14 @@ export async function addNetns(name: string): Promise<string> {
   return `/var/run/netns/${name}`;
 }
 
-/** Removes a named namespace if it exists; links inside go with it. */
+/**
+ * Removes a named namespace if it exists; links inside go with it. Also its
+ * /etc/netns/NAME (the resolv.conf netctl writes there), which `ip netns del`
+ * leaves behind when a test kills the daemon before it removed the sandbox.
+ */
 export async function removeNetns(name: string): Promise<void> {
   if (existsSync(`/var/run/netns/${name}`)) await run('ip', ['netns', 'del', name]);
+  await rm(`/etc/netns/${name}`, { recursive: true, force: true });
 }
 
 /** Runs a command inside a namespace by path, as nsenter does (no private mount namespace). */
