@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../src/api/client.js';
+import { startDaemon } from '../test/helpers/daemon.js';
 import { addNetns, inNetns, removeNetns, uniqueName } from '../test/helpers/kernel.js';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -47,7 +48,9 @@ const hostNs = uniqueName('bd');
 const work = await mkdtemp(join(tmpdir(), 'netctl-bench-dns-'));
 const sandboxes: string[] = [];
 const children: ChildProcess[] = [];
+let stopDaemon = async () => {};
 const cleanup = async () => {
+  await stopDaemon();
   for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
   for (const name of sandboxes) await removeNetns(name);
   await removeNetns(hostNs);
@@ -58,20 +61,8 @@ process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
 try {
   const hostNsPath = await addNetns(hostNs);
   const socket = join(work, 'netctl.sock');
-  const daemon = spawn(
-    'nsenter',
-    [`--net=${hostNsPath}`, process.execPath, join(root, 'bin', 'netctl.js'), 'daemon', '--state-dir', work, '--socket', socket, '--dns', '127.0.0.1'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  children.push(daemon);
-  await new Promise<void>((resolve, reject) => {
-    let output = '';
-    daemon.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('listening')) resolve();
-    });
-    daemon.once('exit', (code) => reject(new Error(`daemon exited ${code}: ${output}`)));
-  });
+  const daemon = await startDaemon({ netnsPath: hostNsPath, stateDir: work, socket, args: ['--dns', '127.0.0.1'] });
+  stopDaemon = () => daemon.stop('SIGKILL');
   const api = new ApiClient(`unix://${socket}`);
   await api.createNetwork({ Name: 'bench', IPAM: { Config: [{ Subnet: '10.85.0.0/16' }] } });
   const hosts: string[] = [];

@@ -4,45 +4,16 @@
  * here), driven with the `netctl` CLI and with the docker CLI, then killed
  * with SIGKILL and started again.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import test from 'ava';
+import { NETCTL_CLI, startDaemon } from '../helpers/daemon.js';
 import { addNetns, addresses, links, pings, removeNetns, run, uniqueName } from '../helpers/kernel.js';
 
-const root = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
-const cli = join(root, 'bin', 'netctl.js');
-
-interface Daemon {
-  process: ChildProcess;
-  output: () => string;
-}
-
-async function startDaemon(hostNsPath: string, stateDir: string, socket: string): Promise<Daemon> {
-  const child = spawn('nsenter', [`--net=${hostNsPath}`, process.execPath, cli, 'daemon', '--state-dir', stateDir, '--socket', socket, '--dns', '127.0.0.1'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const deadline = Date.now() + 20_000;
-  while (!output.includes('listening')) {
-    if (child.exitCode !== null) throw new Error(`daemon exited ${child.exitCode}: ${output}`);
-    if (Date.now() > deadline) throw new Error(`daemon did not start: ${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return { process: child, output: () => output };
-}
-
-async function stop(daemon: Daemon, signal: NodeJS.Signals): Promise<void> {
-  if (daemon.process.exitCode !== null || daemon.process.signalCode !== null) return;
-  const exited = new Promise((resolve) => daemon.process.once('exit', resolve));
-  daemon.process.kill(signal);
-  await exited;
-}
+const cli = NETCTL_CLI;
+const dnsArgs = ['--dns', '127.0.0.1'];
 
 test.serial('netctl daemon + CLI: isolated bridge networks, docker CLI, state across kill -9', async (t) => {
   const hostNs = uniqueName('e');
@@ -50,9 +21,9 @@ test.serial('netctl daemon + CLI: isolated bridge networks, docker CLI, state ac
   const stateDir = await mkdtemp(join(tmpdir(), 'netctl-e2e-'));
   const socket = join(stateDir, 'netctl.sock');
   const sandboxes = ['a', 'b', 'c'].map((n) => uniqueName(n));
-  let daemon = await startDaemon(hostNsPath, stateDir, socket);
+  let daemon = await startDaemon({ netnsPath: hostNsPath, stateDir, socket, args: dnsArgs });
   t.teardown(async () => {
-    await stop(daemon, 'SIGKILL');
+    await daemon.stop('SIGKILL');
     for (const name of sandboxes) await removeNetns(name);
     await removeNetns(hostNs);
     await rm(stateDir, { recursive: true, force: true });
@@ -121,8 +92,8 @@ test.serial('netctl daemon + CLI: isolated bridge networks, docker CLI, state ac
 
   // kill -9 and start again: every network, endpoint and address is back, traffic flows, nothing doubled.
   const linksBefore = (await links(hostNsPath)).map((l) => l.ifname).sort();
-  await stop(daemon, 'SIGKILL');
-  daemon = await startDaemon(hostNsPath, stateDir, socket);
+  await daemon.stop('SIGKILL');
+  daemon = await startDaemon({ netnsPath: hostNsPath, stateDir, socket, args: dnsArgs });
   t.is(await ok('network', 'inspect', 'front', 'back'), before);
   t.deepEqual((await links(hostNsPath)).map((l) => l.ifname).sort(), linksBefore);
   t.deepEqual(await addresses(`/var/run/netns/${b}`, 'eth0'), ['10.60.0.77/24']);

@@ -8,14 +8,13 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import test from 'ava';
 import { makeCluster, type SimHost } from '../helpers/cluster.js';
+import { NETCTL_CLI, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
 import { addNetns, inNetns, removeNetns, run, uniqueName } from '../helpers/kernel.js';
 
-const root = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
-const cli = join(root, 'bin', 'netctl.js');
+const cli = NETCTL_CLI;
 const nsPath = (name: string) => `/var/run/netns/${name}`;
 
 /** `dig` inside a sandbox; returns the status and the answers (+short style). */
@@ -43,15 +42,14 @@ test.serial('bridge networks: names, aliases, name.network, PTR, isolation, upst
   const stateDir = await mkdtemp(join(tmpdir(), 'netctl-dns-'));
   const socket = join(stateDir, 'netctl.sock');
   const sandboxes: string[] = [];
-  let daemon: ChildProcess | undefined;
+  let daemon: RunningDaemon | undefined;
   let dnsmasq: ChildProcess | undefined;
   t.teardown(async () => {
-    for (const child of [daemon, dnsmasq]) {
-      if (child !== undefined && child.exitCode === null) {
-        const exited = new Promise((resolve) => child.once('exit', resolve));
-        child.kill('SIGKILL');
-        await exited;
-      }
+    await daemon?.stop('SIGKILL');
+    if (dnsmasq !== undefined && dnsmasq.exitCode === null) {
+      const exited = new Promise((resolve) => dnsmasq?.once('exit', resolve));
+      dnsmasq.kill('SIGKILL');
+      await exited;
     }
     for (const name of sandboxes) await removeNetns(name);
     await removeNetns(upstreamNs);
@@ -76,16 +74,7 @@ test.serial('bridge networks: names, aliases, name.network, PTR, isolation, upst
     [`--net=${upstreamNsPath}`, 'dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', `--listen-address=${prefix}.2`, '--bind-interfaces', '--address=/external.test/192.0.2.55', '--address=/#/', '--pid-file='],
     { stdio: 'ignore' },
   );
-  daemon = spawn('nsenter', [`--net=${hostNsPath}`, process.execPath, cli, 'daemon', '--state-dir', stateDir, '--socket', socket, '--dns', `${prefix}.2`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  daemon.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  daemon.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  for (const deadline = Date.now() + 20_000; !output.includes('listening'); ) {
-    if (Date.now() > deadline || daemon.exitCode !== null) throw new Error(`daemon did not start: ${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  daemon = await startDaemon({ netnsPath: hostNsPath, stateDir, socket, args: ['--dns', `${prefix}.2`] });
   const netctl = async (...args: string[]) => {
     const result = await run(process.execPath, [cli, '-H', `unix://${socket}`, ...args]);
     t.is(result.code, 0, `netctl ${args.join(' ')}: ${result.stderr}`);

@@ -1,0 +1,59 @@
+/**
+ * A `netctl daemon` running inside a test host namespace, started with
+ * nsenter (not `ip netns exec`, whose private mount namespace would hide the
+ * sandbox namespaces the daemon makes).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const NETCTL_CLI = join(dirname(dirname(dirname(fileURLToPath(import.meta.url)))), 'bin', 'netctl.js');
+
+export interface RunningDaemon {
+  readonly process: ChildProcess;
+  /** Everything it printed so far, stdout and stderr. */
+  output(): string;
+  /** Sends the signal and waits for the exit; nothing when it already exited. */
+  stop(signal: NodeJS.Signals): Promise<void>;
+}
+
+export interface DaemonOptions {
+  readonly netnsPath: string;
+  readonly stateDir: string;
+  readonly socket: string;
+  /** More daemon flags (`--store`, `--dns`…). */
+  readonly args?: readonly string[];
+  readonly timeoutMs?: number;
+}
+
+/** Starts the daemon and resolves once it says it is listening; rejects with its output if it exits or stalls. */
+export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
+  const child = spawn(
+    'nsenter',
+    [`--net=${options.netnsPath}`, process.execPath, NETCTL_CLI, 'daemon', '--state-dir', options.stateDir, '--socket', options.socket, ...(options.args ?? [])],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const daemon: RunningDaemon = {
+    process: child,
+    output: () => output,
+    async stop(signal) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill(signal);
+      await exited;
+    },
+  };
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  while (!output.includes('listening')) {
+    if (child.exitCode !== null) throw new Error(`daemon exited ${child.exitCode}: ${output}`);
+    if (Date.now() > deadline) {
+      await daemon.stop('SIGKILL');
+      throw new Error(`daemon did not start: ${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return daemon;
+}
