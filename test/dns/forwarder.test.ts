@@ -143,9 +143,10 @@ test('UDP: a silent upstream times out and the next answers; a closed port fails
   t.deepEqual(addressesOf(await forwarder.forward(makeQuery('example.com', 'A'), { tcp: false })), ['203.0.113.2']);
   const elapsed = Date.now() - started;
   t.true(elapsed >= 290, `waited out the silent one (${elapsed} ms)`);
-  t.true(elapsed < 550, `the closed port did not cost a timeout (${elapsed} ms)`);
   t.is(logs.length, 2, logs.join('\n'));
   t.regex(logs[0]!, /did not answer within 300 ms/);
+  // The closed port fails on the ICMP error, not on the timeout (no wall-clock bound: timing belongs in bench/).
+  t.regex(logs[1]!, /ECONNREFUSED/);
 });
 
 test('SERVFAIL and REFUSED move on; every upstream failing gives servfail', async (t) => {
