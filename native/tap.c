@@ -13,11 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <linux/if_tun.h>
 #include <uv.h>
 
 #include "addon.h"
+#include "offload.h"
 
 #define TAP_BATCH 64
 /* A 64 KB GSO segment plus the virtio-net header in front of it. */
@@ -27,6 +29,7 @@ typedef struct {
   napi_env env;
   uv_poll_t poll;
   int fd;
+  int vnet_hdr;  /* frames carry a virtio_net_hdr (IFF_VNET_HDR) */
   int polling;   /* uv_poll_start is active */
   int closed;    /* fd closed, poll handle closing or closed */
   /* The struct is freed when both libuv and the JS external are done with it. */
@@ -35,6 +38,12 @@ typedef struct {
   napi_ref callback;
   napi_ref self; /* keeps the external alive while polling */
   napi_async_context async_context;
+  /* With borrowBuffers: TAP_BATCH slots of TAP_READ_SIZE as an external ArrayBuffer (which owns them). */
+  napi_ref borrowed;
+  uint8_t *arena;
+  /* The frames of one tapWriteFrames call, grown as needed. */
+  offload_frame_t *frames;
+  size_t frames_cap;
   uint8_t read_buf[TAP_READ_SIZE];
 } tap_t;
 
@@ -120,10 +129,16 @@ static tap_t *get_open_tap(napi_env env, napi_value value) {
   return tap;
 }
 
+static void free_tap(tap_t *tap) {
+  if (tap->borrowed) napi_delete_reference(tap->env, tap->borrowed);
+  free(tap->frames);
+  free(tap);
+}
+
 static void on_poll_closed(uv_handle_t *handle) {
   tap_t *tap = handle->data;
   tap->handle_closed = 1;
-  if (tap->finalized) free(tap);
+  if (tap->finalized) free_tap(tap);
 }
 
 static void stop_polling(tap_t *tap) {
@@ -154,31 +169,48 @@ static void tap_finalize(napi_env env, void *data, void *hint) {
   if (!tap->closed)
     close_tap(tap);
   else if (tap->handle_closed)
-    free(tap);
+    free_tap(tap);
 }
 
-/* tapHandle(fd) -> handle: takes ownership of fd for polling and closing. */
+static void free_arena(napi_env env, void *data, void *hint) { free(data); }
+
+/* tapHandle(fd, vnetHdr, borrowBuffers) -> handle: takes ownership of fd for polling and closing.
+ * With borrowBuffers, frames delivered are views on the handle's own memory, valid until the
+ * callback returns. */
 static napi_value tap_handle(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 3;
+  napi_value argv[3];
   int32_t fd;
+  bool vnet_hdr, borrow;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "tapHandle(fd: number)");
+  if (argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_bool(env, argv[1], &vnet_hdr) != napi_ok || napi_get_value_bool(env, argv[2], &borrow) != napi_ok) {
+    napi_throw_type_error(env, NULL, "tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean)");
     return NULL;
   }
   tap_t *tap = calloc(1, sizeof *tap);
   if (!tap) return throw_errno(env, ENOMEM, "calloc", NULL);
   tap->env = env;
   tap->fd = fd;
+  tap->vnet_hdr = vnet_hdr;
+  if (borrow && !(tap->arena = malloc((size_t)TAP_BATCH * TAP_READ_SIZE))) {
+    free(tap);
+    return throw_errno(env, ENOMEM, "malloc", NULL);
+  }
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
   int rc = uv_poll_init(loop, &tap->poll, fd);
   if (rc != 0) {
+    free(tap->arena);
     free(tap);
     return throw_errno(env, -rc, "uv_poll_init", NULL);
   }
   tap->poll.data = tap;
+  if (borrow) {
+    napi_value arraybuffer;
+    napi_create_external_arraybuffer(env, tap->arena, (size_t)TAP_BATCH * TAP_READ_SIZE, free_arena, NULL, &arraybuffer);
+    napi_create_reference(env, arraybuffer, 1, &tap->borrowed);
+  }
 
   napi_value resource_name, handle;
   napi_create_string_utf8(env, "netctl:TapDevice", NAPI_AUTO_LENGTH, &resource_name);
@@ -213,11 +245,13 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
 
-  napi_value frames;
+  napi_value frames, borrowed = NULL;
   napi_create_array(env, &frames);
+  if (tap->borrowed) napi_get_reference_value(env, tap->borrowed, &borrowed);
   uint32_t count = 0;
   while (count < TAP_BATCH) {
-    ssize_t n = read(tap->fd, tap->read_buf, sizeof tap->read_buf);
+    uint8_t *buf = borrowed ? tap->arena + (size_t)count * TAP_READ_SIZE : tap->read_buf;
+    ssize_t n = read(tap->fd, buf, TAP_READ_SIZE);
     if (n < 0) {
       if (errno == EINTR) continue;
       /* EAGAIN: drained. Other errors (the device went away): deliver what
@@ -227,14 +261,18 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     if (n == 0) break;
     napi_value frame;
     void *unused;
-    napi_create_buffer_copy(env, (size_t)n, tap->read_buf, &unused, &frame);
+    if (borrowed)
+      napi_create_typedarray(env, napi_uint8_array, (size_t)n, borrowed, (size_t)count * TAP_READ_SIZE, &frame);
+    else
+      napi_create_buffer_copy(env, (size_t)n, tap->read_buf, &unused, &frame);
     napi_set_element(env, frames, count++, frame);
   }
   if (count > 0) deliver(tap, frames);
   napi_close_handle_scope(env, scope);
 }
 
-/* tapStart(handle, onBatch): calls onBatch(frames: Buffer[]) for every wake-up with data. */
+/* tapStart(handle, onBatch): calls onBatch(frames) for every wake-up with data: fresh Buffers,
+ * or Uint8Array views on the handle's memory when it borrows buffers. */
 static napi_value tap_start(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -318,6 +356,102 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * tapWriteFrames(handle, buffers, index, count) -> frames written. Frame i is
+ * index[3i+2] bytes at index[3i+1] of buffers[index[3i]], a plain Ethernet
+ * frame. On a device with IFF_VNET_HDR each write gets a virtio_net_hdr, and
+ * consecutive segments of one TCP flow go as one super-frame (one writev).
+ * Stops when the device's queue is full (EAGAIN); a frame the kernel rejects
+ * (EINVAL) is skipped and not counted; other errors throw.
+ */
+static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  const char *usage = "tapWriteFrames(handle, buffers: Uint8Array[], index: Uint32Array, count: number)";
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  tap_t *tap = get_open_tap(env, argv[0]);
+  if (!tap) return NULL;
+  bool is_array = false, is_typedarray = false;
+  uint32_t buffer_count, count;
+  napi_typedarray_type index_type;
+  size_t index_len;
+  uint32_t *index;
+  napi_value unused_arraybuffer;
+  size_t unused_offset;
+  napi_is_array(env, argv[1], &is_array);
+  napi_is_typedarray(env, argv[2], &is_typedarray);
+  if (!is_array || !is_typedarray || napi_get_value_uint32(env, argv[3], &count) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &index_type, &index_len, (void **)&index, &unused_arraybuffer,
+                               &unused_offset) != napi_ok ||
+      index_type != napi_uint32_array || (size_t)count * 3 > index_len) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  napi_get_array_length(env, argv[1], &buffer_count);
+  if (count > tap->frames_cap) {
+    offload_frame_t *grown = realloc(tap->frames, count * sizeof *grown);
+    if (!grown) return throw_errno(env, ENOMEM, "realloc", NULL);
+    tap->frames = grown;
+    tap->frames_cap = count;
+  }
+  /* Buffers repeat in runs (one per received datagram), so each is looked up once per run. */
+  uint32_t current = UINT32_MAX;
+  uint8_t *base = NULL;
+  size_t base_len = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    uint32_t which = index[3 * i], offset = index[3 * i + 1], len = index[3 * i + 2];
+    if (which != current) {
+      napi_value buffer;
+      if (which >= buffer_count || napi_get_element(env, argv[1], which, &buffer) != napi_ok ||
+          napi_get_buffer_info(env, buffer, (void **)&base, &base_len) != napi_ok) {
+        napi_throw_type_error(env, NULL, "buffers must hold a Uint8Array for every index");
+        return NULL;
+      }
+      current = which;
+    }
+    if ((size_t)offset + len > base_len) {
+      napi_throw_range_error(env, NULL, "frame outside its buffer");
+      return NULL;
+    }
+    tap->frames[i].data = base + offset;
+    tap->frames[i].len = len;
+  }
+
+  uint8_t scratch[COALESCE_SCRATCH];
+  struct iovec iov[COALESCE_MAX_SEGMENTS + 1];
+  uint32_t written = 0;
+  for (uint32_t done = 0; done < count;) {
+    size_t taken;
+    ssize_t n;
+    if (tap->vnet_hdr) {
+      int iov_count;
+      taken = offload_coalesce_next(tap->frames + done, count - done, scratch, iov, &iov_count);
+      do {
+        n = writev(tap->fd, iov, iov_count);
+      } while (n < 0 && errno == EINTR);
+    } else {
+      taken = 1;
+      do {
+        n = write(tap->fd, tap->frames[done].data, tap->frames[done].len);
+      } while (n < 0 && errno == EINTR);
+    }
+    if (n < 0) {
+      if (errno == EAGAIN) break;
+      if (errno != EINVAL) return throw_errno(env, errno, "write", "TAP");
+    } else {
+      written += (uint32_t)taken;
+    }
+    done += (uint32_t)taken;
+  }
+  napi_value result;
+  napi_create_uint32(env, written, &result);
+  return result;
+}
+
 /* tapClose(handle): stops polling and closes the fd; later calls throw. */
 static napi_value tap_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -336,6 +470,7 @@ napi_status netctl_register_tap(napi_env env, napi_value exports) {
       {"tapStart", NULL, tap_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tapStop", NULL, tap_stop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tapWriteBatch", NULL, tap_write_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tapWriteFrames", NULL, tap_write_frames, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tapClose", NULL, tap_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,12 +27,17 @@
 #include <uv.h>
 
 #include "addon.h"
+#include "offload.h"
 
 #define UDP_BATCH 64
 /* recvmmsg calls per wake-up, so one busy socket cannot starve the loop. */
 #define UDP_ROUNDS 4
 /* The largest UDP payload (IPv6 without jumbograms: 65535 - 8). */
 #define UDP_SLOT 65536
+/* The most a UDP_SEGMENT send may carry: the largest IPv4 UDP payload. */
+#define GSO_MAX_PAYLOAD (65535 - 20 - 8)
+/* Segments per UDP_SEGMENT send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels). */
+#define GSO_MAX_SEGMENTS 64
 /* Distinct source addresses remembered while building one batch. */
 #define ADDRESS_CACHE 8
 
@@ -48,6 +54,7 @@ typedef struct {
   uv_poll_t poll;
   int fd;
   int family; /* AF_INET or AF_INET6 */
+  int gro;    /* UDP_GRO: a receive may hold several datagrams of one size */
   int polling;
   int closed;
   /* The struct is freed when both libuv and the JS external are done with it. */
@@ -60,7 +67,15 @@ typedef struct {
   struct mmsghdr msgs[UDP_BATCH];
   struct iovec iovs[UDP_BATCH];
   udp_addr_t addrs[UDP_BATCH];
-  uint8_t *arena; /* UDP_BATCH * UDP_SLOT bytes */
+  /* UDP_GRO (receive) or UDP_SEGMENT (send) control messages. */
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } controls[UDP_BATCH];
+  uint8_t *arena; /* UDP_BATCH * UDP_SLOT bytes, where recvmmsg writes */
+  /* With borrowBuffers: the arena as an external ArrayBuffer, which then owns (and frees) it. */
+  napi_ref borrowed;
+  uint8_t *send_arena; /* UDP_BATCH * UDP_SLOT bytes for udpSendFrames, made on first use */
 } udp_t;
 
 static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
@@ -212,13 +227,17 @@ static int set_buffer_size(int fd, int force_option, int option, int size) {
   return setsockopt(fd, SOL_SOCKET, option, &size, sizeof size);
 }
 
+static void free_udp(udp_t *udp) {
+  if (udp->borrowed) napi_delete_reference(udp->env, udp->borrowed);
+  else free(udp->arena);
+  free(udp->send_arena);
+  free(udp);
+}
+
 static void on_poll_closed(uv_handle_t *handle) {
   udp_t *udp = handle->data;
   udp->handle_closed = 1;
-  if (udp->finalized) {
-    free(udp->arena);
-    free(udp);
-  }
+  if (udp->finalized) free_udp(udp);
 }
 
 static void stop_polling(udp_t *udp) {
@@ -249,13 +268,15 @@ static void udp_finalize(napi_env env, void *data, void *hint) {
   if (!udp->closed) {
     close_udp(udp);
   } else if (udp->handle_closed) {
-    free(udp->arena);
-    free(udp);
+    free_udp(udp);
   }
 }
 
-/* udpOpen(netnsPath, family, address, port, { reuseAddr, gro, recvBufferSize, sendBufferSize })
- * -> { handle, port }. Binds a non-blocking UDP socket made in the namespace. */
+static void free_arena(napi_env env, void *data, void *hint) { free(data); }
+
+/* udpOpen(netnsPath, family, address, port, { reuseAddr, gro, borrowBuffers, recvBufferSize, sendBufferSize })
+ * -> { handle, port }. Binds a non-blocking UDP socket made in the namespace. With borrowBuffers,
+ * received datagrams are views on the socket's own memory, valid until the callback returns. */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -269,19 +290,14 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (get_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len) != 0) return NULL;
-  bool reuse_addr, gro;
+  bool reuse_addr, gro, borrow;
   int32_t recv_buffer, send_buffer;
   if (get_bool_option(env, argv[4], "reuseAddr", &reuse_addr) != 0 ||
       get_bool_option(env, argv[4], "gro", &gro) != 0 ||
+      get_bool_option(env, argv[4], "borrowBuffers", &borrow) != 0 ||
       get_int_option(env, argv[4], "recvBufferSize", &recv_buffer) != 0 ||
       get_int_option(env, argv[4], "sendBufferSize", &send_buffer) != 0)
     return NULL;
-  if (gro) {
-    /* Coalesced receives need per-message segment sizes (UDP_GRO cmsg), not done yet. */
-    napi_throw_range_error(env, NULL, "UDP_GRO is not supported yet");
-    return NULL;
-  }
-
   const char *failed;
   int fd = socket_in_netns(netns, family, SOCK_DGRAM, &failed);
   if (fd < 0) return throw_errno(env, errno, failed, netns[0] ? netns : NULL);
@@ -291,6 +307,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   failed = NULL;
   if (reuse_addr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
     failed = "setsockopt SO_REUSEADDR";
+  else if (gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0)
+    failed = "setsockopt UDP_GRO";
   else if (recv_buffer > 0 && set_buffer_size(fd, SO_RCVBUFFORCE, SO_RCVBUF, recv_buffer) != 0)
     failed = "setsockopt SO_RCVBUF";
   else if (send_buffer > 0 && set_buffer_size(fd, SO_SNDBUFFORCE, SO_SNDBUF, send_buffer) != 0)
@@ -316,6 +334,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   udp->env = env;
   udp->fd = fd;
   udp->family = family;
+  udp->gro = gro;
   udp->arena = arena;
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
@@ -327,6 +346,11 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return throw_errno(env, -rc, "uv_poll_init", NULL);
   }
   udp->poll.data = udp;
+  if (borrow) {
+    napi_value arraybuffer;
+    napi_create_external_arraybuffer(env, arena, (size_t)UDP_BATCH * UDP_SLOT, free_arena, NULL, &arraybuffer);
+    napi_create_reference(env, arraybuffer, 1, &udp->borrowed);
+  }
 
   napi_value resource_name, handle, result, port_value;
   napi_create_string_utf8(env, "netctl:UdpSocket", NAPI_AUTO_LENGTH, &resource_name);
@@ -407,7 +431,33 @@ static void prepare_receive(udp_t *udp) {
     hdr->msg_namelen = sizeof udp->addrs[i];
     hdr->msg_iov = &udp->iovs[i];
     hdr->msg_iovlen = 1;
+    if (udp->gro) {
+      hdr->msg_control = udp->controls[i].buf;
+      hdr->msg_controllen = sizeof udp->controls[i].buf;
+    }
   }
+}
+
+/* The segment size of a coalesced receive, 0 when it holds one datagram. */
+static uint32_t gro_segment_size(struct msghdr *hdr) {
+  for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr); cmsg != NULL; cmsg = CMSG_NXTHDR(hdr, cmsg)) {
+    if (cmsg->cmsg_level == SOL_UDP && cmsg->cmsg_type == UDP_GRO) {
+      int size;
+      memcpy(&size, CMSG_DATA(cmsg), sizeof size);
+      return size > 0 ? (uint32_t)size : 0;
+    }
+  }
+  return 0;
+}
+
+static void deliver_arrays(udp_t *udp, napi_value data, napi_value addresses, napi_value ports, napi_value segment_sizes) {
+  napi_value batch;
+  napi_create_object(udp->env, &batch);
+  napi_set_named_property(udp->env, batch, "data", data);
+  napi_set_named_property(udp->env, batch, "addresses", addresses);
+  napi_set_named_property(udp->env, batch, "ports", ports);
+  if (segment_sizes) napi_set_named_property(udp->env, batch, "segmentSizes", segment_sizes);
+  deliver(udp, batch);
 }
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
@@ -422,14 +472,12 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
 
-  napi_value data, addresses, ports;
-  napi_create_array(env, &data);
-  napi_create_array(env, &addresses);
-  napi_create_array(env, &ports);
+  napi_value data = NULL, addresses = NULL, ports = NULL, segment_sizes = NULL, borrowed = NULL;
+  if (udp->borrowed) napi_get_reference_value(env, udp->borrowed, &borrowed);
   cached_address_t cache[ADDRESS_CACHE];
   int cached = 0;
   uint32_t count = 0;
-  for (int round = 0; round < UDP_ROUNDS; round++) {
+  for (int round = 0; round < UDP_ROUNDS && !udp->closed && udp->polling; round++) {
     prepare_receive(udp);
     int n = recvmmsg(udp->fd, udp->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
@@ -438,39 +486,57 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
        * was read; the poll reports the socket again if it persists. */
       break;
     }
-    size_t total = 0;
-    for (int i = 0; i < n; i++) total += udp->msgs[i].msg_len;
-    void *bytes;
-    napi_value arraybuffer;
-    if (napi_create_arraybuffer(env, total, &bytes, &arraybuffer) != napi_ok) break;
+    if (count == 0) {
+      napi_create_array(env, &data);
+      napi_create_array(env, &addresses);
+      napi_create_array(env, &ports);
+      if (udp->gro) napi_create_array(env, &segment_sizes);
+    }
+    napi_value arraybuffer = borrowed;
+    void *bytes = NULL;
+    if (!borrowed) {
+      size_t total = 0;
+      for (int i = 0; i < n; i++) total += udp->msgs[i].msg_len;
+      if (napi_create_arraybuffer(env, total, &bytes, &arraybuffer) != napi_ok) break;
+    }
     size_t offset = 0;
     for (int i = 0; i < n; i++) {
       size_t len = udp->msgs[i].msg_len;
-      memcpy((uint8_t *)bytes + offset, udp->iovs[i].iov_base, len);
       napi_value view, port;
-      napi_create_typedarray(env, napi_uint8_array, len, arraybuffer, offset, &view);
-      offset += len;
+      if (borrowed) {
+        napi_create_typedarray(env, napi_uint8_array, len, arraybuffer, (size_t)i * UDP_SLOT, &view);
+      } else {
+        memcpy((uint8_t *)bytes + offset, udp->iovs[i].iov_base, len);
+        napi_create_typedarray(env, napi_uint8_array, len, arraybuffer, offset, &view);
+        offset += len;
+      }
       const udp_addr_t *from = &udp->addrs[i];
       napi_create_uint32(env, ntohs(from->sa.sa_family == AF_INET ? from->in4.sin_port : from->in6.sin6_port), &port);
       napi_set_element(env, data, count, view);
       napi_set_element(env, addresses, count, address_string(env, from, cache, &cached));
       napi_set_element(env, ports, count, port);
+      if (segment_sizes) {
+        uint32_t size = gro_segment_size(&udp->msgs[i].msg_hdr);
+        napi_value size_value;
+        napi_create_uint32(env, size >= len ? 0 : size, &size_value);
+        napi_set_element(env, segment_sizes, count, size_value);
+      }
       count++;
+    }
+    /* Borrowed views die with the next recvmmsg: hand each round over before it. */
+    if (borrowed && count > 0) {
+      deliver_arrays(udp, data, addresses, ports, segment_sizes);
+      count = 0;
     }
     if (n < UDP_BATCH) break;
   }
-  if (count > 0) {
-    napi_value batch;
-    napi_create_object(env, &batch);
-    napi_set_named_property(env, batch, "data", data);
-    napi_set_named_property(env, batch, "addresses", addresses);
-    napi_set_named_property(env, batch, "ports", ports);
-    deliver(udp, batch);
-  }
+  if (count > 0) deliver_arrays(udp, data, addresses, ports, segment_sizes);
   napi_close_handle_scope(env, scope);
 }
 
-/* udpStart(handle, onBatch): calls onBatch({ data, addresses, ports }) for every wake-up with data. */
+/* udpStart(handle, onBatch): calls onBatch({ data, addresses, ports, segmentSizes? }) for every
+ * wake-up with data; with UDP_GRO, segmentSizes[i] > 0 means data[i] holds datagrams of that size
+ * back to back (the last may be shorter). */
 static napi_value udp_start(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -620,6 +686,181 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* Sends udp->msgs[0..n): returns how many datagrams went (a UDP_SEGMENT message counts
+ * for its segments), sets *full when the queue filled. A segmented message the kernel
+ * refuses (the path MTU is smaller than a segment) is sent one datagram at a time. */
+static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *full) {
+  int done = 0;
+  while (done < n && !*full) {
+    int r = sendmmsg(udp->fd, udp->msgs + done, (unsigned int)(n - done), 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+      *full = 1;
+      break;
+    }
+    if (r < 0 && is_socket_error(errno)) {
+      throw_errno(env, errno, "sendmmsg", NULL);
+      return -1;
+    }
+    if (r < 0) {
+      /* This message failed: retry it without segmentation, else drop it. */
+      struct msghdr *hdr = &udp->msgs[done].msg_hdr;
+      if (hdr->msg_control != NULL) {
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
+        uint16_t segment;
+        memcpy(&segment, CMSG_DATA(cmsg), sizeof segment);
+        uint8_t *base = hdr->msg_iov->iov_base;
+        size_t total = hdr->msg_iov->iov_len;
+        hdr->msg_control = NULL;
+        hdr->msg_controllen = 0;
+        for (size_t offset = 0; offset < total && !*full; offset += segment) {
+          hdr->msg_iov->iov_base = base + offset;
+          hdr->msg_iov->iov_len = total - offset < segment ? total - offset : segment;
+          ssize_t w;
+          do {
+            w = sendmsg(udp->fd, hdr, 0);
+          } while (w < 0 && errno == EINTR);
+          if (w >= 0) (*sent)++;
+          else if (errno == EAGAIN || errno == ENOBUFS) *full = 1;
+        }
+      }
+      done++;
+      continue;
+    }
+    for (int i = done; i < done + r; i++) {
+      struct msghdr *hdr = &udp->msgs[i].msg_hdr;
+      if (hdr->msg_control == NULL) {
+        (*sent)++;
+      } else {
+        uint16_t segment;
+        memcpy(&segment, CMSG_DATA(CMSG_FIRSTHDR(hdr)), sizeof segment);
+        *sent += (uint32_t)((hdr->msg_iov->iov_len + segment - 1) / segment);
+      }
+    }
+    done += r;
+  }
+  return 0;
+}
+
+/*
+ * udpSendFrames(handle, prefix, frames, count, vnetHdr, address, port) -> { datagrams, sent }.
+ * Sends frames[0..count) to one destination, each as `prefix` (the VXLAN header) then the
+ * frame. With vnetHdr each frame starts with a virtio_net_hdr: TCP super-frames are cut into
+ * gso_size segments and partial checksums completed (offload_segment). The segments of a
+ * frame leave in one sendmsg with UDP_SEGMENT, up to 64 of those per sendmmsg. `datagrams`
+ * counts what the frames made, `sent` what the kernel took; malformed frames make none.
+ */
+static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  const char *usage =
+      "udpSendFrames(handle, prefix: Uint8Array, frames: Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number)";
+  if (argc < 7) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  udp_t *udp = get_open_udp(env, argv[0]);
+  if (!udp) return NULL;
+  void *prefix;
+  size_t prefix_len;
+  bool is_array = false, vnet_hdr;
+  uint32_t count, length, port;
+  char text[INET6_ADDRSTRLEN + 1];
+  size_t text_len;
+  napi_is_array(env, argv[2], &is_array);
+  if (napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok || !is_array ||
+      napi_get_value_uint32(env, argv[3], &count) != napi_ok || napi_get_value_bool(env, argv[4], &vnet_hdr) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[5], text, sizeof text, &text_len) != napi_ok ||
+      napi_get_value_uint32(env, argv[6], &port) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  napi_get_array_length(env, argv[2], &length);
+  if (count > length) count = length;
+  const size_t arena_size = (size_t)UDP_BATCH * UDP_SLOT;
+  if (!udp->send_arena && !(udp->send_arena = malloc(arena_size))) return throw_errno(env, ENOMEM, "malloc", NULL);
+  uint8_t *arena = udp->send_arena;
+  uint32_t datagrams = 0, sent = 0;
+  udp_addr_t dest;
+  socklen_t dest_len = port == 0 || port > 65535 || text_len >= INET6_ADDRSTRLEN ? 0 : parse_address(udp->family, text, (uint16_t)port, &dest);
+  int full = 0, n = 0;
+  size_t used = 0;
+  for (uint32_t f = 0; f < count && dest_len != 0 && !full; f++) {
+    napi_value element;
+    void *bytes;
+    size_t size;
+    napi_get_element(env, argv[2], f, &element);
+    if (napi_get_buffer_info(env, element, &bytes, &size) != napi_ok) {
+      napi_throw_type_error(env, NULL, "frames must hold Uint8Arrays");
+      return NULL;
+    }
+    size_t segment_len, total;
+    int segments;
+    for (;;) {
+      uint8_t *out = arena + used;
+      if (vnet_hdr) {
+        segments = offload_segment(bytes, size, prefix, prefix_len, out, arena_size - used, &segment_len, &total);
+      } else if (prefix_len + size <= arena_size - used) {
+        memcpy(out, prefix, prefix_len);
+        memcpy(out + prefix_len, bytes, size);
+        segments = 1;
+        segment_len = total = prefix_len + size;
+      } else {
+        segments = OFFLOAD_NO_ROOM;
+      }
+      if (segments != OFFLOAD_NO_ROOM || used == 0) break;
+      if (flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
+      n = 0;
+      used = 0;
+      if (full) break;
+    }
+    if (full || segments < 0) continue;
+    datagrams += (uint32_t)segments;
+    size_t per_message = GSO_MAX_PAYLOAD / segment_len;
+    if (per_message > GSO_MAX_SEGMENTS) per_message = GSO_MAX_SEGMENTS;
+    if (per_message == 0) per_message = 1;
+    for (size_t offset = 0; offset < total;) {
+      if (n == UDP_BATCH) {
+        if (flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
+        n = 0;
+        if (full) break;
+      }
+      size_t len = total - offset < per_message * segment_len ? total - offset : per_message * segment_len;
+      udp->addrs[n] = dest;
+      udp->iovs[n].iov_base = arena + used + offset;
+      udp->iovs[n].iov_len = len;
+      struct msghdr *hdr = &udp->msgs[n].msg_hdr;
+      memset(hdr, 0, sizeof *hdr);
+      hdr->msg_name = &udp->addrs[n];
+      hdr->msg_namelen = dest_len;
+      hdr->msg_iov = &udp->iovs[n];
+      hdr->msg_iovlen = 1;
+      if (len > segment_len) {
+        hdr->msg_control = udp->controls[n].buf;
+        hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
+        cmsg->cmsg_level = SOL_UDP;
+        cmsg->cmsg_type = UDP_SEGMENT;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t segment = (uint16_t)segment_len;
+        memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
+      }
+      n++;
+      offset += len;
+    }
+    used += total;
+  }
+  if (!full && n > 0 && flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
+  napi_value result, datagrams_value, sent_value;
+  napi_create_object(env, &result);
+  napi_create_uint32(env, datagrams, &datagrams_value);
+  napi_create_uint32(env, sent, &sent_value);
+  napi_set_named_property(env, result, "datagrams", datagrams_value);
+  napi_set_named_property(env, result, "sent", sent_value);
+  return result;
+}
+
 /* udpClose(handle): stops polling and closes the fd; later calls throw. */
 static napi_value udp_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -675,6 +916,7 @@ napi_status netctl_register_udp(napi_env env, napi_value exports) {
       {"udpStart", NULL, udp_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpStop", NULL, udp_stop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSendFrames", NULL, udp_send_frames, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tcpListen", NULL, tcp_listen, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -24,6 +24,18 @@ export interface NativeDatagrams {
   /** Source (received) or destination (sent) address. */
   addresses: string[];
   ports: number[];
+  /**
+   * Received on a socket with UDP_GRO only: when > 0, data[i] holds several datagrams of this
+   * size back to back (the last may be shorter), coalesced by the kernel.
+   */
+  segmentSizes?: number[];
+}
+
+/** What `offloadSegment` wrote: `count` frames of `segmentLength` bytes (the last may be shorter), `length` in all. */
+export interface NativeSegments {
+  count: number;
+  segmentLength: number;
+  length: number;
 }
 
 export interface NativeAddon {
@@ -42,11 +54,22 @@ export interface NativeAddon {
 
   /** Opens /dev/net/tun (non-blocking) and attaches it to TAP `name`; `offloads` < 0 leaves offloads alone. */
   tapOpen(name: string, vnetHdr: boolean, offloads: number): { fd: number; name: string };
-  /** Wraps a TAP fd for polling; the handle owns the fd from then on. */
-  tapHandle(fd: number): NativeTapHandle;
+  /**
+   * Wraps a TAP fd for polling; the handle owns the fd from then on. `vnetHdr`: opened with
+   * IFF_VNET_HDR. `borrowBuffers`: frames are delivered as Uint8Array views on the handle's
+   * memory, valid until the callback returns, instead of fresh Buffers.
+   */
+  tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean): NativeTapHandle;
   tapStart(handle: NativeTapHandle, onBatch: (frames: Buffer[]) => void): void;
   tapStop(handle: NativeTapHandle): void;
   tapWriteBatch(handle: NativeTapHandle, frames: readonly Uint8Array[]): number;
+  /**
+   * Writes `count` plain Ethernet frames, frame i being index[3i+2] bytes at index[3i+1] of
+   * buffers[index[3i]]. With IFF_VNET_HDR, consecutive segments of one TCP flow go as one
+   * super-frame. Returns how many frames were written; stops at a full queue, skips frames the
+   * kernel rejects.
+   */
+  tapWriteFrames(handle: NativeTapHandle, buffers: readonly Uint8Array[], index: Uint32Array, count: number): number;
   tapClose(handle: NativeTapHandle): void;
 
   /**
@@ -58,19 +81,50 @@ export interface NativeAddon {
     family: 4 | 6,
     address: string,
     port: number,
-    opts: { reuseAddr?: boolean; gro?: boolean; recvBufferSize?: number; sendBufferSize?: number },
+    opts: { reuseAddr?: boolean; gro?: boolean; borrowBuffers?: boolean; recvBufferSize?: number; sendBufferSize?: number },
   ): { handle: NativeUdpHandle; port: number };
   /**
    * Delivers everything one wake-up reads (up to 4 recvmmsg of 64) in one call. The `data`
-   * of one recvmmsg are views on one ArrayBuffer holding their payloads back to back.
+   * of one recvmmsg are views on one ArrayBuffer holding their payloads back to back; with
+   * `borrowBuffers`, one call per recvmmsg, with views on the socket's own memory that the
+   * next recvmmsg overwrites.
    */
   udpStart(handle: NativeUdpHandle, onBatch: (batch: NativeDatagrams) => void): void;
   udpStop(handle: NativeUdpHandle): void;
   /** sendmmsg per 64; returns how many were sent. Stops at a full queue; skips datagrams whose destination fails. */
   udpSendBatch(handle: NativeUdpHandle, datagrams: NativeDatagrams): number;
+  /**
+   * Sends frames[0..count) to one destination, each prefixed with `prefix`. With `vnetHdr` each
+   * frame starts with a virtio_net_hdr: TCP super-frames are segmented, partial checksums
+   * completed, and each frame's segments leave in one UDP_SEGMENT send. `datagrams` counts what
+   * the frames made, `sent` what the kernel took.
+   */
+  udpSendFrames(
+    handle: NativeUdpHandle,
+    prefix: Uint8Array,
+    frames: readonly Uint8Array[],
+    count: number,
+    vnetHdr: boolean,
+    address: string,
+    port: number,
+  ): { datagrams: number; sent: number };
   udpClose(handle: NativeUdpHandle): void;
   /** A listening TCP socket (SO_REUSEADDR, non-blocking, close-on-exec) made in the namespace; returns its fd. */
   tcpListen(netnsPath: string, family: 4 | 6, address: string, port: number, backlog: number): number;
+
+  /**
+   * Cuts `frame` (a virtio_net_hdr, then an Ethernet frame) into the frames it stands for and
+   * writes each to `out` as `prefix` then the frame, back to back: a TCP super-frame gives
+   * gso_size segments with lengths, IDs, sequence numbers, flags and checksums fixed; any other
+   * frame gives itself with its partial checksum completed. Null for a malformed frame;
+   * RangeError when `out` is too small.
+   */
+  offloadSegment(frame: Uint8Array, prefix: Uint8Array, out: Uint8Array): NativeSegments | null;
+  /**
+   * The writes a TAP with IFF_VNET_HDR would get for these plain frames, each with its
+   * virtio_net_hdr: runs of consecutive segments of one TCP flow merged into one super-frame.
+   */
+  offloadCoalesce(frames: readonly Uint8Array[]): Buffer[];
 
   /** flock(2); returns false when `nonBlocking` is set and the lock is held elsewhere. */
   flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;

@@ -1,8 +1,9 @@
 /**
  * TAP devices with batched I/O through the native addon: the fd is watched
  * with uv_poll, each wake-up reads up to 64 frames and delivers them in one
- * call. Frames are whole Ethernet frames; with `vnetHdr` each one starts
- * with a 10-byte struct virtio_net_hdr (reads and writes alike).
+ * call. Frames are whole Ethernet frames; with `vnetHdr` each one read, or
+ * given to `writeBatch`, starts with a 10-byte struct virtio_net_hdr
+ * (`writeFrames` takes plain frames and adds the header itself).
  */
 import { InvalidArgument, NetctlError } from '../cnm/errors.js';
 import { addon, isNativeErrnoError } from './addon.js';
@@ -16,6 +17,18 @@ export const TUN_F_TSO6 = 0x04;
 export const TUN_F_TSO_ECN = 0x08;
 export const TUN_F_USO4 = 0x20;
 export const TUN_F_USO6 = 0x40;
+/** Length of struct virtio_net_hdr as a TAP with IFF_VNET_HDR uses it (no num_buffers). */
+export const VNET_HDR_LEN = 10;
+
+/**
+ * Frames as views without one object per frame: frame i is `index[3i+2]`
+ * bytes at offset `index[3i+1]` of `buffers[index[3i]]`, for i < `count`.
+ */
+export interface FrameBatch {
+  readonly buffers: readonly Uint8Array[];
+  readonly index: Uint32Array;
+  readonly count: number;
+}
 
 export interface TapOptions {
   /** Namespace to create the device in (default: the caller's current one). */
@@ -24,22 +37,36 @@ export interface TapOptions {
   vnetHdr?: boolean;
   /** TUNSETOFFLOAD flags (TUN_F_*); requires `vnetHdr` for anything but 0. */
   offloads?: number;
+  /**
+   * Frames delivered by `start` are views on the device's own read memory,
+   * valid only until the callback returns (no copy and no allocation per
+   * frame); their type is then Uint8Array, not Buffer.
+   */
+  borrowBuffers?: boolean;
 }
 
 export class TapDevice {
   #handle: NativeTapHandle | undefined;
 
+  /**
+   * `vnetHdr` says the device was opened with IFF_VNET_HDR: frames read
+   * then start with a virtio_net_hdr (and are up to 64 KB TCP super-frames
+   * when TSO offloads are on).
+   */
   constructor(
     readonly name: string,
     readonly fd: number,
+    readonly vnetHdr = false,
+    borrowBuffers = false,
   ) {
-    this.#handle = addon.tapHandle(fd);
+    this.#handle = addon.tapHandle(fd, vnetHdr, borrowBuffers);
   }
 
   /**
    * Starts delivering received frames, up to 64 per call. Calling it again
    * replaces the callback. An exception thrown by `onBatch` is reported as an
-   * uncaught exception. Each frame is a fresh Buffer the callee may keep.
+   * uncaught exception. Each frame is a fresh Buffer the callee may keep
+   * (a borrowed view when the device was opened with `borrowBuffers`).
    * Delivery ends by itself if the device disappears (its namespace deleted).
    * While started, the device keeps the event loop alive.
    */
@@ -57,6 +84,22 @@ export class TapDevice {
     const handle = this.#open();
     try {
       return addon.tapWriteBatch(handle, frames);
+    } catch (err) {
+      throw new NetctlError('Internal', `write to TAP ${this.name}: ${String(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Writes plain Ethernet frames without blocking; returns how many were
+   * written (fewer: the queue is full, or the kernel rejected some). With
+   * `vnetHdr` each write gets a virtio_net_hdr, and consecutive segments of
+   * one TCP flow are merged into one super-frame (checksum left to the
+   * kernel) so the stack above sees one large segment. A device that is gone throws.
+   */
+  writeFrames(batch: FrameBatch): number {
+    const handle = this.#open();
+    try {
+      return addon.tapWriteFrames(handle, batch.buffers, batch.index, batch.count);
     } catch (err) {
       throw new NetctlError('Internal', `write to TAP ${this.name}: ${String(err)}`, { cause: err });
     }
@@ -92,5 +135,5 @@ export function openTap(name: string, opts: TapOptions = {}): TapDevice {
     if (code === 'EINVAL') throw new InvalidArgument(`cannot open TAP ${name}: ${String(err)}`, { cause: err });
     throw new NetctlError('Internal', `cannot open TAP ${name}: ${String(err)}`, { cause: err });
   }
-  return new TapDevice(opened.name, opened.fd);
+  return new TapDevice(opened.name, opened.fd, opts.vnetHdr ?? false, opts.borrowBuffers ?? false);
 }

@@ -14,12 +14,18 @@ import type { NativeUdpHandle } from './addon.js';
 export interface DatagramBatch {
   /**
    * Payloads. Received ones are views on an ArrayBuffer shared with the
-   * other datagrams of the same recvmmsg call (never reused, so they may be kept).
+   * other datagrams of the same recvmmsg call: never reused, so they may be
+   * kept, unless the socket borrows buffers.
    */
   data: Uint8Array[];
   /** The source address when received, the destination when sent. */
   addresses: string[];
   ports: number[];
+  /**
+   * Received with `gro` only: when > 0, data[i] holds datagrams of this size
+   * back to back (the last may be shorter) that the kernel coalesced.
+   */
+  segmentSizes?: number[];
 }
 
 export interface NativeUdpSocketOptions {
@@ -32,6 +38,14 @@ export interface NativeUdpSocketOptions {
   /** Default: the family of `address`. An IPv6 socket sends to IPv4 addresses as v4-mapped. */
   family?: 4 | 6;
   reuseAddr?: boolean;
+  /** UDP_GRO: the kernel may hand over runs of equal-size datagrams from one sender as one (see `segmentSizes`). */
+  gro?: boolean;
+  /**
+   * Received payloads are views on the socket's own receive memory, valid
+   * only until `onBatch` returns (no copy, no allocation per wake-up);
+   * `onBatch` is then called once per recvmmsg (up to 64 datagrams).
+   */
+  borrowBuffers?: boolean;
   /** SO_RCVBUF in bytes; as root it may pass net.core.rmem_max. Default: the kernel's. */
   recvBufferSize?: number;
   /** SO_SNDBUF in bytes; as root it may pass net.core.wmem_max. Default: the kernel's. */
@@ -62,6 +76,8 @@ export class NativeUdpSocket {
     try {
       const { handle, port } = addon.udpOpen(opts.netnsPath ?? '', family, opts.address, opts.port, {
         reuseAddr: opts.reuseAddr ?? false,
+        gro: opts.gro ?? false,
+        borrowBuffers: opts.borrowBuffers ?? false,
         recvBufferSize: opts.recvBufferSize ?? 0,
         sendBufferSize: opts.sendBufferSize ?? 0,
       });
@@ -90,6 +106,31 @@ export class NativeUdpSocket {
     const handle = this.#open();
     try {
       return addon.udpSendBatch(handle, batch);
+    } catch (err) {
+      throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Sends frames[0..count) to one destination, each prefixed with `prefix`
+   * (a VXLAN header): with `vnetHdr` every frame starts with a virtio_net_hdr,
+   * TCP super-frames are cut into gso_size segments, partial checksums are
+   * completed, and the segments of a frame leave in one UDP_SEGMENT send.
+   * Returns the datagrams the frames made and how many of them the kernel
+   * took (fewer: queue full or destination failed). Never throws for a
+   * datagram, as `sendBatch`.
+   */
+  sendFrames(
+    prefix: Uint8Array,
+    frames: readonly Uint8Array[],
+    count: number,
+    vnetHdr: boolean,
+    address: string,
+    port: number,
+  ): { datagrams: number; sent: number } {
+    const handle = this.#open();
+    try {
+      return addon.udpSendFrames(handle, prefix, frames, count, vnetHdr, address, port);
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
     }

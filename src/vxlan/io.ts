@@ -4,16 +4,33 @@
  * `native.ts` has the real underlay (the addon's batched UDP socket); `memory.ts` has the doubles.
  */
 import { NetctlError } from '../cnm/errors.js';
+import type { FrameBatch } from '../sys/tap.js';
+
+export type { FrameBatch } from '../sys/tap.js';
 
 /**
  * One overlay network's frame port (the TAP on the network's bridge);
  * `src/sys/tap.ts` `TapDevice` is the real one.
  */
 export interface FramePort {
-  /** Delivers received Ethernet frames in batches; calling it again replaces the callback. */
-  start(onBatch: (frames: Buffer[]) => void): void;
-  /** Writes whole Ethernet frames; returns how many were taken (fewer: the queue is full). Throws once closed. */
-  writeBatch(frames: Uint8Array[]): number;
+  /**
+   * True when the frames it delivers start with a virtio_net_hdr
+   * (`VNET_HDR_LEN` bytes, as a TAP with IFF_VNET_HDR and TSO offloads):
+   * such a frame may be a TCP super-frame of up to 64 KB or carry a partial
+   * checksum, and the VTEP segments it before encapsulation.
+   */
+  readonly vnetHdr: boolean;
+  /**
+   * Delivers received Ethernet frames in batches; calling it again replaces
+   * the callback. A frame's bytes may be reused once the callback returns.
+   */
+  start(onBatch: (frames: Uint8Array[]) => void): void;
+  /**
+   * Writes plain Ethernet frames (never with a virtio header; a port with
+   * `vnetHdr` adds it, and may merge TCP segments); returns how many were
+   * taken (fewer: the queue is full). Throws once closed.
+   */
+  writeFrames(batch: FrameBatch): number;
   /** Stops delivery. */
   stop(): void;
   /** Stops and releases the port; every later call throws. */
@@ -25,17 +42,34 @@ export interface Datagram {
   /** IPv4 dotted quad: the destination when sending, the source when received. */
   address: string;
   port: number;
+  /**
+   * Received only: when > 0, `data` holds several datagrams of this size
+   * back to back (the last may be shorter), coalesced by the receiving
+   * kernel (UDP GRO). Each is a datagram of its own to the VTEP.
+   */
+  segmentSize?: number;
 }
 
 /** The underlay UDP socket shared by every overlay network of the host. */
 export interface DatagramPort {
-  /** Delivers received datagrams in batches; calling it again replaces the callback. */
+  /**
+   * Delivers received datagrams in batches; calling it again replaces the
+   * callback. A datagram's `data` may be reused once the callback returns.
+   */
   start(onBatch: (datagrams: Datagram[]) => void): void;
   /**
    * Sends without blocking. Delivery is best effort, as with UDP: a datagram
    * that cannot be sent is dropped, never reported by a throw. Throws once closed.
    */
   sendBatch(datagrams: Datagram[]): void;
+  /**
+   * Sends frames[0..count) to one destination, each as `header` (the VXLAN
+   * header) then the frame. With `vnetHdr` each frame starts with a
+   * virtio_net_hdr: a TCP super-frame leaves as gso_size segments and a
+   * partial checksum is completed first. Best effort as `sendBatch`;
+   * returns how many datagrams the frames made. Throws once closed.
+   */
+  sendFrames(header: Uint8Array, frames: readonly Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number): number;
   /** Stops delivery and releases the socket; `sendBatch` and `start` throw afterwards, `close` again resolves. */
   close(): Promise<void>;
 }

@@ -5,16 +5,27 @@
  */
 import { InvalidArgument } from '../cnm/errors.js';
 import { PortClosed } from './io.js';
-import type { Datagram, DatagramPort, FramePort } from './io.js';
+import type { Datagram, DatagramPort, FrameBatch, FramePort } from './io.js';
+import { segmentFrame } from './offload.js';
+
+export interface MemoryFramePortOptions {
+  /** Frames injected start with a virtio_net_hdr, as read from a TAP with IFF_VNET_HDR (default false). */
+  vnetHdr?: boolean;
+}
 
 /** A frame port whose "kernel side" is the test: it injects frames and reads what was written. */
 export class MemoryFramePort implements FramePort {
-  /** Copies of every frame taken by `writeBatch`, in order. */
+  readonly vnetHdr: boolean;
+  /** Copies of every frame taken by `writeFrames`, in order, as written (plain, never merged). */
   readonly written: Buffer[] = [];
-  /** `writeBatch` takes at most this many frames per call, like a full TAP queue. */
+  /** `writeFrames` takes at most this many frames per call, like a full TAP queue. */
   capacity = Number.POSITIVE_INFINITY;
   #onBatch: ((frames: Buffer[]) => void) | undefined;
   #closed = false;
+
+  constructor(opts: MemoryFramePortOptions = {}) {
+    this.vnetHdr = opts.vnetHdr ?? false;
+  }
 
   get started(): boolean {
     return this.#onBatch !== undefined;
@@ -29,10 +40,14 @@ export class MemoryFramePort implements FramePort {
     this.#onBatch = onBatch;
   }
 
-  writeBatch(frames: Uint8Array[]): number {
+  writeFrames(batch: FrameBatch): number {
     this.#check();
-    const taken = Math.min(frames.length, this.capacity);
-    for (let i = 0; i < taken; i++) this.written.push(Buffer.from(frames[i] as Uint8Array));
+    const taken = Math.min(batch.count, this.capacity);
+    const { buffers, index } = batch;
+    for (let i = 0; i < taken; i++) {
+      const offset = index[3 * i + 1]!;
+      this.written.push(Buffer.from(buffers[index[3 * i]!]!.subarray(offset, offset + index[3 * i + 2]!)));
+    }
     return taken;
   }
 
@@ -178,6 +193,19 @@ export class MemoryDatagramPort implements DatagramPort {
   sendBatch(datagrams: Datagram[]): void {
     this.#check();
     for (const datagram of datagrams) this.#network.send(this, datagram);
+  }
+
+  /** Segments with the same native code as the real port, then sends datagram by datagram. */
+  sendFrames(header: Uint8Array, frames: readonly Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number): number {
+    this.#check();
+    let datagrams = 0;
+    for (let i = 0; i < count; i++) {
+      const frame = frames[i]!;
+      const pieces = vnetHdr ? segmentFrame(frame, header) : [Buffer.concat([header, frame])];
+      for (const data of pieces ?? []) this.#network.send(this, { data, address, port });
+      datagrams += pieces?.length ?? 0;
+    }
+    return datagrams;
   }
 
   async close(): Promise<void> {

@@ -8,6 +8,9 @@ import type { DatagramBatch } from '../sys/udp.js';
 import { PortClosed } from './io.js';
 import type { Datagram, DatagramPort } from './io.js';
 
+const DEFAULT_RECV_BUFFER = 8 << 20;
+const DEFAULT_SEND_BUFFER = 4 << 20;
+
 export interface NativeDatagramPortOptions {
   /** Local IPv4 address to bind ('0.0.0.0' for all). */
   address: string;
@@ -15,10 +18,15 @@ export interface NativeDatagramPortOptions {
   port: number;
   /** Namespace to make the socket in (default: the caller's). */
   netnsPath?: string;
-  /** Receive buffer in bytes (default: the kernel's); bursts beyond it are lost. */
+  /**
+   * Receive buffer in bytes (default 8 MiB: at 10 Gbit/s the kernel's 208 KiB
+   * fills in under a millisecond); bursts beyond it are lost.
+   */
   recvBufferSize?: number;
-  /** Send buffer in bytes (default: the kernel's). */
+  /** Send buffer in bytes (default 4 MiB). */
   sendBufferSize?: number;
+  /** UDP_GRO: receive runs of equal-size datagrams from one sender as one (default true). */
+  gro?: boolean;
   /** Told about socket errors, which are otherwise counted as drops, as UDP drops packets. */
   log?: (msg: string) => void;
 }
@@ -45,9 +53,12 @@ export class NativeDatagramPort implements DatagramPort {
       address: opts.address,
       port: opts.port,
       family: 4,
+      gro: opts.gro ?? true,
+      // The VTEP is done with a datagram when its callback returns.
+      borrowBuffers: true,
       ...(opts.netnsPath !== undefined && { netnsPath: opts.netnsPath }),
-      ...(opts.recvBufferSize !== undefined && { recvBufferSize: opts.recvBufferSize }),
-      ...(opts.sendBufferSize !== undefined && { sendBufferSize: opts.sendBufferSize }),
+      recvBufferSize: opts.recvBufferSize ?? DEFAULT_RECV_BUFFER,
+      sendBufferSize: opts.sendBufferSize ?? DEFAULT_SEND_BUFFER,
     });
     return new NativeDatagramPort(socket, opts.address, opts.log ?? (() => {}));
   }
@@ -62,14 +73,21 @@ export class NativeDatagramPort implements DatagramPort {
     return this.#dropped;
   }
 
-  /** Datagrams that arrive before `start` wait in the kernel's receive buffer. */
+  /**
+   * Datagrams that arrive before `start` wait in the kernel's receive buffer.
+   * Their `data` is valid only until `onBatch` returns (the memory is reused).
+   */
   start(onBatch: (datagrams: Datagram[]) => void): void {
     if (this.#closed) throw new PortClosed('native UDP datagram port');
     this.#socket.start((batch) => {
-      const { data, addresses, ports } = batch;
+      const { data, addresses, ports, segmentSizes } = batch;
       const datagrams = new Array<Datagram>(data.length);
       for (let i = 0; i < data.length; i++) {
-        datagrams[i] = { data: data[i]!, address: addresses[i]!, port: ports[i]! };
+        const segmentSize = segmentSizes?.[i] ?? 0;
+        datagrams[i] =
+          segmentSize > 0
+            ? { data: data[i]!, address: addresses[i]!, port: ports[i]!, segmentSize }
+            : { data: data[i]!, address: addresses[i]!, port: ports[i]! };
       }
       onBatch(datagrams);
     });
@@ -96,6 +114,18 @@ export class NativeDatagramPort implements DatagramPort {
     } finally {
       // Let the payloads be collected.
       data.length = 0;
+    }
+  }
+
+  sendFrames(header: Uint8Array, frames: readonly Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number): number {
+    if (this.#closed) throw new PortClosed('native UDP datagram port');
+    try {
+      const { datagrams, sent } = this.#socket.sendFrames(header, frames, count, vnetHdr, address, port);
+      this.#dropped += datagrams - sent;
+      return datagrams;
+    } catch (err) {
+      this.#log(`underlay send: ${String(err)}`);
+      return 0;
     }
   }
 

@@ -5,8 +5,15 @@
  * peer table, as libnetwork's overlay does), sent to the VTEP that holds the
  * destination MAC, or flooded to the network's VTEPs; datagrams from the
  * underlay are checked, attributed to a known VTEP and written to the TAP.
- * Work is done per batch: one `sendBatch` per TAP batch, one `writeBatch`
- * per network per underlay batch.
+ * Work is done per batch: per TAP batch one `sendFrames` per destination
+ * VTEP and one `sendBatch` for floods, per underlay batch one `writeFrames`
+ * per network.
+ *
+ * With a frame port that has `vnetHdr` (a TAP with TSO offloads), frames
+ * arrive as TCP super-frames of up to 64 KB: the VTEP decides once per
+ * super-frame, and the underlay cuts it into MTU-sized inner frames (in C).
+ * Received datagrams may come coalesced by UDP GRO; each is checked on its
+ * own, and the frame port merges consecutive TCP segments again.
  */
 import { Conflict, InvalidArgument, NetctlError } from '../cnm/errors.js';
 import {
@@ -51,6 +58,7 @@ import {
   writeVxlanHeader,
 } from '../wire/index.js';
 import type { Datagram, DatagramPort, FramePort } from './io.js';
+import { FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
 import { PeerTable } from './peers.js';
 import type { VniPeers } from './peers.js';
 
@@ -92,6 +100,8 @@ export interface VtepStats {
   dropOversize: number;
   /** Frames a frame port did not take (queue full or write error). */
   dropWriteFailed: number;
+  /** Frames from a port whose virtio_net_hdr does not match the frame (e.g. a GSO type other than TCP). */
+  dropBadOffload: number;
 }
 
 export interface VtepOptions {
@@ -141,9 +151,11 @@ interface Network {
   /** This network's VXLAN header, copied in front of every frame it sends. */
   readonly header: Uint8Array;
   /** Inner frames from the current underlay batch, reused across batches. */
-  readonly inbound: Uint8Array[];
+  readonly inbound: FrameList;
   /** ARP/ND answers for the current TAP batch, reused across batches. */
-  readonly answers: Uint8Array[];
+  readonly answers: FrameList;
+  /** Unicast frames of the current TAP batch (as the port gave them) by destination VTEP, reused. */
+  readonly unicast: Map<string, Uint8Array[]>;
   removed: boolean;
 }
 
@@ -165,6 +177,7 @@ export class Vtep {
     dropNoRoute: 0,
     dropOversize: 0,
     dropWriteFailed: 0,
+    dropBadOffload: 0,
   };
   readonly #underlay: DatagramPort;
   readonly #localAddress: string;
@@ -247,7 +260,16 @@ export class Vtep {
     const externalPeers = opts.externalPeers?.map((peer) => canonicalIPv4(peer, 'external peer'));
     const header = new Uint8Array(VXLAN_HEADER_LEN);
     writeVxlanHeader(vni, header, 0);
-    const network: Network = { vni, port, peers: this.#peers.vni(vni), header, inbound: [], answers: [], removed: false };
+    const network: Network = {
+      vni,
+      port,
+      peers: this.#peers.vni(vni),
+      header,
+      inbound: new FrameList(),
+      answers: new FrameList(),
+      unicast: new Map(),
+      removed: false,
+    };
     if (externalPeers !== undefined) network.peers.setExternalPeers(externalPeers);
     this.#networks.set(vni, network);
     try {
@@ -318,22 +340,34 @@ export class Vtep {
     this.#peers.sweep(now);
   }
 
-  #onFrames(network: Network, frames: Buffer[]): void {
+  #onFrames(network: Network, frames: Uint8Array[]): void {
     if (network.removed) return;
     const now = this.#now();
     this.#sweep(now);
     const outbound: Datagram[] = [];
+    const vnetHdr = network.port.vnetHdr;
     for (const frame of frames) {
       this.stats.rxFrames++;
       try {
-        this.#fromPort(network, frame, outbound, now);
+        if (vnetHdr) this.#fromOffloadPort(network, frame, outbound, now);
+        else this.#fromPort(network, frame, outbound, now);
       } catch (err) {
         this.#log(`VNI ${network.vni}: frame from port dropped: ${String(err)}`);
       }
     }
-    if (network.answers.length > 0) {
+    if (network.answers.count > 0) {
       this.#write(network, network.answers);
-      network.answers.length = 0;
+      network.answers.clear();
+    }
+    for (const [address, queued] of network.unicast) {
+      if (queued.length === 0) continue;
+      try {
+        this.stats.txDatagrams += this.#underlay.sendFrames(network.header, queued, queued.length, vnetHdr, address, this.#port);
+      } catch (err) {
+        this.#log(`underlay send failed: ${String(err)}`);
+      }
+      // Let the frames be collected.
+      queued.length = 0;
     }
     if (outbound.length > 0) {
       try {
@@ -345,6 +379,48 @@ export class Vtep {
     }
   }
 
+  /**
+   * A frame with a virtio_net_hdr: unicast to a remote VTEP is queued whole
+   * (a super-frame is segmented by the underlay); anything else, which may
+   * need an answer, a flood or a drop, is cut into plain frames first.
+   */
+  #fromOffloadPort(network: Network, frame: Uint8Array, outbound: Datagram[], now: number): void {
+    if (frame.length < VNET_HDR_LEN + ETHERNET_HEADER_LEN) {
+      this.stats.dropTruncated++;
+      return;
+    }
+    // A super-frame's segments are checked against the limit by the kernel's MTU, not here.
+    const gso = frame[1] !== 0;
+    if (!gso && frame.length - VNET_HDR_LEN > this.#maxFrameLength) {
+      this.stats.dropOversize++;
+      return;
+    }
+    const dst = ethernetDst(frame, VNET_HDR_LEN);
+    if (!isMulticastMac(dst) && !mayBeAnswered(frame, VNET_HDR_LEN)) {
+      const entry = network.peers.lookup(dst, now);
+      if (entry !== undefined && !entry.local) {
+        this.#queueUnicast(network, entry.vtep, frame);
+        return;
+      }
+    }
+    const plain = segmentFrame(frame);
+    if (plain === undefined) {
+      this.stats.dropBadOffload++;
+      return;
+    }
+    for (const piece of plain) this.#fromPort(network, piece, outbound, now);
+  }
+
+  #queueUnicast(network: Network, vtep: string, frame: Uint8Array): void {
+    let queued = network.unicast.get(vtep);
+    if (queued === undefined) {
+      queued = [];
+      network.unicast.set(vtep, queued);
+    }
+    queued.push(frame);
+  }
+
+  /** A plain frame: from a port without virtio headers, or cut from one that has them. */
   #fromPort(network: Network, frame: Uint8Array, outbound: Datagram[], now: number): void {
     if (frame.length < ETHERNET_HEADER_LEN) {
       this.stats.dropTruncated++;
@@ -367,8 +443,11 @@ export class Vtep {
       if (entry !== undefined) {
         if (entry.local) {
           this.stats.dropNoRoute++;
-        } else {
+        } else if (network.port.vnetHdr) {
+          // Unicast queues hold frames with virtio headers on such a port: this plain one goes on its own.
           outbound.push({ data: encapsulate(network.header, frame), address: entry.vtep, port: this.#port });
+        } else {
+          this.#queueUnicast(network, entry.vtep, frame);
         }
         return;
       }
@@ -395,7 +474,7 @@ export class Vtep {
     if (mac === undefined || mac === arpSenderMac(frame, arp)) return false;
     const reply = new Uint8Array(ARP_FRAME_LEN);
     writeArpReply(decodeArp(frame, arp), mac, reply, 0);
-    network.answers.push(reply);
+    network.answers.push(reply, 0, ARP_FRAME_LEN);
     this.stats.arpAnswered++;
     return true;
   }
@@ -441,7 +520,7 @@ export class Vtep {
       advert,
       0,
     );
-    network.answers.push(advert);
+    network.answers.push(advert, 0, NEIGHBOR_ADVERTISEMENT_FRAME_LEN);
     this.stats.ndAnswered++;
     return true;
   }
@@ -451,35 +530,43 @@ export class Vtep {
     const now = this.#now();
     this.#sweep(now);
     for (const datagram of datagrams) {
-      this.stats.rxDatagrams++;
-      try {
-        this.#fromUnderlay(datagram, now);
-      } catch (err) {
-        this.#log(`datagram from ${datagram.address}:${datagram.port} dropped: ${String(err)}`);
-      }
+      const { data, address } = datagram;
+      const size = datagram.segmentSize ?? 0;
+      // A coalesced receive is a run of datagrams, each judged on its own.
+      const step = size > 0 ? size : data.length;
+      let offset = 0;
+      do {
+        const length = Math.min(step, data.length - offset);
+        this.stats.rxDatagrams++;
+        try {
+          this.#fromUnderlay(data, offset, length, address, now);
+        } catch (err) {
+          this.#log(`datagram from ${address}:${datagram.port} dropped: ${String(err)}`);
+        }
+        offset += length;
+      } while (offset < data.length);
     }
     for (const network of this.#touched) {
       this.#write(network, network.inbound);
-      network.inbound.length = 0;
+      network.inbound.clear();
     }
     this.#touched.length = 0;
   }
 
-  #fromUnderlay(datagram: Datagram, now: number): void {
-    const { data, address } = datagram;
+  #fromUnderlay(data: Uint8Array, offset: number, length: number, address: string, now: number): void {
     if (address === this.#localAddress) {
       this.stats.dropSelf++;
       return;
     }
-    if (data.length < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN) {
+    if (length < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN) {
       this.stats.dropTruncated++;
       return;
     }
-    if (data.length - VXLAN_HEADER_LEN > this.#maxFrameLength) {
+    if (length - VXLAN_HEADER_LEN > this.#maxFrameLength) {
       this.stats.dropOversize++;
       return;
     }
-    const vni = vxlanCheck(data, 0, data.length);
+    const vni = vxlanCheck(data, offset, length);
     if (vni < 0) {
       this.stats.dropBadFlags++;
       return;
@@ -494,26 +581,26 @@ export class Vtep {
       this.stats.dropUnknownSender++;
       return;
     }
-    const src = readMac(data, VXLAN_HEADER_LEN + 6);
+    const src = readMac(data, offset + VXLAN_HEADER_LEN + 6);
     if (peers.lookup(src, now)?.local === true) {
       this.stats.dropSelf++;
       return;
     }
     if (peers.isExternalPeer(address) && peers.learn(src, address, now)) this.stats.learned++;
-    if (network.inbound.length === 0) this.#touched.push(network);
-    network.inbound.push(data.subarray(VXLAN_HEADER_LEN));
+    if (network.inbound.count === 0) this.#touched.push(network);
+    network.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN);
   }
 
   /** Writes frames to a network's port; what it does not take is counted, never thrown. */
-  #write(network: Network, frames: Uint8Array[]): void {
+  #write(network: Network, frames: FrameList): void {
     let written = 0;
     try {
-      written = network.port.writeBatch(frames);
+      written = network.port.writeFrames(frames);
     } catch (err) {
       this.#log(`VNI ${network.vni}: frame port write failed: ${String(err)}`);
     }
     this.stats.txFrames += written;
-    this.stats.dropWriteFailed += frames.length - written;
+    this.stats.dropWriteFailed += frames.count - written;
   }
 }
 
@@ -522,6 +609,14 @@ function encapsulate(header: Uint8Array, frame: Uint8Array): Uint8Array {
   data.set(header, 0);
   data.set(frame, VXLAN_HEADER_LEN);
   return data;
+}
+
+/** True for frames the VTEP may answer itself: ARP, and IPv6 ICMP (neighbour solicitations). */
+function mayBeAnswered(frame: Uint8Array, offset: number): boolean {
+  const type = ethernetType(frame, offset);
+  if (type === ETHERTYPE_ARP) return true;
+  const ip = offset + ethernetPayloadOffset(frame, offset);
+  return type === ETHERTYPE_IPV6 && frame.length > ip + IPV6_HEADER_LEN && ipv6NextHeader(frame, ip) === IPPROTO_ICMPV6;
 }
 
 function checkVni(vni: number): void {

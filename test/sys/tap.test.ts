@@ -4,6 +4,8 @@ import { InvalidArgument, NetctlError } from '../../src/cnm/errors.js';
 import { Rtnl } from '../../src/sys/rtnl.js';
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, openTap } from '../../src/sys/tap.js';
 import type { TapDevice } from '../../src/sys/tap.js';
+import { FrameList, segmentFrame } from '../../src/vxlan/offload.js';
+import { MSS, superFrame } from '../vxlan/helpers.js';
 import { ipJson, pingOk, tempNetns, uniqueName } from './helpers.js';
 
 const FAKE_MAC = Buffer.from([0x02, 0, 0, 0, 0, 0x02]);
@@ -145,4 +147,22 @@ test('close removes the device and later calls throw', async (t) => {
 test('bad TAP names are rejected', (t) => {
   t.throws(() => openTap(''), { instanceOf: InvalidArgument });
   t.throws(() => openTap('name-longer-than-15'), { instanceOf: InvalidArgument });
+});
+
+test('writeFrames merges consecutive TCP segments into one super-frame with IFF_VNET_HDR, and writes frame by frame without', async (t) => {
+  const segments = segmentFrame(superFrame({ payload: 10 * MSS }))!;
+  t.is(segments.length, 10);
+  for (const vnetHdr of [true, false]) {
+    const { ns, name, tap } = await tapInNamespace(t, vnetHdr ? { vnetHdr, offloads: TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 } : {});
+    const list = new FrameList();
+    for (const segment of segments) list.push(segment, 0, segment.length);
+    t.is(tap.writeFrames(list), 10, 'every frame taken');
+    const [link] = await ipJson<{ stats64: { rx: { packets: number; bytes: number } } }[]>(ns.name, ['-s', 'link', 'show', name]);
+    const bytes = segments.reduce((sum, segment) => sum + segment.length, 0);
+    if (vnetHdr) {
+      t.like(link?.stats64.rx, { packets: 1, bytes: bytes - 9 * (14 + 20 + 32) }, 'one packet carrying all ten payloads');
+    } else {
+      t.like(link?.stats64.rx, { packets: 10, bytes });
+    }
+  }
 });

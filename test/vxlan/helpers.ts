@@ -3,18 +3,31 @@ import { MemoryFramePort } from '../../src/vxlan/memory.js';
 import type { MemoryDatagramPort, MemoryNetwork } from '../../src/vxlan/memory.js';
 import { Vtep } from '../../src/vxlan/vtep.js';
 import type { VtepOptions } from '../../src/vxlan/vtep.js';
+import { VNET_HDR_LEN } from '../../src/vxlan/offload.js';
 import {
+  ACK,
   ARP_FRAME_LEN,
   ARP_REQUEST,
   BROADCAST_MAC,
   ETHERNET_HEADER_LEN,
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+  IPPROTO_TCP,
+  IPV6_HEADER_LEN,
+  PSH,
   VXLAN_HEADER_LEN,
   encodeArp,
   encodeEthernet,
+  encodeIPv4,
+  encodeIPv6,
+  encodeTcp,
+  foldChecksum,
   parseIPv4,
+  parseIPv6,
   parseMac,
+  pseudoHeaderSumIPv4,
+  pseudoHeaderSumIPv6,
   writeVxlanHeader,
 } from '../../src/wire/index.js';
 
@@ -131,3 +144,68 @@ export function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+export const GSO_TCPV4 = 1;
+export const GSO_TCPV6 = 4;
+/** The MSS of TCP/IPv4 with timestamps over the overlay's 1450-byte MTU. */
+export const MSS = 1398;
+const SRC4 = parseIPv4('10.0.0.1');
+const DST4 = parseIPv4('10.0.0.2');
+const SRC6 = parseIPv6('fd00::1');
+const DST6 = parseIPv6('fd00::2');
+/** Timestamps, as Linux sends them: a 32-byte TCP header. */
+const OPTIONS = Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+export const TCP_HEADER_LEN = 32;
+
+export interface SuperFrame {
+  v6?: boolean;
+  payload: number;
+  gsoSize?: number;
+  flags?: number;
+  seq?: number;
+}
+
+export function payloadBytes(length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  for (let i = 0; i < length; i++) bytes[i] = (i * 7 + (i >> 8)) & 0xff;
+  return bytes;
+}
+
+/**
+ * A TCP super-frame as a TAP with TSO hands it over: virtio header (GSO,
+ * NEEDS_CSUM), one set of headers, the TCP checksum field holding the
+ * pseudo-header sum, then up to 64 KB of payload.
+ */
+export function superFrame(opts: SuperFrame): Buffer {
+  const v6 = opts.v6 ?? false;
+  const ipLen = v6 ? IPV6_HEADER_LEN : 20;
+  const tcpOff = ETHERNET_HEADER_LEN + ipLen;
+  const l4 = TCP_HEADER_LEN + opts.payload;
+  const buf = Buffer.alloc(VNET_HDR_LEN + tcpOff + l4);
+  buf[0] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
+  buf[1] = v6 ? GSO_TCPV6 : GSO_TCPV4;
+  buf.writeUInt16LE(tcpOff + TCP_HEADER_LEN, 2);
+  buf.writeUInt16LE(opts.gsoSize ?? MSS, 4);
+  buf.writeUInt16LE(tcpOff, 6);
+  buf.writeUInt16LE(16, 8);
+  const f = VNET_HDR_LEN;
+  encodeEthernet({ dst: mac(2), src: mac(1), etherType: v6 ? ETHERTYPE_IPV6 : ETHERTYPE_IPV4 }, buf, f);
+  if (v6) {
+    encodeIPv6({ trafficClass: 0, flowLabel: 0x12345, payloadLength: l4, nextHeader: IPPROTO_TCP, hopLimit: 64, src: SRC6, dst: DST6 }, buf, f + ETHERNET_HEADER_LEN);
+  } else {
+    encodeIPv4(
+      { dscp: 0, ecn: 0, totalLength: 20 + l4, identification: 0xfff0, dontFragment: true, moreFragments: false, fragmentOffset: 0, ttl: 64, protocol: IPPROTO_TCP, src: SRC4, dst: DST4, headerLength: 20 },
+      buf,
+      f + ETHERNET_HEADER_LEN,
+    );
+  }
+  const pseudo = v6 ? pseudoHeaderSumIPv6(SRC6, 0, DST6, 0, IPPROTO_TCP, l4) : pseudoHeaderSumIPv4(SRC4, DST4, IPPROTO_TCP, l4);
+  encodeTcp(
+    { srcPort: 40000, dstPort: 5201, seq: opts.seq ?? 0xfffff000, ack: 77, dataOffset: TCP_HEADER_LEN / 4, flags: opts.flags ?? ACK | PSH, window: 502, checksum: ~foldChecksum(pseudo) & 0xffff, urgentPointer: 0, options: OPTIONS },
+    buf,
+    f + tcpOff,
+  );
+  buf.set(payloadBytes(opts.payload), f + tcpOff + TCP_HEADER_LEN);
+  return buf;
+}
+

@@ -2,6 +2,7 @@ import test from 'ava';
 import type { Datagram } from '../../src/vxlan/io.js';
 import { PortClosed } from '../../src/vxlan/io.js';
 import { MemoryFramePort, MemoryNetwork } from '../../src/vxlan/memory.js';
+import { FrameList } from '../../src/vxlan/offload.js';
 
 const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values);
 
@@ -66,9 +67,13 @@ test('memory ports refuse a taken address and calls after close', async (t) => {
   t.true(port.inject([bytes(1), bytes(2)]));
   t.deepEqual(got, [[Buffer.from([1]), Buffer.from([2])]]);
   port.capacity = 1;
-  t.is(port.writeBatch([bytes(7), bytes(8)]), 1);
+  const batch = new FrameList();
+  const buffer = Buffer.from([6, 7, 8]);
+  batch.push(buffer, 1, 1);
+  batch.push(buffer, 2, 1);
+  t.is(port.writeFrames(batch), 1);
   t.deepEqual(port.written, [Buffer.from([7])]);
   port.close();
-  t.throws(() => port.writeBatch([]), { instanceOf: PortClosed });
+  t.throws(() => port.writeFrames(new FrameList()), { instanceOf: PortClosed });
   t.throws(() => port.stop(), { instanceOf: PortClosed });
 });

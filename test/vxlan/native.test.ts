@@ -5,7 +5,8 @@ import { MemoryFramePort } from '../../src/vxlan/memory.js';
 import { NativeDatagramPort } from '../../src/vxlan/native.js';
 import { Vtep } from '../../src/vxlan/vtep.js';
 import { run, tempNetns, uniqueName } from '../sys/helpers.js';
-import { HOST_A, HOST_B, VNI, drops, frame, mac } from './helpers.js';
+import { segmentFrame } from '../../src/vxlan/offload.js';
+import { HOST_A, HOST_B, MSS, VNI, drops, frame, mac, superFrame } from './helpers.js';
 
 /** Two namespaces joined by a veth pair: HOST_A/24 in `a`, HOST_B/24 in `b`. */
 async function underlay(t: ExecutionContext) {
@@ -22,16 +23,16 @@ async function underlay(t: ExecutionContext) {
 }
 
 /** A started VTEP on a native underlay port in the namespace, serving VNI on a MemoryFramePort. */
-function host(t: ExecutionContext, netnsPath: string, address: string) {
+function host(t: ExecutionContext, netnsPath: string, address: string, vnetHdr = false) {
   const underlayPort = NativeDatagramPort.open({ netnsPath, address, port: 4789 });
   const vtep = new Vtep({ underlay: underlayPort, localAddress: address });
   t.teardown(() => vtep.stop());
   vtep.start();
-  const port = new MemoryFramePort();
+  const port = new MemoryFramePort({ vnetHdr });
   vtep.addNetwork(VNI, port);
   vtep.setPeer(VNI, { mac: mac(1), vtep: HOST_A });
   vtep.setPeer(VNI, { mac: mac(2), vtep: HOST_B });
-  return { vtep, port };
+  return { vtep, port, underlayPort };
 }
 
 async function until(condition: () => boolean, timeoutMs = 3000): Promise<void> {
@@ -59,6 +60,22 @@ test('frames cross between two VTEPs over native UDP ports in two namespaces unc
   await until(() => a.port.written.length === toA.length);
   t.deepEqual(a.port.written, toA);
   t.like(a.vtep.stats, { txDatagrams: 1, rxDatagrams: toA.length, txFrames: toA.length });
+  t.is(drops(a.vtep) + drops(b.vtep), 0);
+});
+
+test('TCP super-frames leave in UDP_SEGMENT sends and arrive through UDP_GRO as the same segments', async (t) => {
+  const { a: nsA, b: nsB } = await underlay(t);
+  const a = host(t, nsA.path, HOST_A, true);
+  const b = host(t, nsB.path, HOST_B);
+  const supers = [superFrame({ payload: 60_000 }), superFrame({ payload: 30_000, seq: 60_000 }), superFrame({ payload: 100, seq: 90_000 })];
+  const expected = supers.flatMap((big) => segmentFrame(big)!.map((piece) => Buffer.from(piece)));
+  t.is(expected.length, Math.ceil(60_000 / MSS) + Math.ceil(30_000 / MSS) + 1);
+  a.port.inject(supers);
+  await until(() => b.port.written.length >= expected.length);
+  t.deepEqual(b.port.written, expected);
+  t.like(a.vtep.stats, { rxFrames: 3, txDatagrams: expected.length });
+  t.like(b.vtep.stats, { rxDatagrams: expected.length, txFrames: expected.length });
+  t.is(a.underlayPort.dropped, 0);
   t.is(drops(a.vtep) + drops(b.vtep), 0);
 });
 

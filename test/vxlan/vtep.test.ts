@@ -2,6 +2,7 @@ import test from 'ava';
 import { Conflict, InvalidArgument } from '../../src/cnm/errors.js';
 import type { Datagram, DatagramPort } from '../../src/vxlan/io.js';
 import { MemoryFramePort, MemoryNetwork } from '../../src/vxlan/memory.js';
+import { VNET_HDR_LEN, segmentFrame } from '../../src/vxlan/offload.js';
 import { Vtep, VtepStopped } from '../../src/vxlan/vtep.js';
 import {
   ARP_REPLY,
@@ -16,6 +17,7 @@ import {
   NA_FLAG_SOLICITED,
   NDP_OPTION_SOURCE_LINK_LAYER,
   NDP_OPTION_TARGET_LINK_LAYER,
+  VXLAN_HEADER_LEN,
   decodeArp,
   decodeEthernet,
   decodeIPv6,
@@ -32,6 +34,7 @@ import {
 import {
   EXTERNAL,
   HOST_A,
+  MSS,
   HOST_B,
   HOST_C,
   HOST_D,
@@ -45,6 +48,7 @@ import {
   macText,
   prng,
   publish,
+  superFrame,
   vxlan,
 } from './helpers.js';
 
@@ -399,7 +403,7 @@ test('a port that throws or takes fewer frames costs only its own frames', async
   ]);
   a.port(4096).capacity = 1;
   const broken = a.port(4097);
-  broken.writeBatch = () => {
+  broken.writeFrames = () => {
     throw new Error('device gone');
   };
   b.port(4096).inject([frame(mac(1), mac(2), 46, 1), frame(mac(1), mac(2), 46, 2), frame(mac(1), mac(2), 46, 3)]);
@@ -410,16 +414,20 @@ test('a port that throws or takes fewer frames costs only its own frames', async
   t.true(logged.some((msg) => msg.includes('device gone')));
 });
 
-test('one writeBatch per port per underlay batch, one sendBatch per TAP batch', async (t) => {
+test('one writeFrames per port per underlay batch; per TAP batch one sendFrames per destination and one sendBatch for floods', async (t) => {
   const net = new MemoryNetwork();
-  const sends: number[] = [];
+  const sends: string[] = [];
   const counting: DatagramPort = (() => {
     const inner = net.open(HOST_A, 4789);
     return {
       start: (onBatch) => inner.start(onBatch),
       sendBatch: (datagrams) => {
-        sends.push(datagrams.length);
+        sends.push(`flood ${datagrams.length}`);
         inner.sendBatch(datagrams);
+      },
+      sendFrames: (header, frames, count, vnetHdr, address, port) => {
+        sends.push(`${address} ${count}`);
+        return inner.sendFrames(header, frames, count, vnetHdr, address, port);
       },
       close: () => inner.close(),
     };
@@ -437,14 +445,15 @@ test('one writeBatch per port per underlay batch, one sendBatch per TAP batch', 
   }
   const writes: number[] = [];
   const bPort = b.port();
-  const write = bPort.writeBatch.bind(bPort);
-  bPort.writeBatch = (frames) => {
-    writes.push(frames.length);
+  const write = bPort.writeFrames.bind(bPort);
+  bPort.writeFrames = (frames) => {
+    writes.push(frames.count);
     return write(frames);
   };
   aPort.inject([frame(mac(2), mac(1)), frame(mac(3), mac(1)), frame(BROADCAST_MAC, mac(1)), frame(mac(2), mac(1))]);
   await net.idle();
-  t.deepEqual(sends, [5]);
+  t.deepEqual(sends, [`${HOST_B} 2`, `${HOST_C} 1`, 'flood 2']);
+  t.is(a.stats.txDatagrams, 5);
   t.deepEqual(writes, [3]);
   t.is(c.port().written.length, 2);
 });
@@ -629,4 +638,46 @@ test('arguments are validated', (t) => {
   t.throws(() => a.vtep.setPeer(VNI, { mac: mac(1), ipv6: 'fd00:::1', vtep: HOST_B }), { instanceOf: InvalidArgument });
   t.throws(() => a.vtep.setExternalPeers(VNI, ['198.18.0.300']), { instanceOf: InvalidArgument });
   t.throws(() => new Vtep({ underlay: net.open(HOST_B), localAddress: 'b' }), { instanceOf: InvalidArgument });
+});
+
+test('with a vnetHdr port a TCP super-frame leaves as MSS-sized datagrams, ARP is answered, broadcasts flooded without the virtio header', async (t) => {
+  const net = new MemoryNetwork();
+  const underlay = net.open(HOST_A, 4789);
+  const a = new Vtep({ underlay, localAddress: HOST_A });
+  t.teardown(() => a.stop());
+  a.start();
+  const aPort = new MemoryFramePort({ vnetHdr: true });
+  a.addNetwork(VNI, aPort);
+  const b = host(net, HOST_B);
+  for (const vtep of [a, b.vtep]) {
+    vtep.setPeer(VNI, { mac: mac(1), ipv4: ip(1), vtep: HOST_A });
+    vtep.setPeer(VNI, { mac: mac(2), ipv4: ip(2), vtep: HOST_B });
+  }
+  const noOffload = Buffer.alloc(VNET_HDR_LEN);
+  const big = superFrame({ payload: 20_000 });
+  const broadcast = frame(BROADCAST_MAC, mac(1), 46, 9);
+  aPort.inject([big, Buffer.concat([noOffload, arpRequest(mac(1), ip(1), ip(2))]), Buffer.concat([noOffload, broadcast])]);
+  await net.idle();
+
+  const segments = Math.ceil(20_000 / MSS);
+  const fromA = net.packets.filter((packet) => packet.from.address === HOST_A);
+  t.is(fromA.length, segments + 1);
+  t.true(fromA.every((packet) => packet.data.length <= VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN + 1450), 'every datagram fits a 1500-byte underlay');
+  const expected = segmentFrame(big)!;
+  t.is(expected.length, segments);
+  t.deepEqual(b.port().written, [...expected.map((piece) => Buffer.from(piece)), broadcast]);
+  t.is(aPort.written.length, 1, 'the ARP request was answered locally');
+  t.is(decodeArp(aPort.written[0]!, ETHERNET_HEADER_LEN).operation, ARP_REPLY);
+  t.like(a.stats, { rxFrames: 3, txDatagrams: segments + 1, arpAnswered: 1, flooded: 1 });
+
+  const bad = Buffer.from(big);
+  bad[1] = 5; // a GSO type the TAP is never asked for
+  aPort.inject([bad]);
+  await net.idle();
+  t.is(a.stats.dropBadOffload, 0, 'unicast goes whole to the underlay, which drops what it cannot cut');
+  b.vtep.removePeer(VNI, mac(2));
+  a.removePeer(VNI, mac(2));
+  aPort.inject([bad]);
+  await net.idle();
+  t.is(a.stats.dropBadOffload, 1, 'a frame to flood is cut first, and counted when it cannot be');
 });

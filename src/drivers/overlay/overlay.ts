@@ -19,7 +19,7 @@ import type { Store, Watch } from '../../store/types.js';
 import { createNamedNetns, netnsExists, removeNamedNetns } from '../../sys/netns.js';
 import { Rtnl } from '../../sys/rtnl.js';
 import { setSysctl } from '../../sys/sysctl.js';
-import { openTap } from '../../sys/tap.js';
+import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, openTap } from '../../sys/tap.js';
 import type { Vtep } from '../../vxlan/vtep.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 
@@ -280,7 +280,14 @@ export class OverlayDriver implements NetworkDriver {
       await rtnl.setUp(BRIDGE);
       // A TAP lives as long as the fd that made it: after a restart the old one is gone.
       await rtnl.deleteLink(TAP);
-      const tap = openTap(TAP, { netnsPath });
+      // Offloads let the bridge hand the VTEP 64 KB TCP super-frames, which it segments itself;
+      // the VTEP is done with a frame when its callback returns, so it may borrow the read memory.
+      const tap = openTap(TAP, {
+        netnsPath,
+        vnetHdr: true,
+        offloads: TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+        borrowBuffers: true,
+      });
       try {
         await rtnl.setMtu(TAP, config.mtu);
         await rtnl.setMaster(TAP, BRIDGE);

@@ -1,0 +1,456 @@
+/*
+ * Segmentation and receive offload in user space (see offload.h), plus two
+ * pure functions for JavaScript, offloadSegment and offloadCoalesce, that
+ * run the same code on buffers (tests, and frames the VTEP floods).
+ *
+ * Checksums are summed as native-order words into 64 bits with end-around
+ * carry (RFC 1071 §2: the sum does not depend on byte order), so a folded
+ * result is already in network order.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <linux/virtio_net.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "addon.h"
+#include "offload.h"
+
+#define ETH_HLEN 14
+#define ETHERTYPE_IPV4 0x0800
+#define ETHERTYPE_IPV6 0x86dd
+#define IPPROTO_TCP_NUMBER 6
+#define TCP_FIN 0x01
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define TCP_CWR 0x80
+#define TCP_CHECKSUM_OFFSET 16
+/* The largest IPv4 total length or IPv6 payload length. */
+#define IP_MAX_LENGTH 65535
+
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static void put16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+static void put32(uint8_t *p, uint32_t v) {
+  put16(p, (uint16_t)(v >> 16));
+  put16(p + 2, (uint16_t)v);
+}
+/* virtio_net_hdr fields are little-endian on a TAP (no TUNSETVNETBE). */
+static uint16_t getle16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static void putle16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+}
+
+static uint64_t add_carry(uint64_t sum, uint64_t word) {
+  sum += word;
+  return sum + (sum < word);
+}
+
+/* Folds a 64-bit sum to 32 bits, so that 32-bit words can be added to it without overflow. */
+static uint64_t fold32(uint64_t sum) {
+  sum = (sum & 0xffffffffu) + (sum >> 32);
+  return (sum & 0xffffffffu) + (sum >> 32);
+}
+
+/* Adds the tail (< 16 bytes) of a region. */
+static uint64_t csum_tail(const uint8_t *p, size_t len, uint64_t sum) {
+  for (; len >= 4; p += 4, len -= 4) {
+    uint32_t word;
+    memcpy(&word, p, 4);
+    sum += word;
+  }
+  if (len >= 2) {
+    uint16_t word;
+    memcpy(&word, p, 2);
+    sum += word;
+    p += 2;
+    len -= 2;
+  }
+  if (len == 1) {
+    /* The odd byte is the high-order byte of a zero-padded word (RFC 1071 §1). */
+    uint8_t pad[2] = {p[0], 0};
+    uint16_t word;
+    memcpy(&word, pad, 2);
+    sum += word;
+  }
+  return sum;
+}
+
+/*
+ * Unfolded ones' complement sum of `len` bytes starting at an even offset of
+ * the checksummed data. 32-bit words go into four 64-bit accumulators, which
+ * cannot overflow for any packet and keep the additions independent.
+ */
+static uint64_t csum_partial(const uint8_t *p, size_t len, uint64_t sum) {
+  uint64_t s0 = fold32(sum), s1 = 0, s2 = 0, s3 = 0;
+  for (; len >= 16; p += 16, len -= 16) {
+    uint32_t w[4];
+    memcpy(w, p, 16);
+    s0 += w[0];
+    s1 += w[1];
+    s2 += w[2];
+    s3 += w[3];
+  }
+  return csum_tail(p, len, fold32(s0) + fold32(s1) + fold32(s2) + fold32(s3));
+}
+
+/* Copies `len` bytes and sums them in the same pass (as csum_partial). */
+static uint64_t csum_copy(uint8_t *dst, const uint8_t *src, size_t len, uint64_t sum) {
+  uint64_t s0 = fold32(sum), s1 = 0, s2 = 0, s3 = 0;
+  for (; len >= 16; src += 16, dst += 16, len -= 16) {
+    uint32_t w[4];
+    memcpy(w, src, 16);
+    memcpy(dst, w, 16);
+    s0 += w[0];
+    s1 += w[1];
+    s2 += w[2];
+    s3 += w[3];
+  }
+  memcpy(dst, src, len);
+  return csum_tail(src, len, fold32(s0) + fold32(s1) + fold32(s2) + fold32(s3));
+}
+
+static uint16_t csum_fold(uint64_t sum) {
+  sum = (sum & 0xffffffffu) + (sum >> 32);
+  sum = (sum & 0xffffffffu) + (sum >> 32);
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)sum;
+}
+
+/* Stores a checksum computed in network order. */
+static void put_csum(uint8_t *p, uint16_t csum) { memcpy(p, &csum, 2); }
+
+/* Pseudo-header sum for TCP over IPv4 (addresses at ip+12) or IPv6 (at ip+8), RFC 9293 §3.1, RFC 8200 §8.1. */
+static uint64_t pseudo_sum(const uint8_t *ip, bool v4, uint32_t l4_len) {
+  uint64_t sum = v4 ? csum_partial(ip + 12, 8, 0) : csum_partial(ip + 8, 32, 0);
+  sum = add_carry(sum, htonl(l4_len));
+  return add_carry(sum, htonl(IPPROTO_TCP_NUMBER));
+}
+
+static void ipv4_fix_checksum(uint8_t *ip, size_t header_len) {
+  ip[10] = ip[11] = 0;
+  put_csum(ip + 10, (uint16_t)~csum_fold(csum_partial(ip, header_len, 0)));
+}
+
+int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, uint8_t *out,
+                    size_t out_cap, size_t *segment_len, size_t *total_len) {
+  if (in_len < VNET_HDR_LEN + ETH_HLEN) return OFFLOAD_MALFORMED;
+  uint8_t flags = in[0];
+  uint8_t gso_type = in[1] & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+  uint16_t gso_size = getle16(in + 4), csum_start = getle16(in + 6), csum_offset = getle16(in + 8);
+  const uint8_t *frame = in + VNET_HDR_LEN;
+  size_t len = in_len - VNET_HDR_LEN;
+
+  if (gso_type == VIRTIO_NET_HDR_GSO_NONE) {
+    if (prefix_len + len > out_cap) return OFFLOAD_NO_ROOM;
+    memcpy(out, prefix, prefix_len);
+    uint8_t *f = out + prefix_len;
+    memcpy(f, frame, len);
+    if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+      if ((size_t)csum_start + csum_offset + 2 > len) return OFFLOAD_MALFORMED;
+      /* The field holds the pseudo-header sum already: sum everything from csum_start over it. */
+      uint16_t csum = (uint16_t)~csum_fold(csum_partial(f + csum_start, len - csum_start, 0));
+      /* As the kernel does: 0 is sent as its other form, which UDP requires (RFC 768). */
+      put_csum(f + csum_start + csum_offset, csum == 0 ? 0xffff : csum);
+    }
+    *segment_len = *total_len = prefix_len + len;
+    return 1;
+  }
+
+  bool v4 = gso_type == VIRTIO_NET_HDR_GSO_TCPV4;
+  if (!v4 && gso_type != VIRTIO_NET_HDR_GSO_TCPV6) return OFFLOAD_MALFORMED;
+  if (get16(frame + 12) != (v4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6) || csum_offset != TCP_CHECKSUM_OFFSET)
+    return OFFLOAD_MALFORMED;
+  const size_t ip_off = ETH_HLEN, tcp_off = csum_start;
+  size_t ip_header_len = 0;
+  if (v4) {
+    ip_header_len = (size_t)(frame[ip_off] & 0x0f) * 4;
+    if (frame[ip_off] >> 4 != 4 || ip_header_len < 20 || ip_off + ip_header_len != tcp_off) return OFFLOAD_MALFORMED;
+  } else if (frame[ip_off] >> 4 != 6 || tcp_off < ip_off + 40) {
+    return OFFLOAD_MALFORMED;
+  }
+  if (tcp_off + 20 > len) return OFFLOAD_MALFORMED;
+  size_t tcp_header_len = (size_t)(frame[tcp_off + 12] >> 4) * 4;
+  size_t headers = tcp_off + tcp_header_len;
+  if (tcp_header_len < 20 || headers > len || gso_size == 0) return OFFLOAD_MALFORMED;
+  size_t payload = len - headers;
+  size_t count = payload == 0 ? 1 : (payload + gso_size - 1) / gso_size;
+  size_t stride = prefix_len + headers + gso_size;
+  if (count * (prefix_len + headers) + payload > out_cap) return OFFLOAD_NO_ROOM;
+
+  uint32_t seq = get32(frame + tcp_off + 4);
+  uint8_t tcp_flags = frame[tcp_off + 13];
+  uint16_t id = v4 ? get16(frame + ip_off + 4) : 0;
+  uint64_t addresses = v4 ? csum_partial(frame + ip_off + 12, 8, 0) : csum_partial(frame + ip_off + 8, 32, 0);
+  addresses = add_carry(addresses, htonl(IPPROTO_TCP_NUMBER));
+  for (size_t i = 0; i < count; i++) {
+    size_t segment_payload = i + 1 < count ? gso_size : payload - i * gso_size;
+    uint8_t *o = out + i * stride;
+    memcpy(o, prefix, prefix_len);
+    uint8_t *f = o + prefix_len;
+    memcpy(f, frame, headers);
+    uint8_t *ip = f + ip_off, *tcp = f + tcp_off;
+    if (v4) {
+      put16(ip + 2, (uint16_t)(ip_header_len + tcp_header_len + segment_payload));
+      put16(ip + 4, (uint16_t)(id + i));
+      ipv4_fix_checksum(ip, ip_header_len);
+    } else {
+      put16(ip + 4, (uint16_t)(tcp_off - ip_off - 40 + tcp_header_len + segment_payload));
+    }
+    put32(tcp + 4, seq + (uint32_t)(i * gso_size));
+    uint8_t segment_flags = tcp_flags;
+    /* As the kernel's TSO: FIN and PSH only on the last segment, CWR only on the first. */
+    if (i + 1 < count) segment_flags &= (uint8_t)~(TCP_FIN | TCP_PSH);
+    if (i > 0) segment_flags &= (uint8_t)~TCP_CWR;
+    tcp[13] = segment_flags;
+    tcp[16] = tcp[17] = 0;
+    uint32_t l4_len = (uint32_t)(tcp_header_len + segment_payload);
+    uint64_t sum = csum_partial(tcp, tcp_header_len, add_carry(addresses, htonl(l4_len)));
+    sum = csum_copy(f + headers, frame + headers + i * gso_size, segment_payload, sum);
+    put_csum(tcp + 16, (uint16_t)~csum_fold(sum));
+  }
+  *segment_len = count == 1 ? prefix_len + len : stride;
+  *total_len = count * (prefix_len + headers) + payload;
+  return (int)count;
+}
+
+typedef struct {
+  bool v4;
+  size_t tcp_off;
+  size_t headers;  /* Ethernet, IP and TCP headers */
+  size_t payload;
+  uint32_t seq;
+  uint16_t id;
+  uint8_t flags;
+} segment_info_t;
+
+/*
+ * True for a TCP segment that may be merged: untagged, IPv4 without options
+ * or fragmentation or IPv6 without extension headers, ACK with at most PSH
+ * besides, some payload, and valid IPv4 and TCP checksums. The checksums are
+ * checked because a merged frame goes to the kernel as NEEDS_CSUM, which it
+ * then trusts.
+ */
+static bool segment_info(const uint8_t *f, size_t len, segment_info_t *info) {
+  if (len < ETH_HLEN + 40) return false;
+  const uint8_t *ip = f + ETH_HLEN;
+  size_t l4_len;
+  uint16_t type = get16(f + 12);
+  if (type == ETHERTYPE_IPV4) {
+    if (ip[0] != 0x45 || ip[9] != IPPROTO_TCP_NUMBER || (get16(ip + 6) & 0x3fff) != 0) return false;
+    size_t total = get16(ip + 2);
+    if (total < 40 || ETH_HLEN + total > len || csum_fold(csum_partial(ip, 20, 0)) != 0xffff) return false;
+    info->v4 = true;
+    info->tcp_off = ETH_HLEN + 20;
+    info->id = get16(ip + 4);
+    l4_len = total - 20;
+  } else if (type == ETHERTYPE_IPV6) {
+    if (len < ETH_HLEN + 60 || ip[0] >> 4 != 6 || ip[6] != IPPROTO_TCP_NUMBER) return false;
+    l4_len = get16(ip + 4);
+    if (l4_len < 20 || ETH_HLEN + 40 + l4_len > len) return false;
+    info->v4 = false;
+    info->tcp_off = ETH_HLEN + 40;
+    info->id = 0;
+  } else {
+    return false;
+  }
+  const uint8_t *tcp = f + info->tcp_off;
+  size_t tcp_header_len = (size_t)(tcp[12] >> 4) * 4;
+  if (tcp_header_len < 20 || tcp_header_len >= l4_len) return false;
+  info->flags = tcp[13];
+  if ((info->flags & ~TCP_PSH) != TCP_ACK) return false;
+  if (csum_fold(csum_partial(tcp, l4_len, pseudo_sum(ip, info->v4, (uint32_t)l4_len))) != 0xffff) return false;
+  info->headers = info->tcp_off + tcp_header_len;
+  info->payload = l4_len - tcp_header_len;
+  info->seq = get32(tcp + 4);
+  return true;
+}
+
+/* True when `next` continues the flow of `first` right after `last`; equal fields as Linux GRO requires. */
+static bool continues(const uint8_t *first, const segment_info_t *first_info, const segment_info_t *last_info,
+                      const uint8_t *next, const segment_info_t *next_info) {
+  if (next_info->v4 != first_info->v4 || next_info->headers != first_info->headers) return false;
+  if (last_info->seq + (uint32_t)last_info->payload != next_info->seq) return false;
+  if (memcmp(first, next, ETH_HLEN) != 0) return false;
+  const uint8_t *a = first + ETH_HLEN, *b = next + ETH_HLEN;
+  if (first_info->v4) {
+    /* Version to TOS, flags to protocol, addresses; the ID counts up by one (or stays, with DF). */
+    if (memcmp(a, b, 2) != 0 || memcmp(a + 6, b + 6, 4) != 0 || memcmp(a + 12, b + 12, 8) != 0) return false;
+    uint16_t expected = (uint16_t)(last_info->id + 1);
+    if (next_info->id != expected && next_info->id != last_info->id) return false;
+  } else if (memcmp(a, b, 4) != 0 || memcmp(a + 6, b + 6, 34) != 0) {
+    return false;
+  }
+  const uint8_t *ta = first + first_info->tcp_off, *tb = next + next_info->tcp_off;
+  /* Ports, acknowledgment, offset, window, urgent pointer and options; flags were checked already. */
+  size_t tcp_header_len = first_info->headers - first_info->tcp_off;
+  return memcmp(ta, tb, 4) == 0 && memcmp(ta + 8, tb + 8, 5) == 0 && memcmp(ta + 14, tb + 14, 2) == 0 &&
+         memcmp(ta + 18, tb + 18, tcp_header_len - 18) == 0;
+}
+
+size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_t *scratch, struct iovec *iov,
+                             int *iov_count) {
+  segment_info_t first, last, next;
+  memset(scratch, 0, VNET_HDR_LEN);
+  bool mergeable = segment_info(frames[0].data, frames[0].len, &first);
+  size_t merged = 1;
+  if (mergeable) {
+    size_t total = first.payload;
+    last = first;
+    iov[1].iov_base = (void *)(frames[0].data + first.headers);
+    iov[1].iov_len = first.payload;
+    while (merged < count && merged < COALESCE_MAX_SEGMENTS && !(last.flags & TCP_PSH) &&
+           last.payload == first.payload &&
+           segment_info(frames[merged].data, frames[merged].len, &next) && next.payload <= first.payload &&
+           first.headers - ETH_HLEN + total + next.payload <= IP_MAX_LENGTH &&
+           continues(frames[0].data, &first, &last, frames[merged].data, &next)) {
+      iov[1 + merged].iov_base = (void *)(frames[merged].data + next.headers);
+      iov[1 + merged].iov_len = next.payload;
+      total += next.payload;
+      last = next;
+      merged++;
+    }
+    if (merged > 1) {
+      uint8_t *copy = scratch + VNET_HDR_LEN;
+      memcpy(copy, frames[0].data, first.headers);
+      uint8_t *ip = copy + ETH_HLEN, *tcp = copy + first.tcp_off;
+      size_t tcp_header_len = first.headers - first.tcp_off;
+      if (first.v4) {
+        put16(ip + 2, (uint16_t)(20 + tcp_header_len + total));
+        ipv4_fix_checksum(ip, 20);
+      } else {
+        put16(ip + 4, (uint16_t)(tcp_header_len + total));
+      }
+      tcp[13] = first.flags | (last.flags & TCP_PSH);
+      /* NEEDS_CSUM: the field holds the folded pseudo-header sum; the kernel completes it. */
+      put_csum(tcp + 16, csum_fold(pseudo_sum(ip, first.v4, (uint32_t)(tcp_header_len + total))));
+      scratch[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+      scratch[1] = first.v4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6;
+      putle16(scratch + 2, (uint16_t)first.headers);
+      putle16(scratch + 4, (uint16_t)first.payload);
+      putle16(scratch + 6, (uint16_t)first.tcp_off);
+      putle16(scratch + 8, TCP_CHECKSUM_OFFSET);
+      iov[0].iov_base = scratch;
+      iov[0].iov_len = VNET_HDR_LEN + first.headers;
+      *iov_count = (int)merged + 1;
+      return merged;
+    }
+    /* Checked already: spare the kernel a second pass. */
+    scratch[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+  }
+  iov[0].iov_base = scratch;
+  iov[0].iov_len = VNET_HDR_LEN;
+  iov[1].iov_base = (void *)frames[0].data;
+  iov[1].iov_len = frames[0].len;
+  *iov_count = 2;
+  return 1;
+}
+
+static napi_value throw_type(napi_env env, const char *message) {
+  napi_throw_type_error(env, NULL, message);
+  return NULL;
+}
+
+static bool get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len) {
+  napi_typedarray_type type;
+  napi_value arraybuffer;
+  size_t offset;
+  bool is_typedarray = false;
+  napi_is_typedarray(env, value, &is_typedarray);
+  if (!is_typedarray ||
+      napi_get_typedarray_info(env, value, &type, len, (void **)data, &arraybuffer, &offset) != napi_ok ||
+      type != napi_uint8_array)
+    return false;
+  if (*data == NULL) *data = (uint8_t *)"";
+  return true;
+}
+
+/* offloadSegment(frame, prefix, out) -> { count, segmentLength, length } or null for a malformed frame. */
+static napi_value offload_segment_js(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  uint8_t *frame, *prefix, *out;
+  size_t frame_len, prefix_len, out_len, segment_len, length;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3 || !get_bytes(env, argv[0], &frame, &frame_len) || !get_bytes(env, argv[1], &prefix, &prefix_len) ||
+      !get_bytes(env, argv[2], &out, &out_len))
+    return throw_type(env, "offloadSegment(frame: Uint8Array, prefix: Uint8Array, out: Uint8Array)");
+  int count = offload_segment(frame, frame_len, prefix, prefix_len, out, out_len, &segment_len, &length);
+  napi_value result;
+  if (count == OFFLOAD_NO_ROOM) {
+    napi_throw_range_error(env, NULL, "output buffer too small for the segments");
+    return NULL;
+  }
+  if (count == OFFLOAD_MALFORMED) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  napi_value count_value, segment_value, length_value;
+  napi_create_object(env, &result);
+  napi_create_uint32(env, (uint32_t)count, &count_value);
+  napi_create_uint32(env, (uint32_t)segment_len, &segment_value);
+  napi_create_uint32(env, (uint32_t)length, &length_value);
+  napi_set_named_property(env, result, "count", count_value);
+  napi_set_named_property(env, result, "segmentLength", segment_value);
+  napi_set_named_property(env, result, "length", length_value);
+  return result;
+}
+
+/* offloadCoalesce(frames) -> Buffer[]: what a write to a TAP with IFF_VNET_HDR would carry, frame by frame. */
+static napi_value offload_coalesce_js(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bool is_array = false;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc >= 1) napi_is_array(env, argv[0], &is_array);
+  if (!is_array) return throw_type(env, "offloadCoalesce(frames: Uint8Array[])");
+  uint32_t count;
+  napi_get_array_length(env, argv[0], &count);
+  offload_frame_t *frames = calloc(count ? count : 1, sizeof *frames);
+  if (!frames) return throw_type(env, "out of memory");
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value element;
+    uint8_t *data;
+    napi_get_element(env, argv[0], i, &element);
+    if (!get_bytes(env, element, &data, &frames[i].len)) {
+      free(frames);
+      return throw_type(env, "frames must be Uint8Arrays");
+    }
+    frames[i].data = data;
+  }
+  napi_value result;
+  napi_create_array(env, &result);
+  uint8_t scratch[COALESCE_SCRATCH];
+  struct iovec iov[COALESCE_MAX_SEGMENTS + 1];
+  uint32_t produced = 0;
+  for (size_t done = 0; done < count;) {
+    int iov_count;
+    done += offload_coalesce_next(frames + done, count - done, scratch, iov, &iov_count);
+    size_t total = 0;
+    for (int i = 0; i < iov_count; i++) total += iov[i].iov_len;
+    napi_value buffer;
+    uint8_t *bytes;
+    napi_create_buffer(env, total, (void **)&bytes, &buffer);
+    for (int i = 0; i < iov_count; i++) {
+      memcpy(bytes, iov[i].iov_base, iov[i].iov_len);
+      bytes += iov[i].iov_len;
+    }
+    napi_set_element(env, result, produced++, buffer);
+  }
+  free(frames);
+  return result;
+}
+
+napi_status netctl_register_offload(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"offloadSegment", NULL, offload_segment_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"offloadCoalesce", NULL, offload_coalesce_js, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

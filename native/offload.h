@@ -1,0 +1,52 @@
+/*
+ * Segmentation and receive offload in user space, shared by tap.c and
+ * udp.c: TCP super-frames read from a TAP with IFF_VNET_HDR are cut into
+ * gso_size segments with their headers and checksums fixed, and runs of
+ * consecutive segments of one TCP flow are merged into one super-frame with
+ * a virtio_net_hdr before they are written to a TAP.
+ */
+#ifndef NETCTL_OFFLOAD_H
+#define NETCTL_OFFLOAD_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* struct virtio_net_hdr without num_buffers: what a TAP with IFF_VNET_HDR uses by default. */
+#define VNET_HDR_LEN 10
+/* A coalesced frame's virtio header and its copied headers (Ethernet 14, IPv6 40 or IPv4 ≤ 60, TCP ≤ 60). */
+#define COALESCE_SCRATCH 192
+/* iovecs one coalesced frame may need: the headers, then one payload per segment. */
+#define COALESCE_MAX_SEGMENTS 64
+
+/* A frame in memory that the caller owns. */
+typedef struct {
+  const uint8_t *data;
+  size_t len;
+} offload_frame_t;
+
+/*
+ * Cuts `frame` (a virtio_net_hdr then an Ethernet frame) into the frames it
+ * stands for, each written to `out` as `prefix` then the inner frame, back to
+ * back (*total_len bytes in all); each is *segment_len bytes except possibly
+ * the last. A TCP
+ * super-frame (GSO_TCPV4/6) gives gso_size segments with IP length, ID and
+ * checksum, TCP sequence, flags and checksum fixed; any other frame gives
+ * itself, with its partial checksum (NEEDS_CSUM) completed. Returns the
+ * number of frames, OFFLOAD_MALFORMED or OFFLOAD_NO_ROOM.
+ */
+#define OFFLOAD_MALFORMED (-1)
+#define OFFLOAD_NO_ROOM (-2)
+int offload_segment(const uint8_t *frame, size_t len, const uint8_t *prefix, size_t prefix_len, uint8_t *out,
+                    size_t out_cap, size_t *segment_len, size_t *total_len);
+
+/*
+ * Plans the next frame to write to a TAP with IFF_VNET_HDR from frames[0..count):
+ * a run of consecutive segments of one TCP flow merged into one super-frame,
+ * or frames[0] alone. Fills iov (at most COALESCE_MAX_SEGMENTS + 1) with the
+ * virtio header (in `scratch`, with copied headers when merged) and the
+ * payloads; returns how many input frames it consumed (≥ 1).
+ */
+size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_t *scratch, struct iovec *iov,
+                             int *iov_count);
+
+#endif

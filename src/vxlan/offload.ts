@@ -1,0 +1,96 @@
+/**
+ * The VTEP's side of segmentation offload: frame lists that need no object
+ * per frame, and cutting a frame read from a TAP with IFF_VNET_HDR into the
+ * plain frames it stands for (the native addon does the cutting, in C).
+ */
+import { addon } from '../sys/addon.js';
+import type { FrameBatch } from '../sys/tap.js';
+
+export { VNET_HDR_LEN } from '../sys/tap.js';
+export type { FrameBatch } from '../sys/tap.js';
+
+/** Never cut a frame into more than this many bytes (about 16 MB would need a gso_size of a few bytes). */
+const MAX_SEGMENTED_LENGTH = 1 << 24;
+const NO_PREFIX = new Uint8Array(0);
+
+/**
+ * A growable FrameBatch that is cleared and refilled batch after batch:
+ * pushing a frame stores three numbers, so a batch costs no allocation once
+ * the list has grown to its working size.
+ */
+export class FrameList implements FrameBatch {
+  readonly buffers: Uint8Array[] = [];
+  index = new Uint32Array(3 * 64);
+  count = 0;
+
+  /** Adds `length` bytes at `offset` of `buffer`. */
+  push(buffer: Uint8Array, offset: number, length: number): void {
+    const buffers = this.buffers;
+    let which = buffers.length - 1;
+    if (which < 0 || buffers[which] !== buffer) {
+      buffers.push(buffer);
+      which++;
+    }
+    let index = this.index;
+    const at = 3 * this.count;
+    if (at + 3 > index.length) {
+      const grown = new Uint32Array(index.length * 2);
+      grown.set(index);
+      this.index = index = grown;
+    }
+    index[at] = which;
+    index[at + 1] = offset;
+    index[at + 2] = length;
+    this.count++;
+  }
+
+  /** Forgets every frame (and lets their buffers be collected). */
+  clear(): void {
+    this.buffers.length = 0;
+    this.count = 0;
+  }
+
+  /** Frame i as a view (allocates; for tests and slow paths). */
+  frame(i: number): Uint8Array {
+    const at = 3 * i;
+    const buffer = this.buffers[this.index[at]!]!;
+    const offset = this.index[at + 1]!;
+    return buffer.subarray(offset, offset + this.index[at + 2]!);
+  }
+}
+
+/**
+ * Cuts `frame` (a virtio_net_hdr, then an Ethernet frame) into the frames it
+ * stands for, each with `prefix` in front: a TCP super-frame into gso_size
+ * segments with headers and checksums fixed, any other frame into itself
+ * with its partial checksum completed. Undefined when the virtio header does
+ * not match the frame. Allocates: for the paths that are not per packet.
+ */
+export function segmentFrame(frame: Uint8Array, prefix: Uint8Array = NO_PREFIX): Uint8Array[] | undefined {
+  for (let size = 2 * (frame.length + prefix.length) + 8192; size <= MAX_SEGMENTED_LENGTH; size *= 4) {
+    const out = new Uint8Array(size);
+    let segments: ReturnType<typeof addon.offloadSegment>;
+    try {
+      segments = addon.offloadSegment(frame, prefix, out);
+    } catch (err) {
+      if (err instanceof RangeError) continue;
+      throw err;
+    }
+    if (segments === null) return undefined;
+    const frames = new Array<Uint8Array>(segments.count);
+    for (let i = 0, offset = 0; i < segments.count; i++, offset += segments.segmentLength) {
+      frames[i] = out.subarray(offset, Math.min(offset + segments.segmentLength, segments.length));
+    }
+    return frames;
+  }
+  return undefined;
+}
+
+/**
+ * The frames a TAP with IFF_VNET_HDR would be written for these plain
+ * frames, each with its virtio_net_hdr: consecutive segments of one TCP flow
+ * merged into one super-frame (as `TapDevice.writeFrames` does).
+ */
+export function coalesceFrames(frames: readonly Uint8Array[]): Buffer[] {
+  return addon.offloadCoalesce(frames);
+}
