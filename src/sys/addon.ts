@@ -60,7 +60,7 @@ export interface NativeAddon {
    * memory, valid until the callback returns, instead of fresh Buffers.
    */
   tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean): NativeTapHandle;
-  tapStart(handle: NativeTapHandle, onBatch: (frames: Buffer[]) => void): void;
+  tapStart(handle: NativeTapHandle, onBatch: (frames: Uint8Array[]) => void): void;
   tapStop(handle: NativeTapHandle): void;
   tapWriteBatch(handle: NativeTapHandle, frames: readonly Uint8Array[]): number;
   /**

@@ -65,12 +65,13 @@ export class TapDevice {
   /**
    * Starts delivering received frames, up to 64 per call. Calling it again
    * replaces the callback. An exception thrown by `onBatch` is reported as an
-   * uncaught exception. Each frame is a fresh Buffer the callee may keep
-   * (a borrowed view when the device was opened with `borrowBuffers`).
+   * uncaught exception. Each frame is a fresh Buffer the callee may keep, or,
+   * when the device was opened with `borrowBuffers`, a Uint8Array view on the
+   * device's read memory that is valid only during the call.
    * Delivery ends by itself if the device disappears (its namespace deleted).
    * While started, the device keeps the event loop alive.
    */
-  start(onBatch: (frames: Buffer[]) => void): void {
+  start(onBatch: (frames: Uint8Array[]) => void): void {
     addon.tapStart(this.#open(), onBatch);
   }
 

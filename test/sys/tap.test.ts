@@ -82,7 +82,8 @@ function respond(tap: TapDevice, headerLength: number) {
   tap.start((frames) => {
     batches.push(frames.length);
     const replies: Buffer[] = [];
-    for (const frame of frames) {
+    for (const view of frames) {
+      const frame = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
       headers.push(frame.subarray(0, headerLength));
       const answered = answer(frame.subarray(headerLength));
       if (answered === undefined) continue;
