@@ -755,11 +755,15 @@ export class Controller {
   /** Re-makes kernel state for everything stored; problems are logged, not fatal. */
   private async restore(): Promise<void> {
     const sandboxes = await this.allSandboxes();
-    for (const sandbox of sandboxes) {
+    for (const [index, sandbox] of sandboxes.entries()) {
       if (await this.namespaces.exists(sandbox.netnsPath)) continue;
       if (sandbox.ownsNetns) {
+        // Gone after a reboot, or never made when a crash came between the record and the namespace.
         await this.bestEffort(`recreate namespace of sandbox ${sandbox.name}`, async () => {
-          await this.namespaces.createNamed(sandbox.name);
+          const netnsPath = await this.namespaces.createNamed(sandbox.name);
+          if (netnsPath === sandbox.netnsPath) return;
+          sandboxes[index] = { ...sandbox, netnsPath };
+          await this.store.txn({ put: [{ key: key.sandbox(sandbox.id), value: JSON.stringify(sandboxes[index]) }] });
         });
       } else {
         this.log(`sandbox ${sandbox.name}: namespace ${sandbox.netnsPath} is gone; its endpoints are released`);

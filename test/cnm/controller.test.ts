@@ -179,6 +179,19 @@ test('reopening the controller restores networks and joined endpoints', async (t
   t.is(Object.values(network.Containers)[0]?.IPv4Address, '172.17.0.2/16');
 });
 
+test('a sandbox whose namespace was never made (crash in between) gets it at the next start', async (t) => {
+  const { store, namespaces, open } = await setup();
+  await store.txn({
+    put: [
+      { key: 'sandboxes/abc', value: JSON.stringify({ id: 'abc', name: 'half', netnsPath: '', ownsNetns: true, created: '', labels: {} }) },
+      { key: 'names/sandboxes/half', value: 'abc' },
+    ],
+  });
+  const controller = await open();
+  t.is((await controller.inspectSandbox('half')).netnsPath, '/var/run/netns/half');
+  t.true(namespaces.paths.has('/var/run/netns/half'));
+});
+
 test('list filters and prune follow docker', async (t) => {
   const { controller } = await setup();
   await controller.createNetwork({ name: 'front', labels: { tier: 'web' } });
