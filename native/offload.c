@@ -138,31 +138,26 @@ static void ipv4_fix_checksum(uint8_t *ip, size_t header_len) {
   put_csum(ip + 10, (uint16_t)~csum_fold(csum_partial(ip, header_len, 0)));
 }
 
-int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, uint8_t *out,
-                    size_t out_cap, size_t *segment_len, size_t *total_len) {
+/* A TCP super-frame's layout, read once from its virtio_net_hdr and headers. */
+typedef struct {
+  const uint8_t *frame; /* the Ethernet frame, after the virtio header */
+  size_t len;
+  bool v4;
+  size_t ip_header_len, tcp_header_len, headers, payload, count;
+  uint16_t gso_size, id;
+  uint32_t seq;
+  uint8_t tcp_flags;
+  uint64_t addresses; /* pseudo-header sum of the addresses and protocol */
+} super_frame_t;
+
+/* Fills `sf` for a GSO_TCPV4/6 frame (0), or says why not: OFFLOAD_MALFORMED, or 1 for a frame without GSO. */
+static int super_frame(const uint8_t *in, size_t in_len, super_frame_t *sf) {
   if (in_len < VNET_HDR_LEN + ETH_HLEN) return OFFLOAD_MALFORMED;
-  uint8_t flags = in[0];
   uint8_t gso_type = in[1] & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+  if (gso_type == VIRTIO_NET_HDR_GSO_NONE) return 1;
   uint16_t gso_size = getle16(in + 4), csum_start = getle16(in + 6), csum_offset = getle16(in + 8);
   const uint8_t *frame = in + VNET_HDR_LEN;
   size_t len = in_len - VNET_HDR_LEN;
-
-  if (gso_type == VIRTIO_NET_HDR_GSO_NONE) {
-    if (prefix_len + len > out_cap) return OFFLOAD_NO_ROOM;
-    memcpy(out, prefix, prefix_len);
-    uint8_t *f = out + prefix_len;
-    memcpy(f, frame, len);
-    if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-      if ((size_t)csum_start + csum_offset + 2 > len) return OFFLOAD_MALFORMED;
-      /* The field holds the pseudo-header sum already: sum everything from csum_start over it. */
-      uint16_t csum = (uint16_t)~csum_fold(csum_partial(f + csum_start, len - csum_start, 0));
-      /* As the kernel does: 0 is sent as its other form, which UDP requires (RFC 768). */
-      put_csum(f + csum_start + csum_offset, csum == 0 ? 0xffff : csum);
-    }
-    *segment_len = *total_len = prefix_len + len;
-    return 1;
-  }
-
   bool v4 = gso_type == VIRTIO_NET_HDR_GSO_TCPV4;
   if (!v4 && gso_type != VIRTIO_NET_HDR_GSO_TCPV6) return OFFLOAD_MALFORMED;
   if (get16(frame + 12) != (v4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6) || csum_offset != TCP_CHECKSUM_OFFSET)
@@ -179,45 +174,108 @@ int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, siz
   size_t tcp_header_len = (size_t)(frame[tcp_off + 12] >> 4) * 4;
   size_t headers = tcp_off + tcp_header_len;
   if (tcp_header_len < 20 || headers > len || gso_size == 0) return OFFLOAD_MALFORMED;
-  size_t payload = len - headers;
-  size_t count = payload == 0 ? 1 : (payload + gso_size - 1) / gso_size;
-  size_t stride = prefix_len + headers + gso_size;
-  if (count * (prefix_len + headers) + payload > out_cap) return OFFLOAD_NO_ROOM;
+  sf->frame = frame;
+  sf->len = len;
+  sf->v4 = v4;
+  sf->ip_header_len = ip_header_len;
+  sf->tcp_header_len = tcp_header_len;
+  sf->headers = headers;
+  sf->payload = len - headers;
+  sf->count = sf->payload == 0 ? 1 : (sf->payload + gso_size - 1) / gso_size;
+  sf->gso_size = gso_size;
+  sf->seq = get32(frame + tcp_off + 4);
+  sf->tcp_flags = frame[tcp_off + 13];
+  sf->id = v4 ? get16(frame + ip_off + 4) : 0;
+  sf->addresses = v4 ? csum_partial(frame + ip_off + 12, 8, 0) : csum_partial(frame + ip_off + 8, 32, 0);
+  sf->addresses = add_carry(sf->addresses, htonl(IPPROTO_TCP_NUMBER));
+  return 0;
+}
 
-  uint32_t seq = get32(frame + tcp_off + 4);
-  uint8_t tcp_flags = frame[tcp_off + 13];
-  uint16_t id = v4 ? get16(frame + ip_off + 4) : 0;
-  uint64_t addresses = v4 ? csum_partial(frame + ip_off + 12, 8, 0) : csum_partial(frame + ip_off + 8, 32, 0);
-  addresses = add_carry(addresses, htonl(IPPROTO_TCP_NUMBER));
-  for (size_t i = 0; i < count; i++) {
-    size_t segment_payload = i + 1 < count ? gso_size : payload - i * gso_size;
-    uint8_t *o = out + i * stride;
-    memcpy(o, prefix, prefix_len);
-    uint8_t *f = o + prefix_len;
-    memcpy(f, frame, headers);
-    uint8_t *ip = f + ip_off, *tcp = f + tcp_off;
-    if (v4) {
-      put16(ip + 2, (uint16_t)(ip_header_len + tcp_header_len + segment_payload));
-      put16(ip + 4, (uint16_t)(id + i));
-      ipv4_fix_checksum(ip, ip_header_len);
-    } else {
-      put16(ip + 4, (uint16_t)(tcp_off - ip_off - 40 + tcp_header_len + segment_payload));
-    }
-    put32(tcp + 4, seq + (uint32_t)(i * gso_size));
-    uint8_t segment_flags = tcp_flags;
-    /* As the kernel's TSO: FIN and PSH only on the last segment, CWR only on the first. */
-    if (i + 1 < count) segment_flags &= (uint8_t)~(TCP_FIN | TCP_PSH);
-    if (i > 0) segment_flags &= (uint8_t)~TCP_CWR;
-    tcp[13] = segment_flags;
-    tcp[16] = tcp[17] = 0;
-    uint32_t l4_len = (uint32_t)(tcp_header_len + segment_payload);
-    uint64_t sum = csum_partial(tcp, tcp_header_len, add_carry(addresses, htonl(l4_len)));
-    sum = csum_copy(f + headers, frame + headers + i * gso_size, segment_payload, sum);
-    put_csum(tcp + 16, (uint16_t)~csum_fold(sum));
+/*
+ * Writes `prefix` and segment i's headers at `o`, fixed for that segment,
+ * with the TCP checksum over the headers and the payload slice. With
+ * `payload_out` the slice is copied there in the same pass.
+ */
+static void segment_headers(const super_frame_t *sf, size_t i, const uint8_t *prefix, size_t prefix_len, uint8_t *o,
+                            uint8_t *payload_out) {
+  size_t segment_payload = i + 1 < sf->count ? sf->gso_size : sf->payload - i * sf->gso_size;
+  const uint8_t *slice = sf->frame + sf->headers + i * sf->gso_size;
+  memcpy(o, prefix, prefix_len);
+  uint8_t *f = o + prefix_len;
+  memcpy(f, sf->frame, sf->headers);
+  uint8_t *ip = f + ETH_HLEN, *tcp = f + sf->headers - sf->tcp_header_len;
+  if (sf->v4) {
+    put16(ip + 2, (uint16_t)(sf->ip_header_len + sf->tcp_header_len + segment_payload));
+    put16(ip + 4, (uint16_t)(sf->id + i));
+    ipv4_fix_checksum(ip, sf->ip_header_len);
+  } else {
+    put16(ip + 4, (uint16_t)(tcp - ip - 40 + sf->tcp_header_len + segment_payload));
   }
-  *segment_len = count == 1 ? prefix_len + len : stride;
-  *total_len = count * (prefix_len + headers) + payload;
-  return (int)count;
+  put32(tcp + 4, sf->seq + (uint32_t)(i * sf->gso_size));
+  uint8_t segment_flags = sf->tcp_flags;
+  /* As the kernel's TSO: FIN and PSH only on the last segment, CWR only on the first. */
+  if (i + 1 < sf->count) segment_flags &= (uint8_t)~(TCP_FIN | TCP_PSH);
+  if (i > 0) segment_flags &= (uint8_t)~TCP_CWR;
+  tcp[13] = segment_flags;
+  tcp[16] = tcp[17] = 0;
+  uint32_t l4_len = (uint32_t)(sf->tcp_header_len + segment_payload);
+  uint64_t sum = csum_partial(tcp, sf->tcp_header_len, add_carry(sf->addresses, htonl(l4_len)));
+  sum = payload_out ? csum_copy(payload_out, slice, segment_payload, sum) : csum_partial(slice, segment_payload, sum);
+  put_csum(tcp + 16, (uint16_t)~csum_fold(sum));
+}
+
+int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, uint8_t *out,
+                    size_t out_cap, size_t *segment_len, size_t *total_len) {
+  super_frame_t sf;
+  int kind = super_frame(in, in_len, &sf);
+  if (kind == OFFLOAD_MALFORMED) return OFFLOAD_MALFORMED;
+  if (kind == 1) {
+    uint8_t flags = in[0];
+    uint16_t csum_start = getle16(in + 6), csum_offset = getle16(in + 8);
+    const uint8_t *frame = in + VNET_HDR_LEN;
+    size_t len = in_len - VNET_HDR_LEN;
+    if (prefix_len + len > out_cap) return OFFLOAD_NO_ROOM;
+    memcpy(out, prefix, prefix_len);
+    uint8_t *f = out + prefix_len;
+    memcpy(f, frame, len);
+    if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+      if ((size_t)csum_start + csum_offset + 2 > len) return OFFLOAD_MALFORMED;
+      /* The field holds the pseudo-header sum already: sum everything from csum_start over it. */
+      uint16_t csum = (uint16_t)~csum_fold(csum_partial(f + csum_start, len - csum_start, 0));
+      /* As the kernel does: 0 is sent as its other form, which UDP requires (RFC 768). */
+      put_csum(f + csum_start + csum_offset, csum == 0 ? 0xffff : csum);
+    }
+    *segment_len = *total_len = prefix_len + len;
+    return 1;
+  }
+  size_t head = prefix_len + sf.headers, stride = head + sf.gso_size;
+  if (sf.count * head + sf.payload > out_cap) return OFFLOAD_NO_ROOM;
+  for (size_t i = 0; i < sf.count; i++) segment_headers(&sf, i, prefix, prefix_len, out + i * stride, out + i * stride + head);
+  *segment_len = sf.count == 1 ? prefix_len + sf.len : stride;
+  *total_len = sf.count * head + sf.payload;
+  return (int)sf.count;
+}
+
+int offload_segment_iov(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, uint8_t *headers,
+                        size_t headers_cap, struct iovec *iov, size_t iov_cap, size_t *segment_len,
+                        size_t *headers_len) {
+  super_frame_t sf;
+  int kind = super_frame(in, in_len, &sf);
+  if (kind != 0) return kind == 1 ? OFFLOAD_NOT_GSO : kind;
+  size_t head = prefix_len + sf.headers;
+  if (sf.count * head > headers_cap || 2 * sf.count > iov_cap) return OFFLOAD_NO_ROOM;
+  for (size_t i = 0; i < sf.count; i++) {
+    uint8_t *o = headers + i * head;
+    segment_headers(&sf, i, prefix, prefix_len, o, NULL);
+    size_t segment_payload = i + 1 < sf.count ? sf.gso_size : sf.payload - i * sf.gso_size;
+    iov[2 * i].iov_base = o;
+    iov[2 * i].iov_len = head;
+    iov[2 * i + 1].iov_base = (void *)(sf.frame + sf.headers + i * sf.gso_size);
+    iov[2 * i + 1].iov_len = segment_payload;
+  }
+  *segment_len = sf.count == 1 ? prefix_len + sf.len : head + sf.gso_size;
+  *headers_len = sf.count * head;
+  return (int)sf.count;
 }
 
 typedef struct {
@@ -235,9 +293,10 @@ typedef struct {
  * or fragmentation or IPv6 without extension headers, ACK with at most PSH
  * besides, some payload, and valid IPv4 and TCP checksums. The checksums are
  * checked because a merged frame goes to the kernel as NEEDS_CSUM, which it
- * then trusts.
+ * then trusts; the TCP one only unless `checksummed`, as it costs a pass over
+ * the payload. *verified says whether it was.
  */
-static bool segment_info(const uint8_t *f, size_t len, segment_info_t *info) {
+static bool segment_info(const uint8_t *f, size_t len, bool checksummed, segment_info_t *info, bool *verified) {
   if (len < ETH_HLEN + 40) return false;
   const uint8_t *ip = f + ETH_HLEN;
   size_t l4_len;
@@ -265,7 +324,9 @@ static bool segment_info(const uint8_t *f, size_t len, segment_info_t *info) {
   if (tcp_header_len < 20 || tcp_header_len >= l4_len) return false;
   info->flags = tcp[13];
   if ((info->flags & ~TCP_PSH) != TCP_ACK) return false;
-  if (csum_fold(csum_partial(tcp, l4_len, pseudo_sum(ip, info->v4, (uint32_t)l4_len))) != 0xffff) return false;
+  *verified = !checksummed;
+  if (!checksummed && csum_fold(csum_partial(tcp, l4_len, pseudo_sum(ip, info->v4, (uint32_t)l4_len))) != 0xffff)
+    return false;
   info->headers = info->tcp_off + tcp_header_len;
   info->payload = l4_len - tcp_header_len;
   info->seq = get32(tcp + 4);
@@ -297,8 +358,9 @@ static bool continues(const uint8_t *first, const segment_info_t *first_info, co
 size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_t *scratch, struct iovec *iov,
                              int *iov_count) {
   segment_info_t first, last, next;
+  bool verified, next_verified;
   memset(scratch, 0, VNET_HDR_LEN);
-  bool mergeable = segment_info(frames[0].data, frames[0].len, &first);
+  bool mergeable = segment_info(frames[0].data, frames[0].len, frames[0].checksummed, &first, &verified);
   size_t merged = 1;
   if (mergeable) {
     size_t total = first.payload;
@@ -307,7 +369,8 @@ size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_
     iov[1].iov_len = first.payload;
     while (merged < count && merged < COALESCE_MAX_SEGMENTS && !(last.flags & TCP_PSH) &&
            last.payload == first.payload &&
-           segment_info(frames[merged].data, frames[merged].len, &next) && next.payload <= first.payload &&
+           segment_info(frames[merged].data, frames[merged].len, frames[merged].checksummed, &next, &next_verified) &&
+           next.payload <= first.payload &&
            first.headers - ETH_HLEN + total + next.payload <= IP_MAX_LENGTH &&
            continues(frames[0].data, &first, &last, frames[merged].data, &next)) {
       iov[1 + merged].iov_base = (void *)(frames[merged].data + next.headers);
@@ -341,8 +404,8 @@ size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_
       *iov_count = (int)merged + 1;
       return merged;
     }
-    /* Checked already: spare the kernel a second pass. */
-    scratch[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+    /* Checked already: spare the kernel a second pass (else the kernel checks it). */
+    if (verified) scratch[0] = VIRTIO_NET_HDR_F_DATA_VALID;
   }
   iov[0].iov_base = scratch;
   iov[0].iov_len = VNET_HDR_LEN;
@@ -402,14 +465,20 @@ static napi_value offload_segment_js(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* offloadCoalesce(frames) -> Buffer[]: what a write to a TAP with IFF_VNET_HDR would carry, frame by frame. */
+/* offloadCoalesce(frames, checksummed?) -> Buffer[]: what a write to a TAP with IFF_VNET_HDR would carry,
+ * frame by frame; checksummed[i] != 0 marks frame i as offload_frame_t.checksummed. */
 static napi_value offload_coalesce_js(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   bool is_array = false;
+  uint8_t *checksummed = NULL;
+  size_t checksummed_len = 0;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc >= 1) napi_is_array(env, argv[0], &is_array);
-  if (!is_array) return throw_type(env, "offloadCoalesce(frames: Uint8Array[])");
+  napi_valuetype second = napi_undefined;
+  if (argc >= 2) napi_typeof(env, argv[1], &second);
+  if (!is_array || (second != napi_undefined && !get_bytes(env, argv[1], &checksummed, &checksummed_len)))
+    return throw_type(env, "offloadCoalesce(frames: Uint8Array[], checksummed?: Uint8Array)");
   uint32_t count;
   napi_get_array_length(env, argv[0], &count);
   offload_frame_t *frames = calloc(count ? count : 1, sizeof *frames);
@@ -423,6 +492,7 @@ static napi_value offload_coalesce_js(napi_env env, napi_callback_info info) {
       return throw_type(env, "frames must be Uint8Arrays");
     }
     frames[i].data = data;
+    frames[i].checksummed = i < checksummed_len && checksummed[i] != 0;
   }
   napi_value result;
   napi_create_array(env, &result);

@@ -7,6 +7,7 @@
  */
 #ifndef NETCTL_OFFLOAD_H
 #define NETCTL_OFFLOAD_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -22,6 +23,8 @@
 typedef struct {
   const uint8_t *data;
   size_t len;
+  /* Its TCP checksum was computed by a sender we trust (a netctl VTEP) and need not be verified. */
+  bool checksummed;
 } offload_frame_t;
 
 /*
@@ -38,6 +41,19 @@ typedef struct {
 #define OFFLOAD_NO_ROOM (-2)
 int offload_segment(const uint8_t *frame, size_t len, const uint8_t *prefix, size_t prefix_len, uint8_t *out,
                     size_t out_cap, size_t *segment_len, size_t *total_len);
+
+/*
+ * As offload_segment for a TCP super-frame, without copying its payload:
+ * segment i is iov[2i] (`prefix` and its headers, written to `headers`,
+ * *headers_len bytes in all) then iov[2i+1] (its payload, a slice of `frame`,
+ * which must outlive the iovecs). Returns the number of segments,
+ * OFFLOAD_NOT_GSO for a frame without GSO (use offload_segment),
+ * OFFLOAD_MALFORMED or OFFLOAD_NO_ROOM (headers_cap or iov_cap too small).
+ */
+#define OFFLOAD_NOT_GSO (-3)
+int offload_segment_iov(const uint8_t *frame, size_t len, const uint8_t *prefix, size_t prefix_len, uint8_t *headers,
+                        size_t headers_cap, struct iovec *iov, size_t iov_cap, size_t *segment_len,
+                        size_t *headers_len);
 
 /*
  * Plans the next frame to write to a TAP with IFF_VNET_HDR from frames[0..count):

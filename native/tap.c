@@ -357,18 +357,21 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
 }
 
 /*
- * tapWriteFrames(handle, buffers, index, count) -> frames written. Frame i is
- * index[3i+2] bytes at index[3i+1] of buffers[index[3i]], a plain Ethernet
- * frame. On a device with IFF_VNET_HDR each write gets a virtio_net_hdr, and
- * consecutive segments of one TCP flow go as one super-frame (one writev).
+ * tapWriteFrames(handle, buffers, index, count, checksummed?) -> frames written.
+ * Frame i is index[3i+2] bytes at index[3i+1] of buffers[index[3i]], a plain
+ * Ethernet frame. On a device with IFF_VNET_HDR each write gets a
+ * virtio_net_hdr, and consecutive segments of one TCP flow go as one
+ * super-frame (one writev); checksummed[i] != 0 spares frame i's TCP checksum
+ * check before merging.
  * Stops when the device's queue is full (EAGAIN); a frame the kernel rejects
  * (EINVAL) is skipped and not counted; other errors throw.
  */
 static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  const char *usage = "tapWriteFrames(handle, buffers: Uint8Array[], index: Uint32Array, count: number)";
+  const char *usage =
+      "tapWriteFrames(handle, buffers: Uint8Array[], index: Uint32Array, count: number, checksummed?: Uint8Array)";
   if (argc < 4) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
@@ -390,6 +393,22 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
       index_type != napi_uint32_array || (size_t)count * 3 > index_len) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
+  }
+  uint8_t *checksummed = NULL;
+  size_t checksummed_len = 0;
+  napi_valuetype fifth = napi_undefined;
+  if (argc >= 5) napi_typeof(env, argv[4], &fifth);
+  if (fifth != napi_undefined) {
+    napi_typedarray_type type;
+    is_typedarray = false;
+    napi_is_typedarray(env, argv[4], &is_typedarray);
+    if (!is_typedarray ||
+        napi_get_typedarray_info(env, argv[4], &type, &checksummed_len, (void **)&checksummed, &unused_arraybuffer,
+                                 &unused_offset) != napi_ok ||
+        type != napi_uint8_array) {
+      napi_throw_type_error(env, NULL, usage);
+      return NULL;
+    }
   }
   napi_get_array_length(env, argv[1], &buffer_count);
   if (count > tap->frames_cap) {
@@ -419,6 +438,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
     }
     tap->frames[i].data = base + offset;
     tap->frames[i].len = len;
+    tap->frames[i].checksummed = i < checksummed_len && checksummed[i] != 0;
   }
 
   uint8_t scratch[COALESCE_SCRATCH];

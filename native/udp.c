@@ -38,6 +38,8 @@
 #define GSO_MAX_PAYLOAD (65535 - 20 - 8)
 /* Segments per UDP_SEGMENT send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels). */
 #define GSO_MAX_SEGMENTS 64
+/* iovecs for one udpSendFrames flush: a header and a payload per segment, every message full. */
+#define SEND_IOVS (UDP_BATCH * 2 * GSO_MAX_SEGMENTS)
 /* Distinct source addresses remembered while building one batch. */
 #define ADDRESS_CACHE 8
 
@@ -75,7 +77,11 @@ typedef struct {
   uint8_t *arena; /* UDP_BATCH * UDP_SLOT bytes, where recvmmsg writes */
   /* With borrowBuffers: the arena as an external ArrayBuffer, which then owns (and frees) it. */
   napi_ref borrowed;
-  uint8_t *send_arena; /* UDP_BATCH * UDP_SLOT bytes for udpSendFrames, made on first use */
+  /* For udpSendFrames, made on first use: UDP_BATCH * UDP_SLOT bytes for segment headers and copied
+   * frames, SEND_IOVS iovecs for the messages, and how many datagrams each message carries. */
+  uint8_t *send_arena;
+  struct iovec *send_iovs;
+  uint32_t send_segments[UDP_BATCH];
 } udp_t;
 
 static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
@@ -231,6 +237,7 @@ static void free_udp(udp_t *udp) {
   if (udp->borrowed) napi_delete_reference(udp->env, udp->borrowed);
   else free(udp->arena);
   free(udp->send_arena);
+  free(udp->send_iovs);
   free(udp);
 }
 
@@ -686,9 +693,9 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* Sends udp->msgs[0..n): returns how many datagrams went (a UDP_SEGMENT message counts
- * for its segments), sets *full when the queue filled. A segmented message the kernel
- * refuses (the path MTU is smaller than a segment) is sent one datagram at a time. */
+/* Sends udp->msgs[0..n) (message i carries udp->send_segments[i] datagrams): adds to *sent how many
+ * datagrams went, sets *full when the queue filled. A segmented message the kernel refuses (the path
+ * MTU is smaller than a segment) is sent one datagram (an iovec pair: headers, payload) at a time. */
 static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *full) {
   int done = 0;
   while (done < n && !*full) {
@@ -706,16 +713,13 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
       /* This message failed: retry it without segmentation, else drop it. */
       struct msghdr *hdr = &udp->msgs[done].msg_hdr;
       if (hdr->msg_control != NULL) {
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
-        uint16_t segment;
-        memcpy(&segment, CMSG_DATA(cmsg), sizeof segment);
-        uint8_t *base = hdr->msg_iov->iov_base;
-        size_t total = hdr->msg_iov->iov_len;
+        struct iovec *iov = hdr->msg_iov;
+        size_t iov_count = hdr->msg_iovlen;
         hdr->msg_control = NULL;
         hdr->msg_controllen = 0;
-        for (size_t offset = 0; offset < total && !*full; offset += segment) {
-          hdr->msg_iov->iov_base = base + offset;
-          hdr->msg_iov->iov_len = total - offset < segment ? total - offset : segment;
+        hdr->msg_iovlen = 2;
+        for (size_t i = 0; i + 1 < iov_count && !*full; i += 2) {
+          hdr->msg_iov = iov + i;
           ssize_t w;
           do {
             w = sendmsg(udp->fd, hdr, 0);
@@ -727,16 +731,7 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
       done++;
       continue;
     }
-    for (int i = done; i < done + r; i++) {
-      struct msghdr *hdr = &udp->msgs[i].msg_hdr;
-      if (hdr->msg_control == NULL) {
-        (*sent)++;
-      } else {
-        uint16_t segment;
-        memcpy(&segment, CMSG_DATA(CMSG_FIRSTHDR(hdr)), sizeof segment);
-        *sent += (uint32_t)((hdr->msg_iov->iov_len + segment - 1) / segment);
-      }
-    }
+    for (int i = done; i < done + r; i++) *sent += udp->send_segments[i];
     done += r;
   }
   return 0;
@@ -780,12 +775,16 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   if (count > length) count = length;
   const size_t arena_size = (size_t)UDP_BATCH * UDP_SLOT;
   if (!udp->send_arena && !(udp->send_arena = malloc(arena_size))) return throw_errno(env, ENOMEM, "malloc", NULL);
+  if (!udp->send_iovs && !(udp->send_iovs = malloc(SEND_IOVS * sizeof *udp->send_iovs)))
+    return throw_errno(env, ENOMEM, "malloc", NULL);
   uint8_t *arena = udp->send_arena;
+  struct iovec *iovs = udp->send_iovs;
   uint32_t datagrams = 0, sent = 0;
   udp_addr_t dest;
   socklen_t dest_len = port == 0 || port > 65535 || text_len >= INET6_ADDRSTRLEN ? 0 : parse_address(udp->family, text, (uint16_t)port, &dest);
   int full = 0, n = 0;
-  size_t used = 0;
+  /* Bytes of the arena and iovecs that messages not yet sent point into. */
+  size_t used = 0, iovs_used = 0;
   for (uint32_t f = 0; f < count && dest_len != 0 && !full; f++) {
     napi_value element;
     void *bytes;
@@ -797,46 +796,64 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
     }
     size_t segment_len, total;
     int segments;
+    /* A super-frame's segments are iovec pairs (headers, payload by reference); other frames are copied whole. */
+    bool pairs;
     for (;;) {
       uint8_t *out = arena + used;
+      pairs = false;
+      segments = OFFLOAD_NOT_GSO;
       if (vnet_hdr) {
-        segments = offload_segment(bytes, size, prefix, prefix_len, out, arena_size - used, &segment_len, &total);
-      } else if (prefix_len + size <= arena_size - used) {
-        memcpy(out, prefix, prefix_len);
-        memcpy(out + prefix_len, bytes, size);
-        segments = 1;
-        segment_len = total = prefix_len + size;
-      } else {
-        segments = OFFLOAD_NO_ROOM;
+        segments = offload_segment_iov(bytes, size, prefix, prefix_len, out, arena_size - used, iovs + iovs_used,
+                                       SEND_IOVS - iovs_used, &segment_len, &total);
+        pairs = segments > 0;
       }
-      if (segments != OFFLOAD_NO_ROOM || used == 0) break;
+      if (segments == OFFLOAD_NOT_GSO && iovs_used == SEND_IOVS) {
+        segments = OFFLOAD_NO_ROOM;
+      } else if (segments == OFFLOAD_NOT_GSO && vnet_hdr) {
+        segments = offload_segment(bytes, size, prefix, prefix_len, out, arena_size - used, &segment_len, &total);
+      } else if (segments == OFFLOAD_NOT_GSO) {
+        if (prefix_len + size <= arena_size - used) {
+          memcpy(out, prefix, prefix_len);
+          memcpy(out + prefix_len, bytes, size);
+          segments = 1;
+          segment_len = total = prefix_len + size;
+        } else {
+          segments = OFFLOAD_NO_ROOM;
+        }
+      }
+      if (segments != OFFLOAD_NO_ROOM || (used == 0 && iovs_used == 0)) break;
       if (flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
       n = 0;
       used = 0;
+      iovs_used = 0;
       if (full) break;
     }
     if (full || segments < 0) continue;
     datagrams += (uint32_t)segments;
+    if (!pairs) {
+      /* One datagram, copied: one iovec. */
+      iovs[iovs_used].iov_base = arena + used;
+      iovs[iovs_used].iov_len = total;
+    }
     size_t per_message = GSO_MAX_PAYLOAD / segment_len;
     if (per_message > GSO_MAX_SEGMENTS) per_message = GSO_MAX_SEGMENTS;
     if (per_message == 0) per_message = 1;
-    for (size_t offset = 0; offset < total;) {
+    for (size_t first = 0; first < (size_t)segments;) {
       if (n == UDP_BATCH) {
         if (flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
         n = 0;
         if (full) break;
       }
-      size_t len = total - offset < per_message * segment_len ? total - offset : per_message * segment_len;
+      size_t in_message = (size_t)segments - first < per_message ? (size_t)segments - first : per_message;
       udp->addrs[n] = dest;
-      udp->iovs[n].iov_base = arena + used + offset;
-      udp->iovs[n].iov_len = len;
       struct msghdr *hdr = &udp->msgs[n].msg_hdr;
       memset(hdr, 0, sizeof *hdr);
       hdr->msg_name = &udp->addrs[n];
       hdr->msg_namelen = dest_len;
-      hdr->msg_iov = &udp->iovs[n];
-      hdr->msg_iovlen = 1;
-      if (len > segment_len) {
+      hdr->msg_iov = iovs + iovs_used + (pairs ? 2 * first : 0);
+      hdr->msg_iovlen = pairs ? 2 * in_message : 1;
+      udp->send_segments[n] = (uint32_t)in_message;
+      if (in_message > 1) {
         hdr->msg_control = udp->controls[n].buf;
         hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
         struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
@@ -847,9 +864,10 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
         memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
       }
       n++;
-      offset += len;
+      first += in_message;
     }
     used += total;
+    iovs_used += pairs ? 2 * (size_t)segments : 1;
   }
   if (!full && n > 0 && flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
   napi_value result, datagrams_value, sent_value;

@@ -66,10 +66,17 @@ export interface NativeAddon {
   /**
    * Writes `count` plain Ethernet frames, frame i being index[3i+2] bytes at index[3i+1] of
    * buffers[index[3i]]. With IFF_VNET_HDR, consecutive segments of one TCP flow go as one
-   * super-frame. Returns how many frames were written; stops at a full queue, skips frames the
-   * kernel rejects.
+   * super-frame; a segment is merged only if its TCP checksum is valid, which is not checked when
+   * checksummed[i] is non-zero. Returns how many frames were written; stops at a full queue, skips
+   * frames the kernel rejects.
    */
-  tapWriteFrames(handle: NativeTapHandle, buffers: readonly Uint8Array[], index: Uint32Array, count: number): number;
+  tapWriteFrames(
+    handle: NativeTapHandle,
+    buffers: readonly Uint8Array[],
+    index: Uint32Array,
+    count: number,
+    checksummed?: Uint8Array,
+  ): number;
   tapClose(handle: NativeTapHandle): void;
 
   /**
@@ -124,7 +131,7 @@ export interface NativeAddon {
    * The writes a TAP with IFF_VNET_HDR would get for these plain frames, each with its
    * virtio_net_hdr: runs of consecutive segments of one TCP flow merged into one super-frame.
    */
-  offloadCoalesce(frames: readonly Uint8Array[]): Buffer[];
+  offloadCoalesce(frames: readonly Uint8Array[], checksummed?: Uint8Array): Buffer[];
 
   /** flock(2); returns false when `nonBlocking` is set and the lock is held elsewhere. */
   flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;

@@ -28,6 +28,12 @@ export interface FrameBatch {
   readonly buffers: readonly Uint8Array[];
   readonly index: Uint32Array;
   readonly count: number;
+  /**
+   * checksummed[i] !== 0: frame i's TCP checksum was computed by a sender
+   * trusted to (a netctl VTEP) and reached us intact (the underlay's UDP
+   * checksum), so merging it need not verify it again.
+   */
+  readonly checksummed?: Uint8Array;
 }
 
 export interface TapOptions {
@@ -100,7 +106,7 @@ export class TapDevice {
   writeFrames(batch: FrameBatch): number {
     const handle = this.#open();
     try {
-      return addon.tapWriteFrames(handle, batch.buffers, batch.index, batch.count);
+      return addon.tapWriteFrames(handle, batch.buffers, batch.index, batch.count, batch.checksummed);
     } catch (err) {
       throw new NetctlError('Internal', `write to TAP ${this.name}: ${String(err)}`, { cause: err });
     }

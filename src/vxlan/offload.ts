@@ -15,16 +15,17 @@ const NO_PREFIX = new Uint8Array(0);
 
 /**
  * A growable FrameBatch that is cleared and refilled batch after batch:
- * pushing a frame stores three numbers, so a batch costs no allocation once
+ * pushing a frame stores four numbers, so a batch costs no allocation once
  * the list has grown to its working size.
  */
 export class FrameList implements FrameBatch {
   readonly buffers: Uint8Array[] = [];
   index = new Uint32Array(3 * 64);
+  checksummed = new Uint8Array(64);
   count = 0;
 
-  /** Adds `length` bytes at `offset` of `buffer`. */
-  push(buffer: Uint8Array, offset: number, length: number): void {
+  /** Adds `length` bytes at `offset` of `buffer` (see `FrameBatch.checksummed`). */
+  push(buffer: Uint8Array, offset: number, length: number, checksummed = false): void {
     const buffers = this.buffers;
     let which = buffers.length - 1;
     if (which < 0 || buffers[which] !== buffer) {
@@ -37,7 +38,11 @@ export class FrameList implements FrameBatch {
       const grown = new Uint32Array(index.length * 2);
       grown.set(index);
       this.index = index = grown;
+      const flags = new Uint8Array(2 * this.checksummed.length);
+      flags.set(this.checksummed);
+      this.checksummed = flags;
     }
+    this.checksummed[this.count] = checksummed ? 1 : 0;
     index[at] = which;
     index[at + 1] = offset;
     index[at + 2] = length;
@@ -89,8 +94,9 @@ export function segmentFrame(frame: Uint8Array, prefix: Uint8Array = NO_PREFIX):
 /**
  * The frames a TAP with IFF_VNET_HDR would be written for these plain
  * frames, each with its virtio_net_hdr: consecutive segments of one TCP flow
- * merged into one super-frame (as `TapDevice.writeFrames` does).
+ * merged into one super-frame (as `TapDevice.writeFrames` does);
+ * `checksummed` as in `FrameBatch`.
  */
-export function coalesceFrames(frames: readonly Uint8Array[]): Buffer[] {
-  return addon.offloadCoalesce(frames);
+export function coalesceFrames(frames: readonly Uint8Array[], checksummed?: Uint8Array): Buffer[] {
+  return addon.offloadCoalesce(frames, checksummed);
 }

@@ -189,6 +189,8 @@ export class Vtep {
   readonly #networks = new Map<number, Network>();
   /** Networks with inbound frames in the current underlay batch. */
   readonly #touched: Network[] = [];
+  /** Whether the frame `#fromUnderlay` last accepted came from a netctl VTEP (see `FrameBatch.checksummed`). */
+  #acceptedChecksummed = false;
   #nextSweep: number;
   #state: 'new' | 'started' | 'stopped' = 'new';
 
@@ -532,16 +534,25 @@ export class Vtep {
     for (const datagram of datagrams) {
       const { data, address } = datagram;
       const size = datagram.segmentSize ?? 0;
-      // A coalesced receive is a run of datagrams, each judged on its own.
+      // A coalesced receive is a run of datagrams, each judged on its own; one with the VXLAN
+      // header and inner source MAC of the one accepted before it gets the same verdict.
       const step = size > 0 ? size : data.length;
       let offset = 0;
+      let accepted: Network | undefined;
+      let acceptedAt = 0;
       do {
         const length = Math.min(step, data.length - offset);
         this.stats.rxDatagrams++;
-        try {
-          this.#fromUnderlay(data, offset, length, address, now);
-        } catch (err) {
-          this.#log(`datagram from ${address}:${datagram.port} dropped: ${String(err)}`);
+        if (accepted !== undefined && length >= VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN && sameSource(data, acceptedAt, offset)) {
+          accepted.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN, this.#acceptedChecksummed);
+        } else {
+          accepted = undefined;
+          try {
+            accepted = this.#fromUnderlay(data, offset, length, address, now);
+            acceptedAt = offset;
+          } catch (err) {
+            this.#log(`datagram from ${address}:${datagram.port} dropped: ${String(err)}`);
+          }
         }
         offset += length;
       } while (offset < data.length);
@@ -553,42 +564,50 @@ export class Vtep {
     this.#touched.length = 0;
   }
 
-  #fromUnderlay(data: Uint8Array, offset: number, length: number, address: string, now: number): void {
+  /**
+   * Queues an underlay datagram's frame for its network's port; returns the
+   * network, with `#acceptedChecksummed` set, or undefined if it was dropped.
+   */
+  #fromUnderlay(data: Uint8Array, offset: number, length: number, address: string, now: number): Network | undefined {
     if (address === this.#localAddress) {
       this.stats.dropSelf++;
-      return;
+      return undefined;
     }
     if (length < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN) {
       this.stats.dropTruncated++;
-      return;
+      return undefined;
     }
     if (length - VXLAN_HEADER_LEN > this.#maxFrameLength) {
       this.stats.dropOversize++;
-      return;
+      return undefined;
     }
     const vni = vxlanCheck(data, offset, length);
     if (vni < 0) {
       this.stats.dropBadFlags++;
-      return;
+      return undefined;
     }
     const network = this.#networks.get(vni);
     if (network === undefined) {
       this.stats.dropUnknownVni++;
-      return;
+      return undefined;
     }
     const peers = network.peers;
     if (!peers.isKnownSender(address)) {
       this.stats.dropUnknownSender++;
-      return;
+      return undefined;
     }
     const src = readMac(data, offset + VXLAN_HEADER_LEN + 6);
     if (peers.lookup(src, now)?.local === true) {
       this.stats.dropSelf++;
-      return;
+      return undefined;
     }
-    if (peers.isExternalPeer(address) && peers.learn(src, address, now)) this.stats.learned++;
+    const external = peers.isExternalPeer(address);
+    if (external && peers.learn(src, address, now)) this.stats.learned++;
     if (network.inbound.count === 0) this.#touched.push(network);
-    network.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN);
+    // netctl VTEPs compute every inner checksum they send, and the outer UDP checksum covered the trip.
+    this.#acceptedChecksummed = !external;
+    network.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN, !external);
+    return network;
   }
 
   /** Writes frames to a network's port; what it does not take is counted, never thrown. */
@@ -609,6 +628,14 @@ function encapsulate(header: Uint8Array, frame: Uint8Array): Uint8Array {
   data.set(header, 0);
   data.set(frame, VXLAN_HEADER_LEN);
   return data;
+}
+
+/** True when the datagrams at `a` and `b` have the same VXLAN header and inner source MAC (bytes 0–7 and 14–19). */
+function sameSource(data: Uint8Array, a: number, b: number): boolean {
+  for (let i = 0; i < VXLAN_HEADER_LEN; i++) if (data[a + i] !== data[b + i]) return false;
+  const mac = VXLAN_HEADER_LEN + 6;
+  for (let i = mac; i < mac + 6; i++) if (data[a + i] !== data[b + i]) return false;
+  return true;
 }
 
 /** True for frames the VTEP may answer itself: ARP, and IPv6 ICMP (neighbour solicitations). */

@@ -8,8 +8,8 @@ import { run, tempNetns, uniqueName } from '../sys/helpers.js';
 import { segmentFrame } from '../../src/vxlan/offload.js';
 import { HOST_A, HOST_B, MSS, VNI, drops, frame, mac, superFrame } from './helpers.js';
 
-/** Two namespaces joined by a veth pair: HOST_A/24 in `a`, HOST_B/24 in `b`. */
-async function underlay(t: ExecutionContext) {
+/** Two namespaces joined by a veth pair (of `mtu`, default the kernel's): HOST_A/24 in `a`, HOST_B/24 in `b`. */
+async function underlay(t: ExecutionContext, mtu?: number) {
   const a = await tempNetns(t);
   const b = await tempNetns(t);
   const ifA = uniqueName('a');
@@ -19,6 +19,10 @@ async function underlay(t: ExecutionContext) {
   await run('ip', ['-n', b.name, 'addr', 'add', `${HOST_B}/24`, 'dev', ifB]);
   await run('ip', ['-n', a.name, 'link', 'set', ifA, 'up']);
   await run('ip', ['-n', b.name, 'link', 'set', ifB, 'up']);
+  if (mtu !== undefined) {
+    await run('ip', ['-n', a.name, 'link', 'set', ifA, 'mtu', String(mtu)]);
+    await run('ip', ['-n', b.name, 'link', 'set', ifB, 'mtu', String(mtu)]);
+  }
   return { a, b };
 }
 
@@ -75,6 +79,19 @@ test('TCP super-frames leave in UDP_SEGMENT sends and arrive through UDP_GRO as 
   t.deepEqual(b.port.written, expected);
   t.like(a.vtep.stats, { rxFrames: 3, txDatagrams: expected.length });
   t.like(b.vtep.stats, { rxDatagrams: expected.length, txFrames: expected.length });
+  t.is(a.underlayPort.dropped, 0);
+  t.is(drops(a.vtep) + drops(b.vtep), 0);
+});
+
+test('segments larger than the underlay MTU, which UDP_SEGMENT refuses, are sent one datagram at a time', async (t) => {
+  const { a: nsA, b: nsB } = await underlay(t, 1000);
+  const a = host(t, nsA.path, HOST_A, true);
+  const b = host(t, nsB.path, HOST_B);
+  const big = superFrame({ payload: 10 * MSS });
+  const expected = segmentFrame(big)!.map((piece) => Buffer.from(piece));
+  a.port.inject([big]);
+  await until(() => b.port.written.length >= expected.length);
+  t.deepEqual(b.port.written, expected);
   t.is(a.underlayPort.dropped, 0);
   t.is(drops(a.vtep) + drops(b.vtep), 0);
 });

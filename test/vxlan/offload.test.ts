@@ -129,6 +129,30 @@ test('segments of other flows, out of order, with other flags or a bad checksum 
   t.deepEqual(lengths([...pieces, ...fin]), [4, 1, 1], 'FIN is never merged');
 });
 
+test('segments whose checksums a netctl VTEP computed are merged without checking them again', (t) => {
+  const pieces = segmentFrame(superFrame({ payload: 3 * MSS, flags: ACK }))!;
+  const corrupt = Buffer.from(pieces[1]!);
+  corrupt[corrupt.length - 1]! ^= 0xff;
+  const frames = [pieces[0]!, corrupt, pieces[2]!];
+  t.is(coalesceFrames(frames).length, 3, 'checked: the bad segment ends the run');
+  const merged = coalesceFrames(frames, Uint8Array.of(1, 1, 1));
+  t.is(merged.length, 1, 'trusted: one super-frame');
+  t.is(merged[0]![0], NEEDS_CSUM, 'the kernel completes the checksum of what it gets');
+  const [single] = coalesceFrames([pieces[0]!], Uint8Array.of(1));
+  t.is(single![0], 0, 'an unchecked frame alone is not marked valid: the kernel checks it');
+  t.is(coalesceFrames([pieces[0]!, corrupt], Uint8Array.of(1, 0)).length, 2, 'only the frames marked are trusted');
+});
+
+test('FrameList keeps the checksummed mark of every frame as it grows', (t) => {
+  const list = new FrameList();
+  const buffer = new Uint8Array(300);
+  for (let i = 0; i < 200; i++) list.push(buffer, i, 1, i % 3 === 0);
+  t.is(list.count, 200);
+  t.deepEqual([...list.checksummed.subarray(0, 7)], [1, 0, 0, 1, 0, 0, 1]);
+  t.is(list.checksummed[198], 1);
+  t.is(list.checksummed[199], 0);
+});
+
 test('a frame without GSO gets its partial checksum completed; a bad virtio header is refused', (t) => {
   // UDP/IPv4 with NEEDS_CSUM: csum_start at the UDP header, offset 6, the field holding the pseudo-header sum.
   const data = payloadBytes(101);

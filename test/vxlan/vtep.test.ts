@@ -481,6 +481,54 @@ test('frames shorter than an Ethernet header from a port are dropped as truncate
   t.is(a.vtep.stats.dropTruncated, 2);
 });
 
+test('frames from netctl VTEPs reach the port marked checksummed, frames from external peers do not', async (t) => {
+  const net = new MemoryNetwork();
+  const a = host(net, HOST_A, []);
+  const aPort = new MemoryFramePort();
+  a.vtep.addNetwork(VNI, aPort, { externalPeers: [EXTERNAL] });
+  const b = host(net, HOST_B);
+  publish([a, b], [
+    { n: 1, at: a },
+    { n: 2, at: b },
+  ]);
+  const marks: number[] = [];
+  const write = aPort.writeFrames.bind(aPort);
+  aPort.writeFrames = (frames) => {
+    for (let i = 0; i < frames.count; i++) marks.push(frames.checksummed?.[i] ?? 0);
+    return write(frames);
+  };
+  const kernel = net.open(EXTERNAL, 4789);
+  kernel.start(() => {});
+
+  const fromNetctl = frame(mac(1), mac(2));
+  b.port().inject([fromNetctl]);
+  await net.idle();
+  const fromKernel = frame(mac(1), mac(0x50));
+  kernel.sendBatch([{ data: vxlan(VNI, fromKernel), address: HOST_A, port: 4789 }]);
+  await net.idle();
+  t.deepEqual(aPort.written, [fromNetctl, fromKernel]);
+  t.deepEqual(marks, [1, 0]);
+});
+
+test('each datagram of a coalesced (GRO) receive is judged on its own', (t) => {
+  const net = new MemoryNetwork();
+  const a = host(net, HOST_A);
+  const b = host(net, HOST_B);
+  publish([a, b], [
+    { n: 1, at: a },
+    { n: 2, at: b },
+  ]);
+  const first = frame(mac(1), mac(2), 46, 1);
+  const otherVni = frame(mac(1), mac(2), 46, 2);
+  const second = frame(mac(1), mac(2), 46, 3);
+  const fromSelf = frame(mac(1), mac(1), 46, 4);
+  const last = frame(mac(1), mac(2), 20, 5);
+  const data = Buffer.concat([vxlan(VNI, first), vxlan(VNI + 1, otherVni), vxlan(VNI, second), vxlan(VNI, fromSelf), vxlan(VNI, last)]);
+  a.underlay.deliver([{ data, address: HOST_B, port: 4789, segmentSize: vxlan(VNI, first).length }]);
+  t.deepEqual(a.port().written, [first, second, last]);
+  t.like(a.vtep.stats, { rxDatagrams: 5, dropUnknownVni: 1, dropSelf: 1 });
+});
+
 test('external peers: their MACs are learned, replies go back to them, entries age out, floods reach them', async (t) => {
   const net = new MemoryNetwork();
   let clock = 1_000_000;
