@@ -8,14 +8,6 @@
 
 #include "addon.h"
 
-static napi_value throw_errno(napi_env env, const char *syscall, int err) {
-  const char *name = strerrorname_np(err);
-  char message[128];
-  snprintf(message, sizeof message, "%s: %s", syscall, strerror(err));
-  napi_throw_error(env, name != NULL ? name : "EUNKNOWN", message);
-  return NULL;
-}
-
 static bool read_fd(napi_env env, napi_value value, int32_t *fd) {
   if (napi_get_value_int32(env, value, fd) != napi_ok || *fd < 0) {
     napi_throw_type_error(env, NULL, "fd must be a non-negative integer");
@@ -58,7 +50,7 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
 
   bool held = true;
   if (rc == -1) {
-    if (!(non_blocking && errno == EWOULDBLOCK)) return throw_errno(env, "flock", errno);
+    if (!(non_blocking && errno == EWOULDBLOCK)) return netctl_throw_errno(env, errno, "flock", NULL);
     held = false;
   }
   napi_value result;
@@ -80,7 +72,7 @@ static napi_value js_funlock(napi_env env, napi_callback_info info) {
   do {
     rc = flock(fd, LOCK_UN);
   } while (rc == -1 && errno == EINTR);
-  if (rc == -1) return throw_errno(env, "flock", errno);
+  if (rc == -1) return netctl_throw_errno(env, errno, "flock", NULL);
   return NULL;
 }
 

@@ -23,25 +23,6 @@
 
 #define SELF_NETNS "/proc/thread-self/ns/net"
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
-  const char *name = strerrorname_np(err);
-  char msg[512];
-  if (path)
-    snprintf(msg, sizeof msg, "%s %s: %s", syscall, path, strerror(err));
-  else
-    snprintf(msg, sizeof msg, "%s: %s", syscall, strerror(err));
-  napi_value code, text, error, errno_value, syscall_value;
-  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &error);
-  napi_create_int32(env, err, &errno_value);
-  napi_set_named_property(env, error, "errno", errno_value);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
-  napi_set_named_property(env, error, "syscall", syscall_value);
-  napi_throw(env, error);
-  return NULL;
-}
-
 static int get_string_arg(napi_env env, napi_value value, char *out, size_t size) {
   size_t len;
   if (napi_get_value_string_utf8(env, value, out, size, &len) != napi_ok) {
@@ -83,18 +64,18 @@ static napi_value netns_enter(napi_env env, napi_callback_info info) {
   if (argc < 1 || get_string_arg(env, argv[0], path, sizeof path) != 0) return NULL;
 
   int saved = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
-  if (saved < 0) return throw_errno(env, errno, "open", SELF_NETNS);
+  if (saved < 0) return netctl_throw_errno(env, errno, "open", SELF_NETNS);
   int target = open(path, O_RDONLY | O_CLOEXEC);
   if (target < 0) {
     int err = errno;
     close(saved);
-    return throw_errno(env, err, "open", path);
+    return netctl_throw_errno(env, err, "open", path);
   }
   if (setns(target, CLONE_NEWNET) != 0) {
     int err = errno;
     close(target);
     close(saved);
-    return throw_errno(env, err, "setns", path);
+    return netctl_throw_errno(env, err, "setns", path);
   }
   close(target);
   napi_value result;
@@ -140,30 +121,30 @@ static napi_value netns_create(napi_env env, napi_callback_info info) {
       get_string_arg(env, argv[1], path, sizeof path) != 0)
     return NULL;
 
-  if (share_run_dir(run_dir) != 0) return throw_errno(env, errno, "mount", run_dir);
+  if (share_run_dir(run_dir) != 0) return netctl_throw_errno(env, errno, "mount", run_dir);
 
   int file = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
-  if (file < 0) return throw_errno(env, errno, "open", path);
+  if (file < 0) return netctl_throw_errno(env, errno, "open", path);
   close(file);
 
   int saved = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
   if (saved < 0) {
     int err = errno;
     unlink(path);
-    return throw_errno(env, err, "open", SELF_NETNS);
+    return netctl_throw_errno(env, err, "open", SELF_NETNS);
   }
   if (unshare(CLONE_NEWNET) != 0) {
     int err = errno;
     close(saved);
     unlink(path);
-    return throw_errno(env, err, "unshare", NULL);
+    return netctl_throw_errno(env, err, "unshare", NULL);
   }
   int err = 0;
   if (mount(SELF_NETNS, path, "none", MS_BIND, NULL) != 0) err = errno;
   restore_or_die(saved);
   if (err != 0) {
     unlink(path);
-    return throw_errno(env, err, "mount", path);
+    return netctl_throw_errno(env, err, "mount", path);
   }
   return NULL;
 }
@@ -178,7 +159,7 @@ static napi_value netns_unmount(napi_env env, napi_callback_info info) {
   if (argc < 1 || get_string_arg(env, argv[0], path, sizeof path) != 0) return NULL;
   napi_value result;
   if (umount2(path, MNT_DETACH) != 0) {
-    if (errno != EINVAL && errno != ENOENT) return throw_errno(env, errno, "umount2", path);
+    if (errno != EINVAL && errno != ENOENT) return netctl_throw_errno(env, errno, "umount2", path);
     napi_get_boolean(env, false, &result);
     return result;
   }
@@ -215,7 +196,7 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
       get_int_arg(env, argv[2], &protocol) != 0)
     return NULL;
   int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
-  if (fd < 0) return throw_errno(env, errno, "socket", NULL);
+  if (fd < 0) return netctl_throw_errno(env, errno, "socket", NULL);
   napi_value result;
   napi_create_int32(env, fd, &result);
   return result;

@@ -47,23 +47,6 @@ typedef struct {
   uint8_t read_buf[TAP_READ_SIZE];
 } tap_t;
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
-  const char *name = strerrorname_np(err);
-  char msg[512];
-  if (what)
-    snprintf(msg, sizeof msg, "%s %s: %s", syscall, what, strerror(err));
-  else
-    snprintf(msg, sizeof msg, "%s: %s", syscall, strerror(err));
-  napi_value code, text, error, errno_value;
-  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &error);
-  napi_create_int32(env, err, &errno_value);
-  napi_set_named_property(env, error, "errno", errno_value);
-  napi_throw(env, error);
-  return NULL;
-}
-
 /* tapOpen(name, vnetHdr, offloads) -> { fd, name }. Opens the device in the
  * calling thread's network namespace; offloads < 0 means "leave as is". */
 static napi_value tap_open(napi_env env, napi_callback_info info) {
@@ -86,7 +69,7 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   }
 
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return throw_errno(env, errno, "open", "/dev/net/tun");
+  if (fd < 0) return netctl_throw_errno(env, errno, "open", "/dev/net/tun");
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0);
@@ -94,12 +77,12 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
     int err = errno;
     close(fd);
-    return throw_errno(env, err, "TUNSETIFF", name);
+    return netctl_throw_errno(env, err, "TUNSETIFF", name);
   }
   if (offloads >= 0 && ioctl(fd, TUNSETOFFLOAD, (unsigned int)offloads) != 0) {
     int err = errno;
     close(fd);
-    return throw_errno(env, err, "TUNSETOFFLOAD", name);
+    return netctl_throw_errno(env, err, "TUNSETOFFLOAD", name);
   }
 
   napi_value result, fd_value, name_value;
@@ -189,13 +172,13 @@ static napi_value tap_handle(napi_env env, napi_callback_info info) {
     return NULL;
   }
   tap_t *tap = calloc(1, sizeof *tap);
-  if (!tap) return throw_errno(env, ENOMEM, "calloc", NULL);
+  if (!tap) return netctl_throw_errno(env, ENOMEM, "calloc", NULL);
   tap->env = env;
   tap->fd = fd;
   tap->vnet_hdr = vnet_hdr;
   if (borrow && !(tap->arena = malloc((size_t)TAP_BATCH * TAP_READ_SIZE))) {
     free(tap);
-    return throw_errno(env, ENOMEM, "malloc", NULL);
+    return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
   }
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
@@ -203,7 +186,7 @@ static napi_value tap_handle(napi_env env, napi_callback_info info) {
   if (rc != 0) {
     free(tap->arena);
     free(tap);
-    return throw_errno(env, -rc, "uv_poll_init", NULL);
+    return netctl_throw_errno(env, -rc, "uv_poll_init", NULL);
   }
   tap->poll.data = tap;
   if (borrow) {
@@ -293,7 +276,7 @@ static napi_value tap_start(napi_env env, napi_callback_info info) {
     napi_delete_reference(env, tap->callback);
   } else {
     int rc = uv_poll_start(&tap->poll, UV_READABLE, on_readable);
-    if (rc != 0) return throw_errno(env, -rc, "uv_poll_start", NULL);
+    if (rc != 0) return netctl_throw_errno(env, -rc, "uv_poll_start", NULL);
     napi_create_reference(env, argv[0], 1, &tap->self);
     tap->polling = 1;
   }
@@ -348,7 +331,7 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN) break;
-      return throw_errno(env, errno, "write", "TAP");
+      return netctl_throw_errno(env, errno, "write", "TAP");
     }
   }
   napi_value result;
@@ -413,7 +396,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
   napi_get_array_length(env, argv[1], &buffer_count);
   if (count > tap->frames_cap) {
     offload_frame_t *grown = realloc(tap->frames, count * sizeof *grown);
-    if (!grown) return throw_errno(env, ENOMEM, "realloc", NULL);
+    if (!grown) return netctl_throw_errno(env, ENOMEM, "realloc", NULL);
     tap->frames = grown;
     tap->frames_cap = count;
   }
@@ -461,7 +444,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
     }
     if (n < 0) {
       if (errno == EAGAIN) break;
-      if (errno != EINVAL) return throw_errno(env, errno, "write", "TAP");
+      if (errno != EINVAL) return netctl_throw_errno(env, errno, "write", "TAP");
     } else {
       written += (uint32_t)taken;
     }

@@ -84,25 +84,6 @@ typedef struct {
   uint32_t send_segments[UDP_BATCH];
 } udp_t;
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
-  const char *name = strerrorname_np(err);
-  char msg[512];
-  if (what)
-    snprintf(msg, sizeof msg, "%s %s: %s", syscall, what, strerror(err));
-  else
-    snprintf(msg, sizeof msg, "%s: %s", syscall, strerror(err));
-  napi_value code, text, error, errno_value, syscall_value;
-  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &error);
-  napi_create_int32(env, err, &errno_value);
-  napi_set_named_property(env, error, "errno", errno_value);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
-  napi_set_named_property(env, error, "syscall", syscall_value);
-  napi_throw(env, error);
-  return NULL;
-}
-
 /* socket(2) inside the namespace at `netns` ("" = the calling thread's own).
  * Returns the fd, or -1 with errno set and *failed naming the call. */
 static int socket_in_netns(const char *netns, int domain, int type, const char **failed) {
@@ -307,7 +288,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   const char *failed;
   int fd = socket_in_netns(netns, family, SOCK_DGRAM, &failed);
-  if (fd < 0) return throw_errno(env, errno, failed, netns[0] ? netns : NULL);
+  if (fd < 0) return netctl_throw_errno(env, errno, failed, netns[0] ? netns : NULL);
   int one = 1;
   udp_addr_t bound;
   socklen_t bound_len = sizeof bound;
@@ -327,7 +308,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (failed) {
     int err = errno;
     close(fd);
-    return throw_errno(env, err, failed, NULL);
+    return netctl_throw_errno(env, err, failed, NULL);
   }
 
   udp_t *udp = calloc(1, sizeof *udp);
@@ -336,7 +317,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     free(udp);
     free(arena);
     close(fd);
-    return throw_errno(env, ENOMEM, "malloc", NULL);
+    return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
   }
   udp->env = env;
   udp->fd = fd;
@@ -350,7 +331,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     free(arena);
     free(udp);
     close(fd);
-    return throw_errno(env, -rc, "uv_poll_init", NULL);
+    return netctl_throw_errno(env, -rc, "uv_poll_init", NULL);
   }
   udp->poll.data = udp;
   if (borrow) {
@@ -564,7 +545,7 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
     napi_delete_reference(env, udp->callback);
   } else {
     int rc = uv_poll_start(&udp->poll, UV_READABLE, on_readable);
-    if (rc != 0) return throw_errno(env, -rc, "uv_poll_start", NULL);
+    if (rc != 0) return netctl_throw_errno(env, -rc, "uv_poll_start", NULL);
     napi_create_reference(env, argv[0], 1, &udp->self);
     udp->polling = 1;
   }
@@ -683,7 +664,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
         full = 1;
         break;
       }
-      if (r < 0 && is_socket_error(errno)) return throw_errno(env, errno, "sendmmsg", NULL);
+      if (r < 0 && is_socket_error(errno)) return netctl_throw_errno(env, errno, "sendmmsg", NULL);
       /* This datagram's destination failed; the rest may still go. */
       done++;
     }
@@ -706,7 +687,7 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
       break;
     }
     if (r < 0 && is_socket_error(errno)) {
-      throw_errno(env, errno, "sendmmsg", NULL);
+      netctl_throw_errno(env, errno, "sendmmsg", NULL);
       return -1;
     }
     if (r < 0) {
@@ -774,9 +755,9 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   napi_get_array_length(env, argv[2], &length);
   if (count > length) count = length;
   const size_t arena_size = (size_t)UDP_BATCH * UDP_SLOT;
-  if (!udp->send_arena && !(udp->send_arena = malloc(arena_size))) return throw_errno(env, ENOMEM, "malloc", NULL);
+  if (!udp->send_arena && !(udp->send_arena = malloc(arena_size))) return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
   if (!udp->send_iovs && !(udp->send_iovs = malloc(SEND_IOVS * sizeof *udp->send_iovs)))
-    return throw_errno(env, ENOMEM, "malloc", NULL);
+    return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
   uint8_t *arena = udp->send_arena;
   struct iovec *iovs = udp->send_iovs;
   uint32_t datagrams = 0, sent = 0;
@@ -912,7 +893,7 @@ static napi_value tcp_listen(napi_env env, napi_callback_info info) {
   }
   const char *failed;
   int fd = socket_in_netns(netns, family, SOCK_STREAM, &failed);
-  if (fd < 0) return throw_errno(env, errno, failed, netns[0] ? netns : NULL);
+  if (fd < 0) return netctl_throw_errno(env, errno, failed, netns[0] ? netns : NULL);
   int one = 1;
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) failed = "setsockopt";
   else if (bind(fd, &addr.sa, addr_len) != 0) failed = "bind";
@@ -921,7 +902,7 @@ static napi_value tcp_listen(napi_env env, napi_callback_info info) {
   if (failed) {
     int err = errno;
     close(fd);
-    return throw_errno(env, err, failed, NULL);
+    return netctl_throw_errno(env, err, failed, NULL);
   }
   napi_value result;
   napi_create_int32(env, fd, &result);
