@@ -220,7 +220,7 @@ test.serial('garbage on the data path port is dropped and counted, and the overl
   t.true((stats['dropBadFlags'] ?? 0) >= 1, 'missing I flag counted');
   t.true((stats['dropUnknownVni'] ?? 0) >= 1, 'unknown VNI counted');
   t.true((stats['dropUnknownSender'] ?? 0) >= 1, 'unknown sender counted');
-  t.is(h1.daemon?.exitCode, null, 'the daemon is still running');
+  t.is(h1.daemon?.process.exitCode, null, 'the daemon is still running');
   t.true(await pings(nsPath(a.name), b.address), 'the overlay still works');
 });
 

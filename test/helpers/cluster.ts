@@ -5,16 +5,13 @@
  * underlay, and one `netctl daemon` per host started with nsenter.
  * Everything is removed by `destroy`, which tests call from teardown.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { NETCTL_CLI, type RunningDaemon, startDaemon as startNetctlDaemon } from './daemon.js';
 import { startEtcd } from './etcd.js';
 import { addNetns, namespacesWithPrefix, removeNetns, run, type RunResult, uniqueName } from './kernel.js';
 
-const root = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
-const cli = join(root, 'bin', 'netctl.js');
 
 export interface SimHost {
   readonly index: number;
@@ -23,8 +20,7 @@ export interface SimHost {
   readonly address: string;
   readonly socket: string;
   readonly stateDir: string;
-  daemon: ChildProcess | undefined;
-  output: string;
+  daemon: RunningDaemon | undefined;
 }
 
 export interface Cluster {
@@ -79,12 +75,9 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
     for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   };
   const stopDaemon = async (host: SimHost, signal: NodeJS.Signals) => {
-    const child = host.daemon;
+    const daemon = host.daemon;
     host.daemon = undefined;
-    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill(signal);
-    await exited;
+    await daemon?.stop(signal);
   };
   try {
     await must(['-n', underlayNs, 'link', 'add', 'ul0', 'type', 'bridge']);
@@ -115,22 +108,16 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
     await plugIntoUnderlay(name, address);
     const stateDir = await mkdtemp(join(tmpdir(), `netctl-host${index}-`));
     dirs.push(stateDir);
-    return { index, name, netnsPath, address, socket: join(stateDir, 'netctl.sock'), stateDir, daemon: undefined, output: '' };
+    return { index, name, netnsPath, address, socket: join(stateDir, 'netctl.sock'), stateDir, daemon: undefined };
   }
 
   const startDaemon = async (host: SimHost) => {
     if (etcd === undefined) throw new Error('etcd is not running');
-    const child = spawn(
-      'nsenter',
-      [
-        `--net=${host.netnsPath}`,
-        process.execPath,
-        cli,
-        'daemon',
-        '--state-dir',
-        host.stateDir,
-        '--socket',
-        host.socket,
+    host.daemon = await startNetctlDaemon({
+      netnsPath: host.netnsPath,
+      stateDir: host.stateDir,
+      socket: host.socket,
+      args: [
         '--store',
         etcd.url.replace(/^http:/, 'etcd:'),
         '--advertise-addr',
@@ -141,21 +128,10 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
         '--dns',
         '127.0.0.1',
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    host.daemon = child;
-    host.output = '';
-    child.stdout?.on('data', (chunk: Buffer) => (host.output += chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer) => (host.output += chunk.toString()));
-    const deadline = Date.now() + 30_000;
-    while (!host.output.includes('listening')) {
-      if (child.exitCode !== null) throw new Error(`daemon on host${host.index} exited ${child.exitCode}: ${host.output}`);
-      if (Date.now() > deadline) throw new Error(`daemon on host${host.index} did not start: ${host.output}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    });
   };
 
-  const netctl = (host: SimHost, ...args: string[]) => run(process.execPath, [cli, '-H', `unix://${host.socket}`, ...args]);
+  const netctl = (host: SimHost, ...args: string[]) => run(process.execPath, [NETCTL_CLI, '-H', `unix://${host.socket}`, ...args]);
   return {
     hosts,
     underlayNs,
