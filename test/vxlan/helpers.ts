@@ -126,6 +126,13 @@ export function publish(hosts: Host[], endpoints: Array<{ n: number; at: Host; v
   }
 }
 
+/** Hosts A, B and C on `network`, endpoint n at the n-th of them, every host told of every endpoint. */
+export function threeHosts(network: MemoryNetwork): [Host, Host, Host] {
+  const hosts: [Host, Host, Host] = [host(network, HOST_A), host(network, HOST_B), host(network, HOST_C)];
+  publish(hosts, hosts.map((at, i) => ({ n: i + 1, at })));
+  return hosts;
+}
+
 /** The sum of every drop counter. */
 export function drops(vtep: Vtep): number {
   return Object.entries(vtep.stats)

@@ -49,6 +49,7 @@ import {
   prng,
   publish,
   superFrame,
+  threeHosts,
   vxlan,
 } from './helpers.js';
 
@@ -150,14 +151,7 @@ test('ARP for a local endpoint is answered too; gratuitous ARP and probes for th
 
 test('ARP for an unknown address is flooded to every VTEP of the VNI', async (t) => {
   const net = new MemoryNetwork();
-  const a = host(net, HOST_A);
-  const b = host(net, HOST_B);
-  const c = host(net, HOST_C);
-  publish([a, b, c], [
-    { n: 1, at: a },
-    { n: 2, at: b },
-    { n: 3, at: c },
-  ]);
+  const [a, b, c] = threeHosts(net);
   const request = arpRequest(mac(1), ip(1), ip(99));
   a.port().inject([request]);
   await net.idle();
@@ -171,16 +165,9 @@ test('ARP for an unknown address is flooded to every VTEP of the VNI', async (t)
 
 test('broadcast goes to the 2 other VTEPs with peers on the VNI, not to a VTEP without', async (t) => {
   const net = new MemoryNetwork();
-  const a = host(net, HOST_A);
-  const b = host(net, HOST_B);
-  const c = host(net, HOST_C);
+  const [a, b, c] = threeHosts(net);
   // D serves the same VNI, but A knows no peer of that VNI at D.
   const d = host(net, HOST_D);
-  publish([a, b, c], [
-    { n: 1, at: a },
-    { n: 2, at: b },
-    { n: 3, at: c },
-  ]);
   const broadcast = frame(BROADCAST_MAC, mac(1), 50, 3);
   a.port().inject([broadcast]);
   await net.idle();
@@ -601,14 +588,7 @@ test('external peers: their MACs are learned, replies go back to them, entries a
 
 test('removePeer and removeNetwork stop forwarding', async (t) => {
   const net = new MemoryNetwork();
-  const a = host(net, HOST_A);
-  const b = host(net, HOST_B);
-  const c = host(net, HOST_C);
-  publish([a, b, c], [
-    { n: 1, at: a },
-    { n: 2, at: b },
-    { n: 3, at: c },
-  ]);
+  const [a, b, c] = threeHosts(net);
   a.vtep.removePeer(VNI, macText(2));
   const toB = frame(mac(2), mac(1));
   a.port().inject([toB, arpRequest(mac(1), ip(1), ip(2))]);
