@@ -176,16 +176,21 @@ static int get_endpoint_args(napi_env env, napi_value *argv, char *netns, size_t
   return 0;
 }
 
-static int get_bool_option(napi_env env, napi_value opts, const char *name, bool *out) {
+/* The option's value, or NULL when `opts` lacks it or holds undefined there. */
+static napi_value option_value(napi_env env, napi_value opts, const char *name) {
   bool has;
-  *out = false;
-  if (napi_has_named_property(env, opts, name, &has) != napi_ok || !has) return 0;
+  if (napi_has_named_property(env, opts, name, &has) != napi_ok || !has) return NULL;
   napi_value value;
   napi_valuetype type;
   napi_get_named_property(env, opts, name, &value);
   napi_typeof(env, value, &type);
-  if (type == napi_undefined) return 0;
-  if (napi_get_value_bool(env, value, out) != napi_ok) {
+  return type == napi_undefined ? NULL : value;
+}
+
+static int get_bool_option(napi_env env, napi_value opts, const char *name, bool *out) {
+  *out = false;
+  napi_value value = option_value(env, opts, name);
+  if (value != NULL && napi_get_value_bool(env, value, out) != napi_ok) {
     napi_throw_type_error(env, NULL, "boolean option expected");
     return -1;
   }
@@ -193,15 +198,9 @@ static int get_bool_option(napi_env env, napi_value opts, const char *name, bool
 }
 
 static int get_int_option(napi_env env, napi_value opts, const char *name, int32_t *out) {
-  bool has;
   *out = 0;
-  if (napi_has_named_property(env, opts, name, &has) != napi_ok || !has) return 0;
-  napi_value value;
-  napi_valuetype type;
-  napi_get_named_property(env, opts, name, &value);
-  napi_typeof(env, value, &type);
-  if (type == napi_undefined) return 0;
-  if (napi_get_value_int32(env, value, out) != napi_ok || *out < 0) {
+  napi_value value = option_value(env, opts, name);
+  if (value != NULL && (napi_get_value_int32(env, value, out) != napi_ok || *out < 0)) {
     napi_throw_type_error(env, NULL, "non-negative integer option expected");
     return -1;
   }
