@@ -26,8 +26,10 @@
 #define TCP_ACK 0x10
 #define TCP_CWR 0x80
 #define TCP_CHECKSUM_OFFSET 16
+#define UDP_CHECKSUM_OFFSET 6
 /* The largest IPv4 total length or IPv6 payload length. */
 #define IP_MAX_LENGTH 65535
+#define VXLAN_PREFIX_LEN 8
 
 static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
@@ -192,18 +194,35 @@ static int super_frame(const uint8_t *in, size_t in_len, super_frame_t *sf) {
 }
 
 /*
- * Writes `prefix` and segment i's headers at `o`, fixed for that segment,
- * with the TCP checksum over the headers and the payload slice. With
- * `payload_out` the slice is copied there in the same pass.
+ * True when the checksum of a transport header `tcp_off` bytes into the
+ * inner frame may be left partial for the receiver (RCO can express it).
  */
-static void segment_headers(const super_frame_t *sf, size_t i, const uint8_t *prefix, size_t prefix_len, uint8_t *o,
-                            uint8_t *payload_out) {
+static bool rco_fits(bool remote_csum, size_t prefix_len, size_t tcp_off) {
+  return remote_csum && prefix_len == VXLAN_PREFIX_LEN && tcp_off >= ETH_HLEN && tcp_off % 2 == 0 &&
+         tcp_off <= VXLAN_RCO_MAX_START;
+}
+
+/* Marks the VXLAN header at `vxlan` as carrying a frame whose TCP checksum, `tcp_off` bytes in, is partial. */
+static void mark_rco(uint8_t *vxlan, size_t tcp_off) {
+  vxlan[VXLAN_RCO_FLAG_BYTE] |= VXLAN_RCO_FLAG;
+  vxlan[VXLAN_RCO_START_BYTE] = (uint8_t)(tcp_off / 2);
+}
+
+/*
+ * Writes `prefix` and segment i's headers at `o`, fixed for that segment,
+ * with the TCP checksum over the headers and the payload slice, or with
+ * `partial` only its pseudo-header sum (and the prefix marked with RCO).
+ * With `payload_out` the slice is copied there in the same pass.
+ */
+static void segment_headers(const super_frame_t *sf, size_t i, const uint8_t *prefix, size_t prefix_len, bool partial,
+                            uint8_t *o, uint8_t *payload_out) {
   size_t segment_payload = i + 1 < sf->count ? sf->gso_size : sf->payload - i * sf->gso_size;
   const uint8_t *slice = sf->frame + sf->headers + i * sf->gso_size;
   memcpy(o, prefix, prefix_len);
   uint8_t *f = o + prefix_len;
   memcpy(f, sf->frame, sf->headers);
-  uint8_t *ip = f + ETH_HLEN, *tcp = f + sf->headers - sf->tcp_header_len;
+  size_t tcp_off = sf->headers - sf->tcp_header_len;
+  uint8_t *ip = f + ETH_HLEN, *tcp = f + tcp_off;
   if (sf->v4) {
     put16(ip + 2, (uint16_t)(sf->ip_header_len + sf->tcp_header_len + segment_payload));
     put16(ip + 4, (uint16_t)(sf->id + i));
@@ -217,15 +236,23 @@ static void segment_headers(const super_frame_t *sf, size_t i, const uint8_t *pr
   if (i + 1 < sf->count) segment_flags &= (uint8_t)~(TCP_FIN | TCP_PSH);
   if (i > 0) segment_flags &= (uint8_t)~TCP_CWR;
   tcp[13] = segment_flags;
-  tcp[16] = tcp[17] = 0;
   uint32_t l4_len = (uint32_t)(sf->tcp_header_len + segment_payload);
-  uint64_t sum = csum_partial(tcp, sf->tcp_header_len, add_carry(sf->addresses, htonl(l4_len)));
+  uint64_t sum = add_carry(sf->addresses, htonl(l4_len));
+  if (partial) {
+    /* The receiver sums from the TCP header on, this field included. */
+    put_csum(tcp + 16, csum_fold(sum));
+    mark_rco(o, tcp_off);
+    if (payload_out) memcpy(payload_out, slice, segment_payload);
+    return;
+  }
+  tcp[16] = tcp[17] = 0;
+  sum = csum_partial(tcp, sf->tcp_header_len, sum);
   sum = payload_out ? csum_copy(payload_out, slice, segment_payload, sum) : csum_partial(slice, segment_payload, sum);
   put_csum(tcp + 16, (uint16_t)~csum_fold(sum));
 }
 
-int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, uint8_t *out,
-                    size_t out_cap, size_t *segment_len, size_t *total_len) {
+int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, bool remote_csum,
+                    uint8_t *out, size_t out_cap, size_t *segment_len, size_t *total_len) {
   super_frame_t sf;
   int kind = super_frame(in, in_len, &sf);
   if (kind == OFFLOAD_MALFORMED) return OFFLOAD_MALFORMED;
@@ -240,6 +267,11 @@ int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, siz
     memcpy(f, frame, len);
     if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
       if ((size_t)csum_start + csum_offset + 2 > len) return OFFLOAD_MALFORMED;
+      if (csum_offset == TCP_CHECKSUM_OFFSET && rco_fits(remote_csum, prefix_len, csum_start)) {
+        mark_rco(out, csum_start);
+        *segment_len = *total_len = prefix_len + len;
+        return 1;
+      }
       /* The field holds the pseudo-header sum already: sum everything from csum_start over it. */
       uint16_t csum = (uint16_t)~csum_fold(csum_partial(f + csum_start, len - csum_start, 0));
       /* As the kernel does: 0 is sent as its other form, which UDP requires (RFC 768). */
@@ -250,13 +282,16 @@ int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, siz
   }
   size_t head = prefix_len + sf.headers, stride = head + sf.gso_size;
   if (sf.count * head + sf.payload > out_cap) return OFFLOAD_NO_ROOM;
-  for (size_t i = 0; i < sf.count; i++) segment_headers(&sf, i, prefix, prefix_len, out + i * stride, out + i * stride + head);
+  bool partial = rco_fits(remote_csum, prefix_len, sf.headers - sf.tcp_header_len);
+  for (size_t i = 0; i < sf.count; i++)
+    segment_headers(&sf, i, prefix, prefix_len, partial, out + i * stride, out + i * stride + head);
   *segment_len = sf.count == 1 ? prefix_len + sf.len : stride;
   *total_len = sf.count * head + sf.payload;
   return (int)sf.count;
 }
 
-int offload_segment_iov(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, uint8_t *headers,
+int offload_segment_iov(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, bool remote_csum,
+                        uint8_t *headers,
                         size_t headers_cap, struct iovec *iov, size_t iov_cap, size_t *segment_len,
                         size_t *headers_len) {
   super_frame_t sf;
@@ -264,9 +299,10 @@ int offload_segment_iov(const uint8_t *in, size_t in_len, const uint8_t *prefix,
   if (kind != 0) return kind == 1 ? OFFLOAD_NOT_GSO : kind;
   size_t head = prefix_len + sf.headers;
   if (sf.count * head > headers_cap || 2 * sf.count > iov_cap) return OFFLOAD_NO_ROOM;
+  bool partial = rco_fits(remote_csum, prefix_len, sf.headers - sf.tcp_header_len);
   for (size_t i = 0; i < sf.count; i++) {
     uint8_t *o = headers + i * head;
-    segment_headers(&sf, i, prefix, prefix_len, o, NULL);
+    segment_headers(&sf, i, prefix, prefix_len, partial, o, NULL);
     size_t segment_payload = i + 1 < sf.count ? sf.gso_size : sf.payload - i * sf.gso_size;
     iov[2 * i].iov_base = o;
     iov[2 * i].iov_len = head;
@@ -355,12 +391,31 @@ static bool continues(const uint8_t *first, const segment_info_t *first_info, co
          memcmp(ta + 18, tb + 18, tcp_header_len - 18) == 0;
 }
 
+/* Where a partial checksum (an RCO octet) starts, and where its field is relative to that. */
+static size_t partial_start(uint8_t checksum) { return (size_t)2 * (checksum & ~VXLAN_RCO_UDP); }
+static size_t partial_offset(uint8_t checksum) {
+  return checksum & VXLAN_RCO_UDP ? UDP_CHECKSUM_OFFSET : TCP_CHECKSUM_OFFSET;
+}
+static bool partial_fits(size_t len, uint8_t checksum) {
+  return partial_start(checksum) >= ETH_HLEN && partial_start(checksum) + partial_offset(checksum) + 2 <= len;
+}
+
+bool offload_complete_partial(uint8_t *frame, size_t len, uint8_t checksum) {
+  if (!partial_fits(len, checksum)) return false;
+  size_t start = partial_start(checksum);
+  uint16_t csum = (uint16_t)~csum_fold(csum_partial(frame + start, len - start, 0));
+  /* UDP sends 0 as its other form (RFC 768). */
+  if (csum == 0 && (checksum & VXLAN_RCO_UDP)) csum = 0xffff;
+  put_csum(frame + start + partial_offset(checksum), csum);
+  return true;
+}
+
 size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_t *scratch, struct iovec *iov,
                              int *iov_count) {
   segment_info_t first, last, next;
   bool verified, next_verified;
   memset(scratch, 0, VNET_HDR_LEN);
-  bool mergeable = segment_info(frames[0].data, frames[0].len, frames[0].checksummed, &first, &verified);
+  bool mergeable = segment_info(frames[0].data, frames[0].len, frames[0].checksum != OFFLOAD_CSUM_UNVERIFIED, &first, &verified);
   size_t merged = 1;
   if (mergeable) {
     size_t total = first.payload;
@@ -369,7 +424,8 @@ size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_
     iov[1].iov_len = first.payload;
     while (merged < count && merged < COALESCE_MAX_SEGMENTS && !(last.flags & TCP_PSH) &&
            last.payload == first.payload &&
-           segment_info(frames[merged].data, frames[merged].len, frames[merged].checksummed, &next, &next_verified) &&
+           segment_info(frames[merged].data, frames[merged].len, frames[merged].checksum != OFFLOAD_CSUM_UNVERIFIED, &next,
+                        &next_verified) &&
            next.payload <= first.payload &&
            first.headers - ETH_HLEN + total + next.payload <= IP_MAX_LENGTH &&
            continues(frames[0].data, &first, &last, frames[merged].data, &next)) {
@@ -407,6 +463,12 @@ size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_
     /* Checked already: spare the kernel a second pass (else the kernel checks it). */
     if (verified) scratch[0] = VIRTIO_NET_HDR_F_DATA_VALID;
   }
+  if (frames[0].checksum >= OFFLOAD_CSUM_PARTIAL_MIN && partial_fits(frames[0].len, frames[0].checksum)) {
+    /* Left partial by the sender (RCO): the kernel completes it, as for a merged frame. */
+    scratch[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    putle16(scratch + 6, (uint16_t)partial_start(frames[0].checksum));
+    putle16(scratch + 8, (uint16_t)partial_offset(frames[0].checksum));
+  }
   iov[0].iov_base = scratch;
   iov[0].iov_len = VNET_HDR_LEN;
   iov[1].iov_base = (void *)frames[0].data;
@@ -434,17 +496,23 @@ static bool get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *le
   return true;
 }
 
-/* offloadSegment(frame, prefix, out) -> { count, segmentLength, length } or null for a malformed frame. */
+/* offloadSegment(frame, prefix, out, remoteChecksum?) -> { count, segmentLength, length } or null for a
+ * malformed frame. */
 static napi_value offload_segment_js(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   uint8_t *frame, *prefix, *out;
   size_t frame_len, prefix_len, out_len, segment_len, length;
+  bool remote_csum = false;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  napi_valuetype fourth = napi_undefined;
+  if (argc >= 4) napi_typeof(env, argv[3], &fourth);
   if (argc < 3 || !get_bytes(env, argv[0], &frame, &frame_len) || !get_bytes(env, argv[1], &prefix, &prefix_len) ||
-      !get_bytes(env, argv[2], &out, &out_len))
-    return throw_type(env, "offloadSegment(frame: Uint8Array, prefix: Uint8Array, out: Uint8Array)");
-  int count = offload_segment(frame, frame_len, prefix, prefix_len, out, out_len, &segment_len, &length);
+      !get_bytes(env, argv[2], &out, &out_len) ||
+      (fourth != napi_undefined && napi_get_value_bool(env, argv[3], &remote_csum) != napi_ok))
+    return throw_type(env,
+                      "offloadSegment(frame: Uint8Array, prefix: Uint8Array, out: Uint8Array, remoteChecksum?: boolean)");
+  int count = offload_segment(frame, frame_len, prefix, prefix_len, remote_csum, out, out_len, &segment_len, &length);
   napi_value result;
   if (count == OFFLOAD_NO_ROOM) {
     napi_throw_range_error(env, NULL, "output buffer too small for the segments");
@@ -465,20 +533,20 @@ static napi_value offload_segment_js(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* offloadCoalesce(frames, checksummed?) -> Buffer[]: what a write to a TAP with IFF_VNET_HDR would carry,
- * frame by frame; checksummed[i] != 0 marks frame i as offload_frame_t.checksummed. */
+/* offloadCoalesce(frames, checksum?) -> Buffer[]: what a write to a TAP with IFF_VNET_HDR would carry,
+ * frame by frame; checksum[i] is frame i's offload_frame_t.checksum (default unverified). */
 static napi_value offload_coalesce_js(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   bool is_array = false;
-  uint8_t *checksummed = NULL;
-  size_t checksummed_len = 0;
+  uint8_t *checksum = NULL;
+  size_t checksum_len = 0;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc >= 1) napi_is_array(env, argv[0], &is_array);
   napi_valuetype second = napi_undefined;
   if (argc >= 2) napi_typeof(env, argv[1], &second);
-  if (!is_array || (second != napi_undefined && !get_bytes(env, argv[1], &checksummed, &checksummed_len)))
-    return throw_type(env, "offloadCoalesce(frames: Uint8Array[], checksummed?: Uint8Array)");
+  if (!is_array || (second != napi_undefined && !get_bytes(env, argv[1], &checksum, &checksum_len)))
+    return throw_type(env, "offloadCoalesce(frames: Uint8Array[], checksum?: Uint8Array)");
   uint32_t count;
   napi_get_array_length(env, argv[0], &count);
   offload_frame_t *frames = calloc(count ? count : 1, sizeof *frames);
@@ -492,7 +560,7 @@ static napi_value offload_coalesce_js(napi_env env, napi_callback_info info) {
       return throw_type(env, "frames must be Uint8Arrays");
     }
     frames[i].data = data;
-    frames[i].checksummed = i < checksummed_len && checksummed[i] != 0;
+    frames[i].checksum = i < checksum_len ? checksum[i] : OFFLOAD_CSUM_UNVERIFIED;
   }
   napi_value result;
   napi_create_array(env, &result);

@@ -19,12 +19,36 @@
 /* iovecs one coalesced frame may need: the headers, then one payload per segment. */
 #define COALESCE_MAX_SEGMENTS 64
 
+/*
+ * VXLAN remote checksum offload (RCO, as Linux's vxlan `remcsumtx`): a flag
+ * in the header's second byte, and in its last byte the offset of the inner
+ * checksum's start from the inner Ethernet header, in 2-byte units (bit 7
+ * would mark UDP; netctl sends it for TCP only). The inner checksum field
+ * then holds only the pseudo-header sum, as with NEEDS_CSUM, and the
+ * receiver completes it or hands it on as partial.
+ */
+#define VXLAN_RCO_FLAG_BYTE 1
+#define VXLAN_RCO_FLAG 0x20
+#define VXLAN_RCO_START_BYTE 7
+#define VXLAN_RCO_UDP 0x80
+#define VXLAN_RCO_MAX_START 254
+
+/* How far a received frame's TCP checksum can be trusted (offload_frame_t.checksum). */
+enum {
+  /* Unknown: check it before handing the frame on as checksummed. */
+  OFFLOAD_CSUM_UNVERIFIED = 0,
+  /* Computed by a sender we trust (a netctl VTEP). */
+  OFFLOAD_CSUM_TRUSTED = 1,
+  /* 2 and above: partial (RCO); the value is the header's RCO octet (start / 2, VXLAN_RCO_UDP). */
+  OFFLOAD_CSUM_PARTIAL_MIN = 2,
+};
+
 /* A frame in memory that the caller owns. */
 typedef struct {
   const uint8_t *data;
   size_t len;
-  /* Its TCP checksum was computed by a sender we trust (a netctl VTEP) and need not be verified. */
-  bool checksummed;
+  /* OFFLOAD_CSUM_UNVERIFIED, OFFLOAD_CSUM_TRUSTED, or the RCO octet of a partial checksum. */
+  uint8_t checksum;
 } offload_frame_t;
 
 /*
@@ -34,13 +58,15 @@ typedef struct {
  * the last. A TCP
  * super-frame (GSO_TCPV4/6) gives gso_size segments with IP length, ID and
  * checksum, TCP sequence, flags and checksum fixed; any other frame gives
- * itself, with its partial checksum (NEEDS_CSUM) completed. Returns the
- * number of frames, OFFLOAD_MALFORMED or OFFLOAD_NO_ROOM.
+ * itself, with its partial checksum (NEEDS_CSUM) completed. With
+ * `remote_csum` (`prefix` is then a VXLAN header) TCP checksums are left
+ * partial and marked with RCO in each copy of the prefix where the layout
+ * allows. Returns the number of frames, OFFLOAD_MALFORMED or OFFLOAD_NO_ROOM.
  */
 #define OFFLOAD_MALFORMED (-1)
 #define OFFLOAD_NO_ROOM (-2)
-int offload_segment(const uint8_t *frame, size_t len, const uint8_t *prefix, size_t prefix_len, uint8_t *out,
-                    size_t out_cap, size_t *segment_len, size_t *total_len);
+int offload_segment(const uint8_t *frame, size_t len, const uint8_t *prefix, size_t prefix_len, bool remote_csum,
+                    uint8_t *out, size_t out_cap, size_t *segment_len, size_t *total_len);
 
 /*
  * As offload_segment for a TCP super-frame, without copying its payload:
@@ -51,9 +77,16 @@ int offload_segment(const uint8_t *frame, size_t len, const uint8_t *prefix, siz
  * OFFLOAD_MALFORMED or OFFLOAD_NO_ROOM (headers_cap or iov_cap too small).
  */
 #define OFFLOAD_NOT_GSO (-3)
-int offload_segment_iov(const uint8_t *frame, size_t len, const uint8_t *prefix, size_t prefix_len, uint8_t *headers,
+int offload_segment_iov(const uint8_t *frame, size_t len, const uint8_t *prefix, size_t prefix_len, bool remote_csum,
+                        uint8_t *headers,
                         size_t headers_cap, struct iovec *iov, size_t iov_cap, size_t *segment_len,
                         size_t *headers_len);
+
+/*
+ * Completes the partial checksum of a frame (checksum >= OFFLOAD_CSUM_PARTIAL_MIN)
+ * in place, for a TAP without IFF_VNET_HDR; false when it does not fit the frame.
+ */
+bool offload_complete_partial(uint8_t *frame, size_t len, uint8_t checksum);
 
 /*
  * Plans the next frame to write to a TAP with IFF_VNET_HDR from frames[0..count):

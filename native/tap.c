@@ -340,12 +340,14 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
 }
 
 /*
- * tapWriteFrames(handle, buffers, index, count, checksummed?) -> frames written.
+ * tapWriteFrames(handle, buffers, index, count, checksum?) -> frames written.
  * Frame i is index[3i+2] bytes at index[3i+1] of buffers[index[3i]], a plain
  * Ethernet frame. On a device with IFF_VNET_HDR each write gets a
  * virtio_net_hdr, and consecutive segments of one TCP flow go as one
- * super-frame (one writev); checksummed[i] != 0 spares frame i's TCP checksum
- * check before merging.
+ * super-frame (one writev). checksum[i] is frame i's offload_frame_t.checksum
+ * (default unverified): a trusted one is not checked before merging, a
+ * partial one is left to the kernel, or completed in place on a device
+ * without IFF_VNET_HDR.
  * Stops when the device's queue is full (EAGAIN); a frame the kernel rejects
  * (EINVAL) is skipped and not counted; other errors throw.
  */
@@ -354,7 +356,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   const char *usage =
-      "tapWriteFrames(handle, buffers: Uint8Array[], index: Uint32Array, count: number, checksummed?: Uint8Array)";
+      "tapWriteFrames(handle, buffers: Uint8Array[], index: Uint32Array, count: number, checksum?: Uint8Array)";
   if (argc < 4) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
@@ -377,8 +379,8 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  uint8_t *checksummed = NULL;
-  size_t checksummed_len = 0;
+  uint8_t *checksum = NULL;
+  size_t checksum_len = 0;
   napi_valuetype fifth = napi_undefined;
   if (argc >= 5) napi_typeof(env, argv[4], &fifth);
   if (fifth != napi_undefined) {
@@ -386,7 +388,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
     is_typedarray = false;
     napi_is_typedarray(env, argv[4], &is_typedarray);
     if (!is_typedarray ||
-        napi_get_typedarray_info(env, argv[4], &type, &checksummed_len, (void **)&checksummed, &unused_arraybuffer,
+        napi_get_typedarray_info(env, argv[4], &type, &checksum_len, (void **)&checksum, &unused_arraybuffer,
                                  &unused_offset) != napi_ok ||
         type != napi_uint8_array) {
       napi_throw_type_error(env, NULL, usage);
@@ -421,7 +423,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
     }
     tap->frames[i].data = base + offset;
     tap->frames[i].len = len;
-    tap->frames[i].checksummed = i < checksummed_len && checksummed[i] != 0;
+    tap->frames[i].checksum = i < checksum_len ? checksum[i] : OFFLOAD_CSUM_UNVERIFIED;
   }
 
   uint8_t scratch[COALESCE_SCRATCH];
@@ -438,8 +440,14 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
       } while (n < 0 && errno == EINTR);
     } else {
       taken = 1;
+      offload_frame_t *frame = &tap->frames[done];
+      if (frame->checksum >= OFFLOAD_CSUM_PARTIAL_MIN &&
+          !offload_complete_partial((uint8_t *)frame->data, frame->len, frame->checksum)) {
+        done++;
+        continue;
+      }
       do {
-        n = write(tap->fd, tap->frames[done].data, tap->frames[done].len);
+        n = write(tap->fd, frame->data, frame->len);
       } while (n < 0 && errno == EINTR);
     }
     if (n < 0) {

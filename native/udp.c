@@ -718,20 +718,22 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
 }
 
 /*
- * udpSendFrames(handle, prefix, frames, count, vnetHdr, address, port) -> { datagrams, sent }.
+ * udpSendFrames(handle, prefix, frames, count, vnetHdr, address, port, remoteChecksum) -> { datagrams, sent }.
  * Sends frames[0..count) to one destination, each as `prefix` (the VXLAN header) then the
  * frame. With vnetHdr each frame starts with a virtio_net_hdr: TCP super-frames are cut into
- * gso_size segments and partial checksums completed (offload_segment). The segments of a
+ * gso_size segments and partial checksums completed (offload_segment), or with remoteChecksum
+ * (the receiver is a netctl VTEP) TCP ones left partial and marked with RCO. The segments of a
  * frame leave in one sendmsg with UDP_SEGMENT, up to 64 of those per sendmmsg. `datagrams`
  * counts what the frames made, `sent` what the kernel took; malformed frames make none.
  */
 static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   const char *usage =
-      "udpSendFrames(handle, prefix: Uint8Array, frames: Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number)";
-  if (argc < 7) {
+      "udpSendFrames(handle, prefix: Uint8Array, frames: Uint8Array[], count: number, vnetHdr: boolean, address: string, "
+      "port: number, remoteChecksum: boolean)";
+  if (argc < 8) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -739,7 +741,7 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   if (!udp) return NULL;
   void *prefix;
   size_t prefix_len;
-  bool is_array = false, vnet_hdr;
+  bool is_array = false, vnet_hdr, remote_csum;
   uint32_t count, length, port;
   char text[INET6_ADDRSTRLEN + 1];
   size_t text_len;
@@ -747,7 +749,7 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   if (napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok || !is_array ||
       napi_get_value_uint32(env, argv[3], &count) != napi_ok || napi_get_value_bool(env, argv[4], &vnet_hdr) != napi_ok ||
       napi_get_value_string_utf8(env, argv[5], text, sizeof text, &text_len) != napi_ok ||
-      napi_get_value_uint32(env, argv[6], &port) != napi_ok) {
+      napi_get_value_uint32(env, argv[6], &port) != napi_ok || napi_get_value_bool(env, argv[7], &remote_csum) != napi_ok) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -783,14 +785,15 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
       pairs = false;
       segments = OFFLOAD_NOT_GSO;
       if (vnet_hdr) {
-        segments = offload_segment_iov(bytes, size, prefix, prefix_len, out, arena_size - used, iovs + iovs_used,
+        segments = offload_segment_iov(bytes, size, prefix, prefix_len, remote_csum, out, arena_size - used, iovs + iovs_used,
                                        SEND_IOVS - iovs_used, &segment_len, &total);
         pairs = segments > 0;
       }
       if (segments == OFFLOAD_NOT_GSO && iovs_used == SEND_IOVS) {
         segments = OFFLOAD_NO_ROOM;
       } else if (segments == OFFLOAD_NOT_GSO && vnet_hdr) {
-        segments = offload_segment(bytes, size, prefix, prefix_len, out, arena_size - used, &segment_len, &total);
+        segments = offload_segment(bytes, size, prefix, prefix_len, remote_csum, out, arena_size - used, &segment_len,
+                                   &total);
       } else if (segments == OFFLOAD_NOT_GSO) {
         if (prefix_len + size <= arena_size - used) {
           memcpy(out, prefix, prefix_len);

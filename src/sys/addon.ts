@@ -67,15 +67,16 @@ export interface NativeAddon {
    * Writes `count` plain Ethernet frames, frame i being index[3i+2] bytes at index[3i+1] of
    * buffers[index[3i]]. With IFF_VNET_HDR, consecutive segments of one TCP flow go as one
    * super-frame; a segment is merged only if its TCP checksum is valid, which is not checked when
-   * checksummed[i] is non-zero. Returns how many frames were written; stops at a full queue, skips
-   * frames the kernel rejects.
+   * checksum[i] (FrameBatch.checksum) says it is trusted or partial; a partial one is left to the
+   * kernel, or completed without IFF_VNET_HDR. Returns how many frames were written; stops at a
+   * full queue, skips frames the kernel rejects.
    */
   tapWriteFrames(
     handle: NativeTapHandle,
     buffers: readonly Uint8Array[],
     index: Uint32Array,
     count: number,
-    checksummed?: Uint8Array,
+    checksum?: Uint8Array,
   ): number;
   tapClose(handle: NativeTapHandle): void;
 
@@ -103,8 +104,9 @@ export interface NativeAddon {
   /**
    * Sends frames[0..count) to one destination, each prefixed with `prefix`. With `vnetHdr` each
    * frame starts with a virtio_net_hdr: TCP super-frames are segmented, partial checksums
-   * completed, and each frame's segments leave in one UDP_SEGMENT send. `datagrams` counts what
-   * the frames made, `sent` what the kernel took.
+   * completed (with `remoteChecksum`, the receiver being a netctl VTEP, TCP ones are left partial
+   * and marked with VXLAN RCO in `prefix`, a VXLAN header), and each frame's segments leave in one
+   * UDP_SEGMENT send. `datagrams` counts what the frames made, `sent` what the kernel took.
    */
   udpSendFrames(
     handle: NativeUdpHandle,
@@ -114,6 +116,7 @@ export interface NativeAddon {
     vnetHdr: boolean,
     address: string,
     port: number,
+    remoteChecksum: boolean,
   ): { datagrams: number; sent: number };
   udpClose(handle: NativeUdpHandle): void;
   /** A listening TCP socket (SO_REUSEADDR, non-blocking, close-on-exec) made in the namespace; returns its fd. */
@@ -123,15 +126,16 @@ export interface NativeAddon {
    * Cuts `frame` (a virtio_net_hdr, then an Ethernet frame) into the frames it stands for and
    * writes each to `out` as `prefix` then the frame, back to back: a TCP super-frame gives
    * gso_size segments with lengths, IDs, sequence numbers, flags and checksums fixed; any other
-   * frame gives itself with its partial checksum completed. Null for a malformed frame;
+   * frame gives itself with its partial checksum completed, or with `remoteChecksum` (`prefix` is
+   * a VXLAN header) TCP checksums left partial and marked with RCO. Null for a malformed frame;
    * RangeError when `out` is too small.
    */
-  offloadSegment(frame: Uint8Array, prefix: Uint8Array, out: Uint8Array): NativeSegments | null;
+  offloadSegment(frame: Uint8Array, prefix: Uint8Array, out: Uint8Array, remoteChecksum?: boolean): NativeSegments | null;
   /**
    * The writes a TAP with IFF_VNET_HDR would get for these plain frames, each with its
    * virtio_net_hdr: runs of consecutive segments of one TCP flow merged into one super-frame.
    */
-  offloadCoalesce(frames: readonly Uint8Array[], checksummed?: Uint8Array): Buffer[];
+  offloadCoalesce(frames: readonly Uint8Array[], checksum?: Uint8Array): Buffer[];
 
   /** flock(2); returns false when `nonBlocking` is set and the lock is held elsewhere. */
   flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;

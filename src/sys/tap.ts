@@ -29,12 +29,20 @@ export interface FrameBatch {
   readonly index: Uint32Array;
   readonly count: number;
   /**
-   * checksummed[i] !== 0: frame i's TCP checksum was computed by a sender
-   * trusted to (a netctl VTEP) and reached us intact (the underlay's UDP
-   * checksum), so merging it need not verify it again.
+   * How far frame i's transport checksum can be trusted (default CHECKSUM_UNVERIFIED):
+   * CHECKSUM_TRUSTED when a sender trusted to (a netctl VTEP) computed it and
+   * it reached us intact (the underlay's UDP checksum), so merging need not
+   * verify it again; the header's RCO octet (>= CHECKSUM_PARTIAL_MIN) when
+   * the sender left the transport checksum partial (VXLAN RCO): the field
+   * holds the pseudo-header sum, and the kernel (or the port) completes it.
    */
-  readonly checksummed?: Uint8Array;
+  readonly checksum?: Uint8Array;
 }
+
+/** FrameBatch.checksum values. */
+export const CHECKSUM_UNVERIFIED = 0;
+export const CHECKSUM_TRUSTED = 1;
+export const CHECKSUM_PARTIAL_MIN = 2;
 
 export interface TapOptions {
   /** Namespace to create the device in (default: the caller's current one). */
@@ -106,7 +114,7 @@ export class TapDevice {
   writeFrames(batch: FrameBatch): number {
     const handle = this.#open();
     try {
-      return addon.tapWriteFrames(handle, batch.buffers, batch.index, batch.count, batch.checksummed);
+      return addon.tapWriteFrames(handle, batch.buffers, batch.index, batch.count, batch.checksum);
     } catch (err) {
       throw new NetctlError('Internal', `write to TAP ${this.name}: ${String(err)}`, { cause: err });
     }

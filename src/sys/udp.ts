@@ -115,7 +115,9 @@ export class NativeUdpSocket {
    * Sends frames[0..count) to one destination, each prefixed with `prefix`
    * (a VXLAN header): with `vnetHdr` every frame starts with a virtio_net_hdr,
    * TCP super-frames are cut into gso_size segments, partial checksums are
-   * completed, and the segments of a frame leave in one UDP_SEGMENT send.
+   * completed (or, with `remoteChecksum`, TCP ones left partial and marked
+   * with VXLAN RCO for a receiver that is a netctl VTEP), and the segments
+   * of a frame leave in one UDP_SEGMENT send.
    * Returns the datagrams the frames made and how many of them the kernel
    * took (fewer: queue full or destination failed). Never throws for a
    * datagram, as `sendBatch`.
@@ -127,10 +129,11 @@ export class NativeUdpSocket {
     vnetHdr: boolean,
     address: string,
     port: number,
+    remoteChecksum = false,
   ): { datagrams: number; sent: number } {
     const handle = this.#open();
     try {
-      return addon.udpSendFrames(handle, prefix, frames, count, vnetHdr, address, port);
+      return addon.udpSendFrames(handle, prefix, frames, count, vnetHdr, address, port, remoteChecksum);
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
     }

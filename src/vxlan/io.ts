@@ -66,10 +66,20 @@ export interface DatagramPort {
    * Sends frames[0..count) to one destination, each as `header` (the VXLAN
    * header) then the frame. With `vnetHdr` each frame starts with a
    * virtio_net_hdr: a TCP super-frame leaves as gso_size segments and a
-   * partial checksum is completed first. Best effort as `sendBatch`;
-   * returns how many datagrams the frames made. Throws once closed.
+   * partial checksum is completed first; with `remoteChecksum` (the
+   * receiver is a netctl VTEP) a port may instead leave TCP checksums
+   * partial and mark the datagram with VXLAN RCO. Best effort as
+   * `sendBatch`; returns how many datagrams the frames made. Throws once closed.
    */
-  sendFrames(header: Uint8Array, frames: readonly Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number): number;
+  sendFrames(
+    header: Uint8Array,
+    frames: readonly Uint8Array[],
+    count: number,
+    vnetHdr: boolean,
+    address: string,
+    port: number,
+    remoteChecksum: boolean,
+  ): number;
   /** Stops delivery and releases the socket; `sendBatch` and `start` throw afterwards, `close` again resolves. */
   close(): Promise<void>;
 }

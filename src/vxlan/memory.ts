@@ -4,9 +4,18 @@
  * unit test, or in a caller's own tests, without a kernel.
  */
 import { InvalidArgument } from '../cnm/errors.js';
+import {
+  ETHERNET_HEADER_LEN,
+  TCP_CHECKSUM_OFFSET,
+  UDP_CHECKSUM_OFFSET,
+  VXLAN_RCO_START_MASK,
+  VXLAN_RCO_UDP,
+  foldChecksum,
+  onesComplementSum,
+} from '../wire/index.js';
 import { PortClosed } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort } from './io.js';
-import { segmentFrame } from './offload.js';
+import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, segmentFrame } from './offload.js';
 
 export interface MemoryFramePortOptions {
   /** Frames injected start with a virtio_net_hdr, as read from a TAP with IFF_VNET_HDR (default false). */
@@ -16,7 +25,10 @@ export interface MemoryFramePortOptions {
 /** A frame port whose "kernel side" is the test: it injects frames and reads what was written. */
 export class MemoryFramePort implements FramePort {
   readonly vnetHdr: boolean;
-  /** Copies of every frame taken by `writeFrames`, in order, as written (plain, never merged). */
+  /**
+   * Copies of every frame taken by `writeFrames`, in order, as the kernel
+   * would pass them on: plain, never merged, partial checksums completed.
+   */
   readonly written: Buffer[] = [];
   /** `writeFrames` takes at most this many frames per call, like a full TAP queue. */
   capacity = Number.POSITIVE_INFINITY;
@@ -43,10 +55,13 @@ export class MemoryFramePort implements FramePort {
   writeFrames(batch: FrameBatch): number {
     this.#check();
     const taken = Math.min(batch.count, this.capacity);
-    const { buffers, index } = batch;
+    const { buffers, index, checksum } = batch;
     for (let i = 0; i < taken; i++) {
       const offset = index[3 * i + 1]!;
-      this.written.push(Buffer.from(buffers[index[3 * i]!]!.subarray(offset, offset + index[3 * i + 2]!)));
+      const copy = Buffer.from(buffers[index[3 * i]!]!.subarray(offset, offset + index[3 * i + 2]!));
+      const state = checksum?.[i] ?? CHECKSUM_UNVERIFIED;
+      if (state >= CHECKSUM_PARTIAL_MIN) completePartialChecksum(copy, state);
+      this.written.push(copy);
     }
     return taken;
   }
@@ -195,7 +210,10 @@ export class MemoryDatagramPort implements DatagramPort {
     for (const datagram of datagrams) this.#network.send(this, datagram);
   }
 
-  /** Segments with the same native code as the real port, then sends datagram by datagram. */
+  /**
+   * Segments with the same native code as the real port, then sends datagram
+   * by datagram; checksums are always completed (RCO is the real port's).
+   */
   sendFrames(header: Uint8Array, frames: readonly Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number): number {
     this.#check();
     let datagrams = 0;
@@ -223,4 +241,17 @@ export class MemoryDatagramPort implements DatagramPort {
   #check(): void {
     if (this.#closed) throw new PortClosed(`memory datagram port ${this.address}:${this.port}`);
   }
+}
+
+/** Completes a checksum left partial (RCO octet `state`, see `FrameBatch.checksum`), as the kernel does. */
+function completePartialChecksum(frame: Uint8Array, state: number): void {
+  const start = 2 * (state & VXLAN_RCO_START_MASK);
+  const udp = (state & VXLAN_RCO_UDP) !== 0;
+  const field = start + (udp ? UDP_CHECKSUM_OFFSET : TCP_CHECKSUM_OFFSET);
+  if (start < ETHERNET_HEADER_LEN || field + 2 > frame.length) return;
+  let checksum = foldChecksum(onesComplementSum(frame, start, frame.length - start));
+  // UDP sends 0 as its other form (RFC 768).
+  if (checksum === 0 && udp) checksum = 0xffff;
+  frame[field] = checksum >>> 8;
+  frame[field + 1] = checksum & 0xff;
 }

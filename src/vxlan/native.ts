@@ -117,10 +117,18 @@ export class NativeDatagramPort implements DatagramPort {
     }
   }
 
-  sendFrames(header: Uint8Array, frames: readonly Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number): number {
+  sendFrames(
+    header: Uint8Array,
+    frames: readonly Uint8Array[],
+    count: number,
+    vnetHdr: boolean,
+    address: string,
+    port: number,
+    remoteChecksum: boolean,
+  ): number {
     if (this.#closed) throw new PortClosed('native UDP datagram port');
     try {
-      const { datagrams, sent } = this.#socket.sendFrames(header, frames, count, vnetHdr, address, port);
+      const { datagrams, sent } = this.#socket.sendFrames(header, frames, count, vnetHdr, address, port, remoteChecksum);
       this.#dropped += datagrams - sent;
       return datagrams;
     } catch (err) {

@@ -4,9 +4,10 @@
  * plain frames it stands for (the native addon does the cutting, in C).
  */
 import { addon } from '../sys/addon.js';
+import { CHECKSUM_UNVERIFIED } from '../sys/tap.js';
 import type { FrameBatch } from '../sys/tap.js';
 
-export { VNET_HDR_LEN } from '../sys/tap.js';
+export { CHECKSUM_PARTIAL_MIN, CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, VNET_HDR_LEN } from '../sys/tap.js';
 export type { FrameBatch } from '../sys/tap.js';
 
 /** Never cut a frame into more than this many bytes (about 16 MB would need a gso_size of a few bytes). */
@@ -21,11 +22,11 @@ const NO_PREFIX = new Uint8Array(0);
 export class FrameList implements FrameBatch {
   readonly buffers: Uint8Array[] = [];
   index = new Uint32Array(3 * 64);
-  checksummed = new Uint8Array(64);
+  checksum = new Uint8Array(64);
   count = 0;
 
-  /** Adds `length` bytes at `offset` of `buffer` (see `FrameBatch.checksummed`). */
-  push(buffer: Uint8Array, offset: number, length: number, checksummed = false): void {
+  /** Adds `length` bytes at `offset` of `buffer`, with a `FrameBatch.checksum` value. */
+  push(buffer: Uint8Array, offset: number, length: number, checksum = CHECKSUM_UNVERIFIED): void {
     const buffers = this.buffers;
     let which = buffers.length - 1;
     if (which < 0 || buffers[which] !== buffer) {
@@ -38,11 +39,11 @@ export class FrameList implements FrameBatch {
       const grown = new Uint32Array(index.length * 2);
       grown.set(index);
       this.index = index = grown;
-      const flags = new Uint8Array(2 * this.checksummed.length);
-      flags.set(this.checksummed);
-      this.checksummed = flags;
+      const states = new Uint8Array(2 * this.checksum.length);
+      states.set(this.checksum);
+      this.checksum = states;
     }
-    this.checksummed[this.count] = checksummed ? 1 : 0;
+    this.checksum[this.count] = checksum;
     index[at] = which;
     index[at + 1] = offset;
     index[at + 2] = length;
@@ -68,15 +69,17 @@ export class FrameList implements FrameBatch {
  * Cuts `frame` (a virtio_net_hdr, then an Ethernet frame) into the frames it
  * stands for, each with `prefix` in front: a TCP super-frame into gso_size
  * segments with headers and checksums fixed, any other frame into itself
- * with its partial checksum completed. Undefined when the virtio header does
- * not match the frame. Allocates: for the paths that are not per packet.
+ * with its partial checksum completed; with `remoteChecksum` (`prefix` is a
+ * VXLAN header) TCP checksums are left partial and marked with RCO instead.
+ * Undefined when the virtio header does not match the frame. Allocates: for
+ * the paths that are not per packet.
  */
-export function segmentFrame(frame: Uint8Array, prefix: Uint8Array = NO_PREFIX): Uint8Array[] | undefined {
+export function segmentFrame(frame: Uint8Array, prefix: Uint8Array = NO_PREFIX, remoteChecksum = false): Uint8Array[] | undefined {
   for (let size = 2 * (frame.length + prefix.length) + 8192; size <= MAX_SEGMENTED_LENGTH; size *= 4) {
     const out = new Uint8Array(size);
     let segments: ReturnType<typeof addon.offloadSegment>;
     try {
-      segments = addon.offloadSegment(frame, prefix, out);
+      segments = addon.offloadSegment(frame, prefix, out, remoteChecksum);
     } catch (err) {
       if (err instanceof RangeError) continue;
       throw err;
@@ -95,8 +98,8 @@ export function segmentFrame(frame: Uint8Array, prefix: Uint8Array = NO_PREFIX):
  * The frames a TAP with IFF_VNET_HDR would be written for these plain
  * frames, each with its virtio_net_hdr: consecutive segments of one TCP flow
  * merged into one super-frame (as `TapDevice.writeFrames` does);
- * `checksummed` as in `FrameBatch`.
+ * `checksum` as in `FrameBatch`.
  */
-export function coalesceFrames(frames: readonly Uint8Array[], checksummed?: Uint8Array): Buffer[] {
-  return addon.offloadCoalesce(frames, checksummed);
+export function coalesceFrames(frames: readonly Uint8Array[], checksum?: Uint8Array): Buffer[] {
+  return addon.offloadCoalesce(frames, checksum);
 }

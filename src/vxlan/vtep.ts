@@ -30,7 +30,11 @@ import {
   IPV6_SRC_OFFSET,
   MAX_VNI,
   NEIGHBOR_ADVERTISEMENT_FRAME_LEN,
+  TCP_CHECKSUM_OFFSET,
+  UDP_CHECKSUM_OFFSET,
   VXLAN_HEADER_LEN,
+  VXLAN_RCO_START_MASK,
+  VXLAN_RCO_UDP,
   arpCheck,
   arpOperation,
   arpSenderIp,
@@ -53,12 +57,13 @@ import {
   parseMac,
   readMac,
   vxlanCheck,
+  vxlanRemoteChecksum,
   writeArpReply,
   writeNeighborAdvertisement,
   writeVxlanHeader,
 } from '../wire/index.js';
 import type { Datagram, DatagramPort, FramePort } from './io.js';
-import { FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
+import { CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
 import { PeerTable } from './peers.js';
 import type { VniPeers } from './peers.js';
 
@@ -87,7 +92,7 @@ export interface VtepStats {
   learned: number;
   /** Datagram or frame too short for its headers. */
   dropTruncated: number;
-  /** VXLAN header without the I flag (RFC 7348 §5). */
+  /** VXLAN header without the I flag (RFC 7348 §5), or with an RCO start outside the frame. */
   dropBadFlags: number;
   dropUnknownVni: number;
   /** Datagram from an address that is neither a VTEP of the VNI nor one of its external peers. */
@@ -189,8 +194,8 @@ export class Vtep {
   readonly #networks = new Map<number, Network>();
   /** Networks with inbound frames in the current underlay batch. */
   readonly #touched: Network[] = [];
-  /** Whether the frame `#fromUnderlay` last accepted came from a netctl VTEP (see `FrameBatch.checksummed`). */
-  #acceptedChecksummed = false;
+  /** The `FrameBatch.checksum` of the frame `#fromUnderlay` last accepted. */
+  #acceptedChecksum = CHECKSUM_UNVERIFIED;
   #nextSweep: number;
   #state: 'new' | 'started' | 'stopped' = 'new';
 
@@ -363,8 +368,10 @@ export class Vtep {
     }
     for (const [address, queued] of network.unicast) {
       if (queued.length === 0) continue;
+      // Another netctl VTEP completes what it receives: checksums can be left to it (RCO); others get them whole.
+      const remoteChecksum = !network.peers.isExternalPeer(address);
       try {
-        this.stats.txDatagrams += this.#underlay.sendFrames(network.header, queued, queued.length, vnetHdr, address, this.#port);
+        this.stats.txDatagrams += this.#underlay.sendFrames(network.header, queued, queued.length, vnetHdr, address, this.#port, remoteChecksum);
       } catch (err) {
         this.#log(`underlay send failed: ${String(err)}`);
       }
@@ -544,7 +551,7 @@ export class Vtep {
         const length = Math.min(step, data.length - offset);
         this.stats.rxDatagrams++;
         if (accepted !== undefined && length >= VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN && sameSource(data, acceptedAt, offset)) {
-          accepted.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN, this.#acceptedChecksummed);
+          accepted.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN, this.#acceptedChecksum);
         } else {
           accepted = undefined;
           try {
@@ -566,7 +573,7 @@ export class Vtep {
 
   /**
    * Queues an underlay datagram's frame for its network's port; returns the
-   * network, with `#acceptedChecksummed` set, or undefined if it was dropped.
+   * network, with `#acceptedChecksum` set, or undefined if it was dropped.
    */
   #fromUnderlay(data: Uint8Array, offset: number, length: number, address: string, now: number): Network | undefined {
     if (address === this.#localAddress) {
@@ -602,11 +609,23 @@ export class Vtep {
       return undefined;
     }
     const external = peers.isExternalPeer(address);
+    // netctl VTEPs compute every inner checksum they do not leave partial, and the outer UDP checksum covered the trip.
+    let checksum = external ? CHECKSUM_UNVERIFIED : CHECKSUM_TRUSTED;
+    const rco = vxlanRemoteChecksum(data, offset);
+    if (rco >= 0) {
+      // Partial: the kernel completes it behind the TAP, trusting the outer UDP checksum as Linux's remcsumrx does.
+      const start = 2 * (rco & VXLAN_RCO_START_MASK);
+      const field = start + ((rco & VXLAN_RCO_UDP) === 0 ? TCP_CHECKSUM_OFFSET : UDP_CHECKSUM_OFFSET);
+      if (start < ETHERNET_HEADER_LEN || field + 2 > length - VXLAN_HEADER_LEN) {
+        this.stats.dropBadFlags++;
+        return undefined;
+      }
+      checksum = rco;
+    }
     if (external && peers.learn(src, address, now)) this.stats.learned++;
     if (network.inbound.count === 0) this.#touched.push(network);
-    // netctl VTEPs compute every inner checksum they send, and the outer UDP checksum covered the trip.
-    this.#acceptedChecksummed = !external;
-    network.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN, !external);
+    this.#acceptedChecksum = checksum;
+    network.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN, checksum);
     return network;
   }
 

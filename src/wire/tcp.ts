@@ -21,7 +21,9 @@ const ACK_NUMBER = 8;
 const DATA_OFFSET = 12;
 const FLAGS = 13;
 const WINDOW = 14;
-const CHECKSUM = 16;
+/** Where the checksum field sits in the TCP header. */
+export const TCP_CHECKSUM_OFFSET = 16;
+const CHECKSUM = TCP_CHECKSUM_OFFSET;
 const URGENT_POINTER = 18;
 
 export interface TcpRepr {

@@ -9,7 +9,9 @@ export const UDP_HEADER_LEN = 8;
 const SRC_PORT = 0;
 const DST_PORT = 2;
 const LENGTH = 4;
-const CHECKSUM = 6;
+/** Where the checksum field sits in the UDP header. */
+export const UDP_CHECKSUM_OFFSET = 6;
+const CHECKSUM = UDP_CHECKSUM_OFFSET;
 
 export interface UdpRepr {
   srcPort: number;

@@ -9,6 +9,26 @@ export const DEFAULT_VXLAN_PORT = 4789;
 export const MAX_VNI = 0xffffff;
 
 const VNI = 4;
+/**
+ * Remote checksum offload (Linux vxlan `remcsumtx`/`remcsumrx`; the VXLAN
+ * RCO draft of the IETF nvo3 group): this flag in the header's second octet
+ * says the inner transport checksum holds only its pseudo-header sum, and the
+ * last octet says where the checksum starts, in 2-octet units from the inner
+ * Ethernet header (low 7 bits), bit 7 marking UDP rather than TCP.
+ */
+export const VXLAN_FLAG_RCO = 0x20;
+const RCO_FLAG_OCTET = 1;
+const RCO_OCTET = 7;
+export const VXLAN_RCO_UDP = 0x80;
+export const VXLAN_RCO_START_MASK = 0x7f;
+
+/**
+ * The RCO octet (start / 2, and VXLAN_RCO_UDP) when the header has the RCO
+ * flag, else -1. The caller has checked the header.
+ */
+export function vxlanRemoteChecksum(buf: Uint8Array, offset = 0): number {
+  return (buf[offset + RCO_FLAG_OCTET]! & VXLAN_FLAG_RCO) === 0 ? -1 : buf[offset + RCO_OCTET]!;
+}
 
 /** Writes the header with only the I flag set and the reserved fields zero. */
 export function writeVxlanHeader(vni: number, buf: Uint8Array, offset = 0): void {

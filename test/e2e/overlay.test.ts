@@ -151,7 +151,7 @@ test.serial('joins and leaves reach the other hosts; a dead host drops out; a re
   t.true(await pings(nsPath(b.name), a.address), 'and back');
 });
 
-test.serial('a Linux kernel vxlan device joined with -o peers= exchanges pings with netctl sandboxes', async (t) => {
+test.serial('a Linux kernel vxlan device joined with -o peers= exchanges pings and TCP (with remote checksum offload) with netctl sandboxes', async (t) => {
   const cluster = await makeCluster(2);
   t.teardown(() => cluster.destroy());
   const [h1, h2] = cluster.hosts as [SimHost, SimHost];
@@ -164,7 +164,8 @@ test.serial('a Linux kernel vxlan device joined with -o peers= exchanges pings w
   const b = await sandboxOn(cluster, h2, 'mixed', 'b');
   const ip = (...args: string[]) => run('ip', ['-n', kernel.name, ...args]);
   for (const args of [
-    ['link', 'add', 'vx0', 'type', 'vxlan', 'id', '5005', 'dstport', '4789', 'local', kernelAddress, 'dev', 'eth0'],
+    // remcsumtx: the kernel leaves inner TCP checksums partial and says so in the VXLAN header (RCO).
+    ['link', 'add', 'vx0', 'type', 'vxlan', 'id', '5005', 'dstport', '4789', 'local', kernelAddress, 'dev', 'eth0', 'udpcsum', 'remcsumtx'],
     ['link', 'set', 'vx0', 'mtu', '1450'],
     ['addr', 'add', '10.72.0.200/24', 'dev', 'vx0'],
     ['link', 'set', 'vx0', 'up'],
@@ -179,6 +180,23 @@ test.serial('a Linux kernel vxlan device joined with -o peers= exchanges pings w
   t.true(await pings(kernel.netnsPath, a.address, { count: 2 }), 'kernel vxlan → sandbox on host1');
   t.true(await pings(kernel.netnsPath, b.address, { count: 2 }), 'kernel vxlan → sandbox on host2');
   t.true(await pings(nsPath(b.name), '10.72.0.200'), 'sandbox on host2 → kernel vxlan');
+
+  // TCP both ways: 200 kB from the kernel's side (RCO segments), the count echoed back (checksums whole).
+  const server = inNetns(
+    nsPath(a.name),
+    process.execPath,
+    ['-e', "const srv=require('net').createServer(s=>{let n=0;s.on('data',d=>{n+=d.length});s.on('end',()=>{s.end(String(n));srv.close()})}).listen(7000,()=>console.log('ready'));setTimeout(()=>process.exit(1),15000).unref()"],
+    { timeoutMs: 20_000 },
+  );
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const client = await inNetns(
+    kernel.netnsPath,
+    process.execPath,
+    ['-e', `const s=require('net').connect(7000,'${a.address}',()=>s.end(Buffer.alloc(200000,7)));let r='';s.on('data',d=>{r+=d});s.on('end',()=>console.log(r));setTimeout(()=>process.exit(2),10000)`],
+    { timeoutMs: 15_000 },
+  );
+  t.is(client.stdout.trim(), '200000', client.stderr);
+  t.is((await server).code, 0);
 });
 
 test.serial('garbage on the data path port is dropped and counted, and the overlay keeps working', async (t) => {

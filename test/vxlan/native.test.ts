@@ -7,6 +7,7 @@ import { Vtep } from '../../src/vxlan/vtep.js';
 import { run, tempNetns, uniqueName } from '../sys/helpers.js';
 import { segmentFrame } from '../../src/vxlan/offload.js';
 import { HOST_A, HOST_B, MSS, VNI, drops, frame, mac, superFrame } from './helpers.js';
+import { ETHERNET_HEADER_LEN, VXLAN_FLAG_RCO, VXLAN_HEADER_LEN } from '../../src/wire/index.js';
 
 /** Two namespaces joined by a veth pair (of `mtu`, default the kernel's): HOST_A/24 in `a`, HOST_B/24 in `b`. */
 async function underlay(t: ExecutionContext, mtu?: number) {
@@ -94,6 +95,38 @@ test('segments larger than the underlay MTU, which UDP_SEGMENT refuses, are sent
   t.deepEqual(b.port.written, expected);
   t.is(a.underlayPort.dropped, 0);
   t.is(drops(a.vtep) + drops(b.vtep), 0);
+});
+
+test('to a netctl VTEP TCP segments leave with partial checksums marked RCO; to an external VTEP with whole ones', async (t) => {
+  const { a: nsA, b: nsB } = await underlay(t);
+  const a = host(t, nsA.path, HOST_A, true);
+  // HOST_B is a bare socket that records what arrives, GRO off so that each datagram is one.
+  const listener = NativeDatagramPort.open({ netnsPath: nsB.path, address: HOST_B, port: 4789, gro: false });
+  t.teardown(() => listener.close());
+  const seen: Buffer[] = [];
+  listener.start((datagrams) => {
+    for (const datagram of datagrams) seen.push(Buffer.from(datagram.data));
+  });
+  const big = superFrame({ payload: 3 * MSS });
+  const whole = segmentFrame(big)!;
+  a.port.inject([big]);
+  await until(() => seen.length === whole.length);
+  for (const datagram of seen) {
+    t.is(datagram[1], VXLAN_FLAG_RCO);
+    t.is(datagram[7], (ETHERNET_HEADER_LEN + 20) / 2);
+  }
+  t.notDeepEqual(seen[0]!.subarray(VXLAN_HEADER_LEN), Buffer.from(whole[0]!), 'the checksum is not computed');
+
+  seen.length = 0;
+  a.vtep.setExternalPeers(VNI, [HOST_B]);
+  a.port.inject([big]);
+  await until(() => seen.length === whole.length);
+  t.deepEqual(
+    seen.map((datagram) => datagram.subarray(VXLAN_HEADER_LEN)),
+    whole.map((piece) => Buffer.from(piece)),
+    'a kernel VTEP gets every checksum computed',
+  );
+  t.true(seen.every((datagram) => datagram[1] === 0 && datagram[7] === 0));
 });
 
 test('NativeDatagramPort counts what it cannot send, binds port 0, and throws PortClosed after close', async (t) => {

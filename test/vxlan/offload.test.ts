@@ -1,5 +1,5 @@
 import test from 'ava';
-import { coalesceFrames, FrameList, segmentFrame, VNET_HDR_LEN } from '../../src/vxlan/offload.js';
+import { CHECKSUM_UNVERIFIED, coalesceFrames, FrameList, segmentFrame, VNET_HDR_LEN } from '../../src/vxlan/offload.js';
 import {
   ACK,
   ETHERNET_HEADER_LEN,
@@ -10,7 +10,11 @@ import {
   IPPROTO_UDP,
   IPV6_HEADER_LEN,
   PSH,
+  TCP_CHECKSUM_OFFSET,
+  UDP_CHECKSUM_OFFSET,
+  VXLAN_FLAG_RCO,
   VXLAN_HEADER_LEN,
+  VXLAN_RCO_UDP,
   encodeEthernet,
   encodeIPv4,
   encodeIPv6,
@@ -143,14 +147,64 @@ test('segments whose checksums a netctl VTEP computed are merged without checkin
   t.is(coalesceFrames([pieces[0]!, corrupt], Uint8Array.of(1, 0)).length, 2, 'only the frames marked are trusted');
 });
 
-test('FrameList keeps the checksummed mark of every frame as it grows', (t) => {
+test('for a netctl receiver (RCO) segments keep partial checksums and say where they start; a plain prefix never does', (t) => {
+  for (const v6 of [false, true]) {
+    const original = superFrame({ v6, payload: 5 * MSS + 7 });
+    const whole = segmentFrame(original, PREFIX)!;
+    const partial = segmentFrame(original, PREFIX, true)!;
+    t.is(partial.length, whole.length);
+    const tcp = ETHERNET_HEADER_LEN + (v6 ? IPV6_HEADER_LEN : 20);
+    partial.forEach((datagram, i) => {
+      const expected = Buffer.from(whole[i]!);
+      // Linux's RCO header: the flag in the second octet, the start in 2-byte units in the last.
+      t.is(datagram[1], VXLAN_FLAG_RCO);
+      t.is(datagram[7], tcp / 2);
+      const frame = Buffer.from(datagram.subarray(VXLAN_HEADER_LEN));
+      const at = tcp + TCP_CHECKSUM_OFFSET;
+      const l4 = frame.length - tcp;
+      const pseudo = v6 ? pseudoHeaderSumIPv6(frame, ETHERNET_HEADER_LEN + 8, frame, ETHERNET_HEADER_LEN + 24, IPPROTO_TCP, l4) : pseudoHeaderSumIPv4(SRC4, DST4, IPPROTO_TCP, l4);
+      t.is(frame.readUInt16BE(at), ~foldChecksum(pseudo) & 0xffff, 'the field holds the pseudo-header sum');
+      // Completed as the receiver's kernel does, it is the segment a plain prefix gets.
+      frame.writeUInt16BE(foldChecksum(onesComplementSum(frame, tcp, l4)), at);
+      t.deepEqual(frame, expected.subarray(VXLAN_HEADER_LEN));
+    });
+  }
+  const udp = Buffer.alloc(VNET_HDR_LEN + ETHERNET_HEADER_LEN + 20 + 8 + 10);
+  udp[0] = NEEDS_CSUM;
+  udp.writeUInt16LE(ETHERNET_HEADER_LEN + 20, 6);
+  udp.writeUInt16LE(6, 8);
+  udp.writeUInt16BE(ETHERTYPE_IPV4, VNET_HDR_LEN + 12);
+  t.is(segmentFrame(udp, PREFIX, true)![0]![1], 0, 'UDP checksums are completed: no RCO');
+  t.is(segmentFrame(superFrame({ payload: 3 * MSS }), new Uint8Array(4), true)![0]!.length, 4 + ETHERNET_HEADER_LEN + 20 + TCP_HEADER_LEN + MSS);
+  const [plain] = segmentFrame(superFrame({ payload: 3 * MSS }), new Uint8Array(0), true)!;
+  t.is(checkSegment(t, plain!, false).seq, 0xfffff000, 'without a VXLAN header to mark, checksums are whole');
+});
+
+test('partial segments (RCO) merge like trusted ones; one alone goes to the kernel as NEEDS_CSUM where RCO said', (t) => {
+  const partial = segmentFrame(superFrame({ payload: 3 * MSS, flags: ACK }), PREFIX, true)!.map((d) => d.subarray(VXLAN_HEADER_LEN));
+  const octet = partial.map(() => (ETHERNET_HEADER_LEN + 20) / 2);
+  const merged = coalesceFrames(partial, Uint8Array.from(octet));
+  t.is(merged.length, 1);
+  t.is(merged[0]![0], NEEDS_CSUM);
+  t.is(coalesceFrames(partial).length, 3, 'unmarked, their checksums do not verify');
+  const [single] = coalesceFrames([partial[0]!], Uint8Array.of(17));
+  t.is(single![0], NEEDS_CSUM);
+  t.is(single![1], 0, 'no GSO');
+  t.is(single!.readUInt16LE(6), 34, 'csum_start');
+  t.is(single!.readUInt16LE(8), TCP_CHECKSUM_OFFSET, 'csum_offset');
+  const [udp] = coalesceFrames([partial[0]!], Uint8Array.of(VXLAN_RCO_UDP | 17));
+  t.is(udp!.readUInt16LE(8), UDP_CHECKSUM_OFFSET, 'bit 7 of the RCO octet: a UDP checksum');
+});
+
+test('FrameList keeps the checksum state of every frame as it grows', (t) => {
   const list = new FrameList();
   const buffer = new Uint8Array(300);
-  for (let i = 0; i < 200; i++) list.push(buffer, i, 1, i % 3 === 0);
-  t.is(list.count, 200);
-  t.deepEqual([...list.checksummed.subarray(0, 7)], [1, 0, 0, 1, 0, 0, 1]);
-  t.is(list.checksummed[198], 1);
-  t.is(list.checksummed[199], 0);
+  for (let i = 0; i < 200; i++) list.push(buffer, i, 1, i % 3);
+  list.push(buffer, 0, 1);
+  t.is(list.count, 201);
+  t.deepEqual([...list.checksum.subarray(0, 7)], [0, 1, 2, 0, 1, 2, 0]);
+  t.is(list.checksum[199], 1);
+  t.is(list.checksum[200], CHECKSUM_UNVERIFIED, 'unverified unless told');
 });
 
 test('a frame without GSO gets its partial checksum completed; a bad virtio header is refused', (t) => {

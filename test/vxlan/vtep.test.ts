@@ -2,7 +2,7 @@ import test from 'ava';
 import { Conflict, InvalidArgument } from '../../src/cnm/errors.js';
 import type { Datagram, DatagramPort } from '../../src/vxlan/io.js';
 import { MemoryFramePort, MemoryNetwork } from '../../src/vxlan/memory.js';
-import { VNET_HDR_LEN, segmentFrame } from '../../src/vxlan/offload.js';
+import { CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, VNET_HDR_LEN, segmentFrame } from '../../src/vxlan/offload.js';
 import { Vtep, VtepStopped } from '../../src/vxlan/vtep.js';
 import {
   ARP_REPLY,
@@ -17,6 +17,7 @@ import {
   NA_FLAG_SOLICITED,
   NDP_OPTION_SOURCE_LINK_LAYER,
   NDP_OPTION_TARGET_LINK_LAYER,
+  VXLAN_FLAG_RCO,
   VXLAN_HEADER_LEN,
   decodeArp,
   decodeEthernet,
@@ -468,7 +469,7 @@ test('frames shorter than an Ethernet header from a port are dropped as truncate
   t.is(a.vtep.stats.dropTruncated, 2);
 });
 
-test('frames from netctl VTEPs reach the port marked checksummed, frames from external peers do not', async (t) => {
+test('frames from netctl VTEPs reach the port marked trusted, frames from external peers unverified, RCO ones partial', async (t) => {
   const net = new MemoryNetwork();
   const a = host(net, HOST_A, []);
   const aPort = new MemoryFramePort();
@@ -481,7 +482,7 @@ test('frames from netctl VTEPs reach the port marked checksummed, frames from ex
   const marks: number[] = [];
   const write = aPort.writeFrames.bind(aPort);
   aPort.writeFrames = (frames) => {
-    for (let i = 0; i < frames.count; i++) marks.push(frames.checksummed?.[i] ?? 0);
+    for (let i = 0; i < frames.count; i++) marks.push(frames.checksum?.[i] ?? 0);
     return write(frames);
   };
   const kernel = net.open(EXTERNAL, 4789);
@@ -494,7 +495,30 @@ test('frames from netctl VTEPs reach the port marked checksummed, frames from ex
   kernel.sendBatch([{ data: vxlan(VNI, fromKernel), address: HOST_A, port: 4789 }]);
   await net.idle();
   t.deepEqual(aPort.written, [fromNetctl, fromKernel]);
-  t.deepEqual(marks, [1, 0]);
+  t.deepEqual(marks, [CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED]);
+
+  // RCO (as Linux's remcsumtx sends it): TCP checksum starting 34 bytes in, or UDP (bit 7) at 34.
+  const rco = (from: number, octet: number) => {
+    const data = vxlan(VNI, frame(mac(1), mac(from), 100));
+    data[1] = VXLAN_FLAG_RCO;
+    data[7] = octet;
+    return data;
+  };
+  b.underlay.sendBatch([
+    { data: rco(2, 17), address: HOST_A, port: 4789 },
+    { data: rco(2, 0x80 | 17), address: HOST_A, port: 4789 },
+  ]);
+  kernel.sendBatch([{ data: rco(0x50, 17), address: HOST_A, port: 4789 }]);
+  await net.idle();
+  t.deepEqual(marks.slice(2), [17, 0x80 | 17, 17], 'the RCO octet, from netctl and external VTEPs alike');
+  const before = a.vtep.stats.dropBadFlags;
+  b.underlay.sendBatch([
+    { data: rco(2, 3), address: HOST_A, port: 4789 },
+    { data: rco(2, 0x7f), address: HOST_A, port: 4789 },
+  ]);
+  await net.idle();
+  t.is(a.vtep.stats.dropBadFlags - before, 2, 'a start inside the Ethernet header or past the frame is refused');
+  t.is(marks.length, 5);
 });
 
 test('each datagram of a coalesced (GRO) receive is judged on its own', (t) => {

@@ -10,7 +10,10 @@ import {
   readVxlanVni,
   VXLAN_FLAG_I,
   VXLAN_HEADER_LEN,
+  VXLAN_RCO_START_MASK,
+  VXLAN_RCO_UDP,
   vxlanCheck,
+  vxlanRemoteChecksum,
   writeVxlanHeader,
 } from '../../src/wire/vxlan.js';
 
@@ -114,4 +117,29 @@ test('vxlanCheck returns -1 for truncated packets and short inner frames', (t) =
   t.is(vxlanCheck(packet, 0, packet.length + 1), -1);
   t.is(vxlanCheck(packet, 1, packet.length), -1);
   t.is(vxlanCheck(packet, -1, 30), -1);
+});
+
+/*
+ * A TCP SYN as the kernel's VXLAN sent it with remote checksum offload
+ * (`ip link add … type vxlan id 4242 … udpcsum remcsumtx`), captured with
+ * tshark on the underlay veth: the VXLAN header and the inner frame.
+ */
+const capturedRcoSyn = bytes(`
+  0820000000109211
+  020000000002 020000000001 0800
+  4500003cbf8c400040066667 0a630001 0a630002
+  c9b615b386d78c8300000000a002fd5c14f7000002040582040208 0a5c8f3f43000000000103030a`);
+
+test('reads the remote checksum offload the kernel sent: flag, start and a pseudo-header-only checksum', (t) => {
+  t.is(vxlanCheck(capturedRcoSyn, 0, capturedRcoSyn.length), 4242);
+  const rco = vxlanRemoteChecksum(capturedRcoSyn);
+  t.is(rco & VXLAN_RCO_UDP, 0, 'TCP');
+  const start = 2 * (rco & VXLAN_RCO_START_MASK);
+  t.is(start, 14 + 20, 'the TCP header of the inner frame');
+  const syn = capturedRcoSyn.subarray(VXLAN_HEADER_LEN);
+  const l4 = syn.length - start;
+  // 10.99.0.1 + 10.99.0.2 + protocol 6 + TCP length, folded, not complemented.
+  const pseudo = 0x0a63 + 0x0001 + 0x0a63 + 0x0002 + 6 + l4;
+  t.is((syn[start + 16]! << 8) | syn[start + 17]!, pseudo);
+  t.is(vxlanRemoteChecksum(capturedArpInVxlan, VXLAN_AT), -1, 'no flag, no RCO');
 });
