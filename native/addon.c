@@ -23,6 +23,48 @@ napi_value netctl_throw_errno(napi_env env, int err, const char *syscall, const 
   return NULL;
 }
 
+bool netctl_frame_batch_open(napi_env env, napi_value buffers, napi_value index, napi_value count,
+                             netctl_frame_batch_t *batch) {
+  bool is_array = false, is_typedarray = false;
+  napi_typedarray_type type;
+  size_t index_len, unused_offset;
+  napi_value unused_arraybuffer;
+  void *data;
+  napi_is_array(env, buffers, &is_array);
+  napi_is_typedarray(env, index, &is_typedarray);
+  if (!is_array || !is_typedarray || napi_get_value_uint32(env, count, &batch->count) != napi_ok ||
+      napi_get_typedarray_info(env, index, &type, &index_len, &data, &unused_arraybuffer, &unused_offset) != napi_ok ||
+      type != napi_uint32_array || (size_t)batch->count * 3 > index_len)
+    return false;
+  batch->buffers = buffers;
+  napi_get_array_length(env, buffers, &batch->buffer_count);
+  batch->index = data;
+  batch->current = UINT32_MAX;
+  batch->base = NULL;
+  batch->base_len = 0;
+  return true;
+}
+
+bool netctl_frame_batch_get(napi_env env, netctl_frame_batch_t *batch, uint32_t i, uint8_t **data, size_t *len) {
+  uint32_t which = batch->index[3 * i], offset = batch->index[3 * i + 1], length = batch->index[3 * i + 2];
+  if (which != batch->current) {
+    napi_value buffer;
+    if (which >= batch->buffer_count || napi_get_element(env, batch->buffers, which, &buffer) != napi_ok ||
+        napi_get_buffer_info(env, buffer, (void **)&batch->base, &batch->base_len) != napi_ok) {
+      napi_throw_type_error(env, NULL, "buffers must hold a Uint8Array for every index");
+      return false;
+    }
+    batch->current = which;
+  }
+  if ((size_t)offset + length > batch->base_len) {
+    napi_throw_range_error(env, NULL, "frame outside its buffer");
+    return false;
+  }
+  *data = batch->base + offset;
+  *len = length;
+  return true;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   if (netctl_register_fslock(env, exports) != napi_ok) return NULL;
   if (netctl_register_netns(env, exports) != napi_ok) return NULL;

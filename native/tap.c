@@ -37,14 +37,17 @@ typedef struct {
   int finalized;
   napi_ref callback;
   napi_ref self; /* keeps the external alive while polling */
+  /* The FrameBatch's index (Uint32Array) and buffers (array) that tapStart was given. */
+  napi_ref batch_index;
+  napi_ref batch_buffers;
   napi_async_context async_context;
-  /* With borrowBuffers: TAP_BATCH slots of TAP_READ_SIZE as an external ArrayBuffer (which owns them). */
-  napi_ref borrowed;
+  /* TAP_BATCH slots of TAP_READ_SIZE that frames are read into; with borrowBuffers an external
+   * ArrayBuffer owns them (`borrowed`), else the struct does. */
   uint8_t *arena;
+  napi_ref borrowed;
   /* The frames of one tapWriteFrames call, grown as needed. */
   offload_frame_t *frames;
   size_t frames_cap;
-  uint8_t read_buf[TAP_READ_SIZE];
 } tap_t;
 
 /* tapOpen(name, vnetHdr, offloads) -> { fd, name }. Opens the device in the
@@ -113,7 +116,10 @@ static tap_t *get_open_tap(napi_env env, napi_value value) {
 }
 
 static void free_tap(tap_t *tap) {
-  if (tap->borrowed) napi_delete_reference(tap->env, tap->borrowed);
+  if (tap->borrowed)
+    napi_delete_reference(tap->env, tap->borrowed);
+  else
+    free(tap->arena);
   free(tap->frames);
   free(tap);
 }
@@ -132,6 +138,10 @@ static void stop_polling(tap_t *tap) {
   tap->callback = NULL;
   napi_delete_reference(tap->env, tap->self);
   tap->self = NULL;
+  napi_delete_reference(tap->env, tap->batch_index);
+  tap->batch_index = NULL;
+  napi_delete_reference(tap->env, tap->batch_buffers);
+  tap->batch_buffers = NULL;
 }
 
 /* Closes the fd now and frees the struct once libuv has let go of the handle. */
@@ -158,8 +168,8 @@ static void tap_finalize(napi_env env, void *data, void *hint) {
 static void free_arena(napi_env env, void *data, void *hint) { free(data); }
 
 /* tapHandle(fd, vnetHdr, borrowBuffers) -> handle: takes ownership of fd for polling and closing.
- * With borrowBuffers, frames delivered are views on the handle's own memory, valid until the
- * callback returns. */
+ * With borrowBuffers, frames delivered are in the handle's own memory, valid until the callback
+ * returns; else in a fresh Buffer per batch. */
 static napi_value tap_handle(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -176,7 +186,7 @@ static napi_value tap_handle(napi_env env, napi_callback_info info) {
   tap->env = env;
   tap->fd = fd;
   tap->vnet_hdr = vnet_hdr;
-  if (borrow && !(tap->arena = malloc((size_t)TAP_BATCH * TAP_READ_SIZE))) {
+  if (!(tap->arena = malloc((size_t)TAP_BATCH * TAP_READ_SIZE))) {
     free(tap);
     return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
   }
@@ -202,13 +212,13 @@ static napi_value tap_handle(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-static void deliver(tap_t *tap, napi_value frames) {
+static void deliver(tap_t *tap, napi_value count) {
   napi_env env = tap->env;
   napi_value callback, global, result;
   napi_get_reference_value(env, tap->callback, &callback);
   /* napi_make_callback rejects undefined as receiver. */
   napi_get_global(env, &global);
-  if (napi_make_callback(env, tap->async_context, global, callback, 1, &frames, &result) == napi_pending_exception) {
+  if (napi_make_callback(env, tap->async_context, global, callback, 1, &count, &result) == napi_pending_exception) {
     napi_value error;
     napi_get_and_clear_last_exception(env, &error);
     napi_fatal_exception(env, error);
@@ -228,13 +238,10 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
 
-  napi_value frames, borrowed = NULL;
-  napi_create_array(env, &frames);
-  if (tap->borrowed) napi_get_reference_value(env, tap->borrowed, &borrowed);
   uint32_t count = 0;
+  size_t lengths[TAP_BATCH];
   while (count < TAP_BATCH) {
-    uint8_t *buf = borrowed ? tap->arena + (size_t)count * TAP_READ_SIZE : tap->read_buf;
-    ssize_t n = read(tap->fd, buf, TAP_READ_SIZE);
+    ssize_t n = read(tap->fd, tap->arena + (size_t)count * TAP_READ_SIZE, TAP_READ_SIZE);
     if (n < 0) {
       if (errno == EINTR) continue;
       /* EAGAIN: drained. Other errors (the device went away): deliver what
@@ -242,38 +249,81 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       break;
     }
     if (n == 0) break;
-    napi_value frame;
-    void *unused;
-    if (borrowed)
-      napi_create_typedarray(env, napi_uint8_array, (size_t)n, borrowed, (size_t)count * TAP_READ_SIZE, &frame);
-    else
-      napi_create_buffer_copy(env, (size_t)n, tap->read_buf, &unused, &frame);
-    napi_set_element(env, frames, count++, frame);
+    lengths[count++] = (size_t)n;
   }
-  if (count > 0) deliver(tap, frames);
+  napi_value index_value, buffers;
+  uint32_t *index;
+  size_t index_len;
+  napi_typedarray_type type;
+  napi_value unused_arraybuffer;
+  size_t unused_offset;
+  if (count > 0 && napi_get_reference_value(env, tap->batch_index, &index_value) == napi_ok &&
+      napi_get_reference_value(env, tap->batch_buffers, &buffers) == napi_ok &&
+      napi_get_typedarray_info(env, index_value, &type, &index_len, (void **)&index, &unused_arraybuffer,
+                               &unused_offset) == napi_ok &&
+      index_len >= 3 * (size_t)count) {
+    if (tap->borrowed) {
+      for (uint32_t i = 0; i < count; i++) {
+        index[3 * i] = 0;
+        index[3 * i + 1] = i * TAP_READ_SIZE;
+        index[3 * i + 2] = (uint32_t)lengths[i];
+      }
+    } else {
+      /* The callee may keep these: one fresh Buffer with the frames back to back. */
+      size_t total = 0;
+      for (uint32_t i = 0; i < count; i++) total += lengths[i];
+      napi_value buffer;
+      uint8_t *bytes;
+      napi_create_buffer(env, total, (void **)&bytes, &buffer);
+      napi_set_element(env, buffers, 0, buffer);
+      size_t offset = 0;
+      for (uint32_t i = 0; i < count; i++) {
+        memcpy(bytes + offset, tap->arena + (size_t)i * TAP_READ_SIZE, lengths[i]);
+        index[3 * i] = 0;
+        index[3 * i + 1] = (uint32_t)offset;
+        index[3 * i + 2] = (uint32_t)lengths[i];
+        offset += lengths[i];
+      }
+    }
+    napi_value count_value;
+    napi_create_uint32(env, count, &count_value);
+    deliver(tap, count_value);
+  }
   napi_close_handle_scope(env, scope);
 }
 
-/* tapStart(handle, onBatch): calls onBatch(frames) for every wake-up with data: fresh Buffers,
- * or Uint8Array views on the handle's memory when it borrows buffers. */
+/* tapStart(handle, onBatch, index, buffers): calls onBatch(count) for every wake-up with data,
+ * having filled index (a Uint32Array of at least 3 * 64) and buffers as a FrameBatch of count
+ * frames (src/sys/tap.ts): buffers[0] is the handle's memory when it borrows buffers, valid
+ * until onBatch returns, else a fresh Buffer per call. */
 static napi_value tap_start(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 2) {
-    napi_throw_type_error(env, NULL, "tapStart(handle, onBatch)");
+  const char *usage = "tapStart(handle, onBatch: (count: number) => void, index: Uint32Array, buffers: Uint8Array[])";
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
   tap_t *tap = get_open_tap(env, argv[0]);
   if (!tap) return NULL;
   napi_valuetype type;
   napi_typeof(env, argv[1], &type);
-  if (type != napi_function) {
-    napi_throw_type_error(env, NULL, "onBatch must be a function");
+  napi_typedarray_type index_type;
+  size_t index_len = 0;
+  bool is_typedarray = false, is_array = false;
+  napi_is_typedarray(env, argv[2], &is_typedarray);
+  napi_is_array(env, argv[3], &is_array);
+  if (type != napi_function || !is_typedarray || !is_array ||
+      napi_get_typedarray_info(env, argv[2], &index_type, &index_len, NULL, NULL, NULL) != napi_ok ||
+      index_type != napi_uint32_array || index_len < 3 * TAP_BATCH) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
   if (tap->polling) {
     napi_delete_reference(env, tap->callback);
+    napi_delete_reference(env, tap->batch_index);
+    napi_delete_reference(env, tap->batch_buffers);
   } else {
     int rc = uv_poll_start(&tap->poll, UV_READABLE, on_readable);
     if (rc != 0) return netctl_throw_errno(env, -rc, "uv_poll_start", NULL);
@@ -281,6 +331,14 @@ static napi_value tap_start(napi_env env, napi_callback_info info) {
     tap->polling = 1;
   }
   napi_create_reference(env, argv[1], 1, &tap->callback);
+  napi_create_reference(env, argv[2], 1, &tap->batch_index);
+  napi_create_reference(env, argv[3], 1, &tap->batch_buffers);
+  if (tap->borrowed) {
+    napi_value arraybuffer, view;
+    napi_get_reference_value(env, tap->borrowed, &arraybuffer);
+    napi_create_typedarray(env, napi_uint8_array, (size_t)TAP_BATCH * TAP_READ_SIZE, arraybuffer, 0, &view);
+    napi_set_element(env, argv[3], 0, view);
+  }
   return NULL;
 }
 
@@ -363,29 +421,21 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
   }
   tap_t *tap = get_open_tap(env, argv[0]);
   if (!tap) return NULL;
-  bool is_array = false, is_typedarray = false;
-  uint32_t buffer_count, count;
-  napi_typedarray_type index_type;
-  size_t index_len;
-  uint32_t *index;
-  napi_value unused_arraybuffer;
-  size_t unused_offset;
-  napi_is_array(env, argv[1], &is_array);
-  napi_is_typedarray(env, argv[2], &is_typedarray);
-  if (!is_array || !is_typedarray || napi_get_value_uint32(env, argv[3], &count) != napi_ok ||
-      napi_get_typedarray_info(env, argv[2], &index_type, &index_len, (void **)&index, &unused_arraybuffer,
-                               &unused_offset) != napi_ok ||
-      index_type != napi_uint32_array || (size_t)count * 3 > index_len) {
+  netctl_frame_batch_t batch;
+  if (!netctl_frame_batch_open(env, argv[1], argv[2], argv[3], &batch)) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
+  uint32_t count = batch.count;
   uint8_t *checksum = NULL;
   size_t checksum_len = 0;
   napi_valuetype fifth = napi_undefined;
   if (argc >= 5) napi_typeof(env, argv[4], &fifth);
   if (fifth != napi_undefined) {
     napi_typedarray_type type;
-    is_typedarray = false;
+    napi_value unused_arraybuffer;
+    size_t unused_offset;
+    bool is_typedarray = false;
     napi_is_typedarray(env, argv[4], &is_typedarray);
     if (!is_typedarray ||
         napi_get_typedarray_info(env, argv[4], &type, &checksum_len, (void **)&checksum, &unused_arraybuffer,
@@ -395,33 +445,17 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  napi_get_array_length(env, argv[1], &buffer_count);
   if (count > tap->frames_cap) {
     offload_frame_t *grown = realloc(tap->frames, count * sizeof *grown);
     if (!grown) return netctl_throw_errno(env, ENOMEM, "realloc", NULL);
     tap->frames = grown;
     tap->frames_cap = count;
   }
-  /* Buffers repeat in runs (one per received datagram), so each is looked up once per run. */
-  uint32_t current = UINT32_MAX;
-  uint8_t *base = NULL;
-  size_t base_len = 0;
   for (uint32_t i = 0; i < count; i++) {
-    uint32_t which = index[3 * i], offset = index[3 * i + 1], len = index[3 * i + 2];
-    if (which != current) {
-      napi_value buffer;
-      if (which >= buffer_count || napi_get_element(env, argv[1], which, &buffer) != napi_ok ||
-          napi_get_buffer_info(env, buffer, (void **)&base, &base_len) != napi_ok) {
-        napi_throw_type_error(env, NULL, "buffers must hold a Uint8Array for every index");
-        return NULL;
-      }
-      current = which;
-    }
-    if ((size_t)offset + len > base_len) {
-      napi_throw_range_error(env, NULL, "frame outside its buffer");
-      return NULL;
-    }
-    tap->frames[i].data = base + offset;
+    uint8_t *data;
+    size_t len;
+    if (!netctl_frame_batch_get(env, &batch, i, &data, &len)) return NULL;
+    tap->frames[i].data = data;
     tap->frames[i].len = len;
     tap->frames[i].checksum = i < checksum_len ? checksum[i] : OFFLOAD_CSUM_UNVERIFIED;
   }

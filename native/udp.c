@@ -718,8 +718,9 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
 }
 
 /*
- * udpSendFrames(handle, prefix, frames, count, vnetHdr, address, port, remoteChecksum) -> { datagrams, sent }.
- * Sends frames[0..count) to one destination, each as `prefix` (the VXLAN header) then the
+ * udpSendFrames(handle, prefix, buffers, index, count, vnetHdr, address, port, remoteChecksum)
+ * -> { datagrams, sent }. Sends the frames of a FrameBatch (buffers, index, count; see
+ * netctl_frame_batch_t) to one destination, each as `prefix` (the VXLAN header) then the
  * frame. With vnetHdr each frame starts with a virtio_net_hdr: TCP super-frames are cut into
  * gso_size segments and partial checksums completed (offload_segment), or with remoteChecksum
  * (the receiver is a netctl VTEP) TCP ones left partial and marked with RCO. The segments of a
@@ -727,13 +728,13 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
  * counts what the frames made, `sent` what the kernel took; malformed frames make none.
  */
 static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8];
+  size_t argc = 9;
+  napi_value argv[9];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   const char *usage =
-      "udpSendFrames(handle, prefix: Uint8Array, frames: Uint8Array[], count: number, vnetHdr: boolean, address: string, "
-      "port: number, remoteChecksum: boolean)";
-  if (argc < 8) {
+      "udpSendFrames(handle, prefix: Uint8Array, buffers: Uint8Array[], index: Uint32Array, count: number, "
+      "vnetHdr: boolean, address: string, port: number, remoteChecksum: boolean)";
+  if (argc < 9) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -741,20 +742,20 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   if (!udp) return NULL;
   void *prefix;
   size_t prefix_len;
-  bool is_array = false, vnet_hdr, remote_csum;
-  uint32_t count, length, port;
+  bool vnet_hdr, remote_csum;
+  uint32_t port;
   char text[INET6_ADDRSTRLEN + 1];
   size_t text_len;
-  napi_is_array(env, argv[2], &is_array);
-  if (napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok || !is_array ||
-      napi_get_value_uint32(env, argv[3], &count) != napi_ok || napi_get_value_bool(env, argv[4], &vnet_hdr) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[5], text, sizeof text, &text_len) != napi_ok ||
-      napi_get_value_uint32(env, argv[6], &port) != napi_ok || napi_get_value_bool(env, argv[7], &remote_csum) != napi_ok) {
+  netctl_frame_batch_t batch;
+  if (napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok ||
+      !netctl_frame_batch_open(env, argv[2], argv[3], argv[4], &batch) ||
+      napi_get_value_bool(env, argv[5], &vnet_hdr) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[6], text, sizeof text, &text_len) != napi_ok ||
+      napi_get_value_uint32(env, argv[7], &port) != napi_ok || napi_get_value_bool(env, argv[8], &remote_csum) != napi_ok) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  napi_get_array_length(env, argv[2], &length);
-  if (count > length) count = length;
+  uint32_t count = batch.count;
   const size_t arena_size = (size_t)UDP_BATCH * UDP_SLOT;
   if (!udp->send_arena && !(udp->send_arena = malloc(arena_size))) return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
   if (!udp->send_iovs && !(udp->send_iovs = malloc(SEND_IOVS * sizeof *udp->send_iovs)))
@@ -768,14 +769,9 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   /* Bytes of the arena and iovecs that messages not yet sent point into. */
   size_t used = 0, iovs_used = 0;
   for (uint32_t f = 0; f < count && dest_len != 0 && !full; f++) {
-    napi_value element;
-    void *bytes;
+    uint8_t *bytes;
     size_t size;
-    napi_get_element(env, argv[2], f, &element);
-    if (napi_get_buffer_info(env, element, &bytes, &size) != napi_ok) {
-      napi_throw_type_error(env, NULL, "frames must hold Uint8Arrays");
-      return NULL;
-    }
+    if (!netctl_frame_batch_get(env, &batch, f, &bytes, &size)) return NULL;
     size_t segment_len, total;
     int segments;
     /* A super-frame's segments are iovec pairs (headers, payload by reference); other frames are copied whole. */

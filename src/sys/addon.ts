@@ -56,11 +56,15 @@ export interface NativeAddon {
   tapOpen(name: string, vnetHdr: boolean, offloads: number): { fd: number; name: string };
   /**
    * Wraps a TAP fd for polling; the handle owns the fd from then on. `vnetHdr`: opened with
-   * IFF_VNET_HDR. `borrowBuffers`: frames are delivered as Uint8Array views on the handle's
-   * memory, valid until the callback returns, instead of fresh Buffers.
+   * IFF_VNET_HDR. `borrowBuffers`: frames are delivered in the handle's own memory, valid until
+   * the callback returns, instead of in a fresh Buffer per batch.
    */
   tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean): NativeTapHandle;
-  tapStart(handle: NativeTapHandle, onBatch: (frames: Uint8Array[]) => void): void;
+  /**
+   * For every wake-up with data: fills `index` (at least 3 × 64 entries) and `buffers` as a
+   * FrameBatch of `count` frames, then calls onBatch(count).
+   */
+  tapStart(handle: NativeTapHandle, onBatch: (count: number) => void, index: Uint32Array, buffers: Uint8Array[]): void;
   tapStop(handle: NativeTapHandle): void;
   tapWriteBatch(handle: NativeTapHandle, frames: readonly Uint8Array[]): number;
   /**
@@ -102,7 +106,8 @@ export interface NativeAddon {
   /** sendmmsg per 64; returns how many were sent. Stops at a full queue; skips datagrams whose destination fails. */
   udpSendBatch(handle: NativeUdpHandle, datagrams: NativeDatagrams): number;
   /**
-   * Sends frames[0..count) to one destination, each prefixed with `prefix`. With `vnetHdr` each
+   * Sends the frames of a FrameBatch (buffers, index, count) to one destination, each prefixed
+   * with `prefix`. With `vnetHdr` each
    * frame starts with a virtio_net_hdr: TCP super-frames are segmented, partial checksums
    * completed (with `remoteChecksum`, the receiver being a netctl VTEP, TCP ones are left partial
    * and marked with VXLAN RCO in `prefix`, a VXLAN header), and each frame's segments leave in one
@@ -111,7 +116,8 @@ export interface NativeAddon {
   udpSendFrames(
     handle: NativeUdpHandle,
     prefix: Uint8Array,
-    frames: readonly Uint8Array[],
+    buffers: readonly Uint8Array[],
+    index: Uint32Array,
     count: number,
     vnetHdr: boolean,
     address: string,

@@ -1,7 +1,7 @@
 /**
  * TAP devices with batched I/O through the native addon: the fd is watched
  * with uv_poll, each wake-up reads up to 64 frames and delivers them in one
- * call. Frames are whole Ethernet frames; with `vnetHdr` each one read, or
+ * call, as a FrameBatch that is the same object every time (no object per frame). Frames are whole Ethernet frames; with `vnetHdr` each one read, or
  * given to `writeBatch`, starts with a 10-byte struct virtio_net_hdr
  * (`writeFrames` takes plain frames and adds the header itself).
  */
@@ -52,15 +52,24 @@ export interface TapOptions {
   /** TUNSETOFFLOAD flags (TUN_F_*); requires `vnetHdr` for anything but 0. */
   offloads?: number;
   /**
-   * Frames delivered by `start` are views on the device's own read memory,
-   * valid only until the callback returns (no copy and no allocation per
-   * frame); their type is then Uint8Array, not Buffer.
+   * Frames delivered by `start` are in the device's own read memory, valid
+   * only until the callback returns (no copy and no allocation per batch),
+   * rather than in a fresh Buffer per batch.
    */
   borrowBuffers?: boolean;
 }
 
+/** Frames a TAP delivers in one wake-up, at most. */
+export const TAP_BATCH = 64;
+
 export class TapDevice {
   #handle: NativeTapHandle | undefined;
+  /** What `start` hands out: refilled by the addon on every wake-up. */
+  readonly #received: { buffers: Uint8Array[]; index: Uint32Array; count: number } = {
+    buffers: [],
+    index: new Uint32Array(3 * TAP_BATCH),
+    count: 0,
+  };
 
   /**
    * `vnetHdr` says the device was opened with IFF_VNET_HDR: frames read
@@ -77,16 +86,26 @@ export class TapDevice {
   }
 
   /**
-   * Starts delivering received frames, up to 64 per call. Calling it again
-   * replaces the callback. An exception thrown by `onBatch` is reported as an
-   * uncaught exception. Each frame is a fresh Buffer the callee may keep, or,
-   * when the device was opened with `borrowBuffers`, a Uint8Array view on the
-   * device's read memory that is valid only during the call.
+   * Starts delivering received frames, up to 64 per call, as one FrameBatch
+   * object that is refilled for every call (keep the frames, not the batch).
+   * Calling it again replaces the callback. An exception thrown by `onBatch`
+   * is reported as an uncaught exception. The frames' memory is a fresh
+   * Buffer per call the callee may keep, or, when the device was opened with
+   * `borrowBuffers`, the device's read memory, valid only during the call.
    * Delivery ends by itself if the device disappears (its namespace deleted).
    * While started, the device keeps the event loop alive.
    */
-  start(onBatch: (frames: Uint8Array[]) => void): void {
-    addon.tapStart(this.#open(), onBatch);
+  start(onBatch: (frames: FrameBatch) => void): void {
+    const received = this.#received;
+    addon.tapStart(
+      this.#open(),
+      (count) => {
+        received.count = count;
+        onBatch(received);
+      },
+      received.index,
+      received.buffers,
+    );
   }
 
   /**

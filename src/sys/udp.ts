@@ -9,6 +9,7 @@ import type { Server, Socket } from 'node:net';
 import { InvalidArgument, NetctlError } from '../cnm/errors.js';
 import { addon, isNativeErrnoError } from './addon.js';
 import type { NativeUdpHandle } from './addon.js';
+import type { FrameBatch } from './tap.js';
 
 /** Datagrams as parallel arrays: index i of each describes datagram i. */
 export interface DatagramBatch {
@@ -112,7 +113,7 @@ export class NativeUdpSocket {
   }
 
   /**
-   * Sends frames[0..count) to one destination, each prefixed with `prefix`
+   * Sends the frames of `frames` to one destination, each prefixed with `prefix`
    * (a VXLAN header): with `vnetHdr` every frame starts with a virtio_net_hdr,
    * TCP super-frames are cut into gso_size segments, partial checksums are
    * completed (or, with `remoteChecksum`, TCP ones left partial and marked
@@ -124,8 +125,7 @@ export class NativeUdpSocket {
    */
   sendFrames(
     prefix: Uint8Array,
-    frames: readonly Uint8Array[],
-    count: number,
+    frames: FrameBatch,
     vnetHdr: boolean,
     address: string,
     port: number,
@@ -133,7 +133,7 @@ export class NativeUdpSocket {
   ): { datagrams: number; sent: number } {
     const handle = this.#open();
     try {
-      return addon.udpSendFrames(handle, prefix, frames, count, vnetHdr, address, port, remoteChecksum);
+      return addon.udpSendFrames(handle, prefix, frames.buffers, frames.index, frames.count, vnetHdr, address, port, remoteChecksum);
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
     }

@@ -22,9 +22,10 @@ export interface FramePort {
   readonly vnetHdr: boolean;
   /**
    * Delivers received Ethernet frames in batches; calling it again replaces
-   * the callback. A frame's bytes may be reused once the callback returns.
+   * the callback. The batch object and the frames' bytes may be reused once
+   * the callback returns.
    */
-  start(onBatch: (frames: Uint8Array[]) => void): void;
+  start(onBatch: (frames: FrameBatch) => void): void;
   /**
    * Writes plain Ethernet frames (never with a virtio header; a port with
    * `vnetHdr` adds it, and may merge TCP segments); returns how many were
@@ -63,8 +64,8 @@ export interface DatagramPort {
    */
   sendBatch(datagrams: Datagram[]): void;
   /**
-   * Sends frames[0..count) to one destination, each as `header` (the VXLAN
-   * header) then the frame. With `vnetHdr` each frame starts with a
+   * Sends the frames of `frames` to one destination, each as `header` (the
+   * VXLAN header) then the frame. With `vnetHdr` each frame starts with a
    * virtio_net_hdr: a TCP super-frame leaves as gso_size segments and a
    * partial checksum is completed first; with `remoteChecksum` (the
    * receiver is a netctl VTEP) a port may instead leave TCP checksums
@@ -73,8 +74,7 @@ export interface DatagramPort {
    */
   sendFrames(
     header: Uint8Array,
-    frames: readonly Uint8Array[],
-    count: number,
+    frames: FrameBatch,
     vnetHdr: boolean,
     address: string,
     port: number,

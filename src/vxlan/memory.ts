@@ -15,7 +15,7 @@ import {
 } from '../wire/index.js';
 import { PortClosed } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort } from './io.js';
-import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, segmentFrame } from './offload.js';
+import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, FrameList, framesOf, segmentFrame } from './offload.js';
 
 export interface MemoryFramePortOptions {
   /** Frames injected start with a virtio_net_hdr, as read from a TAP with IFF_VNET_HDR (default false). */
@@ -32,7 +32,7 @@ export class MemoryFramePort implements FramePort {
   readonly written: Buffer[] = [];
   /** `writeFrames` takes at most this many frames per call, like a full TAP queue. */
   capacity = Number.POSITIVE_INFINITY;
-  #onBatch: ((frames: Buffer[]) => void) | undefined;
+  #onBatch: ((frames: FrameBatch) => void) | undefined;
   #closed = false;
 
   constructor(opts: MemoryFramePortOptions = {}) {
@@ -47,7 +47,7 @@ export class MemoryFramePort implements FramePort {
     return this.#closed;
   }
 
-  start(onBatch: (frames: Buffer[]) => void): void {
+  start(onBatch: (frames: FrameBatch) => void): void {
     this.#check();
     this.#onBatch = onBatch;
   }
@@ -84,7 +84,9 @@ export class MemoryFramePort implements FramePort {
    */
   inject(frames: readonly Uint8Array[]): boolean {
     if (this.#onBatch === undefined) return false;
-    this.#onBatch(frames.map((frame) => Buffer.from(frame)));
+    const batch = new FrameList();
+    for (const frame of frames) batch.push(Buffer.from(frame), 0, frame.length);
+    this.#onBatch(batch);
     return true;
   }
 
@@ -214,11 +216,10 @@ export class MemoryDatagramPort implements DatagramPort {
    * Segments with the same native code as the real port, then sends datagram
    * by datagram; checksums are always completed (RCO is the real port's).
    */
-  sendFrames(header: Uint8Array, frames: readonly Uint8Array[], count: number, vnetHdr: boolean, address: string, port: number): number {
+  sendFrames(header: Uint8Array, frames: FrameBatch, vnetHdr: boolean, address: string, port: number): number {
     this.#check();
     let datagrams = 0;
-    for (let i = 0; i < count; i++) {
-      const frame = frames[i]!;
+    for (const frame of framesOf(frames)) {
       const pieces = vnetHdr ? segmentFrame(frame, header) : [Buffer.concat([header, frame])];
       for (const data of pieces ?? []) this.#network.send(this, { data, address, port });
       datagrams += pieces?.length ?? 0;

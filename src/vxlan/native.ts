@@ -6,7 +6,7 @@
 import { NativeUdpSocket } from '../sys/udp.js';
 import type { DatagramBatch } from '../sys/udp.js';
 import { PortClosed } from './io.js';
-import type { Datagram, DatagramPort } from './io.js';
+import type { Datagram, DatagramPort, FrameBatch } from './io.js';
 
 const DEFAULT_RECV_BUFFER = 8 << 20;
 const DEFAULT_SEND_BUFFER = 4 << 20;
@@ -119,8 +119,7 @@ export class NativeDatagramPort implements DatagramPort {
 
   sendFrames(
     header: Uint8Array,
-    frames: readonly Uint8Array[],
-    count: number,
+    frames: FrameBatch,
     vnetHdr: boolean,
     address: string,
     port: number,
@@ -128,7 +127,7 @@ export class NativeDatagramPort implements DatagramPort {
   ): number {
     if (this.#closed) throw new PortClosed('native UDP datagram port');
     try {
-      const { datagrams, sent } = this.#socket.sendFrames(header, frames, count, vnetHdr, address, port, remoteChecksum);
+      const { datagrams, sent } = this.#socket.sendFrames(header, frames, vnetHdr, address, port, remoteChecksum);
       this.#dropped += datagrams - sent;
       return datagrams;
     } catch (err) {

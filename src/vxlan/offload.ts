@@ -58,11 +58,21 @@ export class FrameList implements FrameBatch {
 
   /** Frame i as a view (allocates; for tests and slow paths). */
   frame(i: number): Uint8Array {
-    const at = 3 * i;
-    const buffer = this.buffers[this.index[at]!]!;
-    const offset = this.index[at + 1]!;
-    return buffer.subarray(offset, offset + this.index[at + 2]!);
+    return frameOf(this, i);
   }
+}
+
+/** Frame i of a batch as a view (allocates; for tests and slow paths). */
+export function frameOf(batch: FrameBatch, i: number): Uint8Array {
+  const at = 3 * i;
+  const buffer = batch.buffers[batch.index[at]!]!;
+  const offset = batch.index[at + 1]!;
+  return buffer.subarray(offset, offset + batch.index[at + 2]!);
+}
+
+/** Every frame of a batch as a view (allocates; for tests and slow paths). */
+export function framesOf(batch: FrameBatch): Uint8Array[] {
+  return Array.from({ length: batch.count }, (_, i) => frameOf(batch, i));
 }
 
 /**

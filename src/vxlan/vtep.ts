@@ -62,7 +62,7 @@ import {
   writeNeighborAdvertisement,
   writeVxlanHeader,
 } from '../wire/index.js';
-import type { Datagram, DatagramPort, FramePort } from './io.js';
+import type { Datagram, DatagramPort, FrameBatch, FramePort } from './io.js';
 import { CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
 import { PeerTable } from './peers.js';
 import type { VniPeers } from './peers.js';
@@ -160,7 +160,7 @@ interface Network {
   /** ARP/ND answers for the current TAP batch, reused across batches. */
   readonly answers: FrameList;
   /** Unicast frames of the current TAP batch (as the port gave them) by destination VTEP, reused. */
-  readonly unicast: Map<string, Uint8Array[]>;
+  readonly unicast: Map<string, FrameList>;
   removed: boolean;
 }
 
@@ -347,17 +347,21 @@ export class Vtep {
     this.#peers.sweep(now);
   }
 
-  #onFrames(network: Network, frames: Uint8Array[]): void {
+  #onFrames(network: Network, frames: FrameBatch): void {
     if (network.removed) return;
     const now = this.#now();
     this.#sweep(now);
     const outbound: Datagram[] = [];
     const vnetHdr = network.port.vnetHdr;
-    for (const frame of frames) {
+    const { buffers, index, count } = frames;
+    for (let i = 0; i < count; i++) {
       this.stats.rxFrames++;
+      const buffer = buffers[index[3 * i]!]!;
+      const offset = index[3 * i + 1]!;
+      const length = index[3 * i + 2]!;
       try {
-        if (vnetHdr) this.#fromOffloadPort(network, frame, outbound, now);
-        else this.#fromPort(network, frame, outbound, now);
+        if (vnetHdr) this.#fromOffloadPort(network, buffer, offset, length, outbound, now);
+        else this.#fromPort(network, buffer.subarray(offset, offset + length), outbound, now);
       } catch (err) {
         this.#log(`VNI ${network.vni}: frame from port dropped: ${String(err)}`);
       }
@@ -367,16 +371,15 @@ export class Vtep {
       network.answers.clear();
     }
     for (const [address, queued] of network.unicast) {
-      if (queued.length === 0) continue;
+      if (queued.count === 0) continue;
       // Another netctl VTEP completes what it receives: checksums can be left to it (RCO); others get them whole.
       const remoteChecksum = !network.peers.isExternalPeer(address);
       try {
-        this.stats.txDatagrams += this.#underlay.sendFrames(network.header, queued, queued.length, vnetHdr, address, this.#port, remoteChecksum);
+        this.stats.txDatagrams += this.#underlay.sendFrames(network.header, queued, vnetHdr, address, this.#port, remoteChecksum);
       } catch (err) {
         this.#log(`underlay send failed: ${String(err)}`);
       }
-      // Let the frames be collected.
-      queued.length = 0;
+      queued.clear();
     }
     if (outbound.length > 0) {
       try {
@@ -393,26 +396,27 @@ export class Vtep {
    * (a super-frame is segmented by the underlay); anything else, which may
    * need an answer, a flood or a drop, is cut into plain frames first.
    */
-  #fromOffloadPort(network: Network, frame: Uint8Array, outbound: Datagram[], now: number): void {
-    if (frame.length < VNET_HDR_LEN + ETHERNET_HEADER_LEN) {
+  #fromOffloadPort(network: Network, buffer: Uint8Array, offset: number, length: number, outbound: Datagram[], now: number): void {
+    if (length < VNET_HDR_LEN + ETHERNET_HEADER_LEN) {
       this.stats.dropTruncated++;
       return;
     }
     // A super-frame's segments are checked against the limit by the kernel's MTU, not here.
-    const gso = frame[1] !== 0;
-    if (!gso && frame.length - VNET_HDR_LEN > this.#maxFrameLength) {
+    const gso = buffer[offset + 1] !== 0;
+    if (!gso && length - VNET_HDR_LEN > this.#maxFrameLength) {
       this.stats.dropOversize++;
       return;
     }
-    const dst = ethernetDst(frame, VNET_HDR_LEN);
-    if (!isMulticastMac(dst) && !mayBeAnswered(frame, VNET_HDR_LEN)) {
+    const ethernet = offset + VNET_HDR_LEN;
+    const dst = ethernetDst(buffer, ethernet);
+    if (!isMulticastMac(dst) && !mayBeAnswered(buffer, ethernet, offset + length)) {
       const entry = network.peers.lookup(dst, now);
       if (entry !== undefined && !entry.local) {
-        this.#queueUnicast(network, entry.vtep, frame);
+        this.#queueUnicast(network, entry.vtep, buffer, offset, length);
         return;
       }
     }
-    const plain = segmentFrame(frame);
+    const plain = segmentFrame(buffer.subarray(offset, offset + length));
     if (plain === undefined) {
       this.stats.dropBadOffload++;
       return;
@@ -420,13 +424,13 @@ export class Vtep {
     for (const piece of plain) this.#fromPort(network, piece, outbound, now);
   }
 
-  #queueUnicast(network: Network, vtep: string, frame: Uint8Array): void {
+  #queueUnicast(network: Network, vtep: string, buffer: Uint8Array, offset: number, length: number): void {
     let queued = network.unicast.get(vtep);
     if (queued === undefined) {
-      queued = [];
+      queued = new FrameList();
       network.unicast.set(vtep, queued);
     }
-    queued.push(frame);
+    queued.push(buffer, offset, length);
   }
 
   /** A plain frame: from a port without virtio headers, or cut from one that has them. */
@@ -456,7 +460,7 @@ export class Vtep {
           // Unicast queues hold frames with virtio headers on such a port: this plain one goes on its own.
           outbound.push({ data: encapsulate(network.header, frame), address: entry.vtep, port: this.#port });
         } else {
-          this.#queueUnicast(network, entry.vtep, frame);
+          this.#queueUnicast(network, entry.vtep, frame, 0, frame.length);
         }
         return;
       }
@@ -657,12 +661,12 @@ function sameSource(data: Uint8Array, a: number, b: number): boolean {
   return true;
 }
 
-/** True for frames the VTEP may answer itself: ARP, and IPv6 ICMP (neighbour solicitations). */
-function mayBeAnswered(frame: Uint8Array, offset: number): boolean {
-  const type = ethernetType(frame, offset);
+/** True for the frame at offset (ending at `end`) if the VTEP may answer it itself: ARP, and IPv6 ICMP (neighbour solicitations). */
+function mayBeAnswered(buffer: Uint8Array, offset: number, end: number): boolean {
+  const type = ethernetType(buffer, offset);
   if (type === ETHERTYPE_ARP) return true;
-  const ip = offset + ethernetPayloadOffset(frame, offset);
-  return type === ETHERTYPE_IPV6 && frame.length > ip + IPV6_HEADER_LEN && ipv6NextHeader(frame, ip) === IPPROTO_ICMPV6;
+  const ip = offset + ethernetPayloadOffset(buffer, offset);
+  return type === ETHERTYPE_IPV6 && end > ip + IPV6_HEADER_LEN && ipv6NextHeader(buffer, ip) === IPPROTO_ICMPV6;
 }
 
 function checkVni(vni: number): void {

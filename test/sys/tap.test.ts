@@ -4,7 +4,7 @@ import { InvalidArgument, NetctlError } from '../../src/cnm/errors.js';
 import { Rtnl } from '../../src/sys/rtnl.js';
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, openTap } from '../../src/sys/tap.js';
 import type { TapDevice } from '../../src/sys/tap.js';
-import { FrameList, segmentFrame } from '../../src/vxlan/offload.js';
+import { FrameList, framesOf, segmentFrame } from '../../src/vxlan/offload.js';
 import { MSS, superFrame } from '../vxlan/helpers.js';
 import { ipJson, pingOk, tempNetns, uniqueName } from './helpers.js';
 
@@ -79,10 +79,10 @@ function respond(tap: TapDevice, headerLength: number) {
   const batches: number[] = [];
   const headers: Buffer[] = [];
   const header = Buffer.alloc(headerLength);
-  tap.start((frames) => {
-    batches.push(frames.length);
+  tap.start((batch) => {
+    batches.push(batch.count);
     const replies: Buffer[] = [];
-    for (const view of frames) {
+    for (const view of framesOf(batch)) {
       const frame = Buffer.from(view.buffer, view.byteOffset, view.byteLength);
       headers.push(frame.subarray(0, headerLength));
       const answered = answer(frame.subarray(headerLength));

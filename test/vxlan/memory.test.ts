@@ -2,7 +2,7 @@ import test from 'ava';
 import type { Datagram } from '../../src/vxlan/io.js';
 import { PortClosed } from '../../src/vxlan/io.js';
 import { MemoryFramePort, MemoryNetwork } from '../../src/vxlan/memory.js';
-import { FrameList } from '../../src/vxlan/offload.js';
+import { FrameList, framesOf } from '../../src/vxlan/offload.js';
 
 const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values);
 
@@ -62,8 +62,8 @@ test('memory ports refuse a taken address and calls after close', async (t) => {
 
   const port = new MemoryFramePort();
   t.false(port.inject([bytes(1)]), 'not started');
-  const got: Buffer[][] = [];
-  port.start((frames) => got.push(frames));
+  const got: Uint8Array[][] = [];
+  port.start((frames) => got.push(framesOf(frames)));
   t.true(port.inject([bytes(1), bytes(2)]));
   t.deepEqual(got, [[Buffer.from([1]), Buffer.from([2])]]);
   port.capacity = 1;

@@ -413,9 +413,9 @@ test('one writeFrames per port per underlay batch; per TAP batch one sendFrames 
         sends.push(`flood ${datagrams.length}`);
         inner.sendBatch(datagrams);
       },
-      sendFrames: (header, frames, count, vnetHdr, address, port) => {
-        sends.push(`${address} ${count}`);
-        return inner.sendFrames(header, frames, count, vnetHdr, address, port);
+      sendFrames: (header, frames, vnetHdr, address, port) => {
+        sends.push(`${address} ${frames.count}`);
+        return inner.sendFrames(header, frames, vnetHdr, address, port);
       },
       close: () => inner.close(),
     };
