@@ -117,14 +117,7 @@ export class NativeDatagramPort implements DatagramPort {
     }
   }
 
-  sendFrames(
-    header: Uint8Array,
-    frames: FrameBatch,
-    vnetHdr: boolean,
-    address: string,
-    port: number,
-    remoteChecksum: boolean,
-  ): number {
+  sendFrames(header: Uint8Array, frames: FrameBatch, vnetHdr: boolean, address: string, port: number, remoteChecksum: boolean): number {
     if (this.#closed) throw new PortClosed('native UDP datagram port');
     try {
       const { datagrams, sent } = this.#socket.sendFrames(header, frames, vnetHdr, address, port, remoteChecksum);
