@@ -542,32 +542,39 @@ export class Vtep {
     if (this.#state !== 'started') return;
     const now = this.#now();
     this.#sweep(now);
+    let received = 0;
     for (const datagram of datagrams) {
       const { data, address } = datagram;
       const size = datagram.segmentSize ?? 0;
-      // A coalesced receive is a run of datagrams, each judged on its own; one with the VXLAN
-      // header and inner source MAC of the one accepted before it gets the same verdict.
+      // A coalesced receive is a run of datagrams, each judged on its own; the ones that follow an
+      // accepted one with its VXLAN header and inner source MAC get the same verdict.
       const step = size > 0 ? size : data.length;
+      const view = size > 0 ? new DataView(data.buffer, data.byteOffset, data.byteLength) : undefined;
       let offset = 0;
-      let accepted: Network | undefined;
-      let acceptedAt = 0;
       do {
+        const at = offset;
         const length = Math.min(step, data.length - offset);
-        this.stats.rxDatagrams++;
-        if (accepted !== undefined && length >= VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN && sameSource(data, acceptedAt, offset)) {
-          accepted.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN, this.#acceptedChecksum);
-        } else {
-          accepted = undefined;
-          try {
-            accepted = this.#fromUnderlay(data, offset, length, address, now);
-            acceptedAt = offset;
-          } catch (err) {
-            this.#log(`datagram from ${address}:${datagram.port} dropped: ${String(err)}`);
-          }
-        }
         offset += length;
+        received++;
+        let accepted: Network | undefined;
+        try {
+          accepted = this.#fromUnderlay(data, at, length, address, now);
+        } catch (err) {
+          this.#log(`datagram from ${address}:${datagram.port} dropped: ${String(err)}`);
+        }
+        if (accepted === undefined || view === undefined) continue;
+        const inbound = accepted.inbound;
+        const checksum = this.#acceptedChecksum;
+        while (offset < data.length) {
+          const next = Math.min(step, data.length - offset);
+          if (next < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN || !sameSource(view, at, offset)) break;
+          inbound.push(data, offset + VXLAN_HEADER_LEN, next - VXLAN_HEADER_LEN, checksum);
+          offset += next;
+          received++;
+        }
       } while (offset < data.length);
     }
+    this.stats.rxDatagrams += received;
     for (const network of this.#touched) {
       this.#write(network, network.inbound);
       network.inbound.clear();
@@ -654,11 +661,13 @@ function encapsulate(header: Uint8Array, frame: Uint8Array): Uint8Array {
 }
 
 /** True when the datagrams at `a` and `b` have the same VXLAN header and inner source MAC (bytes 0–7 and 14–19). */
-function sameSource(data: Uint8Array, a: number, b: number): boolean {
-  for (let i = 0; i < VXLAN_HEADER_LEN; i++) if (data[a + i] !== data[b + i]) return false;
-  const mac = VXLAN_HEADER_LEN + 6;
-  for (let i = mac; i < mac + 6; i++) if (data[a + i] !== data[b + i]) return false;
-  return true;
+function sameSource(view: DataView, a: number, b: number): boolean {
+  return (
+    view.getUint32(a) === view.getUint32(b) &&
+    view.getUint32(a + 4) === view.getUint32(b + 4) &&
+    view.getUint32(a + VXLAN_HEADER_LEN + 6) === view.getUint32(b + VXLAN_HEADER_LEN + 6) &&
+    view.getUint16(a + VXLAN_HEADER_LEN + 10) === view.getUint16(b + VXLAN_HEADER_LEN + 10)
+  );
 }
 
 /** True for the frame at offset (ending at `end`) if the VTEP may answer it itself: ARP, and IPv6 ICMP (neighbour solicitations). */
