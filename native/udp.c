@@ -5,11 +5,11 @@
  *
  * Receiving follows tap.c: a uv_poll watches the fd; each wake-up calls
  * recvmmsg up to UDP_ROUNDS times (UDP_BATCH datagrams each) into a
- * preallocated arena and hands everything to JavaScript in one call. Each
- * round's payloads are copied back to back into one new ArrayBuffer, and
- * every datagram is a Uint8Array view on it: one allocation per round, not
- * per datagram. Source addresses are turned into strings once per distinct
- * address per wake-up.
+ * preallocated arena and hands JavaScript the datagrams as numbers in a
+ * Uint32Array it owns (ReceivedDatagrams in src/sys/udp.ts), no object per
+ * datagram. Unless the socket borrows buffers, each round's payloads are
+ * copied back to back into one new Buffer. Source addresses are turned into
+ * strings once per distinct address per call.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -64,6 +64,10 @@ typedef struct {
   int finalized;
   napi_ref callback;
   napi_ref self; /* keeps the external alive while polling */
+  /* The ReceivedDatagrams' index (Uint32Array), buffers and addresses (arrays) that udpStart was given. */
+  napi_ref batch_index;
+  napi_ref batch_buffers;
+  napi_ref batch_addresses;
   napi_async_context async_context;
   /* Shared by receive and send: both run on the loop thread, never at once. */
   struct mmsghdr msgs[UDP_BATCH];
@@ -235,6 +239,12 @@ static void stop_polling(udp_t *udp) {
   udp->callback = NULL;
   napi_delete_reference(udp->env, udp->self);
   udp->self = NULL;
+  napi_delete_reference(udp->env, udp->batch_index);
+  udp->batch_index = NULL;
+  napi_delete_reference(udp->env, udp->batch_buffers);
+  udp->batch_buffers = NULL;
+  napi_delete_reference(udp->env, udp->batch_addresses);
+  udp->batch_addresses = NULL;
 }
 
 /* Closes the fd now and frees the struct once libuv has let go of the handle. */
@@ -368,40 +378,63 @@ static udp_t *get_open_udp(napi_env env, napi_value value) {
   return udp;
 }
 
+/* Numbers per received datagram in the index (see ReceivedDatagrams). */
+#define RECEIVED_STRIDE 6
+/* Datagrams one call delivers at most: every round of a wake-up. */
+#define RECEIVED_MAX (UDP_BATCH * UDP_ROUNDS)
+
 typedef struct {
   udp_addr_t addr;
-  napi_value text;
+  uint32_t slot;
 } cached_address_t;
 
-/* The source address as a string, made once per distinct address per batch. */
-static napi_value address_string(napi_env env, const udp_addr_t *addr, cached_address_t *cache, int *cached) {
+/* What one call to JavaScript hands over: the index being filled, and the addresses named so far. */
+typedef struct {
+  uint32_t *index;
+  napi_value buffers;
+  napi_value addresses;
+  uint32_t count;
+  uint32_t buffer_count;
+  cached_address_t cache[ADDRESS_CACHE];
+  uint32_t slots;
+} received_t;
+
+/* The slot in `addresses` of the source address: a string made once per distinct address per call. */
+static uint32_t address_slot(napi_env env, received_t *received, const udp_addr_t *addr) {
   size_t compare = addr->sa.sa_family == AF_INET ? sizeof addr->in4.sin_addr : sizeof addr->in6.sin6_addr;
   const void *bytes = addr->sa.sa_family == AF_INET ? (const void *)&addr->in4.sin_addr : (const void *)&addr->in6.sin6_addr;
-  for (int i = 0; i < *cached; i++) {
-    const udp_addr_t *seen = &cache[i].addr;
+  uint32_t cached = received->slots < ADDRESS_CACHE ? received->slots : ADDRESS_CACHE;
+  for (uint32_t i = 0; i < cached; i++) {
+    const udp_addr_t *seen = &received->cache[i].addr;
     const void *seen_bytes =
         seen->sa.sa_family == AF_INET ? (const void *)&seen->in4.sin_addr : (const void *)&seen->in6.sin6_addr;
-    if (seen->sa.sa_family == addr->sa.sa_family && memcmp(seen_bytes, bytes, compare) == 0) return cache[i].text;
+    if (seen->sa.sa_family == addr->sa.sa_family && memcmp(seen_bytes, bytes, compare) == 0) return received->cache[i].slot;
   }
   char text[INET6_ADDRSTRLEN];
   inet_ntop(addr->sa.sa_family, bytes, text, sizeof text);
   napi_value value;
   napi_create_string_latin1(env, text, NAPI_AUTO_LENGTH, &value);
-  if (*cached < ADDRESS_CACHE) {
-    cache[*cached].addr = *addr;
-    cache[*cached].text = value;
-    (*cached)++;
+  uint32_t slot = received->slots++;
+  napi_set_element(env, received->addresses, slot, value);
+  if (slot < ADDRESS_CACHE) {
+    received->cache[slot].addr = *addr;
+    received->cache[slot].slot = slot;
   }
-  return value;
+  return slot;
 }
 
-static void deliver(udp_t *udp, napi_value batch) {
+/* Calls onBatch(count) with what `received` holds, and starts it afresh. */
+static void deliver(udp_t *udp, received_t *received) {
   napi_env env = udp->env;
-  napi_value callback, global, result;
+  napi_value callback, global, count, result;
   napi_get_reference_value(env, udp->callback, &callback);
   /* napi_make_callback rejects undefined as receiver. */
   napi_get_global(env, &global);
-  if (napi_make_callback(env, udp->async_context, global, callback, 1, &batch, &result) == napi_pending_exception) {
+  napi_create_uint32(env, received->count, &count);
+  received->count = 0;
+  received->slots = 0;
+  received->buffer_count = 0;
+  if (napi_make_callback(env, udp->async_context, global, callback, 1, &count, &result) == napi_pending_exception) {
     napi_value error;
     napi_get_and_clear_last_exception(env, &error);
     napi_fatal_exception(env, error);
@@ -437,16 +470,6 @@ static uint32_t gro_segment_size(struct msghdr *hdr) {
   return 0;
 }
 
-static void deliver_arrays(udp_t *udp, napi_value data, napi_value addresses, napi_value ports, napi_value segment_sizes) {
-  napi_value batch;
-  napi_create_object(udp->env, &batch);
-  napi_set_named_property(udp->env, batch, "data", data);
-  napi_set_named_property(udp->env, batch, "addresses", addresses);
-  napi_set_named_property(udp->env, batch, "ports", ports);
-  if (segment_sizes) napi_set_named_property(udp->env, batch, "segmentSizes", segment_sizes);
-  deliver(udp, batch);
-}
-
 static void on_readable(uv_poll_t *handle, int status, int events) {
   udp_t *udp = handle->data;
   if (udp->closed || !udp->polling) return;
@@ -459,11 +482,21 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
 
-  napi_value data = NULL, addresses = NULL, ports = NULL, segment_sizes = NULL, borrowed = NULL;
-  if (udp->borrowed) napi_get_reference_value(env, udp->borrowed, &borrowed);
-  cached_address_t cache[ADDRESS_CACHE];
-  int cached = 0;
-  uint32_t count = 0;
+  received_t received = {0};
+  napi_value index_value;
+  size_t index_len = 0;
+  napi_typedarray_type type;
+  napi_value unused_arraybuffer;
+  size_t unused_offset;
+  if (napi_get_reference_value(env, udp->batch_index, &index_value) != napi_ok ||
+      napi_get_reference_value(env, udp->batch_buffers, &received.buffers) != napi_ok ||
+      napi_get_reference_value(env, udp->batch_addresses, &received.addresses) != napi_ok ||
+      napi_get_typedarray_info(env, index_value, &type, &index_len, (void **)&received.index, &unused_arraybuffer,
+                               &unused_offset) != napi_ok ||
+      index_len < (size_t)RECEIVED_STRIDE * RECEIVED_MAX) {
+    napi_close_handle_scope(env, scope);
+    return;
+  }
   for (int round = 0; round < UDP_ROUNDS && !udp->closed && udp->polling; round++) {
     prepare_receive(udp);
     int n = recvmmsg(udp->fd, udp->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
@@ -473,75 +506,81 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
        * was read; the poll reports the socket again if it persists. */
       break;
     }
-    if (count == 0) {
-      napi_create_array(env, &data);
-      napi_create_array(env, &addresses);
-      napi_create_array(env, &ports);
-      if (udp->gro) napi_create_array(env, &segment_sizes);
-    }
-    napi_value arraybuffer = borrowed;
-    void *bytes = NULL;
-    if (!borrowed) {
+    uint32_t buffer = 0;
+    uint8_t *copy = NULL;
+    if (!udp->borrowed) {
+      /* The callee may keep these: this round's payloads back to back in a fresh Buffer. */
       size_t total = 0;
       for (int i = 0; i < n; i++) total += udp->msgs[i].msg_len;
-      if (napi_create_arraybuffer(env, total, &bytes, &arraybuffer) != napi_ok) break;
+      napi_value fresh;
+      if (napi_create_buffer(env, total, (void **)&copy, &fresh) != napi_ok) break;
+      buffer = received.buffer_count++;
+      napi_set_element(env, received.buffers, buffer, fresh);
     }
     size_t offset = 0;
     for (int i = 0; i < n; i++) {
       size_t len = udp->msgs[i].msg_len;
-      napi_value view, port;
-      if (borrowed) {
-        napi_create_typedarray(env, napi_uint8_array, len, arraybuffer, (size_t)i * UDP_SLOT, &view);
-      } else {
-        memcpy((uint8_t *)bytes + offset, udp->iovs[i].iov_base, len);
-        napi_create_typedarray(env, napi_uint8_array, len, arraybuffer, offset, &view);
+      uint32_t *entry = received.index + (size_t)RECEIVED_STRIDE * received.count;
+      entry[0] = buffer;
+      if (copy) {
+        memcpy(copy + offset, udp->iovs[i].iov_base, len);
+        entry[1] = (uint32_t)offset;
         offset += len;
+      } else {
+        entry[1] = (uint32_t)((size_t)i * UDP_SLOT);
       }
+      entry[2] = (uint32_t)len;
+      uint32_t size = udp->gro ? gro_segment_size(&udp->msgs[i].msg_hdr) : 0;
+      entry[3] = size >= len ? 0 : size;
       const udp_addr_t *from = &udp->addrs[i];
-      napi_create_uint32(env, ntohs(from->sa.sa_family == AF_INET ? from->in4.sin_port : from->in6.sin6_port), &port);
-      napi_set_element(env, data, count, view);
-      napi_set_element(env, addresses, count, address_string(env, from, cache, &cached));
-      napi_set_element(env, ports, count, port);
-      if (segment_sizes) {
-        uint32_t size = gro_segment_size(&udp->msgs[i].msg_hdr);
-        napi_value size_value;
-        napi_create_uint32(env, size >= len ? 0 : size, &size_value);
-        napi_set_element(env, segment_sizes, count, size_value);
-      }
-      count++;
+      entry[4] = ntohs(from->sa.sa_family == AF_INET ? from->in4.sin_port : from->in6.sin6_port);
+      entry[5] = address_slot(env, &received, from);
+      received.count++;
     }
-    /* Borrowed views die with the next recvmmsg: hand each round over before it. */
-    if (borrowed && count > 0) {
-      deliver_arrays(udp, data, addresses, ports, segment_sizes);
-      count = 0;
-    }
+    /* Borrowed memory is overwritten by the next recvmmsg: hand each round over before it. */
+    if (udp->borrowed && received.count > 0) deliver(udp, &received);
     if (n < UDP_BATCH) break;
   }
-  if (count > 0) deliver_arrays(udp, data, addresses, ports, segment_sizes);
+  if (received.count > 0) deliver(udp, &received);
   napi_close_handle_scope(env, scope);
 }
 
-/* udpStart(handle, onBatch): calls onBatch({ data, addresses, ports, segmentSizes? }) for every
- * wake-up with data; with UDP_GRO, segmentSizes[i] > 0 means data[i] holds datagrams of that size
- * back to back (the last may be shorter). */
+/* udpStart(handle, onBatch, index, buffers, addresses): calls onBatch(count) for every wake-up
+ * with data, having filled index (a Uint32Array of at least RECEIVED_STRIDE * RECEIVED_MAX),
+ * buffers and addresses as ReceivedDatagrams (src/sys/udp.ts). buffers[0] is the socket's own
+ * memory when it borrows buffers, valid until onBatch returns; else each round's datagrams are
+ * in a fresh Buffer. */
 static napi_value udp_start(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 2) {
-    napi_throw_type_error(env, NULL, "udpStart(handle, onBatch)");
+  const char *usage =
+      "udpStart(handle, onBatch: (count: number) => void, index: Uint32Array, buffers: Uint8Array[], addresses: string[])";
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
   udp_t *udp = get_open_udp(env, argv[0]);
   if (!udp) return NULL;
   napi_valuetype type;
   napi_typeof(env, argv[1], &type);
-  if (type != napi_function) {
-    napi_throw_type_error(env, NULL, "onBatch must be a function");
+  napi_typedarray_type index_type;
+  size_t index_len = 0;
+  bool is_typedarray = false, buffers_array = false, addresses_array = false;
+  napi_is_typedarray(env, argv[2], &is_typedarray);
+  napi_is_array(env, argv[3], &buffers_array);
+  napi_is_array(env, argv[4], &addresses_array);
+  if (type != napi_function || !is_typedarray || !buffers_array || !addresses_array ||
+      napi_get_typedarray_info(env, argv[2], &index_type, &index_len, NULL, NULL, NULL) != napi_ok ||
+      index_type != napi_uint32_array || index_len < (size_t)RECEIVED_STRIDE * RECEIVED_MAX) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
   if (udp->polling) {
     napi_delete_reference(env, udp->callback);
+    napi_delete_reference(env, udp->batch_index);
+    napi_delete_reference(env, udp->batch_buffers);
+    napi_delete_reference(env, udp->batch_addresses);
   } else {
     int rc = uv_poll_start(&udp->poll, UV_READABLE, on_readable);
     if (rc != 0) return netctl_throw_errno(env, -rc, "uv_poll_start", NULL);
@@ -549,6 +588,15 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
     udp->polling = 1;
   }
   napi_create_reference(env, argv[1], 1, &udp->callback);
+  napi_create_reference(env, argv[2], 1, &udp->batch_index);
+  napi_create_reference(env, argv[3], 1, &udp->batch_buffers);
+  napi_create_reference(env, argv[4], 1, &udp->batch_addresses);
+  if (udp->borrowed) {
+    napi_value arraybuffer, view;
+    napi_get_reference_value(env, udp->borrowed, &arraybuffer);
+    napi_create_typedarray(env, napi_uint8_array, (size_t)UDP_BATCH * UDP_SLOT, arraybuffer, 0, &view);
+    napi_set_element(env, argv[3], 0, view);
+  }
   return NULL;
 }
 
@@ -718,23 +766,23 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
 }
 
 /*
- * udpSendFrames(handle, prefix, buffers, index, count, vnetHdr, address, port, remoteChecksum)
- * -> { datagrams, sent }. Sends the frames of a FrameBatch (buffers, index, count; see
+ * udpSendFrames(handle, prefix, buffers, index, count, vnetHdr, address, port, remoteChecksum, result). Sends the frames of a FrameBatch (buffers, index, count; see
  * netctl_frame_batch_t) to one destination, each as `prefix` (the VXLAN header) then the
  * frame. With vnetHdr each frame starts with a virtio_net_hdr: TCP super-frames are cut into
  * gso_size segments and partial checksums completed (offload_segment), or with remoteChecksum
  * (the receiver is a netctl VTEP) TCP ones left partial and marked with RCO. The segments of a
- * frame leave in one sendmsg with UDP_SEGMENT, up to 64 of those per sendmmsg. `datagrams`
- * counts what the frames made, `sent` what the kernel took; malformed frames make none.
+ * frame leave in one sendmsg with UDP_SEGMENT, up to 64 of those per sendmmsg. result (a
+ * Uint32Array of 2) gets how many datagrams the frames made, then how many the kernel took;
+ * malformed frames make none.
  */
 static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
+  size_t argc = 10;
+  napi_value argv[10];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   const char *usage =
       "udpSendFrames(handle, prefix: Uint8Array, buffers: Uint8Array[], index: Uint32Array, count: number, "
-      "vnetHdr: boolean, address: string, port: number, remoteChecksum: boolean)";
-  if (argc < 9) {
+      "vnetHdr: boolean, address: string, port: number, remoteChecksum: boolean, result: Uint32Array)";
+  if (argc < 10) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -747,11 +795,20 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   char text[INET6_ADDRSTRLEN + 1];
   size_t text_len;
   netctl_frame_batch_t batch;
-  if (napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok ||
+  napi_typedarray_type result_type;
+  size_t result_len = 0, unused_offset;
+  napi_value unused_arraybuffer;
+  uint32_t *result = NULL;
+  bool is_result = false;
+  napi_is_typedarray(env, argv[9], &is_result);
+  if (!is_result || napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok ||
       !netctl_frame_batch_open(env, argv[2], argv[3], argv[4], &batch) ||
       napi_get_value_bool(env, argv[5], &vnet_hdr) != napi_ok ||
       napi_get_value_string_utf8(env, argv[6], text, sizeof text, &text_len) != napi_ok ||
-      napi_get_value_uint32(env, argv[7], &port) != napi_ok || napi_get_value_bool(env, argv[8], &remote_csum) != napi_ok) {
+      napi_get_value_uint32(env, argv[7], &port) != napi_ok || napi_get_value_bool(env, argv[8], &remote_csum) != napi_ok ||
+      napi_get_typedarray_info(env, argv[9], &result_type, &result_len, (void **)&result, &unused_arraybuffer,
+                               &unused_offset) != napi_ok ||
+      result_type != napi_uint32_array || result_len < 2) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -849,13 +906,9 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
     iovs_used += pairs ? 2 * (size_t)segments : 1;
   }
   if (!full && n > 0 && flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
-  napi_value result, datagrams_value, sent_value;
-  napi_create_object(env, &result);
-  napi_create_uint32(env, datagrams, &datagrams_value);
-  napi_create_uint32(env, sent, &sent_value);
-  napi_set_named_property(env, result, "datagrams", datagrams_value);
-  napi_set_named_property(env, result, "sent", sent_value);
-  return result;
+  result[0] = datagrams;
+  result[1] = sent;
+  return NULL;
 }
 
 /* udpClose(handle): stops polling and closes the fd; later calls throw. */

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/types.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { NETNS_RUN_DIR, netnsExists } from '../sys/netns.js';
-import { type DatagramBatch, NativeUdpSocket, openTcpListener } from '../sys/udp.js';
+import { type DatagramBatch, NativeUdpSocket, type ReceivedDatagrams, openTcpListener, receivedDatagram } from '../sys/udp.js';
 import { Forwarder } from './forwarder.js';
 import { RecordTable } from './records.js';
 import { DnsServer } from './server.js';
@@ -219,7 +219,7 @@ export class EmbeddedDns {
   }
 
   /** Answers a batch; replies ready in the same turn leave in one sendBatch. */
-  private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: DatagramBatch): void {
+  private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: ReceivedDatagrams): void {
     const replies: DatagramBatch = { data: [], addresses: [], ports: [] };
     let scheduled = false;
     const flush = () => {
@@ -235,10 +235,9 @@ export class EmbeddedDns {
       replies.ports.length = 0;
     };
     const mayForward = this.mayForward(sandboxId);
-    for (let i = 0; i < batch.data.length; i++) {
-      const query = batch.data[i]!;
-      const address = batch.addresses[i]!;
-      const port = batch.ports[i]!;
+    for (let i = 0; i < batch.count; i++) {
+      // The socket does not borrow buffers: each query's bytes stay valid while it is answered.
+      const { data: query, address, port } = receivedDatagram(batch, i);
       void this.server
         .handle(Buffer.from(query.buffer, query.byteOffset, query.byteLength), { sandboxId, transport: 'udp', mayForward })
         .then((reply) => {

@@ -21,14 +21,9 @@ export interface NativeUdpHandle {
 /** Datagrams as the addon moves them: index i of each array describes datagram i. */
 export interface NativeDatagrams {
   data: Uint8Array[];
-  /** Source (received) or destination (sent) address. */
+  /** Destination addresses. */
   addresses: string[];
   ports: number[];
-  /**
-   * Received on a socket with UDP_GRO only: when > 0, data[i] holds several datagrams of this
-   * size back to back (the last may be shorter), coalesced by the kernel.
-   */
-  segmentSizes?: number[];
 }
 
 /** What `offloadSegment` wrote: `count` frames of `segmentLength` bytes (the last may be shorter), `length` in all. */
@@ -101,7 +96,17 @@ export interface NativeAddon {
    * `borrowBuffers`, one call per recvmmsg, with views on the socket's own memory that the
    * next recvmmsg overwrites.
    */
-  udpStart(handle: NativeUdpHandle, onBatch: (batch: NativeDatagrams) => void): void;
+  /**
+   * For every wake-up with data: fills `index` (at least 6 × 256 entries), `buffers` and
+   * `addresses` as ReceivedDatagrams (src/sys/udp.ts) of `count` datagrams, then calls onBatch(count).
+   */
+  udpStart(
+    handle: NativeUdpHandle,
+    onBatch: (count: number) => void,
+    index: Uint32Array,
+    buffers: Uint8Array[],
+    addresses: string[],
+  ): void;
   udpStop(handle: NativeUdpHandle): void;
   /** sendmmsg per 64; returns how many were sent. Stops at a full queue; skips datagrams whose destination fails. */
   udpSendBatch(handle: NativeUdpHandle, datagrams: NativeDatagrams): number;
@@ -111,7 +116,7 @@ export interface NativeAddon {
    * frame starts with a virtio_net_hdr: TCP super-frames are segmented, partial checksums
    * completed (with `remoteChecksum`, the receiver being a netctl VTEP, TCP ones are left partial
    * and marked with VXLAN RCO in `prefix`, a VXLAN header), and each frame's segments leave in one
-   * UDP_SEGMENT send. `datagrams` counts what the frames made, `sent` what the kernel took.
+   * UDP_SEGMENT send. `result` gets how many datagrams the frames made, then how many the kernel took.
    */
   udpSendFrames(
     handle: NativeUdpHandle,
@@ -123,7 +128,8 @@ export interface NativeAddon {
     address: string,
     port: number,
     remoteChecksum: boolean,
-  ): { datagrams: number; sent: number };
+    result: Uint32Array,
+  ): void;
   udpClose(handle: NativeUdpHandle): void;
   /** A listening TCP socket (SO_REUSEADDR, non-blocking, close-on-exec) made in the namespace; returns its fd. */
   tcpListen(netnsPath: string, family: 4 | 6, address: string, port: number, backlog: number): number;

@@ -11,22 +11,57 @@ import { addon, isNativeErrnoError } from './addon.js';
 import type { NativeUdpHandle } from './addon.js';
 import type { FrameBatch } from './tap.js';
 
-/** Datagrams as parallel arrays: index i of each describes datagram i. */
+/** Datagrams to send as parallel arrays: index i of each describes datagram i. */
 export interface DatagramBatch {
-  /**
-   * Payloads. Received ones are views on an ArrayBuffer shared with the
-   * other datagrams of the same recvmmsg call: never reused, so they may be
-   * kept, unless the socket borrows buffers.
-   */
   data: Uint8Array[];
-  /** The source address when received, the destination when sent. */
+  /** Destination addresses. */
   addresses: string[];
   ports: number[];
-  /**
-   * Received with `gro` only: when > 0, data[i] holds datagrams of this size
-   * back to back (the last may be shorter) that the kernel coalesced.
-   */
-  segmentSizes?: number[];
+}
+
+/** Numbers per datagram in `ReceivedDatagrams.index`. */
+export const RECEIVED_STRIDE = 6;
+/** Datagrams one `start` callback delivers at most. */
+export const RECEIVED_MAX = 256;
+
+/**
+ * Received datagrams without an object per datagram. With `at = RECEIVED_STRIDE * i`,
+ * datagram i is index[at+2] bytes at offset index[at+1] of buffers[index[at]],
+ * sent from addresses[index[at+5]], port index[at+4]; when index[at+3] > 0
+ * (sockets with `gro`), it holds datagrams of that size back to back (the
+ * last may be shorter) that the kernel coalesced.
+ */
+export interface ReceivedDatagrams {
+  readonly buffers: readonly Uint8Array[];
+  readonly index: Uint32Array;
+  readonly addresses: readonly string[];
+  readonly count: number;
+}
+
+export interface ReceivedDatagram {
+  data: Uint8Array;
+  address: string;
+  port: number;
+  /** See `ReceivedDatagrams`: 0 for one datagram. */
+  segmentSize: number;
+}
+
+/** Datagram i of a batch as an object (allocates; for slow paths and tests). */
+export function receivedDatagram(batch: ReceivedDatagrams, i: number): ReceivedDatagram {
+  const at = RECEIVED_STRIDE * i;
+  const { index } = batch;
+  const offset = index[at + 1]!;
+  return {
+    data: batch.buffers[index[at]!]!.subarray(offset, offset + index[at + 2]!),
+    address: batch.addresses[index[at + 5]!]!,
+    port: index[at + 4]!,
+    segmentSize: index[at + 3]!,
+  };
+}
+
+/** Every datagram of a batch as an object (allocates; for slow paths and tests). */
+export function receivedDatagrams(batch: ReceivedDatagrams): ReceivedDatagram[] {
+  return Array.from({ length: batch.count }, (_, i) => receivedDatagram(batch, i));
 }
 
 export interface NativeUdpSocketOptions {
@@ -39,7 +74,7 @@ export interface NativeUdpSocketOptions {
   /** Default: the family of `address`. An IPv6 socket sends to IPv4 addresses as v4-mapped. */
   family?: 4 | 6;
   reuseAddr?: boolean;
-  /** UDP_GRO: the kernel may hand over runs of equal-size datagrams from one sender as one (see `segmentSizes`). */
+  /** UDP_GRO: the kernel may hand over runs of equal-size datagrams from one sender as one (see `ReceivedDatagrams`). */
   gro?: boolean;
   /**
    * Received payloads are views on the socket's own receive memory, valid
@@ -64,6 +99,15 @@ export class NativeUdpSocket {
   /** The bound local port. */
   readonly port: number;
   #handle: NativeUdpHandle | undefined;
+  /** Where the addon writes what a `sendFrames` made and sent. */
+  readonly #sendResult = new Uint32Array(2);
+  /** What `start` hands out: refilled by the addon on every call. */
+  readonly #received: { buffers: Uint8Array[]; index: Uint32Array; addresses: string[]; count: number } = {
+    buffers: [],
+    index: new Uint32Array(RECEIVED_STRIDE * RECEIVED_MAX),
+    addresses: [],
+    count: 0,
+  };
 
   private constructor(handle: NativeUdpHandle, port: number) {
     this.#handle = handle;
@@ -90,12 +134,26 @@ export class NativeUdpSocket {
 
   /**
    * Starts delivering received datagrams: everything one wake-up of the
-   * event loop reads (up to 256) arrives in one call. Calling it again
-   * replaces the callback. An exception thrown by `onBatch` is reported as
-   * an uncaught exception. While started, the socket keeps the event loop alive.
+   * event loop reads (up to 256; with `borrowBuffers`, up to 64 per call)
+   * arrives in one call, as one ReceivedDatagrams object that is refilled
+   * for every call (keep the datagrams, not the batch). Their memory is
+   * fresh unless the socket borrows buffers: then it is reused once the
+   * callback returns. Calling it again replaces the callback. An exception
+   * thrown by `onBatch` is reported as an uncaught exception. While started,
+   * the socket keeps the event loop alive.
    */
-  start(onBatch: (batch: DatagramBatch) => void): void {
-    addon.udpStart(this.#open(), onBatch);
+  start(onBatch: (batch: ReceivedDatagrams) => void): void {
+    const received = this.#received;
+    addon.udpStart(
+      this.#open(),
+      (count) => {
+        received.count = count;
+        onBatch(received);
+      },
+      received.index,
+      received.buffers,
+      received.addresses,
+    );
   }
 
   /**
@@ -133,7 +191,9 @@ export class NativeUdpSocket {
   ): { datagrams: number; sent: number } {
     const handle = this.#open();
     try {
-      return addon.udpSendFrames(handle, prefix, frames.buffers, frames.index, frames.count, vnetHdr, address, port, remoteChecksum);
+      const result = this.#sendResult;
+      addon.udpSendFrames(handle, prefix, frames.buffers, frames.index, frames.count, vnetHdr, address, port, remoteChecksum, result);
+      return { datagrams: result[0]!, sent: result[1]! };
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
     }

@@ -5,8 +5,11 @@
  */
 import { NetctlError } from '../cnm/errors.js';
 import type { FrameBatch } from '../sys/tap.js';
+import type { ReceivedDatagrams } from '../sys/udp.js';
 
 export type { FrameBatch } from '../sys/tap.js';
+export { RECEIVED_STRIDE, receivedDatagram, receivedDatagrams } from '../sys/udp.js';
+export type { ReceivedDatagram, ReceivedDatagrams } from '../sys/udp.js';
 
 /**
  * One overlay network's frame port (the TAP on the network's bridge);
@@ -38,26 +41,23 @@ export interface FramePort {
   close(): void;
 }
 
+/** A datagram to send. */
 export interface Datagram {
   data: Uint8Array;
-  /** IPv4 dotted quad: the destination when sending, the source when received. */
+  /** IPv4 dotted quad of the destination. */
   address: string;
   port: number;
-  /**
-   * Received only: when > 0, `data` holds several datagrams of this size
-   * back to back (the last may be shorter), coalesced by the receiving
-   * kernel (UDP GRO). Each is a datagram of its own to the VTEP.
-   */
-  segmentSize?: number;
 }
 
 /** The underlay UDP socket shared by every overlay network of the host. */
 export interface DatagramPort {
   /**
-   * Delivers received datagrams in batches; calling it again replaces the
-   * callback. A datagram's `data` may be reused once the callback returns.
+   * Delivers received datagrams in batches (a datagram coalesced by UDP GRO
+   * stands for several, each a datagram of its own to the VTEP); calling it
+   * again replaces the callback. The batch object and the datagrams' bytes
+   * may be reused once the callback returns.
    */
-  start(onBatch: (datagrams: Datagram[]) => void): void;
+  start(onBatch: (datagrams: ReceivedDatagrams) => void): void;
   /**
    * Sends without blocking. Delivery is best effort, as with UDP: a datagram
    * that cannot be sent is dropped, never reported by a throw. Throws once closed.

@@ -13,8 +13,8 @@ import {
   foldChecksum,
   onesComplementSum,
 } from '../wire/index.js';
-import { PortClosed } from './io.js';
-import type { Datagram, DatagramPort, FrameBatch, FramePort } from './io.js';
+import { PortClosed, RECEIVED_STRIDE } from './io.js';
+import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
 import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, FrameList, framesOf, segmentFrame } from './offload.js';
 
 export interface MemoryFramePortOptions {
@@ -119,7 +119,7 @@ export class MemoryNetwork {
   /** Every datagram sent, in order, whether or not it was delivered. */
   readonly packets: UnderlayPacket[] = [];
   readonly #ports = new Map<string, MemoryDatagramPort>();
-  readonly #queues = new Map<MemoryDatagramPort, Datagram[]>();
+  readonly #queues = new Map<MemoryDatagramPort, ArrivedDatagram[]>();
   readonly #drop: ((packet: UnderlayPacket) => boolean) | undefined;
   readonly #record: boolean;
   #flushScheduled = false;
@@ -183,10 +183,18 @@ export class MemoryNetwork {
   };
 }
 
+/** A datagram as a port receives it: from `address`:`port`; `segmentSize` as in ReceivedDatagrams. */
+export interface ArrivedDatagram {
+  data: Uint8Array;
+  address: string;
+  port: number;
+  segmentSize?: number;
+}
+
 /** A UDP port on a MemoryNetwork. */
 export class MemoryDatagramPort implements DatagramPort {
   readonly #network: MemoryNetwork;
-  #onBatch: ((datagrams: Datagram[]) => void) | undefined;
+  #onBatch: ((datagrams: ReceivedDatagrams) => void) | undefined;
   #closed = false;
 
   constructor(
@@ -202,7 +210,7 @@ export class MemoryDatagramPort implements DatagramPort {
   }
 
   /** Datagrams that arrive before `start` are lost. */
-  start(onBatch: (datagrams: Datagram[]) => void): void {
+  start(onBatch: (datagrams: ReceivedDatagrams) => void): void {
     this.#check();
     this.#onBatch = onBatch;
   }
@@ -234,9 +242,17 @@ export class MemoryDatagramPort implements DatagramPort {
     this.#network.unbind(this);
   }
 
-  /** @internal Called by MemoryNetwork. */
-  deliver(batch: Datagram[]): void {
-    this.#onBatch?.(batch);
+  /** Hands `arrived` to the started port's callback as one batch (called by MemoryNetwork, or a test). */
+  deliver(arrived: readonly ArrivedDatagram[]): void {
+    if (this.#onBatch === undefined) return;
+    const index = new Uint32Array(RECEIVED_STRIDE * arrived.length);
+    const addresses: string[] = [];
+    arrived.forEach((datagram, i) => {
+      let slot = addresses.indexOf(datagram.address);
+      if (slot < 0) slot = addresses.push(datagram.address) - 1;
+      index.set([i, 0, datagram.data.length, datagram.segmentSize ?? 0, datagram.port, slot], RECEIVED_STRIDE * i);
+    });
+    this.#onBatch({ buffers: arrived.map((datagram) => datagram.data), index, addresses, count: arrived.length });
   }
 
   #check(): void {

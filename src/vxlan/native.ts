@@ -6,7 +6,7 @@
 import { NativeUdpSocket } from '../sys/udp.js';
 import type { DatagramBatch } from '../sys/udp.js';
 import { PortClosed } from './io.js';
-import type { Datagram, DatagramPort, FrameBatch } from './io.js';
+import type { Datagram, DatagramPort, FrameBatch, ReceivedDatagrams } from './io.js';
 
 const DEFAULT_RECV_BUFFER = 8 << 20;
 const DEFAULT_SEND_BUFFER = 4 << 20;
@@ -77,20 +77,9 @@ export class NativeDatagramPort implements DatagramPort {
    * Datagrams that arrive before `start` wait in the kernel's receive buffer.
    * Their `data` is valid only until `onBatch` returns (the memory is reused).
    */
-  start(onBatch: (datagrams: Datagram[]) => void): void {
+  start(onBatch: (datagrams: ReceivedDatagrams) => void): void {
     if (this.#closed) throw new PortClosed('native UDP datagram port');
-    this.#socket.start((batch) => {
-      const { data, addresses, ports, segmentSizes } = batch;
-      const datagrams = new Array<Datagram>(data.length);
-      for (let i = 0; i < data.length; i++) {
-        const segmentSize = segmentSizes?.[i] ?? 0;
-        datagrams[i] =
-          segmentSize > 0
-            ? { data: data[i]!, address: addresses[i]!, port: ports[i]!, segmentSize }
-            : { data: data[i]!, address: addresses[i]!, port: ports[i]! };
-      }
-      onBatch(datagrams);
-    });
+    this.#socket.start(onBatch);
   }
 
   sendBatch(datagrams: Datagram[]): void {

@@ -62,7 +62,8 @@ import {
   writeNeighborAdvertisement,
   writeVxlanHeader,
 } from '../wire/index.js';
-import type { Datagram, DatagramPort, FrameBatch, FramePort } from './io.js';
+import { RECEIVED_STRIDE } from './io.js';
+import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
 import { CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
 import { PeerTable } from './peers.js';
 import type { VniPeers } from './peers.js';
@@ -196,6 +197,8 @@ export class Vtep {
   readonly #touched: Network[] = [];
   /** The `FrameBatch.checksum` of the frame `#fromUnderlay` last accepted. */
   #acceptedChecksum = CHECKSUM_UNVERIFIED;
+  /** A DataView on the ArrayBuffer of the last underlay buffer asked for (the same one batch after batch when borrowed). */
+  #view: DataView | undefined;
   #nextSweep: number;
   #state: 'new' | 'started' | 'stopped' = 'new';
 
@@ -538,41 +541,46 @@ export class Vtep {
     return true;
   }
 
-  #onDatagrams(datagrams: Datagram[]): void {
+  #onDatagrams(datagrams: ReceivedDatagrams): void {
     if (this.#state !== 'started') return;
     const now = this.#now();
     this.#sweep(now);
     let received = 0;
-    for (const datagram of datagrams) {
-      const { data, address } = datagram;
-      const size = datagram.segmentSize ?? 0;
+    const { buffers, index, addresses, count } = datagrams;
+    for (let i = 0; i < count; i++) {
+      const at = RECEIVED_STRIDE * i;
+      const data = buffers[index[at]!]!;
+      const start = index[at + 1]!;
+      const end = start + index[at + 2]!;
+      const size = index[at + 3]!;
+      const address = addresses[index[at + 5]!]!;
       // A coalesced receive is a run of datagrams, each judged on its own; the ones that follow an
       // accepted one with its VXLAN header and inner source MAC get the same verdict.
-      const step = size > 0 ? size : data.length;
-      const view = size > 0 ? new DataView(data.buffer, data.byteOffset, data.byteLength) : undefined;
-      let offset = 0;
+      const step = size > 0 ? size : end - start;
+      let offset = start;
       do {
-        const at = offset;
-        const length = Math.min(step, data.length - offset);
+        const first = offset;
+        const length = Math.min(step, end - offset);
         offset += length;
         received++;
         let accepted: Network | undefined;
         try {
-          accepted = this.#fromUnderlay(data, at, length, address, now);
+          accepted = this.#fromUnderlay(data, first, length, address, now);
         } catch (err) {
-          this.#log(`datagram from ${address}:${datagram.port} dropped: ${String(err)}`);
+          this.#log(`datagram from ${address}:${index[at + 4]!} dropped: ${String(err)}`);
         }
-        if (accepted === undefined || view === undefined) continue;
+        if (accepted === undefined || offset >= end) continue;
+        const view = this.#viewOf(data);
         const inbound = accepted.inbound;
         const checksum = this.#acceptedChecksum;
-        while (offset < data.length) {
-          const next = Math.min(step, data.length - offset);
-          if (next < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN || !sameSource(view, at, offset)) break;
+        while (offset < end) {
+          const next = Math.min(step, end - offset);
+          if (next < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN || !sameSource(view, data.byteOffset + first, data.byteOffset + offset)) break;
           inbound.push(data, offset + VXLAN_HEADER_LEN, next - VXLAN_HEADER_LEN, checksum);
           offset += next;
           received++;
         }
-      } while (offset < data.length);
+      } while (offset < end);
     }
     this.stats.rxDatagrams += received;
     for (const network of this.#touched) {
@@ -580,6 +588,13 @@ export class Vtep {
       network.inbound.clear();
     }
     this.#touched.length = 0;
+  }
+
+  /** A DataView on `data`'s whole ArrayBuffer, kept while the underlay hands over the same one. */
+  #viewOf(data: Uint8Array): DataView {
+    const view = this.#view;
+    if (view !== undefined && view.buffer === data.buffer) return view;
+    return (this.#view = new DataView(data.buffer));
   }
 
   /**

@@ -3,8 +3,8 @@ import type { Socket } from 'node:net';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { InvalidArgument, NetctlError } from '../../src/cnm/errors.js';
-import { NativeUdpSocket, SocketClosed, openTcpListener } from '../../src/sys/udp.js';
-import type { DatagramBatch } from '../../src/sys/udp.js';
+import { NativeUdpSocket, SocketClosed, openTcpListener, receivedDatagrams } from '../../src/sys/udp.js';
+import type { DatagramBatch, ReceivedDatagram } from '../../src/sys/udp.js';
 import { inNetns, run, tempNetns, uniqueName } from './helpers.js';
 
 /** A namespace with its loopback up (a new namespace's `lo` is down). */
@@ -66,13 +66,13 @@ async function dgramClient(
 }
 
 /** Collects batches until `count` datagrams arrived. */
-function collect(socket: NativeUdpSocket, count: number): Promise<DatagramBatch[]> {
-  const batches: DatagramBatch[] = [];
+function collect(socket: NativeUdpSocket, count: number): Promise<ReceivedDatagram[][]> {
+  const batches: ReceivedDatagram[][] = [];
   let received = 0;
   return new Promise((resolve) => {
     socket.start((batch) => {
-      batches.push(batch);
-      received += batch.data.length;
+      batches.push(receivedDatagrams(batch));
+      received += batch.count;
       if (received >= count) {
         socket.stop();
         resolve(batches);
@@ -81,8 +81,8 @@ function collect(socket: NativeUdpSocket, count: number): Promise<DatagramBatch[
   });
 }
 
-function texts(batches: DatagramBatch[]): string[] {
-  return batches.flatMap((batch) => batch.data.map((data) => Buffer.from(data).toString()));
+function texts(batches: ReceivedDatagram[][]): string[] {
+  return batches.flatMap((batch) => batch.map(({ data }) => Buffer.from(data).toString()));
 }
 
 async function listeningUdpPorts(netnsPath: string): Promise<string[]> {
@@ -102,8 +102,8 @@ test('a datagram from a client in the namespace arrives with its source address 
   const clientPort = await dgramClient(ns.path, '127.0.0.7', '127.0.0.11', socket.port);
   const batches = await arrived;
   t.deepEqual(texts(batches), ['0']);
-  t.deepEqual(batches[0]?.addresses, ['127.0.0.7']);
-  t.deepEqual(batches[0]?.ports, [clientPort]);
+  t.deepEqual(batches[0]?.map((d) => d.address), ['127.0.0.7']);
+  t.deepEqual(batches[0]?.map((d) => d.port), [clientPort]);
 });
 
 test('a burst of 1000 datagrams arrives whole, in a few batches', async (t) => {
@@ -176,7 +176,7 @@ test("a socket in namespace A is not reachable from namespace B's loopback", asy
   const nsB = await netnsWithLoopback(t);
   const socket = openSocket(t, { netnsPath: nsA.path, address: '127.0.0.1', port: 0 });
   const received: string[] = [];
-  socket.start((batch) => received.push(...texts([batch])));
+  socket.start((batch) => received.push(...texts([receivedDatagrams(batch)])));
   await dgramClient(nsB.path, '127.0.0.1', '127.0.0.1', socket.port);
   await sleep(300);
   t.deepEqual(received, []);

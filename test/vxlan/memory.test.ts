@@ -1,6 +1,6 @@
 import test from 'ava';
-import type { Datagram } from '../../src/vxlan/io.js';
-import { PortClosed } from '../../src/vxlan/io.js';
+import { PortClosed, receivedDatagrams } from '../../src/vxlan/io.js';
+import type { ReceivedDatagram } from '../../src/vxlan/io.js';
 import { MemoryFramePort, MemoryNetwork } from '../../src/vxlan/memory.js';
 import { FrameList, framesOf } from '../../src/vxlan/offload.js';
 
@@ -10,8 +10,8 @@ test('the memory network delivers asynchronously, one batch per port, with the s
   const net = new MemoryNetwork();
   const a = net.open('198.18.0.1');
   const b = net.open('198.18.0.2');
-  const batches: Datagram[][] = [];
-  b.start((batch) => batches.push(batch));
+  const batches: ReceivedDatagram[][] = [];
+  b.start((batch) => batches.push(receivedDatagrams(batch)));
   const data = bytes(1, 2, 3);
   a.sendBatch([{ data, address: '198.18.0.2', port: 4789 }]);
   a.sendBatch([{ data: bytes(4), address: '198.18.0.2', port: 4789 }]);
@@ -34,7 +34,7 @@ test('the drop hook and unbound or unstarted ports lose datagrams; everything se
   const b = net.open('198.18.0.2', 5000);
   const c = net.open('198.18.0.3');
   const received: number[] = [];
-  b.start((batch) => received.push(...batch.map((d) => d.data[0]!)));
+  b.start((batch) => received.push(...receivedDatagrams(batch).map((d) => d.data[0]!)));
   a.sendBatch([
     { data: bytes(0xdd), address: '198.18.0.2', port: 5000 },
     { data: bytes(1), address: '198.18.0.2', port: 5000 },
@@ -44,8 +44,8 @@ test('the drop hook and unbound or unstarted ports lose datagrams; everything se
   await net.idle();
   t.deepEqual(received, [1]);
   t.is(net.packets.length, 4);
-  const late: Datagram[] = [];
-  c.start((batch) => late.push(...batch));
+  const late: ReceivedDatagram[] = [];
+  c.start((batch) => late.push(...receivedDatagrams(batch)));
   await net.idle();
   t.deepEqual(late, [], 'what reached c before it started is gone');
 });

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { Conflict, InvalidArgument } from '../../src/cnm/errors.js';
-import type { Datagram, DatagramPort } from '../../src/vxlan/io.js';
+import { receivedDatagrams } from '../../src/vxlan/io.js';
+import type { Datagram, DatagramPort, ReceivedDatagram } from '../../src/vxlan/io.js';
 import { MemoryFramePort, MemoryNetwork } from '../../src/vxlan/memory.js';
 import { CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, VNET_HDR_LEN, segmentFrame } from '../../src/vxlan/offload.js';
 import { Vtep, VtepStopped } from '../../src/vxlan/vtep.js';
@@ -553,8 +554,8 @@ test('external peers: their MACs are learned, replies go back to them, entries a
   ]);
   // A kernel vxlan device on another host: a bare UDP port speaking VXLAN.
   const kernel = net.open(EXTERNAL, 4789);
-  const received: Datagram[] = [];
-  kernel.start((batch) => received.push(...batch));
+  const received: ReceivedDatagram[] = [];
+  kernel.start((batch) => received.push(...receivedDatagrams(batch)));
   const external = mac(0x50);
 
   const hello = frame(BROADCAST_MAC, external);
