@@ -273,7 +273,7 @@ static void free_arena(napi_env env, void *data, void *hint) { free(data); }
 
 /* udpOpen(netnsPath, family, address, port, { reuseAddr, gro, borrowBuffers, recvBufferSize, sendBufferSize })
  * -> { handle, port }. Binds a non-blocking UDP socket made in the namespace. With borrowBuffers,
- * received datagrams are views on the socket's own memory, valid until the callback returns. */
+ * received datagrams stay in the socket's own memory, valid until the callback returns. */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];

@@ -91,14 +91,11 @@ export interface NativeAddon {
     opts: { reuseAddr?: boolean; gro?: boolean; borrowBuffers?: boolean; recvBufferSize?: number; sendBufferSize?: number },
   ): { handle: NativeUdpHandle; port: number };
   /**
-   * Delivers everything one wake-up reads (up to 4 recvmmsg of 64) in one call. The `data`
-   * of one recvmmsg are views on one ArrayBuffer holding their payloads back to back; with
-   * `borrowBuffers`, one call per recvmmsg, with views on the socket's own memory that the
-   * next recvmmsg overwrites.
-   */
-  /**
-   * For every wake-up with data: fills `index` (at least 6 × 256 entries), `buffers` and
-   * `addresses` as ReceivedDatagrams (src/sys/udp.ts) of `count` datagrams, then calls onBatch(count).
+   * For every wake-up with data (up to 4 recvmmsg of 64): fills `index` (at least 6 × 256
+   * entries), `buffers` and
+   * `addresses` as ReceivedDatagrams (src/sys/udp.ts) of `count` datagrams, then calls
+   * onBatch(count). The payloads of one recvmmsg are in one fresh Buffer, back to back; with
+   * `borrowBuffers`, one call per recvmmsg, in the socket's own memory that the next one overwrites.
    */
   udpStart(
     handle: NativeUdpHandle,

@@ -77,9 +77,9 @@ export interface NativeUdpSocketOptions {
   /** UDP_GRO: the kernel may hand over runs of equal-size datagrams from one sender as one (see `ReceivedDatagrams`). */
   gro?: boolean;
   /**
-   * Received payloads are views on the socket's own receive memory, valid
-   * only until `onBatch` returns (no copy, no allocation per wake-up);
-   * `onBatch` is then called once per recvmmsg (up to 64 datagrams).
+   * Received payloads stay in the socket's own receive memory, valid only
+   * until `onBatch` returns (no copy, no allocation per wake-up); `onBatch`
+   * is then called once per recvmmsg (up to 64 datagrams).
    */
   borrowBuffers?: boolean;
   /** SO_RCVBUF in bytes; as root it may pass net.core.rmem_max. Default: the kernel's. */
