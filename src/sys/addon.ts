@@ -92,10 +92,10 @@ export interface NativeAddon {
   ): { handle: NativeUdpHandle; port: number };
   /**
    * For every wake-up with data (up to 4 recvmmsg of 64): fills `index` (at least 6 × 256
-   * entries), `buffers` and
-   * `addresses` as ReceivedDatagrams (src/sys/udp.ts) of `count` datagrams, then calls
-   * onBatch(count). The payloads of one recvmmsg are in one fresh Buffer, back to back; with
-   * `borrowBuffers`, one call per recvmmsg, in the socket's own memory that the next one overwrites.
+   * entries), `buffers` and `addresses` as ReceivedDatagrams (src/sys/udp.ts) of `count`
+   * datagrams, then calls onBatch(count). The payloads of one recvmmsg are in one fresh Buffer,
+   * back to back; with `borrowBuffers`, one call per recvmmsg, in the socket's own memory that
+   * the next one overwrites.
    */
   udpStart(
     handle: NativeUdpHandle,
