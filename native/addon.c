@@ -65,6 +65,35 @@ bool netctl_frame_batch_get(napi_env env, netctl_frame_batch_t *batch, uint32_t 
   return true;
 }
 
+static void drop_ref(napi_env env, napi_ref *ref) {
+  if (*ref) napi_delete_reference(env, *ref);
+  *ref = NULL;
+}
+
+void netctl_started_hold(napi_env env, netctl_started_t *started, napi_value handle, napi_value callback,
+                         const napi_value *batch, size_t count) {
+  if (!started->self) napi_create_reference(env, handle, 1, &started->self);
+  drop_ref(env, &started->callback);
+  napi_create_reference(env, callback, 1, &started->callback);
+  for (size_t i = 0; i < NETCTL_BATCH_REFS; i++) {
+    drop_ref(env, &started->batch[i]);
+    if (i < count) napi_create_reference(env, batch[i], 1, &started->batch[i]);
+  }
+}
+
+void netctl_started_release(napi_env env, netctl_started_t *started) {
+  drop_ref(env, &started->self);
+  drop_ref(env, &started->callback);
+  for (size_t i = 0; i < NETCTL_BATCH_REFS; i++) drop_ref(env, &started->batch[i]);
+}
+
+void netctl_expose_arena(napi_env env, napi_ref arena, size_t size, napi_value array) {
+  napi_value arraybuffer, view;
+  napi_get_reference_value(env, arena, &arraybuffer);
+  napi_create_typedarray(env, napi_uint8_array, size, arraybuffer, 0, &view);
+  napi_set_element(env, array, 0, view);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   if (netctl_register_fslock(env, exports) != napi_ok) return NULL;
   if (netctl_register_netns(env, exports) != napi_ok) return NULL;

@@ -31,6 +31,24 @@ bool netctl_frame_batch_open(napi_env env, napi_value buffers, napi_value index,
 /* Frame i (< batch->count); throws and returns false when the index points outside its buffers. */
 bool netctl_frame_batch_get(napi_env env, netctl_frame_batch_t *batch, uint32_t i, uint8_t **data, size_t *len);
 
+/* What a polling handle (TAP, UDP socket) holds while started: itself (so it stays alive), its
+ * callback, and the JavaScript arrays it fills for each call. */
+#define NETCTL_BATCH_REFS 3
+typedef struct {
+  napi_ref self;
+  napi_ref callback;
+  napi_ref batch[NETCTL_BATCH_REFS];
+} netctl_started_t;
+
+/* Takes the references of a start, replacing those of an earlier one: `handle` (kept from the
+ * first start on), `callback`, and `count` (at most NETCTL_BATCH_REFS) batch arrays. */
+void netctl_started_hold(napi_env env, netctl_started_t *started, napi_value handle, napi_value callback,
+                         const napi_value *batch, size_t count);
+/* Drops every reference a start took. */
+void netctl_started_release(napi_env env, netctl_started_t *started);
+/* Sets array[0] to a Uint8Array over all `size` bytes of the ArrayBuffer that `arena` refers to. */
+void netctl_expose_arena(napi_env env, napi_ref arena, size_t size, napi_value array);
+
 napi_status netctl_register_fslock(napi_env env, napi_value exports);
 napi_status netctl_register_netns(napi_env env, napi_value exports);
 napi_status netctl_register_offload(napi_env env, napi_value exports);

@@ -35,11 +35,8 @@ typedef struct {
   /* The struct is freed when both libuv and the JS external are done with it. */
   int handle_closed;
   int finalized;
-  napi_ref callback;
-  napi_ref self; /* keeps the external alive while polling */
-  /* The FrameBatch's index (Uint32Array) and buffers (array) that tapStart was given. */
-  napi_ref batch_index;
-  napi_ref batch_buffers;
+  /* While polling: the callback, and the FrameBatch's index (Uint32Array) and buffers (array). */
+  netctl_started_t started;
   napi_async_context async_context;
   /* TAP_BATCH slots of TAP_READ_SIZE that frames are read into; with borrowBuffers an external
    * ArrayBuffer owns them (`borrowed`), else the struct does. */
@@ -134,14 +131,7 @@ static void stop_polling(tap_t *tap) {
   if (!tap->polling) return;
   uv_poll_stop(&tap->poll);
   tap->polling = 0;
-  napi_delete_reference(tap->env, tap->callback);
-  tap->callback = NULL;
-  napi_delete_reference(tap->env, tap->self);
-  tap->self = NULL;
-  napi_delete_reference(tap->env, tap->batch_index);
-  tap->batch_index = NULL;
-  napi_delete_reference(tap->env, tap->batch_buffers);
-  tap->batch_buffers = NULL;
+  netctl_started_release(tap->env, &tap->started);
 }
 
 /* Closes the fd now and frees the struct once libuv has let go of the handle. */
@@ -215,7 +205,7 @@ static napi_value tap_handle(napi_env env, napi_callback_info info) {
 static void deliver(tap_t *tap, napi_value count) {
   napi_env env = tap->env;
   napi_value callback, global, result;
-  napi_get_reference_value(env, tap->callback, &callback);
+  napi_get_reference_value(env, tap->started.callback, &callback);
   /* napi_make_callback rejects undefined as receiver. */
   napi_get_global(env, &global);
   if (napi_make_callback(env, tap->async_context, global, callback, 1, &count, &result) == napi_pending_exception) {
@@ -257,8 +247,8 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_typedarray_type type;
   napi_value unused_arraybuffer;
   size_t unused_offset;
-  if (count > 0 && napi_get_reference_value(env, tap->batch_index, &index_value) == napi_ok &&
-      napi_get_reference_value(env, tap->batch_buffers, &buffers) == napi_ok &&
+  if (count > 0 && napi_get_reference_value(env, tap->started.batch[0], &index_value) == napi_ok &&
+      napi_get_reference_value(env, tap->started.batch[1], &buffers) == napi_ok &&
       napi_get_typedarray_info(env, index_value, &type, &index_len, (void **)&index, &unused_arraybuffer,
                                &unused_offset) == napi_ok &&
       index_len >= 3 * (size_t)count) {
@@ -320,25 +310,13 @@ static napi_value tap_start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  if (tap->polling) {
-    napi_delete_reference(env, tap->callback);
-    napi_delete_reference(env, tap->batch_index);
-    napi_delete_reference(env, tap->batch_buffers);
-  } else {
+  if (!tap->polling) {
     int rc = uv_poll_start(&tap->poll, UV_READABLE, on_readable);
     if (rc != 0) return netctl_throw_errno(env, -rc, "uv_poll_start", NULL);
-    napi_create_reference(env, argv[0], 1, &tap->self);
     tap->polling = 1;
   }
-  napi_create_reference(env, argv[1], 1, &tap->callback);
-  napi_create_reference(env, argv[2], 1, &tap->batch_index);
-  napi_create_reference(env, argv[3], 1, &tap->batch_buffers);
-  if (tap->borrowed) {
-    napi_value arraybuffer, view;
-    napi_get_reference_value(env, tap->borrowed, &arraybuffer);
-    napi_create_typedarray(env, napi_uint8_array, (size_t)TAP_BATCH * TAP_READ_SIZE, arraybuffer, 0, &view);
-    napi_set_element(env, argv[3], 0, view);
-  }
+  netctl_started_hold(env, &tap->started, argv[0], argv[1], argv + 2, 2);
+  if (tap->borrowed) netctl_expose_arena(env, tap->borrowed, (size_t)TAP_BATCH * TAP_READ_SIZE, argv[3]);
   return NULL;
 }
 

@@ -62,12 +62,8 @@ typedef struct {
   /* The struct is freed when both libuv and the JS external are done with it. */
   int handle_closed;
   int finalized;
-  napi_ref callback;
-  napi_ref self; /* keeps the external alive while polling */
-  /* The ReceivedDatagrams' index (Uint32Array), buffers and addresses (arrays) that udpStart was given. */
-  napi_ref batch_index;
-  napi_ref batch_buffers;
-  napi_ref batch_addresses;
+  /* While polling: the callback, and the ReceivedDatagrams' index (Uint32Array), buffers and addresses (arrays). */
+  netctl_started_t started;
   napi_async_context async_context;
   /* Shared by receive and send: both run on the loop thread, never at once. */
   struct mmsghdr msgs[UDP_BATCH];
@@ -235,16 +231,7 @@ static void stop_polling(udp_t *udp) {
   if (!udp->polling) return;
   uv_poll_stop(&udp->poll);
   udp->polling = 0;
-  napi_delete_reference(udp->env, udp->callback);
-  udp->callback = NULL;
-  napi_delete_reference(udp->env, udp->self);
-  udp->self = NULL;
-  napi_delete_reference(udp->env, udp->batch_index);
-  udp->batch_index = NULL;
-  napi_delete_reference(udp->env, udp->batch_buffers);
-  udp->batch_buffers = NULL;
-  napi_delete_reference(udp->env, udp->batch_addresses);
-  udp->batch_addresses = NULL;
+  netctl_started_release(udp->env, &udp->started);
 }
 
 /* Closes the fd now and frees the struct once libuv has let go of the handle. */
@@ -427,7 +414,7 @@ static uint32_t address_slot(napi_env env, received_t *received, const udp_addr_
 static void deliver(udp_t *udp, received_t *received) {
   napi_env env = udp->env;
   napi_value callback, global, count, result;
-  napi_get_reference_value(env, udp->callback, &callback);
+  napi_get_reference_value(env, udp->started.callback, &callback);
   /* napi_make_callback rejects undefined as receiver. */
   napi_get_global(env, &global);
   napi_create_uint32(env, received->count, &count);
@@ -488,9 +475,9 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_typedarray_type type;
   napi_value unused_arraybuffer;
   size_t unused_offset;
-  if (napi_get_reference_value(env, udp->batch_index, &index_value) != napi_ok ||
-      napi_get_reference_value(env, udp->batch_buffers, &received.buffers) != napi_ok ||
-      napi_get_reference_value(env, udp->batch_addresses, &received.addresses) != napi_ok ||
+  if (napi_get_reference_value(env, udp->started.batch[0], &index_value) != napi_ok ||
+      napi_get_reference_value(env, udp->started.batch[1], &received.buffers) != napi_ok ||
+      napi_get_reference_value(env, udp->started.batch[2], &received.addresses) != napi_ok ||
       napi_get_typedarray_info(env, index_value, &type, &index_len, (void **)&received.index, &unused_arraybuffer,
                                &unused_offset) != napi_ok ||
       index_len < (size_t)RECEIVED_STRIDE * RECEIVED_MAX) {
@@ -576,27 +563,13 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  if (udp->polling) {
-    napi_delete_reference(env, udp->callback);
-    napi_delete_reference(env, udp->batch_index);
-    napi_delete_reference(env, udp->batch_buffers);
-    napi_delete_reference(env, udp->batch_addresses);
-  } else {
+  if (!udp->polling) {
     int rc = uv_poll_start(&udp->poll, UV_READABLE, on_readable);
     if (rc != 0) return netctl_throw_errno(env, -rc, "uv_poll_start", NULL);
-    napi_create_reference(env, argv[0], 1, &udp->self);
     udp->polling = 1;
   }
-  napi_create_reference(env, argv[1], 1, &udp->callback);
-  napi_create_reference(env, argv[2], 1, &udp->batch_index);
-  napi_create_reference(env, argv[3], 1, &udp->batch_buffers);
-  napi_create_reference(env, argv[4], 1, &udp->batch_addresses);
-  if (udp->borrowed) {
-    napi_value arraybuffer, view;
-    napi_get_reference_value(env, udp->borrowed, &arraybuffer);
-    napi_create_typedarray(env, napi_uint8_array, (size_t)UDP_BATCH * UDP_SLOT, arraybuffer, 0, &view);
-    napi_set_element(env, argv[3], 0, view);
-  }
+  netctl_started_hold(env, &udp->started, argv[0], argv[1], argv + 2, 3);
+  if (udp->borrowed) netctl_expose_arena(env, udp->borrowed, (size_t)UDP_BATCH * UDP_SLOT, argv[3]);
   return NULL;
 }
 
