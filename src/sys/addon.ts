@@ -164,3 +164,14 @@ export function isNativeErrnoError(err: unknown): err is NativeErrnoError {
 const require = createRequire(import.meta.url);
 
 export const addon = require('../../build/Release/netctl_native.node') as NativeAddon;
+
+/**
+ * The addon's per-call callback for a batch it refills in place (a TAP's
+ * FrameBatch, a socket's ReceivedDatagrams): sets the count, then hands the batch on.
+ */
+export function refilled<T extends { count: number }>(batch: T, onBatch: (batch: T) => void): (count: number) => void {
+  return (count) => {
+    batch.count = count;
+    onBatch(batch);
+  };
+}

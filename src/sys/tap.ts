@@ -6,7 +6,7 @@
  * (`writeFrames` takes plain frames and adds the header itself).
  */
 import { InvalidArgument, NetctlError } from '../cnm/errors.js';
-import { addon, isNativeErrnoError } from './addon.js';
+import { addon, isNativeErrnoError, refilled } from './addon.js';
 import type { NativeTapHandle } from './addon.js';
 import { withNetns } from './netns.js';
 
@@ -97,15 +97,7 @@ export class TapDevice {
    */
   start(onBatch: (frames: FrameBatch) => void): void {
     const received = this.#received;
-    addon.tapStart(
-      this.#open(),
-      (count) => {
-        received.count = count;
-        onBatch(received);
-      },
-      received.index,
-      received.buffers,
-    );
+    addon.tapStart(this.#open(), refilled(received, onBatch), received.index, received.buffers);
   }
 
   /**

@@ -7,7 +7,7 @@
 import { createServer, isIP } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { InvalidArgument, NetctlError } from '../cnm/errors.js';
-import { addon, isNativeErrnoError } from './addon.js';
+import { addon, isNativeErrnoError, refilled } from './addon.js';
 import type { NativeUdpHandle } from './addon.js';
 import type { FrameBatch } from './tap.js';
 
@@ -144,16 +144,7 @@ export class NativeUdpSocket {
    */
   start(onBatch: (batch: ReceivedDatagrams) => void): void {
     const received = this.#received;
-    addon.udpStart(
-      this.#open(),
-      (count) => {
-        received.count = count;
-        onBatch(received);
-      },
-      received.index,
-      received.buffers,
-      received.addresses,
-    );
+    addon.udpStart(this.#open(), refilled(received, onBatch), received.index, received.buffers, received.addresses);
   }
 
   /**
