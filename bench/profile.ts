@@ -182,6 +182,13 @@ function median(samples: readonly Profile[]): Profile {
   return result;
 }
 
+try {
+  await run('perf', ['--version']);
+} catch {
+  console.error('perf is not installed: bash scripts/install-bench-deps.sh (Debian package linux-perf)');
+  process.exit(2);
+}
+
 onInterrupt();
 try {
   const samples = new Map<string, Profile[]>(selected.map((c) => [c.id, []]));
