@@ -4,6 +4,7 @@
  * on veths with addresses from 198.19.N.0/24 (part of 198.18.0.0/15; the
  * tests use 198.18.x, so a bench and a test run never share a host
  * address), MTU 1500, and optionally etcd on the underlay for netctl.
+ * Bridge netfilter (bridge-nf-call-*) is off in every namespace it makes.
  *
  * Everything a testbed makes (namespaces, processes, files, directories) is
  * recorded before or as it is made; `destroy` removes all of it, and
@@ -115,6 +116,10 @@ export async function makeTestbed(options: { etcd?: boolean } = {}): Promise<Tes
       throw new Error('testbed destroyed');
     }
     await ip('-n', name, 'link', 'set', 'lo', 'up');
+    // No bridge in the testbed filters anything: with br_netfilter loaded, bridged frames would
+    // still walk the IP hooks, which neither a real underlay nor a tuned kernel vxlan does.
+    const bridgeNf = await run('ip', ['netns', 'exec', name, 'sh', '-c', 'for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ ! -e "$f" ] || echo 0 > "$f"; done']);
+    if (bridgeNf.code !== 0) throw new Error(`bridge-nf-call in ${name}: ${bridgeNf.stderr.trim()}`);
     return { name, netnsPath: `/var/run/netns/${name}` };
   };
   const spawnIn = (netnsPath: string, command: string, args: readonly string[], env?: NodeJS.ProcessEnv): Spawned => {

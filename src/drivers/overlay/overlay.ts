@@ -13,7 +13,7 @@
  */
 import { hostname } from 'node:os';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkPeer, NetworkSpec, Reservation } from '../../cnm/driver.js';
-import { Conflict, InvalidArgument, NetctlError } from '../../cnm/errors.js';
+import { Conflict, InvalidArgument, NetctlError, NotFound } from '../../cnm/errors.js';
 import type { NetworkRecord } from '../../cnm/types.js';
 import type { Store, Watch } from '../../store/types.js';
 import { createNamedNetns, netnsExists, removeNamedNetns } from '../../sys/netns.js';
@@ -273,6 +273,13 @@ export class OverlayDriver implements NetworkDriver {
       // No IPv6 of its own: the bridge would otherwise send router solicitations into the overlay.
       await setSysctl(netnsPath, 'net.ipv6.conf.default.disable_ipv6', '1');
       await setSysctl(netnsPath, 'net.ipv6.conf.all.disable_ipv6', '1');
+      // Nothing filters frames on this bridge: with br_netfilter loaded, every frame would still
+      // walk the IP hooks. Without the module these sysctls do not exist, and there is nothing to skip.
+      for (const family of ['iptables', 'ip6tables', 'arptables']) {
+        await setSysctl(netnsPath, `net.bridge.bridge-nf-call-${family}`, '0').catch((err: unknown) => {
+          if (!(err instanceof NotFound)) throw err;
+        });
+      }
     }
     const rtnl = await Rtnl.open(netnsPath);
     try {
