@@ -126,6 +126,13 @@ export function publish(hosts: Host[], endpoints: Array<{ n: number; at: Host; v
   }
 }
 
+/** Hosts A and B on `network`, endpoint 1 at A and 2 at B, both hosts told of both. */
+export function twoHosts(network: MemoryNetwork): [Host, Host] {
+  const hosts: [Host, Host] = [host(network, HOST_A), host(network, HOST_B)];
+  publish(hosts, hosts.map((at, i) => ({ n: i + 1, at })));
+  return hosts;
+}
+
 /** Hosts A, B and C on `network`, endpoint n at the n-th of them, every host told of every endpoint. */
 export function threeHosts(network: MemoryNetwork): [Host, Host, Host] {
   const hosts: [Host, Host, Host] = [host(network, HOST_A), host(network, HOST_B), host(network, HOST_C)];

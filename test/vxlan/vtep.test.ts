@@ -52,17 +52,13 @@ import {
   publish,
   superFrame,
   threeHosts,
+  twoHosts,
   vxlan,
 } from './helpers.js';
 
 test('a unicast frame crosses the underlay unchanged in one VXLAN datagram to the peer VTEP', async (t) => {
   const net = new MemoryNetwork();
-  const a = host(net, HOST_A);
-  const b = host(net, HOST_B);
-  publish([a, b], [
-    { n: 1, at: a },
-    { n: 2, at: b },
-  ]);
+  const [a, b] = twoHosts(net);
   const sent = frame(mac(2), mac(1), 100, 7);
   a.port().inject([sent]);
   await net.idle();
@@ -104,12 +100,7 @@ test('the data path port is configurable', async (t) => {
 
 test('an ARP request for a known address is answered locally and nothing crosses the underlay', async (t) => {
   const net = new MemoryNetwork();
-  const a = host(net, HOST_A);
-  const b = host(net, HOST_B);
-  publish([a, b], [
-    { n: 1, at: a },
-    { n: 2, at: b },
-  ]);
+  const [a, b] = twoHosts(net);
   a.port().inject([arpRequest(mac(1), ip(1), ip(2))]);
   await net.idle();
 
@@ -184,12 +175,7 @@ test('broadcast goes to the 2 other VTEPs with peers on the VNI, not to a VTEP w
 
 test('unknown unicast is flooded; a frame with nowhere to go is counted as no route', async (t) => {
   const net = new MemoryNetwork();
-  const a = host(net, HOST_A);
-  const b = host(net, HOST_B);
-  publish([a, b], [
-    { n: 1, at: a },
-    { n: 2, at: b },
-  ]);
+  const [a, b] = twoHosts(net);
   const unknown = frame(mac(77), mac(1));
   a.port().inject([unknown]);
   await net.idle();
@@ -524,12 +510,7 @@ test('frames from netctl VTEPs reach the port marked trusted, frames from extern
 
 test('each datagram of a coalesced (GRO) receive is judged on its own', (t) => {
   const net = new MemoryNetwork();
-  const a = host(net, HOST_A);
-  const b = host(net, HOST_B);
-  publish([a, b], [
-    { n: 1, at: a },
-    { n: 2, at: b },
-  ]);
+  const [a, b] = twoHosts(net);
   const first = frame(mac(1), mac(2), 46, 1);
   const otherVni = frame(mac(1), mac(2), 46, 2);
   const second = frame(mac(1), mac(2), 46, 3);
