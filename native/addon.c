@@ -23,18 +23,29 @@ napi_value netctl_throw_errno(napi_env env, int err, const char *syscall, const 
   return NULL;
 }
 
+bool netctl_typed_array(napi_env env, napi_value value, napi_typedarray_type type, void **data, size_t *len) {
+  static uint64_t empty;
+  napi_typedarray_type actual;
+  napi_value arraybuffer;
+  size_t offset;
+  bool is_typedarray = false;
+  napi_is_typedarray(env, value, &is_typedarray);
+  if (!is_typedarray || napi_get_typedarray_info(env, value, &actual, len, data, &arraybuffer, &offset) != napi_ok ||
+      actual != type)
+    return false;
+  /* An empty array may have no memory at all. */
+  if (*data == NULL) *data = &empty;
+  return true;
+}
+
 bool netctl_frame_batch_open(napi_env env, napi_value buffers, napi_value index, napi_value count,
                              netctl_frame_batch_t *batch) {
-  bool is_array = false, is_typedarray = false;
-  napi_typedarray_type type;
-  size_t index_len, unused_offset;
-  napi_value unused_arraybuffer;
+  bool is_array = false;
+  size_t index_len;
   void *data;
   napi_is_array(env, buffers, &is_array);
-  napi_is_typedarray(env, index, &is_typedarray);
-  if (!is_array || !is_typedarray || napi_get_value_uint32(env, count, &batch->count) != napi_ok ||
-      napi_get_typedarray_info(env, index, &type, &index_len, &data, &unused_arraybuffer, &unused_offset) != napi_ok ||
-      type != napi_uint32_array || (size_t)batch->count * 3 > index_len)
+  if (!is_array || napi_get_value_uint32(env, count, &batch->count) != napi_ok ||
+      !netctl_typed_array(env, index, napi_uint32_array, &data, &index_len) || (size_t)batch->count * 3 > index_len)
     return false;
   batch->buffers = buffers;
   napi_get_array_length(env, buffers, &batch->buffer_count);
@@ -79,6 +90,28 @@ void netctl_started_hold(napi_env env, netctl_started_t *started, napi_value han
     drop_ref(env, &started->batch[i]);
     if (i < count) napi_create_reference(env, batch[i], 1, &started->batch[i]);
   }
+}
+
+bool netctl_started_args(napi_env env, napi_value callback, const napi_value *batch, size_t count, size_t min_index) {
+  napi_valuetype type;
+  void *data;
+  size_t index_len;
+  if (napi_typeof(env, callback, &type) != napi_ok || type != napi_function ||
+      !netctl_typed_array(env, batch[0], napi_uint32_array, &data, &index_len) || index_len < min_index)
+    return false;
+  for (size_t i = 1; i < count; i++) {
+    bool is_array = false;
+    napi_is_array(env, batch[i], &is_array);
+    if (!is_array) return false;
+  }
+  return true;
+}
+
+bool netctl_started_batch(napi_env env, const netctl_started_t *started, napi_value *batch, size_t count,
+                          uint32_t **index, size_t *index_len) {
+  for (size_t i = 0; i < count; i++)
+    if (napi_get_reference_value(env, started->batch[i], &batch[i]) != napi_ok) return false;
+  return netctl_typed_array(env, batch[0], napi_uint32_array, (void **)index, index_len);
 }
 
 void netctl_started_release(napi_env env, netctl_started_t *started) {

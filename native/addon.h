@@ -10,6 +10,9 @@
  * properties and a message naming the call and, when given, what it acted on. Returns NULL. */
 napi_value netctl_throw_errno(napi_env env, int err, const char *syscall, const char *what);
 
+/* The data and element count of `value` when it is a typed array of `type` (data never NULL); else false. */
+bool netctl_typed_array(napi_env env, napi_value value, napi_typedarray_type type, void **data, size_t *len);
+
 /*
  * A FrameBatch from JavaScript (src/sys/tap.ts): frame i is index[3i+2] bytes at
  * index[3i+1] of buffers[index[3i]]. Frames of one buffer come in runs, so the
@@ -44,6 +47,12 @@ typedef struct {
  * first start on), `callback`, and `count` (at most NETCTL_BATCH_REFS) batch arrays. */
 void netctl_started_hold(napi_env env, netctl_started_t *started, napi_value handle, napi_value callback,
                          const napi_value *batch, size_t count);
+/* True for what tapStart and udpStart take after the handle: `callback` a function, batch[0] a
+ * Uint32Array of at least `min_index` entries, batch[1..count) arrays. */
+bool netctl_started_args(napi_env env, napi_value callback, const napi_value *batch, size_t count, size_t min_index);
+/* The `count` batch arrays a start holds, and batch[0]'s entries; false when they cannot be read. */
+bool netctl_started_batch(napi_env env, const netctl_started_t *started, napi_value *batch, size_t count,
+                          uint32_t **index, size_t *index_len);
 /* Drops every reference a start took. */
 void netctl_started_release(napi_env env, netctl_started_t *started);
 /* Sets array[0] to a Uint8Array over all `size` bytes of the ArrayBuffer that `arena` refers to. */

@@ -483,17 +483,7 @@ static napi_value throw_type(napi_env env, const char *message) {
 }
 
 static bool get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len) {
-  napi_typedarray_type type;
-  napi_value arraybuffer;
-  size_t offset;
-  bool is_typedarray = false;
-  napi_is_typedarray(env, value, &is_typedarray);
-  if (!is_typedarray ||
-      napi_get_typedarray_info(env, value, &type, len, (void **)data, &arraybuffer, &offset) != napi_ok ||
-      type != napi_uint8_array)
-    return false;
-  if (*data == NULL) *data = (uint8_t *)"";
-  return true;
+  return netctl_typed_array(env, value, napi_uint8_array, (void **)data, len);
 }
 
 /* offloadSegment(frame, prefix, out, remoteChecksum?) -> { count, segmentLength, length } or null for a

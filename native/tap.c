@@ -241,17 +241,13 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     if (n == 0) break;
     lengths[count++] = (size_t)n;
   }
-  napi_value index_value, buffers;
+  /* batch[0]: the index, batch[1]: the buffers. */
+  napi_value batch[2];
   uint32_t *index;
   size_t index_len;
-  napi_typedarray_type type;
-  napi_value unused_arraybuffer;
-  size_t unused_offset;
-  if (count > 0 && napi_get_reference_value(env, tap->started.batch[0], &index_value) == napi_ok &&
-      napi_get_reference_value(env, tap->started.batch[1], &buffers) == napi_ok &&
-      napi_get_typedarray_info(env, index_value, &type, &index_len, (void **)&index, &unused_arraybuffer,
-                               &unused_offset) == napi_ok &&
+  if (count > 0 && netctl_started_batch(env, &tap->started, batch, 2, &index, &index_len) &&
       index_len >= 3 * (size_t)count) {
+    napi_value buffers = batch[1];
     if (tap->borrowed) {
       for (uint32_t i = 0; i < count; i++) {
         index[3 * i] = 0;
@@ -297,16 +293,7 @@ static napi_value tap_start(napi_env env, napi_callback_info info) {
   }
   tap_t *tap = get_open_tap(env, argv[0]);
   if (!tap) return NULL;
-  napi_valuetype type;
-  napi_typeof(env, argv[1], &type);
-  napi_typedarray_type index_type;
-  size_t index_len = 0;
-  bool is_typedarray = false, is_array = false;
-  napi_is_typedarray(env, argv[2], &is_typedarray);
-  napi_is_array(env, argv[3], &is_array);
-  if (type != napi_function || !is_typedarray || !is_array ||
-      napi_get_typedarray_info(env, argv[2], &index_type, &index_len, NULL, NULL, NULL) != napi_ok ||
-      index_type != napi_uint32_array || index_len < 3 * TAP_BATCH) {
+  if (!netctl_started_args(env, argv[1], argv + 2, 2, 3 * TAP_BATCH)) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -409,19 +396,9 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
   size_t checksum_len = 0;
   napi_valuetype fifth = napi_undefined;
   if (argc >= 5) napi_typeof(env, argv[4], &fifth);
-  if (fifth != napi_undefined) {
-    napi_typedarray_type type;
-    napi_value unused_arraybuffer;
-    size_t unused_offset;
-    bool is_typedarray = false;
-    napi_is_typedarray(env, argv[4], &is_typedarray);
-    if (!is_typedarray ||
-        napi_get_typedarray_info(env, argv[4], &type, &checksum_len, (void **)&checksum, &unused_arraybuffer,
-                                 &unused_offset) != napi_ok ||
-        type != napi_uint8_array) {
-      napi_throw_type_error(env, NULL, usage);
-      return NULL;
-    }
+  if (fifth != napi_undefined && !netctl_typed_array(env, argv[4], napi_uint8_array, (void **)&checksum, &checksum_len)) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
   }
   if (count > tap->frames_cap) {
     offload_frame_t *grown = realloc(tap->frames, count * sizeof *grown);

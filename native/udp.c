@@ -470,20 +470,16 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_open_handle_scope(env, &scope);
 
   received_t received = {0};
-  napi_value index_value;
+  /* batch[0]: the index, batch[1]: the buffers, batch[2]: the addresses. */
+  napi_value batch[3];
   size_t index_len = 0;
-  napi_typedarray_type type;
-  napi_value unused_arraybuffer;
-  size_t unused_offset;
-  if (napi_get_reference_value(env, udp->started.batch[0], &index_value) != napi_ok ||
-      napi_get_reference_value(env, udp->started.batch[1], &received.buffers) != napi_ok ||
-      napi_get_reference_value(env, udp->started.batch[2], &received.addresses) != napi_ok ||
-      napi_get_typedarray_info(env, index_value, &type, &index_len, (void **)&received.index, &unused_arraybuffer,
-                               &unused_offset) != napi_ok ||
+  if (!netctl_started_batch(env, &udp->started, batch, 3, &received.index, &index_len) ||
       index_len < (size_t)RECEIVED_STRIDE * RECEIVED_MAX) {
     napi_close_handle_scope(env, scope);
     return;
   }
+  received.buffers = batch[1];
+  received.addresses = batch[2];
   for (int round = 0; round < UDP_ROUNDS && !udp->closed && udp->polling; round++) {
     prepare_receive(udp);
     int n = recvmmsg(udp->fd, udp->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
@@ -549,17 +545,7 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
   }
   udp_t *udp = get_open_udp(env, argv[0]);
   if (!udp) return NULL;
-  napi_valuetype type;
-  napi_typeof(env, argv[1], &type);
-  napi_typedarray_type index_type;
-  size_t index_len = 0;
-  bool is_typedarray = false, buffers_array = false, addresses_array = false;
-  napi_is_typedarray(env, argv[2], &is_typedarray);
-  napi_is_array(env, argv[3], &buffers_array);
-  napi_is_array(env, argv[4], &addresses_array);
-  if (type != napi_function || !is_typedarray || !buffers_array || !addresses_array ||
-      napi_get_typedarray_info(env, argv[2], &index_type, &index_len, NULL, NULL, NULL) != napi_ok ||
-      index_type != napi_uint32_array || index_len < (size_t)RECEIVED_STRIDE * RECEIVED_MAX) {
+  if (!netctl_started_args(env, argv[1], argv + 2, 3, (size_t)RECEIVED_STRIDE * RECEIVED_MAX)) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -768,20 +754,14 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   char text[INET6_ADDRSTRLEN + 1];
   size_t text_len;
   netctl_frame_batch_t batch;
-  napi_typedarray_type result_type;
-  size_t result_len = 0, unused_offset;
-  napi_value unused_arraybuffer;
+  size_t result_len = 0;
   uint32_t *result = NULL;
-  bool is_result = false;
-  napi_is_typedarray(env, argv[9], &is_result);
-  if (!is_result || napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok ||
+  if (napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok ||
       !netctl_frame_batch_open(env, argv[2], argv[3], argv[4], &batch) ||
       napi_get_value_bool(env, argv[5], &vnet_hdr) != napi_ok ||
       napi_get_value_string_utf8(env, argv[6], text, sizeof text, &text_len) != napi_ok ||
       napi_get_value_uint32(env, argv[7], &port) != napi_ok || napi_get_value_bool(env, argv[8], &remote_csum) != napi_ok ||
-      napi_get_typedarray_info(env, argv[9], &result_type, &result_len, (void **)&result, &unused_arraybuffer,
-                               &unused_offset) != napi_ok ||
-      result_type != napi_uint32_array || result_len < 2) {
+      !netctl_typed_array(env, argv[9], napi_uint32_array, (void **)&result, &result_len) || result_len < 2) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
