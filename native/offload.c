@@ -575,10 +575,27 @@ static napi_value offload_coalesce_js(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* offloadCompletePartial(frame, checksum) -> whether the partial checksum fitted the frame and was completed in place. */
+static napi_value offload_complete_partial_js(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  uint8_t *frame;
+  size_t len;
+  uint32_t checksum;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || !get_bytes(env, argv[0], &frame, &len) || napi_get_value_uint32(env, argv[1], &checksum) != napi_ok ||
+      checksum < OFFLOAD_CSUM_PARTIAL_MIN || checksum > UINT8_MAX)
+    return throw_type(env, "offloadCompletePartial(frame: Uint8Array, checksum: number (an RCO octet, 2-255))");
+  napi_value result;
+  napi_get_boolean(env, offload_complete_partial(frame, len, (uint8_t)checksum), &result);
+  return result;
+}
+
 napi_status netctl_register_offload(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"offloadSegment", NULL, offload_segment_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"offloadCoalesce", NULL, offload_coalesce_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"offloadCompletePartial", NULL, offload_complete_partial_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -145,6 +145,8 @@ export interface NativeAddon {
    * virtio_net_hdr: runs of consecutive segments of one TCP flow merged into one super-frame.
    */
   offloadCoalesce(frames: readonly Uint8Array[], checksum?: Uint8Array): Buffer[];
+  /** Completes in place a checksum left partial (an RCO octet, see FrameBatch.checksum); false when it does not fit the frame. */
+  offloadCompletePartial(frame: Uint8Array, checksum: number): boolean;
 
   /** flock(2); returns false when `nonBlocking` is set and the lock is held elsewhere. */
   flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;

@@ -4,18 +4,9 @@
  * unit test, or in a caller's own tests, without a kernel.
  */
 import { InvalidArgument } from '../cnm/errors.js';
-import {
-  ETHERNET_HEADER_LEN,
-  TCP_CHECKSUM_OFFSET,
-  UDP_CHECKSUM_OFFSET,
-  VXLAN_RCO_START_MASK,
-  VXLAN_RCO_UDP,
-  foldChecksum,
-  onesComplementSum,
-} from '../wire/index.js';
 import { PortClosed, RECEIVED_STRIDE } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
-import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, FrameList, framesOf, segmentFrame } from './offload.js';
+import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, FrameList, completePartialChecksum, framesOf, segmentFrame } from './offload.js';
 
 export interface MemoryFramePortOptions {
   /** Frames injected start with a virtio_net_hdr, as read from a TAP with IFF_VNET_HDR (default false). */
@@ -258,17 +249,4 @@ export class MemoryDatagramPort implements DatagramPort {
   #check(): void {
     if (this.#closed) throw new PortClosed(`memory datagram port ${this.address}:${this.port}`);
   }
-}
-
-/** Completes a checksum left partial (RCO octet `state`, see `FrameBatch.checksum`), as the kernel does. */
-function completePartialChecksum(frame: Uint8Array, state: number): void {
-  const start = 2 * (state & VXLAN_RCO_START_MASK);
-  const udp = (state & VXLAN_RCO_UDP) !== 0;
-  const field = start + (udp ? UDP_CHECKSUM_OFFSET : TCP_CHECKSUM_OFFSET);
-  if (start < ETHERNET_HEADER_LEN || field + 2 > frame.length) return;
-  let checksum = foldChecksum(onesComplementSum(frame, start, frame.length - start));
-  // UDP sends 0 as its other form (RFC 768).
-  if (checksum === 0 && udp) checksum = 0xffff;
-  frame[field] = checksum >>> 8;
-  frame[field + 1] = checksum & 0xff;
 }

@@ -110,6 +110,15 @@ export function segmentFrame(frame: Uint8Array, prefix: Uint8Array = NO_PREFIX, 
  * merged into one super-frame (as `TapDevice.writeFrames` does);
  * `checksum` as in `FrameBatch`.
  */
+/**
+ * Completes in place the transport checksum of a frame that a sender left
+ * partial (`checksum` is its RCO octet, see `FrameBatch.checksum`), as the
+ * kernel behind a TAP does; false, leaving it alone, when it does not fit the frame.
+ */
+export function completePartialChecksum(frame: Uint8Array, checksum: number): boolean {
+  return addon.offloadCompletePartial(frame, checksum);
+}
+
 export function coalesceFrames(frames: readonly Uint8Array[], checksum?: Uint8Array): Buffer[] {
   return addon.offloadCoalesce(frames, checksum);
 }
