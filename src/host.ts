@@ -17,7 +17,7 @@ import { OverlayDriver } from './drivers/overlay/overlay.js';
 import { EtcdStore } from './store/etcd.js';
 import { FileStore } from './store/file.js';
 import type { Store } from './store/types.js';
-import { createNamedNetns, isNetnsPath, removeNamedNetns } from './sys/netns.js';
+import { createNamedNetns, isNetnsPath, removeNamedNetns, sameNetns } from './sys/netns.js';
 import { Rtnl } from './sys/rtnl.js';
 import { NativeDatagramPort } from './vxlan/native.js';
 import { Vtep } from './vxlan/vtep.js';
@@ -56,6 +56,7 @@ export const kernelNamespaces: NamespaceOps = {
   },
   removeNamed: removeNamedNetns,
   exists: async (path) => isNetnsPath(path),
+  same: async (a, b) => (isNetnsPath(a) && isNetnsPath(b) ? sameNetns(a, b) : false),
 };
 
 /** The overlay's parts: cluster store, the host's VTEP on its UDP port, and the driver over them. */
@@ -129,6 +130,8 @@ export async function openHost(options: HostOptions = {}): Promise<Host> {
       namespaces: kernelNamespaces,
       ownsStore: true,
       resolvConfPath: (sandbox) => resolvConfPath(sandbox, stateDir),
+      // The daemon's namespace, the host's root one (PID 1's) and the bridges' one are the host itself.
+      reservedNamespaces: ['/proc/self/ns/net', '/proc/1/ns/net', ...(options.hostNetnsPath !== undefined ? [options.hostNetnsPath] : [])],
       ...(options.log !== undefined ? { log: options.log } : {}),
     });
     // After the controller: its restore makes the namespaces the listeners open in.

@@ -219,8 +219,8 @@ export class ApiServer {
         pattern: /^\/networks\/([^/]+)\/disconnect$/,
         methods: {
           POST: async (ctx) => {
-            const { container } = readNetworkDisconnect(await ctx.readBody());
-            await c.disconnect(param(ctx, 0), container);
+            const { container, force } = readNetworkDisconnect(await ctx.readBody());
+            await c.disconnect(param(ctx, 0), container, { force });
             return { status: 200 };
           },
         },

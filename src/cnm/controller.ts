@@ -29,7 +29,7 @@ import {
 import { type DockerNetwork, toDockerNetwork } from './inspect.js';
 import { Allocator, type AllocatorState, type PoolRequest, resolvePools } from './ipam.js';
 import type { NamespaceOps } from './namespaces.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord, Scope } from './types.js';
+import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord, Scope } from './types.js';
 import type { KeyValue, Store, TxnRequest } from '../store/types.js';
 
 export interface ControllerOptions {
@@ -51,6 +51,11 @@ export interface ControllerOptions {
   readonly ownsStore?: boolean;
   /** Where a sandbox's resolv.conf is, when something (the embedded DNS) writes one. */
   readonly resolvConfPath?: (sandbox: SandboxRecord) => string;
+  /**
+   * Namespaces no sandbox may take (the daemon's own, the host's root one):
+   * joining endpoints there would rewire the host itself.
+   */
+  readonly reservedNamespaces?: readonly string[];
 }
 
 export interface NetworkCreateRequest {
@@ -91,6 +96,16 @@ export interface ConnectOptions {
   readonly aliases?: readonly string[];
 }
 
+export interface DisconnectOptions {
+  /**
+   * Remove the endpoint whatever state it is in, as `docker network
+   * disconnect -f` does: the sandbox argument may also name the endpoint
+   * (its sandbox may be gone), and a failing driver does not stop the
+   * removal of the record and the release of its addresses.
+   */
+  readonly force?: boolean;
+}
+
 export interface SandboxInfo extends SandboxRecord {
   readonly endpoints: readonly EndpointRecord[];
   /** The resolv.conf pointing at the embedded DNS, for runtimes to mount. */
@@ -106,6 +121,17 @@ interface NetworkState {
 
 const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 const MAX_CAS_RETRIES = 20;
+/**
+ * Bounds on what a request may store, so one client cannot fill the store
+ * (Docker sets none; these are far above what real labels need).
+ */
+export const LIMITS = {
+  metadataEntries: 64,
+  metadataKeyBytes: 256,
+  metadataValueBytes: 4096,
+  aliases: 32,
+} as const;
+const ALIAS_LABEL = /^[A-Za-z0-9_-]{1,63}$/;
 
 const key = {
   network: (id: string) => `networks/${id}`,
@@ -144,6 +170,54 @@ function validateName(kind: string, name: string): void {
   if (name.length > 200) throw new InvalidArgument(`${kind} name "${name.slice(0, 20)}…" is too long`);
 }
 
+/** Labels and options: a bounded number of entries of bounded size. */
+function validateMetadata(what: string, entries: Readonly<Record<string, string>> | undefined): void {
+  if (entries === undefined) return;
+  if (typeof entries !== 'object' || entries === null) throw new InvalidArgument(`${what} must be a map of strings`);
+  const keys = Object.keys(entries);
+  if (keys.length > LIMITS.metadataEntries) {
+    throw new InvalidArgument(`too many ${what}: ${keys.length} (at most ${LIMITS.metadataEntries})`);
+  }
+  for (const name of keys) {
+    const value = entries[name];
+    if (name === '') throw new InvalidArgument(`${what}: a key must not be empty`);
+    if (typeof value !== 'string') throw new InvalidArgument(`${what}: the value of ${JSON.stringify(name.slice(0, 40))} must be a string`);
+    if (Buffer.byteLength(name) > LIMITS.metadataKeyBytes) {
+      throw new InvalidArgument(`${what}: key "${name.slice(0, 20)}…" is longer than ${LIMITS.metadataKeyBytes} bytes`);
+    }
+    if (Buffer.byteLength(value) > LIMITS.metadataValueBytes) {
+      throw new InvalidArgument(`${what}: the value of "${name.slice(0, 40)}" is longer than ${LIMITS.metadataValueBytes} bytes`);
+    }
+  }
+}
+
+/** Aliases are DNS names the embedded DNS answers: dot-separated labels of letters, digits, '-' and '_'. */
+function validateAliases(aliases: readonly string[] | undefined): void {
+  if (aliases === undefined) return;
+  if (!Array.isArray(aliases)) throw new InvalidArgument('aliases must be a list of names');
+  if (aliases.length > LIMITS.aliases) throw new InvalidArgument(`too many aliases: ${aliases.length} (at most ${LIMITS.aliases})`);
+  for (const alias of aliases) {
+    const valid =
+      typeof alias === 'string' && alias.length <= 253 && alias.split('.').every((label) => ALIAS_LABEL.test(label));
+    if (!valid) {
+      throw new InvalidArgument(
+        `invalid alias ${JSON.stringify(String(alias).slice(0, 64))}: a DNS name of labels of letters, digits, '-' and '_' (at most 63 each)`,
+      );
+    }
+  }
+}
+
+function withoutPending<T extends { readonly pending?: unknown }>(record: T): Omit<T, 'pending'> {
+  const { pending: _pending, ...rest } = record;
+  return rest;
+}
+
+/** The endpoint as it is when joined to no sandbox. */
+function detached(endpoint: EndpointRecord): EndpointRecord {
+  const { sandboxId: _sandboxId, ifName: _ifName, defaultGateway: _defaultGateway, pending: _pending, ...rest } = endpoint;
+  return rest;
+}
+
 /** One mutation at a time in this process: interface names and rollbacks stay simple. */
 class Mutex {
   private tail: Promise<void> = Promise.resolve();
@@ -168,6 +242,7 @@ export class Controller {
   private readonly mutex = new Mutex();
   private readonly ownsStore: boolean;
   private readonly resolvConfPathOf: ((sandbox: SandboxRecord) => string) | undefined;
+  private readonly reservedNamespaces: readonly string[];
   private closed = false;
 
   private constructor(options: ControllerOptions) {
@@ -180,6 +255,7 @@ export class Controller {
     this.now = options.now ?? (() => new Date());
     this.ownsStore = options.ownsStore ?? false;
     this.resolvConfPathOf = options.resolvConfPath;
+    this.reservedNamespaces = options.reservedNamespaces ?? [];
   }
 
   private sandboxInfo(sandbox: SandboxRecord, endpoints: readonly EndpointRecord[]): SandboxInfo {
@@ -292,14 +368,18 @@ export class Controller {
 
   // ---------------------------------------------------------------- sandboxes
 
+  /**
+   * Makes a sandbox: its own named namespace, or an existing one (`netnsPath`).
+   * The record is stored first, marked pending, so a crash before the
+   * namespace exists is undone at the next start.
+   */
   async createSandbox(request: SandboxCreateRequest): Promise<SandboxInfo> {
     return this.mutate(async () => {
       validateName('sandbox', request.name);
-      const id = newId();
+      validateMetadata('labels', request.labels);
       const ownsNetns = request.netnsPath === undefined;
-      if (!ownsNetns && !(await this.namespaces.exists(request.netnsPath ?? ''))) {
-        throw new InvalidArgument(`${request.netnsPath} is not a network namespace`);
-      }
+      if (!ownsNetns) await this.checkForeignNamespace(request.netnsPath ?? '');
+      const id = newId();
       const record: SandboxRecord = {
         id,
         name: request.name,
@@ -307,27 +387,54 @@ export class Controller {
         ownsNetns,
         created: timestamp(this.now()),
         labels: { ...(request.labels ?? {}) },
+        ...(ownsNetns ? { pending: 'create' as const } : {}),
       };
-      const reserved = await this.store.txn({
-        compare: [{ key: key.sandboxName(request.name), modRevision: 0 }],
-        put: [
-          { key: key.sandbox(id), value: JSON.stringify(record) },
-          { key: key.sandboxName(request.name), value: id },
-        ],
-      });
-      if (!reserved.succeeded) throw new Conflict(`sandbox with name ${request.name} already exists`);
+      const reserve = () =>
+        this.store.txn({
+          compare: [{ key: key.sandboxName(request.name), modRevision: 0 }],
+          put: [
+            { key: key.sandbox(id), value: JSON.stringify(record) },
+            { key: key.sandboxName(request.name), value: id },
+          ],
+        });
+      let reserved = await reserve();
+      if (!reserved.succeeded) {
+        // A creation left half-done by a failed write holds the name: undo it, then try again.
+        const holder = await this.sandboxByName(request.name);
+        if (holder?.pending !== 'create') throw new Conflict(`sandbox with name ${request.name} already exists`);
+        await this.undoSandboxCreate(holder);
+        reserved = await reserve();
+        if (!reserved.succeeded) throw new Conflict(`sandbox with name ${request.name} already exists`);
+      }
       if (!ownsNetns) return this.sandboxInfo(record, []);
-      let netnsPath: string;
+      let final: SandboxRecord;
       try {
-        netnsPath = await this.namespaces.createNamed(request.name);
+        final = { ...withoutPending(record), netnsPath: await this.namespaces.createNamed(request.name) };
+        await this.store.txn({ put: [{ key: key.sandbox(id), value: JSON.stringify(final) }] });
       } catch (err) {
-        await this.store.txn({ delete: [key.sandbox(id), key.sandboxName(request.name)] });
+        await this.bestEffort(`undo creation of sandbox ${request.name}`, () => this.undoSandboxCreate(record));
         throw err;
       }
-      const final = { ...record, netnsPath };
-      await this.store.txn({ put: [{ key: key.sandbox(id), value: JSON.stringify(final) }] });
       return this.sandboxInfo(final, []);
     });
+  }
+
+  /** A namespace a runtime hands over must exist and must not be one the host itself lives in. */
+  private async checkForeignNamespace(netnsPath: string): Promise<void> {
+    if (!(await this.namespaces.exists(netnsPath))) throw new InvalidArgument(`${netnsPath} is not a network namespace`);
+    for (const reserved of this.reservedNamespaces) {
+      if (await this.namespaces.same(netnsPath, reserved)) {
+        throw new InvalidArgument(
+          `${netnsPath} is the host's own network namespace (${reserved}): a sandbox needs a namespace of its own`,
+        );
+      }
+    }
+  }
+
+  /** Removes what a half-done creation made: its namespace (netctl's, by the reserved name) and its records. */
+  private async undoSandboxCreate(sandbox: SandboxRecord): Promise<void> {
+    if (sandbox.ownsNetns) await this.namespaces.removeNamed(sandbox.name);
+    await this.store.txn({ delete: [key.sandbox(sandbox.id), key.sandboxName(sandbox.name)] });
   }
 
   async listSandboxes(): Promise<SandboxInfo[]> {
@@ -346,32 +453,46 @@ export class Controller {
     return this.sandboxInfo(sandbox, endpoints);
   }
 
-  /** Leaves every network, deletes the endpoints, and removes the namespace if netctl made it. */
+  /**
+   * Leaves every network, deletes the endpoints, and removes the namespace if
+   * netctl made it. The sandbox is marked first: when a step fails or the
+   * daemon dies, a retry or the next start finishes the removal.
+   */
   async removeSandbox(idOrName: string): Promise<void> {
     await this.mutate(async () => {
       const sandbox = await this.findSandbox(idOrName);
-      const failures: string[] = [];
-      for (const endpoint of (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id)) {
-        try {
-          const network = await this.networkById(endpoint.networkId);
-          await this.leaveLocked(network, endpoint, sandbox, { handOverDefaultRoute: false });
-          await this.deleteEndpointLocked(network, endpoint.id);
-        } catch (err) {
-          failures.push(`endpoint ${endpoint.name}: ${(err as Error).message}`);
-        }
-      }
-      if (sandbox.ownsNetns) {
-        try {
-          await this.namespaces.removeNamed(sandbox.name);
-        } catch (err) {
-          failures.push(`namespace ${sandbox.netnsPath}: ${(err as Error).message}`);
-        }
-      }
-      if (failures.length > 0) {
-        throw new NetctlError('Internal', `removing sandbox ${sandbox.name} failed: ${failures.join('; ')}`);
-      }
-      await this.store.txn({ delete: [key.sandbox(sandbox.id), key.sandboxName(sandbox.name)] });
+      await this.removeSandboxLocked(sandbox);
     });
+  }
+
+  private async removeSandboxLocked(sandbox: SandboxRecord): Promise<void> {
+    if (sandbox.pending === 'create') {
+      await this.undoSandboxCreate(sandbox);
+      return;
+    }
+    if (sandbox.pending !== 'remove') {
+      await this.store.txn({ put: [{ key: key.sandbox(sandbox.id), value: JSON.stringify({ ...sandbox, pending: 'remove' }) }] });
+    }
+    const failures: string[] = [];
+    for (const endpoint of (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id)) {
+      try {
+        const network = await this.networkById(endpoint.networkId);
+        await this.disconnectLocked(network, endpoint, sandbox, { force: false, handOverDefaultRoute: false });
+      } catch (err) {
+        failures.push(`endpoint ${endpoint.name}: ${(err as Error).message}`);
+      }
+    }
+    if (sandbox.ownsNetns) {
+      try {
+        await this.namespaces.removeNamed(sandbox.name);
+      } catch (err) {
+        failures.push(`namespace ${sandbox.netnsPath}: ${(err as Error).message}`);
+      }
+    }
+    if (failures.length > 0) {
+      throw new NetctlError('Internal', `removing sandbox ${sandbox.name} failed: ${failures.join('; ')}`);
+    }
+    await this.store.txn({ delete: [key.sandbox(sandbox.id), key.sandboxName(sandbox.name)] });
   }
 
   // ---------------------------------------------------------------- endpoints
@@ -402,7 +523,19 @@ export class Controller {
       const network = await this.findNetwork(networkIdOrName);
       const endpoint = await this.findEndpoint(network, endpointIdOrName);
       const sandbox = await this.findSandbox(sandboxIdOrName);
-      return this.joinLocked(network, endpoint, sandbox);
+      if (endpoint.sandboxId !== undefined) throw new Conflict(`endpoint ${endpoint.name} is already joined to a sandbox`);
+      const placement = await this.placement(network, sandbox);
+      const store = this.storeOf(network);
+      const endpointKey = key.endpoint(network.id, endpoint.id);
+      const current = await store.get(endpointKey);
+      if (current === undefined) throw new EndpointNotFound(endpoint.name);
+      const marked: EndpointRecord = { ...endpoint, ...placement, pending: 'join' };
+      const written = await store.txn({
+        compare: [{ key: endpointKey, modRevision: current.modRevision }],
+        put: [{ key: endpointKey, value: JSON.stringify(marked) }],
+      });
+      if (!written.succeeded) throw new Conflict(`endpoint ${endpoint.name} changed meanwhile; try again`);
+      return this.completeJoin(network, marked, sandbox);
     });
   }
 
@@ -422,27 +555,32 @@ export class Controller {
     return this.mutate(async () => {
       const network = await this.findNetwork(networkIdOrName);
       const sandbox = await this.findSandbox(sandboxIdOrName);
-      const endpoint = await this.createEndpointLocked(network, { name: sandbox.name, ...options });
-      try {
-        return await this.joinLocked(network, endpoint, sandbox);
-      } catch (err) {
-        await this.deleteEndpointLocked(network, endpoint.id);
-        throw err;
-      }
+      validateAliases(options.aliases);
+      const placement = await this.placement(network, sandbox);
+      // Address, sandbox and interface are stored in one write, marked pending, before the kernel is touched.
+      const endpoint = await this.createEndpointLocked(network, { name: sandbox.name, ...options }, { ...placement, pending: 'connect' });
+      return this.completeJoin(network, endpoint, sandbox);
     });
   }
 
   /** `docker network disconnect`: leave and delete the sandbox's endpoint on the network. */
-  async disconnect(networkIdOrName: string, sandboxIdOrName: string): Promise<void> {
+  async disconnect(networkIdOrName: string, sandboxIdOrName: string, options: DisconnectOptions = {}): Promise<void> {
     await this.mutate(async () => {
       const network = await this.findNetwork(networkIdOrName);
-      const sandbox = await this.findSandbox(sandboxIdOrName);
-      const endpoint = (await this.networkEndpoints(network.id)).find((e) => e.sandboxId === sandbox.id);
+      const force = options.force === true;
+      const sandbox = await this.findSandbox(sandboxIdOrName).catch((err: unknown) => {
+        if (force && err instanceof SandboxNotFound) return undefined;
+        throw err;
+      });
+      const endpoints = await this.networkEndpoints(network.id);
+      let endpoint = sandbox === undefined ? undefined : endpoints.find((e) => e.sandboxId === sandbox.id);
+      // Forced, the argument may name an endpoint whose sandbox is gone, as with docker.
+      if (endpoint === undefined && force) endpoint = findOptional(sandboxIdOrName, endpoints);
       if (endpoint === undefined) {
-        throw new Forbidden(`sandbox ${sandbox.name} is not connected to network ${network.name}`);
+        throw new Forbidden(`sandbox ${sandbox?.name ?? sandboxIdOrName} is not connected to network ${network.name}`);
       }
-      await this.leaveLocked(network, endpoint, sandbox);
-      await this.deleteEndpointLocked(network, endpoint.id);
+      const owner = endpoint.sandboxId === undefined ? undefined : await this.sandboxById(endpoint.sandboxId).catch(() => undefined);
+      await this.disconnectLocked(network, endpoint, owner, { force, handOverDefaultRoute: true });
     });
   }
 
@@ -481,6 +619,9 @@ export class Controller {
 
   private async reserveNetwork(request: NetworkCreateRequest): Promise<NetworkRecord> {
     validateName('network', request.name);
+    validateMetadata('labels', request.labels);
+    validateMetadata('driver options', request.options);
+    validateMetadata('IPAM options', request.ipam?.options);
     const driverName = request.driver ?? this.defaultDriver;
     const driver = this.drivers.get(driverName);
     if (driver === undefined) {
@@ -596,23 +737,36 @@ export class Controller {
       throw new Forbidden(`error while removing network: network ${network.name} has active endpoints (${names})`);
     }
     // The state key changes with every endpoint: deleting it under a compare refuses removal if one
-    // appeared meanwhile, and makes later endpoint creation on this network fail.
+    // appeared meanwhile, and makes later endpoint creation on this network fail. The record says
+    // the removal began, so a restart finishes it.
     const guard = await store.txn({
       compare: [{ key: key.networkState(network.id), modRevision: stateKv?.modRevision ?? 0 }],
+      put: [{ key: key.network(network.id), value: JSON.stringify({ ...network, removing: true }) }],
       delete: [key.networkState(network.id)],
     });
     if (!guard.succeeded) throw new Conflict(`network ${network.name} changed while it was being removed; try again`);
     try {
       await this.driverOf(network).deleteNetwork(network);
     } catch (err) {
-      if (stateKv !== undefined) await store.txn({ put: [{ key: stateKv.key, value: stateKv.value }] });
+      await store.txn({
+        put: [
+          { key: key.network(network.id), value: JSON.stringify(withoutRemoving(network)) },
+          ...(stateKv !== undefined ? [{ key: stateKv.key, value: stateKv.value }] : []),
+        ],
+      });
       throw err;
     }
     await this.releaseNetwork(network);
   }
 
-  private async createEndpointLocked(network: NetworkRecord, request: EndpointCreateRequest): Promise<EndpointRecord> {
+  /** Allocates the endpoint's addresses and stores it, with `placement` (a sandbox to join, pending) when given. */
+  private async createEndpointLocked(
+    network: NetworkRecord,
+    request: EndpointCreateRequest,
+    placement: Partial<Pick<EndpointRecord, 'sandboxId' | 'ifName' | 'defaultGateway' | 'pending'>> = {},
+  ): Promise<EndpointRecord> {
     validateName('endpoint', request.name);
+    validateAliases(request.aliases);
     const driver = this.driverOf(network);
     if (!driver.usesIpam && (request.ipv4Address !== undefined || request.ipv6Address !== undefined)) {
       throw new InvalidArgument(`network ${network.name} (driver ${network.driver}) assigns no addresses`);
@@ -647,6 +801,7 @@ export class Controller {
         aliases: [...(request.aliases ?? [])],
         ...(ipv4Address !== undefined ? { ipv4Address } : {}),
         ...(ipv6Address !== undefined ? { ipv6Address } : {}),
+        ...placement,
       };
       const next: NetworkState = { allocator: allocator.toJSON(), endpoints: { ...state.endpoints, [id]: request.name } };
       created = endpoint;
@@ -684,39 +839,72 @@ export class Controller {
     });
   }
 
-  private async joinLocked(network: NetworkRecord, endpoint: EndpointRecord, sandbox: SandboxRecord): Promise<EndpointRecord> {
-    if (endpoint.sandboxId !== undefined) {
-      throw new Conflict(`endpoint ${endpoint.name} is already joined to a sandbox`);
+  /**
+   * Where an endpoint of `network` goes in the sandbox: the next free ethN,
+   * and the default route when no other endpoint gives one. Refused when the
+   * sandbox is already on the network or is being made or removed.
+   */
+  private async placement(
+    network: NetworkRecord,
+    sandbox: SandboxRecord,
+  ): Promise<{ sandboxId: string; ifName: string; defaultGateway?: true }> {
+    if (sandbox.pending !== undefined) {
+      throw new Conflict(`sandbox ${sandbox.name} is being ${sandbox.pending === 'create' ? 'created' : 'removed'}`);
     }
-    const sandboxEndpoints = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id);
+    let sandboxEndpoints = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id);
+    const previous = sandboxEndpoints.find((e) => e.networkId === network.id);
+    if (previous?.pending !== undefined) {
+      // A connect or disconnect of this pair left half-done by a failed write: settle it first.
+      await this.settle(network, previous, sandbox);
+      sandboxEndpoints = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id);
+    }
     if (sandboxEndpoints.some((e) => e.networkId === network.id)) {
       throw new Conflict(`sandbox ${sandbox.name} is already connected to network ${network.name}`);
     }
     const usedNames = new Set(sandboxEndpoints.map((e) => e.ifName));
     let index = 0;
     while (usedNames.has(`eth${index}`)) index++;
-    const ifName = `eth${index}`;
     const setDefaultRoute = this.givesDefaultRoute(network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
-    const joined: EndpointRecord = { ...endpoint, sandboxId: sandbox.id, ifName, ...(setDefaultRoute ? { defaultGateway: true } : {}) };
-    const store = this.storeOf(network);
-    const endpointKey = key.endpoint(network.id, endpoint.id);
-    const current = await store.get(endpointKey);
-    if (current === undefined) throw new EndpointNotFound(endpoint.name);
-    const written = await store.txn({
-      compare: [{ key: endpointKey, modRevision: current.modRevision }],
-      put: [{ key: endpointKey, value: JSON.stringify(joined) }],
-    });
-    if (!written.succeeded) throw new Conflict(`endpoint ${endpoint.name} changed meanwhile; try again`);
+    return { sandboxId: sandbox.id, ifName: `eth${index}`, ...(setDefaultRoute ? { defaultGateway: true as const } : {}) };
+  }
+
+  /**
+   * Second half of connect and join: the endpoint is stored with its sandbox,
+   * marked pending; the driver wires it, then the mark goes. A driver failure
+   * undoes the join (and, for connect, the endpoint).
+   */
+  private async completeJoin(network: NetworkRecord, endpoint: EndpointRecord, sandbox: SandboxRecord): Promise<EndpointRecord> {
+    const ifName = endpoint.ifName ?? '';
+    const joined = withoutPending(endpoint);
+    const driver = this.driverOf(network);
     try {
-      await this.driverOf(network).join({ network, endpoint: joined, sandbox, ifName, setDefaultRoute });
+      await driver.join({ network, endpoint: joined, sandbox, ifName, setDefaultRoute: joined.defaultGateway === true });
+      await this.storeOf(network).txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(joined) }] });
     } catch (err) {
-      await this.bestEffort(`undo join of ${endpoint.name}`, () =>
-        this.driverOf(network).leave({ network, endpoint: joined, sandbox, ifName }),
-      );
-      await store.txn({ put: [{ key: endpointKey, value: JSON.stringify(endpoint) }] });
+      await this.bestEffort(`undo ${endpoint.pending ?? 'join'} of ${endpoint.name}`, () => this.undoJoin(network, endpoint, sandbox));
       throw err;
     }
     return joined;
+  }
+
+  /** Undoes a join or connect that did not complete: the interface goes, and the endpoint too for a connect. */
+  private async undoJoin(network: NetworkRecord, endpoint: EndpointRecord, sandbox: SandboxRecord | undefined): Promise<void> {
+    if (endpoint.ifName !== undefined) {
+      await this.driverOf(network).leave({ network, endpoint, ...(sandbox !== undefined ? { sandbox } : {}), ifName: endpoint.ifName });
+    }
+    if (endpoint.pending === 'connect') {
+      await this.deleteEndpointLocked(network, endpoint.id);
+    } else {
+      await this.storeOf(network).txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(detached(endpoint)) }] });
+    }
+  }
+
+  /** Stores the endpoint marked with the change about to start, before the kernel is touched. */
+  private async markPending(network: NetworkRecord, endpoint: EndpointRecord, pending: EndpointPending): Promise<EndpointRecord> {
+    if (endpoint.pending === pending) return endpoint;
+    const marked: EndpointRecord = { ...endpoint, pending };
+    await this.storeOf(network).txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(marked) }] });
+    return marked;
   }
 
   /**
@@ -724,18 +912,55 @@ export class Controller {
    * the next qualifying endpoint (lowest ethN) takes it over, as Docker moves
    * the gateway when a container leaves its gateway network.
    */
-  private async leaveLocked(
+  private async leaveLocked(network: NetworkRecord, endpoint: EndpointRecord, sandbox: SandboxRecord): Promise<void> {
+    const marked = await this.markPending(network, endpoint, 'leave');
+    if (marked.ifName !== undefined) {
+      await this.driverOf(network).leave({ network, endpoint: marked, sandbox, ifName: marked.ifName });
+    }
+    await this.storeOf(network).txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(detached(marked)) }] });
+    if (marked.defaultGateway === true) await this.handOverDefaultRoute(sandbox);
+  }
+
+  /**
+   * Leaves and deletes the endpoint, releasing its addresses. Marked first,
+   * so a failure at any step leaves a state a retry or restart finishes.
+   * Forced, a driver failure is logged and the record goes all the same.
+   */
+  private async disconnectLocked(
     network: NetworkRecord,
     endpoint: EndpointRecord,
-    sandbox: SandboxRecord,
-    options: { handOverDefaultRoute: boolean } = { handOverDefaultRoute: true },
+    sandbox: SandboxRecord | undefined,
+    options: { force: boolean; handOverDefaultRoute: boolean },
   ): Promise<void> {
-    if (endpoint.ifName !== undefined) {
-      await this.driverOf(network).leave({ network, endpoint, sandbox, ifName: endpoint.ifName });
+    const marked = await this.markPending(network, endpoint, 'disconnect');
+    if (marked.ifName !== undefined) {
+      const request = { network, endpoint: marked, ...(sandbox !== undefined ? { sandbox } : {}), ifName: marked.ifName };
+      if (options.force) await this.bestEffort(`forced disconnect of ${endpoint.name}`, () => this.driverOf(network).leave(request));
+      else await this.driverOf(network).leave(request);
     }
-    const { sandboxId: _sandboxId, ifName: _ifName, defaultGateway, ...left } = endpoint;
-    await this.storeOf(network).txn({ put: [{ key: key.endpoint(network.id, endpoint.id), value: JSON.stringify(left) }] });
-    if (defaultGateway === true && options.handOverDefaultRoute) await this.handOverDefaultRoute(sandbox);
+    await this.deleteEndpointLocked(network, endpoint.id);
+    if (marked.defaultGateway === true && options.handOverDefaultRoute && sandbox !== undefined) {
+      await this.handOverDefaultRoute(sandbox);
+    }
+  }
+
+  /** Finishes ('leave', 'disconnect') or undoes ('join', 'connect') a change an endpoint was left in. */
+  private async settle(network: NetworkRecord, endpoint: EndpointRecord, sandbox: SandboxRecord | undefined): Promise<void> {
+    switch (endpoint.pending) {
+      case undefined:
+        return;
+      case 'connect':
+      case 'join':
+        await this.undoJoin(network, endpoint, sandbox);
+        return;
+      case 'leave':
+        if (sandbox === undefined) await this.disconnectLocked(network, endpoint, undefined, { force: true, handOverDefaultRoute: false });
+        else await this.leaveLocked(network, endpoint, sandbox);
+        return;
+      case 'disconnect':
+        await this.disconnectLocked(network, endpoint, sandbox, { force: sandbox === undefined, handOverDefaultRoute: true });
+        return;
+    }
   }
 
   private async handOverDefaultRoute(sandbox: SandboxRecord): Promise<void> {
@@ -752,52 +977,80 @@ export class Controller {
     }
   }
 
-  /** Re-makes kernel state for everything stored; problems are logged, not fatal. */
+  /**
+   * Re-makes kernel state for everything stored, and finishes or undoes
+   * every change a crash cut short (the records say which); problems are
+   * logged, not fatal.
+   */
   private async restore(): Promise<void> {
-    const sandboxes = await this.allSandboxes();
+    const stored = await this.allSandboxes();
+    for (const sandbox of stored) {
+      if (sandbox.pending === 'create') await this.bestEffort(`undo creation of sandbox ${sandbox.name}`, () => this.undoSandboxCreate(sandbox));
+    }
+    const sandboxes = stored.filter((sandbox) => sandbox.pending !== 'create');
     for (const [index, sandbox] of sandboxes.entries()) {
       if (await this.namespaces.exists(sandbox.netnsPath)) continue;
-      if (sandbox.ownsNetns) {
-        // Gone after a reboot, or never made when a crash came between the record and the namespace.
+      if (sandbox.ownsNetns && sandbox.pending !== 'remove') {
+        // Gone after a reboot: the sandbox gets a namespace again and its endpoints are wired into it.
         await this.bestEffort(`recreate namespace of sandbox ${sandbox.name}`, async () => {
           const netnsPath = await this.namespaces.createNamed(sandbox.name);
           if (netnsPath === sandbox.netnsPath) return;
           sandboxes[index] = { ...sandbox, netnsPath };
           await this.store.txn({ put: [{ key: key.sandbox(sandbox.id), value: JSON.stringify(sandboxes[index]) }] });
         });
-      } else {
+      } else if (!sandbox.ownsNetns) {
         this.log(`sandbox ${sandbox.name}: namespace ${sandbox.netnsPath} is gone; its endpoints are released`);
       }
     }
+    const local = new Map(sandboxes.map((sandbox) => [sandbox.id, sandbox]));
     const live = new Map<string, SandboxRecord>();
     for (const sandbox of sandboxes) {
       if (await this.namespaces.exists(sandbox.netnsPath)) live.set(sandbox.id, sandbox);
     }
+
+    const networks: NetworkRecord[] = [];
     for (const network of await this.allNetworks()) {
       const driver = this.drivers.get(network.driver);
       if (driver === undefined) {
         this.log(`network ${network.name}: driver ${network.driver} is not available; left as stored`);
-        continue;
+      } else if (network.removing === true) {
+        await this.bestEffort(`finish removing network ${network.name}`, async () => {
+          await driver.deleteNetwork(network);
+          await this.releaseNetwork(network);
+        });
+      } else {
+        await this.bestEffort(`restore network ${network.name}`, () => driver.createNetwork(network));
+        networks.push(network);
       }
-      await this.bestEffort(`restore network ${network.name}`, () => driver.createNetwork(network));
-      const endpoints = await this.networkEndpoints(network.id);
-      for (const endpoint of endpoints) {
-        if (endpoint.sandboxId === undefined || endpoint.ifName === undefined) continue;
-        // Endpoints of sandboxes on other hosts (global networks) are theirs to restore.
-        if (!sandboxes.some((s) => s.id === endpoint.sandboxId)) continue;
+    }
+    // Endpoints after every network: settling one may hand the default route to another network's.
+    for (const network of networks) {
+      for (const endpoint of await this.networkEndpoints(network.id)) {
+        if (endpoint.sandboxId === undefined) continue;
         const sandbox = live.get(endpoint.sandboxId);
-        if (sandbox === undefined) {
+        if (!local.has(endpoint.sandboxId)) {
+          // On a global network, another host's; on a local one, an endpoint whose sandbox record is gone.
+          if (network.scope === 'local') {
+            await this.bestEffort(`release orphan endpoint ${endpoint.name}`, () =>
+              this.disconnectLocked(network, endpoint, undefined, { force: true, handOverDefaultRoute: false }),
+            );
+          }
+        } else if (sandbox === undefined) {
           await this.bestEffort(`release endpoint ${endpoint.name}`, () => this.deleteEndpointLocked(network, endpoint.id));
-          continue;
+        } else if (endpoint.pending !== undefined) {
+          await this.bestEffort(`finish ${endpoint.pending} of endpoint ${endpoint.name}`, () => this.settle(network, endpoint, sandbox));
+        } else if (endpoint.ifName !== undefined) {
+          const ifName = endpoint.ifName;
+          await this.bestEffort(`restore endpoint ${endpoint.name}`, () =>
+            this.driverOf(network).join({ network, endpoint, sandbox, ifName, setDefaultRoute: endpoint.defaultGateway === true }),
+          );
         }
-        const ifName = endpoint.ifName;
-        await this.bestEffort(`restore endpoint ${endpoint.name}`, () =>
-          driver.join({ network, endpoint, sandbox, ifName, setDefaultRoute: endpoint.defaultGateway === true }),
-        );
       }
     }
     for (const sandbox of sandboxes) {
-      if (!live.has(sandbox.id) && !sandbox.ownsNetns) {
+      if (sandbox.pending === 'remove') {
+        await this.bestEffort(`finish removing sandbox ${sandbox.name}`, () => this.removeSandboxLocked(sandbox));
+      } else if (!live.has(sandbox.id) && !sandbox.ownsNetns) {
         await this.store.txn({ delete: [key.sandbox(sandbox.id), key.sandboxName(sandbox.name)] });
       }
     }
@@ -862,6 +1115,13 @@ export class Controller {
     throw new NetworkNotFound(id);
   }
 
+  private async sandboxByName(name: string): Promise<SandboxRecord | undefined> {
+    const idKv = await this.store.get(key.sandboxName(name));
+    if (idKv === undefined) return undefined;
+    const kv = await this.store.get(key.sandbox(idKv.value));
+    return kv === undefined ? undefined : parse(kv);
+  }
+
   private async sandboxById(id: string): Promise<SandboxRecord> {
     const kv = await this.store.get(key.sandbox(id));
     if (kv === undefined) throw new SandboxNotFound(id);
@@ -887,6 +1147,23 @@ function ifIndex(endpoint: EndpointRecord): number {
   return Number((endpoint.ifName ?? '').replace(/^eth/, ''));
 }
 
+function withoutRemoving(network: NetworkRecord): NetworkRecord {
+  const { removing: _removing, ...rest } = network;
+  return rest;
+}
+
+/** Like findByIdOrName, undefined when nothing matches. */
+function findOptional<T extends { id: string; name: string }>(idOrName: string, items: readonly T[]): T | undefined {
+  try {
+    return findByIdOrName('endpoint', idOrName, items, () => new NotFoundMarker());
+  } catch (err) {
+    if (err instanceof NotFoundMarker) return undefined;
+    throw err;
+  }
+}
+
+class NotFoundMarker extends Error {}
+
 function findByIdOrName<T extends { id: string; name: string }>(
   kind: string,
   idOrName: string,
@@ -896,8 +1173,12 @@ function findByIdOrName<T extends { id: string; name: string }>(
   if (idOrName === '') throw notFound();
   const byId = items.find((item) => item.id === idOrName);
   if (byId !== undefined) return byId;
-  const byName = items.find((item) => item.name === idOrName);
-  if (byName !== undefined) return byName;
+  const byName = items.filter((item) => item.name === idOrName);
+  // Two networks can share a name only if they were made while the cluster store was out of reach: pick neither.
+  if (byName.length > 1) {
+    throw new InvalidArgument(`${kind} ${idOrName} is ambiguous (${byName.length} matches found based on name)`);
+  }
+  if (byName[0] !== undefined) return byName[0];
   const byPrefix = items.filter((item) => item.id.startsWith(idOrName));
   if (byPrefix.length === 1 && byPrefix[0] !== undefined) return byPrefix[0];
   if (byPrefix.length > 1) {

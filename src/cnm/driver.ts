@@ -39,7 +39,8 @@ export interface JoinRequest {
 export interface LeaveRequest {
   readonly network: NetworkRecord;
   readonly endpoint: EndpointRecord;
-  readonly sandbox: SandboxRecord;
+  /** Absent when a forced disconnect removes an endpoint whose sandbox record is gone. */
+  readonly sandbox?: SandboxRecord;
   readonly ifName: string;
 }
 

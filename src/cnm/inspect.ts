@@ -48,13 +48,13 @@ export function toDockerNetwork(
   peers?: readonly NetworkPeer[],
 ): DockerNetwork {
   // Like Docker, Containers lists this host's sandboxes only; other hosts show up as Peers.
+  // An endpoint in no sandbox of this host (on a local network, any such) shows as ep-ID, as Docker shows one.
   const containers: Record<string, DockerEndpointResource> = {};
   for (const endpoint of endpoints) {
-    if (endpoint.sandboxId === undefined) continue;
-    const sandbox = sandboxes.get(endpoint.sandboxId);
-    if (sandbox === undefined) continue;
-    containers[endpoint.sandboxId] = {
-      Name: sandbox.name,
+    const sandbox = endpoint.sandboxId === undefined ? undefined : sandboxes.get(endpoint.sandboxId);
+    if (sandbox === undefined && endpoint.sandboxId !== undefined && network.scope !== 'local') continue;
+    containers[sandbox?.id ?? `ep-${endpoint.id}`] = {
+      Name: sandbox?.name ?? endpoint.name,
       EndpointID: endpoint.id,
       MacAddress: endpoint.macAddress,
       IPv4Address: endpoint.ipv4Address ?? '',

@@ -9,4 +9,6 @@ export interface NamespaceOps {
   removeNamed(name: string): Promise<void>;
   /** True when the path is a network namespace that exists now. */
   exists(path: string): Promise<boolean>;
+  /** True when both paths name one namespace (a sandbox must not take the host's own). */
+  same(a: string, b: string): Promise<boolean>;
 }

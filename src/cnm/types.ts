@@ -36,7 +36,17 @@ export interface NetworkRecord {
   readonly labels: Readonly<Record<string, string>>;
   /** Store keys the driver reserved with the network (an overlay VNI); deleted with it. */
   readonly reservedKeys?: readonly string[];
+  /** Set when its removal began: a restart finishes it. */
+  readonly removing?: boolean;
 }
+
+/**
+ * A change of an endpoint that was under way when its record was written:
+ * it is stored before the kernel is touched, so a crash or a failed store
+ * write leaves a state that a retry or the next start finishes ('leave',
+ * 'disconnect') or undoes ('join', 'connect').
+ */
+export type EndpointPending = 'connect' | 'join' | 'leave' | 'disconnect';
 
 export interface EndpointRecord {
   readonly id: string;
@@ -53,6 +63,7 @@ export interface EndpointRecord {
   readonly ifName?: string;
   /** True while this endpoint's network gives the sandbox its default route. */
   readonly defaultGateway?: boolean;
+  readonly pending?: EndpointPending;
 }
 
 export interface SandboxRecord {
@@ -64,4 +75,9 @@ export interface SandboxRecord {
   readonly ownsNetns: boolean;
   readonly created: string;
   readonly labels: Readonly<Record<string, string>>;
+  /**
+   * 'create' until netctl's namespace exists (undone at the next start),
+   * 'remove' from the start of its removal (finished at the next start).
+   */
+  readonly pending?: 'create' | 'remove';
 }

@@ -114,7 +114,7 @@ test('bad input is refused with a clear error and changes nothing', async (t) =>
     [controller.createNetwork({ name: 'bad name!' }), 'InvalidArgument', /invalid network name/],
     [controller.createNetwork({ name: 'x', driver: 'null', enableIPv6: true }), 'InvalidArgument', /assigns no addresses/],
     [controller.connect('taken', 't', { ipv4Address: '10.1.0.9' }), 'Conflict', /10\.1\.0\.9/],
-    [controller.connect('taken', 's'), 'Conflict', /already exists in network taken/],
+    [controller.connect('taken', 's'), 'Conflict', /already connected to network taken/],
     [controller.connect('taken', 'nosuch'), 'NotFound', /sandbox nosuch not found/],
     [controller.connect('nosuch', 't'), 'NotFound', /network nosuch not found/],
     [controller.removeNetwork('taken'), 'Forbidden', /active endpoints/],
@@ -218,4 +218,80 @@ test('network lookup: full id, name, unique id prefix, ambiguity', async (t) => 
   t.is((await controller.inspectNetwork(a.Id)).Name, 'alpha');
   t.is((await controller.inspectNetwork(a.Id.slice(0, 5))).Name, 'alpha');
   await t.throwsAsync(controller.inspectNetwork('zzz-none'), { message: 'network zzz-none not found' });
+});
+
+test('disconnect -f removes an endpoint whatever state it is in, and inspect shows it until then', async (t) => {
+  const { controller, store, driver } = await setup();
+  await controller.createNetwork({ name: 'n', ipam: { config: [{ subnet: '10.3.0.0/24' }] } });
+  await controller.createSandbox({ name: 's' });
+  const joined = await controller.connect('n', 's');
+  // An endpoint whose sandbox record is gone (what a crash in an older release left behind).
+  await store.txn({ delete: ['sandboxes/' + (joined.sandboxId ?? ''), 'names/sandboxes/s'] });
+  const detached = await controller.createEndpoint('n', { name: 'loose' });
+
+  const inspected = await controller.inspectNetwork('n');
+  t.deepEqual(Object.keys(inspected.Containers).sort(), [`ep-${joined.id}`, `ep-${detached.id}`].sort());
+  t.is(inspected.Containers[`ep-${detached.id}`]?.Name, 'loose');
+
+  await t.throwsAsync(controller.disconnect('n', 's'), { message: 'sandbox s not found' });
+  await controller.disconnect('n', 's', { force: true });
+  await controller.disconnect('n', 'loose', { force: true });
+  t.deepEqual((await controller.inspectNetwork('n')).Containers, {});
+  t.is(driver.joined.size, 0);
+  await controller.removeNetwork('n');
+});
+
+test('a sandbox may not take the namespace the host lives in', async (t) => {
+  const store = new MemoryStore();
+  const namespaces = new MemoryNamespaces();
+  namespaces.paths.add('/proc/self/ns/net');
+  namespaces.paths.add('/proc/4242/ns/net');
+  const controller = await Controller.open({
+    store,
+    drivers: [new RecordingDriver()],
+    namespaces,
+    reservedNamespaces: ['/proc/self/ns/net'],
+    log: () => {},
+  });
+  await t.throwsAsync(controller.createSandbox({ name: 'host', netnsPath: '/proc/self/ns/net' }), {
+    message: /host's own network namespace/,
+  });
+  t.deepEqual(await store.list(''), []);
+  t.is((await controller.createSandbox({ name: 'runtime', netnsPath: '/proc/4242/ns/net' })).netnsPath, '/proc/4242/ns/net');
+});
+
+test('two networks of one name are ambiguous by name, never picked one of', async (t) => {
+  const { controller, store } = await setup();
+  const first = await controller.createNetwork({ name: 'dup', ipam: { config: [{ subnet: '10.4.0.0/24' }] } });
+  // What two hosts creating the same name while the cluster store was away can leave.
+  const record = JSON.parse((await store.get(`networks/${first.Id}`))?.value ?? '{}') as { id: string };
+  const twinId = 'f'.repeat(64);
+  await store.txn({ put: [{ key: `networks/${twinId}`, value: JSON.stringify({ ...record, id: twinId }) }] });
+  await t.throwsAsync(controller.removeNetwork('dup'), { message: 'network dup is ambiguous (2 matches found based on name)' });
+  t.is((await controller.inspectNetwork(first.Id)).Id, first.Id);
+});
+
+test('labels, options and aliases are bounded and checked', async (t) => {
+  const { controller, store } = await setup();
+  await controller.createNetwork({ name: 'n' });
+  await controller.createSandbox({ name: 's' });
+  const before = await snapshot(store);
+  const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v']));
+  const cases: [Promise<unknown>, RegExp][] = [
+    [controller.createNetwork({ name: 'x', labels: { big: 'v'.repeat(4097) } }), /labels: the value of "big" is longer than 4096 bytes/],
+    [controller.createNetwork({ name: 'x', labels: many }), /too many labels: 65 \(at most 64\)/],
+    [controller.createNetwork({ name: 'x', options: { ['k'.repeat(300)]: '1' } }), /driver options: key "k+…" is longer than 256 bytes/],
+    [controller.createSandbox({ name: 'y', labels: { big: 'v'.repeat(5000) } }), /labels: the value of "big"/],
+    [controller.connect('n', 's', { aliases: ['a b'] }), /invalid alias "a b"/],
+    [controller.connect('n', 's', { aliases: [''] }), /invalid alias ""/],
+    [controller.connect('n', 's', { aliases: ['ok', 'x..y'] }), /invalid alias "x\.\.y"/],
+    [controller.connect('n', 's', { aliases: ['a\u0000'] }), /invalid alias/],
+  ];
+  for (const [promise, message] of cases) {
+    const err = await t.throwsAsync(promise);
+    t.is((err as { code?: string }).code, 'InvalidArgument', err?.message);
+    t.regex(err?.message ?? '', message);
+  }
+  t.deepEqual(await snapshot(store), before);
+  t.deepEqual((await controller.connect('n', 's', { aliases: ['db', 'db.internal', 'my_db-1'] })).aliases, ['db', 'db.internal', 'my_db-1']);
 });

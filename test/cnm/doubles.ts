@@ -80,4 +80,8 @@ export class MemoryNamespaces implements NamespaceOps {
   async exists(path: string): Promise<boolean> {
     return this.paths.has(path);
   }
+
+  async same(a: string, b: string): Promise<boolean> {
+    return a === b;
+  }
 }
