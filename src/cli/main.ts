@@ -237,6 +237,13 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
 
 /** Standard streams; stdin is read lazily, only when a command asks for a line. */
 export function processIo(): CliIo {
+  // A reader that went away (`netctl network ls | head`) ends the output quietly, as for any Unix tool.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      process.exit(process.exitCode ?? 0);
+    });
+  }
   return {
     stdout: (text) => process.stdout.write(text),
     stderr: (text) => process.stderr.write(text),

@@ -261,3 +261,20 @@ test('help and version', async (t) => {
   t.regex(noDaemon.stdout, /^Client:/);
   t.regex(noDaemon.stderr, /Cannot connect to the netctl daemon/);
 });
+
+test('output into a pipe whose reader has gone ends quietly, without a stack trace', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { NETCTL_BIN } = await import('./run.js');
+  // `true` exits without reading, so netctl writes into a closed pipe (EPIPE), as under `| head`.
+  const result = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+    const child = spawn('bash', ['-c', `set -o pipefail; "${process.execPath}" "${NETCTL_BIN}" network create --help | true`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+  t.is(result.stderr, '');
+  t.is(result.code, 0);
+});
