@@ -1,10 +1,15 @@
+import { lookup } from 'node:dns/promises';
+import { readFile } from 'node:fs/promises';
+import { rootCertificates } from 'node:tls';
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop } from 'cockatiel';
 import type { IBackoff } from 'cockatiel';
 import {
   CompareResult,
   CompareTarget,
   Etcd3,
+  EtcdAuthenticationFailedError,
   EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
   GRPCInvalidArgumentError,
   GRPCUnavailableError,
@@ -12,13 +17,25 @@ import {
   SortOrder,
   SortTarget,
 } from 'etcd3';
-import type { ICompare, IKeyValue, IRequestOp, IWatchResponse, Lease, Watcher } from 'etcd3';
+import type { ICompare, IKeyValue, IOptions, IRequestOp, IWatchResponse, Lease, Watcher } from 'etcd3';
 import { Conflict, InvalidArgument, NetctlError, Unavailable } from '../cnm/errors.js';
 import { StoreClosed } from './types.js';
 import { validateTxn } from './validate.js';
 import type { KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent, WatchOptions } from './types.js';
 
-export interface EtcdStoreOptions {
+/** TLS files and credentials for a secured cluster, as etcdctl's --cacert, --cert, --key and --user. */
+export interface EtcdAccess {
+  /** PEM file of the CA that signed the members' certificates; default: the CAs Node trusts. TLS URLs only. */
+  readonly caFile?: string;
+  /** PEM files of this client's certificate and its key, for members started with --client-cert-auth. TLS URLs only. */
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  /** User and password for a cluster with authentication enabled; both or neither. */
+  readonly user?: string;
+  readonly password?: string;
+}
+
+export interface EtcdStoreOptions extends EtcdAccess {
   /** Every key is stored under this prefix, which results never show; default `/netctl/`. */
   readonly prefix?: string;
   /** TTL of the lease that holds this client's ephemeral keys; default 10 s. */
@@ -83,6 +100,7 @@ interface ActiveWatch {
 export class EtcdStore implements Store {
   readonly #client: Etcd3;
   readonly #url: string;
+  readonly #access: EtcdAccess;
   readonly #prefix: string;
   readonly #leaseTtlSeconds: number;
   readonly #callTimeoutMs: number;
@@ -92,15 +110,18 @@ export class EtcdStore implements Store {
   readonly #ephemeral = new Map<string, EphemeralKey>();
   #reannouncing = false;
   readonly #watches = new Set<ActiveWatch>();
+  #disconnectedWatches = 0;
 
   private constructor(
     client: Etcd3,
     url: string,
+    access: EtcdAccess,
     settings: Required<Pick<EtcdStoreOptions, 'prefix' | 'leaseTtlSeconds' | 'callTimeoutMs'>>,
     log: ((message: string) => void) | undefined,
   ) {
     this.#client = client;
     this.#url = url;
+    this.#access = access;
     this.#prefix = settings.prefix;
     this.#leaseTtlSeconds = settings.leaseTtlSeconds;
     this.#callTimeoutMs = settings.callTimeoutMs;
@@ -109,12 +130,15 @@ export class EtcdStore implements Store {
 
   /**
    * Connects to `url` (`etcd://host:port[,host:port…]` or `http://host:port[,…]`;
-   * the port defaults to 2379) and waits until the cluster answers a read.
-   * Rejects with InvalidArgument for a malformed URL or option and with
-   * Unavailable when no member answers within `dialTimeoutMs`.
+   * `etcds://` or `https://` for TLS; the port defaults to 2379) and waits
+   * until the cluster answers a read. Rejects with InvalidArgument for a
+   * malformed URL or option, an unreadable TLS file or refused credentials,
+   * and with Unavailable when TLS fails or no member answers within
+   * `dialTimeoutMs`.
    */
   static async open(url: string, options: EtcdStoreOptions = {}): Promise<EtcdStore> {
     const hosts = parseEtcdUrl(url);
+    const security = await securityOptions(url, hosts, options);
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     const leaseTtlSeconds = options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
     const dialTimeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
@@ -129,6 +153,17 @@ export class EtcdStore implements Store {
 
     const client = new Etcd3({
       hosts,
+      ...security,
+      ...(options.user !== undefined && options.password !== undefined
+        ? {
+            auth: {
+              username: options.user,
+              password: options.password,
+              // etcd3 sets no deadline of its own on the password-for-token exchange.
+              callOptions: () => ({ deadline: Date.now() + callTimeoutMs }),
+            },
+          }
+        : {}),
       grpcOptions: {
         // Reconnect soon after a member comes back instead of gRPC's default backoff of up to two minutes.
         'grpc.initial_reconnect_backoff_ms': 100,
@@ -149,14 +184,19 @@ export class EtcdStore implements Store {
         watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as IBackoff<unknown>,
       },
     });
-    const store = new EtcdStore(client, url, { prefix, leaseTtlSeconds, callTimeoutMs }, options.log);
+    const access: EtcdAccess = {
+      ...(options.caFile !== undefined ? { caFile: options.caFile } : {}),
+      ...(options.certFile !== undefined ? { certFile: options.certFile } : {}),
+      ...(options.user !== undefined ? { user: options.user } : {}),
+    };
+    const store = new EtcdStore(client, url, access, { prefix, leaseTtlSeconds, callTimeoutMs }, options.log);
     try {
       await store.#retrying(dialTimeoutMs, 'always', (deadline) =>
         client.kv.range({ key: Buffer.from(prefix), limit: 1, keys_only: true }, { deadline }),
       );
     } catch (err) {
       client.close();
-      throw new Unavailable(`cannot reach etcd at ${url}: ${reason(err)}`, { cause: err });
+      throw store.#accessError(err) ?? new Unavailable(`cannot reach etcd at ${url}: ${reason(err)}`, { cause: err });
     }
     return store;
   }
@@ -205,6 +245,8 @@ export class EtcdStore implements Store {
     const deletes = request.delete ?? [];
     const compare: ICompare[] = (request.compare ?? []).map((c) => ({
       key: this.#fullKey(c.key),
+      // etcd compares every key of a range, and an empty range as one missing key.
+      ...(c.prefix === true ? { range_end: prefixEnd(this.#fullKey(c.key)) } : {}),
       target: CompareTarget.Mod,
       result: CompareResult.Equal,
       mod_revision: String(c.modRevision),
@@ -280,15 +322,16 @@ export class EtcdStore implements Store {
         }
       }
     });
+    // Every watch loses its stream at once when etcd goes: one line for all, when the first goes and the last is back.
     watcher.on('disconnected', (err: Error) => {
       if (!entry.active || disconnected) return;
       disconnected = true;
-      this.#log?.(`etcd watch on ${JSON.stringify(prefix)} lost its stream (${err.message}); reconnecting`);
+      if (this.#disconnectedWatches++ === 0) this.#log?.(`etcd watches lost their stream (${err.message}); reconnecting`);
     });
     watcher.on('connected', () => {
       if (!entry.active || !disconnected) return;
       disconnected = false;
-      this.#log?.(`etcd watch on ${JSON.stringify(prefix)} reconnected`);
+      if (--this.#disconnectedWatches === 0) this.#log?.('etcd watches reconnected');
     });
 
     const created = new Promise<void>((resolve, reject) => {
@@ -320,6 +363,7 @@ export class EtcdStore implements Store {
       cancel: async () => {
         if (!entry.active) return;
         entry.active = false;
+        if (disconnected) this.#disconnectedWatches--;
         this.#watches.delete(entry);
         await this.#cancelWatcher(watcher);
       },
@@ -388,6 +432,7 @@ export class EtcdStore implements Store {
   async #reannounce(): Promise<void> {
     if (this.#reannouncing) return;
     this.#reannouncing = true;
+    let failures = 0;
     try {
       while (!this.#closed && this.#ephemeral.size > 0) {
         try {
@@ -403,7 +448,8 @@ export class EtcdStore implements Store {
           }
         } catch (err) {
           if (this.#closed) return;
-          this.#log?.(`cannot announce ephemeral keys again (${reason(err)}); retrying in ${REANNOUNCE_RETRY_MS} ms`);
+          // Once per outage, not per retry.
+          if (failures++ === 0) this.#log?.(`cannot announce ephemeral keys again (${reason(err)}); retrying every ${REANNOUNCE_RETRY_MS} ms`);
           await new Promise((resolve) => setTimeout(resolve, REANNOUNCE_RETRY_MS).unref());
         }
       }
@@ -482,7 +528,8 @@ export class EtcdStore implements Store {
       try {
         return await attempt(deadline);
       } catch (err) {
-        const retryable = retry === 'always' ? isTransient(err) : neverSent(err);
+        // A TLS or credential problem does not heal by itself: report it now rather than at the deadline.
+        const retryable = accessProblem(err) === undefined && (retry === 'always' ? isTransient(err) : neverSent(err));
         if (this.#closed || !retryable || Date.now() + delay >= deadline) throw err;
         await new Promise((resolve) => setTimeout(resolve, delay));
         delay = Math.min(delay * 2, RETRY_MAX_DELAY_MS);
@@ -492,6 +539,8 @@ export class EtcdStore implements Store {
 
   #translate(err: unknown, write = false): NetctlError {
     if (err instanceof NetctlError) return err;
+    const access = this.#accessError(err);
+    if (access !== undefined) return access;
     if (err instanceof GRPCDeadlineExceededError) {
       const outcome = write ? ' (the transaction may or may not have been applied)' : '';
       return new Unavailable(`etcd at ${this.#url} did not answer within ${this.#callTimeoutMs} ms${outcome}`, { cause: err });
@@ -503,6 +552,34 @@ export class EtcdStore implements Store {
       return new InvalidArgument(`etcd at ${this.#url} refused the request: ${reason(err)}`, { cause: err });
     }
     return new NetctlError('Internal', `etcd at ${this.#url}: ${reason(err)}`, { cause: err });
+  }
+
+  /** An error that names what is wrong with our TLS settings or credentials, when that is what `err` is about. */
+  #accessError(err: unknown): NetctlError | undefined {
+    const problem = accessProblem(err);
+    if (problem === undefined) return undefined;
+    const { caFile, certFile, user } = this.#access;
+    const detail = reason(problem.error);
+    switch (problem.kind) {
+      case 'untrusted-server':
+        return new Unavailable(
+          `TLS with etcd at ${this.#url} failed: its certificate is not signed by ${caFile === undefined ? 'a CA this system trusts' : `the CA in ${caFile}`} (${detail})`,
+          { cause: err },
+        );
+      case 'client-refused':
+        return new Unavailable(
+          `TLS with etcd at ${this.#url} failed: the member refused ${certFile === undefined ? 'a client without a certificate' : `the client certificate ${certFile}`} (${detail})`,
+          { cause: err },
+        );
+      case 'tls':
+        return new Unavailable(`TLS with etcd at ${this.#url} failed: ${detail}`, { cause: err });
+      case 'bad-credentials':
+        return new InvalidArgument(`etcd at ${this.#url} refused the user name or password for ${JSON.stringify(user ?? '')} (${detail})`, { cause: err });
+      case 'no-credentials':
+        return new InvalidArgument(`etcd at ${this.#url} has authentication enabled: give a user and password (${detail})`, { cause: err });
+      case 'permission':
+        return new InvalidArgument(`etcd at ${this.#url} denied user ${JSON.stringify(user ?? '')} access under ${JSON.stringify(this.#prefix)} (${detail})`, { cause: err });
+    }
   }
 
   #fullKey(key: string): Buffer {
@@ -522,20 +599,121 @@ export class EtcdStore implements Store {
   }
 }
 
-/** `etcd://h:p,h:p` or `http://h:p,…` → etcd3 hosts (`http://h:p`). */
-export function parseEtcdUrl(url: string): string[] {
-  const match = /^(etcd|http):\/\/([^/?#@]+)\/?$/.exec(url);
-  if (match === null || match[2] === undefined) {
-    throw new InvalidArgument(`invalid etcd URL ${JSON.stringify(url)}: expected etcd://host:port[,host:port…] or http://host:port`);
+interface EtcdMember {
+  /** A host name or IP address, IPv6 in brackets as in the URL. */
+  readonly host: string;
+  readonly port: number;
+}
+
+function parseMembers(url: string): { tls: boolean; members: EtcdMember[] } {
+  const match = /^(etcds?|https?):\/\/([^/?#@]+)\/?$/.exec(url);
+  if (match === null || match[1] === undefined || match[2] === undefined) {
+    throw new InvalidArgument(
+      `invalid etcd URL ${JSON.stringify(url)}: expected etcd://host:port[,host:port…], http://host:port, or etcds:// or https:// for TLS`,
+    );
   }
-  return match[2].split(',').map((member) => {
+  const members = match[2].split(',').map((member) => {
     const parts = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(member);
     const port = parts?.[2] === undefined ? DEFAULT_CLIENT_PORT : Number(parts[2]);
     if (parts === null || parts[1] === undefined || port < 1 || port > 65535) {
       throw new InvalidArgument(`invalid etcd URL ${JSON.stringify(url)}: bad member ${JSON.stringify(member)}`);
     }
-    return `http://${parts[1]}:${port}`;
+    return { host: parts[1], port };
   });
+  return { tls: match[1] === 'etcds' || match[1] === 'https', members };
+}
+
+/** `etcd://h:p,h:p`, `http://h:p,…`, `etcds://…` or `https://…` → etcd3 hosts (`http://h:p` or `https://h:p`). */
+export function parseEtcdUrl(url: string): string[] {
+  const { tls, members } = parseMembers(url);
+  return members.map(({ host, port }) => `${tls ? 'https' : 'http'}://${host}:${port}`);
+}
+
+/**
+ * Every address and port the members of `url` are reached at, host names
+ * resolved now (all their addresses), so a firewall can name them.
+ */
+export async function etcdClientEndpoints(url: string): Promise<{ address: string; port: number }[]> {
+  const endpoints: { address: string; port: number }[] = [];
+  for (const { host, port } of parseMembers(url).members) {
+    const name = host.replace(/^\[(.*)\]$/, '$1');
+    let addresses: { address: string }[];
+    try {
+      addresses = await lookup(name, { all: true });
+    } catch (err) {
+      throw new Unavailable(`cannot resolve etcd member ${JSON.stringify(name)} of ${url}: ${reason(err)}`, { cause: err });
+    }
+    for (const { address } of addresses) {
+      if (!endpoints.some((e) => e.address === address && e.port === port)) endpoints.push({ address, port });
+    }
+  }
+  return endpoints;
+}
+
+/** etcd3's TLS settings from the access options, after checking they fit the URL and reading the files. */
+async function securityOptions(url: string, hosts: readonly string[], access: EtcdAccess): Promise<Pick<IOptions, 'credentials'>> {
+  const tls = hosts.every((host) => host.startsWith('https:'));
+  const tlsFiles = (
+    [
+      ['caFile', 'CA file'],
+      ['certFile', 'client certificate'],
+      ['keyFile', 'client key'],
+    ] as const
+  ).filter(([name]) => access[name] !== undefined);
+  if (!tls && tlsFiles.length > 0) {
+    throw new InvalidArgument(`etcd ${tlsFiles.map(([, what]) => what).join(', ')} given, but ${url} is not a TLS URL (use etcds:// or https://)`);
+  }
+  if ((access.certFile === undefined) !== (access.keyFile === undefined)) {
+    throw new InvalidArgument('an etcd client certificate needs its key, and a key its certificate: give both or neither');
+  }
+  if ((access.user === undefined) !== (access.password === undefined)) {
+    throw new InvalidArgument('etcd authentication needs both a user and a password');
+  }
+  if (access.user === '') throw new InvalidArgument('etcd user must not be empty');
+  if (!tls || tlsFiles.length === 0) return {};
+  return {
+    credentials: {
+      // Without a CA file, the CAs Node trusts, as etcd3 does for a TLS URL with no credentials.
+      rootCertificate: access.caFile === undefined ? Buffer.from(rootCertificates.join('\n')) : await readPem('CA file', access.caFile),
+      ...(access.certFile !== undefined ? { certChain: await readPem('client certificate file', access.certFile) } : {}),
+      ...(access.keyFile !== undefined ? { privateKey: await readPem('client key file', access.keyFile) } : {}),
+    },
+  };
+}
+
+async function readPem(what: string, path: string): Promise<Buffer> {
+  let pem: Buffer;
+  try {
+    pem = await readFile(path);
+  } catch (err) {
+    throw new InvalidArgument(`cannot read etcd ${what} ${path}: ${reason(err)}`, { cause: err });
+  }
+  // gRPC would take anything here and fail later with a misleading handshake error.
+  if (!pem.includes('-----BEGIN ')) throw new InvalidArgument(`etcd ${what} ${path} is not in PEM format`);
+  return pem;
+}
+
+type AccessProblem = 'untrusted-server' | 'client-refused' | 'tls' | 'bad-credentials' | 'no-credentials' | 'permission';
+
+/** Classifies errors caused by our TLS settings or credentials, which no retry can fix. */
+function accessProblem(err: unknown): { kind: AccessProblem; error: unknown } | undefined {
+  if (err instanceof EtcdAuthenticationFailedError) return { kind: 'bad-credentials', error: err };
+  if (err instanceof EtcdPermissionDeniedError) return { kind: 'permission', error: err };
+  if (!(err instanceof Error)) return undefined;
+  if (err instanceof GRPCInvalidArgumentError && err.message.includes('user name is empty')) return { kind: 'no-credentials', error: err };
+  // grpc-js reports a failed handshake as UNAVAILABLE with the TLS error as the connection's last error.
+  const handshake = /Last error: (.*)/s.exec(err.message)?.[1];
+  if (!(err instanceof GRPCUnavailableError) || handshake === undefined || !/certificate|SSL|TLS|alert/i.test(handshake)) return undefined;
+  // OpenSSL's own lines look like `802C…:error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate:…`; keep the words.
+  const cause = new Error(
+    handshake
+      .replace(/^Error: /, '')
+      .replace(/^\w+:error:\w+:SSL routines:[^:]*:([^:]*):.*$/s, '$1')
+      .replace(/\s*\(\d{4}-[^)]*\)/, ''),
+  );
+  if (/unable to verify|self[- ]signed|unknown ca|issuer/i.test(handshake)) return { kind: 'untrusted-server', error: cause };
+  if (/bad certificate|certificate required|alert number (42|116)\b/i.test(handshake)) return { kind: 'client-refused', error: cause };
+  return { kind: 'tls', error: cause };
 }
 
 /** The first key after every key that starts with `prefix` (etcd's range_end for a prefix). */

@@ -27,9 +27,11 @@ export interface TxnOutcome {
 export function applyTxn(before: Snapshot, request: TxnRequest): TxnOutcome {
   validateTxn(request);
   for (const compare of request.compare ?? []) {
-    if ((before.entries.get(compare.key)?.modRevision ?? 0) !== compare.modRevision) {
-      return { succeeded: false, snapshot: before, events: [] };
-    }
+    const holds =
+      compare.prefix === true
+        ? ![...before.entries.keys()].some((key) => key.startsWith(compare.key))
+        : (before.entries.get(compare.key)?.modRevision ?? 0) === compare.modRevision;
+    if (!holds) return { succeeded: false, snapshot: before, events: [] };
   }
   const puts = request.put ?? [];
   const deletes = (request.delete ?? []).filter((key) => before.entries.has(key));

@@ -19,6 +19,8 @@ export interface Compare {
   readonly key: string;
   /** Expected modRevision of the key; 0 means "the key must not exist". */
   readonly modRevision: number;
+  /** Compare every key starting with `key`: with modRevision 0 (the only value allowed), "no such key exists". */
+  readonly prefix?: boolean;
 }
 
 export interface TxnRequest {

@@ -12,6 +12,9 @@ export function validateTxn(request: TxnRequest): void {
     if (!Number.isSafeInteger(compare.modRevision) || compare.modRevision < 0) {
       throw new TypeError(`compare on ${JSON.stringify(compare.key)}: modRevision must be a non-negative integer`);
     }
+    if (compare.prefix === true && compare.modRevision !== 0) {
+      throw new TypeError(`compare on prefix ${JSON.stringify(compare.key)}: only modRevision 0 (no key under it) is supported`);
+    }
   }
   for (const put of request.put ?? []) {
     claim(put.key);

@@ -2,7 +2,8 @@
  * A throwaway single-member etcd for tests: Debian's /usr/bin/etcd with a
  * temporary data directory, on free ports of 127.0.0.1 or, with `netnsPath`,
  * on an address inside a network namespace (entered with nsenter, so the
- * process sees the same mount namespace as everyone else).
+ * process sees the same mount namespace as everyone else). Optionally with
+ * TLS for clients and with authentication enabled.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -18,10 +19,23 @@ export interface EtcdOptions {
   readonly host?: string;
   /** Run etcd in this network namespace (e.g. /var/run/netns/NAME). */
   readonly netnsPath?: string;
+  /** Serve clients over TLS (the URL becomes etcds://); peers stay plain. */
+  readonly tls?: EtcdTlsFiles;
+  /** Enable authentication once started: a `root` user with this password and the root role. */
+  readonly rootPassword?: string;
+}
+
+/** PEM files, as etcd's --cert-file, --key-file and --trusted-ca-file take them. */
+export interface EtcdTlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly trustedCaFile: string;
+  /** Require client certificates signed by trustedCaFile (--client-cert-auth); etcdctl then uses this pair. */
+  readonly clientAuth?: { readonly certFile: string; readonly keyFile: string };
 }
 
 export interface RunningEtcd {
-  /** Client URL for EtcdStore.open, `etcd://host:port`. */
+  /** Client URL for EtcdStore.open, `etcd://host:port` (`etcds://` with TLS). */
   readonly url: string;
   readonly dataDir: string;
   /** SIGTERM, wait for the exit, remove the data directory. */
@@ -61,7 +75,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<RunningEtcd>
   const clientPort = netnsPath === undefined ? await freePort(host) : 2379;
   let peerPort = netnsPath === undefined ? await freePort(host) : 2380;
   while (peerPort === clientPort) peerPort = await freePort(host);
-  const clientUrl = `http://${hostPort(host, clientPort)}`;
+  const { tls, rootPassword } = options;
+  const clientUrl = `${tls === undefined ? 'http' : 'https'}://${hostPort(host, clientPort)}`;
   const peerUrl = `http://${hostPort(host, peerPort)}`;
   // On tmpfs where there is one: etcd fsyncs every write, and a loaded disk made a test's write miss its 5 s bound.
   const dataDir = await mkdtemp(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'netctl-etcd-'));
@@ -77,7 +92,16 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<RunningEtcd>
     '--initial-cluster-state', 'new',
     '--logger', 'zap',
     '--log-level', 'error',
+    ...(tls === undefined ? [] : ['--cert-file', tls.certFile, '--key-file', tls.keyFile, '--trusted-ca-file', tls.trustedCaFile]),
+    ...(tls?.clientAuth === undefined ? [] : ['--client-cert-auth']),
   ];
+  // etcdctl's flags to reach this member; the user is added once authentication is on.
+  const ctlAccess = [
+    `--endpoints=${clientUrl}`,
+    ...(tls === undefined ? [] : [`--cacert=${tls.trustedCaFile}`]),
+    ...(tls?.clientAuth === undefined ? [] : [`--cert=${tls.clientAuth.certFile}`, `--key=${tls.clientAuth.keyFile}`]),
+  ];
+  let authEnabled = false;
   const inNamespace = (command: string, commandArgs: string[]): [string, string[]] =>
     netnsPath === undefined ? [command, commandArgs] : ['nsenter', [`--net=${netnsPath}`, command, ...commandArgs]];
 
@@ -106,7 +130,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<RunningEtcd>
         throw new Error(`etcd exited at start (${started.exitCode ?? started.signalCode}): ${output}`);
       }
       const [ctl, ctlArgs] = inNamespace(ETCDCTL, [
-        `--endpoints=${clientUrl}`,
+        ...ctlAccess,
+        ...(authEnabled && rootPassword !== undefined ? [`--user=root:${rootPassword}`] : []),
         '--dial-timeout=1s',
         '--command-timeout=2s',
         'endpoint',
@@ -130,15 +155,26 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<RunningEtcd>
     child = undefined;
   };
 
+  const enableAuth = async (password: string): Promise<void> => {
+    for (const command of [['user', 'add', `root:${password}`, '--interactive=false'], ['role', 'add', 'root'], ['user', 'grant-role', 'root', 'root'], ['auth', 'enable']]) {
+      const [ctl, ctlArgs] = inNamespace(ETCDCTL, [...ctlAccess, '--command-timeout=5s', ...command]);
+      const result = await run(ctl, ctlArgs, { timeoutMs: 10_000 });
+      if (result.code !== 0) throw new Error(`etcdctl ${command.join(' ')}: ${result.stderr}`);
+    }
+    authEnabled = true;
+  };
+
   try {
     await launch();
+    if (rootPassword !== undefined) await enableAuth(rootPassword);
   } catch (err) {
+    await signal('SIGKILL');
     await rm(dataDir, { recursive: true, force: true });
     throw err;
   }
 
   return {
-    url: `etcd://${hostPort(host, clientPort)}`,
+    url: `${tls === undefined ? 'etcd' : 'etcds'}://${hostPort(host, clientPort)}`,
     dataDir,
     stop: async () => {
       await signal('SIGTERM');

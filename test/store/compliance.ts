@@ -76,6 +76,18 @@ export function storeCompliance(name: string, makeStore: MakeStore): void {
     t.is((await store.get('a'))?.modRevision, third.revision);
   });
 
+  withStore('a prefix compare holds only while no key starts with the prefix', async (t, store) => {
+    const claim = { compare: [{ key: 'names/x/', modRevision: 0, prefix: true }], put: [{ key: 'claimed', value: '1' }] };
+    await store.txn({ put: [{ key: 'names/xy', value: 'not under names/x/' }] });
+    t.true((await store.txn(claim)).succeeded);
+    await store.txn({ put: [{ key: 'names/x/host1', value: 'a' }] });
+    t.false((await store.txn({ ...claim, put: [{ key: 'claimed2', value: '1' }] })).succeeded);
+    t.is(await store.get('claimed2'), undefined);
+    await store.txn({ delete: ['names/x/host1'] });
+    t.true((await store.txn({ ...claim, put: [{ key: 'claimed2', value: '1' }] })).succeeded);
+    await t.throwsAsync(store.txn({ compare: [{ key: 'names/', modRevision: 3, prefix: true }] }), { instanceOf: TypeError });
+  });
+
   withStore('compare on modRevision 0 creates a key only once', async (t, store) => {
     const create = { compare: [{ key: 'lock', modRevision: 0 }], put: [{ key: 'lock', value: 'me' }] };
     t.true((await store.txn(create)).succeeded);

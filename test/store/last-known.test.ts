@@ -1,0 +1,71 @@
+import test from 'ava';
+import { Unavailable } from '../../src/cnm/errors.js';
+import { LastKnownStore } from '../../src/store/last-known.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import type { Store, TxnRequest } from '../../src/store/types.js';
+
+/** A store that can be cut off: every call then fails with Unavailable, as EtcdStore's do after their timeout. */
+class Cuttable implements Store {
+  down = false;
+  calls = 0;
+  constructor(readonly inner = new MemoryStore()) {}
+  private check(): void {
+    this.calls++;
+    if (this.down) throw new Unavailable('cannot reach etcd at etcd://198.18.0.254:2379');
+  }
+  async get(key: string) {
+    this.check();
+    return this.inner.get(key);
+  }
+  async list(prefix: string) {
+    this.check();
+    return this.inner.list(prefix);
+  }
+  async txn(request: TxnRequest) {
+    this.check();
+    return this.inner.txn(request);
+  }
+  watch(prefix: string, onEvent: Parameters<Store['watch']>[1]) {
+    return this.inner.watch(prefix, onEvent);
+  }
+  async close() {}
+}
+
+test('while the store is out of reach, remembered prefixes answer from memory; writes and other reads still ask the store', async (t) => {
+  const cluster = new Cuttable();
+  await cluster.inner.txn({ put: [{ key: 'networks/a', value: 'A' }, { key: 'overlay/vni/4096', value: 'a' }] });
+  const store = await LastKnownStore.open(cluster, { prefixes: ['networks/'], probeIntervalMs: 10 });
+  t.teardown(() => store.close());
+  await store.txn({ put: [{ key: 'networks/b', value: 'B' }] });
+  t.deepEqual(store.status(), { reachable: true });
+
+  cluster.down = true;
+  // The first call meets the outage and still answers from memory.
+  t.deepEqual((await store.list('networks/')).map((kv) => kv.value), ['A', 'B']);
+  t.false(store.status().reachable);
+  t.regex(store.status().lastReached ?? '', /^\d{4}-\d\d-\d\dT/);
+  const before = cluster.calls;
+  t.is((await store.get('networks/b'))?.value, 'B');
+  t.true(cluster.calls - before <= 1, 'known out of reach, remembered reads do not go to the store (only the background probe may)');
+  await t.throwsAsync(store.txn({ put: [{ key: 'networks/c', value: 'C' }] }), { instanceOf: Unavailable, message: /cannot reach etcd/ });
+  await t.throwsAsync(store.list('overlay/vni/'), { instanceOf: Unavailable });
+});
+
+test('the store is probed until it answers; then calls go to it again and onReachable runs', async (t) => {
+  const cluster = new Cuttable();
+  const store = await LastKnownStore.open(cluster, { prefixes: ['networks/'], probeIntervalMs: 10 });
+  t.teardown(() => store.close());
+  let back = 0;
+  store.onReachable(() => back++);
+  cluster.down = true;
+  await t.throwsAsync(store.txn({ put: [{ key: 'networks/x', value: '1' }] }), { instanceOf: Unavailable });
+  cluster.down = false;
+  // Changes made by others meanwhile reach the memory through the watch.
+  await cluster.inner.txn({ put: [{ key: 'networks/y', value: '2' }] });
+  for (let i = 0; i < 500 && back === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  t.is(back, 1);
+  t.deepEqual(store.status(), { reachable: true });
+  t.true((await store.txn({ put: [{ key: 'networks/x', value: '1' }] })).succeeded);
+  cluster.down = true;
+  t.deepEqual((await store.list('networks/')).map((kv) => kv.key), ['networks/x', 'networks/y']);
+});
