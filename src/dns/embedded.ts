@@ -7,17 +7,18 @@
  * for overlay networks, the cluster store), so a join or a leave anywhere is
  * in the table as soon as the store reports it.
  */
-import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
-import type { Server, Socket } from 'node:net';
-import { join } from 'node:path';
+import type { Server } from 'node:net';
+import { join, resolve } from 'node:path';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/types.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { NETNS_RUN_DIR, netnsExists } from '../sys/netns.js';
+import { NETNS_ETC_DIR, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../sys/resolvconf.js';
+import { openFileLimit } from '../sys/rlimit.js';
 import { type DatagramBatch, NativeUdpSocket, type ReceivedDatagrams, openTcpListener, receivedDatagram } from '../sys/udp.js';
 import { Forwarder } from './forwarder.js';
 import { RecordTable } from './records.js';
-import { DnsServer } from './server.js';
-import { frameTcp, readTcpMessages } from './tcp.js';
+import { type DnsQueryObservation, DnsServer } from './server.js';
+import { type TcpLimits, TcpConnections } from './tcp-connections.js';
 
 export const EMBEDDED_DNS_ADDRESS = '127.0.0.11';
 const RESOLV_CONF = `nameserver ${EMBEDDED_DNS_ADDRESS}\noptions ndots:0\n`;
@@ -33,12 +34,25 @@ export interface EmbeddedDnsOptions {
   /** The DNS port inside sandboxes (53; tests of the listener itself may pick another). */
   readonly port?: number;
   readonly log?: (message: string) => void;
+  /** Limits of the TCP connections; see `TcpConnections` and `defaultTcpLimits`. */
+  readonly tcpLimits?: Partial<TcpLimits>;
+  /** Told how each query ended (for the metrics). */
+  readonly onQuery?: (query: DnsQueryObservation) => void;
 }
 
 interface Listener {
   readonly udp: NativeUdpSocket;
   readonly tcp: Server;
-  readonly connections: Set<Socket>;
+}
+
+/**
+ * 10 s idle, 32 connections per sandbox (a stub resolver uses one or two),
+ * and 1024 in all, or half the open-file limit when that is lower, so DNS
+ * connections alone never take the descriptors the API, the store, the
+ * listeners and the forwards need.
+ */
+export function defaultTcpLimits(): TcpLimits {
+  return { idleTimeoutMs: 10_000, maxPerSandbox: 32, maxTotal: Math.min(1024, Math.floor(openFileLimit().soft / 2)) };
 }
 
 function bare(cidr: string | undefined): string | undefined {
@@ -53,8 +67,12 @@ function bare(cidr: string | undefined): string | undefined {
 export function resolvConfPath(sandbox: Pick<SandboxRecord, 'id' | 'netnsPath'>, stateDir: string): string {
   const prefix = `${NETNS_RUN_DIR}/`;
   if (sandbox.netnsPath.startsWith(prefix) && !sandbox.netnsPath.slice(prefix.length).includes('/')) {
-    return `/etc/netns/${sandbox.netnsPath.slice(prefix.length)}/resolv.conf`;
+    return `${NETNS_ETC_DIR}/${sandbox.netnsPath.slice(prefix.length)}/resolv.conf`;
   }
+  return stateResolvConfPath(sandbox, stateDir);
+}
+
+function stateResolvConfPath(sandbox: Pick<SandboxRecord, 'id'>, stateDir: string): string {
   return join(stateDir, 'resolv', `${sandbox.id}.conf`);
 }
 
@@ -67,6 +85,9 @@ export class EmbeddedDns {
   private readonly endpoints = new Map<string, EndpointRecord>();
   private readonly sandboxes = new Map<string, SandboxRecord>();
   private readonly listeners = new Map<string, Listener>();
+  /** sandboxId → the resolv.conf written for it. */
+  private readonly resolvConfs = new Map<string, string>();
+  private readonly tcpConnections: TcpConnections;
   private readonly watches: Watch[] = [];
   /** Sandbox changes are applied one after another: opening a listener is asynchronous. */
   private sandboxQueue: Promise<void> = Promise.resolve();
@@ -81,8 +102,12 @@ export class EmbeddedDns {
       table: this.table,
       ...(forwarder !== undefined ? { forwarder } : {}),
       ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
+      ...(options.onQuery !== undefined ? { onQuery: options.onQuery } : {}),
       log: this.log,
     });
+    this.tcpConnections = new TcpConnections({ ...defaultTcpLimits(), ...options.tcpLimits }, (sandboxId, query) =>
+      this.server.handle(query, { sandboxId, transport: 'tcp', mayForward: this.mayForward(sandboxId) }),
+    );
   }
 
   /** Loads what the stores hold, follows them, and opens a listener in every sandbox. */
@@ -96,6 +121,8 @@ export class EmbeddedDns {
       }
       await dns.follow(options.localStore, 'sandboxes/');
       await dns.sandboxQueue;
+      // Files of sandboxes that went while no DNS ran (a crash mid-removal, a restore that released them).
+      await sweepResolvConfs(dns.owner, new Set(dns.sandboxes.keys()), join(options.stateDir, 'resolv'), dns.journalDir);
     } catch (err) {
       await dns.stop();
       throw err;
@@ -110,6 +137,7 @@ export class EmbeddedDns {
     for (const watch of this.watches) await watch.cancel();
     await this.sandboxQueue;
     for (const sandboxId of [...this.listeners.keys()]) await this.closeListener(sandboxId);
+    this.tcpConnections.close();
     await this.server.stop();
   }
 
@@ -202,20 +230,19 @@ export class EmbeddedDns {
   private async openListener(sandbox: SandboxRecord): Promise<void> {
     const port = this.options.port ?? 53;
     const udp = NativeUdpSocket.open({ netnsPath: sandbox.netnsPath, address: EMBEDDED_DNS_ADDRESS, port });
-    const connections = new Set<Socket>();
     let tcp: Server;
     try {
-      tcp = await openTcpListener({ netnsPath: sandbox.netnsPath, address: EMBEDDED_DNS_ADDRESS, port }, (socket) => {
-        connections.add(socket);
-        socket.once('close', () => connections.delete(socket));
-        void this.serveTcp(sandbox.id, socket);
-      });
+      tcp = await openTcpListener({ netnsPath: sandbox.netnsPath, address: EMBEDDED_DNS_ADDRESS, port }, (socket) =>
+        this.tcpConnections.accept(sandbox.id, socket),
+      );
     } catch (err) {
       udp.close();
       throw err;
     }
+    // accept(2) failing (EMFILE under a flood) must not end the daemon; the listener keeps listening.
+    tcp.on('error', (err) => this.log(`dns: TCP listener of sandbox ${sandbox.name}: ${err.message}`));
     udp.start((batch) => this.serveUdp(sandbox.id, udp, batch));
-    this.listeners.set(sandbox.id, { udp, tcp, connections });
+    this.listeners.set(sandbox.id, { udp, tcp });
   }
 
   /** Answers a batch; replies ready in the same turn leave in one sendBatch. */
@@ -253,38 +280,54 @@ export class EmbeddedDns {
     }
   }
 
-  private async serveTcp(sandboxId: string, socket: Socket): Promise<void> {
-    try {
-      for await (const query of readTcpMessages(socket)) {
-        const reply = await this.server.handle(query, { sandboxId, transport: 'tcp', mayForward: this.mayForward(sandboxId) });
-        if (reply === undefined) break;
-        socket.write(frameTcp(reply));
-      }
-      socket.end();
-    } catch {
-      socket.destroy();
-    }
-  }
-
   private async closeListener(sandboxId: string): Promise<void> {
     const listener = this.listeners.get(sandboxId);
     if (listener === undefined) return;
     this.listeners.delete(sandboxId);
     listener.udp.close();
-    for (const socket of listener.connections) socket.destroy();
+    this.tcpConnections.closeSandbox(sandboxId);
     await new Promise<void>((resolve) => listener.tcp.close(() => resolve()));
   }
 
+  /** The resolv.conf written for the sandbox, once it is. */
+  resolvConfPathOf(sandbox: Pick<SandboxRecord, 'id'>): string | undefined {
+    return this.resolvConfs.get(sandbox.id);
+  }
+
+  /** Identifies this daemon's files among those of others sharing /etc/netns. */
+  private get owner(): string {
+    return resolve(this.options.stateDir);
+  }
+
+  private get journalDir(): string {
+    return join(this.options.stateDir, 'resolv-dirs');
+  }
+
+  private resolvConfTarget(sandbox: Pick<SandboxRecord, 'id'>, path: string) {
+    return { path, sandboxId: sandbox.id, owner: this.owner, journalDir: this.journalDir };
+  }
+
+  /**
+   * /etc/netns/NAME/resolv.conf for a named namespace, unless the user has a
+   * file of their own there: then it stays untouched and the sandbox's file
+   * goes under the state directory.
+   */
   private async writeResolvConf(sandbox: SandboxRecord): Promise<void> {
-    const path = resolvConfPath(sandbox, this.options.stateDir);
-    await mkdir(join(path, '..'), { recursive: true });
-    await writeFile(path, RESOLV_CONF);
+    const preferred = resolvConfPath(sandbox, this.options.stateDir);
+    const fallback = stateResolvConfPath(sandbox, this.options.stateDir);
+    for (const path of preferred === fallback ? [preferred] : [preferred, fallback]) {
+      if (await writeResolvConf(this.resolvConfTarget(sandbox, path), RESOLV_CONF)) {
+        if (path !== preferred) this.log(`dns: ${preferred} is not netctl's and stays as it is; sandbox ${sandbox.name} uses ${path}`);
+        this.resolvConfs.set(sandbox.id, path);
+        return;
+      }
+    }
   }
 
   private async removeResolvConf(sandbox: SandboxRecord): Promise<void> {
-    const path = resolvConfPath(sandbox, this.options.stateDir);
-    await rm(path, { force: true });
-    // /etc/netns/NAME was made for this sandbox alone.
-    if (path.startsWith('/etc/netns/')) await rmdir(join(path, '..')).catch(() => undefined);
+    this.resolvConfs.delete(sandbox.id);
+    for (const path of new Set([resolvConfPath(sandbox, this.options.stateDir), stateResolvConfPath(sandbox, this.options.stateDir)])) {
+      await removeResolvConf(this.resolvConfTarget(sandbox, path));
+    }
   }
 }

@@ -123,8 +123,10 @@ export class Forwarder {
   readonly #maxConcurrent: number;
   readonly #transport: UpstreamTransport;
   readonly #log: (message: string) => void;
-  readonly #closing = new AbortController();
+  /** Attempts in flight, aborted on close; one listener per attempt on a shared signal would trip MaxListeners. */
+  readonly #attempts = new Set<AbortController>();
   readonly #inFlight = new Set<Promise<ForwardResult>>();
+  #closed = false;
 
   /** Throws InvalidArgument on an upstream that is not an IP address (with optional port). */
   constructor(opts: ForwarderOptions) {
@@ -153,7 +155,7 @@ export class Forwarder {
    * from the same upstream (and relayed truncated if that fails).
    */
   forward(query: Buffer, opts: { tcp: boolean }): Promise<ForwardResult> {
-    if (this.#closing.signal.aborted) return Promise.resolve('servfail');
+    if (this.#closed) return Promise.resolve('servfail');
     if (this.#inFlight.size >= this.#maxConcurrent) return Promise.resolve('refused');
     const work = this.#forward(query, opts.tcp);
     this.#inFlight.add(work);
@@ -163,7 +165,8 @@ export class Forwarder {
 
   /** Aborts forwards in flight and waits for them to end. */
   async close(): Promise<void> {
-    this.#closing.abort();
+    this.#closed = true;
+    for (const attempt of this.#attempts) attempt.abort();
     await Promise.allSettled([...this.#inFlight]);
   }
 
@@ -191,7 +194,7 @@ export class Forwarder {
 
   /** One exchange with one upstream under a fresh ID; undefined on timeout, error or close. */
   async #attempt(upstream: Upstream, query: Buffer, key: string, tcp: boolean): Promise<Buffer | undefined> {
-    if (this.#closing.signal.aborted) return undefined;
+    if (this.#closed) return undefined;
     const id = randomId();
     const outgoing = Buffer.from(query);
     outgoing.writeUInt16BE(id, 0);
@@ -203,8 +206,7 @@ export class Forwarder {
       return answered !== undefined && questionKey(answered) === key;
     };
     const attempt = new AbortController();
-    const onClose = (): void => attempt.abort();
-    this.#closing.signal.addEventListener('abort', onClose);
+    this.#attempts.add(attempt);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -218,14 +220,14 @@ export class Forwarder {
       // A transport that ignores the signal must not hold the forward past the timeout.
       return Buffer.from(await Promise.race([exchange, timeout]));
     } catch (error) {
-      if (!this.#closing.signal.aborted) {
+      if (!this.#closed) {
         this.#log(`dns: upstream ${upstream.address}:${upstream.port} (${tcp ? 'tcp' : 'udp'}): ${(error as Error).message}`);
       }
       return undefined;
     } finally {
       clearTimeout(timer);
       attempt.abort();
-      this.#closing.signal.removeEventListener('abort', onClose);
+      this.#attempts.delete(attempt);
     }
   }
 }

@@ -50,6 +50,23 @@ export interface DnsServerOptions {
   /** TTL of the answers from the table, in seconds; default 600 (Docker's). */
   ttl?: number;
   log?: (message: string) => void;
+  /** Told about every query once it is answered or dropped (for metrics); it must not throw. */
+  onQuery?: (query: DnsQueryObservation) => void;
+}
+
+/**
+ * How a query ended: `answered` from the table, `nodata` a table name without
+ * records of the type asked, `forwarded` an upstream reply relayed (`nxdomain`
+ * when it says the name does not exist), `servfail` and `refused` as the
+ * module comment says, `malformed` FORMERR, NOTIMP or BADVERS, `dropped` no reply.
+ */
+export type DnsQueryResult = 'answered' | 'nodata' | 'forwarded' | 'nxdomain' | 'servfail' | 'refused' | 'malformed' | 'dropped';
+
+export interface DnsQueryObservation {
+  readonly result: DnsQueryResult;
+  readonly transport: 'udp' | 'tcp';
+  /** From `handle` being called to the reply (or the drop). */
+  readonly seconds: number;
 }
 
 export interface QueryContext {
@@ -75,6 +92,11 @@ interface Query {
 }
 
 type Parsed = { kind: 'drop' } | { kind: 'error'; reply: Buffer } | { kind: 'query'; query: Query };
+
+interface Outcome {
+  result: DnsQueryResult;
+  reply?: Buffer;
+}
 
 /** Query sections beyond these are refused, as miekg/dns refuses them: a query carries no more. */
 const MAX_ANSWERS = 1;
@@ -151,6 +173,7 @@ export class DnsServer {
   readonly #forwarder: Forwarder | undefined;
   readonly #ttl: number;
   readonly #log: (message: string) => void;
+  readonly #onQuery: ((query: DnsQueryObservation) => void) | undefined;
   readonly #inFlight = new Set<Promise<Buffer | undefined>>();
   #stopped = false;
 
@@ -159,6 +182,7 @@ export class DnsServer {
     this.#forwarder = opts.forwarder;
     this.#ttl = opts.ttl ?? 600;
     this.#log = opts.log ?? (() => {});
+    this.#onQuery = opts.onQuery;
   }
 
   /**
@@ -170,10 +194,16 @@ export class DnsServer {
    */
   handle(query: Buffer, ctx: QueryContext): Promise<Buffer | undefined> {
     if (this.#stopped) return Promise.resolve(undefined);
-    const work = this.#handle(query, ctx).catch((error: unknown) => {
-      this.#log(`dns: query from sandbox ${ctx.sandboxId} failed: ${(error as Error).message}`);
-      return undefined;
-    });
+    const start = performance.now();
+    const work = this.#handle(query, ctx)
+      .catch((error: unknown): Outcome => {
+        this.#log(`dns: query from sandbox ${ctx.sandboxId} failed: ${(error as Error).message}`);
+        return { result: 'dropped' };
+      })
+      .then(({ result, reply }) => {
+        this.#onQuery?.({ result, transport: ctx.transport, seconds: (performance.now() - start) / 1000 });
+        return reply;
+      });
     this.#inFlight.add(work);
     void work.finally(() => this.#inFlight.delete(work));
     return work;
@@ -186,29 +216,32 @@ export class DnsServer {
     await Promise.allSettled([...this.#inFlight]);
   }
 
-  async #handle(message: Buffer, ctx: QueryContext): Promise<Buffer | undefined> {
+  async #handle(message: Buffer, ctx: QueryContext): Promise<Outcome> {
     const parsed = parseQuery(message);
-    if (parsed.kind === 'drop') return undefined;
-    if (parsed.kind === 'error') return parsed.reply;
+    if (parsed.kind === 'drop') return { result: 'dropped' };
+    if (parsed.kind === 'error') return { result: 'malformed', reply: parsed.reply };
     const { query } = parsed;
     const limit = ctx.transport === 'tcp' ? MAX_TCP_MESSAGE : udpLimit(query.opt);
 
     // RFC 6891 §6.1.3: only EDNS version 0 exists.
     if (query.opt && query.opt.version !== 0) {
-      return this.#reply(query, Flag.RA | (Rcode.BADVERS & Flag.RCODE), [], Rcode.BADVERS >> 4);
+      return { result: 'malformed', reply: this.#reply(query, Flag.RA | (Rcode.BADVERS & Flag.RCODE), [], Rcode.BADVERS >> 4) };
     }
 
     const answers = this.#answerLocally(query.question, ctx.sandboxId);
-    if (answers) return this.#fit(query, Flag.RA | Rcode.NOERROR, answers, limit);
+    if (answers) {
+      return { result: answers.length > 0 ? 'answered' : 'nodata', reply: this.#fit(query, Flag.RA | Rcode.NOERROR, answers, limit) };
+    }
 
-    if (!this.#forwarder || !ctx.mayForward) return this.#reply(query, Flag.RA | Rcode.SERVFAIL, []);
+    if (!this.#forwarder || !ctx.mayForward) return { result: 'servfail', reply: this.#reply(query, Flag.RA | Rcode.SERVFAIL, []) };
     const result = await this.#forwarder.forward(message, { tcp: ctx.transport === 'tcp' });
-    if (result === 'refused') return this.#reply(query, Flag.RA | Rcode.REFUSED, []);
-    if (result === 'servfail') return this.#reply(query, Flag.RA | Rcode.SERVFAIL, []);
-    if (result.length <= limit) return result;
-    // Only an upstream reply fetched over TCP can exceed the client's UDP size.
+    if (result === 'refused') return { result: 'refused', reply: this.#reply(query, Flag.RA | Rcode.REFUSED, []) };
+    if (result === 'servfail') return { result: 'servfail', reply: this.#reply(query, Flag.RA | Rcode.SERVFAIL, []) };
     const upstreamFlags = result.readUInt16BE(2) & ~Flag.QR;
-    return this.#reply(query, upstreamFlags | Flag.TC, []);
+    const relayed = (upstreamFlags & Flag.RCODE) === Rcode.NXDOMAIN ? 'nxdomain' : 'forwarded';
+    if (result.length <= limit) return { result: relayed, reply: result };
+    // Only an upstream reply fetched over TCP can exceed the client's UDP size.
+    return { result: relayed, reply: this.#reply(query, upstreamFlags | Flag.TC, []) };
   }
 
   /** Answer records from the table, [] for NODATA, or undefined when the name is not the table's. */

@@ -23,11 +23,19 @@ export function frameTcp(message: Uint8Array): Buffer {
  * completes, however the bytes were split into chunks. A zero-length frame
  * yields an empty buffer. A message cut off by the end of the stream is
  * dropped; the generator ends with the stream and throws what the stream throws.
+ * Chunks are joined only once a whole frame (or its length) is there, so a
+ * frame trickled in a byte at a time costs linear, not quadratic, copying.
  */
 export async function* readTcpMessages(stream: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer, void, undefined> {
-  let pending: Buffer = Buffer.alloc(0);
+  let chunks: Buffer[] = [];
+  let buffered = 0;
+  /** Bytes needed before anything can be yielded: the length prefix, then the frame it announces. */
+  let needed = 2;
   for await (const chunk of stream) {
-    pending = pending.length === 0 ? Buffer.from(chunk) : Buffer.concat([pending, chunk]);
+    chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    buffered += chunk.byteLength;
+    if (buffered < needed) continue;
+    const pending = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, buffered);
     let offset = 0;
     while (pending.length - offset >= 2) {
       const length = pending.readUInt16BE(offset);
@@ -35,6 +43,9 @@ export async function* readTcpMessages(stream: AsyncIterable<Uint8Array>): Async
       yield Buffer.from(pending.subarray(offset + 2, offset + 2 + length));
       offset += 2 + length;
     }
-    pending = pending.subarray(offset);
+    const rest = pending.subarray(offset);
+    chunks = rest.length === 0 ? [] : [rest];
+    buffered = rest.length;
+    needed = rest.length >= 2 ? 2 + rest.readUInt16BE(0) : 2;
   }
 }

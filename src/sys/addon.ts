@@ -148,9 +148,20 @@ export interface NativeAddon {
   /** Completes in place a checksum left partial (an RCO octet, see FrameBatch.checksum); false when it does not fit the frame. */
   offloadCompletePartial(frame: Uint8Array, checksum: number): boolean;
 
+  /** getrlimit(RLIMIT_NOFILE); an unlimited value is Infinity. */
+  fileLimit(): NativeFileLimit;
+  /** Sets the soft RLIMIT_NOFILE to the hard one; returns the limits now in force. */
+  raiseFileLimit(): NativeFileLimit;
+
   /** flock(2); returns false when `nonBlocking` is set and the lock is held elsewhere. */
   flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;
   funlock(fd: number): void;
+}
+
+/** The open-file limits of the process (RLIMIT_NOFILE). */
+export interface NativeFileLimit {
+  soft: number;
+  hard: number;
 }
 
 /** Error thrown by the addon for a failed system call. */

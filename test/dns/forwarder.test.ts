@@ -8,7 +8,7 @@ import type { Server } from 'node:net';
 import { InvalidArgument } from '../../src/cnm/errors.js';
 import { Forwarder, parseResolvConf, parseUpstream } from '../../src/dns/forwarder.js';
 import { frameTcp, readTcpMessages } from '../../src/dns/tcp.js';
-import { makeQuery, upstreamReply } from './helpers.js';
+import { FakeTransport, makeQuery, silent, upstreamReply } from './helpers.js';
 
 const LOOPBACK = '127.0.0.1';
 
@@ -238,4 +238,24 @@ test('parseResolvConf keeps nameservers in order, loopback stubs included, and s
   ].join('\n');
   t.deepEqual(parseResolvConf(text), ['127.0.0.53', '10.0.0.2', '2001:db8::2', '127.0.1.1', '::1', '0:0::1', '192.0.2.53']);
   t.deepEqual(parseResolvConf('nameserver 127.0.0.53\noptions edns0 trust-ad\n'), ['127.0.0.53']);
+});
+
+test('many forwards in flight add no listener per attempt to a shared signal', async (t) => {
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error): void => {
+    if (warning.name === 'MaxListenersExceededWarning') warnings.push(warning);
+  };
+  process.on('warning', onWarning);
+  t.teardown(() => process.off('warning', onWarning));
+  const transport = new FakeTransport();
+  transport.set('192.0.2.1:53', silent);
+  const forwarder = new Forwarder({ upstreams: ['192.0.2.1'], timeoutMs: 60_000, maxConcurrent: 1000, transport });
+  const pending = Array.from({ length: 200 }, (_, i) => forwarder.forward(makeQuery(`n${i}.example`, 'A'), { tcp: false }));
+  while (transport.exchanges.length < pending.length) await new Promise((resolve) => setImmediate(resolve));
+  await forwarder.close();
+  t.deepEqual(new Set(await Promise.all(pending)), new Set(['servfail']), 'close still ends every attempt');
+  t.true(transport.exchanges.every((exchange) => exchange.signal.aborted));
+  // Node emits process warnings on the next tick.
+  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(warnings, []);
 });

@@ -1,0 +1,70 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { isOwnResolvConf, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../../src/sys/resolvconf.js';
+
+async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'netctl-resolv-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+const CONTENT = 'nameserver 127.0.0.11\n';
+
+test('a file netctl did not write is never overwritten or removed', async (t) => {
+  const etc = await tempDir(t);
+  await mkdir(join(etc, 'user'));
+  const path = join(etc, 'user', 'resolv.conf');
+  await writeFile(path, 'nameserver 192.0.2.53\n');
+  const target = { path, sandboxId: 'ab12', owner: '/var/lib/netctl', journalDir: join(etc, 'journal') };
+  t.false(await writeResolvConf(target, CONTENT));
+  await removeResolvConf(target);
+  t.is(await readFile(path, 'utf8'), 'nameserver 192.0.2.53\n');
+  t.false(await isOwnResolvConf(target));
+});
+
+test('netctl removes its own file, and the directory only when it made it', async (t) => {
+  const etc = await tempDir(t);
+  const journalDir = join(etc, 'journal');
+  const made = { path: join(etc, 'made', 'resolv.conf'), sandboxId: 'aa', owner: '/d', journalDir };
+  t.true(await writeResolvConf(made, CONTENT));
+  t.true((await readFile(made.path, 'utf8')).endsWith(CONTENT));
+  t.true(await writeResolvConf(made, CONTENT), 'rewriting its own file is allowed');
+  await removeResolvConf(made);
+  t.false(existsSync(join(etc, 'made')));
+
+  await mkdir(join(etc, 'users'));
+  const inUsersDir = { path: join(etc, 'users', 'resolv.conf'), sandboxId: 'bb', owner: '/d', journalDir };
+  t.true(await writeResolvConf(inUsersDir, CONTENT));
+  await removeResolvConf(inUsersDir);
+  t.false(existsSync(inUsersDir.path));
+  t.true(existsSync(join(etc, 'users')), 'the directory was there before netctl');
+});
+
+test('the sweep removes only this daemon\'s files of sandboxes that are gone', async (t) => {
+  const etc = await tempDir(t);
+  const own = await tempDir(t);
+  const journalDir = join(own, '..', `${own.split('/').pop()}-journal`);
+  t.teardown(() => rm(journalDir, { recursive: true, force: true }));
+  const write = (path: string, sandboxId: string, owner: string) => writeResolvConf({ path, sandboxId, owner, journalDir }, CONTENT);
+  await write(join(etc, 'kept', 'resolv.conf'), 'a1', '/me');
+  await write(join(etc, 'gone', 'resolv.conf'), 'b2', '/me');
+  await write(join(etc, 'other', 'resolv.conf'), 'c3', '/another-daemon');
+  await write(join(own, 'd4.conf'), 'd4', '/me');
+  await mkdir(join(etc, 'user'));
+  await writeFile(join(etc, 'user', 'resolv.conf'), 'nameserver 192.0.2.1\n');
+  // A crash between making a directory and writing the file into it leaves the directory alone.
+  await mkdir(join(journalDir), { recursive: true });
+  await mkdir(join(etc, 'empty'));
+  await writeFile(join(journalDir, 'e5'), join(etc, 'empty'));
+  const removed = await sweepResolvConfs('/me', new Set(['a1']), own, journalDir, etc);
+  t.deepEqual(removed.sort(), [join(etc, 'gone', 'resolv.conf'), join(own, 'd4.conf')].sort());
+  t.true(existsSync(join(etc, 'kept', 'resolv.conf')));
+  t.true(existsSync(join(etc, 'other', 'resolv.conf')));
+  t.true(existsSync(join(etc, 'user', 'resolv.conf')));
+  t.false(existsSync(join(etc, 'gone')));
+  t.false(existsSync(join(etc, 'empty')));
+  t.true(existsSync(join(etc, 'other')), 'another daemon\'s directory stays');
+});
