@@ -4,8 +4,12 @@
  * sandbox end becomes eth0, eth1… Isolation, --internal and masquerade are
  * one nftables table per network, so removing a network removes exactly its
  * rules. enable_icc=false uses bridge port isolation: isolated ports reach
- * the gateway but not each other.
+ * the gateway but not each other. The same table keeps the sandboxes away
+ * from the ports the cluster itself uses (protected endpoints): through our
+ * masquerade they would come from this host's address, which other hosts
+ * trust.
  */
+import { isIP } from 'node:net';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
 import { Conflict, InvalidArgument, NetctlError } from '../../cnm/errors.js';
 import type { NetworkRecord } from '../../cnm/types.js';
@@ -30,9 +34,54 @@ export interface BridgeConfig {
   readonly mtu: number;
 }
 
+/** Ports of this host and of the cluster that the sandboxes of bridge networks must not reach. */
+export interface ProtectedEndpoints {
+  /** UDP ports at every address, this host's and others' (the overlay data path: every host listens there). */
+  readonly udpPorts: readonly number[];
+  /** TCP services (the cluster store); the address 0.0.0.0 or :: means the port at every address. */
+  readonly tcp: readonly { readonly address: string; readonly port: number }[];
+}
+
 export interface BridgeDriverOptions {
   /** Namespace the bridges live in; defaults to the process's own. */
   readonly hostNetnsPath?: string;
+  /** Dropped from every bridge network's sandboxes, forwarded or addressed to this host; default none. */
+  readonly protectedEndpoints?: ProtectedEndpoints;
+}
+
+const NO_PROTECTED_ENDPOINTS: ProtectedEndpoints = { udpPorts: [], tcp: [] };
+
+function checkProtectedEndpoints(endpoints: ProtectedEndpoints): void {
+  const ports = [...endpoints.udpPorts, ...endpoints.tcp.map((e) => e.port)];
+  for (const port of ports) {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgument(`invalid protected port ${port}: an integer from 1 to 65535`);
+  }
+  for (const { address } of endpoints.tcp) {
+    if (isIP(address) === 0 || address.includes('%')) throw new InvalidArgument(`invalid protected address "${address}": an IPv4 or IPv6 address`);
+  }
+}
+
+/**
+ * The guard's rules for traffic that enters from the bridge. Forwarded: the
+ * UDP ports at any destination and each TCP endpoint at its address.
+ * Addressed to this host: each port at any of its addresses, since a
+ * listener on a wildcard address answers at the gateway address too.
+ */
+function guardRules(bridge: string, endpoints: ProtectedEndpoints): { forward: string[]; input: string[] } {
+  const set = (ports: readonly number[]) => `{ ${[...new Set(ports)].join(', ')} }`;
+  const forward: string[] = [];
+  const input: string[] = [];
+  if (endpoints.udpPorts.length > 0) {
+    forward.push(`iifname ${bridge} oifname != ${bridge} udp dport ${set(endpoints.udpPorts)} drop`);
+    input.push(`iifname ${bridge} udp dport ${set(endpoints.udpPorts)} drop`);
+  }
+  for (const { address, port } of endpoints.tcp) {
+    const unspecified = address === '0.0.0.0' || address === '::';
+    const destination = unspecified ? '' : `${isIP(address) === 6 ? 'ip6' : 'ip'} daddr ${address} `;
+    forward.push(`iifname ${bridge} oifname != ${bridge} ${destination}tcp dport ${port} drop`);
+  }
+  if (endpoints.tcp.length > 0) input.push(`iifname ${bridge} tcp dport ${set(endpoints.tcp.map((e) => e.port))} drop`);
+  return { forward, input };
 }
 
 function parseBool(option: string, value: string): boolean {
@@ -69,10 +118,11 @@ function prefixLength(cidr: string): string {
   return cidr.split('/')[1] ?? '';
 }
 
-/** nftables table of one network: the bridge only forwards its own traffic and replies to it. */
-function nftTable(network: NetworkRecord, config: BridgeConfig): string {
+/** nftables table of one network: the bridge only forwards its own traffic and replies to it, and guards the protected endpoints. */
+function nftTable(network: NetworkRecord, config: BridgeConfig, protectedEndpoints: ProtectedEndpoints): string {
   const table = nftTableName(network);
   const bridge = JSON.stringify(config.bridgeName);
+  const guard = guardRules(bridge, protectedEndpoints);
   const forward = network.internal
     ? [`iifname ${bridge} oifname != ${bridge} drop`, `oifname ${bridge} iifname != ${bridge} drop`]
     : [`oifname ${bridge} iifname != ${bridge} ct state established,related accept`, `oifname ${bridge} iifname != ${bridge} drop`];
@@ -88,7 +138,11 @@ function nftTable(network: NetworkRecord, config: BridgeConfig): string {
     `table inet ${table} {`,
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
-    ...forward.map((rule) => `    ${rule}`),
+    ...[...guard.forward, ...forward].map((rule) => `    ${rule}`),
+    '  }',
+    '  chain input {',
+    '    type filter hook input priority filter; policy accept;',
+    ...guard.input.map((rule) => `    ${rule}`),
     '  }',
     '  chain postrouting {',
     '    type nat hook postrouting priority srcnat; policy accept;',
@@ -108,11 +162,14 @@ export class BridgeDriver implements NetworkDriver {
   readonly usesIpam = true;
   readonly providesDefaultRoute = true;
   private readonly hostNetnsPath: string;
+  private readonly protectedEndpoints: ProtectedEndpoints;
   /** networkId → bridge name, to refuse two networks on one bridge. */
   private readonly bridges = new Map<string, string>();
 
   constructor(options: BridgeDriverOptions = {}) {
     this.hostNetnsPath = options.hostNetnsPath ?? currentNetnsPath();
+    this.protectedEndpoints = options.protectedEndpoints ?? NO_PROTECTED_ENDPOINTS;
+    checkProtectedEndpoints(this.protectedEndpoints);
   }
 
   validate(network: NetworkSpec): void {
@@ -152,9 +209,10 @@ export class BridgeDriver implements NetworkDriver {
       await setSysctl(this.hostNetnsPath, 'net.ipv4.ip_forward', '1');
       if (network.enableIPv6) await setSysctl(this.hostNetnsPath, 'net.ipv6.conf.all.forwarding', '1');
     }
-    // Replacing the table whole keeps restore idempotent.
-    await deleteNftTable(this.hostNetnsPath, 'inet', nftTableName(network));
-    await applyNft(this.hostNetnsPath, nftTable(network, config));
+    // Replacing the table whole keeps restore idempotent and gives networks made by an older daemon today's guard;
+    // in one transaction (add, delete, define), so the old rules hold until the new ones do.
+    const table = `inet ${nftTableName(network)}`;
+    await applyNft(this.hostNetnsPath, [`add table ${table}`, `delete table ${table}`, nftTable(network, config, this.protectedEndpoints)].join('\n'));
   }
 
   async deleteNetwork(network: NetworkRecord): Promise<void> {
