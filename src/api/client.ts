@@ -81,6 +81,8 @@ export function socketPathOf(host: string): string {
 
 export class ApiClient {
   readonly host: string;
+  /** The daemon's warnings (HTTP Warning headers) on the responses so far, each once. */
+  readonly warnings: string[] = [];
   private readonly socketPath: string;
 
   constructor(host: string = DEFAULT_HOST) {
@@ -179,6 +181,8 @@ export class ApiClient {
           res.on('error', reject);
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
+            const warning = warningText(res.headers['warning']);
+            if (warning !== undefined && !this.warnings.includes(warning)) this.warnings.push(warning);
             const status = res.statusCode ?? 0;
             if (status >= 200 && status < 300) {
               resolve({ status, headers: res.headers, text });
@@ -198,6 +202,13 @@ export class ApiClient {
       req.end(payload);
     });
   }
+}
+
+/** The text of a `199 agent "text"` Warning header. */
+function warningText(header: string | string[] | undefined): string | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined) return undefined;
+  return /^\d{3} \S+ "(.*)"$/.exec(value)?.[1] ?? value;
 }
 
 function headerOf(response: RawResponse, name: string): string {

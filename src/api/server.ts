@@ -12,6 +12,7 @@ import { arch, release } from 'node:os';
 import type { Controller } from '../cnm/controller.js';
 import { Conflict, InvalidArgument, NotFound, httpStatus } from '../cnm/errors.js';
 import { parseFiltersJson } from '../cnm/filters.js';
+import { DaemonMetrics } from './metrics.js';
 import {
   API_VERSION,
   MIN_API_VERSION,
@@ -28,15 +29,21 @@ import {
 export interface ApiServerOptions {
   /** netctl's version, reported by `/_ping`'s Server header and `/version`. */
   readonly version?: string;
+  /** Where requests are counted and what GET /metrics renders (default: metrics of this server and its controller only). */
+  readonly metrics?: DaemonMetrics;
 }
 
 const MAX_BODY_BYTES = 1 << 20;
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(?=\/)/;
+/** The route label of requests no route matched. */
+const UNMATCHED_ROUTE = 'unmatched';
 
 /** A route answers with a status and a JSON body, or with no body. */
 interface Reply {
   readonly status: number;
   readonly body?: unknown;
+  /** For a string body; default text/plain. */
+  readonly contentType?: string;
 }
 
 interface RequestContext {
@@ -49,6 +56,8 @@ interface RequestContext {
 type Handler = (ctx: RequestContext) => Promise<Reply>;
 
 interface Route {
+  /** The path with `{id}` for parameters: the metrics label, so raw paths never make new series. */
+  readonly name: string;
   readonly pattern: RegExp;
   readonly methods: Readonly<Record<string, Handler>>;
 }
@@ -68,12 +77,15 @@ export class ApiServer {
   private readonly controller: Controller;
   private readonly version: string;
   private readonly routes: readonly Route[];
+  private readonly metrics: DaemonMetrics;
   private server: Server | undefined;
   private socketPath: string | undefined;
 
   constructor(controller: Controller, options: ApiServerOptions = {}) {
     this.controller = controller;
     this.version = options.version ?? '0.0.0';
+    this.metrics = options.metrics ?? new DaemonMetrics();
+    this.metrics.setNetworkSource(() => controller.listNetworks());
     this.routes = this.buildRoutes();
   }
 
@@ -109,15 +121,23 @@ export class ApiServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const start = performance.now();
+    let routeName = UNMATCHED_ROUTE;
     res.setHeader('API-Version', API_VERSION);
     res.setHeader('Ostype', 'linux');
     res.setHeader('Server', `netctl/${this.version}`);
     let reply: Reply;
     try {
-      reply = await this.dispatch(req);
+      reply = await this.dispatch(req, (route) => (routeName = route.name));
     } catch (err) {
       const status = err instanceof HttpError ? err.status : httpStatus(err);
       reply = { status, body: { message: err instanceof Error ? err.message : String(err) } };
+    }
+    this.metrics.observeRequest(routeName, req.method ?? 'GET', reply.status, (performance.now() - start) / 1000);
+    const cluster = this.controller.clusterStatus();
+    if (cluster?.reachable === false && (req.method === 'GET' || req.method === 'HEAD')) {
+      // RFC 7234 §5.5 warn-code 199 (miscellaneous); the netctl CLI prints it, Docker clients ignore it.
+      res.setHeader('Warning', `199 netctl "cluster store out of reach since ${cluster.lastReached ?? '?'}: global networks are shown as last seen"`);
     }
     if (reply.body === undefined || req.method === 'HEAD') {
       res.writeHead(reply.status);
@@ -126,13 +146,14 @@ export class ApiServer {
     }
     const text = typeof reply.body === 'string' ? reply.body : `${JSON.stringify(reply.body)}\n`;
     res.writeHead(reply.status, {
-      'Content-Type': typeof reply.body === 'string' ? 'text/plain; charset=utf-8' : 'application/json',
+      'Content-Type': typeof reply.body === 'string' ? (reply.contentType ?? 'text/plain; charset=utf-8') : 'application/json',
       'Content-Length': Buffer.byteLength(text),
     });
     res.end(text);
   }
 
-  private async dispatch(req: IncomingMessage): Promise<Reply> {
+  /** Finds the route (told to `matched` before its handler runs) and runs it. */
+  private async dispatch(req: IncomingMessage, matched: (route: Route) => void): Promise<Reply> {
     const url = new URL(req.url ?? '/', 'http://netctl');
     let path = url.pathname;
     const prefix = VERSION_PREFIX.exec(path);
@@ -143,11 +164,12 @@ export class ApiServer {
     for (const route of this.routes) {
       const match = route.pattern.exec(path);
       if (match === null) continue;
+      matched(route);
       const method = req.method ?? 'GET';
       const handler = route.methods[method] ?? (method === 'HEAD' ? route.methods['GET'] : undefined);
       if (handler === undefined) throw new HttpError(405, 'method not allowed');
       return handler({
-        params: match.slice(1).map((p) => decodeURIComponent(p)),
+        params: match.slice(1).map(decodePathParam),
         query: url.searchParams,
         method,
         readBody: () => readJsonBody(req),
@@ -161,15 +183,17 @@ export class ApiServer {
     const param = (ctx: RequestContext, i: number): string => ctx.params[i] ?? '';
     return [
       {
+        name: '/_ping',
         pattern: /^\/_ping$/,
         methods: {
           GET: async () => ({ status: 200, body: 'OK' }),
           HEAD: async () => ({ status: 200 }),
         },
       },
-      { pattern: /^\/version$/, methods: { GET: async () => ({ status: 200, body: this.versionJson() }) } },
+      { name: '/version', pattern: /^\/version$/, methods: { GET: async () => ({ status: 200, body: this.versionJson() }) } },
       {
         // netctl's own: the loaded drivers and their counters (the overlay VTEP's drops by reason).
+        name: '/drivers',
         pattern: /^\/drivers$/,
         methods: {
           GET: async () => ({
@@ -179,12 +203,21 @@ export class ApiServer {
         },
       },
       {
+        name: '/metrics',
+        pattern: /^\/metrics$/,
+        methods: {
+          GET: async () => ({ status: 200, body: await this.metrics.render(), contentType: this.metrics.contentType }),
+        },
+      },
+      {
+        name: '/networks',
         pattern: /^\/networks\/?$/,
         methods: {
           GET: async (ctx) => ({ status: 200, body: await c.listNetworks(parseFiltersJson(ctx.query.get('filters'))) }),
         },
       },
       {
+        name: '/networks/create',
         pattern: /^\/networks\/create$/,
         methods: {
           POST: async (ctx) => {
@@ -195,6 +228,7 @@ export class ApiServer {
         },
       },
       {
+        name: '/networks/prune',
         pattern: /^\/networks\/prune$/,
         methods: {
           POST: async (ctx) => {
@@ -206,6 +240,7 @@ export class ApiServer {
         },
       },
       {
+        name: '/networks/{id}/connect',
         pattern: /^\/networks\/([^/]+)\/connect$/,
         methods: {
           POST: async (ctx) => {
@@ -216,6 +251,7 @@ export class ApiServer {
         },
       },
       {
+        name: '/networks/{id}/disconnect',
         pattern: /^\/networks\/([^/]+)\/disconnect$/,
         methods: {
           POST: async (ctx) => {
@@ -226,6 +262,7 @@ export class ApiServer {
         },
       },
       {
+        name: '/networks/{id}',
         pattern: /^\/networks\/([^/]+)$/,
         methods: {
           GET: async (ctx) => {
@@ -244,10 +281,12 @@ export class ApiServer {
         },
       },
       {
+        name: '/sandboxes',
         pattern: /^\/sandboxes\/?$/,
         methods: { GET: async () => ({ status: 200, body: (await c.listSandboxes()).map(toSandboxJson) }) },
       },
       {
+        name: '/sandboxes/create',
         pattern: /^\/sandboxes\/create$/,
         methods: {
           POST: async (ctx) => ({
@@ -257,6 +296,7 @@ export class ApiServer {
         },
       },
       {
+        name: '/sandboxes/{id}',
         pattern: /^\/sandboxes\/([^/]+)$/,
         methods: {
           GET: async (ctx) => ({ status: 200, body: toSandboxJson(await c.inspectSandbox(param(ctx, 0))) }),
@@ -305,12 +345,21 @@ function checkApiVersion(requested: string): void {
   }
 }
 
+/** A path parameter with its percent-encoding undone; a malformed encoding is the client's error. */
+function decodePathParam(param: string): string {
+  try {
+    return decodeURIComponent(param);
+  } catch {
+    throw new HttpError(400, `malformed percent-encoding in path parameter "${param}"`);
+  }
+}
+
 async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw new InvalidArgument(`request body is larger than ${MAX_BODY_BYTES} bytes`);
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, `request body is larger than ${MAX_BODY_BYTES} bytes`);
     chunks.push(chunk);
   }
   const text = Buffer.concat(chunks).toString('utf8');

@@ -33,6 +33,39 @@ interface MutableEntry {
   expiresAt: number;
 }
 
+/**
+ * Traffic with one remote VTEP on one VNI, counted by the VTEP. Bytes are
+ * those of the inner frames: a TCP super-frame counts once, before it is cut
+ * into datagrams.
+ */
+export interface RemoteVtepStats {
+  rxDatagrams: number;
+  rxBytes: number;
+  txDatagrams: number;
+  txBytes: number;
+  /** Inner frames it sent with the source MAC of one of our local endpoints. */
+  dropSelf: number;
+  /** Datagrams with a remote checksum offload start outside their frame. */
+  dropBadFlags: number;
+}
+
+/**
+ * A remote VTEP a VNI has known. It outlives its membership, so its counters
+ * never go back while the VNI's table lives, and the VTEP may keep a reference.
+ */
+export interface RemoteVtep extends RemoteVtepStats {
+  readonly address: string;
+  /** Sends frames of the VNI: holds configured peers or is an external peer. */
+  readonly known: boolean;
+  readonly external: boolean;
+}
+
+interface MutableRemote extends RemoteVtepStats {
+  readonly address: string;
+  known: boolean;
+  external: boolean;
+}
+
 /** A peer as configured by the overlay driver, addresses already parsed. */
 export interface PeerSpec {
   mac: number;
@@ -52,6 +85,8 @@ export class VniPeers {
   /** Remote VTEP → how many configured peers it holds. */
   readonly #configuredVteps = new Map<string, number>();
   #externalPeers = new Set<string>();
+  /** Every remote VTEP ever a member, for the counters; `known` and `external` follow the two above. */
+  readonly #remotes = new Map<string, MutableRemote>();
   #floodTargets: readonly string[] = [];
   #learnedCount = 0;
 
@@ -87,11 +122,23 @@ export class VniPeers {
 
   /** A remote VTEP holding configured peers of this VNI, or one of its external peers. */
   isKnownSender(address: string): boolean {
-    return this.#configuredVteps.has(address) || this.#externalPeers.has(address);
+    return this.sender(address) !== undefined;
   }
 
-  isExternalPeer(address: string): boolean {
-    return this.#externalPeers.has(address);
+  /** The known sender at `address` (see `isKnownSender`), whose counters the caller updates; one lookup. */
+  sender(address: string): RemoteVtep | undefined {
+    const remote = this.#remotes.get(address);
+    return remote !== undefined && remote.known ? remote : undefined;
+  }
+
+  /** The remote VTEP at `address`, made (unknown, counters at zero) on first use. */
+  remote(address: string): RemoteVtep {
+    return this.#remotes.get(address) ?? this.#addRemote(address);
+  }
+
+  /** Every remote VTEP this VNI has known, current members or not. */
+  remotes(): IterableIterator<RemoteVtep> {
+    return this.#remotes.values();
   }
 
   /** Every remote VTEP that gets broadcast, multicast and unknown unicast frames; never the local address. */
@@ -191,8 +238,34 @@ export class VniPeers {
     }
   }
 
+  /** Called whenever the set of configured VTEPs or external peers changes. */
   #rebuildFloodTargets(): void {
     this.#floodTargets = [...new Set([...this.#configuredVteps.keys(), ...this.#externalPeers])];
+    for (const remote of this.#remotes.values()) {
+      remote.known = false;
+      remote.external = false;
+    }
+    for (const address of this.#floodTargets) {
+      const remote = this.#remotes.get(address) ?? this.#addRemote(address);
+      remote.known = true;
+      remote.external = this.#externalPeers.has(address);
+    }
+  }
+
+  #addRemote(address: string): MutableRemote {
+    const remote: MutableRemote = {
+      address,
+      known: false,
+      external: false,
+      rxDatagrams: 0,
+      rxBytes: 0,
+      txDatagrams: 0,
+      txBytes: 0,
+      dropSelf: 0,
+      dropBadFlags: 0,
+    };
+    this.#remotes.set(address, remote);
+    return remote;
   }
 }
 

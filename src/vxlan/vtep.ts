@@ -66,7 +66,7 @@ import { RECEIVED_STRIDE } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
 import { CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
 import { PeerTable } from './peers.js';
-import type { VniPeers } from './peers.js';
+import type { RemoteVtep, RemoteVtepStats, VniPeers } from './peers.js';
 
 /** The largest inner frame one UDP/IPv4 datagram can carry: 65535 − IPv4 20 − UDP 8 − VXLAN 8. */
 export const MAX_FRAME_LENGTH = 65_499;
@@ -108,6 +108,35 @@ export interface VtepStats {
   dropWriteFailed: number;
   /** Frames from a port whose virtio_net_hdr does not match the frame (e.g. a GSO type other than TCP). */
   dropBadOffload: number;
+}
+
+/**
+ * The counters of `VtepStats` that belong to one network, counted once the
+ * datagram's network is known (drops before that are in `VtepStats` only).
+ */
+export interface VtepNetworkCounters {
+  rxFrames: number;
+  txFrames: number;
+  arpAnswered: number;
+  ndAnswered: number;
+  flooded: number;
+  learned: number;
+  dropTruncated: number;
+  dropBadFlags: number;
+  dropUnknownSender: number;
+  dropSelf: number;
+  dropNoRoute: number;
+  dropOversize: number;
+  dropWriteFailed: number;
+  dropBadOffload: number;
+}
+
+/** A snapshot of one served network's counters and of the remote VTEPs it has known. */
+export interface VtepNetworkStats {
+  readonly vni: number;
+  /** Datagrams and bytes are the sums over `peers`; received ones count only when accepted. */
+  readonly counters: Readonly<VtepNetworkCounters & Omit<RemoteVtepStats, 'dropSelf' | 'dropBadFlags'>>;
+  readonly peers: readonly Readonly<RemoteVtepStats & { address: string }>[];
 }
 
 export interface VtepOptions {
@@ -161,8 +190,16 @@ interface Network {
   /** ARP/ND answers for the current TAP batch, reused across batches. */
   readonly answers: FrameList;
   /** Unicast frames of the current TAP batch (as the port gave them) by destination VTEP, reused. */
-  readonly unicast: Map<string, FrameList>;
+  readonly unicast: Map<string, UnicastQueue>;
+  readonly counters: VtepNetworkCounters;
   removed: boolean;
+}
+
+interface UnicastQueue {
+  readonly frames: FrameList;
+  readonly remote: RemoteVtep;
+  /** Inner frame bytes queued (virtio headers not counted). */
+  bytes: number;
 }
 
 export class Vtep {
@@ -195,8 +232,9 @@ export class Vtep {
   readonly #networks = new Map<number, Network>();
   /** Networks with inbound frames in the current underlay batch. */
   readonly #touched: Network[] = [];
-  /** The `FrameBatch.checksum` of the frame `#fromUnderlay` last accepted. */
+  /** The `FrameBatch.checksum` and the sender of the frame `#fromUnderlay` last accepted. */
   #acceptedChecksum = CHECKSUM_UNVERIFIED;
+  #acceptedSender: RemoteVtep | undefined;
   /** A DataView on the ArrayBuffer of the last underlay buffer asked for (the same one batch after batch when borrowed). */
   #view: DataView | undefined;
   #nextSweep: number;
@@ -278,6 +316,22 @@ export class Vtep {
       inbound: new FrameList(),
       answers: new FrameList(),
       unicast: new Map(),
+      counters: {
+        rxFrames: 0,
+        txFrames: 0,
+        arpAnswered: 0,
+        ndAnswered: 0,
+        flooded: 0,
+        learned: 0,
+        dropTruncated: 0,
+        dropBadFlags: 0,
+        dropUnknownSender: 0,
+        dropSelf: 0,
+        dropNoRoute: 0,
+        dropOversize: 0,
+        dropWriteFailed: 0,
+        dropBadOffload: 0,
+      },
       removed: false,
     };
     if (externalPeers !== undefined) network.peers.setExternalPeers(externalPeers);
@@ -340,6 +394,22 @@ export class Vtep {
     this.#peers.vni(vni).remove(toMac(mac));
   }
 
+  /** A snapshot of every served network's counters (after `stop`, none). */
+  networkStats(): VtepNetworkStats[] {
+    return [...this.#networks.values()].map((network) => {
+      const traffic = { rxDatagrams: 0, rxBytes: 0, txDatagrams: 0, txBytes: 0 };
+      const peers = [...network.peers.remotes()].map((remote) => {
+        traffic.rxDatagrams += remote.rxDatagrams;
+        traffic.rxBytes += remote.rxBytes;
+        traffic.txDatagrams += remote.txDatagrams;
+        traffic.txBytes += remote.txBytes;
+        const { known: _known, external: _external, ...counted } = remote;
+        return counted;
+      });
+      return { vni: network.vni, counters: { ...network.counters, ...traffic }, peers };
+    });
+  }
+
   #check(): void {
     if (this.#state === 'stopped') throw new VtepStopped();
   }
@@ -357,8 +427,9 @@ export class Vtep {
     const outbound: Datagram[] = [];
     const vnetHdr = network.port.vnetHdr;
     const { buffers, index, count } = frames;
+    this.stats.rxFrames += count;
+    network.counters.rxFrames += count;
     for (let i = 0; i < count; i++) {
-      this.stats.rxFrames++;
       const buffer = buffers[index[3 * i]!]!;
       const offset = index[3 * i + 1]!;
       const length = index[3 * i + 2]!;
@@ -373,21 +444,32 @@ export class Vtep {
       this.#write(network, network.answers);
       network.answers.clear();
     }
-    for (const [address, queued] of network.unicast) {
+    for (const [address, queue] of network.unicast) {
+      const queued = queue.frames;
       if (queued.count === 0) continue;
-      // Another netctl VTEP completes what it receives: checksums can be left to it (RCO); others get them whole.
-      const remoteChecksum = !network.peers.isExternalPeer(address);
+      const remote = queue.remote;
       try {
-        this.stats.txDatagrams += this.#underlay.sendFrames(network.header, queued, vnetHdr, address, this.#port, remoteChecksum);
+        // Another netctl VTEP completes what it receives: checksums can be left to it (RCO); others get them whole.
+        const sent = this.#underlay.sendFrames(network.header, queued, vnetHdr, address, this.#port, !remote.external);
+        this.stats.txDatagrams += sent;
+        remote.txDatagrams += sent;
+        remote.txBytes += queue.bytes;
       } catch (err) {
         this.#log(`underlay send failed: ${String(err)}`);
       }
       queued.clear();
+      queue.bytes = 0;
     }
     if (outbound.length > 0) {
       try {
         this.#underlay.sendBatch(outbound);
         this.stats.txDatagrams += outbound.length;
+        // Floods and plain frames from an offload port only: a lookup per datagram is cheap here.
+        for (const datagram of outbound) {
+          const remote = network.peers.remote(datagram.address);
+          remote.txDatagrams++;
+          remote.txBytes += datagram.data.length - VXLAN_HEADER_LEN;
+        }
       } catch (err) {
         this.#log(`underlay send failed: ${String(err)}`);
       }
@@ -402,12 +484,14 @@ export class Vtep {
   #fromOffloadPort(network: Network, buffer: Uint8Array, offset: number, length: number, outbound: Datagram[], now: number): void {
     if (length < VNET_HDR_LEN + ETHERNET_HEADER_LEN) {
       this.stats.dropTruncated++;
+      network.counters.dropTruncated++;
       return;
     }
     // A super-frame's segments are checked against the limit by the kernel's MTU, not here.
     const gso = buffer[offset + 1] !== 0;
     if (!gso && length - VNET_HDR_LEN > this.#maxFrameLength) {
       this.stats.dropOversize++;
+      network.counters.dropOversize++;
       return;
     }
     const ethernet = offset + VNET_HDR_LEN;
@@ -415,35 +499,40 @@ export class Vtep {
     if (!isMulticastMac(dst) && !mayBeAnswered(buffer, ethernet, offset + length)) {
       const entry = network.peers.lookup(dst, now);
       if (entry !== undefined && !entry.local) {
-        this.#queueUnicast(network, entry.vtep, buffer, offset, length);
+        this.#queueUnicast(network, entry.vtep, buffer, offset, length, length - VNET_HDR_LEN);
         return;
       }
     }
     const plain = segmentFrame(buffer.subarray(offset, offset + length));
     if (plain === undefined) {
       this.stats.dropBadOffload++;
+      network.counters.dropBadOffload++;
       return;
     }
     for (const piece of plain) this.#fromPort(network, piece, outbound, now);
   }
 
-  #queueUnicast(network: Network, vtep: string, buffer: Uint8Array, offset: number, length: number): void {
-    let queued = network.unicast.get(vtep);
-    if (queued === undefined) {
-      queued = new FrameList();
-      network.unicast.set(vtep, queued);
+  /** Queues `length` bytes at `offset` for `vtep`; `frameBytes` is what they count as (without a virtio header). */
+  #queueUnicast(network: Network, vtep: string, buffer: Uint8Array, offset: number, length: number, frameBytes: number): void {
+    let queue = network.unicast.get(vtep);
+    if (queue === undefined) {
+      queue = { frames: new FrameList(), remote: network.peers.remote(vtep), bytes: 0 };
+      network.unicast.set(vtep, queue);
     }
-    queued.push(buffer, offset, length);
+    queue.frames.push(buffer, offset, length);
+    queue.bytes += frameBytes;
   }
 
   /** A plain frame: from a port without virtio headers, or cut from one that has them. */
   #fromPort(network: Network, frame: Uint8Array, outbound: Datagram[], now: number): void {
     if (frame.length < ETHERNET_HEADER_LEN) {
       this.stats.dropTruncated++;
+      network.counters.dropTruncated++;
       return;
     }
     if (frame.length > this.#maxFrameLength) {
       this.stats.dropOversize++;
+      network.counters.dropOversize++;
       return;
     }
     // Answers are untagged frames, so only untagged requests get one.
@@ -459,11 +548,12 @@ export class Vtep {
       if (entry !== undefined) {
         if (entry.local) {
           this.stats.dropNoRoute++;
+          network.counters.dropNoRoute++;
         } else if (network.port.vnetHdr) {
           // Unicast queues hold frames with virtio headers on such a port: this plain one goes on its own.
           outbound.push({ data: encapsulate(network.header, frame), address: entry.vtep, port: this.#port });
         } else {
-          this.#queueUnicast(network, entry.vtep, frame, 0, frame.length);
+          this.#queueUnicast(network, entry.vtep, frame, 0, frame.length, frame.length);
         }
         return;
       }
@@ -471,12 +561,14 @@ export class Vtep {
     const targets = network.peers.floodTargets;
     if (targets.length === 0) {
       this.stats.dropNoRoute++;
+      network.counters.dropNoRoute++;
       return;
     }
     // One buffer for every copy: nobody writes to a datagram once it is queued.
     const data = encapsulate(network.header, frame);
     for (const address of targets) outbound.push({ data, address, port: this.#port });
     this.stats.flooded++;
+    network.counters.flooded++;
   }
 
   /** Answers an ARP request for another endpoint's address in the peer table (not a gratuitous one); true if answered. */
@@ -492,6 +584,7 @@ export class Vtep {
     writeArpReply(decodeArp(frame, arp), mac, reply, 0);
     network.answers.push(reply, 0, ARP_FRAME_LEN);
     this.stats.arpAnswered++;
+    network.counters.arpAnswered++;
     return true;
   }
 
@@ -538,6 +631,7 @@ export class Vtep {
     );
     network.answers.push(advert, 0, NEIGHBOR_ADVERTISEMENT_FRAME_LEN);
     this.stats.ndAnswered++;
+    network.counters.ndAnswered++;
     return true;
   }
 
@@ -573,13 +667,20 @@ export class Vtep {
         const view = this.#viewOf(data);
         const inbound = accepted.inbound;
         const checksum = this.#acceptedChecksum;
+        let runDatagrams = 0;
+        let runBytes = 0;
         while (offset < end) {
           const next = Math.min(step, end - offset);
           if (next < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN || !sameSource(view, data.byteOffset + first, data.byteOffset + offset)) break;
           inbound.push(data, offset + VXLAN_HEADER_LEN, next - VXLAN_HEADER_LEN, checksum);
           offset += next;
-          received++;
+          runDatagrams++;
+          runBytes += next - VXLAN_HEADER_LEN;
         }
+        received += runDatagrams;
+        const sender = this.#acceptedSender!;
+        sender.rxDatagrams += runDatagrams;
+        sender.rxBytes += runBytes;
       } while (offset < end);
     }
     this.stats.rxDatagrams += received;
@@ -625,16 +726,20 @@ export class Vtep {
       return undefined;
     }
     const peers = network.peers;
-    if (!peers.isKnownSender(address)) {
+    const sender = peers.sender(address);
+    if (sender === undefined) {
       this.stats.dropUnknownSender++;
+      network.counters.dropUnknownSender++;
       return undefined;
     }
     const src = readMac(data, offset + VXLAN_HEADER_LEN + 6);
     if (peers.lookup(src, now)?.local === true) {
       this.stats.dropSelf++;
+      network.counters.dropSelf++;
+      sender.dropSelf++;
       return undefined;
     }
-    const external = peers.isExternalPeer(address);
+    const external = sender.external;
     // netctl VTEPs compute every inner checksum they do not leave partial, and the outer UDP checksum covered the trip.
     let checksum = external ? CHECKSUM_UNVERIFIED : CHECKSUM_TRUSTED;
     const rco = vxlanRemoteChecksum(data, offset);
@@ -644,13 +749,21 @@ export class Vtep {
       const field = start + ((rco & VXLAN_RCO_UDP) === 0 ? TCP_CHECKSUM_OFFSET : UDP_CHECKSUM_OFFSET);
       if (start < ETHERNET_HEADER_LEN || field + 2 > length - VXLAN_HEADER_LEN) {
         this.stats.dropBadFlags++;
+        network.counters.dropBadFlags++;
+        sender.dropBadFlags++;
         return undefined;
       }
       checksum = rco;
     }
-    if (external && peers.learn(src, address, now)) this.stats.learned++;
+    if (external && peers.learn(src, address, now)) {
+      this.stats.learned++;
+      network.counters.learned++;
+    }
     if (network.inbound.count === 0) this.#touched.push(network);
     this.#acceptedChecksum = checksum;
+    this.#acceptedSender = sender;
+    sender.rxDatagrams++;
+    sender.rxBytes += length - VXLAN_HEADER_LEN;
     network.inbound.push(data, offset + VXLAN_HEADER_LEN, length - VXLAN_HEADER_LEN, checksum);
     return network;
   }
@@ -665,6 +778,8 @@ export class Vtep {
     }
     this.stats.txFrames += written;
     this.stats.dropWriteFailed += frames.count - written;
+    network.counters.txFrames += written;
+    network.counters.dropWriteFailed += frames.count - written;
   }
 }
 

@@ -4,6 +4,7 @@ import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { ApiServer } from '../../src/api/server.js';
+import { metricTypes, sampleValue } from '../helpers/prometheus.js';
 import { type Fixture, startFixture } from './fixture.js';
 
 const test = anyTest as TestFn<Fixture>;
@@ -333,4 +334,50 @@ test('listen makes the socket 0660, replaces a stale socket file and refuses a l
   await writeFile(join(t.context.dir, 'plain'), 'x');
   const notSocket = await t.throwsAsync(new ApiServer(t.context.controller).listen(join(t.context.dir, 'plain')));
   t.regex(notSocket?.message ?? '', /is not a socket/);
+});
+
+test('a malformed percent-encoding in a path parameter is a 400, not a 500', async (t) => {
+  for (const [method, path] of [
+    ['GET', '/networks/%E0%A4%A'],
+    ['DELETE', '/v1.47/networks/%'],
+    ['POST', '/networks/%ZZ/connect'],
+    ['GET', '/sandboxes/%C0'],
+  ] as const) {
+    const res = await call(t.context, method, path, method === 'POST' ? { Container: 'box' } : undefined);
+    t.is(res.status, 400, `${method} ${path}`);
+    t.regex(res.json.message, /malformed percent-encoding/);
+  }
+  const encoded = await call(t.context, 'GET', `/networks/${encodeURIComponent('no such')}`);
+  t.is(encoded.status, 404);
+  t.is(encoded.json.message, 'network no such not found');
+});
+
+test('GET /metrics answers in the Prometheus text format; request counters and endpoint gauges move', async (t) => {
+  const id = await createNetwork(t.context, { Name: 'net', IPAM: { Config: [{ Subnet: '10.89.0.0/24' }] } });
+  t.is((await call(t.context, 'POST', '/sandboxes/create', { Name: 'box' })).status, 201);
+  t.is((await call(t.context, 'POST', `/networks/${id}/connect`, { Container: 'box' })).status, 200);
+  await call(t.context, 'GET', '/networks');
+  await call(t.context, 'GET', '/v1.47/networks');
+  await call(t.context, 'GET', '/networks/ghost');
+  await call(t.context, 'GET', '/no/such/route');
+
+  const res = await call(t.context, 'GET', '/metrics');
+  t.is(res.status, 200);
+  t.is(res.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');
+  t.is(metricTypes(res.text).get('netctl_api_requests_total'), 'counter');
+  const requests = (labels: Record<string, string>) => sampleValue(res.text, 'netctl_api_requests_total', labels);
+  t.is(requests({ route: '/networks', method: 'GET', status: '200' }), 2, 'with and without a version prefix, one route');
+  t.is(requests({ route: '/networks/{id}', method: 'GET', status: '404' }), 1);
+  t.is(requests({ route: '/networks/create', method: 'POST', status: '201' }), 1);
+  t.is(requests({ route: '/unmatched', method: 'GET', status: '404' }), undefined);
+  t.is(requests({ route: 'unmatched', method: 'GET', status: '404' }), 1, 'raw paths never become labels');
+  t.false(res.text.includes('ghost'));
+  t.is(sampleValue(res.text, 'netctl_network_endpoints', { network: 'net' }), 1);
+
+  t.is((await call(t.context, 'POST', `/networks/${id}/disconnect`, { Container: 'box' })).status, 200);
+  const after = await call(t.context, 'GET', '/metrics');
+  t.is(sampleValue(after.text, 'netctl_network_endpoints', { network: 'net' }), 0);
+  t.is(sampleValue(after.text, 'netctl_api_requests_total', { route: '/metrics', status: '200' }), 1, 'the scrape before this one');
+  t.is((await call(t.context, 'HEAD', '/metrics')).status, 200);
+  t.is((await call(t.context, 'POST', '/metrics')).status, 405);
 });

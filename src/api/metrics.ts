@@ -1,0 +1,345 @@
+/**
+ * The daemon's Prometheus metrics, one registry per daemon (never
+ * prom-client's global one, so several daemons or tests share a process).
+ * The layers below know nothing of prom-client: the VTEP keeps counters that
+ * are read at scrape time, the DNS server and the stores report to observer
+ * callbacks made here, and the networks are listed at scrape time.
+ */
+import { type Server, createServer } from 'node:http';
+import { isIP } from 'node:net';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { InvalidArgument } from '../cnm/errors.js';
+import type { DockerNetwork } from '../cnm/inspect.js';
+import type { DnsQueryObservation } from '../dns/server.js';
+import type { StoreObserver } from '../store/observed.js';
+import type { Vtep, VtepNetworkStats, VtepStats } from '../vxlan/vtep.js';
+
+/** What a scrape reads from the VTEP. */
+export type VtepCounterSource = Pick<Vtep, 'stats' | 'networkStats'>;
+
+/** Where `--metrics-addr` serves /metrics over TCP. */
+export interface MetricsAddress {
+  readonly address: string;
+  readonly port: number;
+}
+
+export interface DaemonMetricsOptions {
+  /** Add prom-client's process and Node.js metrics (open fds, RSS, event loop lag…); a daemon wants them, tests need not. */
+  readonly processMetrics?: boolean;
+}
+
+// Docker's option naming a network's VNI; written out here so this module does not load the overlay driver and its kernel bindings.
+const VXLAN_ID_OPTION = 'com.docker.network.driver.overlay.vxlanid_list';
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+interface Snapshot {
+  readonly networks: readonly DockerNetwork[];
+  readonly vtep: { readonly stats: Readonly<VtepStats>; readonly networks: readonly VtepNetworkStats[] } | undefined;
+  /** VNI → network name, for the VTEP's labels. */
+  readonly names: ReadonlyMap<number, string>;
+}
+
+const EMPTY: Snapshot = { networks: [], vtep: undefined, names: new Map() };
+
+/** `dropUnknownVni` → `unknown_vni`: a drop counter's reason label. */
+function dropReason(counter: string): string {
+  return counter.slice('drop'.length).replace(/(?<=[a-z])(?=[A-Z])/g, '_').toLowerCase();
+}
+
+/** Each `drop*` counter of `counters` with its reason. */
+function drops(counters: object): [reason: string, value: number][] {
+  return Object.entries(counters).flatMap(([name, value]) =>
+    name.startsWith('drop') && typeof value === 'number' ? [[dropReason(name), value] as [string, number]] : [],
+  );
+}
+
+function errorCode(error: unknown): string {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : 'unknown';
+}
+
+export class DaemonMetrics {
+  readonly registry = new Registry();
+  #listNetworks: () => Promise<DockerNetwork[]> = async () => [];
+  #vtep: VtepCounterSource | undefined;
+  #snapshot: Snapshot = EMPTY;
+  #rendering: Promise<string> | undefined;
+  readonly #requests: Counter<'route' | 'method' | 'status'>;
+  readonly #requestSeconds: Histogram<'route' | 'method'>;
+  readonly #storeSeconds: Histogram<'store' | 'operation'>;
+  readonly #storeErrors: Counter<'store' | 'operation' | 'code'>;
+  readonly #dnsQueries: Counter<'result' | 'transport'>;
+  readonly #dnsSeconds: Histogram<'result'>;
+  readonly #listErrors: Counter;
+
+  constructor(options: DaemonMetricsOptions = {}) {
+    const registers = [this.registry];
+    if (options.processMetrics === true) collectDefaultMetrics({ register: this.registry });
+    this.#requests = new Counter({
+      name: 'netctl_api_requests_total',
+      help: 'API requests by route pattern, method and status',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    });
+    this.#requestSeconds = new Histogram({
+      name: 'netctl_api_request_duration_seconds',
+      help: 'API request latency by route pattern and method',
+      labelNames: ['route', 'method'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.#storeSeconds = new Histogram({
+      name: 'netctl_store_operation_duration_seconds',
+      help: 'Store operation latency (failed ones included) by store (local, cluster) and operation',
+      labelNames: ['store', 'operation'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.#storeErrors = new Counter({
+      name: 'netctl_store_operation_errors_total',
+      help: 'Failed store operations by store, operation and error code',
+      labelNames: ['store', 'operation', 'code'],
+      registers,
+    });
+    this.#dnsQueries = new Counter({
+      name: 'netctl_dns_queries_total',
+      help: 'Embedded DNS queries by result (answered, nodata, forwarded, nxdomain, servfail, refused, malformed, dropped) and transport',
+      labelNames: ['result', 'transport'],
+      registers,
+    });
+    this.#dnsSeconds = new Histogram({
+      name: 'netctl_dns_query_duration_seconds',
+      help: 'Embedded DNS query latency by result',
+      labelNames: ['result'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.#listErrors = new Counter({
+      name: 'netctl_metrics_network_list_errors_total',
+      help: 'Scrapes that could not list the networks (their network and endpoint metrics are missing)',
+      registers,
+    });
+    this.#registerScraped();
+  }
+
+  /** Lists the networks at scrape time, for the endpoint gauge and the VTEP's network names. */
+  setNetworkSource(listNetworks: () => Promise<DockerNetwork[]>): void {
+    this.#listNetworks = listNetworks;
+  }
+
+  setVtep(vtep: VtepCounterSource): void {
+    this.#vtep = vtep;
+  }
+
+  observeRequest(route: string, method: string, status: number, seconds: number): void {
+    this.#requests.inc({ route, method, status: String(status) });
+    this.#requestSeconds.observe({ route, method }, seconds);
+  }
+
+  /** An observer for `ObservedStore` that labels what it reports with `store`. */
+  storeObserver(store: 'local' | 'cluster'): StoreObserver {
+    return (operation, seconds, error) => {
+      this.#storeSeconds.observe({ store, operation }, seconds);
+      if (error !== undefined) this.#storeErrors.inc({ store, operation, code: errorCode(error) });
+    };
+  }
+
+  /** The `onQuery` observer of the DNS server. */
+  readonly onDnsQuery = (query: DnsQueryObservation): void => {
+    this.#dnsQueries.inc({ result: query.result, transport: query.transport });
+    this.#dnsSeconds.observe({ result: query.result }, query.seconds);
+  };
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The text exposition; scrapes that arrive while one renders share its result. */
+  render(): Promise<string> {
+    this.#rendering ??= this.#render().finally(() => {
+      this.#rendering = undefined;
+    });
+    return this.#rendering;
+  }
+
+  async #render(): Promise<string> {
+    let networks: DockerNetwork[] = [];
+    try {
+      networks = await this.#listNetworks();
+    } catch {
+      this.#listErrors.inc();
+    }
+    const names = new Map<number, string>();
+    for (const network of networks) {
+      const vni = network.Options[VXLAN_ID_OPTION];
+      if (vni !== undefined) names.set(Number(vni), network.Name);
+    }
+    const vtep = this.#vtep;
+    this.#snapshot = { networks, names, vtep: vtep === undefined ? undefined : { stats: { ...vtep.stats }, networks: vtep.networkStats() } };
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.#snapshot = EMPTY;
+    }
+  }
+
+  /** Metrics whose values are read from the snapshot `render` takes. */
+  #registerScraped(): void {
+    const registers = [this.registry];
+    const snapshot = (): Snapshot => this.#snapshot;
+    new Gauge({
+      name: 'netctl_network_endpoints',
+      help: "Endpoints of this host's sandboxes per network",
+      labelNames: ['network', 'driver'],
+      registers,
+      collect() {
+        this.reset();
+        for (const network of snapshot().networks) {
+          this.set({ network: network.Name, driver: network.Driver }, Object.keys(network.Containers).length);
+        }
+      },
+    });
+    const counter = <L extends string>(name: string, help: string, labelNames: readonly L[], read: (emit: (labels: Record<L, string | number>, value: number) => void) => void): void => {
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          read((labels, value) => this.inc(labels, value));
+        },
+      });
+    };
+    const vtep = () => snapshot().vtep;
+    const networks = () => (vtep()?.networks ?? []).map((network) => ({ network, labels: { network: snapshot().names.get(network.vni) ?? '', vni: network.vni } }));
+
+    counter('netctl_vtep_frames_total', 'Frames the VTEP read from (rx) and wrote to (tx) its frame ports (TAPs)', ['direction'], (emit) => {
+      const stats = vtep()?.stats;
+      if (stats === undefined) return;
+      emit({ direction: 'rx' }, stats.rxFrames);
+      emit({ direction: 'tx' }, stats.txFrames);
+    });
+    counter('netctl_vtep_datagrams_total', 'Datagrams the VTEP received from (rx, dropped ones included) and sent to (tx) the underlay', ['direction'], (emit) => {
+      const stats = vtep()?.stats;
+      if (stats === undefined) return;
+      emit({ direction: 'rx' }, stats.rxDatagrams);
+      emit({ direction: 'tx' }, stats.txDatagrams);
+    });
+    counter('netctl_vtep_drops_total', 'Frames and datagrams the VTEP dropped, by reason (also those of no known network)', ['reason'], (emit) => {
+      const stats = vtep()?.stats;
+      if (stats !== undefined) for (const [reason, value] of drops(stats)) emit({ reason }, value);
+    });
+    counter('netctl_vtep_network_frames_total', "Frames read from (rx) and written to (tx) a network's TAP", ['network', 'vni', 'direction'], (emit) => {
+      for (const { network, labels } of networks()) {
+        emit({ ...labels, direction: 'rx' }, network.counters.rxFrames);
+        emit({ ...labels, direction: 'tx' }, network.counters.txFrames);
+      }
+    });
+    counter('netctl_vtep_network_datagrams_total', "A network's datagrams accepted from (rx) and sent to (tx) other VTEPs", ['network', 'vni', 'direction'], (emit) => {
+      for (const { network, labels } of networks()) {
+        emit({ ...labels, direction: 'rx' }, network.counters.rxDatagrams);
+        emit({ ...labels, direction: 'tx' }, network.counters.txDatagrams);
+      }
+    });
+    counter('netctl_vtep_network_bytes_total', "Inner frame bytes of a network's datagrams from (rx) and to (tx) other VTEPs", ['network', 'vni', 'direction'], (emit) => {
+      for (const { network, labels } of networks()) {
+        emit({ ...labels, direction: 'rx' }, network.counters.rxBytes);
+        emit({ ...labels, direction: 'tx' }, network.counters.txBytes);
+      }
+    });
+    counter('netctl_vtep_network_drops_total', "A network's dropped frames and datagrams by reason", ['network', 'vni', 'reason'], (emit) => {
+      for (const { network, labels } of networks()) for (const [reason, value] of drops(network.counters)) emit({ ...labels, reason }, value);
+    });
+    counter('netctl_vtep_network_answered_total', 'ARP requests and IPv6 neighbour solicitations the VTEP answered from its peer table', ['network', 'vni', 'protocol'], (emit) => {
+      for (const { network, labels } of networks()) {
+        emit({ ...labels, protocol: 'arp' }, network.counters.arpAnswered);
+        emit({ ...labels, protocol: 'nd' }, network.counters.ndAnswered);
+      }
+    });
+    counter('netctl_vtep_network_flooded_total', "A network's frames replicated to every flood target", ['network', 'vni'], (emit) => {
+      for (const { network, labels } of networks()) emit(labels, network.counters.flooded);
+    });
+    counter('netctl_vtep_network_learned_total', "MACs a network learned from external peers' traffic", ['network', 'vni'], (emit) => {
+      for (const { network, labels } of networks()) emit(labels, network.counters.learned);
+    });
+    const peers = () => networks().flatMap(({ network, labels }) => network.peers.map((peer) => ({ peer, labels: { ...labels, peer: peer.address } })));
+    counter('netctl_vtep_peer_datagrams_total', "A network's datagrams accepted from (rx) and sent to (tx) one remote VTEP", ['network', 'vni', 'peer', 'direction'], (emit) => {
+      for (const { peer, labels } of peers()) {
+        emit({ ...labels, direction: 'rx' }, peer.rxDatagrams);
+        emit({ ...labels, direction: 'tx' }, peer.txDatagrams);
+      }
+    });
+    counter('netctl_vtep_peer_bytes_total', "Inner frame bytes of a network's datagrams from (rx) and to (tx) one remote VTEP", ['network', 'vni', 'peer', 'direction'], (emit) => {
+      for (const { peer, labels } of peers()) {
+        emit({ ...labels, direction: 'rx' }, peer.rxBytes);
+        emit({ ...labels, direction: 'tx' }, peer.txBytes);
+      }
+    });
+    counter('netctl_vtep_peer_drops_total', "Datagrams from one remote VTEP a network dropped, by reason", ['network', 'vni', 'peer', 'reason'], (emit) => {
+      for (const { peer, labels } of peers()) for (const [reason, value] of drops(peer)) emit({ ...labels, reason }, value);
+    });
+  }
+}
+
+/** Parses `IP:PORT` (`[IPv6]:PORT` for IPv6). */
+export function parseMetricsAddress(text: string): MetricsAddress {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  const address = match?.[1] ?? match?.[2];
+  const port = Number(match?.[3]);
+  const family = match?.[1] !== undefined ? 6 : 4;
+  if (address === undefined || isIP(address) !== family || port < 1 || port > 65535) {
+    throw new InvalidArgument(`invalid --metrics-addr "${text}": IP:PORT with a port from 1 to 65535, e.g. 198.18.0.1:9323 or [::1]:9323`);
+  }
+  return { address, port };
+}
+
+/**
+ * Serves GET /metrics, and nothing else, over TCP. `close` stops listening
+ * and lets scrapes in flight finish.
+ */
+export class MetricsServer {
+  readonly #server: Server;
+
+  private constructor(server: Server) {
+    this.#server = server;
+  }
+
+  static async listen(metrics: DaemonMetrics, at: MetricsAddress): Promise<MetricsServer> {
+    const server = createServer((req, res) => {
+      const path = new URL(req.url ?? '/', 'http://netctl').pathname;
+      if (path !== '/metrics') {
+        res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end('page not found\n');
+        return;
+      }
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { 'Content-Type': 'text/plain; charset=utf-8', Allow: 'GET, HEAD' }).end('method not allowed\n');
+        return;
+      }
+      metrics.render().then(
+        (text) => {
+          res.writeHead(200, { 'Content-Type': metrics.contentType, 'Content-Length': Buffer.byteLength(text) });
+          res.end(req.method === 'HEAD' ? undefined : text);
+        },
+        (err: unknown) => {
+          res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`${String(err)}\n`);
+        },
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(at.port, at.address, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return new MetricsServer(server);
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeIdleConnections();
+    });
+  }
+}
