@@ -30,6 +30,7 @@ import { type DockerNetwork, toDockerNetwork } from './inspect.js';
 import { Allocator, type AllocatorState, type PoolRequest, resolvePools } from './ipam.js';
 import type { NamespaceOps } from './namespaces.js';
 import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord, Scope } from './types.js';
+import type { ReachabilityStatus } from '../store/last-known.js';
 import type { KeyValue, Store, TxnRequest } from '../store/types.js';
 
 export interface ControllerOptions {
@@ -56,6 +57,15 @@ export interface ControllerOptions {
    * joining endpoints there would rewire the host itself.
    */
   readonly reservedNamespaces?: readonly string[];
+  /**
+   * Whether the cluster store answers, and a way to hear when it is back (a
+   * LastKnownStore gives both): listings say when global networks are shown
+   * as last seen, and local names are claimed once the store is back.
+   */
+  readonly clusterReachability?: {
+    status(): ReachabilityStatus;
+    onReachable(callback: () => void): () => void;
+  };
 }
 
 export interface NetworkCreateRequest {
@@ -142,6 +152,11 @@ const key = {
   endpoints: (networkId: string) => `endpoints/${networkId}/`,
   sandbox: (id: string) => `sandboxes/${id}`,
   sandboxName: (name: string) => `names/sandboxes/${name}`,
+  /** In the cluster store: the hosts that have a local network of this name. */
+  localNames: (name: string) => `names/local/${name}/`,
+  localName: (name: string, hostId: string) => `names/local/${name}/${hostId}`,
+  /** In the local store: this host's id among the hosts sharing a cluster store. */
+  hostId: 'host/id',
 };
 
 /** Subnets in use by all networks: subnet → owner. Checked on create so no two overlap. */
@@ -243,6 +258,8 @@ export class Controller {
   private readonly ownsStore: boolean;
   private readonly resolvConfPathOf: ((sandbox: SandboxRecord) => string) | undefined;
   private readonly reservedNamespaces: readonly string[];
+  private readonly clusterReachability: ControllerOptions['clusterReachability'];
+  private stopFollowingReachability: (() => void) | undefined;
   private closed = false;
 
   private constructor(options: ControllerOptions) {
@@ -256,6 +273,7 @@ export class Controller {
     this.ownsStore = options.ownsStore ?? false;
     this.resolvConfPathOf = options.resolvConfPath;
     this.reservedNamespaces = options.reservedNamespaces ?? [];
+    this.clusterReachability = options.clusterReachability;
   }
 
   private sandboxInfo(sandbox: SandboxRecord, endpoints: readonly EndpointRecord[]): SandboxInfo {
@@ -267,6 +285,12 @@ export class Controller {
   static async open(options: ControllerOptions): Promise<Controller> {
     const controller = new Controller(options);
     await controller.restore();
+    if (controller.globalStore !== undefined) {
+      await controller.bestEffort('claim local network names in the cluster store', () => controller.reconcileLocalNames());
+      controller.stopFollowingReachability = controller.clusterReachability?.onReachable(() => {
+        void controller.bestEffort('claim local network names in the cluster store', () => controller.reconcileLocalNames());
+      });
+    }
     return controller;
   }
 
@@ -274,6 +298,7 @@ export class Controller {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopFollowingReachability?.();
     await this.mutex.run(async () => {
       for (const driver of this.drivers.values()) await driver.close?.();
       if (this.ownsStore) {
@@ -281,6 +306,12 @@ export class Controller {
         await this.globalStore?.close();
       }
     });
+  }
+
+  /** Whether the cluster store answers; while it does not, global networks are listed as last seen. */
+  clusterStatus(): ReachabilityStatus | undefined {
+    if (this.globalStore === undefined) return undefined;
+    return this.clusterReachability?.status() ?? { reachable: true };
   }
 
   driverNames(): string[] {
@@ -326,7 +357,7 @@ export class Controller {
 
   async inspectNetwork(idOrName: string): Promise<DockerNetwork> {
     const network = await this.findNetwork(idOrName);
-    const endpoints = await this.networkEndpoints(network.id);
+    const endpoints = await this.networkEndpoints(network);
     return toDockerNetwork(network, endpoints, await this.sandboxMap(), await this.peersOf(network));
   }
 
@@ -351,7 +382,7 @@ export class Controller {
       const failures: string[] = [];
       for (const network of await this.allNetworks()) {
         if (!matchesPruneFilters(network, filters, now)) continue;
-        if ((await this.networkEndpoints(network.id)).length > 0) continue;
+        if ((await this.networkEndpoints(network)).length > 0) continue;
         try {
           await this.removeNetworkLocked(network);
           removed.push(network.name);
@@ -556,11 +587,77 @@ export class Controller {
       const network = await this.findNetwork(networkIdOrName);
       const sandbox = await this.findSandbox(sandboxIdOrName);
       validateAliases(options.aliases);
-      const placement = await this.placement(network, sandbox);
-      // Address, sandbox and interface are stored in one write, marked pending, before the kernel is touched.
-      const endpoint = await this.createEndpointLocked(network, { name: sandbox.name, ...options }, { ...placement, pending: 'connect' });
-      return this.completeJoin(network, endpoint, sandbox);
+      return this.connectLocked(network, sandbox, { name: sandbox.name, ...options });
     });
+  }
+
+  private async connectLocked(network: NetworkRecord, sandbox: SandboxRecord, request: EndpointCreateRequest): Promise<EndpointRecord> {
+    const placement = await this.placement(network, sandbox);
+    // Address, sandbox and interface are stored in one write, marked pending, before the kernel is touched.
+    const endpoint = await this.createEndpointLocked(network, request, { ...placement, pending: 'connect' });
+    const joined = await this.completeJoin(network, endpoint, sandbox);
+    try {
+      await this.attachGatewayBridge(sandbox);
+    } catch (err) {
+      await this.bestEffort(`undo connect of ${endpoint.name}`, () =>
+        this.disconnectLocked(network, joined, sandbox, { force: true, handOverDefaultRoute: false }),
+      );
+      throw err;
+    }
+    return joined;
+  }
+
+  /**
+   * Networks whose driver gives no way out (overlay) reach outside through a
+   * bridge network of this host, as Docker's docker_gwbridge: a sandbox on a
+   * non-internal one of them, with no other default route, gets an endpoint
+   * on it that carries its default route. Made on first use.
+   */
+  private async attachGatewayBridge(sandbox: SandboxRecord): Promise<void> {
+    const endpoints = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id);
+    if (endpoints.some((e) => e.defaultGateway === true)) return;
+    if (!(await this.needsGatewayBridge(endpoints))) return;
+    const bridge = await this.gatewayBridge();
+    if (bridge === undefined || endpoints.some((e) => e.networkId === bridge.id)) return;
+    await this.connectLocked(bridge, sandbox, { name: gatewayEndpointName(sandbox) });
+  }
+
+  /** Takes the sandbox off the gateway bridge once no network it is on needs it. */
+  private async detachGatewayBridge(sandbox: SandboxRecord): Promise<void> {
+    const endpoints = (await this.allEndpoints()).filter((e) => e.sandboxId === sandbox.id);
+    const onBridge = endpoints.find((e) => e.name === gatewayEndpointName(sandbox));
+    if (onBridge === undefined || (await this.needsGatewayBridge(endpoints))) return;
+    const bridge = await this.networkById(onBridge.networkId);
+    if (bridge.name !== GATEWAY_BRIDGE) return;
+    await this.disconnectLocked(bridge, onBridge, sandbox, { force: false, handOverDefaultRoute: true });
+  }
+
+  private async needsGatewayBridge(endpoints: readonly EndpointRecord[]): Promise<boolean> {
+    for (const endpoint of endpoints) {
+      const network = await this.networkById(endpoint.networkId).catch(() => undefined);
+      if (network !== undefined && !network.internal && this.drivers.get(network.driver)?.needsGatewayBridge === true) return true;
+    }
+    return false;
+  }
+
+  private async gatewayBridge(): Promise<NetworkRecord | undefined> {
+    // A controller without the bridge driver (a library user's choice) has no way out to offer.
+    if (!this.drivers.has('bridge')) return undefined;
+    const existing = (await this.allNetworks()).find((n) => n.name === GATEWAY_BRIDGE && n.scope === 'local');
+    if (existing !== undefined) return existing;
+    const network = await this.reserveNetwork({
+      name: GATEWAY_BRIDGE,
+      driver: 'bridge',
+      // Sandboxes of different overlays meet here: they reach the outside, not each other.
+      options: { 'com.docker.network.bridge.name': GATEWAY_BRIDGE, 'com.docker.network.bridge.enable_icc': 'false' },
+    });
+    try {
+      await this.driverOf(network).createNetwork(network);
+    } catch (err) {
+      await this.releaseNetwork(network);
+      throw err;
+    }
+    return network;
   }
 
   /** `docker network disconnect`: leave and delete the sandbox's endpoint on the network. */
@@ -572,7 +669,7 @@ export class Controller {
         if (force && err instanceof SandboxNotFound) return undefined;
         throw err;
       });
-      const endpoints = await this.networkEndpoints(network.id);
+      const endpoints = await this.networkEndpoints(network);
       let endpoint = sandbox === undefined ? undefined : endpoints.find((e) => e.sandboxId === sandbox.id);
       // Forced, the argument may name an endpoint whose sandbox is gone, as with docker.
       if (endpoint === undefined && force) endpoint = findOptional(sandboxIdOrName, endpoints);
@@ -581,6 +678,11 @@ export class Controller {
       }
       const owner = endpoint.sandboxId === undefined ? undefined : await this.sandboxById(endpoint.sandboxId).catch(() => undefined);
       await this.disconnectLocked(network, endpoint, owner, { force, handOverDefaultRoute: true });
+      if (owner !== undefined) {
+        await this.detachGatewayBridge(owner);
+        // The network that gave the default route may have gone while an overlay still needs a way out.
+        await this.attachGatewayBridge(owner);
+      }
     });
   }
 
@@ -640,11 +742,31 @@ export class Controller {
     }
     const id = newId();
     const store = this.storeOf({ scope: driver.scope, name: request.name });
+    const claimed = store === this.store ? await this.claimLocalName(request.name, id) : false;
+    try {
+      return await this.storeNetwork(request, driver, store, id, { ipamDriver, requestedPools, enableIPv4, enableIPv6 });
+    } catch (err) {
+      if (claimed) await this.bestEffort(`release the name ${request.name} in the cluster store`, () => this.releaseLocalName(request.name));
+      throw err;
+    }
+  }
+
+  private async storeNetwork(
+    request: NetworkCreateRequest,
+    driver: NetworkDriver,
+    store: Store,
+    id: string,
+    ipam: { ipamDriver: string; requestedPools: readonly PoolRequest[]; enableIPv4: boolean; enableIPv6: boolean },
+  ): Promise<NetworkRecord> {
+    const { ipamDriver, requestedPools, enableIPv4, enableIPv6 } = ipam;
     for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
       for (const other of this.networkStores()) {
         if ((await other.get(key.networkName(request.name))) !== undefined) {
           throw new Conflict(`network with name ${request.name} already exists`);
         }
+      }
+      if (store === this.globalStore && (await store.list(key.localNames(request.name))).length > 0) {
+        throw new Conflict(`network with name ${request.name} already exists`);
       }
       const subnetsKv = await store.get(key.subnets);
       const subnets: SubnetTable = subnetsKv === undefined ? {} : parse(subnetsKv);
@@ -687,6 +809,8 @@ export class Controller {
       const result = await store.txn({
         compare: [
           { key: key.networkName(request.name), modRevision: 0 },
+          // A cluster-wide name must not be any host's local network's name (see claimLocalName).
+          ...(store === this.globalStore ? [{ key: key.localNames(request.name), modRevision: 0, prefix: true }] : []),
           { key: key.subnets, modRevision: subnetsKv?.modRevision ?? 0 },
           ...reservedKeys.map((reservedKey) => ({ key: reservedKey, modRevision: 0 })),
         ],
@@ -703,8 +827,85 @@ export class Controller {
     throw new Conflict(`network ${request.name}: too many concurrent changes, try again`);
   }
 
+  /**
+   * Names are unique across scopes: a local network's name is claimed in the
+   * cluster store (one key per host, so hosts may share local names), under a
+   * compare that no global network has it, and a global network is made only
+   * while no host claims its name. Both sides decide under one compare-and-swap.
+   * While the cluster store is out of reach the local network is made all the
+   * same (local work must not wait on the cluster) and claimed when the store
+   * is back; should a global network have taken the name meanwhile, a warning
+   * says so and lookups by that name report it as ambiguous. Returns whether
+   * the name was claimed now.
+   */
+  private async claimLocalName(name: string, networkId: string): Promise<boolean> {
+    const cluster = this.globalStore;
+    if (cluster === undefined) return false;
+    let claim;
+    try {
+      claim = await cluster.txn({
+        compare: [{ key: key.networkName(name), modRevision: 0 }],
+        put: [{ key: key.localName(name, await this.hostId()), value: networkId }],
+      });
+    } catch (err) {
+      if (!(err instanceof NetctlError) || err.code !== 'Unavailable') throw err;
+      this.log(`network ${name}: the cluster store is out of reach; the name is claimed there when it is back`);
+      return false;
+    }
+    if (!claim.succeeded) throw new Conflict(`network with name ${name} already exists`);
+    return true;
+  }
+
+  private async releaseLocalName(name: string): Promise<void> {
+    await this.globalStore?.txn({ delete: [key.localName(name, await this.hostId())] });
+  }
+
+  /**
+   * Brings this host's claims in the cluster store in line with its local
+   * networks: claims what was made while the store was away, drops claims a
+   * crash or an outage left behind. Run at start and whenever the store is back.
+   */
+  async reconcileLocalNames(): Promise<void> {
+    const cluster = this.globalStore;
+    if (cluster === undefined) return;
+    await this.mutate(async () => {
+      const hostId = await this.hostId();
+      const local = new Map((await this.store.list('networks/')).map((kv) => parse<NetworkRecord>(kv)).map((n) => [n.name, n.id]));
+      const claimed = new Set<string>();
+      for (const kv of await cluster.list('names/local/')) {
+        const [name, owner] = kv.key.slice('names/local/'.length).split('/');
+        if (owner !== hostId || name === undefined) continue;
+        if (local.get(name) === kv.value) claimed.add(name);
+        else await cluster.txn({ delete: [kv.key] });
+      }
+      for (const [name, networkId] of local) {
+        if (claimed.has(name)) continue;
+        const claim = await cluster.txn({
+          compare: [{ key: key.networkName(name), modRevision: 0 }],
+          put: [{ key: key.localName(name, hostId), value: networkId }],
+        });
+        if (!claim.succeeded) {
+          this.log(`network ${name} exists on this host and across the cluster (made while the cluster store was out of reach); refer to them by ID`);
+        }
+      }
+    });
+  }
+
+  /** This host's id among those sharing the cluster store, made on first use. */
+  private async hostId(): Promise<string> {
+    const existing = await this.store.get(key.hostId);
+    if (existing !== undefined) return existing.value;
+    const id = newId();
+    const made = await this.store.txn({ compare: [{ key: key.hostId, modRevision: 0 }], put: [{ key: key.hostId, value: id }] });
+    if (made.succeeded) return id;
+    return (await this.store.get(key.hostId))?.value ?? id;
+  }
+
   /** Deletes a network's records; endpoints must already be gone. */
   private async releaseNetwork(network: NetworkRecord): Promise<void> {
+    if (network.scope === 'local' && this.globalStore !== undefined) {
+      await this.bestEffort(`release the name ${network.name} in the cluster store`, () => this.releaseLocalName(network.name));
+    }
     const store = this.storeOf(network);
     await this.casLoop(store, async () => {
       const subnetsKv = await store.get(key.subnets);
@@ -731,7 +932,7 @@ export class Controller {
   private async removeNetworkLocked(network: NetworkRecord): Promise<void> {
     const store = this.storeOf(network);
     const stateKv = await store.get(key.networkState(network.id));
-    const endpoints = await this.networkEndpoints(network.id);
+    const endpoints = await this.networkEndpoints(network);
     if (endpoints.length > 0) {
       const names = endpoints.map((e) => `name:"${e.name}" id:"${e.id.slice(0, 12)}"`).join(', ');
       throw new Forbidden(`error while removing network: network ${network.name} has active endpoints (${names})`);
@@ -792,7 +993,7 @@ export class Controller {
       }
       const ipv4Address = driver.usesIpam && hasV4 ? allocator.allocate(4, request.ipv4Address) : undefined;
       const ipv6Address = driver.usesIpam && hasV6 && network.enableIPv6 ? allocator.allocate(6, request.ipv6Address) : undefined;
-      const macsInUse = new Set((await this.networkEndpoints(network.id)).map((e) => e.macAddress));
+      const macsInUse = new Set((await this.networkEndpoints(network)).map((e) => e.macAddress));
       const endpoint: EndpointRecord = {
         id,
         name: request.name,
@@ -1025,7 +1226,7 @@ export class Controller {
     }
     // Endpoints after every network: settling one may hand the default route to another network's.
     for (const network of networks) {
-      for (const endpoint of await this.networkEndpoints(network.id)) {
+      for (const endpoint of await this.networkEndpoints(network)) {
         if (endpoint.sandboxId === undefined) continue;
         const sandbox = live.get(endpoint.sandboxId);
         if (!local.has(endpoint.sandboxId)) {
@@ -1091,12 +1292,9 @@ export class Controller {
     return endpoints;
   }
 
-  private async networkEndpoints(networkId: string): Promise<EndpointRecord[]> {
-    const endpoints: EndpointRecord[] = [];
-    for (const store of this.networkStores()) {
-      endpoints.push(...(await store.list(key.endpoints(networkId))).map((kv) => parse<EndpointRecord>(kv)));
-    }
-    return endpoints;
+  /** A network's endpoints live in its own store: a local network's never wait on the cluster store. */
+  private async networkEndpoints(network: NetworkRecord): Promise<EndpointRecord[]> {
+    return (await this.storeOf(network).list(key.endpoints(network.id))).map((kv) => parse<EndpointRecord>(kv));
   }
 
   private async allSandboxes(): Promise<SandboxRecord[]> {
@@ -1138,10 +1336,17 @@ export class Controller {
   }
 
   private async findEndpoint(network: NetworkRecord, idOrName: string): Promise<EndpointRecord> {
-    return findByIdOrName('endpoint', idOrName, await this.networkEndpoints(network.id), () => new EndpointNotFound(idOrName));
+    return findByIdOrName('endpoint', idOrName, await this.networkEndpoints(network), () => new EndpointNotFound(idOrName));
   }
 }
 
+
+/** Docker's docker_gwbridge, by netctl's name; also the Linux bridge's name (15 characters). */
+export const GATEWAY_BRIDGE = 'netctl_gwbridge';
+
+function gatewayEndpointName(sandbox: SandboxRecord): string {
+  return `gateway_${sandbox.id.slice(0, 12)}`;
+}
 
 function ifIndex(endpoint: EndpointRecord): number {
   return Number((endpoint.ifName ?? '').replace(/^eth/, ''));

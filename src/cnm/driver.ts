@@ -53,6 +53,12 @@ export interface NetworkDriver {
   readonly usesIpam: boolean;
   /** Whether the network's gateway can be a sandbox's default route (bridge yes, overlay no). */
   readonly providesDefaultRoute: boolean;
+  /**
+   * True when its sandboxes reach outside only through the host's gateway
+   * bridge network (overlay, as with Docker's docker_gwbridge), unless the
+   * network is internal.
+   */
+  readonly needsGatewayBridge?: boolean;
   /** Checks the driver options (`-o`) and flags; throws InvalidArgument naming the bad one. */
   validate(network: NetworkSpec): void;
   /**

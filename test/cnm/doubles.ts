@@ -12,7 +12,7 @@ export type DriverCall = 'createNetwork' | 'deleteNetwork' | 'join' | 'leave';
 
 export class RecordingDriver implements NetworkDriver {
   readonly usesIpam = true;
-  readonly providesDefaultRoute = true;
+  readonly providesDefaultRoute: boolean = true;
   readonly calls: { call: DriverCall; name: string }[] = [];
   /** Networks and joined endpoints as the "kernel" holds them now. */
   readonly networks = new Set<string>();

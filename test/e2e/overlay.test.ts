@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import test from 'ava';
 import { ApiClient } from '../../src/api/client.js';
 import { type Cluster, makeCluster, type SimHost } from '../helpers/cluster.js';
-import { inNetns, links, pings, run } from '../helpers/kernel.js';
+import { addresses, inNetns, links, pings, run } from '../helpers/kernel.js';
 
 interface NetworkJson {
   Id: string;
@@ -259,11 +259,50 @@ test.serial('with etcd down the data plane keeps forwarding, and catches up when
   t.true(await pings(nsPath(a.name), b.address, { count: 3 }), 'traffic flows while etcd is down');
   const refused = await cluster.netctl(h2, 'network', 'create', '-d', 'overlay', 'later');
   t.not(refused.code, 0, 'a change that needs the cluster store fails instead of hanging');
-  t.regex(refused.stderr, /etcd/);
+  t.regex(refused.stderr, /etcd|cluster store/);
+
+  // Work on this host alone goes on: listing (global networks as last seen, with a warning), bridges, connects.
+  const listed = await cluster.netctl(h2, 'network', 'ls', '--format', '{{.Name}}');
+  t.is(listed.code, 0, listed.stderr);
+  t.deepEqual(listed.stdout.trim().split('\n'), ['netctl_gwbridge', 'ov']);
+  t.regex(listed.stderr, /WARNING: cluster store out of reach since .*: global networks are shown as last seen/);
+  await cluster.ok(h2, 'network', 'create', '--subnet', '10.75.0.0/24', 'offline');
+  await cluster.ok(h2, 'network', 'connect', 'offline', b.name);
+  t.deepEqual(await addresses(nsPath(b.name), 'eth2'), ['10.75.0.2/24'], 'the bridge endpoint comes after the overlay and gateway ones');
+  await cluster.ok(h2, 'network', 'disconnect', 'offline', b.name);
 
   await cluster.startEtcd();
+  // The local name made during the outage is claimed cluster-wide once etcd is back.
+  const endpoint = cluster.etcdUrl.replace(/^etcd:/, 'http:');
+  await until('the name offline claimed in etcd', async () => {
+    const keys = await inNetns(cluster.underlayNsPath, '/usr/bin/etcdctl', [`--endpoints=${endpoint}`, 'get', '--prefix', '--keys-only', '/netctl/names/local/offline/']);
+    return keys.stdout.trim() !== '' ? true : undefined;
+  }, 20_000);
+  const taken = await cluster.netctl(h1, 'network', 'create', '-d', 'overlay', '--subnet', '10.76.0.0/24', 'offline');
+  t.regex(taken.stderr, /network with name offline already exists/);
   // Host3 had no endpoint yet: only host1's restored watch can tell it about host3's new sandbox.
   const c = await until('a join on host3 after etcd is back', async () => sandboxOn(cluster, h3, 'ov', 'c').catch(() => undefined), 20_000);
   await until('host3 in host1 peers', async () => (peerIps(await inspect(cluster, h1, 'ov')).includes(h3.address) ? true : undefined), 5000);
   t.true(await pings(nsPath(a.name), c.value.address), 'host1 reaches the new sandbox on host3');
+});
+
+test.serial('an overlay sandbox reaches outside through the gateway bridge; an internal overlay one does not', async (t) => {
+  const cluster = await makeCluster(1);
+  t.teardown(() => cluster.destroy());
+  const [h1] = cluster.hosts as [SimHost];
+  await cluster.startDaemon(h1);
+  // A namespace on the underlay stands in for the world outside the overlays.
+  const outside = h1.address.replace(/\.\d+$/, '.200');
+  await cluster.addUnderlayHost(outside);
+  await cluster.ok(h1, 'network', 'create', '-d', 'overlay', '--subnet', '10.79.0.0/24', 'ov');
+  await cluster.ok(h1, 'network', 'create', '-d', 'overlay', '--internal', '--subnet', '10.80.0.0/24', 'secret');
+  const a = await sandboxOn(cluster, h1, 'ov', 'a');
+  const q = await sandboxOn(cluster, h1, 'secret', 'q');
+  t.true(await pings(nsPath(a.name), outside), 'the overlay sandbox reaches the outside world');
+  t.false(await pings(nsPath(q.name), outside, { waitSeconds: 1 }), 'the internal overlay sandbox does not');
+  t.true(await pings(nsPath(a.name), '10.79.0.1'), 'the gateway inspect shows is there');
+  const gwbridge = await inspect(cluster, h1, 'netctl_gwbridge');
+  t.is(gwbridge.Options['com.docker.network.bridge.enable_icc'], 'false');
+  await cluster.ok(h1, 'network', 'disconnect', 'ov', a.name);
+  t.deepEqual(Object.keys((await inspect(cluster, h1, 'netctl_gwbridge')).Containers ?? {}), []);
 });

@@ -114,6 +114,7 @@ export class OverlayDriver implements NetworkDriver {
   readonly scope = 'global' as const;
   readonly usesIpam = true;
   readonly providesDefaultRoute = false;
+  readonly needsGatewayBridge = true;
   private readonly store: Store;
   private readonly vtep: Vtep;
   private readonly advertiseAddress: string;
@@ -284,6 +285,14 @@ export class OverlayDriver implements NetworkDriver {
     const rtnl = await Rtnl.open(netnsPath);
     try {
       if ((await rtnl.getLink(BRIDGE)) === undefined) await rtnl.createBridge(BRIDGE, { mtu: config.mtu });
+      // The gateway inspect shows exists on every host's bridge, as in Docker's overlay: sandboxes can
+      // reach it, and its ARP is answered on the host itself. (The namespace has IPv6 off: IPv4 only.)
+      const present = new Set((await rtnl.listAddresses(BRIDGE)).map((a) => a.cidr));
+      for (const pool of network.ipam.config) {
+        if (pool.gateway === undefined || pool.subnet.includes(':')) continue;
+        const cidr = `${pool.gateway}/${pool.subnet.split('/')[1] ?? ''}`;
+        if (!present.has(cidr)) await rtnl.addAddress(BRIDGE, cidr);
+      }
       await rtnl.setUp(BRIDGE);
       // A TAP lives as long as the fd that made it: after a restart the old one is gone.
       await rtnl.deleteLink(TAP);
