@@ -4,20 +4,27 @@
  * a cluster store, also the VTEP and the overlay driver; and the embedded
  * DNS for the sandboxes.
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Controller } from './cnm/controller.js';
 import type { NetworkDriver } from './cnm/driver.js';
-import { InvalidArgument } from './cnm/errors.js';
+import { Conflict, InvalidArgument } from './cnm/errors.js';
 import type { NamespaceOps } from './cnm/namespaces.js';
 import { EmbeddedDns, resolvConfPath } from './dns/embedded.js';
+import type { DnsQueryObservation } from './dns/server.js';
 import { parseResolvConf } from './dns/forwarder.js';
 import { BridgeDriver } from './drivers/bridge/bridge.js';
+import type { ProtectedEndpoints } from './drivers/bridge/bridge.js';
 import { NullDriver } from './drivers/null/null.js';
 import { OverlayDriver } from './drivers/overlay/overlay.js';
-import { EtcdStore } from './store/etcd.js';
+import { EtcdStore, etcdClientEndpoints } from './store/etcd.js';
+import type { EtcdAccess } from './store/etcd.js';
 import { FileStore } from './store/file.js';
+import { LastKnownStore } from './store/last-known.js';
+import { ObservedStore, type StoreObserver } from './store/observed.js';
 import type { Store } from './store/types.js';
 import { createNamedNetns, isNetnsPath, removeNamedNetns, sameNetns } from './sys/netns.js';
+import { type FileLock, LockHeld, lockForLife } from './sys/fslock.js';
 import { Rtnl } from './sys/rtnl.js';
 import { NativeDatagramPort } from './vxlan/native.js';
 import { Vtep } from './vxlan/vtep.js';
@@ -31,6 +38,8 @@ export interface HostOptions {
   readonly hostNetnsPath?: string;
   /** Cluster store URL (etcd://HOST:PORT); enables overlay networks. */
   readonly clusterStore?: string;
+  /** TLS files and credentials for the cluster store (--store-cacert, --store-cert, --store-key, --store-user, --store-password-file). */
+  readonly clusterStoreAccess?: EtcdAccess;
   /** This host's underlay IPv4 address; required with a cluster store. */
   readonly advertiseAddress?: string;
   /** UDP port of the overlay data path on every host (default 4789). */
@@ -39,6 +48,12 @@ export interface HostOptions {
   readonly nodeName?: string;
   /** Upstream resolvers for the embedded DNS (default: the host's resolv.conf). */
   readonly dns?: readonly string[];
+  /** Where the daemon serves /metrics over TCP: one of the daemon's own ports, which sandboxes must not reach. */
+  readonly metricsAddress?: { readonly address: string; readonly port: number };
+  /** Observes each store's operations (`local` or `cluster`), for the metrics. */
+  readonly storeObserver?: (store: 'local' | 'cluster') => StoreObserver;
+  /** Told how each embedded DNS query ended (for the metrics). */
+  readonly onDnsQuery?: (query: DnsQueryObservation) => void;
   readonly log?: (message: string) => void;
 }
 
@@ -60,13 +75,15 @@ export const kernelNamespaces: NamespaceOps = {
 };
 
 /** The overlay's parts: cluster store, the host's VTEP on its UDP port, and the driver over them. */
-async function openOverlay(options: HostOptions & { clusterStore: string }): Promise<{ globalStore: Store; driver: OverlayDriver }> {
+async function openOverlay(options: HostOptions & { clusterStore: string }): Promise<{ globalStore: Store; vtep: Vtep; driver: OverlayDriver }> {
   const advertiseAddress = options.advertiseAddress;
   if (advertiseAddress === undefined) {
     throw new InvalidArgument('--advertise-addr is required with --store: the address other hosts reach this one at');
   }
   const port = options.dataPathPort ?? DEFAULT_VXLAN_PORT;
-  const globalStore = await EtcdStore.open(options.clusterStore);
+  // With the daemon's log: lease and connection changes are worth a line each.
+  const etcd = await EtcdStore.open(options.clusterStore, { ...options.clusterStoreAccess, ...(options.log !== undefined ? { log: options.log } : {}) });
+  const globalStore = observed(etcd, 'cluster', options);
   const cleanup: (() => Promise<void>)[] = [() => globalStore.close()];
   try {
     const underlay = NativeDatagramPort.open({ address: advertiseAddress, port });
@@ -80,17 +97,35 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
       ...(options.nodeName !== undefined ? { hostName: options.nodeName } : {}),
       ...(options.log !== undefined ? { log: options.log } : {}),
     });
-    return { globalStore, driver };
+    return { globalStore, vtep, driver };
   } catch (err) {
     for (const step of cleanup.reverse()) await step().catch(() => undefined);
     throw err;
   }
 }
 
+/**
+ * The ports sandboxes must not reach through this host: every host's data
+ * path, the cluster store, and the daemon's metrics address.
+ */
+async function protectedEndpointsOf(options: HostOptions): Promise<ProtectedEndpoints> {
+  const metrics = options.metricsAddress === undefined ? [] : [{ address: options.metricsAddress.address, port: options.metricsAddress.port }];
+  if (options.clusterStore === undefined) return { udpPorts: [], tcp: metrics };
+  return { udpPorts: [options.dataPathPort ?? DEFAULT_VXLAN_PORT], tcp: [...(await etcdClientEndpoints(options.clusterStore)), ...metrics] };
+}
+
+function observed(store: Store, name: 'local' | 'cluster', options: HostOptions): Store {
+  return options.storeObserver === undefined ? store : new ObservedStore(store, options.storeObserver(name));
+}
+
 /** A host's networking: the controller and the embedded DNS that serves its sandboxes. */
 export interface Host {
   readonly controller: Controller;
   readonly dns: EmbeddedDns;
+  /** The overlay's VTEP, with a cluster store: its counters are read for the metrics. */
+  readonly vtep?: Vtep;
+  /** `HostOptions.metricsAddress`, for the rules that keep sandboxes off the daemon's ports. */
+  readonly metricsAddress?: { readonly address: string; readonly port: number };
   /** Stops the DNS, then the controller; kernel state stays for the next start to restore. */
   close(): Promise<void>;
 }
@@ -109,45 +144,95 @@ export async function openHost(options: HostOptions = {}): Promise<Host> {
   if (options.clusterStore === undefined && (options.advertiseAddress !== undefined || options.dataPathPort !== undefined)) {
     throw new InvalidArgument('--advertise-addr and --data-path-port need a cluster store (--store etcd://HOST:PORT)');
   }
+  if (options.clusterStore === undefined && options.clusterStoreAccess !== undefined) {
+    throw new InvalidArgument('--store-cacert, --store-cert, --store-key, --store-user and --store-password-file need a cluster store (--store)');
+  }
   const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
-  const store = await FileStore.open(stateDir);
+  // One daemon per state directory: a second one would rewire the kernel state the first one owns.
+  const lock = await lockStateDirectory(stateDir);
+  try {
+    const host = await openLockedHost(options, stateDir);
+    return {
+      ...host,
+      async close() {
+        await host.close();
+        await lock.release();
+      },
+    };
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+}
+
+async function lockStateDirectory(stateDir: string): Promise<FileLock> {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  try {
+    return await lockForLife(join(stateDir, 'daemon.lock'));
+  } catch (err) {
+    if (!(err instanceof LockHeld)) throw err;
+    const holder = err.holderPid === undefined ? 'another netctl daemon' : `another netctl daemon (pid ${err.holderPid})`;
+    throw new Conflict(`${holder} is using the state directory ${stateDir}; stop it first or pick another --state-dir`);
+  }
+}
+
+async function openLockedHost(options: HostOptions, stateDir: string): Promise<Host> {
+  // Names in the store URL are resolved once, here: nftables rules hold addresses.
+  const protectedEndpoints = await protectedEndpointsOf(options);
+  const store = observed(await FileStore.open(stateDir), 'local', options);
   const drivers: NetworkDriver[] = [
-    new BridgeDriver(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {}),
+    new BridgeDriver({ ...(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {}), protectedEndpoints }),
     new NullDriver(),
   ];
   let globalStore: Store | undefined;
+  let vtep: Vtep | undefined;
   let controller: Controller | undefined;
+  // Known once the DNS runs; until then inspect shows where the file will go.
+  let dns: EmbeddedDns | undefined;
   try {
     if (options.clusterStore !== undefined) {
       const overlay = await openOverlay({ ...options, clusterStore: options.clusterStore });
       globalStore = overlay.globalStore;
+      vtep = overlay.vtep;
       drivers.push(overlay.driver);
     }
+    // The controller reads the cluster through a memory of it, so local work never waits on an outage.
+    const cluster =
+      globalStore === undefined
+        ? undefined
+        : await LastKnownStore.open(globalStore, {
+            prefixes: ['networks/', 'endpoints/', 'ipam/', 'names/'],
+            ...(options.log !== undefined ? { log: options.log } : {}),
+          });
     controller = await Controller.open({
       store,
-      ...(globalStore !== undefined ? { globalStore } : {}),
+      ...(cluster !== undefined ? { globalStore: cluster, clusterReachability: cluster } : {}),
       drivers,
       namespaces: kernelNamespaces,
       ownsStore: true,
-      resolvConfPath: (sandbox) => resolvConfPath(sandbox, stateDir),
+      resolvConfPath: (sandbox) => dns?.resolvConfPathOf(sandbox) ?? resolvConfPath(sandbox, stateDir),
       // The daemon's namespace, the host's root one (PID 1's) and the bridges' one are the host itself.
       reservedNamespaces: ['/proc/self/ns/net', '/proc/1/ns/net', ...(options.hostNetnsPath !== undefined ? [options.hostNetnsPath] : [])],
       ...(options.log !== undefined ? { log: options.log } : {}),
     });
     // After the controller: its restore makes the namespaces the listeners open in.
-    const dns = await EmbeddedDns.start({
+    const started = await EmbeddedDns.start({
       localStore: store,
       ...(globalStore !== undefined ? { globalStore } : {}),
       upstreams: await upstreamResolvers(options),
       stateDir,
+      ...(options.onDnsQuery !== undefined ? { onQuery: options.onDnsQuery } : {}),
       ...(options.log !== undefined ? { log: options.log } : {}),
     });
+    dns = started;
     const opened = controller;
     return {
       controller: opened,
-      dns,
+      dns: started,
+      ...(vtep !== undefined ? { vtep } : {}),
+      ...(options.metricsAddress !== undefined ? { metricsAddress: options.metricsAddress } : {}),
       async close() {
-        await dns.stop();
+        await started.stop();
         await opened.close();
       },
     };

@@ -3,12 +3,16 @@
  * SIGTERM or SIGINT it stops serving and closes the controller; kernel
  * state stays, and the next daemon restores it from the state directory.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { socketPathOf } from '../api/client.js';
-import { ApiServer, ensureSocketFree } from '../api/server.js';
+import type { MetricsServer } from '../api/metrics.js';
 import { InvalidArgument } from '../cnm/errors.js';
 import type { Command } from './command.js';
+import { LogLimiter } from './log-limit.js';
+
+/** How long SIGTERM may take before the daemon exits regardless. */
+const SHUTDOWN_DEADLINE_MS = 10_000;
 
 function parsePort(text: string): number {
   const port = Number(text);
@@ -16,6 +20,15 @@ function parsePort(text: string): number {
     throw new InvalidArgument(`invalid --data-path-port "${text}": an integer from 1 to 65535`);
   }
   return port;
+}
+
+/** The first line of --store-password-file: a password on the command line would show in ps. */
+async function readPasswordFile(path: string): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).split(/\r?\n/)[0] ?? '';
+  } catch (err) {
+    throw new InvalidArgument(`cannot read --store-password-file ${path}: ${(err as Error).message}`);
+  }
 }
 
 export const daemonCommand: Command = {
@@ -26,42 +39,87 @@ export const daemonCommand: Command = {
   flags: [
     { name: 'socket', type: 'string', help: 'Unix socket to serve the API on (default: the -H address)' },
     { name: 'state-dir', type: 'string', help: 'Directory for the daemon state', defaultText: '"/var/lib/netctl"' },
-    { name: 'store', type: 'string', help: 'Cluster store for overlay networks (etcd://HOST:PORT)' },
+    { name: 'store', type: 'string', help: 'Cluster store for overlay networks (etcd://HOST:PORT, or etcds://HOST:PORT for TLS)' },
+    { name: 'store-cacert', type: 'string', help: "PEM file of the CA that signed the cluster store's certificates" },
+    { name: 'store-cert', type: 'string', help: 'PEM file of the client certificate for the cluster store' },
+    { name: 'store-key', type: 'string', help: 'PEM file of the key of --store-cert' },
+    { name: 'store-user', type: 'string', help: 'User name for the cluster store' },
+    { name: 'store-password-file', type: 'string', help: 'File whose first line is the password of --store-user' },
     { name: 'advertise-addr', type: 'string', help: "This host's underlay address, where other hosts send overlay traffic" },
     { name: 'data-path-port', type: 'string', help: 'UDP port of the overlay data path', defaultText: '4789' },
     { name: 'dns', type: 'list', help: 'Upstream DNS server for names netctl does not know (default: /etc/resolv.conf)' },
+    { name: 'metrics-addr', type: 'string', help: 'Also serve Prometheus metrics at http://IP:PORT/metrics (they are always at /metrics on the socket)' },
     { name: 'node-name', type: 'string', help: 'Name other hosts show for this one in Peers', defaultText: 'the host name' },
   ],
   async run(ctx, parsed) {
+    // Loaded here only: the server pulls in prom-client, which would cost every other command ~0.2 s of start-up.
+    const { ApiServer, ensureSocketFree } = await import('../api/server.js');
+    const { DaemonMetrics, MetricsServer, parseMetricsAddress } = await import('../api/metrics.js');
     const socketPath = parsed.string('socket') ?? socketPathOf(ctx.host);
+    const metricsAddrText = parsed.string('metrics-addr');
+    const metricsAddress = metricsAddrText !== undefined ? parseMetricsAddress(metricsAddrText) : undefined;
     await mkdir(dirname(socketPath), { recursive: true });
     // Before the controller opens: a second daemon must not touch the kernel state the live one owns.
     await ensureSocketFree(socketPath);
     // Loaded here only: it pulls in the kernel bindings, which no other command needs.
     const { openHost } = await import('../host.js');
+    const { raiseOpenFileLimit } = await import('../sys/rlimit.js');
+    // Each sandbox costs descriptors (DNS listeners and connections); the caps are sized by this limit.
+    try {
+      raiseOpenFileLimit();
+    } catch (err) {
+      ctx.io.stderr(`netctl daemon: cannot raise the open-file limit: ${(err as Error).message}\n`);
+    }
+    // One failing upstream under a flood would otherwise log a line per query.
+    const logLimiter = new LogLimiter({ write: (line) => ctx.io.stderr(`${line}\n`) });
     const stateDir = parsed.string('state-dir');
     const clusterStore = parsed.string('store');
+    const storeCaFile = parsed.string('store-cacert');
+    const storeCertFile = parsed.string('store-cert');
+    const storeKeyFile = parsed.string('store-key');
+    const storeUser = parsed.string('store-user');
+    const storePasswordFile = parsed.string('store-password-file');
+    const clusterStoreAccess = {
+      ...(storeCaFile !== undefined ? { caFile: storeCaFile } : {}),
+      ...(storeCertFile !== undefined ? { certFile: storeCertFile } : {}),
+      ...(storeKeyFile !== undefined ? { keyFile: storeKeyFile } : {}),
+      ...(storeUser !== undefined ? { user: storeUser } : {}),
+      ...(storePasswordFile !== undefined ? { password: await readPasswordFile(storePasswordFile) } : {}),
+    };
     const advertiseAddress = parsed.string('advertise-addr');
     const dataPathPort = parsed.string('data-path-port');
     const nodeName = parsed.string('node-name');
     const dns = parsed.list('dns');
+    const metrics = new DaemonMetrics({ processMetrics: true });
     const host = await openHost({
       ...(stateDir !== undefined ? { stateDir } : {}),
       ...(clusterStore !== undefined ? { clusterStore } : {}),
+      ...(Object.keys(clusterStoreAccess).length > 0 ? { clusterStoreAccess } : {}),
       ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
       ...(dataPathPort !== undefined ? { dataPathPort: parsePort(dataPathPort) } : {}),
       ...(nodeName !== undefined ? { nodeName } : {}),
       ...(dns.length > 0 ? { dns } : {}),
-      log: (message) => ctx.io.stderr(`${message}\n`),
+      ...(metricsAddress !== undefined ? { metricsAddress } : {}),
+      storeObserver: (store) => metrics.storeObserver(store),
+      onDnsQuery: metrics.onDnsQuery,
+      log: (message) => logLimiter.log(message),
     });
-    const server = new ApiServer(host.controller, { version: ctx.version });
+    if (host.vtep !== undefined) metrics.setVtep(host.vtep);
+    const server = new ApiServer(host.controller, { version: ctx.version, metrics });
+    let metricsServer: MetricsServer | undefined;
     try {
       await server.listen(socketPath);
+      if (metricsAddress !== undefined) metricsServer = await MetricsServer.listen(metrics, metricsAddress);
     } catch (err) {
+      await server.close();
       await host.close();
       throw err;
     }
     ctx.io.stdout(`netctl daemon listening on unix://${socketPath}\n`);
+    if (metricsAddress !== undefined) {
+      const { address, port } = metricsAddress;
+      ctx.io.stdout(`netctl daemon serving metrics on http://${address.includes(':') ? `[${address}]` : address}:${port}/metrics\n`);
+    }
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       const stop = (name: NodeJS.Signals): void => {
         process.off('SIGTERM', stop);
@@ -72,8 +130,19 @@ export const daemonCommand: Command = {
       process.on('SIGINT', stop);
     });
     ctx.io.stderr(`netctl daemon: ${signal} received, shutting down\n`);
+    // A store or client library that never lets go (etcd3's lease keep-alives after an outage) must not keep
+    // the daemon alive: past the deadline it exits anyway, and the next daemon restores what the store holds.
+    const deadline = setTimeout(() => {
+      ctx.io.stderr(`netctl daemon: shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting\n`);
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    await metricsServer?.close();
     await server.close();
     await host.close();
+    logLimiter.flush();
+    clearTimeout(deadline);
+    // Closed is closed: a timer or socket a library leaked does not hold the process either.
+    setTimeout(() => process.exit(0), 1000).unref();
     return 0;
   },
 };

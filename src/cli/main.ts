@@ -218,7 +218,12 @@ async function dispatch(argv: readonly string[], io: CliIo, version: string): Pr
     io.stderr(`${groupPath}: '${sub}' is not a ${groupPath} command.\nSee '${groupPath} --help'\n`);
     return 1;
   }
-  return runCommand(ctx, `${groupPath} ${command.name}`, groupPath, command, rest.slice(1));
+  try {
+    return await runCommand(ctx, `${groupPath} ${command.name}`, groupPath, command, rest.slice(1));
+  } finally {
+    // What the daemon warned about (the cluster store out of reach), after the output, as docker prints warnings.
+    for (const warning of client?.warnings ?? []) io.stderr(`WARNING: ${warning}\n`);
+  }
 }
 
 /** Runs netctl with the arguments after the program name; resolves to the exit code. */

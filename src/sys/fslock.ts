@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addon } from './addon.js';
@@ -52,6 +52,34 @@ export async function lockFile(path: string, options: LockFileOptions = {}): Pro
     throw err;
   }
   return new HeldLock(path, handle);
+}
+
+/** Thrown by `lockForLife` when a live process holds the lock. */
+export class LockHeld extends Error {
+  readonly code = 'LockHeld';
+  constructor(readonly path: string, readonly holderPid: number | undefined) {
+    super(`${path} is locked by ${holderPid === undefined ? 'another process' : `process ${holderPid}`}`);
+    this.name = 'LockHeld';
+  }
+}
+
+/**
+ * Takes `path`'s lock without waiting, for as long as the process keeps it,
+ * and writes the process's PID into the file so that a refused second
+ * process can say who holds it. The kernel drops the lock when the holder
+ * dies, so a crash never leaves it taken.
+ */
+export async function lockForLife(path: string): Promise<FileLock> {
+  let lock: FileLock;
+  try {
+    lock = await lockFile(path, { timeoutMs: 0 });
+  } catch (err) {
+    if (!(err instanceof LockTimeout)) throw err;
+    const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+    throw new LockHeld(path, Number.isSafeInteger(pid) && pid > 0 ? pid : undefined);
+  }
+  await writeFile(path, `${process.pid}\n`);
+  return lock;
 }
 
 class HeldLock implements FileLock {

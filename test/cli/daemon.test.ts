@@ -58,6 +58,10 @@ test('the daemon serves the API, keeps state across restarts, and stops on SIGTE
   const refused = await startDaemon(stateDir, socketPath).catch((err: Error) => err);
   t.true(refused instanceof Error);
   t.regex((refused as Error).message, /already listening/);
+  // Another socket does not make another daemon on the same state welcome.
+  const sameState = await startDaemon(stateDir, join(dir, 'run', 'other.sock')).catch((err: Error) => err);
+  t.true(sameState instanceof Error);
+  t.regex((sameState as Error).message, new RegExp(`another netctl daemon \\(pid \\d+\\) is using the state directory ${stateDir}`));
 
   first.child.kill('SIGTERM');
   t.is(await first.exited, 0);
