@@ -284,6 +284,14 @@ test.serial('with etcd down the data plane keeps forwarding, and catches up when
   const c = await until('a join on host3 after etcd is back', async () => sandboxOn(cluster, h3, 'ov', 'c').catch(() => undefined), 20_000);
   await until('host3 in host1 peers', async () => (peerIps(await inspect(cluster, h1, 'ov')).includes(h3.address) ? true : undefined), 5000);
   t.true(await pings(nsPath(a.name), c.value.address), 'host1 reaches the new sandbox on host3');
+
+  // After an etcd outage, SIGTERM still ends a daemon, within its shutdown deadline (10 s) and some slack.
+  const daemon = h2.daemon;
+  if (daemon === undefined) throw new Error('host2 has no daemon');
+  const exited = new Promise<string>((resolve) => daemon.process.once('exit', (code, signal) => resolve(`exit ${code ?? signal}`)));
+  daemon.process.kill('SIGTERM');
+  const outcome = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 20_000))]);
+  t.is(outcome, 'exit 0', daemon.output().slice(-2000));
 });
 
 test.serial('an overlay sandbox reaches outside through the gateway bridge; an internal overlay one does not', async (t) => {
