@@ -8,35 +8,11 @@ import { Controller } from '../../src/cnm/controller.js';
 import { Unavailable } from '../../src/cnm/errors.js';
 import { LastKnownStore } from '../../src/store/last-known.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import type { Store, TxnRequest } from '../../src/store/types.js';
+import { CuttableStore } from '../helpers/cuttable-store.js';
 import { MemoryNamespaces, RecordingDriver } from './doubles.js';
 
-class Cuttable implements Store {
-  down = false;
-  constructor(readonly inner = new MemoryStore()) {}
-  private check(): void {
-    if (this.down) throw new Unavailable('cannot reach etcd');
-  }
-  async get(key: string) {
-    this.check();
-    return this.inner.get(key);
-  }
-  async list(prefix: string) {
-    this.check();
-    return this.inner.list(prefix);
-  }
-  async txn(request: TxnRequest) {
-    this.check();
-    return this.inner.txn(request);
-  }
-  watch(prefix: string, onEvent: Parameters<Store['watch']>[1]) {
-    return this.inner.watch(prefix, onEvent);
-  }
-  async close() {}
-}
-
 async function twoHosts() {
-  const wire = new Cuttable();
+  const wire = new CuttableStore();
   const logs: string[] = [];
   const host = async () => {
     const cluster = await LastKnownStore.open(wire, { prefixes: ['networks/', 'endpoints/', 'ipam/', 'names/'], probeIntervalMs: 10 });

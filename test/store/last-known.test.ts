@@ -1,38 +1,10 @@
 import test from 'ava';
 import { Unavailable } from '../../src/cnm/errors.js';
 import { LastKnownStore } from '../../src/store/last-known.js';
-import { MemoryStore } from '../../src/store/memory.js';
-import type { Store, TxnRequest } from '../../src/store/types.js';
-
-/** A store that can be cut off: every call then fails with Unavailable, as EtcdStore's do after their timeout. */
-class Cuttable implements Store {
-  down = false;
-  calls = 0;
-  constructor(readonly inner = new MemoryStore()) {}
-  private check(): void {
-    this.calls++;
-    if (this.down) throw new Unavailable('cannot reach etcd at etcd://198.18.0.254:2379');
-  }
-  async get(key: string) {
-    this.check();
-    return this.inner.get(key);
-  }
-  async list(prefix: string) {
-    this.check();
-    return this.inner.list(prefix);
-  }
-  async txn(request: TxnRequest) {
-    this.check();
-    return this.inner.txn(request);
-  }
-  watch(prefix: string, onEvent: Parameters<Store['watch']>[1]) {
-    return this.inner.watch(prefix, onEvent);
-  }
-  async close() {}
-}
+import { CuttableStore } from '../helpers/cuttable-store.js';
 
 test('while the store is out of reach, remembered prefixes answer from memory; writes and other reads still ask the store', async (t) => {
-  const cluster = new Cuttable();
+  const cluster = new CuttableStore();
   await cluster.inner.txn({ put: [{ key: 'networks/a', value: 'A' }, { key: 'overlay/vni/4096', value: 'a' }] });
   const store = await LastKnownStore.open(cluster, { prefixes: ['networks/'], probeIntervalMs: 10 });
   t.teardown(() => store.close());
@@ -52,7 +24,7 @@ test('while the store is out of reach, remembered prefixes answer from memory; w
 });
 
 test('the store is probed until it answers; then calls go to it again and onReachable runs', async (t) => {
-  const cluster = new Cuttable();
+  const cluster = new CuttableStore();
   const store = await LastKnownStore.open(cluster, { prefixes: ['networks/'], probeIntervalMs: 10 });
   t.teardown(() => store.close());
   let back = 0;
