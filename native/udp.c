@@ -258,9 +258,11 @@ static void udp_finalize(napi_env env, void *data, void *hint) {
 
 static void free_arena(napi_env env, void *data, void *hint) { free(data); }
 
-/* udpOpen(netnsPath, family, address, port, { reuseAddr, gro, borrowBuffers, recvBufferSize, sendBufferSize })
- * -> { handle, port }. Binds a non-blocking UDP socket made in the namespace. With borrowBuffers,
- * received datagrams stay in the socket's own memory, valid until the callback returns. */
+/* udpOpen(netnsPath, family, address, port, { reuseAddr, gro, borrowBuffers, dontFragment, recvBufferSize,
+ * sendBufferSize }) -> { handle, port }. Binds a non-blocking UDP socket made in the namespace. With borrowBuffers,
+ * received datagrams stay in the socket's own memory, valid until the callback returns. With dontFragment
+ * every datagram leaves with DF and one larger than the path MTU fails (EMSGSIZE) instead of being
+ * fragmented by this kernel (IP_PMTUDISC_DO; for an IPv6 socket, its IPv4-mapped traffic too). */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -274,18 +276,19 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (get_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len) != 0) return NULL;
-  bool reuse_addr, gro, borrow;
+  bool reuse_addr, gro, borrow, dont_fragment;
   int32_t recv_buffer, send_buffer;
   if (get_bool_option(env, argv[4], "reuseAddr", &reuse_addr) != 0 ||
       get_bool_option(env, argv[4], "gro", &gro) != 0 ||
       get_bool_option(env, argv[4], "borrowBuffers", &borrow) != 0 ||
+      get_bool_option(env, argv[4], "dontFragment", &dont_fragment) != 0 ||
       get_int_option(env, argv[4], "recvBufferSize", &recv_buffer) != 0 ||
       get_int_option(env, argv[4], "sendBufferSize", &send_buffer) != 0)
     return NULL;
   const char *failed;
   int fd = socket_in_netns(netns, family, SOCK_DGRAM, &failed);
   if (fd < 0) return netctl_throw_errno(env, errno, failed, netns[0] ? netns : NULL);
-  int one = 1;
+  int one = 1, pmtudisc_do = IP_PMTUDISC_DO, pmtudisc6_do = IPV6_PMTUDISC_DO;
   udp_addr_t bound;
   socklen_t bound_len = sizeof bound;
   failed = NULL;
@@ -293,6 +296,11 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     failed = "setsockopt SO_REUSEADDR";
   else if (gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0)
     failed = "setsockopt UDP_GRO";
+  else if (dont_fragment && setsockopt(fd, SOL_IP, IP_MTU_DISCOVER, &pmtudisc_do, sizeof pmtudisc_do) != 0)
+    failed = "setsockopt IP_MTU_DISCOVER";
+  else if (dont_fragment && family == AF_INET6 &&
+           setsockopt(fd, SOL_IPV6, IPV6_MTU_DISCOVER, &pmtudisc6_do, sizeof pmtudisc6_do) != 0)
+    failed = "setsockopt IPV6_MTU_DISCOVER";
   else if (recv_buffer > 0 && set_buffer_size(fd, SO_RCVBUFFORCE, SO_RCVBUF, recv_buffer) != 0)
     failed = "setsockopt SO_RCVBUF";
   else if (send_buffer > 0 && set_buffer_size(fd, SO_SNDBUFFORCE, SO_SNDBUF, send_buffer) != 0)

@@ -26,6 +26,7 @@ import type { Store } from './store/types.js';
 import { createNamedNetns, isNetnsPath, removeNamedNetns, sameNetns } from './sys/netns.js';
 import { type FileLock, LockHeld, lockForLife } from './sys/fslock.js';
 import { Rtnl } from './sys/rtnl.js';
+import { VXLAN_OVERHEAD, overlayMtu } from './vxlan/mtu.js';
 import { NativeDatagramPort } from './vxlan/native.js';
 import { Vtep } from './vxlan/vtep.js';
 import { DEFAULT_VXLAN_PORT } from './wire/vxlan.js';
@@ -81,19 +82,23 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
     throw new InvalidArgument('--advertise-addr is required with --store: the address other hosts reach this one at');
   }
   const port = options.dataPathPort ?? DEFAULT_VXLAN_PORT;
+  const underlay = await underlayLinkOf(advertiseAddress);
+  const mtu = overlayMtu(underlay.mtu);
+  options.log?.(`overlay MTU ${mtu}: ${underlay.name} (MTU ${underlay.mtu}, holding ${advertiseAddress}) less ${VXLAN_OVERHEAD} bytes of VXLAN headers`);
   // With the daemon's log: lease and connection changes are worth a line each.
   const etcd = await EtcdStore.open(options.clusterStore, { ...options.clusterStoreAccess, ...(options.log !== undefined ? { log: options.log } : {}) });
   const globalStore = observed(etcd, 'cluster', options);
   const cleanup: (() => Promise<void>)[] = [() => globalStore.close()];
   try {
-    const underlay = NativeDatagramPort.open({ address: advertiseAddress, port });
-    const vtep = new Vtep({ underlay, localAddress: advertiseAddress, port, ...(options.log !== undefined ? { log: options.log } : {}) });
+    const udp = NativeDatagramPort.open({ address: advertiseAddress, port });
+    const vtep = new Vtep({ underlay: udp, localAddress: advertiseAddress, port, mtu, ...(options.log !== undefined ? { log: options.log } : {}) });
     vtep.start();
     cleanup.push(() => vtep.stop());
     const driver = await OverlayDriver.start({
       store: globalStore,
       vtep,
       advertiseAddress,
+      mtu,
       ...(options.nodeName !== undefined ? { hostName: options.nodeName } : {}),
       ...(options.log !== undefined ? { log: options.log } : {}),
     });
@@ -101,6 +106,19 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
   } catch (err) {
     for (const step of cleanup.reverse()) await step().catch(() => undefined);
     throw err;
+  }
+}
+
+/** The interface holding `address` in the daemon's namespace: the underlay the VTEP sends on, whose MTU bounds the overlay's. */
+async function underlayLinkOf(address: string): Promise<{ name: string; mtu: number }> {
+  const rtnl = await Rtnl.open();
+  try {
+    const holder = (await rtnl.listAddresses()).find((held) => held.cidr.split('/')[0] === address);
+    const link = holder === undefined ? undefined : await rtnl.getLink(holder.ifName);
+    if (link === undefined) throw new InvalidArgument(`--advertise-addr ${address} is on no interface of this host: the overlay's data path sends from it`);
+    return { name: link.name, mtu: link.mtu };
+  } finally {
+    rtnl.close();
   }
 }
 

@@ -12,10 +12,11 @@ import { InvalidArgument } from '../cnm/errors.js';
 import type { DockerNetwork } from '../cnm/inspect.js';
 import type { DnsQueryObservation } from '../dns/server.js';
 import type { StoreObserver } from '../store/observed.js';
+import type { PeerLiveness } from '../vxlan/liveness.js';
 import type { Vtep, VtepNetworkStats, VtepStats } from '../vxlan/vtep.js';
 
 /** What a scrape reads from the VTEP. */
-export type VtepCounterSource = Pick<Vtep, 'stats' | 'networkStats'>;
+export type VtepCounterSource = Pick<Vtep, 'stats' | 'networkStats' | 'peerStates'>;
 
 /** Where `--metrics-addr` serves /metrics over TCP. */
 export interface MetricsAddress {
@@ -34,7 +35,9 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 
 interface Snapshot {
   readonly networks: readonly DockerNetwork[];
-  readonly vtep: { readonly stats: Readonly<VtepStats>; readonly networks: readonly VtepNetworkStats[] } | undefined;
+  readonly vtep:
+    | { readonly stats: Readonly<VtepStats>; readonly networks: readonly VtepNetworkStats[]; readonly peers: readonly PeerLiveness[] }
+    | undefined;
   /** VNI → network name, for the VTEP's labels. */
   readonly names: ReadonlyMap<number, string>;
 }
@@ -175,7 +178,11 @@ export class DaemonMetrics {
       if (vni !== undefined) names.set(Number(vni), network.Name);
     }
     const vtep = this.#vtep;
-    this.#snapshot = { networks, names, vtep: vtep === undefined ? undefined : { stats: { ...vtep.stats }, networks: vtep.networkStats() } };
+    this.#snapshot = {
+      networks,
+      names,
+      vtep: vtep === undefined ? undefined : { stats: { ...vtep.stats }, networks: vtep.networkStats(), peers: vtep.peerStates() },
+    };
     try {
       return await this.registry.metrics();
     } finally {
@@ -278,6 +285,27 @@ export class DaemonMetrics {
     });
     counter('netctl_vtep_peer_drops_total', "Datagrams from one remote VTEP a network dropped, by reason", ['network', 'vni', 'peer', 'reason'], (emit) => {
       for (const { peer, labels } of peers()) for (const [reason, value] of drops(peer)) emit({ ...labels, reason }, value);
+    });
+    // Per VTEP, not per network: one probe stream serves every network a peer shares with us.
+    new Gauge({
+      name: 'netctl_vtep_peer_up',
+      help: 'Whether a netctl peer VTEP answers probes on the data path (1) or stopped (0); peers without a verdict yet are absent',
+      labelNames: ['peer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const peer of vtep()?.peers ?? []) if (peer.state !== 'unknown') this.set({ peer: peer.address }, peer.state === 'up' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'netctl_vtep_peer_rtt_seconds',
+      help: "Round trip of the last probe a netctl peer VTEP answered (kept while it is down)",
+      labelNames: ['peer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const peer of vtep()?.peers ?? []) if (peer.rttMs !== undefined) this.set({ peer: peer.address }, peer.rttMs / 1000);
+      },
     });
   }
 }

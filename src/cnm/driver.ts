@@ -24,6 +24,16 @@ export interface Reservation {
 export interface NetworkPeer {
   readonly name: string;
   readonly ip: string;
+  /**
+   * The data path to it, as this host sees it: `up` while it answers,
+   * `down` once it stopped, `unknown` when it is not checked (or not yet).
+   * Absent when the driver does not check (and for this host itself).
+   */
+  readonly state?: 'up' | 'down' | 'unknown';
+  /** When `state` last changed, RFC 3339. */
+  readonly since?: string;
+  /** The last round trip measured, in Go's duration notation (`312µs`, `1.25ms`). */
+  readonly lastRtt?: string;
 }
 
 export interface JoinRequest {

@@ -37,8 +37,12 @@ export interface DockerNetwork {
   Containers: Record<string, DockerEndpointResource>;
   Options: Record<string, string>;
   Labels: Record<string, string>;
-  /** Hosts with endpoints on the network; only for drivers spanning hosts. */
-  Peers?: { Name: string; IP: string }[];
+  /**
+   * Hosts with endpoints on the network; only for drivers spanning hosts.
+   * Name and IP are Docker's; State, Since and LastRTT are the data path's
+   * (see NetworkPeer), LastRTT as Go prints a duration ("312µs").
+   */
+  Peers?: { Name: string; IP: string; State?: 'up' | 'down' | 'unknown'; Since?: string; LastRTT?: string }[];
 }
 
 export function toDockerNetwork(
@@ -90,6 +94,16 @@ export function toDockerNetwork(
     Containers: containers,
     Options: { ...network.options },
     Labels: { ...network.labels },
-    ...(peers !== undefined ? { Peers: peers.map((peer) => ({ Name: peer.name, IP: peer.ip })) } : {}),
+    ...(peers !== undefined
+      ? {
+          Peers: peers.map((peer) => ({
+            Name: peer.name,
+            IP: peer.ip,
+            ...(peer.state !== undefined ? { State: peer.state } : {}),
+            ...(peer.since !== undefined ? { Since: peer.since } : {}),
+            ...(peer.lastRtt !== undefined ? { LastRTT: peer.lastRtt } : {}),
+          })),
+        }
+      : {}),
   };
 }

@@ -88,7 +88,7 @@ export interface NativeAddon {
     family: 4 | 6,
     address: string,
     port: number,
-    opts: { reuseAddr?: boolean; gro?: boolean; borrowBuffers?: boolean; recvBufferSize?: number; sendBufferSize?: number },
+    opts: { reuseAddr?: boolean; gro?: boolean; borrowBuffers?: boolean; dontFragment?: boolean; recvBufferSize?: number; sendBufferSize?: number },
   ): { handle: NativeUdpHandle; port: number };
   /**
    * For every wake-up with data (up to 4 recvmmsg of 64): fills `index` (at least 6 × 256

@@ -77,6 +77,11 @@ export interface NativeUdpSocketOptions {
   /** UDP_GRO: the kernel may hand over runs of equal-size datagrams from one sender as one (see `ReceivedDatagrams`). */
   gro?: boolean;
   /**
+   * IP_PMTUDISC_DO: every datagram leaves with DF, and one larger than the
+   * path MTU is not sent (counted as not sent) rather than fragmented.
+   */
+  dontFragment?: boolean;
+  /**
    * Received payloads stay in the socket's own receive memory, valid only
    * until `onBatch` returns (no copy, no allocation per wake-up); `onBatch`
    * is then called once per recvmmsg (up to 64 datagrams).
@@ -123,6 +128,7 @@ export class NativeUdpSocket {
         reuseAddr: opts.reuseAddr ?? false,
         gro: opts.gro ?? false,
         borrowBuffers: opts.borrowBuffers ?? false,
+        dontFragment: opts.dontFragment ?? false,
         recvBufferSize: opts.recvBufferSize ?? 0,
         sendBufferSize: opts.sendBufferSize ?? 0,
       });

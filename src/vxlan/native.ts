@@ -56,6 +56,9 @@ export class NativeDatagramPort implements DatagramPort {
       gro: opts.gro ?? true,
       // The VTEP is done with a datagram when its callback returns.
       borrowBuffers: true,
+      // An underlay fragment costs both hosts a reassembly and is lost where fragments are filtered:
+      // the VTEP keeps frames within the MTU, and the kernel refuses what still would not fit.
+      dontFragment: true,
       ...(opts.netnsPath !== undefined && { netnsPath: opts.netnsPath }),
       recvBufferSize: opts.recvBufferSize ?? DEFAULT_RECV_BUFFER,
       sendBufferSize: opts.sendBufferSize ?? DEFAULT_SEND_BUFFER,

@@ -141,6 +141,16 @@ export class VniPeers {
     return this.#remotes.values();
   }
 
+  /** The remote netctl VTEPs holding configured peers of this VNI (external peers are not among them). */
+  configuredVteps(): IterableIterator<string> {
+    return this.#configuredVteps.keys();
+  }
+
+  /** True when the remote VTEP at `address` holds configured peers of this VNI. */
+  holdsConfiguredPeers(address: string): boolean {
+    return this.#configuredVteps.has(address);
+  }
+
   /** Every remote VTEP that gets broadcast, multicast and unknown unicast frames; never the local address. */
   get floodTargets(): readonly string[] {
     return this.#floodTargets;
@@ -293,6 +303,12 @@ export class PeerTable {
   /** Drops learned entries of every VNI that aged out by `now`. */
   sweep(now: number): void {
     for (const peers of this.#vnis.values()) peers.sweep(now);
+  }
+
+  /** True when the remote VTEP at `address` holds configured peers of any VNI: a netctl host we know. */
+  isNetctlVtep(address: string): boolean {
+    for (const peers of this.#vnis.values()) if (peers.holdsConfiguredPeers(address)) return true;
+    return false;
   }
 }
 

@@ -24,6 +24,7 @@ import {
   ETHERTYPE_ARP,
   ETHERTYPE_IPV6,
   ICMPV6_NEIGHBOR_SOLICITATION,
+  IPV4_MIN_MTU,
   IPPROTO_ICMPV6,
   IPV6_DST_OFFSET,
   IPV6_HEADER_LEN,
@@ -55,6 +56,7 @@ import {
   parseIPv4,
   parseIPv6,
   parseMac,
+  probeCheck,
   readMac,
   vxlanCheck,
   vxlanRemoteChecksum,
@@ -64,6 +66,9 @@ import {
 } from '../wire/index.js';
 import { RECEIVED_STRIDE } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
+import { Liveness } from './liveness.js';
+import type { LivenessOptions, PeerLiveness } from './liveness.js';
+import { largestFrame, tooBig } from './mtu.js';
 import { CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
 import { PeerTable } from './peers.js';
 import type { RemoteVtep, RemoteVtepStats, VniPeers } from './peers.js';
@@ -108,6 +113,12 @@ export interface VtepStats {
   dropWriteFailed: number;
   /** Frames from a port whose virtio_net_hdr does not match the frame (e.g. a GSO type other than TCP). */
   dropBadOffload: number;
+  /** Frames (or a super-frame's segments) longer than the MTU of the path to their VTEP, dropped (see `tooBigAnswered`). */
+  dropTooBig: number;
+  /** ICMP "fragmentation needed" / ICMPv6 "packet too big" answers to frames dropped as too big. */
+  tooBigAnswered: number;
+  /** IPv4 packets without DF too big for their path, cut into fragments that fit (the underlay never fragments). */
+  fragmented: number;
 }
 
 /**
@@ -129,6 +140,9 @@ export interface VtepNetworkCounters {
   dropOversize: number;
   dropWriteFailed: number;
   dropBadOffload: number;
+  dropTooBig: number;
+  tooBigAnswered: number;
+  fragmented: number;
 }
 
 /** A snapshot of one served network's counters and of the remote VTEPs it has known. */
@@ -153,6 +167,16 @@ export interface VtepOptions {
   learnedTtlMs?: number;
   /** Longer frames are dropped either way (default MAX_FRAME_LENGTH). */
   maxFrameLength?: number;
+  /**
+   * The largest IP packet this host's underlay carries inside VXLAN (its
+   * MTU less `VXLAN_OVERHEAD`, see mtu.ts). A frame that would not fit the
+   * path to its VTEP (this, or the VTEP's own, see `setVtepMtu`) is never
+   * sent: it is answered or fragmented as a router would. Default: only
+   * `maxFrameLength` applies.
+   */
+  mtu?: number;
+  /** Timing and clock of the liveness probes to peer VTEPs (see liveness.ts). */
+  probe?: LivenessOptions;
 }
 
 export interface NetworkOptions {
@@ -198,6 +222,8 @@ interface Network {
 interface UnicastQueue {
   readonly frames: FrameList;
   readonly remote: RemoteVtep;
+  /** The longest frame the path to this VTEP takes (see `Vtep.#frameLimit`), kept up to date by `setVtepMtu`. */
+  frameLimit: number;
   /** Inner frame bytes queued (virtio headers not counted). */
   bytes: number;
 }
@@ -221,6 +247,9 @@ export class Vtep {
     dropOversize: 0,
     dropWriteFailed: 0,
     dropBadOffload: 0,
+    dropTooBig: 0,
+    tooBigAnswered: 0,
+    fragmented: 0,
   };
   readonly #underlay: DatagramPort;
   readonly #localAddress: string;
@@ -228,7 +257,11 @@ export class Vtep {
   readonly #now: () => number;
   readonly #log: (msg: string) => void;
   readonly #maxFrameLength: number;
+  readonly #mtu: number;
+  /** The MTUs other VTEPs announced for their own underlay (`setVtepMtu`). */
+  readonly #vtepMtus = new Map<string, number>();
   readonly #peers: PeerTable;
+  readonly #liveness: Liveness;
   readonly #networks = new Map<number, Network>();
   /** Networks with inbound frames in the current underlay batch. */
   readonly #touched: Network[] = [];
@@ -250,11 +283,24 @@ export class Vtep {
     this.#now = opts.now ?? Date.now;
     this.#log = opts.log ?? (() => {});
     this.#maxFrameLength = opts.maxFrameLength ?? MAX_FRAME_LENGTH;
+    this.#mtu = opts.mtu ?? this.#maxFrameLength - ETHERNET_HEADER_LEN;
+    checkMtu(this.#mtu);
     this.#peers = new PeerTable({
       localAddress: this.#localAddress,
       ...(opts.learnedTtlMs !== undefined && { learnedTtlMs: opts.learnedTtlMs }),
     });
     this.#nextSweep = this.#now() + SWEEP_INTERVAL_MS;
+    this.#liveness = new Liveness({
+      ...opts.probe,
+      port: this.#port,
+      targets: () => this.#probeTargets(),
+      knows: (address) => this.#peers.isNetctlVtep(address),
+      send: (datagrams) => {
+        this.#underlay.sendBatch(datagrams);
+        this.stats.txDatagrams += datagrams.length;
+      },
+      log: this.#log,
+    });
   }
 
   /** Starts receiving from the underlay; calling it again does nothing. */
@@ -262,6 +308,7 @@ export class Vtep {
     this.#check();
     if (this.#state === 'started') return;
     this.#underlay.start((datagrams) => this.#onDatagrams(datagrams));
+    this.#liveness.start();
     this.#state = 'started';
   }
 
@@ -272,6 +319,7 @@ export class Vtep {
   async stop(): Promise<void> {
     this.#check();
     this.#state = 'stopped';
+    this.#liveness.stop();
     const failures: unknown[] = [];
     for (const network of this.#networks.values()) {
       network.removed = true;
@@ -331,6 +379,9 @@ export class Vtep {
         dropOversize: 0,
         dropWriteFailed: 0,
         dropBadOffload: 0,
+        dropTooBig: 0,
+        tooBigAnswered: 0,
+        fragmented: 0,
       },
       removed: false,
     };
@@ -394,6 +445,22 @@ export class Vtep {
     this.#peers.vni(vni).remove(toMac(mac));
   }
 
+  /**
+   * Sets the MTU the VTEP at `address` announced for its own underlay (as
+   * `VtepOptions.mtu`): frames to it must fit the smaller of that and ours.
+   */
+  setVtepMtu(address: string, mtu: number): void {
+    this.#check();
+    checkMtu(mtu);
+    const vtep = canonicalIPv4(address, 'VTEP');
+    this.#vtepMtus.set(vtep, mtu);
+    const limit = this.#frameLimit(vtep);
+    for (const network of this.#networks.values()) {
+      const queue = network.unicast.get(vtep);
+      if (queue !== undefined) queue.frameLimit = limit;
+    }
+  }
+
   /** A snapshot of every served network's counters (after `stop`, none). */
   networkStats(): VtepNetworkStats[] {
     return [...this.#networks.values()].map((network) => {
@@ -410,8 +477,36 @@ export class Vtep {
     });
   }
 
+  /**
+   * The data-path state of the netctl VTEP at `address` as its probes tell
+   * it; undefined when it is not probed: it holds no peer of a network this
+   * VTEP serves, or it is external (not netctl, so it would not answer).
+   */
+  peerState(address: string): PeerLiveness | undefined {
+    return this.#liveness.get(address);
+  }
+
+  /** Every probed peer VTEP's state (after `stop`, none). */
+  peerStates(): PeerLiveness[] {
+    return this.#liveness.all();
+  }
+
+  /**
+   * Calls `listener` once per change of a probed peer's state (each change
+   * is also logged), and with `unknown` when a peer stops being probed.
+   * Returns the function that unsubscribes.
+   */
+  onPeerStateChange(listener: (peer: PeerLiveness) => void): () => void {
+    return this.#liveness.onChange(listener);
+  }
+
   #check(): void {
     if (this.#state === 'stopped') throw new VtepStopped();
+  }
+
+  /** Netctl VTEPs with peers on a network served here: only they carry traffic we send or expect. */
+  *#probeTargets(): Generator<string> {
+    for (const network of this.#networks.values()) yield* network.peers.configuredVteps();
   }
 
   #sweep(now: number): void {
@@ -487,7 +582,7 @@ export class Vtep {
       network.counters.dropTruncated++;
       return;
     }
-    // A super-frame's segments are checked against the limit by the kernel's MTU, not here.
+    // A super-frame's segments are checked against the path's limit below, each frame against this one here.
     const gso = buffer[offset + 1] !== 0;
     if (!gso && length - VNET_HDR_LEN > this.#maxFrameLength) {
       this.stats.dropOversize++;
@@ -499,7 +594,8 @@ export class Vtep {
     if (!isMulticastMac(dst) && !mayBeAnswered(buffer, ethernet, offset + length)) {
       const entry = network.peers.lookup(dst, now);
       if (entry !== undefined && !entry.local) {
-        this.#queueUnicast(network, entry.vtep, buffer, offset, length, length - VNET_HDR_LEN);
+        const limit = this.#queueUnicast(network, entry.vtep, buffer, offset, length, largestFrame(buffer, offset, length), length - VNET_HDR_LEN);
+        if (limit > 0) this.#oversize(network, buffer.subarray(offset, offset + length), true, [entry.vtep], limit, outbound);
         return;
       }
     }
@@ -512,15 +608,53 @@ export class Vtep {
     for (const piece of plain) this.#fromPort(network, piece, outbound, now);
   }
 
-  /** Queues `length` bytes at `offset` for `vtep`; `frameBytes` is what they count as (without a virtio header). */
-  #queueUnicast(network: Network, vtep: string, buffer: Uint8Array, offset: number, length: number, frameBytes: number): void {
+  /**
+   * Queues `length` bytes at `offset` for `vtep`, unless `largest` (the
+   * longest frame they make on the wire) is beyond the path's limit: then
+   * it returns that limit and queues nothing, else 0. `frameBytes` is what
+   * they count as (without a virtio header).
+   */
+  #queueUnicast(network: Network, vtep: string, buffer: Uint8Array, offset: number, length: number, largest: number, frameBytes: number): number {
     let queue = network.unicast.get(vtep);
     if (queue === undefined) {
-      queue = { frames: new FrameList(), remote: network.peers.remote(vtep), bytes: 0 };
+      queue = { frames: new FrameList(), remote: network.peers.remote(vtep), frameLimit: this.#frameLimit(vtep), bytes: 0 };
       network.unicast.set(vtep, queue);
     }
+    if (largest > queue.frameLimit) return queue.frameLimit;
     queue.frames.push(buffer, offset, length);
     queue.bytes += frameBytes;
+    return 0;
+  }
+
+  /** The longest frame the path to `vtep` takes: the smaller of our MTU and the one it announced, plus the Ethernet header. */
+  #frameLimit(vtep: string): number {
+    return Math.min(this.#mtu, this.#vtepMtus.get(vtep) ?? this.#mtu) + ETHERNET_HEADER_LEN;
+  }
+
+  /**
+   * A frame longer than `frameLimit`, the path's limit to `targets`, which
+   * it must not be sent to as it is: cut into fragments that fit, or
+   * dropped and perhaps answered, as `tooBig` decides. With `vnetHdr` it
+   * starts with a virtio_net_hdr.
+   */
+  #oversize(network: Network, frame: Uint8Array, vnetHdr: boolean, targets: readonly string[], frameLimit: number, outbound: Datagram[]): void {
+    const verdict = tooBig(frame, frameLimit - ETHERNET_HEADER_LEN, vnetHdr);
+    if (verdict.kind === 'fragmented') {
+      for (const fragment of verdict.frames) {
+        const data = encapsulate(network.header, fragment);
+        for (const address of targets) outbound.push({ data, address, port: this.#port });
+      }
+      this.stats.fragmented++;
+      network.counters.fragmented++;
+      return;
+    }
+    this.stats.dropTooBig++;
+    network.counters.dropTooBig++;
+    if (verdict.kind === 'answered') {
+      network.answers.push(verdict.answer, 0, verdict.answer.length);
+      this.stats.tooBigAnswered++;
+      network.counters.tooBigAnswered++;
+    }
   }
 
   /** A plain frame: from a port without virtio headers, or cut from one that has them. */
@@ -551,9 +685,12 @@ export class Vtep {
           network.counters.dropNoRoute++;
         } else if (network.port.vnetHdr) {
           // Unicast queues hold frames with virtio headers on such a port: this plain one goes on its own.
-          outbound.push({ data: encapsulate(network.header, frame), address: entry.vtep, port: this.#port });
+          const limit = this.#frameLimit(entry.vtep);
+          if (frame.length > limit) this.#oversize(network, frame, false, [entry.vtep], limit, outbound);
+          else outbound.push({ data: encapsulate(network.header, frame), address: entry.vtep, port: this.#port });
         } else {
-          this.#queueUnicast(network, entry.vtep, frame, 0, frame.length, frame.length);
+          const limit = this.#queueUnicast(network, entry.vtep, frame, 0, frame.length, frame.length, frame.length);
+          if (limit > 0) this.#oversize(network, frame, false, [entry.vtep], limit, outbound);
         }
         return;
       }
@@ -562,6 +699,12 @@ export class Vtep {
     if (targets.length === 0) {
       this.stats.dropNoRoute++;
       network.counters.dropNoRoute++;
+      return;
+    }
+    let limit = this.#mtu;
+    for (const address of targets) limit = Math.min(limit, this.#vtepMtus.get(address) ?? limit);
+    if (frame.length > limit + ETHERNET_HEADER_LEN) {
+      this.#oversize(network, frame, false, targets, limit + ETHERNET_HEADER_LEN, outbound);
       return;
     }
     // One buffer for every copy: nobody writes to a datagram once it is queued.
@@ -717,6 +860,11 @@ export class Vtep {
     }
     const vni = vxlanCheck(data, offset, length);
     if (vni < 0) {
+      // A probe lacks the I flag by design (netctl probe §2): looking for one only here costs VXLAN nothing.
+      if (probeCheck(data, offset, length)) {
+        this.#liveness.receive(data, offset, address);
+        return undefined;
+      }
       this.stats.dropBadFlags++;
       return undefined;
     }
@@ -806,6 +954,11 @@ function mayBeAnswered(buffer: Uint8Array, offset: number, end: number): boolean
   if (type === ETHERTYPE_ARP) return true;
   const ip = offset + ethernetPayloadOffset(buffer, offset);
   return type === ETHERTYPE_IPV6 && end > ip + IPV6_HEADER_LEN && ipv6NextHeader(buffer, ip) === IPPROTO_ICMPV6;
+}
+
+/** An IP MTU: RFC 791 §3.2's 68 at least, and what an IPv4 total length can say. */
+function checkMtu(mtu: number): void {
+  if (!Number.isInteger(mtu) || mtu < IPV4_MIN_MTU || mtu > 0xffff) throw new InvalidArgument(`invalid MTU ${mtu}: an integer from ${IPV4_MIN_MTU} to 65535`);
 }
 
 function checkVni(vni: number): void {

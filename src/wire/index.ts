@@ -8,6 +8,8 @@ export * from './ipv4.js';
 export * from './ipv4addr.js';
 export * from './ipv6.js';
 export * from './mac.js';
+export * from './pmtud.js';
+export * from './probe.js';
 export * from './tcp.js';
 export * from './udp.js';
 export * from './vxlan.js';

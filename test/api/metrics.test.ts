@@ -7,7 +7,8 @@ import { ObservedStore } from '../../src/store/observed.js';
 import { StoreClosed } from '../../src/store/types.js';
 import { MemoryNetwork } from '../../src/vxlan/memory.js';
 import { metricTypes, parseSamples, sampleValue } from '../helpers/prometheus.js';
-import { HOST_A, HOST_B, VNI, frame, mac, twoHosts } from '../vxlan/helpers.js';
+import { ManualTimers } from '../vxlan/clock.js';
+import { HOST_A, HOST_B, VNI, frame, host, mac, publish, twoHosts } from '../vxlan/helpers.js';
 
 function network(name: string, driver: string, endpoints: number, options: Record<string, string> = {}): DockerNetwork {
   const containers: DockerNetwork['Containers'] = {};
@@ -77,6 +78,35 @@ test('endpoints per network and the VTEP counters per network and per peer, name
   a.port().inject([frame(mac(2), mac(1), 100)]);
   await net.idle();
   t.is(sampleValue(await metrics.render(), 'netctl_vtep_peer_datagrams_total', { ...ov, peer: HOST_B, direction: 'tx' }), 3);
+});
+
+test("each peer VTEP's data-path state and last RTT are gauges read at scrape time", async (t) => {
+  let cut = false;
+  const net = new MemoryNetwork({ drop: () => cut });
+  const timers = new ManualTimers();
+  const a = host(net, HOST_A, [VNI], { probe: { timers } });
+  const b = host(net, HOST_B, [VNI], { probe: { timers } });
+  publish([a, b], [
+    { n: 1, at: a },
+    { n: 2, at: b },
+  ]);
+  const metrics = new DaemonMetrics();
+  metrics.setVtep(a.vtep);
+  const scrape = async () => {
+    const text = await metrics.render();
+    return { up: sampleValue(text, 'netctl_vtep_peer_up', { peer: HOST_B }), rtt: sampleValue(text, 'netctl_vtep_peer_rtt_seconds', { peer: HOST_B }), types: metricTypes(text) };
+  };
+  const first = await scrape();
+  t.deepEqual([first.up, first.rtt], [undefined, undefined], 'no verdict before the first probe');
+  t.is(first.types.get('netctl_vtep_peer_up'), 'gauge');
+  t.is(first.types.get('netctl_vtep_peer_rtt_seconds'), 'gauge');
+  timers.advance(300);
+  await net.idle();
+  t.like(await scrape(), { up: 1, rtt: 0 });
+  cut = true;
+  timers.advance(1500);
+  await net.idle();
+  t.like(await scrape(), { up: 0, rtt: 0 });
 });
 
 test('API requests, store operations and DNS queries are counted by their labels', async (t) => {

@@ -8,7 +8,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { ApiClient } from '../../src/api/client.js';
-import { type Cluster, makeCluster, type SimHost } from '../helpers/cluster.js';
+import { type Cluster, makeCluster, sandboxOn, type SimHost } from '../helpers/cluster.js';
+import { waitFor } from '../helpers/wait.js';
 import { startDaemon } from '../helpers/daemon.js';
 import { inNetns, links, pings } from '../helpers/kernel.js';
 
@@ -18,31 +19,10 @@ const DATA_PATH_PORT = 4789;
 const ETHERTYPE = '88b5';
 const ATTACKER_MAC = '02:00:00:00:00:66';
 
-/** Creates a sandbox on a host, connects it, and returns its address on the network. */
-async function sandboxOn(cluster: Cluster, host: SimHost, network: string, base: string): Promise<{ name: string; address: string }> {
-  const name = cluster.sandboxName(base);
-  await cluster.ok(host, 'sandbox', 'create', name);
-  await cluster.ok(host, 'network', 'connect', network, name);
-  const template = `{{range .Containers}}{{if eq .Name "${name}"}}{{.IPv4Address}}{{end}}{{end}}`;
-  const address = (await cluster.ok(host, 'network', 'inspect', '-f', template, network)).trim().split('/')[0];
-  if (address === undefined || address === '') throw new Error(`no address for ${name}`);
-  return { name, address };
-}
-
 async function macOf(sandbox: string): Promise<string> {
   const mac = (await links(nsPath(sandbox))).find((link) => link.ifname === 'eth0')?.address;
   if (mac === undefined) throw new Error(`no eth0 in ${sandbox}`);
   return mac;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 function stopChild(child: ChildProcess): Promise<void> {
@@ -64,7 +44,7 @@ async function captureFrames(t: ExecutionContext, sandbox: string): Promise<{ so
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  await until(`tshark in ${sandbox} to start capturing (${stderr})`, () => {
+  await waitFor(`tshark in ${sandbox} to start capturing (${stderr})`, () => {
     if (child.exitCode !== null) throw new Error(`tshark exited: ${stderr}`);
     return stderr.includes('Capturing on') || undefined;
   }, 30_000);
@@ -161,7 +141,7 @@ test.serial('a sandbox on a bridge network reaches neither the overlay data path
   // anything the attack got through: once they are seen, the captures are complete.
   for (const [from, fromMac, capture] of [[b.name, bMac, atA], [a.name, aMac, atB]] as const) {
     let sends = 0;
-    await until(`a control frame from ${from}`, async () => {
+    await waitFor(`a control frame from ${from}`, async () => {
       if (capture.sources().includes(fromMac)) return true;
       sends += 1;
       const sent = await inNetns(nsPath(from), 'python3', ['-c', CONTROL, fromMac, ETHERTYPE]);

@@ -11,6 +11,7 @@ import { type SimHost, makeCluster } from '../helpers/cluster.js';
 import { NETCTL_CLI, startDaemon } from '../helpers/daemon.js';
 import { addNetns, inNetns, pings, removeNetns, run, uniqueName } from '../helpers/kernel.js';
 import { metricTypes, sampleValue } from '../helpers/prometheus.js';
+import { waitFor } from '../helpers/wait.js';
 
 const METRICS_ADDRESS = '198.19.0.1';
 const METRICS_PORT = '9323';
@@ -19,16 +20,6 @@ async function scrapeSocket(socket: string): Promise<string> {
   const result = await run('curl', ['-sS', '--fail', '--unix-socket', socket, 'http://netctl/metrics']);
   if (result.code !== 0) throw new Error(`curl --unix-socket ${socket}: ${result.stderr}`);
   return result.stdout;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
 }
 
 test.serial('a daemon serves /metrics on its socket and on --metrics-addr in its namespace', async (t) => {

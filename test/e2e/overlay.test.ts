@@ -7,8 +7,9 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
 import { ApiClient } from '../../src/api/client.js';
-import { type Cluster, makeCluster, type SimHost } from '../helpers/cluster.js';
+import { type Cluster, makeCluster, sandboxOn, type SimHost } from '../helpers/cluster.js';
 import { addresses, inNetns, links, pings, run } from '../helpers/kernel.js';
+import { until } from '../helpers/wait.js';
 
 interface NetworkJson {
   Id: string;
@@ -21,28 +22,6 @@ const nsPath = (name: string) => `/var/run/netns/${name}`;
 
 async function inspect(cluster: Cluster, host: SimHost, network: string): Promise<NetworkJson> {
   return (JSON.parse(await cluster.ok(host, 'network', 'inspect', network)) as NetworkJson[])[0]!;
-}
-
-/** Creates a sandbox on a host, connects it, and returns its overlay address. */
-async function sandboxOn(cluster: Cluster, host: SimHost, network: string, base: string, ip?: string): Promise<{ name: string; address: string }> {
-  const name = cluster.sandboxName(base);
-  await cluster.ok(host, 'sandbox', 'create', name);
-  await cluster.ok(host, 'network', 'connect', ...(ip !== undefined ? ['--ip', ip] : []), network, name);
-  const address = (await cluster.ok(host, 'network', 'inspect', '-f', `{{range .Containers}}{{if eq .Name "${name}"}}{{.IPv4Address}}{{end}}{{end}}`, network))
-    .trim()
-    .split('/')[0];
-  if (address === undefined || address === '') throw new Error(`no address for ${name}`);
-  return { name, address };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<{ value: T; ms: number }> {
-  const start = performance.now();
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return { value, ms: performance.now() - start };
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 function peerIps(network: { Peers?: { IP: string }[] }): string[] {
@@ -99,11 +78,12 @@ test.serial('three hosts share an overlay network: listing, ping, iperf3, VXLAN 
   const bridgeNf = await inNetns(nsPath(overlayNs), 'cat', ['/proc/sys/net/bridge/bridge-nf-call-iptables']);
   if (bridgeNf.code === 0) t.is(bridgeNf.stdout.trim(), '0');
 
-  // tshark on the underlay decodes the traffic as VXLAN with the network's VNI.
+  // tshark on the underlay decodes the traffic as VXLAN with the network's VNI (datagrams with the I flag:
+  // the VTEPs' liveness probes share the port and lack it).
   const capture = inNetns(
     cluster.underlayNsPath,
     'tshark',
-    ['-i', 'ul0', '-f', 'udp port 4789', '-c', '4', '-a', 'duration:10', '-T', 'fields', '-e', 'vxlan.vni', '-e', 'ip.src', '-e', 'ip.dst'],
+    ['-i', 'ul0', '-f', 'udp port 4789 and udp[8] & 0x08 != 0', '-c', '4', '-a', 'duration:10', '-T', 'fields', '-e', 'vxlan.vni', '-e', 'ip.src', '-e', 'ip.dst'],
     { timeoutMs: 20_000 },
   );
   await new Promise((resolve) => setTimeout(resolve, 1500));

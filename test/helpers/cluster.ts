@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NETCTL_CLI, type RunningDaemon, startDaemon as startNetctlDaemon } from './daemon.js';
 import { startEtcd } from './etcd.js';
-import { addNetns, namespacesWithPrefix, removeNetns, run, type RunResult, uniqueName } from './kernel.js';
+import { addNetns, inNetns, namespacesWithPrefix, removeNetns, run, type RunResult, uniqueName } from './kernel.js';
 
 
 export interface SimHost {
@@ -38,18 +38,35 @@ export interface Cluster {
   sandboxName(base: string): string;
   /** Adds a namespace on the underlay with an address, for a foreign VTEP; removed by destroy. */
   addUnderlayHost(address: string): Promise<{ name: string; netnsPath: string }>;
+  /**
+   * Partitions one host from one port: drops every `protocol` packet to or
+   * from `port` inside the host's namespace, both ways (nftables, in a table
+   * of its own, added in one transaction). The returned function heals it;
+   * destroy does too. The root namespace is never touched.
+   */
+  dropPort(host: SimHost, protocol: 'tcp' | 'udp', port: number): Promise<() => Promise<void>>;
+  /** The port etcd serves clients on. */
+  readonly etcdPort: number;
   /** Kills etcd, keeping its data, to simulate an outage; startEtcd brings it back. */
   stopEtcd(): Promise<void>;
   startEtcd(): Promise<void>;
   destroy(): Promise<void>;
 }
 
+/** By path: npm puts node_modules/.bin first in PATH, where @vercel/nft has a command of the same name. */
+const NFT = '/usr/sbin/nft';
+
 /** A /24 of 198.18.0.0/15 of its own per test process, so overlay namespace names never clash. */
 function underlayPrefix(): string {
   return `198.18.${process.pid % 250}`;
 }
 
-export async function makeCluster(hostCount: number): Promise<Cluster> {
+export interface ClusterOptions {
+  /** MTU of the hosts' underlay veths (both ends): one for all, or one per host in order (default the kernel's 1500). */
+  readonly underlayMtu?: number | readonly number[];
+}
+
+export async function makeCluster(hostCount: number, options: ClusterOptions = {}): Promise<Cluster> {
   const prefix = underlayPrefix();
   const underlayNs = uniqueName('u');
   const underlayNsPath = await addNetns(underlayNs);
@@ -57,12 +74,16 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
   const extraNamespaces: string[] = [];
   const sandboxes: string[] = [];
   const dirs: string[] = [];
+  /** nft tables dropPort added and not yet removed, each with its host's namespace. */
+  const dropTables = new Map<string, string>();
   const must = async (args: string[]) => {
     const result = await run('ip', args);
     if (result.code !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr}`);
   };
   let etcd: Awaited<ReturnType<typeof startEtcd>> | undefined;
   const destroy = async () => {
+    for (const [table, netnsPath] of dropTables) await inNetns(netnsPath, NFT, [`delete table inet ${table}`]);
+    dropTables.clear();
     for (const host of hosts) await stopDaemon(host, 'SIGKILL');
     await etcd?.stop().catch(() => undefined);
     for (const name of sandboxes) await removeNetns(name);
@@ -93,9 +114,10 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
     throw err;
   }
 
-  async function plugIntoUnderlay(ns: string, address: string): Promise<void> {
+  async function plugIntoUnderlay(ns: string, address: string, mtu?: number): Promise<void> {
     const port = uniqueName('p');
-    await must(['-n', underlayNs, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    const mtuArgs = mtu === undefined ? [] : ['mtu', String(mtu)];
+    await must(['-n', underlayNs, 'link', 'add', port, ...mtuArgs, 'type', 'veth', 'peer', 'name', 'eth0', ...mtuArgs, 'netns', ns]);
     await must(['-n', underlayNs, 'link', 'set', port, 'master', 'ul0', 'up']);
     await must(['-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
     await must(['-n', ns, 'link', 'set', 'eth0', 'up']);
@@ -105,7 +127,8 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
     const name = uniqueName(`h${index}`);
     const netnsPath = await addNetns(name);
     const address = `${prefix}.${index}`;
-    await plugIntoUnderlay(name, address);
+    const mtu = options.underlayMtu;
+    await plugIntoUnderlay(name, address, typeof mtu === 'number' ? mtu : mtu?.[index - 1]);
     const stateDir = await mkdtemp(join(tmpdir(), `netctl-host${index}-`));
     dirs.push(stateDir);
     return { index, name, netnsPath, address, socket: join(stateDir, 'netctl.sock'), stateDir, daemon: undefined };
@@ -132,6 +155,24 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
   };
 
   const netctl = (host: SimHost, ...args: string[]) => run(process.execPath, [NETCTL_CLI, '-H', `unix://${host.socket}`, ...args]);
+
+  const dropPort = async (host: SimHost, protocol: 'tcp' | 'udp', port: number) => {
+    const table = `netctl_test_drop_${protocol}_${port}`;
+    // Priority raw (-300): before conntrack, so established flows are cut too.
+    const chains = ['input', 'output'].map(
+      (hook) =>
+        `add chain inet ${table} ${hook} { type filter hook ${hook} priority -300; policy accept; }; ` +
+        `add rule inet ${table} ${hook} ${protocol} dport ${port} drop; add rule inet ${table} ${hook} ${protocol} sport ${port} drop`,
+    );
+    const added = await inNetns(host.netnsPath, NFT, [`add table inet ${table}; ${chains.join('; ')}`]);
+    if (added.code !== 0) throw new Error(`nft in host${host.index}: ${added.stderr}`);
+    dropTables.set(table, host.netnsPath);
+    return async () => {
+      if (!dropTables.delete(table)) return;
+      const removed = await inNetns(host.netnsPath, NFT, [`delete table inet ${table}`]);
+      if (removed.code !== 0) throw new Error(`nft in host${host.index}: ${removed.stderr}`);
+    };
+  };
   return {
     hosts,
     underlayNs,
@@ -139,6 +180,10 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
     get etcdUrl() {
       return etcd?.url ?? '';
     },
+    get etcdPort() {
+      return Number(new URL((etcd?.url ?? '').replace(/^etcd:/, 'http:')).port);
+    },
+    dropPort,
     netctl,
     async ok(host, ...args) {
       const result = await netctl(host, ...args);
@@ -167,4 +212,15 @@ export async function makeCluster(hostCount: number): Promise<Cluster> {
     },
     destroy,
   };
+}
+
+/** Creates a sandbox on a host, connects it (with `ip`, when given) and returns its address on the network. */
+export async function sandboxOn(cluster: Cluster, host: SimHost, network: string, base: string, ip?: string): Promise<{ name: string; address: string }> {
+  const name = cluster.sandboxName(base);
+  await cluster.ok(host, 'sandbox', 'create', name);
+  await cluster.ok(host, 'network', 'connect', ...(ip !== undefined ? ['--ip', ip] : []), network, name);
+  const template = `{{range .Containers}}{{if eq .Name "${name}"}}{{.IPv4Address}}{{end}}{{end}}`;
+  const address = (await cluster.ok(host, 'network', 'inspect', '-f', template, network)).trim().split('/')[0];
+  if (address === undefined || address === '') throw new Error(`no address for ${name}`);
+  return { name, address };
 }

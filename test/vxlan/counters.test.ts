@@ -6,6 +6,7 @@ import { Vtep } from '../../src/vxlan/vtep.js';
 import type { VtepNetworkStats } from '../../src/vxlan/vtep.js';
 import { BROADCAST_MAC } from '../../src/wire/index.js';
 import { HOST_A, HOST_B, HOST_C, MSS, VNI, frame, host, ip, mac, superFrame, threeHosts, twoHosts, vxlan } from './helpers.js';
+import { ManualTimers } from './clock.js';
 
 function networkOf(vtep: Vtep, vni = VNI): VtepNetworkStats {
   const found = vtep.networkStats().find((network) => network.vni === vni);
@@ -60,7 +61,7 @@ test('a flood is counted once on the network and once per target VTEP', async (t
 
 test('a super-frame counts its datagrams and its inner bytes without the virtio header', async (t) => {
   const net = new MemoryNetwork();
-  const a = new Vtep({ underlay: net.open(HOST_A, 4789), localAddress: HOST_A });
+  const a = new Vtep({ underlay: net.open(HOST_A, 4789), localAddress: HOST_A, probe: { timers: new ManualTimers() } });
   t.teardown(() => a.stop());
   a.start();
   const port = new MemoryFramePort({ vnetHdr: true });

@@ -84,3 +84,17 @@ test('a configured peer replaces a learned one', (t) => {
   t.is(table.vni(4096), peers);
   t.deepEqual(table.vni(4097).entries(), []);
 });
+
+test('the netctl VTEPs to probe are those holding configured peers, of any VNI for answering; external peers and the local address never', (t) => {
+  const table = new PeerTable({ localAddress: LOCAL });
+  const served = table.vni(4096);
+  served.set({ mac: mac(1), vtep: LOCAL });
+  served.set({ mac: mac(2), vtep: '198.18.0.2' });
+  served.setExternalPeers(['198.18.0.9']);
+  table.vni(5000).set({ mac: mac(3), vtep: '198.18.0.3' });
+  t.deepEqual([...served.configuredVteps()], ['198.18.0.2']);
+  t.deepEqual(['198.18.0.2', '198.18.0.3', '198.18.0.9', LOCAL].map((address) => table.isNetctlVtep(address)), [true, true, false, false]);
+  served.remove(mac(2));
+  t.deepEqual([...served.configuredVteps()], []);
+  t.false(table.isNetctlVtep('198.18.0.2'));
+});

@@ -55,6 +55,7 @@ import {
   twoHosts,
   vxlan,
 } from './helpers.js';
+import { ManualTimers } from './clock.js';
 
 test('a unicast frame crosses the underlay unchanged in one VXLAN datagram to the peer VTEP', async (t) => {
   const net = new MemoryNetwork();
@@ -84,7 +85,7 @@ test('a unicast frame crosses the underlay unchanged in one VXLAN datagram to th
 test('the data path port is configurable', async (t) => {
   const net = new MemoryNetwork();
   const [a, b] = [HOST_A, HOST_B].map((address) => {
-    const vtep = new Vtep({ underlay: net.open(address, 4790), localAddress: address, port: 4790 });
+    const vtep = new Vtep({ underlay: net.open(address, 4790), localAddress: address, port: 4790, probe: { timers: new ManualTimers() } });
     vtep.start();
     const port = new MemoryFramePort();
     vtep.addNetwork(VNI, port);
@@ -407,7 +408,7 @@ test('one writeFrames per port per underlay batch; per TAP batch one sendFrames 
       close: () => inner.close(),
     };
   })();
-  const a = new Vtep({ underlay: counting, localAddress: HOST_A });
+  const a = new Vtep({ underlay: counting, localAddress: HOST_A, probe: { timers: new ManualTimers() } });
   a.start();
   const aPort = new MemoryFramePort();
   a.addNetwork(VNI, aPort);
@@ -677,7 +678,7 @@ test('arguments are validated', (t) => {
 test('with a vnetHdr port a TCP super-frame leaves as MSS-sized datagrams, ARP is answered, broadcasts flooded without the virtio header', async (t) => {
   const net = new MemoryNetwork();
   const underlay = net.open(HOST_A, 4789);
-  const a = new Vtep({ underlay, localAddress: HOST_A });
+  const a = new Vtep({ underlay, localAddress: HOST_A, probe: { timers: new ManualTimers() } });
   t.teardown(() => a.stop());
   a.start();
   const aPort = new MemoryFramePort({ vnetHdr: true });
@@ -714,4 +715,69 @@ test('with a vnetHdr port a TCP super-frame leaves as MSS-sized datagrams, ARP i
   aPort.inject([bad]);
   await net.idle();
   t.is(a.stats.dropBadOffload, 1, 'a frame to flood is cut first, and counted when it cannot be');
+});
+
+test('two VTEPs probe each other on the data path: up, down when the underlay loses their datagrams, up again; stop ends probing', async (t) => {
+  let cut = false;
+  const net = new MemoryNetwork({ drop: (packet) => cut && (packet.from.address === HOST_B || packet.to.address === HOST_B) });
+  const timers = new ManualTimers();
+  const logs: string[] = [];
+  const a = host(net, HOST_A, [VNI], { probe: { timers }, log: (message) => logs.push(message) });
+  const b = host(net, HOST_B, [VNI], { probe: { timers } });
+  publish([a, b], [
+    { n: 1, at: a },
+    { n: 2, at: b },
+  ]);
+  a.vtep.setExternalPeers(VNI, [EXTERNAL]);
+  const changes: string[] = [];
+  a.vtep.onPeerStateChange((peer) => changes.push(`${peer.address} ${peer.state}`));
+  const tick = async (ms: number) => {
+    timers.advance(ms);
+    await net.idle();
+  };
+
+  await tick(300);
+  t.like(a.vtep.peerState(HOST_B), { state: 'up', rttMs: 0 });
+  t.like(b.vtep.peerState(HOST_A), { state: 'up' });
+  t.is(a.vtep.peerState(EXTERNAL), undefined, 'an external peer is not netctl: never probed');
+  t.false(net.packets.some((packet) => packet.to.address === EXTERNAL), 'nothing was sent to it');
+  t.deepEqual(a.vtep.peerStates().map((peer) => peer.address), [HOST_B]);
+  t.is(a.vtep.stats.dropBadFlags + b.vtep.stats.dropBadFlags, 0, 'probes are not counted as bad VXLAN');
+  t.is(a.vtep.stats.txDatagrams, 2, 'a request and a reply');
+
+  // Frames still cross while probes run.
+  a.port().inject([frame(mac(2), mac(1))]);
+  await net.idle();
+  t.is(b.port().written.length, 1);
+
+  cut = true;
+  await tick(900);
+  t.is(a.vtep.peerState(HOST_B)?.state, 'up');
+  await tick(300);
+  t.like(a.vtep.peerState(HOST_B), { state: 'down', since: timers.now() });
+  t.is(b.vtep.peerState(HOST_A)?.state, 'down');
+  await tick(3000);
+  cut = false;
+  await tick(300);
+  t.is(a.vtep.peerState(HOST_B)?.state, 'up');
+  t.deepEqual(changes, [`${HOST_B} up`, `${HOST_B} down`, `${HOST_B} up`]);
+  t.deepEqual(
+    logs.filter((line) => line.startsWith('VTEP peer')),
+    [`VTEP peer ${HOST_B} is up (RTT 0µs)`, `VTEP peer ${HOST_B} is down: no probe reply for 1200 ms`, `VTEP peer ${HOST_B} is up (RTT 0µs)`],
+  );
+
+  // Only VTEPs with peers on a served network are probed, and only known VTEPs get replies.
+  a.vtep.removePeer(VNI, mac(2));
+  await tick(300);
+  t.is(a.vtep.peerState(HOST_B), undefined);
+  t.is(changes.at(-1), `${HOST_B} unknown`);
+  const sent = net.packets.length;
+  await tick(300);
+  const fromB = net.packets.slice(sent).filter((packet) => packet.from.address === HOST_B);
+  t.true(fromB.length === 1 && fromB[0]!.data[5] === 1, 'B still asks; A, which no longer knows B, does not answer');
+
+  await a.vtep.stop();
+  await b.vtep.stop();
+  t.is(timers.running, 0, 'stop ends the probe timers');
+  t.deepEqual(a.vtep.peerStates(), []);
 });

@@ -20,20 +20,33 @@ import { createNamedNetns, netnsExists, removeNamedNetns } from '../../sys/netns
 import { Rtnl } from '../../sys/rtnl.js';
 import { setSysctl } from '../../sys/sysctl.js';
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, openTap } from '../../sys/tap.js';
+import { formatRtt } from '../../vxlan/liveness.js';
+import type { PeerLiveness } from '../../vxlan/liveness.js';
+import { VXLAN_OVERHEAD, overlayMtu } from '../../vxlan/mtu.js';
+import { MAX_FRAME_LENGTH } from '../../vxlan/vtep.js';
 import type { Vtep } from '../../vxlan/vtep.js';
+import { ETHERNET_HEADER_LEN } from '../../wire/ethernet.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 
 export const VXLANID_OPTION = 'com.docker.network.driver.overlay.vxlanid_list';
 export const PEERS_OPTION = 'peers';
 export const MTU_OPTION = 'com.docker.network.driver.mtu';
-/** 1500 on the underlay less 50 bytes of outer Ethernet, IPv4, UDP and VXLAN headers. */
-export const OVERLAY_MTU = 1450;
+/** The overlay MTU on an underlay of MTU 1500: the default when the driver is not told the underlay's. */
+export const OVERLAY_MTU = overlayMtu(1500);
 export const FIRST_VNI = 4096;
 export const MAX_VNI = 0xffffff;
 
 const KNOWN_OPTIONS = new Set([VXLANID_OPTION, PEERS_OPTION, MTU_OPTION]);
 const VNI_PREFIX = 'overlay/vni/';
 const PEER_PREFIX = 'overlay/peers/';
+/** One record per host, `overlay/hosts/ADDRESS`, tied to its lease: the overlay MTU its underlay allows. */
+const HOST_PREFIX = 'overlay/hosts/';
+/**
+ * The TAP takes any frame the VTEP can carry, so that a frame too big for
+ * the path reaches the VTEP, which answers it as a router, instead of being
+ * dropped without a word by the bridge.
+ */
+const TAP_MTU = MAX_FRAME_LENGTH - ETHERNET_HEADER_LEN;
 const BRIDGE = 'br0';
 const TAP = 'vtep0';
 const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -43,6 +56,14 @@ export interface OverlayConfig {
   readonly vni?: number;
   /** External RFC 7348 VTEPs that receive the network's flooded traffic. */
   readonly externalPeers: readonly string[];
+  /** As asked with the option: sandboxes get at most this, and never more than every host's underlay allows. */
+  readonly mtu?: number;
+}
+
+/** A host as it announces itself to the others. */
+export interface HostRecord {
+  readonly host: string;
+  /** The overlay MTU its underlay allows (underlay MTU less VXLAN_OVERHEAD). */
   readonly mtu: number;
 }
 
@@ -55,6 +76,12 @@ export interface PeerRecord {
   /** Underlay address of the host's VTEP. */
   readonly vtep: string;
   readonly host: string;
+  /**
+   * Set on the put that comes just before an explicit leave deletes the
+   * record: watchers remove the endpoint at once. A delete without it means
+   * the host lost its lease, not that the endpoint went (see forgetPeer).
+   */
+  readonly leaving?: true;
 }
 
 export function overlayConfig(network: Pick<NetworkRecord, 'options'>): OverlayConfig {
@@ -75,11 +102,11 @@ export function overlayConfig(network: Pick<NetworkRecord, 'options'>): OverlayC
     if (!IPV4_PATTERN.test(peer)) throw new InvalidArgument(`invalid peer "${peer}" in option ${PEERS_OPTION}: an IPv4 address`);
   }
   const mtuText = network.options[MTU_OPTION];
-  const mtu = mtuText === undefined ? OVERLAY_MTU : Number(mtuText);
-  if (mtuText !== undefined && (!/^\d+$/.test(mtuText) || mtu < 68 || mtu > OVERLAY_MTU)) {
-    throw new InvalidArgument(`invalid MTU "${mtuText}" for option ${MTU_OPTION}: an integer from 68 to ${OVERLAY_MTU}`);
+  const mtu = mtuText === undefined ? undefined : Number(mtuText);
+  if (mtuText !== undefined && (!/^\d+$/.test(mtuText) || mtu! < 68 || mtu! > 65535)) {
+    throw new InvalidArgument(`invalid MTU "${mtuText}" for option ${MTU_OPTION}: an integer from 68 to 65535`);
   }
-  return { ...(vni !== undefined ? { vni } : {}), externalPeers, mtu };
+  return { ...(vni !== undefined ? { vni } : {}), externalPeers, ...(mtu !== undefined ? { mtu } : {}) };
 }
 
 export interface OverlayDriverOptions {
@@ -91,6 +118,12 @@ export interface OverlayDriverOptions {
   readonly advertiseAddress: string;
   /** Name shown in `Peers`; defaults to the host name. */
   readonly hostName?: string;
+  /**
+   * The overlay MTU this host's underlay allows: the MTU of the interface
+   * holding `advertiseAddress` less VXLAN_OVERHEAD (default OVERLAY_MTU).
+   * The VTEP must have been given the same.
+   */
+  readonly mtu?: number;
   readonly log?: (message: string) => void;
 }
 
@@ -121,27 +154,58 @@ export class OverlayDriver implements NetworkDriver {
   private readonly hostName: string;
   private readonly log: (message: string) => void;
   private readonly active = new Map<string, ActiveNetwork>();
-  /** Peer key → the record it programmed into the VTEP, to undo it on delete and to list peers. */
-  private readonly programmed = new Map<string, PeerRecord & { networkId: string }>();
+  /**
+   * Peer key → the record it programmed into the VTEP, to undo it on delete and to list peers;
+   * `lost` once the key went without a leave while the host's VTEP still answered probes.
+   */
+  private readonly programmed = new Map<string, PeerRecord & { networkId: string; lost?: true }>();
   private watch: Watch | undefined;
+  private readonly mtu: number;
+  /** Every host's announced overlay MTU, by underlay address: new sandboxes get the smallest. */
+  private readonly hostMtus = new Map<string, number>();
+  private hostWatch: Watch | undefined;
+  private unsubscribeLiveness: (() => void) | undefined;
 
   private constructor(options: OverlayDriverOptions) {
     this.store = options.store;
     this.vtep = options.vtep;
     this.advertiseAddress = options.advertiseAddress;
     this.hostName = options.hostName ?? hostname();
+    this.mtu = options.mtu ?? OVERLAY_MTU;
     this.log = options.log ?? ((message) => console.warn(message));
   }
 
   /** Starts following the peer records of every host; the VTEP's table is filled before this resolves. */
   static async start(options: OverlayDriverOptions): Promise<OverlayDriver> {
     const driver = new OverlayDriver(options);
+    driver.unsubscribeLiveness = driver.vtep.onPeerStateChange((peer) => driver.peerStateChanged(peer));
     await driver.followPeers();
+    await driver.followHosts();
+    const record: HostRecord = { host: driver.hostName, mtu: driver.mtu };
+    await driver.store.txn({ put: [{ key: `${HOST_PREFIX}${driver.advertiseAddress}`, value: JSON.stringify(record), ephemeral: true }] });
     return driver;
   }
 
+  /** Checks the options; an MTU option above what every known host's underlay allows is refused. */
   validate(network: NetworkSpec): void {
-    overlayConfig(network);
+    const config = overlayConfig(network);
+    const allowed = this.smallestMtu();
+    if (config.mtu !== undefined && config.mtu > allowed) {
+      throw new InvalidArgument(
+        `MTU ${config.mtu} for option ${MTU_OPTION} is more than the underlay allows: at most ${allowed} ` +
+          `(the smallest underlay MTU of the cluster's hosts less ${VXLAN_OVERHEAD} bytes of VXLAN headers)`,
+      );
+    }
+  }
+
+  /** The overlay MTU of every host known now: this one's, and the smallest any other announced. */
+  private smallestMtu(): number {
+    return Math.min(this.mtu, ...this.hostMtus.values());
+  }
+
+  /** A new sandbox's MTU: what the option asks, at most what every host known now allows. */
+  private sandboxMtu(config: OverlayConfig): number {
+    return Math.min(config.mtu ?? Number.POSITIVE_INFINITY, this.smallestMtu());
   }
 
   /** Picks the VNI: the one asked for if free, else the lowest free from 4096 up. */
@@ -182,7 +246,7 @@ export class OverlayDriver implements NetworkDriver {
           bridgeName: BRIDGE,
           endpoint,
           ifName,
-          mtu: config.mtu,
+          mtu: this.sandboxMtu(config),
         });
       } finally {
         bridgeSide.close();
@@ -207,7 +271,7 @@ export class OverlayDriver implements NetworkDriver {
     const { network, endpoint } = request;
     const failures: string[] = [];
     try {
-      await this.store.txn({ delete: [peerKey(network.id, endpoint.id)] });
+      await this.withdrawPeer(peerKey(network.id, endpoint.id));
     } catch (err) {
       failures.push(`peer record: ${(err as Error).message}`);
     }
@@ -230,14 +294,18 @@ export class OverlayDriver implements NetworkDriver {
 
   /**
    * Hosts with endpoints on the network (this one included) as this host's
-   * VTEP knows them now: what `inspect` shows is what the data plane uses.
+   * VTEP knows them now: what `inspect` shows is what the data plane uses,
+   * with each other host's data-path state as the VTEP's probes tell it.
+   * This host has no state: it is not probed.
    */
   async peers(network: NetworkRecord): Promise<NetworkPeer[]> {
     const byAddress = new Map<string, string>();
     for (const record of this.programmed.values()) {
       if (record.networkId === network.id) byAddress.set(record.vtep, record.host);
     }
-    return [...byAddress].map(([ip, name]) => ({ name, ip })).sort((a, b) => a.ip.localeCompare(b.ip));
+    return [...byAddress]
+      .map(([ip, name]): NetworkPeer => (ip === this.advertiseAddress ? { name, ip } : { name, ip, ...livenessOf(this.vtep.peerState(ip)) }))
+      .sort((a, b) => a.ip.localeCompare(b.ip));
   }
 
   /** The VTEP's counters: frames and datagrams moved, and drops by reason. */
@@ -251,8 +319,12 @@ export class OverlayDriver implements NetworkDriver {
    * down; the TAPs come back when the endpoints are restored.
    */
   async close(): Promise<void> {
+    this.unsubscribeLiveness?.();
+    this.unsubscribeLiveness = undefined;
     await this.watch?.cancel();
     this.watch = undefined;
+    await this.hostWatch?.cancel();
+    this.hostWatch = undefined;
     this.active.clear();
     await this.vtep.stop();
   }
@@ -284,7 +356,7 @@ export class OverlayDriver implements NetworkDriver {
     }
     const rtnl = await Rtnl.open(netnsPath);
     try {
-      if ((await rtnl.getLink(BRIDGE)) === undefined) await rtnl.createBridge(BRIDGE, { mtu: config.mtu });
+      if ((await rtnl.getLink(BRIDGE)) === undefined) await rtnl.createBridge(BRIDGE, { mtu: this.sandboxMtu(config) });
       // The gateway inspect shows exists on every host's bridge, as in Docker's overlay: sandboxes can
       // reach it, and its ARP is answered on the host itself. (The namespace has IPv6 off: IPv4 only.)
       const present = new Set((await rtnl.listAddresses(BRIDGE)).map((a) => a.cidr));
@@ -305,7 +377,7 @@ export class OverlayDriver implements NetworkDriver {
         borrowBuffers: true,
       });
       try {
-        await rtnl.setMtu(TAP, config.mtu);
+        await rtnl.setMtu(TAP, TAP_MTU);
         await rtnl.setMaster(TAP, BRIDGE);
         await rtnl.setUp(TAP);
         this.vtep.addNetwork(config.vni, tap, { externalPeers: [...config.externalPeers] });
@@ -326,6 +398,38 @@ export class OverlayDriver implements NetworkDriver {
     this.active.delete(networkId);
     if (active !== undefined) this.vtep.removeNetwork(active.vni);
     await removeNamedNetns(active?.netnsName ?? this.netnsName(networkId));
+  }
+
+  /**
+   * Follows every host's record (watch first, then list, as followPeers):
+   * the VTEP learns each other host's MTU, and new sandboxes get the
+   * smallest. A record gone with its host's lease leaves the VTEP's limit
+   * for that address in place (the host's underlay did not grow) and stops
+   * counting for new sandboxes.
+   */
+  private async followHosts(): Promise<void> {
+    const seen = new Set<string>();
+    this.hostWatch = await this.store.watch(HOST_PREFIX, (event) => {
+      const key = event.type === 'put' ? event.kv.key : event.key;
+      seen.add(key);
+      if (event.type === 'put') this.learnHost(event.kv.key, event.kv.value);
+      else this.hostMtus.delete(key.slice(HOST_PREFIX.length));
+    });
+    for (const kv of await this.store.list(HOST_PREFIX)) {
+      if (!seen.has(kv.key)) this.learnHost(kv.key, kv.value);
+    }
+  }
+
+  private learnHost(key: string, value: string): void {
+    const address = key.slice(HOST_PREFIX.length);
+    try {
+      const { mtu } = JSON.parse(value) as Partial<HostRecord>;
+      if (typeof mtu !== 'number') throw new Error('no MTU');
+      if (address !== this.advertiseAddress) this.vtep.setVtepMtu(address, mtu);
+      this.hostMtus.set(address, mtu);
+    } catch (err) {
+      this.log(`ignoring bad host record ${key}: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -352,6 +456,10 @@ export class OverlayDriver implements NetworkDriver {
   private programPeer(key: string, value: string): void {
     try {
       const record = JSON.parse(value) as PeerRecord;
+      if (record.leaving === true) {
+        this.unprogramPeer(key);
+        return;
+      }
       this.vtep.setPeer(record.vni, {
         mac: record.mac,
         vtep: record.vtep,
@@ -365,10 +473,66 @@ export class OverlayDriver implements NetworkDriver {
     }
   }
 
+  /**
+   * A peer record was deleted. After a leaving record it is gone already.
+   * Without one, the host lost its etcd lease (cut off from etcd, or dead):
+   * the control plane lost sight of it, which says nothing about its data
+   * path. Its endpoints stay while its VTEP answers probes, and go when it
+   * stops (peerStateChanged); its store puts the record back when its lease
+   * returns. Our own records go at once: our store re-announces what we
+   * still hold, and a local entry carries no traffic.
+   */
   private forgetPeer(key: string): void {
+    const programmed = this.programmed.get(key);
+    if (programmed === undefined) return;
+    if (programmed.vtep === this.advertiseAddress || this.vtep.peerState(programmed.vtep)?.state !== 'up') {
+      this.unprogramPeer(key);
+      return;
+    }
+    const firstLost = ![...this.programmed.values()].some((record) => record.lost === true && record.vtep === programmed.vtep);
+    this.programmed.set(key, { ...programmed, lost: true });
+    if (firstLost) {
+      this.log(`${programmed.host} (${programmed.vtep}) lost its cluster store lease; its endpoints stay while its VTEP answers probes`);
+    }
+  }
+
+  /** A host whose records were lost and whose VTEP stops answering (or stops being probed) is gone: remove them. */
+  private peerStateChanged(peer: PeerLiveness): void {
+    if (peer.state === 'up') return;
+    const lost = [...this.programmed].filter(([, record]) => record.lost === true && record.vtep === peer.address);
+    if (lost.length === 0) return;
+    for (const [key] of lost) this.unprogramPeer(key);
+    this.log(`${lost[0]![1].host} (${peer.address}) is ${peer.state === 'down' ? 'down' : 'no longer probed'} and has no lease: removed its ${lost.length} endpoint(s)`);
+  }
+
+  private unprogramPeer(key: string): void {
     const programmed = this.programmed.get(key);
     if (programmed === undefined) return;
     this.programmed.delete(key);
     this.vtep.removePeer(programmed.vni, programmed.mac);
   }
+
+  /**
+   * Withdraws our record of a leaving endpoint in two txns: the record again
+   * with `leaving`, so watchers remove it at once, then the delete (etcd
+   * refuses a put and a delete of one key in one txn). If the first fails,
+   * the second is not tried: the record stays, as a failed delete left it before.
+   */
+  private async withdrawPeer(key: string): Promise<void> {
+    const current = await this.store.get(key);
+    if (current === undefined) return;
+    const leaving = { ...(JSON.parse(current.value) as PeerRecord), leaving: true };
+    await this.store.txn({ put: [{ key, value: JSON.stringify(leaving), ephemeral: true }] });
+    await this.store.txn({ delete: [key] });
+  }
+}
+
+/** What inspect shows of a peer's data path; `unknown` when it is not probed. */
+function livenessOf(liveness: PeerLiveness | undefined): Pick<NetworkPeer, 'state' | 'since' | 'lastRtt'> {
+  if (liveness === undefined) return { state: 'unknown' };
+  return {
+    state: liveness.state,
+    since: new Date(liveness.since).toISOString(),
+    ...(liveness.rttMs !== undefined ? { lastRtt: formatRtt(liveness.rttMs) } : {}),
+  };
 }
