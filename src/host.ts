@@ -8,7 +8,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Controller } from './cnm/controller.js';
 import type { NetworkDriver } from './cnm/driver.js';
-import { Conflict, InvalidArgument } from './cnm/errors.js';
+import { Conflict, InvalidArgument } from './errors.js';
 import type { NamespaceOps } from './cnm/namespaces.js';
 import { EmbeddedDns, resolvConfPath } from './dns/embedded.js';
 import type { DnsQueryObservation } from './dns/server.js';

@@ -24,14 +24,14 @@ export {
   Unavailable,
   httpStatus,
   isNetctlError,
-} from './cnm/errors.js';
-export type { ErrorCode } from './cnm/errors.js';
+} from './errors.js';
+export type { ErrorCode } from './errors.js';
 export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
 export type { Filters } from './cnm/filters.js';
 export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './cnm/inspect.js';
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
-export type { EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from './cnm/types.js';
+export type { EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from './records.js';
 export { FileStore, MemoryStore, StoreClosed, StoreCorrupt } from './store/index.js';
 export type { Compare, FileStoreOptions, KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './store/index.js';
 export { BridgeDriver } from './drivers/bridge/bridge.js';

@@ -12,7 +12,7 @@ import {
   NetctlError,
   NotFound,
   Unavailable,
-} from '../cnm/errors.js';
+} from '../errors.js';
 import type { DockerNetwork } from '../cnm/inspect.js';
 import type {
   NetworkConnectBody,

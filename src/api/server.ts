@@ -10,7 +10,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import { connect } from 'node:net';
 import { arch, release } from 'node:os';
 import type { Controller } from '../cnm/controller.js';
-import { Conflict, InvalidArgument, NotFound, httpStatus } from '../cnm/errors.js';
+import { Conflict, InvalidArgument, NotFound, httpStatus } from '../errors.js';
 import { parseFiltersJson } from '../cnm/filters.js';
 import { DaemonMetrics } from './metrics.js';
 import {

@@ -4,7 +4,7 @@
  * routes are netctl's own, shaped the same way (PascalCase, `Id`).
  */
 import type { ConnectOptions, NetworkCreateRequest, SandboxCreateRequest, SandboxInfo } from '../cnm/controller.js';
-import { InvalidArgument } from '../cnm/errors.js';
+import { InvalidArgument } from '../errors.js';
 import type { PoolRequest } from '../cnm/ipam.js';
 
 /** The Engine API version served; the docker CLI negotiates down to it. */

@@ -7,7 +7,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { socketPathOf } from '../api/client.js';
 import type { MetricsServer } from '../api/metrics.js';
-import { InvalidArgument } from '../cnm/errors.js';
+import { InvalidArgument } from '../errors.js';
 import type { Command } from './command.js';
 import { LogLimiter } from './log-limit.js';
 

@@ -4,12 +4,12 @@
 import { BlockList, isIP } from 'node:net';
 import { isDaemonError } from '../api/client.js';
 import type { IpamConfigBody, NetworkCreateBody } from '../api/types.js';
-import type { NetctlError } from '../cnm/errors.js';
+import type { NetctlError } from '../errors.js';
 import { parseFilterArgs } from '../cnm/filters.js';
 import type { DockerNetwork } from '../cnm/inspect.js';
 import { CliError, type Command, type CommandContext, type CommandGroup } from './command.js';
 import { goTimeString, inspectJson, joinLabels, naturalCompare, networkTemplateData, shortId } from './output.js';
-import { formatRows, parseTemplate } from './template.js';
+import { formatRows, parseTemplate } from './gotemplate/index.js';
 
 /** `k=v` list → map; a missing `=` gives an empty value, as docker's label and option parsing does. */
 export function keyValues(what: string, entries: readonly string[]): Record<string, string> {

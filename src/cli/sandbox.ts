@@ -6,7 +6,7 @@ import type { SandboxJson } from '../api/types.js';
 import type { Command, CommandGroup } from './command.js';
 import { eachName, inspectEach, keyValues, listFormat } from './network.js';
 import { goTimeString, joinLabels, naturalCompare, shortId } from './output.js';
-import { formatRows } from './template.js';
+import { formatRows } from './gotemplate/index.js';
 
 const create: Command = {
   name: 'create',

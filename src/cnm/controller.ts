@@ -18,7 +18,7 @@ import {
   NetctlError,
   NetworkNotFound,
   SandboxNotFound,
-} from './errors.js';
+} from '../errors.js';
 import {
   type Filters,
   matchesListFilters,
@@ -29,7 +29,7 @@ import {
 import { type DockerNetwork, toDockerNetwork } from './inspect.js';
 import { Allocator, type AllocatorState, type PoolRequest, resolvePools } from './ipam.js';
 import type { NamespaceOps } from './namespaces.js';
-import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord, Scope } from './types.js';
+import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord, Scope } from '../records.js';
 import type { ReachabilityStatus } from '../store/last-known.js';
 import type { KeyValue, Store, TxnRequest } from '../store/types.js';
 

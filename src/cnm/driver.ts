@@ -7,7 +7,7 @@
  * calls it again to restore state after a daemon restart.
  */
 import type { Store } from '../store/types.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord, Scope } from './types.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord, Scope } from '../records.js';
 
 /** What `validate` sees: the network as it is about to be stored. */
 export type NetworkSpec = Omit<NetworkRecord, 'id' | 'created' | 'reservedKeys'> & { readonly id: string };

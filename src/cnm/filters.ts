@@ -2,8 +2,8 @@
  * Docker's network list and prune filters (`-f key=value`, the API's
  * `filters` query). Values of one key are OR-ed, keys are AND-ed.
  */
-import { InvalidArgument } from './errors.js';
-import type { NetworkRecord } from './types.js';
+import { InvalidArgument } from '../errors.js';
+import type { NetworkRecord } from '../records.js';
 
 export type Filters = Readonly<Record<string, readonly string[]>>;
 

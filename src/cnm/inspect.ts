@@ -3,7 +3,7 @@
  * Sandboxes stand where Docker has containers.
  */
 import type { NetworkPeer } from './driver.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord } from './types.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 
 export interface DockerIpamConfig {
   Subnet: string;

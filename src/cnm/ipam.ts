@@ -4,8 +4,8 @@
  * inside them. Nothing here does I/O; the controller stores the state.
  */
 import { IPv4, IPv4CidrRange, IPv4Prefix, IPv6, IPv6CidrRange, IPv6Prefix, collapseIPv6Number } from 'ip-num';
-import { Conflict, InvalidArgument } from './errors.js';
-import type { IpamPoolConfig } from './types.js';
+import { Conflict, InvalidArgument } from '../errors.js';
+import type { IpamPoolConfig } from '../records.js';
 
 export type Family = 4 | 6;
 

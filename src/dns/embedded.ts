@@ -9,7 +9,7 @@
  */
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
-import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../cnm/types.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { NETNS_RUN_DIR, netnsExists } from '../sys/netns.js';
 import { NETNS_ETC_DIR, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../sys/resolvconf.js';

@@ -13,7 +13,7 @@
 import { randomInt } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { connect as connectTcp, isIPv4, isIPv6 } from 'node:net';
-import { InvalidArgument } from '../cnm/errors.js';
+import { InvalidArgument } from '../errors.js';
 import { formatIPv6, parseIPv6 } from '../wire/index.js';
 import { Flag, HEADER_LENGTH, Rcode, questionKey, scanQuestion } from './message.js';
 import { frameTcp, readTcpMessages } from './tcp.js';

@@ -7,7 +7,7 @@
  * is joined to, nothing else. Every lookup is a map access per network the
  * asking sandbox is on (a handful), never a scan over all endpoints.
  */
-import { InvalidArgument } from '../cnm/errors.js';
+import { InvalidArgument } from '../errors.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../wire/index.js';
 
 export interface EndpointEntry {

@@ -3,7 +3,7 @@
  * veth pair whose one end is a port of the bridge and whose other end is
  * the sandbox's ethN, with the endpoint's MAC, MTU and addresses.
  */
-import type { EndpointRecord } from '../cnm/types.js';
+import type { EndpointRecord } from '../records.js';
 import type { Rtnl } from '../sys/rtnl.js';
 
 /** Bridge-side end of an endpoint's veth pair, named after the endpoint as Docker's are. */

@@ -18,7 +18,7 @@ import {
   SortTarget,
 } from 'etcd3';
 import type { ICompare, IKeyValue, IOptions, IRequestOp, IWatchResponse, Lease, Watcher } from 'etcd3';
-import { Conflict, InvalidArgument, NetctlError, Unavailable } from '../cnm/errors.js';
+import { Conflict, InvalidArgument, NetctlError, Unavailable } from '../errors.js';
 import { StoreClosed } from './types.js';
 import { validateTxn } from './validate.js';
 import type { KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent, WatchOptions } from './types.js';

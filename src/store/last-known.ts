@@ -15,7 +15,7 @@
  * - The watches resume on their own when the store is back (the store's
  *   watches replay what they missed), and `onReachable` callbacks run.
  */
-import { Unavailable } from '../cnm/errors.js';
+import { Unavailable } from '../errors.js';
 import type { KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent, WatchOptions } from './types.js';
 
 export interface LastKnownStoreOptions {

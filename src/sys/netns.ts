@@ -6,7 +6,7 @@
  */
 import { stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Conflict, InvalidArgument, NetctlError } from '../cnm/errors.js';
+import { Conflict, InvalidArgument, NetctlError } from '../errors.js';
 import { addon, isNativeErrnoError } from './addon.js';
 
 export const NETNS_RUN_DIR = '/var/run/netns';

@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { NetctlError, Unavailable } from '../cnm/errors.js';
+import { NetctlError, Unavailable } from '../errors.js';
 
 export type NftFamily = 'inet' | 'ip' | 'ip6' | 'bridge';
 

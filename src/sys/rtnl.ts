@@ -8,7 +8,7 @@ import { closeSync, openSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { AttrStream, FlagsNew, createRtNetlink, ifla, rt } from 'netlink';
 import type { RtNetlinkSocket, StreamData } from 'netlink';
-import { Conflict, Forbidden, InvalidArgument, NetctlError, NotFound } from '../cnm/errors.js';
+import { Conflict, Forbidden, InvalidArgument, NetctlError, NotFound } from '../errors.js';
 import { withNetns } from './netns.js';
 
 export interface LinkInfo {

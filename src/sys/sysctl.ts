@@ -4,7 +4,7 @@
  * or written, and closed while inside it.
  */
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { InvalidArgument, NetctlError, NotFound } from '../cnm/errors.js';
+import { InvalidArgument, NetctlError, NotFound } from '../errors.js';
 import { withNetns } from './netns.js';
 
 /** `net.ipv4.ip_forward` → `/proc/sys/net/ipv4/ip_forward`. Only `net.*` keys are per namespace. */

@@ -5,7 +5,7 @@
  * given to `writeBatch`, starts with a 10-byte struct virtio_net_hdr
  * (`writeFrames` takes plain frames and adds the header itself).
  */
-import { InvalidArgument, NetctlError } from '../cnm/errors.js';
+import { InvalidArgument, NetctlError } from '../errors.js';
 import { addon, isNativeErrnoError, refilled } from './addon.js';
 import type { NativeTapHandle } from './addon.js';
 import { withNetns } from './netns.js';

@@ -6,7 +6,7 @@
  */
 import { createServer, isIP } from 'node:net';
 import type { Server, Socket } from 'node:net';
-import { InvalidArgument, NetctlError } from '../cnm/errors.js';
+import { InvalidArgument, NetctlError } from '../errors.js';
 import { addon, isNativeErrnoError, refilled } from './addon.js';
 import type { NativeUdpHandle } from './addon.js';
 import type { FrameBatch } from './tap.js';

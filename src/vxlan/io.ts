@@ -3,7 +3,7 @@
  * both move batches, and both state what happens after they are closed.
  * `native.ts` has the real underlay (the addon's batched UDP socket); `memory.ts` has the doubles.
  */
-import { NetctlError } from '../cnm/errors.js';
+import { NetctlError } from '../errors.js';
 import type { FrameBatch } from '../sys/tap.js';
 import type { ReceivedDatagrams } from '../sys/udp.js';
 

@@ -3,7 +3,7 @@
  * its in-memory TUN and bind) so that two or three VTEPs can be joined in a
  * unit test, or in a caller's own tests, without a kernel.
  */
-import { InvalidArgument } from '../cnm/errors.js';
+import { InvalidArgument } from '../errors.js';
 import { PortClosed, RECEIVED_STRIDE } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
 import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, FrameList, completePartialChecksum, framesOf, segmentFrame } from './offload.js';

@@ -15,7 +15,7 @@
  * Received datagrams may come coalesced by UDP GRO; each is checked on its
  * own, and the frame port merges consecutive TCP segments again.
  */
-import { Conflict, InvalidArgument, NetctlError } from '../cnm/errors.js';
+import { Conflict, InvalidArgument, NetctlError } from '../errors.js';
 import {
   ARP_FRAME_LEN,
   ARP_REQUEST,

@@ -1,6 +1,6 @@
 import anyTest, { type TestFn } from 'ava';
 import { ApiClient, DaemonUnreachable, isDaemonError } from '../../src/api/client.js';
-import { Conflict, Forbidden, InvalidArgument, NetctlError, NotFound } from '../../src/cnm/errors.js';
+import { Conflict, Forbidden, InvalidArgument, NetctlError, NotFound } from '../../src/errors.js';
 import { type Fixture, startFixture } from './fixture.js';
 
 const test = anyTest as TestFn<Fixture>;

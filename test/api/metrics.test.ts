@@ -1,6 +1,6 @@
 import test from 'ava';
 import { DaemonMetrics, parseMetricsAddress } from '../../src/api/metrics.js';
-import { InvalidArgument } from '../../src/cnm/errors.js';
+import { InvalidArgument } from '../../src/errors.js';
 import type { DockerNetwork } from '../../src/cnm/inspect.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { ObservedStore } from '../../src/store/observed.js';

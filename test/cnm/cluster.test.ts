@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { Controller } from '../../src/cnm/controller.js';
-import { Unavailable } from '../../src/cnm/errors.js';
+import { Unavailable } from '../../src/errors.js';
 import { LastKnownStore } from '../../src/store/last-known.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { CuttableStore } from '../helpers/cuttable-store.js';

@@ -13,7 +13,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { Controller } from '../../src/cnm/controller.js';
 import type { JoinRequest, LeaveRequest } from '../../src/cnm/driver.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../../src/cnm/types.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../../src/records.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { Store, TxnRequest, TxnResult } from '../../src/store/types.js';
 import { MemoryNamespaces, RecordingDriver } from './doubles.js';

@@ -4,9 +4,9 @@
  * exist only in a Set.
  */
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../src/cnm/driver.js';
-import { InvalidArgument, NetctlError } from '../../src/cnm/errors.js';
+import { InvalidArgument, NetctlError } from '../../src/errors.js';
 import type { NamespaceOps } from '../../src/cnm/namespaces.js';
-import type { NetworkRecord, Scope } from '../../src/cnm/types.js';
+import type { NetworkRecord, Scope } from '../../src/records.js';
 
 export type DriverCall = 'createNetwork' | 'deleteNetwork' | 'join' | 'leave';
 

@@ -1,8 +1,8 @@
 import test from 'ava';
-import { Conflict, InvalidArgument } from '../../src/cnm/errors.js';
+import { Conflict, InvalidArgument } from '../../src/errors.js';
 import { Allocator, defaultPools, resolvePools } from '../../src/cnm/ipam.js';
 import type { ExistingPool, PoolRequest } from '../../src/cnm/ipam.js';
-import type { IpamPoolConfig } from '../../src/cnm/types.js';
+import type { IpamPoolConfig } from '../../src/records.js';
 
 function resolve(input: {
   scope?: 'local' | 'global';

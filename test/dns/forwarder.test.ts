@@ -5,7 +5,7 @@ import { createSocket } from 'node:dgram';
 import type { Socket } from 'node:dgram';
 import { createServer } from 'node:net';
 import type { Server } from 'node:net';
-import { InvalidArgument } from '../../src/cnm/errors.js';
+import { InvalidArgument } from '../../src/errors.js';
 import { Forwarder, parseResolvConf, parseUpstream } from '../../src/dns/forwarder.js';
 import { frameTcp, readTcpMessages } from '../../src/dns/tcp.js';
 import { FakeTransport, makeQuery, silent, upstreamReply } from './helpers.js';

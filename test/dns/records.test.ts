@@ -1,5 +1,5 @@
 import test from 'ava';
-import { InvalidArgument } from '../../src/cnm/errors.js';
+import { InvalidArgument } from '../../src/errors.js';
 import { RecordTable, addressFromReverseName } from '../../src/dns/records.js';
 import type { EndpointEntry } from '../../src/dns/records.js';
 

@@ -3,7 +3,7 @@
  * call fails with Unavailable (EtcdStore's error after its timeout); watches
  * stay, as etcd3's resume when the cluster is back.
  */
-import { Unavailable } from '../../src/cnm/errors.js';
+import { Unavailable } from '../../src/errors.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { Store, TxnRequest } from '../../src/store/types.js';
 

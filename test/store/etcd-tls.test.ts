@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { InvalidArgument, Unavailable } from '../../src/cnm/errors.js';
+import { InvalidArgument, Unavailable } from '../../src/errors.js';
 import { EtcdStore } from '../../src/store/etcd.js';
 import type { EtcdStoreOptions } from '../../src/store/etcd.js';
 import { NETCTL_CLI, startDaemon } from '../helpers/daemon.js';

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { Etcd3 } from 'etcd3';
-import { InvalidArgument, Unavailable } from '../../src/cnm/errors.js';
+import { InvalidArgument, Unavailable } from '../../src/errors.js';
 import { EtcdStore } from '../../src/store/etcd.js';
 import type { EtcdStoreOptions } from '../../src/store/etcd.js';
 import { StoreClosed } from '../../src/store/types.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Unavailable } from '../../src/cnm/errors.js';
+import { Unavailable } from '../../src/errors.js';
 import { LastKnownStore } from '../../src/store/last-known.js';
 import { CuttableStore } from '../helpers/cuttable-store.js';
 

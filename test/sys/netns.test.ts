@@ -3,7 +3,7 @@ import { access } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import test from 'ava';
-import { Conflict, InvalidArgument } from '../../src/cnm/errors.js';
+import { Conflict, InvalidArgument } from '../../src/errors.js';
 import {
   NETNS_RUN_DIR,
   createNamedNetns,

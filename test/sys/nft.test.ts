@@ -1,5 +1,5 @@
 import test from 'ava';
-import { NetctlError } from '../../src/cnm/errors.js';
+import { NetctlError } from '../../src/errors.js';
 import { applyNft, deleteNftTable, listNftRuleset } from '../../src/sys/nft.js';
 import { inNetns, tempNetns } from './helpers.js';
 

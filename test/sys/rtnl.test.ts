@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { Conflict, InvalidArgument, NotFound } from '../../src/cnm/errors.js';
+import { Conflict, InvalidArgument, NotFound } from '../../src/errors.js';
 import { Rtnl } from '../../src/sys/rtnl.js';
 import { ipJson, pingOk, tempNetns, uniqueName } from './helpers.js';
 

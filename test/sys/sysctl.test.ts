@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import test from 'ava';
-import { InvalidArgument, NotFound } from '../../src/cnm/errors.js';
+import { InvalidArgument, NotFound } from '../../src/errors.js';
 import { getSysctl, setSysctl } from '../../src/sys/sysctl.js';
 import { inNetns, tempNetns } from './helpers.js';
 

@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { InvalidArgument, NetctlError } from '../../src/cnm/errors.js';
+import { InvalidArgument, NetctlError } from '../../src/errors.js';
 import { Rtnl } from '../../src/sys/rtnl.js';
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, openTap } from '../../src/sys/tap.js';
 import type { TapDevice } from '../../src/sys/tap.js';

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import type { Socket } from 'node:net';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { InvalidArgument, NetctlError } from '../../src/cnm/errors.js';
+import { InvalidArgument, NetctlError } from '../../src/errors.js';
 import { NativeUdpSocket, SocketClosed, openTcpListener, receivedDatagrams } from '../../src/sys/udp.js';
 import type { DatagramBatch, ReceivedDatagram } from '../../src/sys/udp.js';
 import { inNetns, run, tempNetns, uniqueName } from './helpers.js';

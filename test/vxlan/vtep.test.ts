@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Conflict, InvalidArgument } from '../../src/cnm/errors.js';
+import { Conflict, InvalidArgument } from '../../src/errors.js';
 import { receivedDatagrams } from '../../src/vxlan/io.js';
 import type { Datagram, DatagramPort, ReceivedDatagram } from '../../src/vxlan/io.js';
 import { MemoryFramePort, MemoryNetwork } from '../../src/vxlan/memory.js';

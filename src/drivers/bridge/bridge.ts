@@ -11,8 +11,8 @@
  */
 import { isIP } from 'node:net';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
-import { Conflict, InvalidArgument, NetctlError } from '../../cnm/errors.js';
-import type { NetworkRecord } from '../../cnm/types.js';
+import { Conflict, InvalidArgument, NetctlError } from '../../errors.js';
+import type { NetworkRecord } from '../../records.js';
 import { applyNft, deleteNftTable } from '../../sys/nft.js';
 import { currentNetnsPath } from '../../sys/netns.js';
 import { Rtnl } from '../../sys/rtnl.js';

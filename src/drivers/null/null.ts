@@ -4,7 +4,7 @@
  * wires itself, and as the simplest driver in the compliance suite.
  */
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
-import { InvalidArgument } from '../../cnm/errors.js';
+import { InvalidArgument } from '../../errors.js';
 
 export class NullDriver implements NetworkDriver {
   readonly name = 'null';

@@ -13,8 +13,8 @@
  */
 import { hostname } from 'node:os';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkPeer, NetworkSpec, Reservation } from '../../cnm/driver.js';
-import { Conflict, InvalidArgument, NetctlError, NotFound } from '../../cnm/errors.js';
-import type { NetworkRecord } from '../../cnm/types.js';
+import { Conflict, InvalidArgument, NetctlError, NotFound } from '../../errors.js';
+import type { NetworkRecord } from '../../records.js';
 import type { Store, Watch } from '../../store/types.js';
 import { createNamedNetns, netnsExists, removeNamedNetns } from '../../sys/netns.js';
 import { Rtnl } from '../../sys/rtnl.js';

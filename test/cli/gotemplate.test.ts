@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
-import { InvalidArgument } from '../../src/cnm/errors.js';
+import { InvalidArgument } from '../../src/errors.js';
 import { TabWriter, ALIGN_RIGHT } from '../../src/cli/tabwriter.js';
-import { formatRows, parseTemplate } from '../../src/cli/template.js';
+import { formatRows, parseTemplate } from '../../src/cli/gotemplate/index.js';
 
 /** A `docker network inspect` object as the CLI would hand it over: maps wrapped in Map. */
 function inspectObject() {

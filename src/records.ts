@@ -1,6 +1,11 @@
 /**
  * The records the controller keeps in the store, and the public shapes it
  * returns. Field names follow Docker's where Docker has one.
+ *
+ * They live at the bottom, beside errors.ts, because layers under cnm/ read
+ * them too (dns/ watches them in the store, drivers/ get them from the
+ * controller); moving the one file was smaller than each reader declaring a
+ * narrow copy of the schema, which could drift from what cnm/ writes.
  */
 export type Scope = 'local' | 'global' | 'swarm';
 

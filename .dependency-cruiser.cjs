@@ -1,0 +1,101 @@
+// Layering of src/, as DESIGN.md ("Shape of the code") draws it:
+//   cli → api|plugins → cnm → drivers → vxlan|dns|ingress|crypto → wire|sys|store → errors|records
+// Each layer may import its own folder and the layers below it, never above
+// or sideways. host.ts and index.ts are composition roots and may import
+// anything. CommonJS because depcruise reads its config with require() when
+// the name ends in .cjs, and an ESM config would need a default export.
+
+/** A rule saying files under `from` may import in src/ only what `allowed` matches. */
+function layer(name, from, allowed, comment) {
+  return {
+    name,
+    comment,
+    severity: 'error',
+    from: { path: from },
+    to: { path: '^src/', pathNot: allowed },
+  };
+}
+
+// Named exceptions: edges DESIGN allows though they are not strictly downward.
+
+/**
+ * store → sys: the file store takes its lock through sys/fslock.ts, since only
+ * sys/ touches the kernel. Same tier, and sys/ never imports store/.
+ */
+const EXCEPTION_STORE_USES_SYS = '^src/sys/fslock\\.ts$';
+
+/**
+ * drivers → cnm/driver.ts: "Drivers see the controller only through the
+ * driver API types" (DESIGN); that file imports only records and store types.
+ */
+const EXCEPTION_DRIVER_API = '^src/cnm/driver\\.ts$';
+
+const BOTTOM = 'src/(errors|records)\\.ts$';
+const TIER_LOW = `src/(wire|sys|store)/|${BOTTOM}`;
+const TIER_DATA_PLANE = `src/(vxlan|dns|ingress|crypto)/|${TIER_LOW}`;
+
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      comment: 'Cycles make layers meaningless; a folder cycle once ran cnm → store → sys → cnm.',
+      severity: 'error',
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: 'not-to-unresolvable',
+      comment: 'An import depcruise cannot resolve would slip past every rule below.',
+      severity: 'error',
+      from: {},
+      to: { couldNotResolve: true },
+    },
+    layer('errors-and-records-are-the-bottom', `^${BOTTOM}`, `^${BOTTOM}`,
+      'errors.ts and records.ts are the floor every layer stands on.'),
+    layer('wire-imports-only-wire', '^src/wire/', '^src/wire/|^src/errors\\.ts$',
+      'wire/ is pure codecs: nothing but itself (and errors).'),
+    {
+      name: 'wire-does-no-io',
+      comment: 'wire/ decodes bytes; I/O belongs to sys/.',
+      severity: 'error',
+      from: { path: '^src/wire/' },
+      to: { dependencyTypes: ['core', 'npm', 'npm-dev', 'npm-optional', 'npm-peer', 'npm-no-pkg'] },
+    },
+    layer('sys-imports-only-below', '^src/sys/', `^src/sys/|^${BOTTOM}`,
+      'sys/ is the kernel boundary; it knows nothing of the store or above.'),
+    layer('store-imports-only-below', '^src/store/', `^src/store/|^${BOTTOM}|${EXCEPTION_STORE_USES_SYS}`,
+      'store/ sits beside sys/ and wire/ and builds on errors and records.'),
+    layer('data-plane-imports-only-below', '^src/(vxlan|dns|ingress|crypto)/', `^src/$1/|^(${TIER_LOW})`,
+      'vxlan/, dns/, ingress/ and crypto/ use wire, sys, store and errors, not each other.'),
+    layer('drivers-import-only-below', '^src/drivers/', `^src/drivers/|^(${TIER_DATA_PLANE})|${EXCEPTION_DRIVER_API}`,
+      'drivers/ build on the data plane and sys; they see cnm only through the driver API.'),
+    layer('cnm-imports-only-below', '^src/cnm/', `^src/(cnm|drivers)/|^(${TIER_DATA_PLANE})`,
+      'cnm/ is the controller: it may use drivers and everything under them.'),
+    layer('api-imports-only-below', '^src/(api|plugins)/', `^src/(cnm|drivers)/|^(${TIER_DATA_PLANE})|^src/$1/`,
+      'api/ and plugins/ adapt the controller to callers; neither imports cli/ or the other.'),
+    layer('cli-imports-only-below', '^src/cli/', `^src/(cli|api|plugins|cnm|drivers)/|^(${TIER_DATA_PLANE})|^src/host\\.ts$`,
+      'cli/ is the top layer; the daemon command wires the host via host.ts.'),
+    {
+      name: 'host-is-not-imported-from-below',
+      comment: 'host.ts assembles the layers; only cli/ (the daemon) and index.ts may reach it.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/(cli/|index\\.ts$)' },
+      to: { path: '^src/host\\.ts$' },
+    },
+    {
+      name: 'index-is-not-imported-from-inside',
+      comment: 'index.ts is the package entry; inside src/ import the module itself.',
+      severity: 'error',
+      from: { path: '^src/' },
+      to: { path: '^src/index\\.ts$' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    // TypeScript 7 has no JavaScript API for depcruise to parse with; swc sees
+    // every import, type-only ones included.
+    parser: 'swc',
+    tsConfig: { fileName: 'tsconfig.json' },
+  },
+};
+
