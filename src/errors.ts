@@ -5,11 +5,19 @@
  */
 export type ErrorCode =
   | 'InvalidArgument'
-  | 'NotFound'
+  | NotFoundCode
   | 'Conflict'
+  | 'LockHeld'
   | 'Forbidden'
-  | 'Unavailable'
+  | UnavailableCode
+  | 'StoreCorrupt'
   | 'Internal';
+
+/** Every code that means "no such object"; the API answers each with 404. */
+export type NotFoundCode = 'NotFound' | 'NetworkNotFound' | 'EndpointNotFound' | 'SandboxNotFound';
+
+/** Every code that means "try again later"; the API answers each with 503. */
+export type UnavailableCode = 'Unavailable' | 'StoreClosed' | 'LockTimeout' | 'DaemonUnreachable';
 
 export class NetctlError extends Error {
   readonly code: ErrorCode;
@@ -27,32 +35,33 @@ export class InvalidArgument extends NetctlError {
 }
 
 export class NotFound extends NetctlError {
-  constructor(message: string) {
-    super('NotFound', message);
+  declare readonly code: NotFoundCode;
+  constructor(message: string, code: NotFoundCode = 'NotFound') {
+    super(code, message);
   }
 }
 
 export class NetworkNotFound extends NotFound {
   constructor(idOrName: string) {
-    super(`network ${idOrName} not found`);
+    super(`network ${idOrName} not found`, 'NetworkNotFound');
   }
 }
 
 export class EndpointNotFound extends NotFound {
   constructor(idOrName: string) {
-    super(`endpoint ${idOrName} not found`);
+    super(`endpoint ${idOrName} not found`, 'EndpointNotFound');
   }
 }
 
 export class SandboxNotFound extends NotFound {
   constructor(idOrName: string) {
-    super(`sandbox ${idOrName} not found`);
+    super(`sandbox ${idOrName} not found`, 'SandboxNotFound');
   }
 }
 
 export class Conflict extends NetctlError {
-  constructor(message: string) {
-    super('Conflict', message);
+  constructor(message: string, code: 'Conflict' | 'LockHeld' = 'Conflict') {
+    super(code, message);
   }
 }
 
@@ -64,9 +73,51 @@ export class Forbidden extends NetctlError {
 }
 
 export class Unavailable extends NetctlError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('Unavailable', message, options);
+  declare readonly code: UnavailableCode;
+  constructor(message: string, options?: { cause?: unknown; code?: UnavailableCode }) {
+    super(options?.code ?? 'Unavailable', message, options);
   }
+}
+
+/** The store was closed under the caller (the daemon is shutting down). */
+export class StoreClosed extends Unavailable {
+  constructor() {
+    super('store is closed', { code: 'StoreClosed' });
+  }
+}
+
+/** Thrown when the stored bytes cannot be read back (never for a crash mid-write). */
+export class StoreCorrupt extends NetctlError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('StoreCorrupt', message, options);
+  }
+}
+
+/** Another holder kept a file lock past the caller's timeout. */
+export class LockTimeout extends Unavailable {
+  constructor(
+    readonly path: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`timed out after ${timeoutMs} ms waiting for the lock on ${path}`, { code: 'LockTimeout' });
+  }
+}
+
+/** A live process holds a lock that is taken for a process's whole life. */
+export class LockHeld extends Conflict {
+  constructor(
+    readonly path: string,
+    readonly holderPid: number | undefined,
+  ) {
+    super(`${path} is locked by ${holderPid === undefined ? 'another process' : `process ${holderPid}`}`, 'LockHeld');
+  }
+}
+
+const notFoundCodes: ReadonlySet<string> = new Set<NotFoundCode>(['NotFound', 'NetworkNotFound', 'EndpointNotFound', 'SandboxNotFound']);
+
+/** True for any "no such object" error, whichever kind of object. */
+export function isNotFound(err: unknown): err is NotFound {
+  return err instanceof NetctlError && notFoundCodes.has(err.code);
 }
 
 export function isNetctlError(err: unknown): err is NetctlError {
@@ -80,13 +131,21 @@ export function httpStatus(err: unknown): number {
     case 'InvalidArgument':
       return 400;
     case 'NotFound':
+    case 'NetworkNotFound':
+    case 'EndpointNotFound':
+    case 'SandboxNotFound':
       return 404;
     case 'Conflict':
+    case 'LockHeld':
       return 409;
     case 'Forbidden':
       return 403;
     case 'Unavailable':
+    case 'StoreClosed':
+    case 'LockTimeout':
+    case 'DaemonUnreachable':
       return 503;
+    case 'StoreCorrupt':
     case 'Internal':
       return 500;
   }

@@ -30,6 +30,7 @@ import { VXLAN_OVERHEAD, overlayMtu } from './vxlan/mtu.js';
 import { NativeDatagramPort } from './vxlan/native.js';
 import { Vtep } from './vxlan/vtep.js';
 import { DEFAULT_VXLAN_PORT } from './wire/vxlan.js';
+import type { Logger } from './log.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/netctl';
 
@@ -55,7 +56,7 @@ export interface HostOptions {
   readonly storeObserver?: (store: 'local' | 'cluster') => StoreObserver;
   /** Told how each embedded DNS query ended (for the metrics). */
   readonly onDnsQuery?: (query: DnsQueryObservation) => void;
-  readonly log?: (message: string) => void;
+  readonly logger?: Logger;
 }
 
 /** Real namespaces: loopback comes up at creation, as Docker does for containers. */
@@ -84,14 +85,14 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
   const port = options.dataPathPort ?? DEFAULT_VXLAN_PORT;
   const underlay = await underlayLinkOf(advertiseAddress);
   const mtu = overlayMtu(underlay.mtu);
-  options.log?.(`overlay MTU ${mtu}: ${underlay.name} (MTU ${underlay.mtu}, holding ${advertiseAddress}) less ${VXLAN_OVERHEAD} bytes of VXLAN headers`);
+  options.logger?.info(`overlay MTU ${mtu}: ${underlay.name} (MTU ${underlay.mtu}, holding ${advertiseAddress}) less ${VXLAN_OVERHEAD} bytes of VXLAN headers`);
   // With the daemon's log: lease and connection changes are worth a line each.
-  const etcd = await EtcdStore.open(options.clusterStore, { ...options.clusterStoreAccess, ...(options.log !== undefined ? { log: options.log } : {}) });
+  const etcd = await EtcdStore.open(options.clusterStore, { ...options.clusterStoreAccess, ...(options.logger !== undefined ? { logger: options.logger } : {}) });
   const globalStore = observed(etcd, 'cluster', options);
   const cleanup: (() => Promise<void>)[] = [() => globalStore.close()];
   try {
     const udp = NativeDatagramPort.open({ address: advertiseAddress, port });
-    const vtep = new Vtep({ underlay: udp, localAddress: advertiseAddress, port, mtu, ...(options.log !== undefined ? { log: options.log } : {}) });
+    const vtep = new Vtep({ underlay: udp, localAddress: advertiseAddress, port, mtu, ...(options.logger !== undefined ? { logger: options.logger } : {}) });
     vtep.start();
     cleanup.push(() => vtep.stop());
     const driver = await OverlayDriver.start({
@@ -100,7 +101,7 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
       advertiseAddress,
       mtu,
       ...(options.nodeName !== undefined ? { hostName: options.nodeName } : {}),
-      ...(options.log !== undefined ? { log: options.log } : {}),
+      ...(options.logger !== undefined ? { logger: options.logger } : {}),
     });
     return { globalStore, vtep, driver };
   } catch (err) {
@@ -220,7 +221,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
         ? undefined
         : await LastKnownStore.open(globalStore, {
             prefixes: ['networks/', 'endpoints/', 'ipam/', 'names/'],
-            ...(options.log !== undefined ? { log: options.log } : {}),
+            ...(options.logger !== undefined ? { logger: options.logger } : {}),
           });
     controller = await Controller.open({
       store,
@@ -231,7 +232,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       resolvConfPath: (sandbox) => dns?.resolvConfPathOf(sandbox) ?? resolvConfPath(sandbox, stateDir),
       // The daemon's namespace, the host's root one (PID 1's) and the bridges' one are the host itself.
       reservedNamespaces: ['/proc/self/ns/net', '/proc/1/ns/net', ...(options.hostNetnsPath !== undefined ? [options.hostNetnsPath] : [])],
-      ...(options.log !== undefined ? { log: options.log } : {}),
+      ...(options.logger !== undefined ? { logger: options.logger } : {}),
     });
     // After the controller: its restore makes the namespaces the listeners open in.
     const started = await EmbeddedDns.start({
@@ -240,7 +241,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       upstreams: await upstreamResolvers(options),
       stateDir,
       ...(options.onDnsQuery !== undefined ? { onQuery: options.onDnsQuery } : {}),
-      ...(options.log !== undefined ? { log: options.log } : {}),
+      ...(options.logger !== undefined ? { logger: options.logger } : {}),
     });
     dns = started;
     const opened = controller;

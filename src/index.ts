@@ -20,12 +20,17 @@ export {
   NetctlError,
   NetworkNotFound,
   NotFound,
+  LockHeld,
+  LockTimeout,
   SandboxNotFound,
   Unavailable,
   httpStatus,
   isNetctlError,
+  isNotFound,
 } from './errors.js';
-export type { ErrorCode } from './errors.js';
+export type { ErrorCode, NotFoundCode, UnavailableCode } from './errors.js';
+export { LOG_LEVELS, consoleWarnings, levelLogger, parseLogLevel, silentLogger } from './log.js';
+export type { LogLevel, Logger } from './log.js';
 export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
 export type { Filters } from './cnm/filters.js';
 export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './cnm/inspect.js';

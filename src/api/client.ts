@@ -10,7 +10,10 @@ import {
   Forbidden,
   InvalidArgument,
   NetctlError,
+  EndpointNotFound,
+  NetworkNotFound,
   NotFound,
+  SandboxNotFound,
   Unavailable,
 } from '../errors.js';
 import type { DockerNetwork } from '../cnm/inspect.js';
@@ -25,7 +28,11 @@ import type {
 } from './types.js';
 
 /** The daemon could not be reached at all (as opposed to an error the daemon answered with). */
-export class DaemonUnreachable extends Unavailable {}
+export class DaemonUnreachable extends Unavailable {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { ...options, code: 'DaemonUnreachable' });
+  }
+}
 
 export const DEFAULT_HOST = 'unix:///run/netctl/netctl.sock';
 
@@ -54,6 +61,16 @@ function errorFor(status: number, message: string): NetctlError {
   return err;
 }
 
+/** The daemon's messages name the kind of object, so its specific code comes back too. */
+function notFoundFor(message: string): NotFound {
+  const named = /^(network|endpoint|sandbox) (.+) not found$/.exec(message);
+  if (named === null) return new NotFound(message);
+  const [, kind, idOrName] = named as unknown as [string, string, string];
+  if (kind === 'network') return new NetworkNotFound(idOrName);
+  if (kind === 'endpoint') return new EndpointNotFound(idOrName);
+  return new SandboxNotFound(idOrName);
+}
+
 function errorClassFor(status: number, message: string): NetctlError {
   switch (status) {
     case 400:
@@ -61,7 +78,7 @@ function errorClassFor(status: number, message: string): NetctlError {
     case 403:
       return new Forbidden(message);
     case 404:
-      return new NotFound(message);
+      return notFoundFor(message);
     case 409:
       return new Conflict(message);
     case 503:

@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import { socketPathOf } from '../api/client.js';
 import type { MetricsServer } from '../api/metrics.js';
 import { InvalidArgument } from '../errors.js';
+import { levelLogger, LOG_LEVELS, parseLogLevel } from '../log.js';
 import type { Command } from './command.js';
 import { LogLimiter } from './log-limit.js';
 
@@ -50,8 +51,10 @@ export const daemonCommand: Command = {
     { name: 'dns', type: 'list', help: 'Upstream DNS server for names netctl does not know (default: /etc/resolv.conf)' },
     { name: 'metrics-addr', type: 'string', help: 'Also serve Prometheus metrics at http://IP:PORT/metrics (they are always at /metrics on the socket)' },
     { name: 'node-name', type: 'string', help: 'Name other hosts show for this one in Peers', defaultText: 'the host name' },
+    { name: 'log-level', type: 'string', help: `Lowest level of the lines logged (${LOG_LEVELS.join(', ')})`, defaultText: '"info"' },
   ],
   async run(ctx, parsed) {
+    const logLevel = parseLogLevel(parsed.string('log-level') ?? 'info');
     // Loaded here only: the server pulls in prom-client, which would cost every other command ~0.2 s of start-up.
     const { ApiServer, ensureSocketFree } = await import('../api/server.js');
     const { DaemonMetrics, MetricsServer, parseMetricsAddress } = await import('../api/metrics.js');
@@ -72,6 +75,7 @@ export const daemonCommand: Command = {
     }
     // One failing upstream under a flood would otherwise log a line per query.
     const logLimiter = new LogLimiter({ write: (line) => ctx.io.stderr(`${line}\n`) });
+    const logger = levelLogger((level, message) => logLimiter.log(`${level.toUpperCase().padEnd(5)} ${message}`), logLevel);
     const stateDir = parsed.string('state-dir');
     const clusterStore = parsed.string('store');
     const storeCaFile = parsed.string('store-cacert');
@@ -102,7 +106,7 @@ export const daemonCommand: Command = {
       ...(metricsAddress !== undefined ? { metricsAddress } : {}),
       storeObserver: (store) => metrics.storeObserver(store),
       onDnsQuery: metrics.onDnsQuery,
-      log: (message) => logLimiter.log(message),
+      logger,
     });
     if (host.vtep !== undefined) metrics.setVtep(host.vtep);
     const server = new ApiServer(host.controller, { version: ctx.version, metrics });

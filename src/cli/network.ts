@@ -4,7 +4,7 @@
 import { BlockList, isIP } from 'node:net';
 import { isDaemonError } from '../api/client.js';
 import type { IpamConfigBody, NetworkCreateBody } from '../api/types.js';
-import type { NetctlError } from '../errors.js';
+import { isNotFound } from '../errors.js';
 import { parseFilterArgs } from '../cnm/filters.js';
 import type { DockerNetwork } from '../cnm/inspect.js';
 import { CliError, type Command, type CommandContext, type CommandGroup } from './command.js';
@@ -217,7 +217,7 @@ export async function inspectEach<T>(
     try {
       found.push(await fetch(name));
     } catch (err) {
-      if (!isDaemonError(err) || (err as NetctlError).code !== 'NotFound') throw err;
+      if (!isDaemonError(err) || !isNotFound(err)) throw err;
       errors.push(`Error: No such ${what}: ${name}`);
     }
   }
@@ -289,7 +289,7 @@ const rm: Command = {
       ctx,
       parsed.args,
       (name) => client.removeNetwork(name),
-      (err) => force && (err as NetctlError).code === 'NotFound',
+      (err) => force && isNotFound(err),
     );
   },
 };

@@ -32,6 +32,7 @@ import type { NamespaceOps } from './namespaces.js';
 import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord, Scope } from '../records.js';
 import type { ReachabilityStatus } from '../store/last-known.js';
 import type { KeyValue, Store, TxnRequest } from '../store/types.js';
+import { type Logger, consoleWarnings } from '../log.js';
 
 export interface ControllerOptions {
   /** Local store: sandboxes, and networks of local scope with their endpoints. */
@@ -46,7 +47,7 @@ export interface ControllerOptions {
   /** Driver used when a create request names none. */
   readonly defaultDriver?: string;
   /** Reports problems found while restoring state; defaults to console.warn. */
-  readonly log?: (message: string) => void;
+  readonly logger?: Logger;
   readonly now?: () => Date;
   /** Close the store with the controller (when the controller's opener made it). */
   readonly ownsStore?: boolean;
@@ -252,7 +253,7 @@ export class Controller {
   private readonly drivers: Map<string, NetworkDriver>;
   private readonly namespaces: NamespaceOps;
   private readonly defaultDriver: string;
-  private readonly log: (message: string) => void;
+  private readonly logger: Logger;
   private readonly now: () => Date;
   private readonly mutex = new Mutex();
   private readonly ownsStore: boolean;
@@ -268,7 +269,7 @@ export class Controller {
     this.drivers = new Map(options.drivers.map((driver) => [driver.name, driver]));
     this.namespaces = options.namespaces;
     this.defaultDriver = options.defaultDriver ?? 'bridge';
-    this.log = options.log ?? ((message) => console.warn(message));
+    this.logger = options.logger ?? consoleWarnings;
     this.now = options.now ?? (() => new Date());
     this.ownsStore = options.ownsStore ?? false;
     this.resolvConfPathOf = options.resolvConfPath;
@@ -849,7 +850,7 @@ export class Controller {
       });
     } catch (err) {
       if (!(err instanceof NetctlError) || err.code !== 'Unavailable') throw err;
-      this.log(`network ${name}: the cluster store is out of reach; the name is claimed there when it is back`);
+      this.logger.warn(`network ${name}: the cluster store is out of reach; the name is claimed there when it is back`);
       return false;
     }
     if (!claim.succeeded) throw new Conflict(`network with name ${name} already exists`);
@@ -885,7 +886,7 @@ export class Controller {
           put: [{ key: key.localName(name, hostId), value: networkId }],
         });
         if (!claim.succeeded) {
-          this.log(`network ${name} exists on this host and across the cluster (made while the cluster store was out of reach); refer to them by ID`);
+          this.logger.warn(`network ${name} exists on this host and across the cluster (made while the cluster store was out of reach); refer to them by ID`);
         }
       }
     });
@@ -1200,7 +1201,7 @@ export class Controller {
           await this.store.txn({ put: [{ key: key.sandbox(sandbox.id), value: JSON.stringify(sandboxes[index]) }] });
         });
       } else if (!sandbox.ownsNetns) {
-        this.log(`sandbox ${sandbox.name}: namespace ${sandbox.netnsPath} is gone; its endpoints are released`);
+        this.logger.warn(`sandbox ${sandbox.name}: namespace ${sandbox.netnsPath} is gone; its endpoints are released`);
       }
     }
     const local = new Map(sandboxes.map((sandbox) => [sandbox.id, sandbox]));
@@ -1213,7 +1214,7 @@ export class Controller {
     for (const network of await this.allNetworks()) {
       const driver = this.drivers.get(network.driver);
       if (driver === undefined) {
-        this.log(`network ${network.name}: driver ${network.driver} is not available; left as stored`);
+        this.logger.warn(`network ${network.name}: driver ${network.driver} is not available; left as stored`);
       } else if (network.removing === true) {
         await this.bestEffort(`finish removing network ${network.name}`, async () => {
           await driver.deleteNetwork(network);
@@ -1261,7 +1262,7 @@ export class Controller {
     try {
       await fn();
     } catch (err) {
-      this.log(`${what}: ${(err as Error).message}`);
+      this.logger.warn(`${what}: ${(err as Error).message}`);
     }
   }
 

@@ -19,6 +19,7 @@ import { Forwarder } from './forwarder.js';
 import { RecordTable } from './records.js';
 import { type DnsQueryObservation, DnsServer } from './server.js';
 import { type TcpLimits, TcpConnections } from './tcp-connections.js';
+import { type Logger, consoleWarnings } from '../log.js';
 
 export const EMBEDDED_DNS_ADDRESS = '127.0.0.11';
 const RESOLV_CONF = `nameserver ${EMBEDDED_DNS_ADDRESS}\noptions ndots:0\n`;
@@ -33,7 +34,7 @@ export interface EmbeddedDnsOptions {
   readonly ttl?: number;
   /** The DNS port inside sandboxes (53; tests of the listener itself may pick another). */
   readonly port?: number;
-  readonly log?: (message: string) => void;
+  readonly logger?: Logger;
   /** Limits of the TCP connections; see `TcpConnections` and `defaultTcpLimits`. */
   readonly tcpLimits?: Partial<TcpLimits>;
   /** Told how each query ended (for the metrics). */
@@ -80,7 +81,7 @@ export class EmbeddedDns {
   private readonly table = new RecordTable();
   private readonly server: DnsServer;
   private readonly options: EmbeddedDnsOptions;
-  private readonly log: (message: string) => void;
+  private readonly logger: Logger;
   private readonly networks = new Map<string, NetworkRecord>();
   private readonly endpoints = new Map<string, EndpointRecord>();
   private readonly sandboxes = new Map<string, SandboxRecord>();
@@ -95,15 +96,15 @@ export class EmbeddedDns {
 
   private constructor(options: EmbeddedDnsOptions) {
     this.options = options;
-    this.log = options.log ?? ((message) => console.warn(message));
+    this.logger = options.logger ?? consoleWarnings;
     const forwarder =
-      options.upstreams.length > 0 ? new Forwarder({ upstreams: [...options.upstreams], log: this.log }) : undefined;
+      options.upstreams.length > 0 ? new Forwarder({ upstreams: [...options.upstreams], logger: this.logger }) : undefined;
     this.server = new DnsServer({
       table: this.table,
       ...(forwarder !== undefined ? { forwarder } : {}),
       ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
       ...(options.onQuery !== undefined ? { onQuery: options.onQuery } : {}),
-      log: this.log,
+      logger: this.logger,
     });
     this.tcpConnections = new TcpConnections({ ...defaultTcpLimits(), ...options.tcpLimits }, (sandboxId, query) =>
       this.server.handle(query, { sandboxId, transport: 'tcp', mayForward: this.mayForward(sandboxId) }),
@@ -172,7 +173,7 @@ export class EmbeddedDns {
         this.sandboxQueue = this.sandboxQueue.then(() => this.sandboxChanged(id, sandbox));
       }
     } catch (err) {
-      this.log(`dns: ignoring bad record ${key}: ${(err as Error).message}`);
+      this.logger.warn(`dns: ignoring bad record ${key}: ${(err as Error).message}`);
     }
   }
 
@@ -215,7 +216,7 @@ export class EmbeddedDns {
       await this.openListener(sandbox);
       await this.writeResolvConf(sandbox);
     } catch (err) {
-      this.log(`dns: no resolver for sandbox ${sandbox.name}: ${(err as Error).message}`);
+      this.logger.warn(`dns: no resolver for sandbox ${sandbox.name}: ${(err as Error).message}`);
     }
   }
 
@@ -240,7 +241,7 @@ export class EmbeddedDns {
       throw err;
     }
     // accept(2) failing (EMFILE under a flood) must not end the daemon; the listener keeps listening.
-    tcp.on('error', (err) => this.log(`dns: TCP listener of sandbox ${sandbox.name}: ${err.message}`));
+    tcp.on('error', (err) => this.logger.warn(`dns: TCP listener of sandbox ${sandbox.name}: ${err.message}`));
     udp.start((batch) => this.serveUdp(sandbox.id, udp, batch));
     this.listeners.set(sandbox.id, { udp, tcp });
   }
@@ -317,7 +318,7 @@ export class EmbeddedDns {
     const fallback = stateResolvConfPath(sandbox, this.options.stateDir);
     for (const path of preferred === fallback ? [preferred] : [preferred, fallback]) {
       if (await writeResolvConf(this.resolvConfTarget(sandbox, path), RESOLV_CONF)) {
-        if (path !== preferred) this.log(`dns: ${preferred} is not netctl's and stays as it is; sandbox ${sandbox.name} uses ${path}`);
+        if (path !== preferred) this.logger.info(`dns: ${preferred} is not netctl's and stays as it is; sandbox ${sandbox.name} uses ${path}`);
         this.resolvConfs.set(sandbox.id, path);
         return;
       }

@@ -17,6 +17,7 @@ import { InvalidArgument } from '../errors.js';
 import { formatIPv6, parseIPv6 } from '../wire/index.js';
 import { Flag, HEADER_LENGTH, Rcode, questionKey, scanQuestion } from './message.js';
 import { frameTcp, readTcpMessages } from './tcp.js';
+import { type Logger, silentLogger } from '../log.js';
 
 /** libnetwork's limit: later nameservers are ignored. */
 export const MAX_UPSTREAMS = 3;
@@ -59,7 +60,7 @@ export interface ForwarderOptions {
   /** Forwards in flight at once; one more is answered 'refused' at once. Default 100. */
   maxConcurrent?: number;
   transport?: UpstreamTransport;
-  log?: (message: string) => void;
+  logger?: Logger;
 }
 
 export type ForwardResult = Buffer | 'refused' | 'servfail';
@@ -122,7 +123,7 @@ export class Forwarder {
   readonly #timeoutMs: number;
   readonly #maxConcurrent: number;
   readonly #transport: UpstreamTransport;
-  readonly #log: (message: string) => void;
+  readonly #logger: Logger;
   /** Attempts in flight, aborted on close; one listener per attempt on a shared signal would trip MaxListeners. */
   readonly #attempts = new Set<AbortController>();
   readonly #inFlight = new Set<Promise<ForwardResult>>();
@@ -130,10 +131,10 @@ export class Forwarder {
 
   /** Throws InvalidArgument on an upstream that is not an IP address (with optional port). */
   constructor(opts: ForwarderOptions) {
-    this.#log = opts.log ?? (() => {});
+    this.#logger = opts.logger ?? silentLogger;
     const upstreams = opts.upstreams.map(parseUpstream);
     if (upstreams.length > MAX_UPSTREAMS) {
-      this.#log(`dns: ${upstreams.length} upstream resolvers configured, using the first ${MAX_UPSTREAMS}`);
+      this.#logger.warn(`dns: ${upstreams.length} upstream resolvers configured, using the first ${MAX_UPSTREAMS}`);
     }
     this.#upstreams = upstreams.slice(0, MAX_UPSTREAMS);
     this.#timeoutMs = opts.timeoutMs ?? 2000;
@@ -183,7 +184,7 @@ export class Forwarder {
       if (!reply) continue;
       const rcode = rcodeOf(reply);
       if (rcode === Rcode.SERVFAIL || rcode === Rcode.REFUSED) {
-        this.#log(`dns: upstream ${upstream.address}:${upstream.port} answered ${rcode === Rcode.SERVFAIL ? 'SERVFAIL' : 'REFUSED'}, trying the next`);
+        this.#logger.info(`dns: upstream ${upstream.address}:${upstream.port} answered ${rcode === Rcode.SERVFAIL ? 'SERVFAIL' : 'REFUSED'}, trying the next`);
         continue;
       }
       reply.writeUInt16BE(clientId, 0);
@@ -221,7 +222,7 @@ export class Forwarder {
       return Buffer.from(await Promise.race([exchange, timeout]));
     } catch (error) {
       if (!this.#closed) {
-        this.#log(`dns: upstream ${upstream.address}:${upstream.port} (${tcp ? 'tcp' : 'udp'}): ${(error as Error).message}`);
+        this.#logger.warn(`dns: upstream ${upstream.address}:${upstream.port} (${tcp ? 'tcp' : 'udp'}): ${(error as Error).message}`);
       }
       return undefined;
     } finally {

@@ -42,6 +42,7 @@ import {
 import type { RawQuestion } from './message.js';
 import type { RecordTable } from './records.js';
 import { MAX_TCP_MESSAGE } from './tcp.js';
+import { type Logger, silentLogger } from '../log.js';
 
 export interface DnsServerOptions {
   table: RecordTable;
@@ -49,7 +50,7 @@ export interface DnsServerOptions {
   forwarder?: Forwarder;
   /** TTL of the answers from the table, in seconds; default 600 (Docker's). */
   ttl?: number;
-  log?: (message: string) => void;
+  logger?: Logger;
   /** Told about every query once it is answered or dropped (for metrics); it must not throw. */
   onQuery?: (query: DnsQueryObservation) => void;
 }
@@ -172,7 +173,7 @@ export class DnsServer {
   readonly #table: RecordTable;
   readonly #forwarder: Forwarder | undefined;
   readonly #ttl: number;
-  readonly #log: (message: string) => void;
+  readonly #logger: Logger;
   readonly #onQuery: ((query: DnsQueryObservation) => void) | undefined;
   readonly #inFlight = new Set<Promise<Buffer | undefined>>();
   #stopped = false;
@@ -181,7 +182,7 @@ export class DnsServer {
     this.#table = opts.table;
     this.#forwarder = opts.forwarder;
     this.#ttl = opts.ttl ?? 600;
-    this.#log = opts.log ?? (() => {});
+    this.#logger = opts.logger ?? silentLogger;
     this.#onQuery = opts.onQuery;
   }
 
@@ -197,7 +198,7 @@ export class DnsServer {
     const start = performance.now();
     const work = this.#handle(query, ctx)
       .catch((error: unknown): Outcome => {
-        this.#log(`dns: query from sandbox ${ctx.sandboxId} failed: ${(error as Error).message}`);
+        this.#logger.warn(`dns: query from sandbox ${ctx.sandboxId} failed: ${(error as Error).message}`);
         return { result: 'dropped' };
       })
       .then(({ result, reply }) => {
@@ -268,7 +269,7 @@ export class DnsServer {
       try {
         return [ptrRecord(this.#ttl, target)];
       } catch (error) {
-        this.#log(`dns: cannot answer PTR with ${JSON.stringify(target)}: ${(error as Error).message}`);
+        this.#logger.warn(`dns: cannot answer PTR with ${JSON.stringify(target)}: ${(error as Error).message}`);
         return [];
       }
     });

@@ -22,6 +22,7 @@ import { Conflict, InvalidArgument, NetctlError, Unavailable } from '../errors.j
 import { StoreClosed } from './types.js';
 import { validateTxn } from './validate.js';
 import type { KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent, WatchOptions } from './types.js';
+import { type Logger, silentLogger } from '../log.js';
 
 /** TLS files and credentials for a secured cluster, as etcdctl's --cacert, --cert, --key and --user. */
 export interface EtcdAccess {
@@ -45,7 +46,7 @@ export interface EtcdStoreOptions extends EtcdAccess {
   /** How long one call (get, list, txn, watch set-up, close) may take in all, retries included; default 5000 ms. */
   readonly callTimeoutMs?: number;
   /** Receives connection, lease and watch news that no caller is waiting for. */
-  readonly log?: (message: string) => void;
+  readonly logger?: Logger;
 }
 
 const DEFAULT_PREFIX = '/netctl/';
@@ -104,7 +105,7 @@ export class EtcdStore implements Store {
   readonly #prefix: string;
   readonly #leaseTtlSeconds: number;
   readonly #callTimeoutMs: number;
-  readonly #log: ((message: string) => void) | undefined;
+  readonly #logger: Logger;
   #closed = false;
   #session: Session | undefined;
   readonly #ephemeral = new Map<string, EphemeralKey>();
@@ -117,7 +118,7 @@ export class EtcdStore implements Store {
     url: string,
     access: EtcdAccess,
     settings: Required<Pick<EtcdStoreOptions, 'prefix' | 'leaseTtlSeconds' | 'callTimeoutMs'>>,
-    log: ((message: string) => void) | undefined,
+    logger: Logger | undefined,
   ) {
     this.#client = client;
     this.#url = url;
@@ -125,7 +126,7 @@ export class EtcdStore implements Store {
     this.#prefix = settings.prefix;
     this.#leaseTtlSeconds = settings.leaseTtlSeconds;
     this.#callTimeoutMs = settings.callTimeoutMs;
-    this.#log = log;
+    this.#logger = logger ?? silentLogger;
   }
 
   /**
@@ -189,7 +190,7 @@ export class EtcdStore implements Store {
       ...(options.certFile !== undefined ? { certFile: options.certFile } : {}),
       ...(options.user !== undefined ? { user: options.user } : {}),
     };
-    const store = new EtcdStore(client, url, access, { prefix, leaseTtlSeconds, callTimeoutMs }, options.log);
+    const store = new EtcdStore(client, url, access, { prefix, leaseTtlSeconds, callTimeoutMs }, options.logger);
     try {
       await store.#retrying(dialTimeoutMs, 'always', (deadline) =>
         client.kv.range({ key: Buffer.from(prefix), limit: 1, keys_only: true }, { deadline }),
@@ -326,12 +327,12 @@ export class EtcdStore implements Store {
     watcher.on('disconnected', (err: Error) => {
       if (!entry.active || disconnected) return;
       disconnected = true;
-      if (this.#disconnectedWatches++ === 0) this.#log?.(`etcd watches lost their stream (${err.message}); reconnecting`);
+      if (this.#disconnectedWatches++ === 0) this.#logger.warn(`etcd watches lost their stream (${err.message}); reconnecting`);
     });
     watcher.on('connected', () => {
       if (!entry.active || !disconnected) return;
       disconnected = false;
-      if (--this.#disconnectedWatches === 0) this.#log?.('etcd watches reconnected');
+      if (--this.#disconnectedWatches === 0) this.#logger.info('etcd watches reconnected');
     });
 
     const created = new Promise<void>((resolve, reject) => {
@@ -356,7 +357,7 @@ export class EtcdStore implements Store {
       if (!entry.active) return;
       entry.active = false;
       this.#watches.delete(entry);
-      this.#log?.(`etcd watch on ${JSON.stringify(prefix)} was cancelled by the server: ${err.message}`);
+      this.#logger.warn(`etcd watch on ${JSON.stringify(prefix)} was cancelled by the server: ${err.message}`);
     });
 
     return {
@@ -386,7 +387,7 @@ export class EtcdStore implements Store {
           new Unavailable('lease revoke timed out'),
         );
       } catch (err) {
-        this.#log?.(`etcd lease not revoked (${reason(err)}); its keys expire after ${this.#leaseTtlSeconds} s`);
+        this.#logger.warn(`etcd lease not revoked (${reason(err)}); its keys expire after ${this.#leaseTtlSeconds} s`);
       }
     }
     this.#client.close();
@@ -419,7 +420,7 @@ export class EtcdStore implements Store {
     this.#session = undefined;
     session.lease.release();
     if (this.#closed) return;
-    this.#log?.(`etcd lease lost (${reason(err)})`);
+    this.#logger.warn(`etcd lease lost (${reason(err)})`);
     if (this.#ephemeral.size > 0) void this.#reannounce();
   }
 
@@ -443,13 +444,13 @@ export class EtcdStore implements Store {
             if (await this.#reannounceKey(key, entry, leaseId)) count += 1;
           }
           if (this.#session === session) {
-            this.#log?.(`etcd lease renewed; ${count} ephemeral key(s) announced again`);
+            this.#logger.info(`etcd lease renewed; ${count} ephemeral key(s) announced again`);
             return;
           }
         } catch (err) {
           if (this.#closed) return;
           // Once per outage, not per retry.
-          if (failures++ === 0) this.#log?.(`cannot announce ephemeral keys again (${reason(err)}); retrying every ${REANNOUNCE_RETRY_MS} ms`);
+          if (failures++ === 0) this.#logger.warn(`cannot announce ephemeral keys again (${reason(err)}); retrying every ${REANNOUNCE_RETRY_MS} ms`);
           await new Promise((resolve) => setTimeout(resolve, REANNOUNCE_RETRY_MS).unref());
         }
       }

@@ -17,6 +17,7 @@
  */
 import { Unavailable } from '../errors.js';
 import type { KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent, WatchOptions } from './types.js';
+import { type Logger, silentLogger } from '../log.js';
 
 export interface LastKnownStoreOptions {
   /** Key prefixes remembered and served while the store is out of reach. */
@@ -25,7 +26,7 @@ export interface LastKnownStoreOptions {
   readonly probeIntervalMs?: number;
   /** A read the probe makes; default a get of one key. */
   readonly probe?: (store: Store) => Promise<unknown>;
-  readonly log?: (message: string) => void;
+  readonly logger?: Logger;
   readonly now?: () => Date;
 }
 
@@ -40,7 +41,7 @@ export class LastKnownStore implements Store {
   readonly #prefixes: readonly string[];
   readonly #probeIntervalMs: number;
   readonly #probe: (store: Store) => Promise<unknown>;
-  readonly #log: (message: string) => void;
+  readonly #logger: Logger;
   readonly #now: () => Date;
   readonly #entries = new Map<string, KeyValue>();
   readonly #watches: Watch[] = [];
@@ -55,7 +56,7 @@ export class LastKnownStore implements Store {
     this.#prefixes = options.prefixes;
     this.#probeIntervalMs = options.probeIntervalMs ?? 1000;
     this.#probe = options.probe ?? ((store) => store.get('names/networks/'));
-    this.#log = options.log ?? (() => {});
+    this.#logger = options.logger ?? silentLogger;
     this.#now = options.now ?? (() => new Date());
     this.#lastReached = this.#now();
   }
@@ -139,7 +140,7 @@ export class LastKnownStore implements Store {
     try {
       return await this.#call(fromStore);
     } catch (err) {
-      if (err instanceof Unavailable && remembered) return fromMemory();
+      if (isUnreachable(err) && remembered) return fromMemory();
       throw err;
     }
   }
@@ -150,7 +151,7 @@ export class LastKnownStore implements Store {
       this.#lastReached = this.#now();
       return result;
     } catch (err) {
-      if (err instanceof Unavailable) this.#markUnreachable(err);
+      if (isUnreachable(err)) this.#markUnreachable(err);
       throw err;
     }
   }
@@ -158,7 +159,7 @@ export class LastKnownStore implements Store {
   #markUnreachable(err: Error): void {
     if (!this.#reachable || this.#closed) return;
     this.#reachable = false;
-    this.#log(`cluster store out of reach (${err.message}); local networks go on, global ones are shown as last seen`);
+    this.#logger.warn(`cluster store out of reach (${err.message}); local networks go on, global ones are shown as last seen`);
     this.#scheduleProbe();
   }
 
@@ -171,7 +172,7 @@ export class LastKnownStore implements Store {
           if (this.#closed) return;
           this.#reachable = true;
           this.#lastReached = this.#now();
-          this.#log('cluster store reachable again');
+          this.#logger.info('cluster store reachable again');
           for (const callback of this.#onReachable) callback();
         },
         () => this.#scheduleProbe(),
@@ -179,4 +180,9 @@ export class LastKnownStore implements Store {
     }, this.#probeIntervalMs);
     this.#probeTimer.unref();
   }
+}
+
+/** Out of reach, as opposed to closed under us or any other refusal. */
+function isUnreachable(err: unknown): err is Unavailable {
+  return err instanceof Unavailable && err.code === 'Unavailable';
 }

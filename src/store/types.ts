@@ -76,19 +76,4 @@ export interface Store {
   close(): Promise<void>;
 }
 
-export class StoreClosed extends Error {
-  readonly code = 'StoreClosed';
-  constructor() {
-    super('store is closed');
-    this.name = 'StoreClosed';
-  }
-}
-
-/** Thrown when the stored bytes cannot be read back (never for a crash mid-write). */
-export class StoreCorrupt extends Error {
-  readonly code = 'StoreCorrupt';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'StoreCorrupt';
-  }
-}
+export { StoreClosed, StoreCorrupt } from '../errors.js';

@@ -2,16 +2,10 @@ import { constants } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { LockHeld, LockTimeout } from '../errors.js';
 import { addon } from './addon.js';
 
-/** Thrown by `lockFile` when another holder keeps the lock past the timeout. */
-export class LockTimeout extends Error {
-  readonly code = 'LockTimeout';
-  constructor(readonly path: string, readonly timeoutMs: number) {
-    super(`timed out after ${timeoutMs} ms waiting for the lock on ${path}`);
-    this.name = 'LockTimeout';
-  }
-}
+export { LockHeld, LockTimeout };
 
 export interface FileLock {
   readonly path: string;
@@ -52,15 +46,6 @@ export async function lockFile(path: string, options: LockFileOptions = {}): Pro
     throw err;
   }
   return new HeldLock(path, handle);
-}
-
-/** Thrown by `lockForLife` when a live process holds the lock. */
-export class LockHeld extends Error {
-  readonly code = 'LockHeld';
-  constructor(readonly path: string, readonly holderPid: number | undefined) {
-    super(`${path} is locked by ${holderPid === undefined ? 'another process' : `process ${holderPid}`}`);
-    this.name = 'LockHeld';
-  }
 }
 
 /**

@@ -12,6 +12,7 @@
  */
 import { PROBE_LEN, PROBE_REPLY, PROBE_REQUEST, encodeProbe, probeSequence, probeTimestamp, probeType } from '../wire/index.js';
 import type { Datagram } from './io.js';
+import { type Logger } from '../log.js';
 
 /** Every ~300 ms, as BFD's common sub-second intervals: a dead path is noticed in about a second. */
 export const DEFAULT_PROBE_INTERVAL_MS = 300;
@@ -67,7 +68,7 @@ export interface LivenessParts extends LivenessOptions {
   knows: (address: string) => boolean;
   /** Sends probes; best effort, as UDP. */
   send: (datagrams: Datagram[]) => void;
-  log: (message: string) => void;
+  logger: Logger;
 }
 
 interface Peer {
@@ -177,14 +178,14 @@ export class Liveness {
     try {
       this.#parts.send(datagrams);
     } catch (err) {
-      this.#parts.log(`VTEP probe send failed: ${String(err)}`);
+      this.#parts.logger.warn(`VTEP probe send failed: ${String(err)}`);
     }
   }
 
   #change(peer: Peer, state: PeerState, now: number, what: string): void {
     peer.state = state;
     peer.since = now;
-    this.#parts.log(`VTEP peer ${peer.address} ${what}`);
+    this.#parts.logger.info(`VTEP peer ${peer.address} ${what}`);
     this.#notify(snapshot(peer));
   }
 
@@ -193,7 +194,7 @@ export class Liveness {
       try {
         listener(peer);
       } catch (err) {
-        this.#parts.log(`VTEP peer state listener failed: ${String(err)}`);
+        this.#parts.logger.error(`VTEP peer state listener failed: ${String(err)}`);
       }
     }
   }

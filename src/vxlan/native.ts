@@ -7,6 +7,7 @@ import { NativeUdpSocket } from '../sys/udp.js';
 import type { DatagramBatch } from '../sys/udp.js';
 import { PortClosed } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, ReceivedDatagrams } from './io.js';
+import { type Logger, silentLogger } from '../log.js';
 
 const DEFAULT_RECV_BUFFER = 8 << 20;
 const DEFAULT_SEND_BUFFER = 4 << 20;
@@ -28,23 +29,23 @@ export interface NativeDatagramPortOptions {
   /** UDP_GRO: receive runs of equal-size datagrams from one sender as one (default true). */
   gro?: boolean;
   /** Told about socket errors, which are otherwise counted as drops, as UDP drops packets. */
-  log?: (msg: string) => void;
+  logger?: Logger;
 }
 
 export class NativeDatagramPort implements DatagramPort {
   /** The bound local address. */
   readonly address: string;
   readonly #socket: NativeUdpSocket;
-  readonly #log: (msg: string) => void;
+  readonly #logger: Logger;
   /** Reused for every send: the socket reads it synchronously. */
   readonly #outbound: DatagramBatch = { data: [], addresses: [], ports: [] };
   #dropped = 0;
   #closed = false;
 
-  private constructor(socket: NativeUdpSocket, address: string, log: (msg: string) => void) {
+  private constructor(socket: NativeUdpSocket, address: string, logger: Logger) {
     this.#socket = socket;
     this.address = address;
-    this.#log = log;
+    this.#logger = logger;
   }
 
   /** Binds a UDP/IPv4 socket; throws if the address cannot be bound (see `NativeUdpSocket.open`). */
@@ -63,7 +64,7 @@ export class NativeDatagramPort implements DatagramPort {
       recvBufferSize: opts.recvBufferSize ?? DEFAULT_RECV_BUFFER,
       sendBufferSize: opts.sendBufferSize ?? DEFAULT_SEND_BUFFER,
     });
-    return new NativeDatagramPort(socket, opts.address, opts.log ?? (() => {}));
+    return new NativeDatagramPort(socket, opts.address, opts.logger ?? silentLogger);
   }
 
   /** The bound local port. */
@@ -102,7 +103,7 @@ export class NativeDatagramPort implements DatagramPort {
       this.#dropped += count - this.#socket.sendBatch(this.#outbound);
     } catch (err) {
       this.#dropped += count;
-      this.#log(`underlay send: ${String(err)}`);
+      this.#logger.warn(`underlay send: ${String(err)}`);
     } finally {
       // Let the payloads be collected.
       data.length = 0;
@@ -116,7 +117,7 @@ export class NativeDatagramPort implements DatagramPort {
       this.#dropped += datagrams - sent;
       return datagrams;
     } catch (err) {
-      this.#log(`underlay send: ${String(err)}`);
+      this.#logger.warn(`underlay send: ${String(err)}`);
       return 0;
     }
   }

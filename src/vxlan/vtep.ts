@@ -72,6 +72,7 @@ import { largestFrame, tooBig } from './mtu.js';
 import { CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
 import { PeerTable } from './peers.js';
 import type { RemoteVtep, RemoteVtepStats, VniPeers } from './peers.js';
+import { type Logger, silentLogger } from '../log.js';
 
 /** The largest inner frame one UDP/IPv4 datagram can carry: 65535 − IPv4 20 − UDP 8 − VXLAN 8. */
 export const MAX_FRAME_LENGTH = 65_499;
@@ -162,7 +163,7 @@ export interface VtepOptions {
   /** Clock in milliseconds, for ageing learned entries (default Date.now). */
   now?: () => number;
   /** Told about failures the data path survives (a port that throws). */
-  log?: (msg: string) => void;
+  logger?: Logger;
   /** How long a MAC learned from an external peer lives unseen (default 300 s). */
   learnedTtlMs?: number;
   /** Longer frames are dropped either way (default MAX_FRAME_LENGTH). */
@@ -255,7 +256,7 @@ export class Vtep {
   readonly #localAddress: string;
   readonly #port: number;
   readonly #now: () => number;
-  readonly #log: (msg: string) => void;
+  readonly #logger: Logger;
   readonly #maxFrameLength: number;
   readonly #mtu: number;
   /** The MTUs other VTEPs announced for their own underlay (`setVtepMtu`). */
@@ -281,7 +282,7 @@ export class Vtep {
       throw new InvalidArgument(`invalid VXLAN port ${this.#port}`);
     }
     this.#now = opts.now ?? Date.now;
-    this.#log = opts.log ?? (() => {});
+    this.#logger = opts.logger ?? silentLogger;
     this.#maxFrameLength = opts.maxFrameLength ?? MAX_FRAME_LENGTH;
     this.#mtu = opts.mtu ?? this.#maxFrameLength - ETHERNET_HEADER_LEN;
     checkMtu(this.#mtu);
@@ -299,7 +300,7 @@ export class Vtep {
         this.#underlay.sendBatch(datagrams);
         this.stats.txDatagrams += datagrams.length;
       },
-      log: this.#log,
+      logger: this.#logger,
     });
   }
 
@@ -532,7 +533,7 @@ export class Vtep {
         if (vnetHdr) this.#fromOffloadPort(network, buffer, offset, length, outbound, now);
         else this.#fromPort(network, buffer.subarray(offset, offset + length), outbound, now);
       } catch (err) {
-        this.#log(`VNI ${network.vni}: frame from port dropped: ${String(err)}`);
+        this.#logger.warn(`VNI ${network.vni}: frame from port dropped: ${String(err)}`);
       }
     }
     if (network.answers.count > 0) {
@@ -550,7 +551,7 @@ export class Vtep {
         remote.txDatagrams += sent;
         remote.txBytes += queue.bytes;
       } catch (err) {
-        this.#log(`underlay send failed: ${String(err)}`);
+        this.#logger.warn(`underlay send failed: ${String(err)}`);
       }
       queued.clear();
       queue.bytes = 0;
@@ -566,7 +567,7 @@ export class Vtep {
           remote.txBytes += datagram.data.length - VXLAN_HEADER_LEN;
         }
       } catch (err) {
-        this.#log(`underlay send failed: ${String(err)}`);
+        this.#logger.warn(`underlay send failed: ${String(err)}`);
       }
     }
   }
@@ -804,7 +805,7 @@ export class Vtep {
         try {
           accepted = this.#fromUnderlay(data, first, length, address, now);
         } catch (err) {
-          this.#log(`datagram from ${address}:${index[at + 4]!} dropped: ${String(err)}`);
+          this.#logger.warn(`datagram from ${address}:${index[at + 4]!} dropped: ${String(err)}`);
         }
         if (accepted === undefined || offset >= end) continue;
         const view = this.#viewOf(data);
@@ -922,7 +923,7 @@ export class Vtep {
     try {
       written = network.port.writeFrames(frames);
     } catch (err) {
-      this.#log(`VNI ${network.vni}: frame port write failed: ${String(err)}`);
+      this.#logger.warn(`VNI ${network.vni}: frame port write failed: ${String(err)}`);
     }
     this.stats.txFrames += written;
     this.stats.dropWriteFailed += frames.count - written;

@@ -1,6 +1,6 @@
 import anyTest, { type TestFn } from 'ava';
 import { ApiClient, DaemonUnreachable, isDaemonError } from '../../src/api/client.js';
-import { Conflict, Forbidden, InvalidArgument, NetctlError, NotFound } from '../../src/errors.js';
+import { Conflict, Forbidden, InvalidArgument, NetctlError, NetworkNotFound, NotFound, Unavailable } from '../../src/errors.js';
 import { type Fixture, startFixture } from './fixture.js';
 
 const test = anyTest as TestFn<Fixture>;
@@ -50,7 +50,8 @@ test('errors come back as the matching NetctlError class with the daemon\'s mess
   t.true(isDaemonError(conflict));
   const notFound = await t.throwsAsync(client.inspectNetwork('ghost'), { instanceOf: NotFound });
   t.is(notFound?.message, 'network ghost not found');
-  t.is((notFound as NetctlError).code, 'NotFound');
+  t.is((notFound as NetctlError).code, 'NetworkNotFound');
+  t.true(notFound instanceof NetworkNotFound);
   await t.throwsAsync(client.createNetwork({ Name: 'bad', Driver: 'nope' }), { instanceOf: InvalidArgument });
   await t.throwsAsync(client.removeNetwork('dup'), { instanceOf: Forbidden });
   await t.throwsAsync(client.listNetworks({ colour: ['red'] }), { instanceOf: InvalidArgument, message: "invalid filter 'colour'" });
@@ -60,7 +61,8 @@ test('an unreachable daemon is Unavailable with docker\'s wording', async (t) =>
   const client = new ApiClient('unix:///nonexistent.sock');
   const err = await t.throwsAsync(client.listNetworks(), { instanceOf: DaemonUnreachable });
   t.is(err?.message, 'Cannot connect to the netctl daemon at unix:///nonexistent.sock. Is the daemon running?');
-  t.is((err as NetctlError).code, 'Unavailable');
+  t.is((err as NetctlError).code, 'DaemonUnreachable');
+  t.true(err instanceof Unavailable);
   t.false(isDaemonError(err));
   t.throws(() => new ApiClient('tcp://127.0.0.1:2375'), { instanceOf: InvalidArgument });
 });

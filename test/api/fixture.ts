@@ -10,6 +10,7 @@ import { Controller } from '../../src/cnm/controller.js';
 import { NullDriver } from '../../src/drivers/null/null.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { MemoryNamespaces, RecordingDriver } from '../cnm/doubles.js';
+import { silentLogger } from '../../src/log.js';
 
 export interface Fixture {
   readonly controller: Controller;
@@ -29,7 +30,7 @@ export async function startFixture(): Promise<Fixture> {
     store: new MemoryStore(),
     drivers: [new NullDriver(), new RecordingDriver()],
     namespaces,
-    log: () => undefined,
+    logger: silentLogger,
   });
   const server = new ApiServer(controller, { version: '0.1.0' });
   await server.listen(socketPath);

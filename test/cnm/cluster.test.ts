@@ -10,6 +10,7 @@ import { LastKnownStore } from '../../src/store/last-known.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { CuttableStore } from '../helpers/cuttable-store.js';
 import { MemoryNamespaces, RecordingDriver } from './doubles.js';
+import { levelLogger, silentLogger } from '../../src/log.js';
 
 async function twoHosts() {
   const wire = new CuttableStore();
@@ -22,7 +23,7 @@ async function twoHosts() {
       clusterReachability: cluster,
       drivers: [new RecordingDriver('bridge', 'local'), new RecordingDriver('overlay', 'global')],
       namespaces: new MemoryNamespaces(),
-      log: (message) => logs.push(message),
+      logger: levelLogger((_level, message) => logs.push(message)),
     });
   };
   return { wire, logs, a: await host(), b: await host() };
@@ -117,7 +118,7 @@ test('a sandbox on an overlay gets its way out through the gateway bridge, unles
     globalStore: new MemoryStore(),
     drivers: [bridge, overlay],
     namespaces: new MemoryNamespaces(),
-    log: () => {},
+    logger: silentLogger,
   });
   await controller.createNetwork({ name: 'ov', driver: 'overlay', ipam: { config: [{ subnet: '10.60.0.0/24' }] } });
   await controller.createNetwork({ name: 'secret', driver: 'overlay', internal: true, ipam: { config: [{ subnet: '10.61.0.0/24' }] } });

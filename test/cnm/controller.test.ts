@@ -3,12 +3,13 @@ import { Controller } from '../../src/cnm/controller.js';
 import { NullDriver } from '../../src/drivers/null/null.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { MemoryNamespaces, RecordingDriver } from './doubles.js';
+import { silentLogger } from '../../src/log.js';
 
 async function setup() {
   const store = new MemoryStore();
   const driver = new RecordingDriver();
   const namespaces = new MemoryNamespaces();
-  const open = () => Controller.open({ store, drivers: [driver, new NullDriver()], namespaces, log: () => {} });
+  const open = () => Controller.open({ store, drivers: [driver, new NullDriver()], namespaces, logger: silentLogger });
   return { store, driver, namespaces, controller: await open(), open };
 }
 
@@ -115,8 +116,8 @@ test('bad input is refused with a clear error and changes nothing', async (t) =>
     [controller.createNetwork({ name: 'x', driver: 'null', enableIPv6: true }), 'InvalidArgument', /assigns no addresses/],
     [controller.connect('taken', 't', { ipv4Address: '10.1.0.9' }), 'Conflict', /10\.1\.0\.9/],
     [controller.connect('taken', 's'), 'Conflict', /already connected to network taken/],
-    [controller.connect('taken', 'nosuch'), 'NotFound', /sandbox nosuch not found/],
-    [controller.connect('nosuch', 't'), 'NotFound', /network nosuch not found/],
+    [controller.connect('taken', 'nosuch'), 'SandboxNotFound', /sandbox nosuch not found/],
+    [controller.connect('nosuch', 't'), 'NetworkNotFound', /network nosuch not found/],
     [controller.removeNetwork('taken'), 'Forbidden', /active endpoints/],
     [controller.createSandbox({ name: 's' }), 'Conflict', /already exists/],
     [controller.disconnect('taken', 't'), 'Forbidden', /not connected/],
@@ -251,7 +252,7 @@ test('a sandbox may not take the namespace the host lives in', async (t) => {
     drivers: [new RecordingDriver()],
     namespaces,
     reservedNamespaces: ['/proc/self/ns/net'],
-    log: () => {},
+    logger: silentLogger,
   });
   await t.throwsAsync(controller.createSandbox({ name: 'host', netnsPath: '/proc/self/ns/net' }), {
     message: /host's own network namespace/,

@@ -17,6 +17,7 @@ import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../../src/rec
 import { MemoryStore } from '../../src/store/memory.js';
 import type { Store, TxnRequest, TxnResult } from '../../src/store/types.js';
 import { MemoryNamespaces, RecordingDriver } from './doubles.js';
+import { silentLogger } from '../../src/log.js';
 
 class Died extends Error {}
 
@@ -114,7 +115,7 @@ function world(): World {
     driver,
     namespaces,
     open: () =>
-      Controller.open({ store: new CrashingStore(disk, power), drivers: [driver], namespaces, log: () => {} }),
+      Controller.open({ store: new CrashingStore(disk, power), drivers: [driver], namespaces, logger: silentLogger }),
   };
 }
 

@@ -9,6 +9,7 @@ import { InvalidArgument } from '../../src/errors.js';
 import { Forwarder, parseResolvConf, parseUpstream } from '../../src/dns/forwarder.js';
 import { frameTcp, readTcpMessages } from '../../src/dns/tcp.js';
 import { FakeTransport, makeQuery, silent, upstreamReply } from './helpers.js';
+import { levelLogger } from '../../src/log.js';
 
 const LOOPBACK = '127.0.0.1';
 
@@ -136,7 +137,7 @@ test('UDP: a silent upstream times out and the next answers; a closed port fails
   const forwarder = new Forwarder({
     upstreams: [`${LOOPBACK}:${silent.address().port}`, `${LOOPBACK}:${closed}`, `${LOOPBACK}:${server.port}`],
     timeoutMs: 300,
-    log: (message) => logs.push(message),
+    logger: levelLogger((_level, message) => logs.push(message)),
   });
   t.teardown(() => forwarder.close());
   const started = Date.now();
@@ -200,7 +201,7 @@ test('close ends forwards in flight with servfail, and later ones contact nobody
 
 test('at most three upstreams are used; a fourth is ignored with a log line', (t) => {
   const logs: string[] = [];
-  const forwarder = new Forwarder({ upstreams: ['192.0.2.1', '192.0.2.2', '[2001:db8::0:1]:5353', '192.0.2.4'], log: (m) => logs.push(m) });
+  const forwarder = new Forwarder({ upstreams: ['192.0.2.1', '192.0.2.2', '[2001:db8::0:1]:5353', '192.0.2.4'], logger: levelLogger((_level, m) => logs.push(m)) });
   t.deepEqual(forwarder.upstreams, [
     { address: '192.0.2.1', port: 53 },
     { address: '192.0.2.2', port: 53 },

@@ -14,6 +14,7 @@ import { kernelNamespaces } from '../../src/host.js';
 import { FileStore } from '../../src/store/file.js';
 import { addNetns, addresses, links, nftRuleset, pings, removeNetns, routes, run, uniqueName } from '../helpers/kernel.js';
 import { type ComplianceEnv, driverCompliance } from './compliance.js';
+import { silentLogger } from '../../src/log.js';
 
 interface BridgeEnv extends ComplianceEnv {
   readonly hostNs: string;
@@ -31,7 +32,7 @@ async function makeEnv(): Promise<BridgeEnv> {
       store,
       drivers: [new BridgeDriver({ hostNetnsPath: hostNsPath }), new NullDriver()],
       namespaces: kernelNamespaces,
-      log: () => {},
+      logger: silentLogger,
     });
   let controller = await open();
   return {

@@ -4,11 +4,12 @@ import { NullDriver } from '../../src/drivers/null/null.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { MemoryNamespaces } from '../cnm/doubles.js';
 import { driverCompliance } from './compliance.js';
+import { silentLogger } from '../../src/log.js';
 
 driverCompliance('null driver', async () => {
   const store = new MemoryStore();
   const namespaces = new MemoryNamespaces();
-  const open = () => Controller.open({ store, drivers: [new NullDriver()], namespaces, defaultDriver: 'null', log: () => {} });
+  const open = () => Controller.open({ store, drivers: [new NullDriver()], namespaces, defaultDriver: 'null', logger: silentLogger });
   let controller = await open();
   return {
     get controller() {
@@ -32,7 +33,7 @@ test('null networks have no IPAM and endpoints no addresses', async (t) => {
     store: new MemoryStore(),
     drivers: [new NullDriver()],
     namespaces: new MemoryNamespaces(),
-    log: () => {},
+    logger: silentLogger,
   });
   const network = await controller.createNetwork({ name: 'none', driver: 'null' });
   t.deepEqual(network.IPAM.Config, []);
@@ -50,7 +51,7 @@ test('endpoints without an IPv4 address get distinct random MACs outside the 02:
     store: new MemoryStore(),
     drivers: [new NullDriver()],
     namespaces: new MemoryNamespaces(),
-    log: () => {},
+    logger: silentLogger,
   });
   await controller.createNetwork({ name: 'none', driver: 'null' });
   const macs = new Set<string>();

@@ -15,6 +15,7 @@ import { Vtep } from '../../src/vxlan/vtep.js';
 import { type RunningEtcd, startEtcd } from '../helpers/etcd.js';
 import { addresses, links, namespacesWithPrefix, pings, removeNetns, uniqueName } from '../helpers/kernel.js';
 import { type ComplianceEnv, driverCompliance } from './compliance.js';
+import { silentLogger } from '../../src/log.js';
 
 let etcd: RunningEtcd | undefined;
 test.before(async () => {
@@ -27,9 +28,9 @@ test.after.always(async () => {
 async function openController(localStore: MemoryStore, prefix: string): Promise<Controller> {
   const globalStore = await EtcdStore.open(etcd?.url ?? '', { prefix });
   const underlay = NativeDatagramPort.open({ address: '127.0.0.1', port: 0 });
-  const vtep = new Vtep({ underlay, localAddress: '127.0.0.1', log: () => {} });
+  const vtep = new Vtep({ underlay, localAddress: '127.0.0.1', logger: silentLogger });
   vtep.start();
-  const driver = await OverlayDriver.start({ store: globalStore, vtep, advertiseAddress: '127.0.0.1', hostName: 'one', log: () => {} });
+  const driver = await OverlayDriver.start({ store: globalStore, vtep, advertiseAddress: '127.0.0.1', hostName: 'one', logger: silentLogger });
   return Controller.open({
     store: localStore,
     globalStore,
@@ -37,7 +38,7 @@ async function openController(localStore: MemoryStore, prefix: string): Promise<
     namespaces: kernelNamespaces,
     defaultDriver: 'overlay',
     ownsStore: true,
-    log: () => {},
+    logger: silentLogger,
   });
 }
 

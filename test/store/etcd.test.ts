@@ -12,6 +12,7 @@ import { startEtcd } from '../helpers/etcd.js';
 import { addNetns, inNetns, removeNetns, run, uniqueName } from '../helpers/kernel.js';
 import type { RunningEtcd } from '../helpers/etcd.js';
 import { collect, storeCompliance } from './compliance.js';
+import { levelLogger } from '../../src/log.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const etcdModule = fileURLToPath(new URL('../../src/store/etcd.ts', import.meta.url));
@@ -45,7 +46,7 @@ async function closeQuietly(store: EtcdStore): Promise<void> {
 }
 
 async function openStore(t: ExecutionContext, url: string, options: EtcdStoreOptions): Promise<EtcdStore> {
-  const store = await EtcdStore.open(url, { ...options, log: (message) => t.log(message) });
+  const store = await EtcdStore.open(url, { ...options, logger: levelLogger((_level, message) => t.log(message)) });
   t.teardown(() => closeQuietly(store));
   return store;
 }
@@ -165,7 +166,7 @@ test.serial('EtcdStore: the ephemeral key of a process killed with SIGKILL expir
 test.serial('EtcdStore: when its lease is lost, a client announces its ephemeral keys again under a new one', async (t) => {
   const prefix = uniquePrefix();
   const logs: string[] = [];
-  const owner = await EtcdStore.open(sharedUrl(), { prefix, leaseTtlSeconds: 3, log: (message) => logs.push(message) });
+  const owner = await EtcdStore.open(sharedUrl(), { prefix, leaseTtlSeconds: 3, logger: levelLogger((_level, message) => logs.push(message)) });
   t.teardown(() => closeQuietly(owner));
   const observer = await openStore(t, sharedUrl(), { prefix });
   await owner.txn({ put: [{ key: 'hosts/a', value: 'a', ephemeral: true }, { key: 'hosts/b', value: 'b', ephemeral: true }] });

@@ -4,6 +4,7 @@ import { Liveness, formatRtt } from '../../src/vxlan/liveness.js';
 import type { PeerLiveness } from '../../src/vxlan/liveness.js';
 import { PROBE_REPLY, PROBE_REQUEST, decodeProbe, encodeProbe } from '../../src/wire/probe.js';
 import { ManualTimers } from './clock.js';
+import { levelLogger } from '../../src/log.js';
 
 const B = '198.18.0.2';
 const C = '198.18.0.3';
@@ -20,7 +21,7 @@ function harness(targets: string[] = [B], known: string[] = [B]) {
     targets: () => targets,
     knows: (address) => known.includes(address),
     send: (datagrams) => sent.push(...datagrams),
-    log: (message) => logs.push(message),
+    logger: levelLogger((_level, message) => logs.push(message)),
   });
   liveness.onChange((peer) => changes.push(peer));
   liveness.start();
@@ -151,7 +152,7 @@ test('a send that throws is logged and probing goes on', (t) => {
       calls++;
       throw new Error('closed');
     },
-    log: (message) => logs.push(message),
+    logger: levelLogger((_level, message) => logs.push(message)),
   });
   liveness.start();
   timers.advance(600);

@@ -56,6 +56,7 @@ import {
   vxlan,
 } from './helpers.js';
 import { ManualTimers } from './clock.js';
+import { levelLogger } from '../../src/log.js';
 
 test('a unicast frame crosses the underlay unchanged in one VXLAN datagram to the peer VTEP', async (t) => {
   const net = new MemoryNetwork();
@@ -369,7 +370,7 @@ test('garbage from the underlay is dropped and counted by reason; good frames st
 test('a port that throws or takes fewer frames costs only its own frames', async (t) => {
   const net = new MemoryNetwork();
   const logged: string[] = [];
-  const a = host(net, HOST_A, [4096, 4097], { log: (msg) => logged.push(msg) });
+  const a = host(net, HOST_A, [4096, 4097], { logger: levelLogger((_level, msg) => logged.push(msg)) });
   const b = host(net, HOST_B, [4096, 4097]);
   publish([a, b], [
     { n: 1, at: a, vni: 4096 },
@@ -722,7 +723,7 @@ test('two VTEPs probe each other on the data path: up, down when the underlay lo
   const net = new MemoryNetwork({ drop: (packet) => cut && (packet.from.address === HOST_B || packet.to.address === HOST_B) });
   const timers = new ManualTimers();
   const logs: string[] = [];
-  const a = host(net, HOST_A, [VNI], { probe: { timers }, log: (message) => logs.push(message) });
+  const a = host(net, HOST_A, [VNI], { probe: { timers }, logger: levelLogger((_level, message) => logs.push(message)) });
   const b = host(net, HOST_B, [VNI], { probe: { timers } });
   publish([a, b], [
     { n: 1, at: a },

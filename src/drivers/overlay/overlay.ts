@@ -27,6 +27,7 @@ import { MAX_FRAME_LENGTH } from '../../vxlan/vtep.js';
 import type { Vtep } from '../../vxlan/vtep.js';
 import { ETHERNET_HEADER_LEN } from '../../wire/ethernet.js';
 import { plugVeth, unplugVeth } from '../veth.js';
+import { type Logger, consoleWarnings } from '../../log.js';
 
 export const VXLANID_OPTION = 'com.docker.network.driver.overlay.vxlanid_list';
 export const PEERS_OPTION = 'peers';
@@ -124,7 +125,7 @@ export interface OverlayDriverOptions {
    * The VTEP must have been given the same.
    */
   readonly mtu?: number;
-  readonly log?: (message: string) => void;
+  readonly logger?: Logger;
 }
 
 interface ActiveNetwork {
@@ -152,7 +153,7 @@ export class OverlayDriver implements NetworkDriver {
   private readonly vtep: Vtep;
   private readonly advertiseAddress: string;
   private readonly hostName: string;
-  private readonly log: (message: string) => void;
+  private readonly logger: Logger;
   private readonly active = new Map<string, ActiveNetwork>();
   /**
    * Peer key → the record it programmed into the VTEP, to undo it on delete and to list peers;
@@ -172,7 +173,7 @@ export class OverlayDriver implements NetworkDriver {
     this.advertiseAddress = options.advertiseAddress;
     this.hostName = options.hostName ?? hostname();
     this.mtu = options.mtu ?? OVERLAY_MTU;
-    this.log = options.log ?? ((message) => console.warn(message));
+    this.logger = options.logger ?? consoleWarnings;
   }
 
   /** Starts following the peer records of every host; the VTEP's table is filled before this resolves. */
@@ -428,7 +429,7 @@ export class OverlayDriver implements NetworkDriver {
       if (address !== this.advertiseAddress) this.vtep.setVtepMtu(address, mtu);
       this.hostMtus.set(address, mtu);
     } catch (err) {
-      this.log(`ignoring bad host record ${key}: ${(err as Error).message}`);
+      this.logger.warn(`ignoring bad host record ${key}: ${(err as Error).message}`);
     }
   }
 
@@ -469,7 +470,7 @@ export class OverlayDriver implements NetworkDriver {
       const networkId = key.slice(PEER_PREFIX.length).split('/')[0] ?? '';
       this.programmed.set(key, { ...record, networkId });
     } catch (err) {
-      this.log(`ignoring bad peer record ${key}: ${(err as Error).message}`);
+      this.logger.warn(`ignoring bad peer record ${key}: ${(err as Error).message}`);
     }
   }
 
@@ -492,7 +493,7 @@ export class OverlayDriver implements NetworkDriver {
     const firstLost = ![...this.programmed.values()].some((record) => record.lost === true && record.vtep === programmed.vtep);
     this.programmed.set(key, { ...programmed, lost: true });
     if (firstLost) {
-      this.log(`${programmed.host} (${programmed.vtep}) lost its cluster store lease; its endpoints stay while its VTEP answers probes`);
+      this.logger.info(`${programmed.host} (${programmed.vtep}) lost its cluster store lease; its endpoints stay while its VTEP answers probes`);
     }
   }
 
@@ -502,7 +503,7 @@ export class OverlayDriver implements NetworkDriver {
     const lost = [...this.programmed].filter(([, record]) => record.lost === true && record.vtep === peer.address);
     if (lost.length === 0) return;
     for (const [key] of lost) this.unprogramPeer(key);
-    this.log(`${lost[0]![1].host} (${peer.address}) is ${peer.state === 'down' ? 'down' : 'no longer probed'} and has no lease: removed its ${lost.length} endpoint(s)`);
+    this.logger.info(`${lost[0]![1].host} (${peer.address}) is ${peer.state === 'down' ? 'down' : 'no longer probed'} and has no lease: removed its ${lost.length} endpoint(s)`);
   }
 
   private unprogramPeer(key: string): void {
