@@ -1,5 +1,5 @@
 /**
- * Puts a controller together for this host: the file store under the state
+ * Puts a controller together for this host: the SQLite store under the state
  * directory, the real namespace operations, and the built-in drivers; with
  * a cluster store, also the VTEP and the overlay driver; and the embedded
  * DNS for the sandboxes.
@@ -19,7 +19,7 @@ import { NullDriver } from './drivers/null/null.js';
 import { OverlayDriver } from './drivers/overlay/overlay.js';
 import { EtcdStore, etcdClientEndpoints } from './store/etcd.js';
 import type { EtcdAccess } from './store/etcd.js';
-import { FileStore } from './store/file.js';
+import { SqliteStore } from './store/sqlite.js';
 import { LastKnownStore } from './store/last-known.js';
 import { ObservedStore, type StoreObserver } from './store/observed.js';
 import type { Store } from './store/types.js';
@@ -198,7 +198,7 @@ async function lockStateDirectory(stateDir: string): Promise<FileLock> {
 async function openLockedHost(options: HostOptions, stateDir: string): Promise<Host> {
   // Names in the store URL are resolved once, here: nftables rules hold addresses.
   const protectedEndpoints = await protectedEndpointsOf(options);
-  const store = observed(await FileStore.open(stateDir), 'local', options);
+  const store = observed(await SqliteStore.open(stateDir), 'local', options);
   const drivers: NetworkDriver[] = [
     new BridgeDriver({ ...(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {}), protectedEndpoints }),
     new NullDriver(),

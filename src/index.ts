@@ -37,8 +37,8 @@ export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
 export type { EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from './records.js';
-export { FileStore, MemoryStore, StoreClosed, StoreCorrupt } from './store/index.js';
-export type { Compare, FileStoreOptions, KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './store/index.js';
+export { FileStore, MemoryStore, SqliteStore, StoreClosed, StoreCorrupt } from './store/index.js';
+export type { Compare, FileStoreOptions, KeyValue, SqliteStoreOptions, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './store/index.js';
 export { BridgeDriver } from './drivers/bridge/bridge.js';
 export type { BridgeDriverOptions } from './drivers/bridge/bridge.js';
 export { NullDriver } from './drivers/null/null.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { watch as watchDir } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
-import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lockFile } from '../sys/fslock.js';
 import { applyTxn, emptySnapshot, listPrefix, WatcherSet } from './memory.js';
@@ -9,7 +9,7 @@ import type { Snapshot } from './memory.js';
 import { StoreClosed, StoreCorrupt } from './types.js';
 import type { KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './types.js';
 
-const STATE_FILE = 'store.json';
+export const STATE_FILE = 'store.json';
 const LOCK_FILE = 'store.lock';
 const TEMP_PREFIX = `${STATE_FILE}.tmp-`;
 /**
@@ -284,6 +284,11 @@ export class FileStore implements Store {
   #assertOpen(): void {
     if (this.#closed) throw new StoreClosed();
   }
+}
+
+/** Reads a FileStore state file without opening the store (the SQLite store migrates from it). */
+export async function readStateFile(path: string): Promise<Snapshot> {
+  return parseState(await readFile(path, 'utf8'), path);
 }
 
 /** The changes from `previous` to `next`, replayed from the log when it reaches back far enough. */

@@ -1,10 +1,10 @@
 // Child process for the crash test: `crash-writer.ts DIR` increments the key
 // `counter` forever and prints each value once its txn has resolved, until killed.
-import { FileStore } from '../../../src/store/file.js';
+import { openTestStore } from './open-store.js';
 
 const [dir] = process.argv.slice(2);
 if (dir === undefined) throw new Error('usage: crash-writer.ts DIR');
-const store = await FileStore.open(dir);
+const store = await openTestStore(dir);
 for (;;) {
   const current = await store.get('counter');
   const next = Number(current?.value ?? '0') + 1;

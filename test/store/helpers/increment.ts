@@ -1,10 +1,10 @@
 // Child process for the concurrent-writer test: `increment.ts DIR KEY COUNT`
 // adds 1 to KEY COUNT times with read + compare-and-swap, then prints its retry count.
-import { FileStore } from '../../../src/store/file.js';
+import { openTestStore } from './open-store.js';
 
 const [dir, key, countText] = process.argv.slice(2);
 if (dir === undefined || key === undefined || countText === undefined) throw new Error('usage: increment.ts DIR KEY COUNT');
-const store = await FileStore.open(dir);
+const store = await openTestStore(dir);
 let retries = 0;
 for (let done = 0; done < Number(countText); ) {
   const current = await store.get(key);
