@@ -13,10 +13,8 @@ import { isIP } from 'node:net';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
 import { Conflict, InvalidArgument, NetctlError } from '../../errors.js';
 import type { NetworkRecord } from '../../records.js';
-import { applyNft, deleteNftTable } from '../../sys/nft.js';
 import { currentNetnsPath } from '../../sys/netns.js';
-import { Rtnl } from '../../sys/rtnl.js';
-import { setSysctl } from '../../sys/sysctl.js';
+import { type DriverKernel, type Links, systemKernel, withLinks } from '../kernel.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
@@ -47,6 +45,8 @@ export interface BridgeDriverOptions {
   readonly hostNetnsPath?: string;
   /** Dropped from every bridge network's sandboxes, forwarded or addressed to this host; default none. */
   readonly protectedEndpoints?: ProtectedEndpoints;
+  /** What the driver does to the kernel goes through this; default the real one. */
+  readonly kernel?: DriverKernel;
 }
 
 const NO_PROTECTED_ENDPOINTS: ProtectedEndpoints = { udpPorts: [], tcp: [] };
@@ -163,12 +163,14 @@ export class BridgeDriver implements NetworkDriver {
   readonly providesDefaultRoute = true;
   private readonly hostNetnsPath: string;
   private readonly protectedEndpoints: ProtectedEndpoints;
+  private readonly kernel: DriverKernel;
   /** networkId → bridge name, to refuse two networks on one bridge. */
   private readonly bridges = new Map<string, string>();
 
   constructor(options: BridgeDriverOptions = {}) {
     this.hostNetnsPath = options.hostNetnsPath ?? currentNetnsPath();
     this.protectedEndpoints = options.protectedEndpoints ?? NO_PROTECTED_ENDPOINTS;
+    this.kernel = options.kernel ?? systemKernel;
     checkProtectedEndpoints(this.protectedEndpoints);
   }
 
@@ -184,8 +186,7 @@ export class BridgeDriver implements NetworkDriver {
   async createNetwork(network: NetworkRecord): Promise<void> {
     const config = bridgeConfig(network);
     this.validate(network);
-    const rtnl = await Rtnl.open(this.hostNetnsPath);
-    try {
+    await withLinks(this.kernel, this.hostNetnsPath, async (rtnl) => {
       const existing = await rtnl.getLink(config.bridgeName);
       if (existing === undefined) {
         await rtnl.createBridge(config.bridgeName, { mtu: config.mtu });
@@ -202,34 +203,27 @@ export class BridgeDriver implements NetworkDriver {
         if (!present.has(cidr)) await rtnl.addAddress(config.bridgeName, cidr);
       }
       await rtnl.setUp(config.bridgeName);
-    } finally {
-      rtnl.close();
-    }
+    });
     if (!network.internal) {
-      await setSysctl(this.hostNetnsPath, 'net.ipv4.ip_forward', '1');
-      if (network.enableIPv6) await setSysctl(this.hostNetnsPath, 'net.ipv6.conf.all.forwarding', '1');
+      await this.kernel.setSysctl(this.hostNetnsPath, 'net.ipv4.ip_forward', '1');
+      if (network.enableIPv6) await this.kernel.setSysctl(this.hostNetnsPath, 'net.ipv6.conf.all.forwarding', '1');
     }
     // Replacing the table whole keeps restore idempotent and gives networks made by an older daemon today's guard;
     // in one transaction (add, delete, define), so the old rules hold until the new ones do.
     const table = `inet ${nftTableName(network)}`;
-    await applyNft(this.hostNetnsPath, [`add table ${table}`, `delete table ${table}`, nftTable(network, config, this.protectedEndpoints)].join('\n'));
+    await this.kernel.applyNft(this.hostNetnsPath, [`add table ${table}`, `delete table ${table}`, nftTable(network, config, this.protectedEndpoints)].join('\n'));
   }
 
   async deleteNetwork(network: NetworkRecord): Promise<void> {
     const config = bridgeConfig(network);
     const failures: string[] = [];
     try {
-      await deleteNftTable(this.hostNetnsPath, 'inet', nftTableName(network));
+      await this.kernel.deleteNftTable(this.hostNetnsPath, nftTableName(network));
     } catch (err) {
       failures.push((err as Error).message);
     }
     try {
-      const rtnl = await Rtnl.open(this.hostNetnsPath);
-      try {
-        await rtnl.deleteLink(config.bridgeName);
-      } finally {
-        rtnl.close();
-      }
+      await withLinks(this.kernel, this.hostNetnsPath, (rtnl) => rtnl.deleteLink(config.bridgeName));
     } catch (err) {
       failures.push((err as Error).message);
     }
@@ -242,27 +236,24 @@ export class BridgeDriver implements NetworkDriver {
   async join(request: JoinRequest): Promise<void> {
     const { network, sandbox, ifName } = request;
     const config = bridgeConfig(network);
-    const host = await Rtnl.open(this.hostNetnsPath);
-    const inside = await Rtnl.open(sandbox.netnsPath);
-    try {
-      await plugVeth({
-        bridgeSide: host,
-        sandboxSide: inside,
-        sandboxNetnsPath: sandbox.netnsPath,
-        bridgeName: config.bridgeName,
-        endpoint: request.endpoint,
-        ifName,
-        mtu: config.mtu,
-        isolated: !config.enableIcc,
-      });
-      if (request.setDefaultRoute) await this.setDefaultRoutes(inside, network, ifName);
-    } finally {
-      host.close();
-      inside.close();
-    }
+    await withLinks(this.kernel, this.hostNetnsPath, (host) =>
+      withLinks(this.kernel, sandbox.netnsPath, async (inside) => {
+        await plugVeth({
+          bridgeSide: host,
+          sandboxSide: inside,
+          sandboxNetnsPath: sandbox.netnsPath,
+          bridgeName: config.bridgeName,
+          endpoint: request.endpoint,
+          ifName,
+          mtu: config.mtu,
+          isolated: !config.enableIcc,
+        });
+        if (request.setDefaultRoute) await this.setDefaultRoutes(inside, network, ifName);
+      }),
+    );
   }
 
-  private async setDefaultRoutes(inside: Rtnl, network: NetworkRecord, ifName: string): Promise<void> {
+  private async setDefaultRoutes(inside: Links, network: NetworkRecord, ifName: string): Promise<void> {
     for (const family of [4, 6] as const) {
       const pool = network.ipam.config.find((p) => p.subnet.includes(':') === (family === 6) && p.gateway !== undefined);
       if (pool?.gateway === undefined) continue;
@@ -275,11 +266,6 @@ export class BridgeDriver implements NetworkDriver {
   }
 
   async leave(request: LeaveRequest): Promise<void> {
-    const host = await Rtnl.open(this.hostNetnsPath);
-    try {
-      await unplugVeth(host, request.endpoint.id);
-    } finally {
-      host.close();
-    }
+    await withLinks(this.kernel, this.hostNetnsPath, (host) => unplugVeth(host, request.endpoint.id));
   }
 }

@@ -16,16 +16,14 @@ import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkPeer, NetworkSpec
 import { Conflict, InvalidArgument, NetctlError, NotFound } from '../../errors.js';
 import type { NetworkRecord } from '../../records.js';
 import type { Store, Watch } from '../../store/types.js';
-import { createNamedNetns, netnsExists, removeNamedNetns } from '../../sys/netns.js';
-import { Rtnl } from '../../sys/rtnl.js';
-import { setSysctl } from '../../sys/sysctl.js';
-import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, openTap } from '../../sys/tap.js';
+import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from '../../sys/tap.js';
 import { formatRtt } from '../../vxlan/liveness.js';
 import type { PeerLiveness } from '../../vxlan/liveness.js';
 import { VXLAN_OVERHEAD } from '../../vxlan/mtu.js';
 import { MAX_FRAME_LENGTH } from '../../vxlan/vtep.js';
 import type { Vtep } from '../../vxlan/vtep.js';
 import { ETHERNET_HEADER_LEN } from '../../wire/ethernet.js';
+import { type DriverKernel, systemKernel, withLinks } from '../kernel.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 import { type Logger, consoleWarnings } from '../../log.js';
 import { FIRST_VNI, MAX_VNI, MTU_OPTION, OVERLAY_MTU, type OverlayConfig, VXLANID_OPTION, overlayConfig } from './config.js';
@@ -83,6 +81,8 @@ export interface OverlayDriverOptions {
    */
   readonly mtu?: number;
   readonly logger?: Logger;
+  /** What the driver does to the kernel goes through this; default the real one. */
+  readonly kernel?: DriverKernel;
 }
 
 interface ActiveNetwork {
@@ -111,6 +111,7 @@ export class OverlayDriver implements NetworkDriver {
   private readonly advertiseAddress: string;
   private readonly hostName: string;
   private readonly logger: Logger;
+  private readonly kernel: DriverKernel;
   private readonly active = new Map<string, ActiveNetwork>();
   /**
    * Peer key → the record it programmed into the VTEP, to undo it on delete and to list peers;
@@ -131,6 +132,7 @@ export class OverlayDriver implements NetworkDriver {
     this.hostName = options.hostName ?? hostname();
     this.mtu = options.mtu ?? OVERLAY_MTU;
     this.logger = options.logger ?? consoleWarnings;
+    this.kernel = options.kernel ?? systemKernel;
   }
 
   /** Starts following the peer records of every host; the VTEP's table is filled before this resolves. */
@@ -194,22 +196,11 @@ export class OverlayDriver implements NetworkDriver {
     const active = await this.activate(network);
     active.endpoints.add(endpoint.id);
     try {
-      const bridgeSide = await Rtnl.open(active.netnsPath);
-      const sandboxSide = await Rtnl.open(sandbox.netnsPath);
-      try {
-        await plugVeth({
-          bridgeSide,
-          sandboxSide,
-          sandboxNetnsPath: sandbox.netnsPath,
-          bridgeName: BRIDGE,
-          endpoint,
-          ifName,
-          mtu: this.sandboxMtu(config),
-        });
-      } finally {
-        bridgeSide.close();
-        sandboxSide.close();
-      }
+      await withLinks(this.kernel, active.netnsPath, (bridgeSide) =>
+        withLinks(this.kernel, sandbox.netnsPath, (sandboxSide) =>
+          plugVeth({ bridgeSide, sandboxSide, sandboxNetnsPath: sandbox.netnsPath, bridgeName: BRIDGE, endpoint, ifName, mtu: this.sandboxMtu(config) }),
+        ),
+      );
       const record: PeerRecord = {
         vni: active.vni,
         mac: endpoint.macAddress,
@@ -235,14 +226,11 @@ export class OverlayDriver implements NetworkDriver {
     }
     const active = this.active.get(network.id);
     const netnsPath = active?.netnsPath ?? `/var/run/netns/${this.netnsName(network.id)}`;
-    if (await netnsExists(netnsPath)) {
-      const bridgeSide = await Rtnl.open(netnsPath);
+    if (await this.kernel.netnsExists(netnsPath)) {
       try {
-        await unplugVeth(bridgeSide, endpoint.id);
+        await withLinks(this.kernel, netnsPath, (bridgeSide) => unplugVeth(bridgeSide, endpoint.id));
       } catch (err) {
         failures.push((err as Error).message);
-      } finally {
-        bridgeSide.close();
       }
     }
     active?.endpoints.delete(endpoint.id);
@@ -296,24 +284,24 @@ export class OverlayDriver implements NetworkDriver {
     const existing = this.active.get(network.id);
     if (existing !== undefined) return existing;
     const config = overlayConfig(network);
-    if (config.vni === undefined) throw new NetctlError('Internal', `overlay network ${network.name} has no VXLAN ID`);
+    const { vni } = config;
+    if (vni === undefined) throw new NetctlError('Internal', `overlay network ${network.name} has no VXLAN ID`);
     const netnsName = this.netnsName(network.id);
     let netnsPath = `/var/run/netns/${netnsName}`;
-    if (!(await netnsExists(netnsPath))) {
-      netnsPath = await createNamedNetns(netnsName);
+    if (!(await this.kernel.netnsExists(netnsPath))) {
+      netnsPath = await this.kernel.createNamedNetns(netnsName);
       // No IPv6 of its own: the bridge would otherwise send router solicitations into the overlay.
-      await setSysctl(netnsPath, 'net.ipv6.conf.default.disable_ipv6', '1');
-      await setSysctl(netnsPath, 'net.ipv6.conf.all.disable_ipv6', '1');
+      await this.kernel.setSysctl(netnsPath, 'net.ipv6.conf.default.disable_ipv6', '1');
+      await this.kernel.setSysctl(netnsPath, 'net.ipv6.conf.all.disable_ipv6', '1');
       // Nothing filters frames on this bridge: with br_netfilter loaded, every frame would still
       // walk the IP hooks. Without the module these sysctls do not exist, and there is nothing to skip.
       for (const family of ['iptables', 'ip6tables', 'arptables']) {
-        await setSysctl(netnsPath, `net.bridge.bridge-nf-call-${family}`, '0').catch((err: unknown) => {
+        await this.kernel.setSysctl(netnsPath, `net.bridge.bridge-nf-call-${family}`, '0').catch((err: unknown) => {
           if (!(err instanceof NotFound)) throw err;
         });
       }
     }
-    const rtnl = await Rtnl.open(netnsPath);
-    try {
+    await withLinks(this.kernel, netnsPath, async (rtnl) => {
       if ((await rtnl.getLink(BRIDGE)) === undefined) await rtnl.createBridge(BRIDGE, { mtu: this.sandboxMtu(config) });
       // The gateway inspect shows exists on every host's bridge, as in Docker's overlay: sandboxes can
       // reach it, and its ARP is answered on the host itself. (The namespace has IPv6 off: IPv4 only.)
@@ -328,7 +316,7 @@ export class OverlayDriver implements NetworkDriver {
       await rtnl.deleteLink(TAP);
       // Offloads let the bridge hand the VTEP 64 KB TCP super-frames, which it segments itself;
       // the VTEP is done with a frame when its callback returns, so it may borrow the read memory.
-      const tap = openTap(TAP, {
+      const tap = this.kernel.openTap(TAP, {
         netnsPath,
         vnetHdr: true,
         offloads: TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
@@ -338,15 +326,13 @@ export class OverlayDriver implements NetworkDriver {
         await rtnl.setMtu(TAP, TAP_MTU);
         await rtnl.setMaster(TAP, BRIDGE);
         await rtnl.setUp(TAP);
-        this.vtep.addNetwork(config.vni, tap, { externalPeers: [...config.externalPeers] });
+        this.vtep.addNetwork(vni, tap, { externalPeers: [...config.externalPeers] });
       } catch (err) {
         tap.close();
         throw err;
       }
-    } finally {
-      rtnl.close();
-    }
-    const active: ActiveNetwork = { vni: config.vni, netnsName, netnsPath, endpoints: new Set() };
+    });
+    const active: ActiveNetwork = { vni, netnsName, netnsPath, endpoints: new Set() };
     this.active.set(network.id, active);
     return active;
   }
@@ -355,7 +341,7 @@ export class OverlayDriver implements NetworkDriver {
     const active = this.active.get(networkId);
     this.active.delete(networkId);
     if (active !== undefined) this.vtep.removeNetwork(active.vni);
-    await removeNamedNetns(active?.netnsName ?? this.netnsName(networkId));
+    await this.kernel.removeNamedNetns(active?.netnsName ?? this.netnsName(networkId));
   }
 
   /**

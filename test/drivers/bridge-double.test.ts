@@ -1,0 +1,76 @@
+/**
+ * The bridge driver against a double of its kernel port: what it asks the
+ * kernel to do, step by step, with no namespace made. bridge.test.ts checks
+ * the same driver against the real kernel.
+ */
+import test from 'ava';
+import { BridgeDriver } from '../../src/drivers/bridge/bridge.js';
+import type { NetworkRecord } from '../../src/records.js';
+import { RecordingKernel, joining } from './kernel-double.js';
+
+const HOST = '/var/run/netns/host';
+const SANDBOX = '/var/run/netns/sandbox';
+const NETWORK_ID = '0123456789abcdef0123456789abcdef';
+
+function network(options: Record<string, string> = {}): NetworkRecord {
+  return {
+    id: NETWORK_ID,
+    name: 'web',
+    driver: 'bridge',
+    scope: 'local',
+    created: '2026-01-01T00:00:00.000000000Z',
+    internal: false,
+    attachable: false,
+    ingress: false,
+    enableIPv4: true,
+    enableIPv6: false,
+    ipam: { driver: 'default', options: {}, config: [{ subnet: '10.44.0.0/24', gateway: '10.44.0.1' }] },
+    options,
+    labels: {},
+  };
+}
+
+const { endpoint, sandbox } = joining(NETWORK_ID, { macAddress: '02:42:0a:2c:00:02', ipv4Address: '10.44.0.2/24' }, SANDBOX);
+
+test('create, join, leave and delete ask the kernel for exactly the bridge, the veth and the rules', async (t) => {
+  const kernel = new RecordingKernel([HOST, SANDBOX]);
+  const driver = new BridgeDriver({ hostNetnsPath: HOST, kernel });
+  const web = network({ 'com.docker.network.driver.mtu': '1400', 'com.docker.network.bridge.enable_icc': 'false' });
+  driver.validate(web);
+  await driver.createNetwork(web);
+  t.deepEqual(kernel.calls, [
+    `${HOST} createBridge br-0123456789ab {"mtu":1400}`,
+    `${HOST} addAddress br-0123456789ab 10.44.0.1/24`,
+    `${HOST} setUp br-0123456789ab`,
+    `${HOST} setSysctl net.ipv4.ip_forward 1`,
+    `${HOST} applyNft add table inet netctl_0123456789ab`,
+  ]);
+  t.regex(kernel.nftScripts[0] ?? '', /oifname "br-0123456789ab" iifname != "br-0123456789ab" ct state established,related accept/);
+  t.regex(kernel.nftScripts[0] ?? '', /ip saddr 10\.44\.0\.0\/24 oifname != "br-0123456789ab" masquerade/);
+
+  kernel.calls.length = 0;
+  await driver.join({ network: web, endpoint, sandbox, ifName: 'eth0', setDefaultRoute: true });
+  t.deepEqual(kernel.calls, [
+    `${HOST} deleteLink vethe1e2e3e`,
+    `${SANDBOX} deleteLink eth0`,
+    `${HOST} createVeth vethe1e2e3e vtmpe1e2e3e {"mtu":1400,"peerNetnsPath":"${SANDBOX}"}`,
+    `${SANDBOX} rename vtmpe1e2e3e eth0`,
+    `${SANDBOX} setMac eth0 02:42:0a:2c:00:02`,
+    `${HOST} setMaster vethe1e2e3e br-0123456789ab`,
+    `${HOST} setBridgePortIsolated vethe1e2e3e true`,
+    `${HOST} setUp vethe1e2e3e`,
+    `${SANDBOX} setMtu eth0 1400`,
+    `${SANDBOX} addAddress eth0 10.44.0.2/24`,
+    `${SANDBOX} setUp eth0`,
+    `${SANDBOX} addRoute {"dst":"default","gateway":"10.44.0.1","ifName":"eth0"}`,
+  ]);
+
+  kernel.calls.length = 0;
+  await driver.leave({ network: web, endpoint, sandbox, ifName: 'eth0' });
+  await driver.deleteNetwork(web);
+  t.deepEqual(kernel.calls, [
+    `${HOST} deleteLink vethe1e2e3e`,
+    `${HOST} deleteNftTable netctl_0123456789ab`,
+    `${HOST} deleteLink br-0123456789ab`,
+  ]);
+});
