@@ -69,7 +69,10 @@ export interface NetworkDriver {
    * network is internal.
    */
   readonly needsGatewayBridge?: boolean;
-  /** Checks the driver options (`-o`) and flags; throws InvalidArgument naming the bad one. */
+  /**
+   * Checks the driver options (`-o`) and flags; throws InvalidArgument naming
+   * the bad one. The typed config it makes serves the network's later calls.
+   */
   validate(network: NetworkSpec): void;
   /**
    * Picks cluster-wide resources for a new network, reading the store it will

@@ -74,3 +74,39 @@ test('create, join, leave and delete ask the kernel for exactly the bridge, the 
     `${HOST} deleteLink br-0123456789ab`,
   ]);
 });
+
+test('a restarted driver builds the config from the stored options and redoes only what does not persist', async (t) => {
+  const kernel = new RecordingKernel([HOST, SANDBOX]);
+  const web = network({ 'com.docker.network.driver.mtu': '1400' });
+  const first = new BridgeDriver({ hostNetnsPath: HOST, kernel });
+  first.validate(web);
+  await first.createNetwork(web);
+  await first.join({ network: web, endpoint, sandbox, ifName: 'eth0', setDefaultRoute: true });
+
+  kernel.calls.length = 0;
+  const restarted = new BridgeDriver({ hostNetnsPath: HOST, kernel });
+  await restarted.createNetwork(web);
+  await restarted.join({ network: web, endpoint, sandbox, ifName: 'eth0', setDefaultRoute: true });
+  t.deepEqual(kernel.calls, [
+    `${HOST} setUp br-0123456789ab`,
+    `${HOST} setSysctl net.ipv4.ip_forward 1`,
+    `${HOST} applyNft add table inet netctl_0123456789ab`,
+    `${HOST} setMaster vethe1e2e3e br-0123456789ab`,
+    `${HOST} setBridgePortIsolated vethe1e2e3e false`,
+    `${HOST} setUp vethe1e2e3e`,
+    `${SANDBOX} setMtu eth0 1400`,
+    `${SANDBOX} setUp eth0`,
+  ]);
+  t.is(kernel.link(SANDBOX, 'eth0')?.mtu, 1400);
+});
+
+test('the bridge name of a network made on this host is refused to another network', async (t) => {
+  const kernel = new RecordingKernel([HOST]);
+  const driver = new BridgeDriver({ hostNetnsPath: HOST, kernel });
+  const named = network({ 'com.docker.network.bridge.name': 'br-shared' });
+  driver.validate(named);
+  await driver.createNetwork(named);
+  t.throws(() => driver.validate({ ...named, id: 'f'.repeat(32) }), { message: 'bridge name br-shared is already used by another network' });
+  await driver.deleteNetwork(named);
+  t.notThrows(() => driver.validate({ ...named, id: 'f'.repeat(32) }), 'free again once its network is gone');
+});

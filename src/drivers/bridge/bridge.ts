@@ -14,6 +14,7 @@ import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../.
 import { Conflict, InvalidArgument, NetctlError } from '../../errors.js';
 import type { NetworkRecord } from '../../records.js';
 import { currentNetnsPath } from '../../sys/netns.js';
+import { NetworkConfigs } from '../configs.js';
 import { type DriverKernel, type Links, systemKernel, withLinks } from '../kernel.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 
@@ -164,7 +165,8 @@ export class BridgeDriver implements NetworkDriver {
   private readonly hostNetnsPath: string;
   private readonly protectedEndpoints: ProtectedEndpoints;
   private readonly kernel: DriverKernel;
-  /** networkId → bridge name, to refuse two networks on one bridge. */
+  private readonly configs = new NetworkConfigs(bridgeConfig);
+  /** networkId → bridge name of the networks made on this host, to refuse two networks on one bridge. */
   private readonly bridges = new Map<string, string>();
 
   constructor(options: BridgeDriverOptions = {}) {
@@ -175,17 +177,20 @@ export class BridgeDriver implements NetworkDriver {
   }
 
   validate(network: NetworkSpec): void {
-    const config = bridgeConfig(network);
-    for (const [networkId, bridgeName] of this.bridges) {
-      if (bridgeName === config.bridgeName && networkId !== network.id) {
+    this.checkBridgeFree(network.id, this.configs.validate(network));
+  }
+
+  private checkBridgeFree(networkId: string, config: BridgeConfig): void {
+    for (const [otherId, bridgeName] of this.bridges) {
+      if (bridgeName === config.bridgeName && otherId !== networkId) {
         throw new Conflict(`bridge name ${config.bridgeName} is already used by another network`);
       }
     }
   }
 
   async createNetwork(network: NetworkRecord): Promise<void> {
-    const config = bridgeConfig(network);
-    this.validate(network);
+    const config = this.configs.of(network);
+    this.checkBridgeFree(network.id, config);
     await withLinks(this.kernel, this.hostNetnsPath, async (rtnl) => {
       const existing = await rtnl.getLink(config.bridgeName);
       if (existing === undefined) {
@@ -215,7 +220,7 @@ export class BridgeDriver implements NetworkDriver {
   }
 
   async deleteNetwork(network: NetworkRecord): Promise<void> {
-    const config = bridgeConfig(network);
+    const config = this.configs.of(network);
     const failures: string[] = [];
     try {
       await this.kernel.deleteNftTable(this.hostNetnsPath, nftTableName(network));
@@ -228,6 +233,7 @@ export class BridgeDriver implements NetworkDriver {
       failures.push((err as Error).message);
     }
     this.bridges.delete(network.id);
+    this.configs.forget(network.id);
     if (failures.length > 0) {
       throw new NetctlError('Internal', `removing bridge network ${network.name}: ${failures.join('; ')}`);
     }
@@ -235,7 +241,7 @@ export class BridgeDriver implements NetworkDriver {
 
   async join(request: JoinRequest): Promise<void> {
     const { network, sandbox, ifName } = request;
-    const config = bridgeConfig(network);
+    const config = this.configs.of(network);
     await withLinks(this.kernel, this.hostNetnsPath, (host) =>
       withLinks(this.kernel, sandbox.netnsPath, async (inside) => {
         await plugVeth({

@@ -23,6 +23,7 @@ import { VXLAN_OVERHEAD } from '../../vxlan/mtu.js';
 import { MAX_FRAME_LENGTH } from '../../vxlan/vtep.js';
 import type { Vtep } from '../../vxlan/vtep.js';
 import { ETHERNET_HEADER_LEN } from '../../wire/ethernet.js';
+import { NetworkConfigs } from '../configs.js';
 import { type DriverKernel, systemKernel, withLinks } from '../kernel.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 import { type Logger, consoleWarnings } from '../../log.js';
@@ -112,6 +113,7 @@ export class OverlayDriver implements NetworkDriver {
   private readonly hostName: string;
   private readonly logger: Logger;
   private readonly kernel: DriverKernel;
+  private readonly configs = new NetworkConfigs(overlayConfig);
   private readonly active = new Map<string, ActiveNetwork>();
   /**
    * Peer key → the record it programmed into the VTEP, to undo it on delete and to list peers;
@@ -148,7 +150,7 @@ export class OverlayDriver implements NetworkDriver {
 
   /** Checks the options; an MTU option above what every known host's underlay allows is refused. */
   validate(network: NetworkSpec): void {
-    const config = overlayConfig(network);
+    const config = this.configs.validate(network);
     const allowed = this.smallestMtu();
     if (config.mtu !== undefined && config.mtu > allowed) {
       throw new InvalidArgument(
@@ -170,7 +172,7 @@ export class OverlayDriver implements NetworkDriver {
 
   /** Picks the VNI: the one asked for if free, else the lowest free from 4096 up. */
   async reserve(network: NetworkSpec, store: Store): Promise<Reservation> {
-    const config = overlayConfig(network);
+    const config = this.configs.validated(network);
     const taken = new Map((await store.list(VNI_PREFIX)).map((kv) => [Number(kv.key.slice(VNI_PREFIX.length)), kv.value]));
     let vni = config.vni;
     if (vni !== undefined) {
@@ -180,6 +182,7 @@ export class OverlayDriver implements NetworkDriver {
       while (taken.has(vni)) vni++;
       if (vni > MAX_VNI) throw new Conflict('no free VXLAN ID left');
     }
+    this.configs.refine(network.id, { ...config, vni });
     return { options: { [VXLANID_OPTION]: String(vni) }, keys: [`${VNI_PREFIX}${vni}`] };
   }
 
@@ -192,7 +195,7 @@ export class OverlayDriver implements NetworkDriver {
 
   async join(request: JoinRequest): Promise<void> {
     const { network, endpoint, sandbox, ifName } = request;
-    const config = overlayConfig(network);
+    const config = this.configs.of(network);
     const active = await this.activate(network);
     active.endpoints.add(endpoint.id);
     try {
@@ -283,7 +286,7 @@ export class OverlayDriver implements NetworkDriver {
   private async activate(network: NetworkRecord): Promise<ActiveNetwork> {
     const existing = this.active.get(network.id);
     if (existing !== undefined) return existing;
-    const config = overlayConfig(network);
+    const config = this.configs.of(network);
     const { vni } = config;
     if (vni === undefined) throw new NetctlError('Internal', `overlay network ${network.name} has no VXLAN ID`);
     const netnsName = this.netnsName(network.id);
@@ -340,6 +343,7 @@ export class OverlayDriver implements NetworkDriver {
   private async deactivate(networkId: string): Promise<void> {
     const active = this.active.get(networkId);
     this.active.delete(networkId);
+    this.configs.forget(networkId);
     if (active !== undefined) this.vtep.removeNetwork(active.vni);
     await this.kernel.removeNamedNetns(active?.netnsName ?? this.netnsName(networkId));
   }
