@@ -91,6 +91,6 @@ export interface NetworkDriver {
   join(request: JoinRequest): Promise<void>;
   /** Removes the endpoint's interface from the sandbox; missing pieces are not an error. */
   leave(request: LeaveRequest): Promise<void>;
-  /** Releases everything the driver holds in this process (not kernel state). */
+  /** Releases everything the driver holds in this process (not kernel state); a second close does nothing. */
   close?(): Promise<void>;
 }

@@ -110,3 +110,24 @@ test('the bridge name of a network made on this host is refused to another netwo
   await driver.deleteNetwork(named);
   t.notThrows(() => driver.validate({ ...named, id: 'f'.repeat(32) }), 'free again once its network is gone');
 });
+
+test('removing a network tries every step and keeps each failure', async (t) => {
+  const kernel = new RecordingKernel([HOST]);
+  const driver = new BridgeDriver({ hostNetnsPath: HOST, kernel });
+  const web = network();
+  driver.validate(web);
+  await driver.createNetwork(web);
+  kernel.calls.length = 0;
+  kernel.failing.add('deleteNftTable').add('deleteLink');
+  const error = await t.throwsAsync(driver.deleteNetwork(web), {
+    message: 'removing bridge network web: deleteNftTable failed; deleteLink failed',
+  });
+  t.is((error as { code?: string } | undefined)?.code, 'Internal');
+  const cause = error?.cause;
+  t.true(cause instanceof AggregateError);
+  t.deepEqual(
+    (cause as AggregateError).errors.map((err: Error) => err.message),
+    ['deleteNftTable failed', 'deleteLink failed'],
+  );
+  t.deepEqual(kernel.calls, [`${HOST} deleteNftTable netctl_0123456789ab`, `${HOST} deleteLink br-0123456789ab`]);
+});

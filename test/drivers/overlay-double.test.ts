@@ -1,8 +1,8 @@
 /**
  * The overlay driver against doubles of everything under it: the kernel
  * port, an in-memory store and a VTEP on an in-memory underlay. What it asks
- * the kernel for when the first endpoint joins and the last leaves.
- * overlay.test.ts checks the same driver against the real kernel.
+ * the kernel for when the first endpoint joins and the last leaves, and how
+ * it closes. overlay.test.ts checks the same driver against the real kernel.
  */
 import test from 'ava';
 import { OverlayDriver } from '../../src/drivers/overlay/overlay.js';
@@ -89,4 +89,11 @@ test('the first join makes the namespace, bridge and TAP with the reserved VNI; 
   t.deepEqual(kernel.calls, [`${OVERLAY_NS} deleteLink vethe1e2e3e`, `${OVERLAY_NS} removeNamedNetns`]);
   t.deepEqual(vtep.networkStats(), []);
   t.true(kernel.taps.get('vtep0')?.closed, 'the VTEP closed the TAP');
+});
+
+test('a second close does nothing; the first stops the VTEP', async (t) => {
+  const { driver, vtep } = await start(new RecordingKernel());
+  await driver.close();
+  await t.notThrowsAsync(driver.close());
+  t.throws(() => vtep.start(), { message: /stopped/ });
 });

@@ -11,11 +11,12 @@
  */
 import { isIP } from 'node:net';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
-import { Conflict, InvalidArgument, NetctlError } from '../../errors.js';
+import { Conflict, InvalidArgument } from '../../errors.js';
 import type { NetworkRecord } from '../../records.js';
 import { currentNetnsPath } from '../../sys/netns.js';
 import { NetworkConfigs } from '../configs.js';
 import { type DriverKernel, type Links, systemKernel, withLinks } from '../kernel.js';
+import { tearDown } from '../teardown.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
@@ -221,22 +222,12 @@ export class BridgeDriver implements NetworkDriver {
 
   async deleteNetwork(network: NetworkRecord): Promise<void> {
     const config = this.configs.of(network);
-    const failures: string[] = [];
-    try {
-      await this.kernel.deleteNftTable(this.hostNetnsPath, nftTableName(network));
-    } catch (err) {
-      failures.push((err as Error).message);
-    }
-    try {
-      await withLinks(this.kernel, this.hostNetnsPath, (rtnl) => rtnl.deleteLink(config.bridgeName));
-    } catch (err) {
-      failures.push((err as Error).message);
-    }
     this.bridges.delete(network.id);
     this.configs.forget(network.id);
-    if (failures.length > 0) {
-      throw new NetctlError('Internal', `removing bridge network ${network.name}: ${failures.join('; ')}`);
-    }
+    await tearDown(`removing bridge network ${network.name}`, [
+      { run: () => this.kernel.deleteNftTable(this.hostNetnsPath, nftTableName(network)) },
+      { run: () => withLinks(this.kernel, this.hostNetnsPath, (rtnl) => rtnl.deleteLink(config.bridgeName)) },
+    ]);
   }
 
   async join(request: JoinRequest): Promise<void> {

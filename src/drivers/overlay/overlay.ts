@@ -25,6 +25,7 @@ import type { Vtep } from '../../vxlan/vtep.js';
 import { ETHERNET_HEADER_LEN } from '../../wire/ethernet.js';
 import { NetworkConfigs } from '../configs.js';
 import { type DriverKernel, systemKernel, withLinks } from '../kernel.js';
+import { tearDown } from '../teardown.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 import { type Logger, consoleWarnings } from '../../log.js';
 import { FIRST_VNI, MAX_VNI, MTU_OPTION, OVERLAY_MTU, type OverlayConfig, VXLANID_OPTION, overlayConfig } from './config.js';
@@ -114,6 +115,7 @@ export class OverlayDriver implements NetworkDriver {
   private readonly logger: Logger;
   private readonly kernel: DriverKernel;
   private readonly configs = new NetworkConfigs(overlayConfig);
+  private closed = false;
   private readonly active = new Map<string, ActiveNetwork>();
   /**
    * Peer key → the record it programmed into the VTEP, to undo it on delete and to list peers;
@@ -221,24 +223,22 @@ export class OverlayDriver implements NetworkDriver {
 
   async leave(request: LeaveRequest): Promise<void> {
     const { network, endpoint } = request;
-    const failures: string[] = [];
-    try {
-      await this.withdrawPeer(peerKey(network.id, endpoint.id));
-    } catch (err) {
-      failures.push(`peer record: ${(err as Error).message}`);
-    }
     const active = this.active.get(network.id);
     const netnsPath = active?.netnsPath ?? `/var/run/netns/${this.netnsName(network.id)}`;
-    if (await this.kernel.netnsExists(netnsPath)) {
-      try {
-        await withLinks(this.kernel, netnsPath, (bridgeSide) => unplugVeth(bridgeSide, endpoint.id));
-      } catch (err) {
-        failures.push((err as Error).message);
-      }
-    }
-    active?.endpoints.delete(endpoint.id);
-    if (active !== undefined && active.endpoints.size === 0) await this.deactivate(network.id);
-    if (failures.length > 0) throw new NetctlError('Internal', `leaving overlay network ${network.name}: ${failures.join('; ')}`);
+    await tearDown(`leaving overlay network ${network.name}`, [
+      { what: 'peer record', run: () => this.withdrawPeer(peerKey(network.id, endpoint.id)) },
+      {
+        run: async () => {
+          if (await this.kernel.netnsExists(netnsPath)) await withLinks(this.kernel, netnsPath, (bridgeSide) => unplugVeth(bridgeSide, endpoint.id));
+        },
+      },
+      {
+        run: async () => {
+          active?.endpoints.delete(endpoint.id);
+          if (active !== undefined && active.endpoints.size === 0) await this.deactivate(network.id);
+        },
+      },
+    ]);
   }
 
   /**
@@ -265,9 +265,13 @@ export class OverlayDriver implements NetworkDriver {
   /**
    * Stops following peers and stops the VTEP. The namespaces, bridges
    * and veths stay, so sandboxes keep their interfaces while the daemon is
-   * down; the TAPs come back when the endpoints are restored.
+   * down; the TAPs come back when the endpoints are restored. A second
+   * close does nothing; a join after close fails, as the stopped VTEP
+   * refuses the network.
    */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     this.unsubscribeLiveness?.();
     this.unsubscribeLiveness = undefined;
     await this.watch?.cancel();
