@@ -69,7 +69,10 @@ export interface NetworkDriver {
    * network is internal.
    */
   readonly needsGatewayBridge?: boolean;
-  /** Checks the driver options (`-o`) and flags; throws InvalidArgument naming the bad one. */
+  /**
+   * Checks the driver options (`-o`) and flags; throws InvalidArgument naming
+   * the bad one. The typed config it makes serves the network's later calls.
+   */
   validate(network: NetworkSpec): void;
   /**
    * Picks cluster-wide resources for a new network, reading the store it will
@@ -88,6 +91,6 @@ export interface NetworkDriver {
   join(request: JoinRequest): Promise<void>;
   /** Removes the endpoint's interface from the sandbox; missing pieces are not an error. */
   leave(request: LeaveRequest): Promise<void>;
-  /** Releases everything the driver holds in this process (not kernel state). */
+  /** Releases everything the driver holds in this process (not kernel state); a second close does nothing. */
   close?(): Promise<void>;
 }

@@ -4,7 +4,7 @@
  * the sandbox's ethN, with the endpoint's MAC, MTU and addresses.
  */
 import type { EndpointRecord } from '../records.js';
-import type { Rtnl } from '../sys/rtnl.js';
+import type { Links } from './kernel.js';
 
 /** Bridge-side end of an endpoint's veth pair, named after the endpoint as Docker's are. */
 export function hostVethName(endpointId: string): string {
@@ -18,9 +18,9 @@ function tempPeerName(endpointId: string): string {
 
 export interface PlugRequest {
   /** rtnetlink in the namespace holding the bridge. */
-  readonly bridgeSide: Rtnl;
+  readonly bridgeSide: Links;
   /** rtnetlink in the sandbox. */
-  readonly sandboxSide: Rtnl;
+  readonly sandboxSide: Links;
   readonly sandboxNetnsPath: string;
   readonly bridgeName: string;
   readonly endpoint: EndpointRecord;
@@ -63,6 +63,6 @@ export async function plugVeth(request: PlugRequest): Promise<void> {
 }
 
 /** Removes the endpoint's pair; deleting one end deletes the other with its addresses and routes. */
-export async function unplugVeth(bridgeSide: Rtnl, endpointId: string): Promise<void> {
+export async function unplugVeth(bridgeSide: Links, endpointId: string): Promise<void> {
   await bridgeSide.deleteLink(hostVethName(endpointId));
 }

@@ -11,12 +11,12 @@
  */
 import { isIP } from 'node:net';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
-import { Conflict, InvalidArgument, NetctlError } from '../../errors.js';
+import { Conflict, InvalidArgument } from '../../errors.js';
 import type { NetworkRecord } from '../../records.js';
-import { applyNft, deleteNftTable } from '../../sys/nft.js';
 import { currentNetnsPath } from '../../sys/netns.js';
-import { Rtnl } from '../../sys/rtnl.js';
-import { setSysctl } from '../../sys/sysctl.js';
+import { NetworkConfigs } from '../configs.js';
+import { type DriverKernel, type Links, systemKernel, withLinks } from '../kernel.js';
+import { tearDown } from '../teardown.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
@@ -47,6 +47,8 @@ export interface BridgeDriverOptions {
   readonly hostNetnsPath?: string;
   /** Dropped from every bridge network's sandboxes, forwarded or addressed to this host; default none. */
   readonly protectedEndpoints?: ProtectedEndpoints;
+  /** What the driver does to the kernel goes through this; default the real one. */
+  readonly kernel?: DriverKernel;
 }
 
 const NO_PROTECTED_ENDPOINTS: ProtectedEndpoints = { udpPorts: [], tcp: [] };
@@ -163,29 +165,34 @@ export class BridgeDriver implements NetworkDriver {
   readonly providesDefaultRoute = true;
   private readonly hostNetnsPath: string;
   private readonly protectedEndpoints: ProtectedEndpoints;
-  /** networkId → bridge name, to refuse two networks on one bridge. */
+  private readonly kernel: DriverKernel;
+  private readonly configs = new NetworkConfigs(bridgeConfig);
+  /** networkId → bridge name of the networks made on this host, to refuse two networks on one bridge. */
   private readonly bridges = new Map<string, string>();
 
   constructor(options: BridgeDriverOptions = {}) {
     this.hostNetnsPath = options.hostNetnsPath ?? currentNetnsPath();
     this.protectedEndpoints = options.protectedEndpoints ?? NO_PROTECTED_ENDPOINTS;
+    this.kernel = options.kernel ?? systemKernel;
     checkProtectedEndpoints(this.protectedEndpoints);
   }
 
   validate(network: NetworkSpec): void {
-    const config = bridgeConfig(network);
-    for (const [networkId, bridgeName] of this.bridges) {
-      if (bridgeName === config.bridgeName && networkId !== network.id) {
+    this.checkBridgeFree(network.id, this.configs.validate(network));
+  }
+
+  private checkBridgeFree(networkId: string, config: BridgeConfig): void {
+    for (const [otherId, bridgeName] of this.bridges) {
+      if (bridgeName === config.bridgeName && otherId !== networkId) {
         throw new Conflict(`bridge name ${config.bridgeName} is already used by another network`);
       }
     }
   }
 
   async createNetwork(network: NetworkRecord): Promise<void> {
-    const config = bridgeConfig(network);
-    this.validate(network);
-    const rtnl = await Rtnl.open(this.hostNetnsPath);
-    try {
+    const config = this.configs.of(network);
+    this.checkBridgeFree(network.id, config);
+    await withLinks(this.kernel, this.hostNetnsPath, async (rtnl) => {
       const existing = await rtnl.getLink(config.bridgeName);
       if (existing === undefined) {
         await rtnl.createBridge(config.bridgeName, { mtu: config.mtu });
@@ -202,67 +209,48 @@ export class BridgeDriver implements NetworkDriver {
         if (!present.has(cidr)) await rtnl.addAddress(config.bridgeName, cidr);
       }
       await rtnl.setUp(config.bridgeName);
-    } finally {
-      rtnl.close();
-    }
+    });
     if (!network.internal) {
-      await setSysctl(this.hostNetnsPath, 'net.ipv4.ip_forward', '1');
-      if (network.enableIPv6) await setSysctl(this.hostNetnsPath, 'net.ipv6.conf.all.forwarding', '1');
+      await this.kernel.setSysctl(this.hostNetnsPath, 'net.ipv4.ip_forward', '1');
+      if (network.enableIPv6) await this.kernel.setSysctl(this.hostNetnsPath, 'net.ipv6.conf.all.forwarding', '1');
     }
     // Replacing the table whole keeps restore idempotent and gives networks made by an older daemon today's guard;
     // in one transaction (add, delete, define), so the old rules hold until the new ones do.
     const table = `inet ${nftTableName(network)}`;
-    await applyNft(this.hostNetnsPath, [`add table ${table}`, `delete table ${table}`, nftTable(network, config, this.protectedEndpoints)].join('\n'));
+    await this.kernel.applyNft(this.hostNetnsPath, [`add table ${table}`, `delete table ${table}`, nftTable(network, config, this.protectedEndpoints)].join('\n'));
   }
 
   async deleteNetwork(network: NetworkRecord): Promise<void> {
-    const config = bridgeConfig(network);
-    const failures: string[] = [];
-    try {
-      await deleteNftTable(this.hostNetnsPath, 'inet', nftTableName(network));
-    } catch (err) {
-      failures.push((err as Error).message);
-    }
-    try {
-      const rtnl = await Rtnl.open(this.hostNetnsPath);
-      try {
-        await rtnl.deleteLink(config.bridgeName);
-      } finally {
-        rtnl.close();
-      }
-    } catch (err) {
-      failures.push((err as Error).message);
-    }
+    const config = this.configs.of(network);
     this.bridges.delete(network.id);
-    if (failures.length > 0) {
-      throw new NetctlError('Internal', `removing bridge network ${network.name}: ${failures.join('; ')}`);
-    }
+    this.configs.forget(network.id);
+    await tearDown(`removing bridge network ${network.name}`, [
+      { run: () => this.kernel.deleteNftTable(this.hostNetnsPath, nftTableName(network)) },
+      { run: () => withLinks(this.kernel, this.hostNetnsPath, (rtnl) => rtnl.deleteLink(config.bridgeName)) },
+    ]);
   }
 
   async join(request: JoinRequest): Promise<void> {
     const { network, sandbox, ifName } = request;
-    const config = bridgeConfig(network);
-    const host = await Rtnl.open(this.hostNetnsPath);
-    const inside = await Rtnl.open(sandbox.netnsPath);
-    try {
-      await plugVeth({
-        bridgeSide: host,
-        sandboxSide: inside,
-        sandboxNetnsPath: sandbox.netnsPath,
-        bridgeName: config.bridgeName,
-        endpoint: request.endpoint,
-        ifName,
-        mtu: config.mtu,
-        isolated: !config.enableIcc,
-      });
-      if (request.setDefaultRoute) await this.setDefaultRoutes(inside, network, ifName);
-    } finally {
-      host.close();
-      inside.close();
-    }
+    const config = this.configs.of(network);
+    await withLinks(this.kernel, this.hostNetnsPath, (host) =>
+      withLinks(this.kernel, sandbox.netnsPath, async (inside) => {
+        await plugVeth({
+          bridgeSide: host,
+          sandboxSide: inside,
+          sandboxNetnsPath: sandbox.netnsPath,
+          bridgeName: config.bridgeName,
+          endpoint: request.endpoint,
+          ifName,
+          mtu: config.mtu,
+          isolated: !config.enableIcc,
+        });
+        if (request.setDefaultRoute) await this.setDefaultRoutes(inside, network, ifName);
+      }),
+    );
   }
 
-  private async setDefaultRoutes(inside: Rtnl, network: NetworkRecord, ifName: string): Promise<void> {
+  private async setDefaultRoutes(inside: Links, network: NetworkRecord, ifName: string): Promise<void> {
     for (const family of [4, 6] as const) {
       const pool = network.ipam.config.find((p) => p.subnet.includes(':') === (family === 6) && p.gateway !== undefined);
       if (pool?.gateway === undefined) continue;
@@ -275,11 +263,6 @@ export class BridgeDriver implements NetworkDriver {
   }
 
   async leave(request: LeaveRequest): Promise<void> {
-    const host = await Rtnl.open(this.hostNetnsPath);
-    try {
-      await unplugVeth(host, request.endpoint.id);
-    } finally {
-      host.close();
-    }
+    await withLinks(this.kernel, this.hostNetnsPath, (host) => unplugVeth(host, request.endpoint.id));
   }
 }

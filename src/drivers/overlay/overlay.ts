@@ -16,28 +16,20 @@ import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkPeer, NetworkSpec
 import { Conflict, InvalidArgument, NetctlError, NotFound } from '../../errors.js';
 import type { NetworkRecord } from '../../records.js';
 import type { Store, Watch } from '../../store/types.js';
-import { createNamedNetns, netnsExists, removeNamedNetns } from '../../sys/netns.js';
-import { Rtnl } from '../../sys/rtnl.js';
-import { setSysctl } from '../../sys/sysctl.js';
-import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, openTap } from '../../sys/tap.js';
+import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from '../../sys/tap.js';
 import { formatRtt } from '../../vxlan/liveness.js';
 import type { PeerLiveness } from '../../vxlan/liveness.js';
-import { VXLAN_OVERHEAD, overlayMtu } from '../../vxlan/mtu.js';
+import { VXLAN_OVERHEAD } from '../../vxlan/mtu.js';
 import { MAX_FRAME_LENGTH } from '../../vxlan/vtep.js';
 import type { Vtep } from '../../vxlan/vtep.js';
 import { ETHERNET_HEADER_LEN } from '../../wire/ethernet.js';
+import { NetworkConfigs } from '../configs.js';
+import { type DriverKernel, systemKernel, withLinks } from '../kernel.js';
+import { tearDown } from '../teardown.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 import { type Logger, consoleWarnings } from '../../log.js';
+import { FIRST_VNI, MAX_VNI, MTU_OPTION, OVERLAY_MTU, type OverlayConfig, VXLANID_OPTION, overlayConfig } from './config.js';
 
-export const VXLANID_OPTION = 'com.docker.network.driver.overlay.vxlanid_list';
-export const PEERS_OPTION = 'peers';
-export const MTU_OPTION = 'com.docker.network.driver.mtu';
-/** The overlay MTU on an underlay of MTU 1500: the default when the driver is not told the underlay's. */
-export const OVERLAY_MTU = overlayMtu(1500);
-export const FIRST_VNI = 4096;
-export const MAX_VNI = 0xffffff;
-
-const KNOWN_OPTIONS = new Set([VXLANID_OPTION, PEERS_OPTION, MTU_OPTION]);
 const VNI_PREFIX = 'overlay/vni/';
 const PEER_PREFIX = 'overlay/peers/';
 /** One record per host, `overlay/hosts/ADDRESS`, tied to its lease: the overlay MTU its underlay allows. */
@@ -50,16 +42,6 @@ const HOST_PREFIX = 'overlay/hosts/';
 const TAP_MTU = MAX_FRAME_LENGTH - ETHERNET_HEADER_LEN;
 const BRIDGE = 'br0';
 const TAP = 'vtep0';
-const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
-export interface OverlayConfig {
-  /** Set once the network is stored; absent while a new network's VNI is not picked yet. */
-  readonly vni?: number;
-  /** External RFC 7348 VTEPs that receive the network's flooded traffic. */
-  readonly externalPeers: readonly string[];
-  /** As asked with the option: sandboxes get at most this, and never more than every host's underlay allows. */
-  readonly mtu?: number;
-}
 
 /** A host as it announces itself to the others. */
 export interface HostRecord {
@@ -85,31 +67,6 @@ export interface PeerRecord {
   readonly leaving?: true;
 }
 
-export function overlayConfig(network: Pick<NetworkRecord, 'options'>): OverlayConfig {
-  for (const option of Object.keys(network.options)) {
-    if (!KNOWN_OPTIONS.has(option)) throw new InvalidArgument(`unknown overlay driver option "${option}"`);
-  }
-  const vniText = network.options[VXLANID_OPTION];
-  let vni: number | undefined;
-  if (vniText !== undefined) {
-    vni = Number(vniText);
-    if (!/^\d+$/.test(vniText) || vni < 1 || vni > MAX_VNI) {
-      throw new InvalidArgument(`invalid VXLAN ID "${vniText}" for option ${VXLANID_OPTION}: an integer from 1 to ${MAX_VNI}`);
-    }
-  }
-  const peersText = network.options[PEERS_OPTION];
-  const externalPeers = peersText === undefined || peersText === '' ? [] : peersText.split(',').map((peer) => peer.trim());
-  for (const peer of externalPeers) {
-    if (!IPV4_PATTERN.test(peer)) throw new InvalidArgument(`invalid peer "${peer}" in option ${PEERS_OPTION}: an IPv4 address`);
-  }
-  const mtuText = network.options[MTU_OPTION];
-  const mtu = mtuText === undefined ? undefined : Number(mtuText);
-  if (mtuText !== undefined && (!/^\d+$/.test(mtuText) || mtu! < 68 || mtu! > 65535)) {
-    throw new InvalidArgument(`invalid MTU "${mtuText}" for option ${MTU_OPTION}: an integer from 68 to 65535`);
-  }
-  return { ...(vni !== undefined ? { vni } : {}), externalPeers, ...(mtu !== undefined ? { mtu } : {}) };
-}
-
 export interface OverlayDriverOptions {
   /** The cluster store shared by every host. */
   readonly store: Store;
@@ -126,6 +83,8 @@ export interface OverlayDriverOptions {
    */
   readonly mtu?: number;
   readonly logger?: Logger;
+  /** What the driver does to the kernel goes through this; default the real one. */
+  readonly kernel?: DriverKernel;
 }
 
 interface ActiveNetwork {
@@ -154,6 +113,9 @@ export class OverlayDriver implements NetworkDriver {
   private readonly advertiseAddress: string;
   private readonly hostName: string;
   private readonly logger: Logger;
+  private readonly kernel: DriverKernel;
+  private readonly configs = new NetworkConfigs(overlayConfig);
+  private closed = false;
   private readonly active = new Map<string, ActiveNetwork>();
   /**
    * Peer key → the record it programmed into the VTEP, to undo it on delete and to list peers;
@@ -174,6 +136,7 @@ export class OverlayDriver implements NetworkDriver {
     this.hostName = options.hostName ?? hostname();
     this.mtu = options.mtu ?? OVERLAY_MTU;
     this.logger = options.logger ?? consoleWarnings;
+    this.kernel = options.kernel ?? systemKernel;
   }
 
   /** Starts following the peer records of every host; the VTEP's table is filled before this resolves. */
@@ -189,7 +152,7 @@ export class OverlayDriver implements NetworkDriver {
 
   /** Checks the options; an MTU option above what every known host's underlay allows is refused. */
   validate(network: NetworkSpec): void {
-    const config = overlayConfig(network);
+    const config = this.configs.validate(network);
     const allowed = this.smallestMtu();
     if (config.mtu !== undefined && config.mtu > allowed) {
       throw new InvalidArgument(
@@ -211,7 +174,7 @@ export class OverlayDriver implements NetworkDriver {
 
   /** Picks the VNI: the one asked for if free, else the lowest free from 4096 up. */
   async reserve(network: NetworkSpec, store: Store): Promise<Reservation> {
-    const config = overlayConfig(network);
+    const config = this.configs.validated(network);
     const taken = new Map((await store.list(VNI_PREFIX)).map((kv) => [Number(kv.key.slice(VNI_PREFIX.length)), kv.value]));
     let vni = config.vni;
     if (vni !== undefined) {
@@ -221,6 +184,7 @@ export class OverlayDriver implements NetworkDriver {
       while (taken.has(vni)) vni++;
       if (vni > MAX_VNI) throw new Conflict('no free VXLAN ID left');
     }
+    this.configs.refine(network.id, { ...config, vni });
     return { options: { [VXLANID_OPTION]: String(vni) }, keys: [`${VNI_PREFIX}${vni}`] };
   }
 
@@ -233,26 +197,15 @@ export class OverlayDriver implements NetworkDriver {
 
   async join(request: JoinRequest): Promise<void> {
     const { network, endpoint, sandbox, ifName } = request;
-    const config = overlayConfig(network);
+    const config = this.configs.of(network);
     const active = await this.activate(network);
     active.endpoints.add(endpoint.id);
     try {
-      const bridgeSide = await Rtnl.open(active.netnsPath);
-      const sandboxSide = await Rtnl.open(sandbox.netnsPath);
-      try {
-        await plugVeth({
-          bridgeSide,
-          sandboxSide,
-          sandboxNetnsPath: sandbox.netnsPath,
-          bridgeName: BRIDGE,
-          endpoint,
-          ifName,
-          mtu: this.sandboxMtu(config),
-        });
-      } finally {
-        bridgeSide.close();
-        sandboxSide.close();
-      }
+      await withLinks(this.kernel, active.netnsPath, (bridgeSide) =>
+        withLinks(this.kernel, sandbox.netnsPath, (sandboxSide) =>
+          plugVeth({ bridgeSide, sandboxSide, sandboxNetnsPath: sandbox.netnsPath, bridgeName: BRIDGE, endpoint, ifName, mtu: this.sandboxMtu(config) }),
+        ),
+      );
       const record: PeerRecord = {
         vni: active.vni,
         mac: endpoint.macAddress,
@@ -270,27 +223,22 @@ export class OverlayDriver implements NetworkDriver {
 
   async leave(request: LeaveRequest): Promise<void> {
     const { network, endpoint } = request;
-    const failures: string[] = [];
-    try {
-      await this.withdrawPeer(peerKey(network.id, endpoint.id));
-    } catch (err) {
-      failures.push(`peer record: ${(err as Error).message}`);
-    }
     const active = this.active.get(network.id);
     const netnsPath = active?.netnsPath ?? `/var/run/netns/${this.netnsName(network.id)}`;
-    if (await netnsExists(netnsPath)) {
-      const bridgeSide = await Rtnl.open(netnsPath);
-      try {
-        await unplugVeth(bridgeSide, endpoint.id);
-      } catch (err) {
-        failures.push((err as Error).message);
-      } finally {
-        bridgeSide.close();
-      }
-    }
-    active?.endpoints.delete(endpoint.id);
-    if (active !== undefined && active.endpoints.size === 0) await this.deactivate(network.id);
-    if (failures.length > 0) throw new NetctlError('Internal', `leaving overlay network ${network.name}: ${failures.join('; ')}`);
+    await tearDown(`leaving overlay network ${network.name}`, [
+      { what: 'peer record', run: () => this.withdrawPeer(peerKey(network.id, endpoint.id)) },
+      {
+        run: async () => {
+          if (await this.kernel.netnsExists(netnsPath)) await withLinks(this.kernel, netnsPath, (bridgeSide) => unplugVeth(bridgeSide, endpoint.id));
+        },
+      },
+      {
+        run: async () => {
+          active?.endpoints.delete(endpoint.id);
+          if (active !== undefined && active.endpoints.size === 0) await this.deactivate(network.id);
+        },
+      },
+    ]);
   }
 
   /**
@@ -317,9 +265,13 @@ export class OverlayDriver implements NetworkDriver {
   /**
    * Stops following peers and stops the VTEP. The namespaces, bridges
    * and veths stay, so sandboxes keep their interfaces while the daemon is
-   * down; the TAPs come back when the endpoints are restored.
+   * down; the TAPs come back when the endpoints are restored. A second
+   * close does nothing; a join after close fails, as the stopped VTEP
+   * refuses the network.
    */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     this.unsubscribeLiveness?.();
     this.unsubscribeLiveness = undefined;
     await this.watch?.cancel();
@@ -338,25 +290,25 @@ export class OverlayDriver implements NetworkDriver {
   private async activate(network: NetworkRecord): Promise<ActiveNetwork> {
     const existing = this.active.get(network.id);
     if (existing !== undefined) return existing;
-    const config = overlayConfig(network);
-    if (config.vni === undefined) throw new NetctlError('Internal', `overlay network ${network.name} has no VXLAN ID`);
+    const config = this.configs.of(network);
+    const { vni } = config;
+    if (vni === undefined) throw new NetctlError('Internal', `overlay network ${network.name} has no VXLAN ID`);
     const netnsName = this.netnsName(network.id);
     let netnsPath = `/var/run/netns/${netnsName}`;
-    if (!(await netnsExists(netnsPath))) {
-      netnsPath = await createNamedNetns(netnsName);
+    if (!(await this.kernel.netnsExists(netnsPath))) {
+      netnsPath = await this.kernel.createNamedNetns(netnsName);
       // No IPv6 of its own: the bridge would otherwise send router solicitations into the overlay.
-      await setSysctl(netnsPath, 'net.ipv6.conf.default.disable_ipv6', '1');
-      await setSysctl(netnsPath, 'net.ipv6.conf.all.disable_ipv6', '1');
+      await this.kernel.setSysctl(netnsPath, 'net.ipv6.conf.default.disable_ipv6', '1');
+      await this.kernel.setSysctl(netnsPath, 'net.ipv6.conf.all.disable_ipv6', '1');
       // Nothing filters frames on this bridge: with br_netfilter loaded, every frame would still
       // walk the IP hooks. Without the module these sysctls do not exist, and there is nothing to skip.
       for (const family of ['iptables', 'ip6tables', 'arptables']) {
-        await setSysctl(netnsPath, `net.bridge.bridge-nf-call-${family}`, '0').catch((err: unknown) => {
+        await this.kernel.setSysctl(netnsPath, `net.bridge.bridge-nf-call-${family}`, '0').catch((err: unknown) => {
           if (!(err instanceof NotFound)) throw err;
         });
       }
     }
-    const rtnl = await Rtnl.open(netnsPath);
-    try {
+    await withLinks(this.kernel, netnsPath, async (rtnl) => {
       if ((await rtnl.getLink(BRIDGE)) === undefined) await rtnl.createBridge(BRIDGE, { mtu: this.sandboxMtu(config) });
       // The gateway inspect shows exists on every host's bridge, as in Docker's overlay: sandboxes can
       // reach it, and its ARP is answered on the host itself. (The namespace has IPv6 off: IPv4 only.)
@@ -371,7 +323,7 @@ export class OverlayDriver implements NetworkDriver {
       await rtnl.deleteLink(TAP);
       // Offloads let the bridge hand the VTEP 64 KB TCP super-frames, which it segments itself;
       // the VTEP is done with a frame when its callback returns, so it may borrow the read memory.
-      const tap = openTap(TAP, {
+      const tap = this.kernel.openTap(TAP, {
         netnsPath,
         vnetHdr: true,
         offloads: TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
@@ -381,15 +333,13 @@ export class OverlayDriver implements NetworkDriver {
         await rtnl.setMtu(TAP, TAP_MTU);
         await rtnl.setMaster(TAP, BRIDGE);
         await rtnl.setUp(TAP);
-        this.vtep.addNetwork(config.vni, tap, { externalPeers: [...config.externalPeers] });
+        this.vtep.addNetwork(vni, tap, { externalPeers: [...config.externalPeers] });
       } catch (err) {
         tap.close();
         throw err;
       }
-    } finally {
-      rtnl.close();
-    }
-    const active: ActiveNetwork = { vni: config.vni, netnsName, netnsPath, endpoints: new Set() };
+    });
+    const active: ActiveNetwork = { vni, netnsName, netnsPath, endpoints: new Set() };
     this.active.set(network.id, active);
     return active;
   }
@@ -397,8 +347,9 @@ export class OverlayDriver implements NetworkDriver {
   private async deactivate(networkId: string): Promise<void> {
     const active = this.active.get(networkId);
     this.active.delete(networkId);
+    this.configs.forget(networkId);
     if (active !== undefined) this.vtep.removeNetwork(active.vni);
-    await removeNamedNetns(active?.netnsName ?? this.netnsName(networkId));
+    await this.kernel.removeNamedNetns(active?.netnsName ?? this.netnsName(networkId));
   }
 
   /**

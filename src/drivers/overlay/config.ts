@@ -1,0 +1,52 @@
+/**
+ * The overlay driver's options (`-o`) and the typed config they become;
+ * the VNI option is also where a network's VNI is stored once picked.
+ */
+import { InvalidArgument } from '../../errors.js';
+import type { NetworkRecord } from '../../records.js';
+import { overlayMtu } from '../../vxlan/mtu.js';
+
+export const VXLANID_OPTION = 'com.docker.network.driver.overlay.vxlanid_list';
+export const PEERS_OPTION = 'peers';
+export const MTU_OPTION = 'com.docker.network.driver.mtu';
+/** The overlay MTU on an underlay of MTU 1500: the default when the driver is not told the underlay's. */
+export const OVERLAY_MTU = overlayMtu(1500);
+export const FIRST_VNI = 4096;
+export const MAX_VNI = 0xffffff;
+
+const KNOWN_OPTIONS = new Set([VXLANID_OPTION, PEERS_OPTION, MTU_OPTION]);
+const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+export interface OverlayConfig {
+  /** Set once the network is stored; absent while a new network's VNI is not picked yet. */
+  readonly vni?: number;
+  /** External RFC 7348 VTEPs that receive the network's flooded traffic. */
+  readonly externalPeers: readonly string[];
+  /** As asked with the option: sandboxes get at most this, and never more than every host's underlay allows. */
+  readonly mtu?: number;
+}
+
+export function overlayConfig(network: Pick<NetworkRecord, 'options'>): OverlayConfig {
+  for (const option of Object.keys(network.options)) {
+    if (!KNOWN_OPTIONS.has(option)) throw new InvalidArgument(`unknown overlay driver option "${option}"`);
+  }
+  const vniText = network.options[VXLANID_OPTION];
+  let vni: number | undefined;
+  if (vniText !== undefined) {
+    vni = Number(vniText);
+    if (!/^\d+$/.test(vniText) || vni < 1 || vni > MAX_VNI) {
+      throw new InvalidArgument(`invalid VXLAN ID "${vniText}" for option ${VXLANID_OPTION}: an integer from 1 to ${MAX_VNI}`);
+    }
+  }
+  const peersText = network.options[PEERS_OPTION];
+  const externalPeers = peersText === undefined || peersText === '' ? [] : peersText.split(',').map((peer) => peer.trim());
+  for (const peer of externalPeers) {
+    if (!IPV4_PATTERN.test(peer)) throw new InvalidArgument(`invalid peer "${peer}" in option ${PEERS_OPTION}: an IPv4 address`);
+  }
+  const mtuText = network.options[MTU_OPTION];
+  const mtu = mtuText === undefined ? undefined : Number(mtuText);
+  if (mtuText !== undefined && (!/^\d+$/.test(mtuText) || mtu! < 68 || mtu! > 65535)) {
+    throw new InvalidArgument(`invalid MTU "${mtuText}" for option ${MTU_OPTION}: an integer from 68 to 65535`);
+  }
+  return { ...(vni !== undefined ? { vni } : {}), externalPeers, ...(mtu !== undefined ? { mtu } : {}) };
+}
