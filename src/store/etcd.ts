@@ -107,6 +107,7 @@ export class EtcdStore implements Store {
   readonly #callTimeoutMs: number;
   readonly #logger: Logger;
   #closed = false;
+  #closing: Promise<void> | undefined;
   #session: Session | undefined;
   readonly #ephemeral = new Map<string, EphemeralKey>();
   #reannouncing = false;
@@ -371,8 +372,13 @@ export class EtcdStore implements Store {
     };
   }
 
-  async close(): Promise<void> {
-    this.#assertOpen();
+  close(): Promise<void> {
+    // A second close waits for the first, which may still be revoking the lease.
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     const watches = [...this.#watches];
     this.#watches.clear();
