@@ -4,7 +4,6 @@
  * a cluster store, also the VTEP and the overlay driver; and the embedded
  * DNS for the sandboxes.
  */
-import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Controller } from './cnm/controller.js';
 import type { NetworkDriver } from './cnm/driver.js';
@@ -25,6 +24,7 @@ import { ObservedStore, type StoreObserver } from './store/observed.js';
 import type { Store } from './store/types.js';
 import { createNamedNetns, isNetnsPath, removeNamedNetns, sameNetns } from './sys/netns.js';
 import { type FileLock, LockHeld, lockForLife } from './sys/fslock.js';
+import { makeStateDirectory, readHostResolvConf } from './sys/host-files.js';
 import { Rtnl } from './sys/rtnl.js';
 import { VXLAN_OVERHEAD, overlayMtu } from './vxlan/mtu.js';
 import { NativeDatagramPort } from './vxlan/native.js';
@@ -153,7 +153,7 @@ export interface Host {
 async function upstreamResolvers(options: HostOptions): Promise<string[]> {
   if (options.dns !== undefined) return [...options.dns];
   try {
-    return parseResolvConf(await readFile('/etc/resolv.conf', 'utf8'));
+    return parseResolvConf(await readHostResolvConf());
   } catch {
     return [];
   }
@@ -185,7 +185,7 @@ export async function openHost(options: HostOptions = {}): Promise<Host> {
 }
 
 async function lockStateDirectory(stateDir: string): Promise<FileLock> {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  await makeStateDirectory(stateDir);
   try {
     return await lockForLife(join(stateDir, 'daemon.lock'));
   } catch (err) {

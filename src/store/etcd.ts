@@ -1,40 +1,29 @@
-import { lookup } from 'node:dns/promises';
-import { readFile } from 'node:fs/promises';
-import { rootCertificates } from 'node:tls';
-import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop } from 'cockatiel';
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, noop } from 'cockatiel';
 import type { IBackoff } from 'cockatiel';
 import {
   CompareResult,
   CompareTarget,
   Etcd3,
-  EtcdAuthenticationFailedError,
   EtcdLeaseInvalidError,
-  EtcdPermissionDeniedError,
   GRPCDeadlineExceededError,
   GRPCInvalidArgumentError,
-  GRPCUnavailableError,
   isRecoverableError,
   SortOrder,
   SortTarget,
 } from 'etcd3';
-import type { ICompare, IKeyValue, IOptions, IRequestOp, IWatchResponse, Lease, Watcher } from 'etcd3';
+import type { ICompare, IKeyValue, IRequestOp, IWatchResponse, Watcher } from 'etcd3';
 import { Conflict, InvalidArgument, NetctlError, Unavailable } from '../errors.js';
+import { type Logger, silentLogger } from '../log.js';
+import { accessError, type EtcdAccess, securityOptions } from './etcd-access.js';
+import { isTransient, reason, retrying, type RetryPolicy, withDeadline } from './etcd-calls.js';
+import { EphemeralLease } from './etcd-lease.js';
+import { parseEtcdUrl } from './etcd-url.js';
 import { StoreClosed } from './types.js';
 import { validateTxn } from './validate.js';
 import type { KeyValue, Store, TxnRequest, TxnResult, Watch, WatchEvent, WatchOptions } from './types.js';
-import { type Logger, silentLogger } from '../log.js';
 
-/** TLS files and credentials for a secured cluster, as etcdctl's --cacert, --cert, --key and --user. */
-export interface EtcdAccess {
-  /** PEM file of the CA that signed the members' certificates; default: the CAs Node trusts. TLS URLs only. */
-  readonly caFile?: string;
-  /** PEM files of this client's certificate and its key, for members started with --client-cert-auth. TLS URLs only. */
-  readonly certFile?: string;
-  readonly keyFile?: string;
-  /** User and password for a cluster with authentication enabled; both or neither. */
-  readonly user?: string;
-  readonly password?: string;
-}
+export type { EtcdAccess } from './etcd-access.js';
+export { etcdClientEndpoints, parseEtcdUrl } from './etcd-url.js';
 
 export interface EtcdStoreOptions extends EtcdAccess {
   /** Every key is stored under this prefix, which results never show; default `/netctl/`. */
@@ -53,24 +42,8 @@ const DEFAULT_PREFIX = '/netctl/';
 const DEFAULT_LEASE_TTL_SECONDS = 10;
 const DEFAULT_DIAL_TIMEOUT_MS = 5000;
 const DEFAULT_CALL_TIMEOUT_MS = 5000;
-const DEFAULT_CLIENT_PORT = 2379;
 /** Keys per range request, so a large list never meets gRPC's message size limit. */
 const LIST_PAGE = 500;
-const RETRY_FIRST_DELAY_MS = 50;
-const RETRY_MAX_DELAY_MS = 1000;
-const REANNOUNCE_RETRY_MS = 1000;
-
-/** The lease of one EtcdStore: granted on the first ephemeral put, kept alive by etcd3. */
-interface Session {
-  readonly lease: Lease;
-  readonly id: Promise<string>;
-}
-
-/** What this client put ephemerally, so it can put it again under a new lease. */
-interface EphemeralKey {
-  readonly value: string;
-  readonly leaseId: string;
-}
 
 interface ActiveWatch {
   active: boolean;
@@ -103,13 +76,11 @@ export class EtcdStore implements Store {
   readonly #url: string;
   readonly #access: EtcdAccess;
   readonly #prefix: string;
-  readonly #leaseTtlSeconds: number;
   readonly #callTimeoutMs: number;
   readonly #logger: Logger;
+  readonly #lease: EphemeralLease;
   #closed = false;
-  #session: Session | undefined;
-  readonly #ephemeral = new Map<string, EphemeralKey>();
-  #reannouncing = false;
+  #closing: Promise<void> | undefined;
   readonly #watches = new Set<ActiveWatch>();
   #disconnectedWatches = 0;
 
@@ -124,9 +95,18 @@ export class EtcdStore implements Store {
     this.#url = url;
     this.#access = access;
     this.#prefix = settings.prefix;
-    this.#leaseTtlSeconds = settings.leaseTtlSeconds;
     this.#callTimeoutMs = settings.callTimeoutMs;
     this.#logger = logger ?? silentLogger;
+    this.#lease = new EphemeralLease({
+      client,
+      url,
+      ttlSeconds: settings.leaseTtlSeconds,
+      callTimeoutMs: settings.callTimeoutMs,
+      logger: this.#logger,
+      call: (policy, attempt) => this.#call(policy, attempt),
+      fullKey: (key) => this.#fullKey(key),
+      isClosed: () => this.#closed,
+    });
   }
 
   /**
@@ -192,8 +172,11 @@ export class EtcdStore implements Store {
     };
     const store = new EtcdStore(client, url, access, { prefix, leaseTtlSeconds, callTimeoutMs }, options.logger);
     try {
-      await store.#retrying(dialTimeoutMs, 'always', (deadline) =>
-        client.kv.range({ key: Buffer.from(prefix), limit: 1, keys_only: true }, { deadline }),
+      await retrying(
+        dialTimeoutMs,
+        'always',
+        (deadline) => client.kv.range({ key: Buffer.from(prefix), limit: 1, keys_only: true }, { deadline }),
+        () => store.#closed,
       );
     } catch (err) {
       client.close();
@@ -254,8 +237,8 @@ export class EtcdStore implements Store {
     }));
     const needsLease = puts.some((put) => put.ephemeral === true);
     for (let attempt = 1; ; attempt++) {
-      const session = needsLease ? this.#ensureSession() : undefined;
-      const leaseId = session === undefined ? undefined : await this.#leaseId(session);
+      const session = needsLease ? this.#lease.session() : undefined;
+      const leaseId = session === undefined ? undefined : await this.#lease.leaseId(session);
       const success: IRequestOp[] = [
         ...puts.map(
           (put): IRequestOp => ({
@@ -270,18 +253,12 @@ export class EtcdStore implements Store {
       ];
       try {
         const response = await this.#call('unsent', (deadline) => this.#client.kv.txn({ compare, success }, { deadline }));
-        if (response.succeeded) {
-          for (const put of puts) {
-            if (put.ephemeral === true && leaseId !== undefined) this.#ephemeral.set(put.key, { value: put.value, leaseId });
-            else this.#ephemeral.delete(put.key);
-          }
-          for (const key of deletes) this.#ephemeral.delete(key);
-        }
+        if (response.succeeded) this.#lease.written(puts, deletes, leaseId);
         return { succeeded: response.succeeded, revision: Number(response.header.revision) };
       } catch (err) {
         // etcd refused the whole txn because our lease expired unnoticed: nothing was written, so retry under a new one.
         if (attempt === 1 && session !== undefined && err instanceof Unavailable && err.cause instanceof EtcdLeaseInvalidError) {
-          this.#sessionLost(session, err.cause);
+          this.#lease.lost(session, err.cause);
           continue;
         }
         throw err;
@@ -371,133 +348,21 @@ export class EtcdStore implements Store {
     };
   }
 
-  async close(): Promise<void> {
-    this.#assertOpen();
+  close(): Promise<void> {
+    // A second close waits for the first, which may still be revoking the lease.
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     const watches = [...this.#watches];
     this.#watches.clear();
     for (const entry of watches) entry.active = false;
     // Detach the watchers first, or etcd3 keeps reconnecting their stream after the client is gone.
     await Promise.all(watches.map((entry) => this.#cancelWatcher(entry.watcher)));
-    const session = this.#session;
-    this.#session = undefined;
-    if (session !== undefined) {
-      try {
-        await withDeadline(session.lease.revoke({ deadline: Date.now() + this.#callTimeoutMs }), this.#callTimeoutMs, () =>
-          new Unavailable('lease revoke timed out'),
-        );
-      } catch (err) {
-        this.#logger.warn(`etcd lease not revoked (${reason(err)}); its keys expire after ${this.#leaseTtlSeconds} s`);
-      }
-    }
+    await this.#lease.revoke();
     this.#client.close();
-  }
-
-  #ensureSession(): Session {
-    this.#assertOpen();
-    if (this.#session !== undefined) return this.#session;
-    const lease = this.#client.lease(this.#leaseTtlSeconds, { deadline: Date.now() + this.#callTimeoutMs });
-    const session: Session = { lease, id: lease.grant() };
-    // Observed here so a failed grant is never an unhandled rejection; callers await it through #leaseId.
-    session.id.catch(() => undefined);
-    lease.on('lost', (err: Error) => this.#sessionLost(session, err));
-    this.#session = session;
-    return session;
-  }
-
-  async #leaseId(session: Session): Promise<string> {
-    try {
-      return await session.id;
-    } catch (err) {
-      this.#sessionLost(session, err);
-      if (this.#closed) throw new StoreClosed();
-      throw new Unavailable(`cannot get a lease from etcd at ${this.#url}: ${reason(err)}`, { cause: err });
-    }
-  }
-
-  #sessionLost(session: Session, err: unknown): void {
-    if (this.#session !== session) return;
-    this.#session = undefined;
-    session.lease.release();
-    if (this.#closed) return;
-    this.#logger.warn(`etcd lease lost (${reason(err)})`);
-    if (this.#ephemeral.size > 0) void this.#reannounce();
-  }
-
-  /**
-   * Puts this client's ephemeral keys back under a new lease, retrying until
-   * it succeeds or the store closes. A key that still exists under the lost
-   * lease (etcd kept it across a restart) is moved to the new one; a key
-   * someone else wrote meanwhile is theirs and forgotten here.
-   */
-  async #reannounce(): Promise<void> {
-    if (this.#reannouncing) return;
-    this.#reannouncing = true;
-    let failures = 0;
-    try {
-      while (!this.#closed && this.#ephemeral.size > 0) {
-        try {
-          const session = this.#ensureSession();
-          const leaseId = await this.#leaseId(session);
-          let count = 0;
-          for (const [key, entry] of [...this.#ephemeral]) {
-            if (await this.#reannounceKey(key, entry, leaseId)) count += 1;
-          }
-          if (this.#session === session) {
-            this.#logger.info(`etcd lease renewed; ${count} ephemeral key(s) announced again`);
-            return;
-          }
-        } catch (err) {
-          if (this.#closed) return;
-          // Once per outage, not per retry.
-          if (failures++ === 0) this.#logger.warn(`cannot announce ephemeral keys again (${reason(err)}); retrying every ${REANNOUNCE_RETRY_MS} ms`);
-          await new Promise((resolve) => setTimeout(resolve, REANNOUNCE_RETRY_MS).unref());
-        }
-      }
-    } finally {
-      this.#reannouncing = false;
-    }
-  }
-
-  async #reannounceKey(key: string, entry: EphemeralKey, leaseId: string): Promise<boolean> {
-    if (this.#ephemeral.get(key) !== entry) return false;
-    const fullKey = this.#fullKey(key);
-    const current = (await this.#call('always', (deadline) => this.#client.kv.range({ key: fullKey }, { deadline }))).kvs[0];
-    if (current !== undefined && current.lease !== entry.leaseId) {
-      this.#ephemeral.delete(key);
-      return false;
-    }
-    const expected = current === undefined ? '0' : current.mod_revision;
-    const response = await this.#call('unsent', (deadline) =>
-      this.#client.kv.txn(
-        {
-          compare: [{ key: fullKey, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: expected }],
-          success: [{ request_put: { key: fullKey, value: Buffer.from(entry.value), lease: leaseId } }],
-        },
-        { deadline },
-      ),
-    );
-    if (!response.succeeded) {
-      this.#ephemeral.delete(key);
-      return false;
-    }
-    const renewed: EphemeralKey = { value: entry.value, leaseId };
-    if (this.#ephemeral.get(key) === entry) {
-      this.#ephemeral.set(key, renewed);
-      return true;
-    }
-    // The caller deleted or rewrote the key while we put it back; undo our put unless something newer is there.
-    const ours = response.header.revision;
-    await this.#call('unsent', (deadline) =>
-      this.#client.kv.txn(
-        {
-          compare: [{ key: fullKey, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: ours }],
-          success: [{ request_delete_range: { key: fullKey } }],
-        },
-        { deadline },
-      ),
-    );
-    return false;
   }
 
   async #cancelWatcher(watcher: Watcher): Promise<void> {
@@ -506,35 +371,13 @@ export class EtcdStore implements Store {
     watcher.removeAllListeners();
   }
 
-  /** Runs one etcd call within callTimeoutMs; see #retrying. */
-  async #call<T>(retry: 'always' | 'unsent', attempt: (deadline: number) => Promise<T>): Promise<T> {
+  /** Runs one etcd call within callTimeoutMs; see `retrying`. */
+  async #call<T>(policy: RetryPolicy, attempt: (deadline: number) => Promise<T>): Promise<T> {
     try {
-      return await this.#retrying(this.#callTimeoutMs, retry, attempt);
+      return await retrying(this.#callTimeoutMs, policy, attempt, () => this.#closed);
     } catch (err) {
       if (this.#closed) throw new StoreClosed();
-      throw this.#translate(err, retry === 'unsent');
-    }
-  }
-
-  /**
-   * Calls `attempt` with an absolute gRPC deadline until it succeeds, the
-   * time is up or the error is not worth retrying: reads retry every
-   * transient error, writes only those raised before the request was sent.
-   */
-  async #retrying<T>(timeoutMs: number, retry: 'always' | 'unsent', attempt: (deadline: number) => Promise<T>): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    let delay = RETRY_FIRST_DELAY_MS;
-    for (;;) {
-      this.#assertOpen();
-      try {
-        return await attempt(deadline);
-      } catch (err) {
-        // A TLS or credential problem does not heal by itself: report it now rather than at the deadline.
-        const retryable = accessProblem(err) === undefined && (retry === 'always' ? isTransient(err) : neverSent(err));
-        if (this.#closed || !retryable || Date.now() + delay >= deadline) throw err;
-        await new Promise((resolve) => setTimeout(resolve, delay));
-        delay = Math.min(delay * 2, RETRY_MAX_DELAY_MS);
-      }
+      throw this.#translate(err, policy === 'unsent');
     }
   }
 
@@ -555,32 +398,8 @@ export class EtcdStore implements Store {
     return new NetctlError('Internal', `etcd at ${this.#url}: ${reason(err)}`, { cause: err });
   }
 
-  /** An error that names what is wrong with our TLS settings or credentials, when that is what `err` is about. */
   #accessError(err: unknown): NetctlError | undefined {
-    const problem = accessProblem(err);
-    if (problem === undefined) return undefined;
-    const { caFile, certFile, user } = this.#access;
-    const detail = reason(problem.error);
-    switch (problem.kind) {
-      case 'untrusted-server':
-        return new Unavailable(
-          `TLS with etcd at ${this.#url} failed: its certificate is not signed by ${caFile === undefined ? 'a CA this system trusts' : `the CA in ${caFile}`} (${detail})`,
-          { cause: err },
-        );
-      case 'client-refused':
-        return new Unavailable(
-          `TLS with etcd at ${this.#url} failed: the member refused ${certFile === undefined ? 'a client without a certificate' : `the client certificate ${certFile}`} (${detail})`,
-          { cause: err },
-        );
-      case 'tls':
-        return new Unavailable(`TLS with etcd at ${this.#url} failed: ${detail}`, { cause: err });
-      case 'bad-credentials':
-        return new InvalidArgument(`etcd at ${this.#url} refused the user name or password for ${JSON.stringify(user ?? '')} (${detail})`, { cause: err });
-      case 'no-credentials':
-        return new InvalidArgument(`etcd at ${this.#url} has authentication enabled: give a user and password (${detail})`, { cause: err });
-      case 'permission':
-        return new InvalidArgument(`etcd at ${this.#url} denied user ${JSON.stringify(user ?? '')} access under ${JSON.stringify(this.#prefix)} (${detail})`, { cause: err });
-    }
+    return accessError(err, { url: this.#url, prefix: this.#prefix, access: this.#access });
   }
 
   #fullKey(key: string): Buffer {
@@ -600,123 +419,6 @@ export class EtcdStore implements Store {
   }
 }
 
-interface EtcdMember {
-  /** A host name or IP address, IPv6 in brackets as in the URL. */
-  readonly host: string;
-  readonly port: number;
-}
-
-function parseMembers(url: string): { tls: boolean; members: EtcdMember[] } {
-  const match = /^(etcds?|https?):\/\/([^/?#@]+)\/?$/.exec(url);
-  if (match === null || match[1] === undefined || match[2] === undefined) {
-    throw new InvalidArgument(
-      `invalid etcd URL ${JSON.stringify(url)}: expected etcd://host:port[,host:port…], http://host:port, or etcds:// or https:// for TLS`,
-    );
-  }
-  const members = match[2].split(',').map((member) => {
-    const parts = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(member);
-    const port = parts?.[2] === undefined ? DEFAULT_CLIENT_PORT : Number(parts[2]);
-    if (parts === null || parts[1] === undefined || port < 1 || port > 65535) {
-      throw new InvalidArgument(`invalid etcd URL ${JSON.stringify(url)}: bad member ${JSON.stringify(member)}`);
-    }
-    return { host: parts[1], port };
-  });
-  return { tls: match[1] === 'etcds' || match[1] === 'https', members };
-}
-
-/** `etcd://h:p,h:p`, `http://h:p,…`, `etcds://…` or `https://…` → etcd3 hosts (`http://h:p` or `https://h:p`). */
-export function parseEtcdUrl(url: string): string[] {
-  const { tls, members } = parseMembers(url);
-  return members.map(({ host, port }) => `${tls ? 'https' : 'http'}://${host}:${port}`);
-}
-
-/**
- * Every address and port the members of `url` are reached at, host names
- * resolved now (all their addresses), so a firewall can name them.
- */
-export async function etcdClientEndpoints(url: string): Promise<{ address: string; port: number }[]> {
-  const endpoints: { address: string; port: number }[] = [];
-  for (const { host, port } of parseMembers(url).members) {
-    const name = host.replace(/^\[(.*)\]$/, '$1');
-    let addresses: { address: string }[];
-    try {
-      addresses = await lookup(name, { all: true });
-    } catch (err) {
-      throw new Unavailable(`cannot resolve etcd member ${JSON.stringify(name)} of ${url}: ${reason(err)}`, { cause: err });
-    }
-    for (const { address } of addresses) {
-      if (!endpoints.some((e) => e.address === address && e.port === port)) endpoints.push({ address, port });
-    }
-  }
-  return endpoints;
-}
-
-/** etcd3's TLS settings from the access options, after checking they fit the URL and reading the files. */
-async function securityOptions(url: string, hosts: readonly string[], access: EtcdAccess): Promise<Pick<IOptions, 'credentials'>> {
-  const tls = hosts.every((host) => host.startsWith('https:'));
-  const tlsFiles = (
-    [
-      ['caFile', 'CA file'],
-      ['certFile', 'client certificate'],
-      ['keyFile', 'client key'],
-    ] as const
-  ).filter(([name]) => access[name] !== undefined);
-  if (!tls && tlsFiles.length > 0) {
-    throw new InvalidArgument(`etcd ${tlsFiles.map(([, what]) => what).join(', ')} given, but ${url} is not a TLS URL (use etcds:// or https://)`);
-  }
-  if ((access.certFile === undefined) !== (access.keyFile === undefined)) {
-    throw new InvalidArgument('an etcd client certificate needs its key, and a key its certificate: give both or neither');
-  }
-  if ((access.user === undefined) !== (access.password === undefined)) {
-    throw new InvalidArgument('etcd authentication needs both a user and a password');
-  }
-  if (access.user === '') throw new InvalidArgument('etcd user must not be empty');
-  if (!tls || tlsFiles.length === 0) return {};
-  return {
-    credentials: {
-      // Without a CA file, the CAs Node trusts, as etcd3 does for a TLS URL with no credentials.
-      rootCertificate: access.caFile === undefined ? Buffer.from(rootCertificates.join('\n')) : await readPem('CA file', access.caFile),
-      ...(access.certFile !== undefined ? { certChain: await readPem('client certificate file', access.certFile) } : {}),
-      ...(access.keyFile !== undefined ? { privateKey: await readPem('client key file', access.keyFile) } : {}),
-    },
-  };
-}
-
-async function readPem(what: string, path: string): Promise<Buffer> {
-  let pem: Buffer;
-  try {
-    pem = await readFile(path);
-  } catch (err) {
-    throw new InvalidArgument(`cannot read etcd ${what} ${path}: ${reason(err)}`, { cause: err });
-  }
-  // gRPC would take anything here and fail later with a misleading handshake error.
-  if (!pem.includes('-----BEGIN ')) throw new InvalidArgument(`etcd ${what} ${path} is not in PEM format`);
-  return pem;
-}
-
-type AccessProblem = 'untrusted-server' | 'client-refused' | 'tls' | 'bad-credentials' | 'no-credentials' | 'permission';
-
-/** Classifies errors caused by our TLS settings or credentials, which no retry can fix. */
-function accessProblem(err: unknown): { kind: AccessProblem; error: unknown } | undefined {
-  if (err instanceof EtcdAuthenticationFailedError) return { kind: 'bad-credentials', error: err };
-  if (err instanceof EtcdPermissionDeniedError) return { kind: 'permission', error: err };
-  if (!(err instanceof Error)) return undefined;
-  if (err instanceof GRPCInvalidArgumentError && err.message.includes('user name is empty')) return { kind: 'no-credentials', error: err };
-  // grpc-js reports a failed handshake as UNAVAILABLE with the TLS error as the connection's last error.
-  const handshake = /Last error: (.*)/s.exec(err.message)?.[1];
-  if (!(err instanceof GRPCUnavailableError) || handshake === undefined || !/certificate|SSL|TLS|alert/i.test(handshake)) return undefined;
-  // OpenSSL's own lines look like `802C…:error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate:…`; keep the words.
-  const cause = new Error(
-    handshake
-      .replace(/^Error: /, '')
-      .replace(/^\w+:error:\w+:SSL routines:[^:]*:([^:]*):.*$/s, '$1')
-      .replace(/\s*\(\d{4}-[^)]*\)/, ''),
-  );
-  if (/unable to verify|self[- ]signed|unknown ca|issuer/i.test(handshake)) return { kind: 'untrusted-server', error: cause };
-  if (/bad certificate|certificate required|alert number (42|116)\b/i.test(handshake)) return { kind: 'client-refused', error: cause };
-  return { kind: 'tls', error: cause };
-}
-
 /** The first key after every key that starts with `prefix` (etcd's range_end for a prefix). */
 function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
@@ -728,36 +430,4 @@ function prefixEnd(prefix: Buffer): Buffer {
   }
   // Only 0xff bytes (or nothing): every key from `prefix` on.
   return Buffer.from([0]);
-}
-
-function isTransient(err: unknown): boolean {
-  return err instanceof Error && (isRecoverableError(err) || isBrokenCircuitError(err));
-}
-
-/** True for failures that happened before the request reached any member, so a write is safe to repeat. */
-function neverSent(err: unknown): boolean {
-  if (isBrokenCircuitError(err)) return true;
-  return err instanceof GRPCUnavailableError && err.message.includes('No connection established');
-}
-
-function reason(err: unknown): string {
-  // grpc-js ends some messages with an empty "Resolution note: ".
-  return err instanceof Error ? err.message.replace(/\.? Resolution note: ?$/, '') : String(err);
-}
-
-/** Settles like `promise`, or rejects with `onTimeout()` (resolves when that returns undefined) after `ms`. */
-async function withDeadline<T>(promise: Promise<T>, ms: number, onTimeout: () => Error | undefined): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve, reject) => {
-    timer = setTimeout(() => {
-      const err = onTimeout();
-      if (err === undefined) resolve(undefined);
-      else reject(err);
-    }, ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -65,6 +65,7 @@ export class FileStore implements Store {
   readonly #pollIntervalMs: number;
   #snapshot: FileSnapshot = emptyFileSnapshot;
   #closed = false;
+  #closing: Promise<void> | undefined;
   /** Serialises this instance's transactions so they queue here instead of polling the lock. */
   #txnTail: Promise<unknown> = Promise.resolve();
   readonly #watchers = new WatcherSet();
@@ -134,8 +135,13 @@ export class FileStore implements Store {
     return watch;
   }
 
-  async close(): Promise<void> {
-    this.#assertOpen();
+  close(): Promise<void> {
+    // A second close waits for the first rather than returning before the queued transactions are done.
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     this.#watchers.clear();
     this.#stopNoticing();

@@ -149,7 +149,6 @@ export class MemoryStore implements Store {
   }
 
   async close(): Promise<void> {
-    this.#assertOpen();
     this.#closed = true;
     this.#watchers.clear();
   }

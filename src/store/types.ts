@@ -72,7 +72,7 @@ export interface Store {
    * ignore `fromRevision`.
    */
   watch(prefix: string, onEvent: (event: WatchEvent) => void, options?: WatchOptions): Promise<Watch>;
-  /** Releases resources; every later call rejects with `StoreClosed`. */
+  /** Releases resources; every later call but `close` rejects with `StoreClosed`; closing again is harmless. */
   close(): Promise<void>;
 }
 

@@ -258,12 +258,6 @@ function message(header: { id?: number; flags?: number; qd?: number; an?: number
 
 const TYPE_A_CLASS_IN = [0, 1, 0, 1];
 
-test('dns-packet throws (and does not hang) on pointer loops and huge counts', (t) => {
-  t.throws(() => decode(message({}, [0xc0, 0x0c, ...TYPE_A_CLASS_IN])), { message: /pointer/ });
-  t.throws(() => decode(message({ qd: 65535 }, [0, ...TYPE_A_CLASS_IN])));
-  t.throws(() => decode(message({ ar: 65535 }, [1, 0x61, 0, ...TYPE_A_CLASS_IN])));
-});
-
 test('malformed queries get FORMERR (or NOTIMP) or are dropped, never a throw, and the server keeps answering', async (t) => {
   const transport = new FakeTransport();
   transport.set('192.0.2.1:53', answering(0, ['203.0.113.1']));

@@ -6,7 +6,6 @@ import { Etcd3 } from 'etcd3';
 import { InvalidArgument, Unavailable } from '../../src/errors.js';
 import { EtcdStore } from '../../src/store/etcd.js';
 import type { EtcdStoreOptions } from '../../src/store/etcd.js';
-import { StoreClosed } from '../../src/store/types.js';
 import type { WatchEvent } from '../../src/store/types.js';
 import { startEtcd } from '../helpers/etcd.js';
 import { addNetns, inNetns, removeNetns, run, uniqueName } from '../helpers/kernel.js';
@@ -39,15 +38,9 @@ function uniquePrefix(): string {
   return `/netctl-test/${process.pid}/${prefixes}/`;
 }
 
-async function closeQuietly(store: EtcdStore): Promise<void> {
-  await store.close().catch((err: unknown) => {
-    if (!(err instanceof StoreClosed)) throw err;
-  });
-}
-
 async function openStore(t: ExecutionContext, url: string, options: EtcdStoreOptions): Promise<EtcdStore> {
   const store = await EtcdStore.open(url, { ...options, logger: levelLogger((_level, message) => t.log(message)) });
-  t.teardown(() => closeQuietly(store));
+  t.teardown(() => store.close());
   return store;
 }
 
@@ -75,7 +68,7 @@ storeCompliance('EtcdStore', async () => {
       store,
       cleanup: async () => {
         try {
-          await closeQuietly(store);
+          await store.close();
         } finally {
           release();
         }
@@ -167,7 +160,7 @@ test.serial('EtcdStore: when its lease is lost, a client announces its ephemeral
   const prefix = uniquePrefix();
   const logs: string[] = [];
   const owner = await EtcdStore.open(sharedUrl(), { prefix, leaseTtlSeconds: 3, logger: levelLogger((_level, message) => logs.push(message)) });
-  t.teardown(() => closeQuietly(owner));
+  t.teardown(() => owner.close());
   const observer = await openStore(t, sharedUrl(), { prefix });
   await owner.txn({ put: [{ key: 'hosts/a', value: 'a', ephemeral: true }, { key: 'hosts/b', value: 'b', ephemeral: true }] });
   // A key the owner deleted is no longer its to announce.

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { FileStore } from '../../src/store/file.js';
-import { StoreClosed, StoreCorrupt } from '../../src/store/types.js';
+import { StoreCorrupt } from '../../src/store/types.js';
 import type { TxnRequest, TxnResult, WatchEvent } from '../../src/store/types.js';
 import { collect, storeCompliance } from './compliance.js';
 
@@ -22,12 +22,6 @@ async function usingDir(t: ExecutionContext): Promise<string> {
   const dir = await tempDir();
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   return dir;
-}
-
-async function closeQuietly(store: FileStore): Promise<void> {
-  await store.close().catch((err: unknown) => {
-    if (!(err instanceof StoreClosed)) throw err;
-  });
 }
 
 /** Starts a helper script under tsx; the test kills it on teardown if it still runs. */
@@ -59,7 +53,7 @@ storeCompliance('FileStore', async () => {
   return {
     store,
     cleanup: async () => {
-      await closeQuietly(store);
+      await store.close();
       await rm(dir, { recursive: true, force: true });
     },
   };
@@ -74,7 +68,7 @@ test('FileStore: state and revision survive a reopen', async (t) => {
   await first.close();
 
   const second = await FileStore.open(dir);
-  t.teardown(() => closeQuietly(second));
+  t.teardown(() => second.close());
   t.is(await second.get('a'), undefined);
   t.deepEqual({ ...(await second.get('b')) }, { key: 'b', value: '2', modRevision: last.revision });
   const next = await second.txn({ put: [{ key: 'c', value: '3' }] });
@@ -86,8 +80,8 @@ test('FileStore: two instances on one directory see each other and their compare
   const a = await FileStore.open(dir);
   const b = await FileStore.open(dir);
   t.teardown(async () => {
-    await closeQuietly(a);
-    await closeQuietly(b);
+    await a.close();
+    await b.close();
   });
   const created = await a.txn({ compare: [{ key: 'k', modRevision: 0 }], put: [{ key: 'k', value: 'a' }] });
   t.true(created.succeeded);
@@ -107,7 +101,7 @@ test('FileStore: concurrent processes incrementing one counter lose no update', 
     Array.from({ length: processes }, () => runHelper(t, 'increment.ts', [dir, 'counter', String(increments)])),
   );
   const store = await FileStore.open(dir);
-  t.teardown(() => closeQuietly(store));
+  t.teardown(() => store.close());
   const counter = await store.get('counter');
   t.is(counter?.value, String(processes * increments));
   t.is(counter?.modRevision, processes * increments);
@@ -165,7 +159,7 @@ test('FileStore: open removes stale temp files', async (t) => {
   const dir = await usingDir(t);
   await writeFile(join(dir, 'store.json.tmp-12345-abcdef'), '{"revision":1,"ent');
   const store = await FileStore.open(dir);
-  t.teardown(() => closeQuietly(store));
+  t.teardown(() => store.close());
   t.deepEqual(await readdir(dir), ['store.lock']);
   t.deepEqual(await store.list(''), []);
 });
@@ -189,7 +183,7 @@ for (const [title, content] of [
 test('FileStore: a file corrupted while open fails the next transaction with StoreCorrupt', async (t) => {
   const dir = await usingDir(t);
   const store = await FileStore.open(dir);
-  t.teardown(() => closeQuietly(store));
+  t.teardown(() => store.close());
   await store.txn({ put: [{ key: 'a', value: '1' }] });
   await writeFile(join(dir, 'store.json'), '{"revision":7,"entries":[');
   await t.throwsAsync(store.txn({ put: [{ key: 'a', value: '2' }] }), { instanceOf: StoreCorrupt });
@@ -199,7 +193,7 @@ test('FileStore: a file corrupted while open fails the next transaction with Sto
 test('FileStore: watch sees puts and deletes made by another process, once each', async (t) => {
   const dir = await usingDir(t);
   const store = await FileStore.open(dir);
-  t.teardown(() => closeQuietly(store));
+  t.teardown(() => store.close());
   const events: WatchEvent[] = [];
   await store.watch('net/', (event) => events.push(event));
 
@@ -236,7 +230,7 @@ function txnsWhileBlocked(dir: string, requests: TxnRequest[]): TxnResult[] {
 test('FileStore: a watcher that notices several changes at once gets every revision in order', async (t) => {
   const dir = await usingDir(t);
   const store = await FileStore.open(dir);
-  t.teardown(() => closeQuietly(store));
+  t.teardown(() => store.close());
   const events: WatchEvent[] = [];
   await store.watch('', (event) => events.push(event));
   const revisions = txnsWhileBlocked(dir, [
@@ -256,7 +250,7 @@ test('FileStore: a watcher that notices several changes at once gets every revis
 test('FileStore: a watcher further behind than the file keeps history gets the net changes', async (t) => {
   const dir = await usingDir(t);
   const store = await FileStore.open(dir);
-  t.teardown(() => closeQuietly(store));
+  t.teardown(() => store.close());
   await store.txn({ put: [{ key: 'gone', value: 'x' }, { key: 'same', value: 'x' }] });
   const events: WatchEvent[] = [];
   await store.watch('', (event) => events.push(event));
@@ -274,7 +268,7 @@ test('FileStore: a watcher further behind than the file keeps history gets the n
 test('FileStore: changes by another process come before this instance\'s own in its watch', async (t) => {
   const dir = await usingDir(t);
   const local = await FileStore.open(dir, { pollIntervalMs: 60_000 });
-  t.teardown(() => closeQuietly(local));
+  t.teardown(() => local.close());
   const events: WatchEvent[] = [];
   await local.watch('', (event) => events.push(event));
   const remote = JSON.parse(await runHelper(t, 'txn.ts', [dir, JSON.stringify({ put: [{ key: 'r', value: '1' }] })])) as TxnResult;

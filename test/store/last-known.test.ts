@@ -1,7 +1,15 @@
 import test from 'ava';
 import { Unavailable } from '../../src/errors.js';
 import { LastKnownStore } from '../../src/store/last-known.js';
+import { MemoryStore } from '../../src/store/memory.js';
 import { CuttableStore } from '../helpers/cuttable-store.js';
+import { storeCompliance } from './compliance.js';
+
+// While the store answers, the memory in front of it must keep every promise of the Store contract.
+storeCompliance('LastKnownStore', async () => {
+  const store = await LastKnownStore.open(new MemoryStore(), { prefixes: ['net/'] });
+  return { store, cleanup: () => store.close() };
+});
 
 test('while the store is out of reach, remembered prefixes answer from memory; writes and other reads still ask the store', async (t) => {
   const cluster = new CuttableStore();
