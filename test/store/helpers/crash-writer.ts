@@ -1,5 +1,6 @@
 // Child process for the crash test: `crash-writer.ts DIR` increments the key
 // `counter` forever and prints each value once its txn has resolved, until killed.
+import { writeSync } from 'node:fs';
 import { openTestStore } from './open-store.js';
 
 const [dir] = process.argv.slice(2);
@@ -13,6 +14,7 @@ for (;;) {
     // A second, larger key makes each state file span more than one write.
     put: [{ key: 'counter', value: String(next) }, { key: 'padding', value: 'x'.repeat(2000 + (next % 100)) }],
   });
-  // stdout to a pipe is synchronous on Linux: once this returns, the parent will see the value.
-  if (result.succeeded) process.stdout.write(`${next}\n`);
+  // writeSync puts the line in the pipe before the next txn: once it returns, the parent will see the value
+  // (process.stdout queues a write the pipe does not take at once, and a SIGKILL loses the queue).
+  if (result.succeeded) writeSync(1, `${next}\n`);
 }
