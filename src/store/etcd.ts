@@ -16,6 +16,7 @@ import { Conflict, InvalidArgument, NetctlError, Unavailable } from '../errors.j
 import { type Logger, silentLogger } from '../log.js';
 import { accessError, type EtcdAccess, securityOptions } from './etcd-access.js';
 import { isTransient, reason, retrying, type RetryPolicy, withDeadline } from './etcd-calls.js';
+import { EtcdCompactor } from './etcd-compactor.js';
 import { EphemeralLease } from './etcd-lease.js';
 import { parseEtcdUrl } from './etcd-url.js';
 import { StoreClosed } from './types.js';
@@ -36,18 +37,25 @@ export interface EtcdStoreOptions extends EtcdAccess {
   readonly callTimeoutMs?: number;
   /** Receives connection, lease and watch news that no caller is waiting for. */
   readonly logger?: Logger;
+  /** Compact etcd's history every this many ms, keeping the last interval of it; 0 leaves compaction to etcd's own flags. Default 5 minutes. */
+  readonly compactIntervalMs?: number;
 }
 
 const DEFAULT_PREFIX = '/netctl/';
 const DEFAULT_LEASE_TTL_SECONDS = 10;
 const DEFAULT_DIAL_TIMEOUT_MS = 5000;
 const DEFAULT_CALL_TIMEOUT_MS = 5000;
+const DEFAULT_COMPACT_INTERVAL_MS = 5 * 60_000;
 /** Keys per range request, so a large list never meets gRPC's message size limit. */
 const LIST_PAGE = 500;
 
 interface ActiveWatch {
   active: boolean;
-  readonly watcher: Watcher;
+  /** The etcd watcher now following the prefix; replaced when a catch-up starts a new one. */
+  watcher: Watcher | undefined;
+  disconnected: boolean;
+  /** The keys under the prefix as last delivered, with their modRevision: what a catch-up compares a fresh list with. */
+  readonly known: Map<string, number>;
 }
 
 /**
@@ -63,7 +71,11 @@ interface ActiveWatch {
  *   back announces itself again. A key that someone else wrote in between
  *   is left to them.
  * - Watches follow etcd's watch stream and resume after a reconnect from the
- *   last revision they saw, so an etcd restart loses no event.
+ *   last revision they saw, so an etcd restart loses no event. A watch whose
+ *   revision was compacted away meanwhile catches up from a fresh list: puts
+ *   for what changed, deletes for what went.
+ * - The store compacts etcd's history every `compactIntervalMs`, keeping
+ *   the last interval of it, so the database stays bounded under churn.
  * - Every call is bounded by `callTimeoutMs`: while etcd is out of reach,
  *   calls reject with `Unavailable` instead of hanging. Reads are retried
  *   within that time; a txn is retried only when it provably never left this
@@ -79,6 +91,7 @@ export class EtcdStore implements Store {
   readonly #callTimeoutMs: number;
   readonly #logger: Logger;
   readonly #lease: EphemeralLease;
+  #compactor: EtcdCompactor | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
   readonly #watches = new Set<ActiveWatch>();
@@ -124,12 +137,16 @@ export class EtcdStore implements Store {
     const leaseTtlSeconds = options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
     const dialTimeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
     const callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    const compactIntervalMs = options.compactIntervalMs ?? DEFAULT_COMPACT_INTERVAL_MS;
     if (typeof prefix !== 'string') throw new InvalidArgument('etcd store prefix must be a string');
     if (!Number.isSafeInteger(leaseTtlSeconds) || leaseTtlSeconds < 1) {
       throw new InvalidArgument(`etcd lease TTL must be a whole number of seconds ≥ 1, got ${leaseTtlSeconds}`);
     }
     for (const [name, value] of [['dialTimeoutMs', dialTimeoutMs], ['callTimeoutMs', callTimeoutMs]] as const) {
       if (!Number.isFinite(value) || value <= 0) throw new InvalidArgument(`etcd ${name} must be positive, got ${value}`);
+    }
+    if (!Number.isFinite(compactIntervalMs) || compactIntervalMs < 0) {
+      throw new InvalidArgument(`etcd compactIntervalMs must be 0 or positive, got ${compactIntervalMs}`);
     }
 
     const client = new Etcd3({
@@ -182,7 +199,21 @@ export class EtcdStore implements Store {
       client.close();
       throw store.#accessError(err) ?? new Unavailable(`cannot reach etcd at ${url}: ${reason(err)}`, { cause: err });
     }
+    if (compactIntervalMs > 0) {
+      store.#compactor = new EtcdCompactor({
+        client,
+        intervalMs: compactIntervalMs,
+        callTimeoutMs,
+        logger: store.#logger,
+        revision: () => store.#call('always', async (deadline) => Number((await client.kv.range({ key: Buffer.from(prefix), limit: 1, keys_only: true }, { deadline })).header.revision)),
+      });
+    }
     return store;
+  }
+
+  /** Runs one compaction step now (tests; the daemon's compactor runs on its own timer). */
+  async compactNow(): Promise<void> {
+    await this.#compactor?.tick();
   }
 
   async get(key: string): Promise<KeyValue | undefined> {
@@ -194,10 +225,15 @@ export class EtcdStore implements Store {
 
   async list(prefix: string): Promise<KeyValue[]> {
     this.#assertOpen();
+    return (await this.#listAt(prefix, false)).kvs;
+  }
+
+  /** Every key under `prefix` as one consistent snapshot, and the revision it was read at. */
+  async #listAt(prefix: string, keysOnly: boolean): Promise<{ kvs: KeyValue[]; revision: number }> {
     const start = this.#fullKey(prefix);
     const rangeEnd = prefixEnd(start);
     return this.#call('always', async (deadline) => {
-      const found: KeyValue[] = [];
+      const kvs: KeyValue[] = [];
       let from = start;
       // Later pages read at the first page's revision, so the list is one consistent snapshot.
       let revision: string | undefined;
@@ -209,14 +245,15 @@ export class EtcdStore implements Store {
             limit: LIST_PAGE,
             sort_order: SortOrder.Ascend,
             sort_target: SortTarget.Key,
+            keys_only: keysOnly,
             ...(revision === undefined ? {} : { revision }),
           },
           { deadline },
         );
         revision ??= page.header.revision;
-        for (const kv of page.kvs) found.push(this.#keyValue(kv));
+        for (const kv of page.kvs) kvs.push(this.#keyValue(kv));
         const last = page.kvs.at(-1);
-        if (!page.more || last === undefined) return found;
+        if (!page.more || last === undefined) return { kvs, revision: Number(revision) };
         from = Buffer.concat([last.key, Buffer.from([0])]);
       }
     });
@@ -272,80 +309,135 @@ export class EtcdStore implements Store {
     if (fromRevision !== undefined && (!Number.isSafeInteger(fromRevision) || fromRevision < 0)) {
       throw new TypeError(`watch fromRevision must be a non-negative integer, got ${fromRevision}`);
     }
+    if (fromRevision !== undefined) {
+      // etcd creates a watch from a compacted revision and cancels it just after, with no reason given; ask first.
+      const start = String(fromRevision + 1);
+      try {
+        await this.#call('always', (deadline) => this.#client.kv.range({ key: this.#fullKey(prefix), revision: start, limit: 1, keys_only: true }, { deadline }));
+      } catch (err) {
+        if (err instanceof NetctlError && err.message.includes('compacted')) {
+          throw new Conflict(`etcd at ${this.#url} has compacted revision ${fromRevision} away; list again and watch from the new revision`);
+        }
+        throw err;
+      }
+    }
+    const entry: ActiveWatch = { active: true, watcher: undefined, disconnected: false, known: new Map() };
+    this.#watches.add(entry);
+    const deliver = (event: WatchEvent): void => {
+      if (event.type === 'put') entry.known.set(event.kv.key, event.kv.modRevision);
+      else entry.known.delete(event.key);
+      try {
+        onEvent(event);
+      } catch (err) {
+        // Like an EventEmitter listener: the caller's bug surfaces, the watch keeps going.
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    };
+    const created = this.#attach(entry, prefix, deliver, fromRevision === undefined ? undefined : fromRevision + 1);
+    try {
+      await withDeadline(created, this.#callTimeoutMs, () => new Unavailable(`etcd at ${this.#url} did not answer within ${this.#callTimeoutMs} ms`));
+      // What a catch-up after a compaction compares with: the keys there were when the watch began.
+      for (const kv of (await this.#listAt(prefix, true)).kvs) if (!entry.known.has(kv.key)) entry.known.set(kv.key, kv.modRevision);
+    } catch (err) {
+      await this.#detach(entry);
+      if (this.#closed) throw new StoreClosed();
+      throw this.#translate(err);
+    }
+    return { cancel: () => this.#detach(entry) };
+  }
+
+  /**
+   * Starts an etcd watcher for `entry` from `startRevision` (default: now);
+   * resolves once etcd created it. A watcher etcd cancels later because the
+   * revision it must resume from was compacted away (it was disconnected
+   * for longer than the history kept) is replaced by a catch-up.
+   */
+  #attach(entry: ActiveWatch, prefix: string, deliver: (event: WatchEvent) => void, startRevision?: number): Promise<void> {
     const builder = this.#client.watch().prefix(this.#fullKey(prefix));
-    if (fromRevision !== undefined) builder.startRevision(String(fromRevision + 1));
+    if (startRevision !== undefined) builder.startRevision(String(startRevision));
     // watcher() rather than create(): a watch whose creation times out must still be cancellable.
     const watcher = builder.watcher();
-    const entry: ActiveWatch = { active: true, watcher };
-    this.#watches.add(entry);
-
-    let disconnected = false;
+    entry.watcher = watcher;
     watcher.on('data', (response: IWatchResponse) => {
       for (const event of response.events) {
-        if (!entry.active) return;
+        if (!entry.active || entry.watcher !== watcher) return;
         const key = event.kv.key.toString().slice(this.#prefix.length);
         const modRevision = Number(event.kv.mod_revision);
         // etcd3 decodes the event type with the proto enum names (PUT, DELETE), not its TypeScript names.
-        const watchEvent: WatchEvent =
+        deliver(
           String(event.type).toUpperCase() === 'DELETE'
             ? { type: 'delete', key, modRevision }
-            : { type: 'put', kv: Object.freeze({ key, value: event.kv.value.toString(), modRevision }) };
-        try {
-          onEvent(watchEvent);
-        } catch (err) {
-          // Like an EventEmitter listener: the caller's bug surfaces, the watch keeps going.
-          queueMicrotask(() => {
-            throw err;
-          });
-        }
+            : { type: 'put', kv: Object.freeze({ key, value: event.kv.value.toString(), modRevision }) },
+        );
       }
     });
     // Every watch loses its stream at once when etcd goes: one line for all, when the first goes and the last is back.
     watcher.on('disconnected', (err: Error) => {
-      if (!entry.active || disconnected) return;
-      disconnected = true;
+      if (!entry.active || entry.disconnected) return;
+      entry.disconnected = true;
       if (this.#disconnectedWatches++ === 0) this.#logger.warn(`etcd watches lost their stream (${err.message}); reconnecting`);
     });
     watcher.on('connected', () => {
-      if (!entry.active || !disconnected) return;
-      disconnected = false;
+      if (!entry.active || !entry.disconnected) return;
+      entry.disconnected = false;
       if (--this.#disconnectedWatches === 0) this.#logger.info('etcd watches reconnected');
     });
-
-    const created = new Promise<void>((resolve, reject) => {
-      watcher.once('connected', () => resolve());
-      watcher.once('error', reject);
+    let created = false;
+    return new Promise<void>((resolve, reject) => {
+      watcher.once('connected', () => {
+        created = true;
+        resolve();
+      });
+      watcher.on('error', (err: Error) => {
+        if (!created) {
+          reject(err);
+          return;
+        }
+        // etcd cancels a watch whose resume revision was compacted away, without a reason: catch up by listing.
+        if (entry.active && entry.watcher === watcher) void this.#catchUp(entry, prefix, deliver, err);
+      });
     });
-    try {
-      await withDeadline(created, this.#callTimeoutMs, () => new Unavailable(`etcd at ${this.#url} did not answer within ${this.#callTimeoutMs} ms`));
-    } catch (err) {
-      entry.active = false;
-      this.#watches.delete(entry);
-      await withDeadline(watcher.cancel(), this.#callTimeoutMs, () => undefined).catch(() => undefined);
-      if (this.#closed) throw new StoreClosed();
-      if (err instanceof NetctlError) throw err;
-      if (fromRevision !== undefined && err instanceof Error && err.message.includes('compacted')) {
-        throw new Conflict(`etcd at ${this.#url} has compacted revision ${fromRevision} away; list again and watch from the new revision`);
-      }
-      throw this.#translate(err);
-    }
-    // A watch the server cancels later (compaction while we were away) cannot resume; say so.
-    watcher.on('error', (err: Error) => {
-      if (!entry.active) return;
-      entry.active = false;
-      this.#watches.delete(entry);
-      this.#logger.warn(`etcd watch on ${JSON.stringify(prefix)} was cancelled by the server: ${err.message}`);
-    });
+  }
 
-    return {
-      cancel: async () => {
+  /**
+   * Brings a watch that etcd cancelled (it fell behind a compaction) up to date: a fresh list
+   * is compared with the keys it had delivered (puts for what changed,
+   * deletes for what went), then a new watcher follows from the list's
+   * revision. Retries while etcd is out of reach, until the watch or the
+   * store is closed.
+   */
+  async #catchUp(entry: ActiveWatch, prefix: string, deliver: (event: WatchEvent) => void, cause: Error): Promise<void> {
+    this.#logger.warn(`etcd cancelled the watch on ${JSON.stringify(prefix)} (${cause.message.replace(/: $/, '') || 'compacted'}); catching up from a fresh list`);
+    if (entry.watcher !== undefined) await this.#cancelWatcher(entry.watcher);
+    for (let delayMs = 100; entry.active && !this.#closed; delayMs = Math.min(2 * delayMs, 2000)) {
+      try {
+        const { kvs, revision } = await this.#listAt(prefix, false);
         if (!entry.active) return;
-        entry.active = false;
-        if (disconnected) this.#disconnectedWatches--;
-        this.#watches.delete(entry);
-        await this.#cancelWatcher(watcher);
-      },
-    };
+        const present = new Set<string>();
+        for (const kv of kvs) {
+          present.add(kv.key);
+          if (entry.known.get(kv.key) !== kv.modRevision) deliver({ type: 'put', kv });
+        }
+        for (const key of [...entry.known.keys()]) if (!present.has(key)) deliver({ type: 'delete', key, modRevision: revision });
+        // A failure to create the new watcher comes back through its error handler.
+        this.#attach(entry, prefix, deliver, revision + 1).catch(() => undefined);
+        this.#logger.info(`etcd watch on ${JSON.stringify(prefix)} caught up at revision ${revision}`);
+        return;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+    }
+  }
+
+  /** Stops a watch for good; nothing is delivered after it resolves. */
+  async #detach(entry: ActiveWatch): Promise<void> {
+    if (!entry.active) return;
+    entry.active = false;
+    if (entry.disconnected) this.#disconnectedWatches--;
+    this.#watches.delete(entry);
+    if (entry.watcher !== undefined) await this.#cancelWatcher(entry.watcher);
   }
 
   close(): Promise<void> {
@@ -356,11 +448,12 @@ export class EtcdStore implements Store {
 
   async #close(): Promise<void> {
     this.#closed = true;
+    this.#compactor?.stop();
     const watches = [...this.#watches];
     this.#watches.clear();
     for (const entry of watches) entry.active = false;
     // Detach the watchers first, or etcd3 keeps reconnecting their stream after the client is gone.
-    await Promise.all(watches.map((entry) => this.#cancelWatcher(entry.watcher)));
+    await Promise.all(watches.map((entry) => (entry.watcher === undefined ? undefined : this.#cancelWatcher(entry.watcher))));
     await this.#lease.revoke();
     this.#client.close();
   }

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
+import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { Etcd3 } from 'etcd3';
-import { InvalidArgument, Unavailable } from '../../src/errors.js';
+import { Conflict, InvalidArgument, Unavailable } from '../../src/errors.js';
 import { EtcdStore } from '../../src/store/etcd.js';
 import type { EtcdStoreOptions } from '../../src/store/etcd.js';
 import type { WatchEvent } from '../../src/store/types.js';
@@ -261,6 +262,85 @@ test.serial('EtcdStore: across an etcd restart calls fail within the bound, then
   t.deepEqual(seen.at(-1), { type: 'put', kv: { key: 'w/after', value: '2', modRevision: after.revision } });
   t.is(seen.length, 2, 'nothing was written during the outage');
   t.is((await store.get('host'))?.value, 'me', 'the ephemeral key survived: etcd keeps leases across a restart');
+});
+
+/** A TCP relay to etcd that a test can cut and restore, so one client falls behind while etcd stays up. */
+async function cuttableRelay(t: ExecutionContext, target: string): Promise<{ url: string; cut(): Promise<void>; restore(): Promise<void> }> {
+  const { hostname, port } = new URL(target.replace(/^etcd:/, 'http:'));
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(port), hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  const listen = (at: number) => new Promise<void>((resolve) => server.listen(at, '127.0.0.1', resolve));
+  await listen(0);
+  const relayPort = (server.address() as AddressInfo).port;
+  const cut = async (): Promise<void> => {
+    const closed = new Promise((resolve) => server.close(resolve));
+    for (const socket of sockets) socket.destroy();
+    await closed;
+  };
+  t.teardown(() => (server.listening ? cut() : undefined));
+  return { url: `etcd://127.0.0.1:${relayPort}`, cut, restore: () => listen(relayPort) };
+}
+
+test.serial('EtcdStore: compaction keeps one interval of history; a watch from before it is refused as compacted', async (t) => {
+  const prefix = uniquePrefix();
+  const store = await openStore(t, sharedUrl(), { prefix, compactIntervalMs: 3_600_000 });
+  const first = await store.txn({ put: [{ key: 'c/a', value: '1' }] });
+  await store.compactNow();
+  await store.txn({ put: [{ key: 'c/a', value: '2' }] });
+  // The first step only remembered where the history stood; a watch from then still replays.
+  const events: WatchEvent[] = [];
+  const watch = await store.watch('c/', (event) => events.push(event), { fromRevision: first.revision });
+  t.is((await collect(events, 1)).length, 1);
+  await watch.cancel();
+  await store.txn({ put: [{ key: 'c/a', value: '3' }] });
+  // Compacts to where the previous step stood, then to the newest revision.
+  await store.compactNow();
+  await store.compactNow();
+  await t.throwsAsync(store.watch('c/', () => undefined, { fromRevision: first.revision }), { instanceOf: Conflict, message: /compacted/ });
+  t.deepEqual((await store.get('c/a'))?.value, '3', 'the current values stay');
+});
+
+test.serial('EtcdStore: a watch that falls behind a compaction catches up: puts for what changed, deletes for what went', async (t) => {
+  const etcd = await startEtcd();
+  t.teardown(() => etcd.stop());
+  const relay = await cuttableRelay(t, etcd.url);
+  const prefix = uniquePrefix();
+  const writer = await openStore(t, etcd.url, { prefix, compactIntervalMs: 3_600_000 });
+  await writer.txn({ put: [{ key: 'p/old', value: '1' }, { key: 'p/kept', value: '1' }, { key: 'p/changed', value: '1' }] });
+  const follower = await openStore(t, relay.url, { prefix, callTimeoutMs: 2000, compactIntervalMs: 0 });
+  const view = new Map<string, string>();
+  const events: WatchEvent[] = [];
+  await follower.watch('p/', (event) => {
+    events.push(event);
+    if (event.type === 'put') view.set(event.kv.key, event.kv.value);
+    else view.delete(event.key);
+  });
+  for (const kv of await follower.list('p/')) if (!view.has(kv.key)) view.set(kv.key, kv.value);
+  await writer.txn({ put: [{ key: 'p/seen', value: '1' }] });
+  await collect(events, 1);
+
+  await relay.cut();
+  await writer.txn({ delete: ['p/old', 'p/seen'], put: [{ key: 'p/changed', value: '2' }, { key: 'p/new', value: '1' }] });
+  for (let i = 0; i < 20; i++) await writer.txn({ put: [{ key: 'p/new', value: String(i) }] });
+  await writer.compactNow();
+  await writer.compactNow();
+  await relay.restore();
+
+  const expected = new Map((await writer.list('p/')).map((kv) => [kv.key, kv.value]));
+  t.true(await waitFor(() => JSON.stringify([...view].sort()) === JSON.stringify([...expected].sort()), 15_000), JSON.stringify([...view]));
+  const deleted = events.filter((event) => event.type === 'delete').map((event) => (event.type === 'delete' ? event.key : ''));
+  t.deepEqual(deleted.sort(), ['p/old', 'p/seen'], 'a key there before the watch began is deleted too');
+  // After the catch-up the watch follows live changes again.
+  await writer.txn({ put: [{ key: 'p/later', value: '1' }] });
+  t.true(await waitFor(() => view.get('p/later') === '1', 10_000));
 });
 
 test.serial('EtcdStore: open rejects with Unavailable naming the URL when nobody answers', async (t) => {
