@@ -14,9 +14,9 @@ napi_value netctl_throw_errno(napi_env env, int err, const char *syscall, const 
 bool netctl_typed_array(napi_env env, napi_value value, napi_typedarray_type type, void **data, size_t *len);
 
 /*
- * A FrameBatch from JavaScript (src/sys/tap.ts): frame i is index[3i+2] bytes at
- * index[3i+1] of buffers[index[3i]]. Frames of one buffer come in runs, so the
- * last buffer looked up is kept.
+ * A FrameBatch from JavaScript (src/sys/tap.ts), laid out as NETCTL_FRAME_* in
+ * batch_layout.h. Frames of one buffer come in runs, so the last buffer
+ * looked up is kept.
  */
 typedef struct {
   napi_value buffers;

@@ -19,9 +19,10 @@
 #include <uv.h>
 
 #include "addon.h"
+#include "batch_layout.h"
 #include "offload.h"
 
-#define TAP_BATCH 64
+#define TAP_BATCH NETCTL_TAP_BATCH
 /* A 64 KB GSO segment plus the virtio-net header in front of it. */
 #define TAP_READ_SIZE (65536 + 64)
 
@@ -246,13 +247,14 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   uint32_t *index;
   size_t index_len;
   if (count > 0 && netctl_started_batch(env, &tap->started, batch, 2, &index, &index_len) &&
-      index_len >= 3 * (size_t)count) {
+      index_len >= (size_t)NETCTL_FRAME_STRIDE * count) {
     napi_value buffers = batch[1];
     if (tap->borrowed) {
       for (uint32_t i = 0; i < count; i++) {
-        index[3 * i] = 0;
-        index[3 * i + 1] = i * TAP_READ_SIZE;
-        index[3 * i + 2] = (uint32_t)lengths[i];
+        uint32_t *entry = index + (size_t)NETCTL_FRAME_STRIDE * i;
+        entry[NETCTL_FRAME_BUFFER] = 0;
+        entry[NETCTL_FRAME_OFFSET] = i * TAP_READ_SIZE;
+        entry[NETCTL_FRAME_LENGTH] = (uint32_t)lengths[i];
       }
     } else {
       /* The callee may keep these: one fresh Buffer with the frames back to back. */
@@ -265,9 +267,10 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       size_t offset = 0;
       for (uint32_t i = 0; i < count; i++) {
         memcpy(bytes + offset, tap->arena + (size_t)i * TAP_READ_SIZE, lengths[i]);
-        index[3 * i] = 0;
-        index[3 * i + 1] = (uint32_t)offset;
-        index[3 * i + 2] = (uint32_t)lengths[i];
+        uint32_t *entry = index + (size_t)NETCTL_FRAME_STRIDE * i;
+        entry[NETCTL_FRAME_BUFFER] = 0;
+        entry[NETCTL_FRAME_OFFSET] = (uint32_t)offset;
+        entry[NETCTL_FRAME_LENGTH] = (uint32_t)lengths[i];
         offset += lengths[i];
       }
     }
@@ -279,7 +282,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
 }
 
 /* tapStart(handle, onBatch, index, buffers): calls onBatch(count) for every wake-up with data,
- * having filled index (a Uint32Array of at least 3 * 64) and buffers as a FrameBatch of count
+ * having filled index (a Uint32Array of at least NETCTL_FRAME_STRIDE * TAP_BATCH) and buffers as a FrameBatch of count
  * frames (src/sys/tap.ts): buffers[0] is the handle's memory when it borrows buffers, valid
  * until onBatch returns, else a fresh Buffer per call. */
 static napi_value tap_start(napi_env env, napi_callback_info info) {
@@ -293,7 +296,7 @@ static napi_value tap_start(napi_env env, napi_callback_info info) {
   }
   tap_t *tap = get_open_tap(env, argv[0]);
   if (!tap) return NULL;
-  if (!netctl_started_args(env, argv[1], argv + 2, 2, 3 * TAP_BATCH)) {
+  if (!netctl_started_args(env, argv[1], argv + 2, 2, (size_t)NETCTL_FRAME_STRIDE * TAP_BATCH)) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -364,8 +367,7 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
 
 /*
  * tapWriteFrames(handle, buffers, index, count, checksum?) -> frames written.
- * Frame i is index[3i+2] bytes at index[3i+1] of buffers[index[3i]], a plain
- * Ethernet frame. On a device with IFF_VNET_HDR each write gets a
+ * The frames (a FrameBatch, see netctl_frame_batch_t) are plain Ethernet frames. On a device with IFF_VNET_HDR each write gets a
  * virtio_net_hdr, and consecutive segments of one TCP flow go as one
  * super-frame (one writev). checksum[i] is frame i's offload_frame_t.checksum
  * (default unverified): a trusted one is not checked before merging, a

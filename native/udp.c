@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "addon.h"
+#include "batch_layout.h"
 #include "offload.h"
 
 #define UDP_BATCH 64
@@ -373,10 +374,8 @@ static udp_t *get_open_udp(napi_env env, napi_value value) {
   return udp;
 }
 
-/* Numbers per received datagram in the index (see ReceivedDatagrams). */
-#define RECEIVED_STRIDE 6
-/* Datagrams one call delivers at most: every round of a wake-up. */
-#define RECEIVED_MAX (UDP_BATCH * UDP_ROUNDS)
+/* One call delivers every round of a wake-up. */
+_Static_assert(NETCTL_DATAGRAM_MAX == UDP_BATCH * UDP_ROUNDS, "a receive callback holds every round of a wake-up");
 
 typedef struct {
   udp_addr_t addr;
@@ -482,7 +481,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_value batch[3];
   size_t index_len = 0;
   if (!netctl_started_batch(env, &udp->started, batch, 3, &received.index, &index_len) ||
-      index_len < (size_t)RECEIVED_STRIDE * RECEIVED_MAX) {
+      index_len < (size_t)NETCTL_DATAGRAM_STRIDE * NETCTL_DATAGRAM_MAX) {
     napi_close_handle_scope(env, scope);
     return;
   }
@@ -511,21 +510,21 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     size_t offset = 0;
     for (int i = 0; i < n; i++) {
       size_t len = udp->msgs[i].msg_len;
-      uint32_t *entry = received.index + (size_t)RECEIVED_STRIDE * received.count;
-      entry[0] = buffer;
+      uint32_t *entry = received.index + (size_t)NETCTL_DATAGRAM_STRIDE * received.count;
+      entry[NETCTL_DATAGRAM_BUFFER] = buffer;
       if (copy) {
         memcpy(copy + offset, udp->iovs[i].iov_base, len);
-        entry[1] = (uint32_t)offset;
+        entry[NETCTL_DATAGRAM_OFFSET] = (uint32_t)offset;
         offset += len;
       } else {
-        entry[1] = (uint32_t)((size_t)i * UDP_SLOT);
+        entry[NETCTL_DATAGRAM_OFFSET] = (uint32_t)((size_t)i * UDP_SLOT);
       }
-      entry[2] = (uint32_t)len;
+      entry[NETCTL_DATAGRAM_LENGTH] = (uint32_t)len;
       uint32_t size = udp->gro ? gro_segment_size(&udp->msgs[i].msg_hdr) : 0;
-      entry[3] = size >= len ? 0 : size;
+      entry[NETCTL_DATAGRAM_SEGMENT_SIZE] = size >= len ? 0 : size;
       const udp_addr_t *from = &udp->addrs[i];
-      entry[4] = ntohs(from->sa.sa_family == AF_INET ? from->in4.sin_port : from->in6.sin6_port);
-      entry[5] = address_slot(env, &received, from);
+      entry[NETCTL_DATAGRAM_PORT] = ntohs(from->sa.sa_family == AF_INET ? from->in4.sin_port : from->in6.sin6_port);
+      entry[NETCTL_DATAGRAM_ADDRESS] = address_slot(env, &received, from);
       received.count++;
     }
     /* Borrowed memory is overwritten by the next recvmmsg: hand each round over before it. */
@@ -537,7 +536,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
 }
 
 /* udpStart(handle, onBatch, index, buffers, addresses): calls onBatch(count) for every wake-up
- * with data, having filled index (a Uint32Array of at least RECEIVED_STRIDE * RECEIVED_MAX),
+ * with data, having filled index (a Uint32Array of at least NETCTL_DATAGRAM_STRIDE * NETCTL_DATAGRAM_MAX),
  * buffers and addresses as ReceivedDatagrams (src/sys/udp.ts). buffers[0] is the socket's own
  * memory when it borrows buffers, valid until onBatch returns; else each round's datagrams are
  * in a fresh Buffer. */
@@ -553,7 +552,7 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
   }
   udp_t *udp = get_open_udp(env, argv[0]);
   if (!udp) return NULL;
-  if (!netctl_started_args(env, argv[1], argv + 2, 3, (size_t)RECEIVED_STRIDE * RECEIVED_MAX)) {
+  if (!netctl_started_args(env, argv[1], argv + 2, 3, (size_t)NETCTL_DATAGRAM_STRIDE * NETCTL_DATAGRAM_MAX)) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -740,7 +739,7 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
  * (the receiver is a netctl VTEP) TCP ones left partial and marked with RCO. The segments of a
  * frame leave in one sendmsg with UDP_SEGMENT, up to 64 of those per sendmmsg. result (a
  * Uint32Array of 2) gets how many datagrams the frames made, then how many the kernel took;
- * malformed frames make none.
+ * malformed frames make none (NETCTL_SEND_RESULT_*).
  */
 static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   size_t argc = 10;
@@ -769,7 +768,8 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
       napi_get_value_bool(env, argv[5], &vnet_hdr) != napi_ok ||
       napi_get_value_string_utf8(env, argv[6], text, sizeof text, &text_len) != napi_ok ||
       napi_get_value_uint32(env, argv[7], &port) != napi_ok || napi_get_value_bool(env, argv[8], &remote_csum) != napi_ok ||
-      !netctl_typed_array(env, argv[9], napi_uint32_array, (void **)&result, &result_len) || result_len < 2) {
+      !netctl_typed_array(env, argv[9], napi_uint32_array, (void **)&result, &result_len) ||
+      result_len < NETCTL_SEND_RESULT_LENGTH) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -867,8 +867,8 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
     iovs_used += pairs ? 2 * (size_t)segments : 1;
   }
   if (!full && n > 0 && flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
-  result[0] = datagrams;
-  result[1] = sent;
+  result[NETCTL_SEND_RESULT_DATAGRAMS] = datagrams;
+  result[NETCTL_SEND_RESULT_SENT] = sent;
   return NULL;
 }
 

@@ -64,7 +64,19 @@ import {
   writeNeighborAdvertisement,
   writeVxlanHeader,
 } from '../wire/index.js';
-import { RECEIVED_STRIDE } from './io.js';
+import {
+  DATAGRAM_ADDRESS,
+  DATAGRAM_BUFFER,
+  DATAGRAM_LENGTH,
+  DATAGRAM_OFFSET,
+  DATAGRAM_PORT,
+  DATAGRAM_SEGMENT_SIZE,
+  DATAGRAM_STRIDE,
+  FRAME_BUFFER,
+  FRAME_LENGTH,
+  FRAME_OFFSET,
+  FRAME_STRIDE,
+} from '../sys/batch-layout.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
 import { Liveness } from './liveness.js';
 import type { LivenessOptions, PeerLiveness } from './liveness.js';
@@ -526,9 +538,10 @@ export class Vtep {
     this.stats.rxFrames += count;
     network.counters.rxFrames += count;
     for (let i = 0; i < count; i++) {
-      const buffer = buffers[index[3 * i]!]!;
-      const offset = index[3 * i + 1]!;
-      const length = index[3 * i + 2]!;
+      const at = FRAME_STRIDE * i;
+      const buffer = buffers[index[at + FRAME_BUFFER]!]!;
+      const offset = index[at + FRAME_OFFSET]!;
+      const length = index[at + FRAME_LENGTH]!;
       try {
         if (vnetHdr) this.#fromOffloadPort(network, buffer, offset, length, outbound, now);
         else this.#fromPort(network, buffer.subarray(offset, offset + length), outbound, now);
@@ -786,12 +799,12 @@ export class Vtep {
     let received = 0;
     const { buffers, index, addresses, count } = datagrams;
     for (let i = 0; i < count; i++) {
-      const at = RECEIVED_STRIDE * i;
-      const data = buffers[index[at]!]!;
-      const start = index[at + 1]!;
-      const end = start + index[at + 2]!;
-      const size = index[at + 3]!;
-      const address = addresses[index[at + 5]!]!;
+      const at = DATAGRAM_STRIDE * i;
+      const data = buffers[index[at + DATAGRAM_BUFFER]!]!;
+      const start = index[at + DATAGRAM_OFFSET]!;
+      const end = start + index[at + DATAGRAM_LENGTH]!;
+      const size = index[at + DATAGRAM_SEGMENT_SIZE]!;
+      const address = addresses[index[at + DATAGRAM_ADDRESS]!]!;
       // A coalesced receive is a run of datagrams, each judged on its own; the ones that follow an
       // accepted one with its VXLAN header and inner source MAC get the same verdict.
       const step = size > 0 ? size : end - start;
@@ -805,7 +818,7 @@ export class Vtep {
         try {
           accepted = this.#fromUnderlay(data, first, length, address, now);
         } catch (err) {
-          this.#logger.warn(`datagram from ${address}:${index[at + 4]!} dropped: ${String(err)}`);
+          this.#logger.warn(`datagram from ${address}:${index[at + DATAGRAM_PORT]!} dropped: ${String(err)}`);
         }
         if (accepted === undefined || offset >= end) continue;
         const view = this.#viewOf(data);
