@@ -63,6 +63,7 @@ napi_status netctl_register_netns(napi_env env, napi_value exports);
 napi_status netctl_register_offload(napi_env env, napi_value exports);
 napi_status netctl_register_rlimit(napi_env env, napi_value exports);
 napi_status netctl_register_tap(napi_env env, napi_value exports);
+napi_status netctl_register_tcp_listen(napi_env env, napi_value exports);
 napi_status netctl_register_udp(napi_env env, napi_value exports);
 
 #endif

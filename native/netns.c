@@ -20,8 +20,9 @@
 #include <linux/nsfs.h>
 
 #include "addon.h"
+#include "netns.h"
 
-#define SELF_NETNS "/proc/thread-self/ns/net"
+#define SELF_NETNS NETCTL_SELF_NETNS
 
 static int get_string_arg(napi_env env, napi_value value, char *out, size_t size) {
   size_t len;
@@ -44,14 +45,33 @@ static int get_int_arg(napi_env env, napi_value value, int32_t *out) {
   return 0;
 }
 
-/* Returns to the saved namespace; a thread that cannot go back would do
- * every later kernel call in the wrong namespace, so that is fatal. */
-static void restore_or_die(int saved_fd) {
+void netctl_netns_restore(int saved_fd) {
   if (setns(saved_fd, CLONE_NEWNET) != 0) {
     napi_fatal_error("netctl netns", NAPI_AUTO_LENGTH, "cannot return to the original network namespace",
                      NAPI_AUTO_LENGTH);
   }
   close(saved_fd);
+}
+
+netctl_netns_step_t netctl_netns_enter(const char *path, int *saved) {
+  *saved = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
+  if (*saved < 0) return NETCTL_NETNS_OPEN_SELF;
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    close(*saved);
+    errno = err;
+    return NETCTL_NETNS_OPEN_TARGET;
+  }
+  if (setns(target, CLONE_NEWNET) != 0) {
+    int err = errno;
+    close(target);
+    close(*saved);
+    errno = err;
+    return NETCTL_NETNS_SETNS;
+  }
+  close(target);
+  return NETCTL_NETNS_ENTERED;
 }
 
 /* netnsEnter(path) -> savedFd: moves the calling thread into the namespace at
@@ -62,22 +82,17 @@ static napi_value netns_enter(napi_env env, napi_callback_info info) {
   char path[4096];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || get_string_arg(env, argv[0], path, sizeof path) != 0) return NULL;
-
-  int saved = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
-  if (saved < 0) return netctl_throw_errno(env, errno, "open", SELF_NETNS);
-  int target = open(path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    int err = errno;
-    close(saved);
-    return netctl_throw_errno(env, err, "open", path);
+  int saved;
+  switch (netctl_netns_enter(path, &saved)) {
+    case NETCTL_NETNS_ENTERED:
+      break;
+    case NETCTL_NETNS_OPEN_SELF:
+      return netctl_throw_errno(env, errno, "open", SELF_NETNS);
+    case NETCTL_NETNS_OPEN_TARGET:
+      return netctl_throw_errno(env, errno, "open", path);
+    case NETCTL_NETNS_SETNS:
+      return netctl_throw_errno(env, errno, "setns", path);
   }
-  if (setns(target, CLONE_NEWNET) != 0) {
-    int err = errno;
-    close(target);
-    close(saved);
-    return netctl_throw_errno(env, err, "setns", path);
-  }
-  close(target);
   napi_value result;
   napi_create_int32(env, saved, &result);
   return result;
@@ -90,7 +105,7 @@ static napi_value netns_restore(napi_env env, napi_callback_info info) {
   int32_t saved;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || get_int_arg(env, argv[0], &saved) != 0) return NULL;
-  restore_or_die(saved);
+  netctl_netns_restore(saved);
   return NULL;
 }
 
@@ -141,7 +156,7 @@ static napi_value netns_create(napi_env env, napi_callback_info info) {
   }
   int err = 0;
   if (mount(SELF_NETNS, path, "none", MS_BIND, NULL) != 0) err = errno;
-  restore_or_die(saved);
+  netctl_netns_restore(saved);
   if (err != 0) {
     unlink(path);
     return netctl_throw_errno(env, err, "mount", path);
