@@ -24,6 +24,35 @@ napi_value netctl_throw_errno(napi_env env, int err, const char *syscall, const 
   return NULL;
 }
 
+static bool throw_type(napi_env env, const char *message) {
+  napi_throw_type_error(env, NULL, message);
+  return false;
+}
+
+bool netctl_get_int32(napi_env env, napi_value value, int32_t *out, const char *message) {
+  return napi_get_value_int32(env, value, out) == napi_ok || throw_type(env, message);
+}
+
+bool netctl_get_uint32(napi_env env, napi_value value, uint32_t *out, const char *message) {
+  return napi_get_value_uint32(env, value, out) == napi_ok || throw_type(env, message);
+}
+
+bool netctl_get_bool(napi_env env, napi_value value, bool *out, const char *message) {
+  return napi_get_value_bool(env, value, out) == napi_ok || throw_type(env, message);
+}
+
+bool netctl_get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len, const char *message) {
+  static uint8_t empty;
+  if (napi_get_buffer_info(env, value, (void **)data, len) != napi_ok) return throw_type(env, message);
+  /* An empty view may have no memory at all. */
+  if (*data == NULL) *data = &empty;
+  return true;
+}
+
+bool netctl_get_string(napi_env env, napi_value value, char *out, size_t size, size_t *len, const char *message) {
+  return napi_get_value_string_utf8(env, value, out, size, len) == napi_ok || throw_type(env, message);
+}
+
 bool netctl_typed_array(napi_env env, napi_value value, napi_typedarray_type type, void **data, size_t *len) {
   static uint64_t empty;
   napi_typedarray_type actual;

@@ -24,22 +24,12 @@
 
 #define SELF_NETNS NETCTL_SELF_NETNS
 
+/* A path argument: a string that must fit `out` whole. */
 static int get_string_arg(napi_env env, napi_value value, char *out, size_t size) {
   size_t len;
-  if (napi_get_value_string_utf8(env, value, out, size, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a string");
-    return -1;
-  }
+  if (!netctl_get_string(env, value, out, size, &len, "expected a string")) return -1;
   if (len >= size - 1) {
     napi_throw_range_error(env, NULL, "string too long");
-    return -1;
-  }
-  return 0;
-}
-
-static int get_int_arg(napi_env env, napi_value value, int32_t *out) {
-  if (napi_get_value_int32(env, value, out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a number");
     return -1;
   }
   return 0;
@@ -104,7 +94,7 @@ static napi_value netns_restore(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int32_t saved;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || get_int_arg(env, argv[0], &saved) != 0) return NULL;
+  if (argc < 1 || !netctl_get_int32(env, argv[0], &saved, "expected a number")) return NULL;
   netctl_netns_restore(saved);
   return NULL;
 }
@@ -207,8 +197,9 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   int32_t domain, type, protocol;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3 || get_int_arg(env, argv[0], &domain) != 0 || get_int_arg(env, argv[1], &type) != 0 ||
-      get_int_arg(env, argv[2], &protocol) != 0)
+  if (argc < 3 || !netctl_get_int32(env, argv[0], &domain, "expected a number") ||
+      !netctl_get_int32(env, argv[1], &type, "expected a number") ||
+      !netctl_get_int32(env, argv[2], &protocol, "expected a number"))
     return NULL;
   int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
   if (fd < 0) return netctl_throw_errno(env, errno, "socket", NULL);

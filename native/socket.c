@@ -34,13 +34,16 @@ bool netctl_endpoint_args(napi_env env, const napi_value *argv, char *netns, siz
   char address[INET6_ADDRSTRLEN + 1];
   size_t len;
   int32_t family_number, port;
-  if (napi_get_value_string_utf8(env, argv[0], netns, netns_size, &len) != napi_ok || len >= netns_size - 1 ||
-      napi_get_value_int32(env, argv[1], &family_number) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[2], address, sizeof address, &len) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &port) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected (netnsPath: string, family: 4|6, address: string, port: number)");
+  const char *usage = "expected (netnsPath: string, family: 4|6, address: string, port: number)";
+  if (!netctl_get_string(env, argv[0], netns, netns_size, &len, usage)) return false;
+  if (len >= netns_size - 1) {
+    napi_throw_type_error(env, NULL, usage);
     return false;
   }
+  if (!netctl_get_int32(env, argv[1], &family_number, usage) ||
+      !netctl_get_string(env, argv[2], address, sizeof address, &len, usage) ||
+      !netctl_get_int32(env, argv[3], &port, usage))
+    return false;
   if (family_number != 4 && family_number != 6) {
     napi_throw_range_error(env, NULL, "family must be 4 or 6");
     return false;

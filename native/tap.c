@@ -58,12 +58,14 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   bool vnet_hdr;
   int32_t offloads;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok ||
-      napi_get_value_bool(env, argv[1], &vnet_hdr) != napi_ok ||
-      napi_get_value_int32(env, argv[2], &offloads) != napi_ok) {
-    napi_throw_type_error(env, NULL, "tapOpen(name: string, vnetHdr: boolean, offloads: number)");
+  const char *usage = "tapOpen(name: string, vnetHdr: boolean, offloads: number)";
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
+  if (!netctl_get_string(env, argv[0], name, sizeof name, &name_len, usage) ||
+      !netctl_get_bool(env, argv[1], &vnet_hdr, usage) || !netctl_get_int32(env, argv[2], &offloads, usage))
+    return NULL;
   if (name_len >= IFNAMSIZ) {
     napi_throw_range_error(env, NULL, "interface name longer than 15 bytes");
     return NULL;
@@ -114,11 +116,14 @@ static napi_value tap_handle(napi_env env, napi_callback_info info) {
   int32_t fd;
   bool vnet_hdr, borrow;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-      napi_get_value_bool(env, argv[1], &vnet_hdr) != napi_ok || napi_get_value_bool(env, argv[2], &borrow) != napi_ok) {
-    napi_throw_type_error(env, NULL, "tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean)");
+  const char *usage = "tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean)";
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
+  if (!netctl_get_int32(env, argv[0], &fd, usage) || !netctl_get_bool(env, argv[1], &vnet_hdr, usage) ||
+      !netctl_get_bool(env, argv[2], &borrow, usage))
+    return NULL;
   tap_t *tap = calloc(1, sizeof *tap);
   uint8_t *arena = malloc((size_t)TAP_BATCH * TAP_READ_SIZE);
   if (!tap || !arena) {
@@ -239,13 +244,10 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
   uint32_t written = 0;
   for (; written < length; written++) {
     napi_value frame;
-    void *data;
+    uint8_t *data;
     size_t size;
     napi_get_element(env, argv[1], written, &frame);
-    if (napi_get_buffer_info(env, frame, &data, &size) != napi_ok) {
-      napi_throw_type_error(env, NULL, "frames must be an array of Buffers");
-      return NULL;
-    }
+    if (!netctl_get_bytes(env, frame, &data, &size, "frames must be an array of Buffers")) return NULL;
     ssize_t n;
     do {
       n = write(tap->poller.fd, data, size);

@@ -24,8 +24,10 @@ static napi_value tcp_listen(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!netctl_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len)) return NULL;
-  if (napi_get_value_int32(env, argv[4], &backlog) != napi_ok || backlog < 1) {
-    napi_throw_type_error(env, NULL, "backlog must be a positive number");
+  const char *backlog_message = "backlog must be a positive number";
+  if (!netctl_get_int32(env, argv[4], &backlog, backlog_message)) return NULL;
+  if (backlog < 1) {
+    napi_throw_type_error(env, NULL, backlog_message);
     return NULL;
   }
   const char *failed;

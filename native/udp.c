@@ -90,18 +90,17 @@ static napi_value option_value(napi_env env, napi_value opts, const char *name) 
 static int get_bool_option(napi_env env, napi_value opts, const char *name, bool *out) {
   *out = false;
   napi_value value = option_value(env, opts, name);
-  if (value != NULL && napi_get_value_bool(env, value, out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "boolean option expected");
-    return -1;
-  }
-  return 0;
+  return value == NULL || netctl_get_bool(env, value, out, "boolean option expected") ? 0 : -1;
 }
 
 static int get_int_option(napi_env env, napi_value opts, const char *name, int32_t *out) {
   *out = 0;
   napi_value value = option_value(env, opts, name);
-  if (value != NULL && (napi_get_value_int32(env, value, out) != napi_ok || *out < 0)) {
-    napi_throw_type_error(env, NULL, "non-negative integer option expected");
+  const char *message = "non-negative integer option expected";
+  if (value == NULL) return 0;
+  if (!netctl_get_int32(env, value, out, message)) return -1;
+  if (*out < 0) {
+    napi_throw_type_error(env, NULL, message);
     return -1;
   }
   return 0;
@@ -426,26 +425,17 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     int n = 0;
     for (; next < count && n < UDP_BATCH; next++) {
       napi_value element;
-      void *bytes;
+      uint8_t *bytes;
       size_t size;
       napi_get_element(env, data, next, &element);
-      if (napi_get_buffer_info(env, element, &bytes, &size) != napi_ok) {
-        napi_throw_type_error(env, NULL, "data must hold Uint8Arrays");
-        return NULL;
-      }
+      if (!netctl_get_bytes(env, element, &bytes, &size, "data must hold Uint8Arrays")) return NULL;
       char text[INET6_ADDRSTRLEN + 1];
       size_t text_len;
       uint32_t port;
       napi_get_element(env, addresses, next, &element);
-      if (napi_get_value_string_utf8(env, element, text, sizeof text, &text_len) != napi_ok) {
-        napi_throw_type_error(env, NULL, "addresses must hold strings");
-        return NULL;
-      }
+      if (!netctl_get_string(env, element, text, sizeof text, &text_len, "addresses must hold strings")) return NULL;
       napi_get_element(env, ports, next, &element);
-      if (napi_get_value_uint32(env, element, &port) != napi_ok) {
-        napi_throw_type_error(env, NULL, "ports must hold numbers");
-        return NULL;
-      }
+      if (!netctl_get_uint32(env, element, &port, "ports must hold numbers")) return NULL;
       if (text_len >= INET6_ADDRSTRLEN || port == 0 || port > 65535) continue;
       if (last_len == 0 || strcmp(text, last_text) != 0) {
         last_len = netctl_parse_address(udp->family, text, 0, &last_addr);
@@ -557,7 +547,7 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   }
   udp_t *udp = get_udp(env, argv[0], true);
   if (!udp) return NULL;
-  void *prefix;
+  uint8_t *prefix;
   size_t prefix_len;
   bool vnet_hdr, remote_csum;
   uint32_t port;
@@ -566,12 +556,15 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   netctl_frame_batch_t batch;
   size_t result_len = 0;
   uint32_t *result = NULL;
-  if (napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok ||
-      !netctl_frame_batch_open(env, argv[2], argv[3], argv[4], &batch) ||
-      napi_get_value_bool(env, argv[5], &vnet_hdr) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[6], text, sizeof text, &text_len) != napi_ok ||
-      napi_get_value_uint32(env, argv[7], &port) != napi_ok || napi_get_value_bool(env, argv[8], &remote_csum) != napi_ok ||
-      !netctl_typed_array(env, argv[9], napi_uint32_array, (void **)&result, &result_len) ||
+  if (!netctl_get_bytes(env, argv[1], &prefix, &prefix_len, usage)) return NULL;
+  if (!netctl_frame_batch_open(env, argv[2], argv[3], argv[4], &batch)) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  if (!netctl_get_bool(env, argv[5], &vnet_hdr, usage) || !netctl_get_string(env, argv[6], text, sizeof text, &text_len, usage) ||
+      !netctl_get_uint32(env, argv[7], &port, usage) || !netctl_get_bool(env, argv[8], &remote_csum, usage))
+    return NULL;
+  if (!netctl_typed_array(env, argv[9], napi_uint32_array, (void **)&result, &result_len) ||
       result_len < NETCTL_SEND_RESULT_LENGTH) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
