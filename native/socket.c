@@ -29,20 +29,26 @@ socklen_t netctl_parse_address(int family, const char *text, uint16_t port, netc
   return sizeof out->in6;
 }
 
-bool netctl_endpoint_args(napi_env env, const napi_value *argv, char *netns, size_t netns_size, int *family,
-                          netctl_addr_t *addr, socklen_t *addr_len) {
-  char address[INET6_ADDRSTRLEN + 1];
-  size_t len;
-  int32_t family_number, port;
-  const char *usage = "expected (netnsPath: string, family: 4|6, address: string, port: number)";
-  if (!netctl_get_string(env, argv[0], netns, netns_size, &len, usage)) return false;
-  if (len >= netns_size - 1) {
+bool netctl_endpoint_args(napi_env env, napi_callback_info info, napi_value argv[5], const char *usage,
+                          netctl_endpoint_t *endpoint) {
+  size_t argc = 5;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 5) {
     napi_throw_type_error(env, NULL, usage);
     return false;
   }
-  if (!netctl_get_int32(env, argv[1], &family_number, usage) ||
-      !netctl_get_string(env, argv[2], address, sizeof address, &len, usage) ||
-      !netctl_get_int32(env, argv[3], &port, usage))
+  char address[INET6_ADDRSTRLEN + 1];
+  size_t len;
+  int32_t family_number, port;
+  const char *expected = "expected (netnsPath: string, family: 4|6, address: string, port: number)";
+  if (!netctl_get_string(env, argv[0], endpoint->netns, sizeof endpoint->netns, &len, expected)) return false;
+  if (len >= sizeof endpoint->netns - 1) {
+    napi_throw_type_error(env, NULL, expected);
+    return false;
+  }
+  if (!netctl_get_int32(env, argv[1], &family_number, expected) ||
+      !netctl_get_string(env, argv[2], address, sizeof address, &len, expected) ||
+      !netctl_get_int32(env, argv[3], &port, expected))
     return false;
   if (family_number != 4 && family_number != 6) {
     napi_throw_range_error(env, NULL, "family must be 4 or 6");
@@ -52,16 +58,18 @@ bool netctl_endpoint_args(napi_env env, const napi_value *argv, char *netns, siz
     napi_throw_range_error(env, NULL, "port must be within 0..65535");
     return false;
   }
-  *family = family_number == 4 ? AF_INET : AF_INET6;
-  *addr_len = netctl_parse_address(*family, address, (uint16_t)port, addr);
-  if (*addr_len == 0) {
+  endpoint->family = family_number == 4 ? AF_INET : AF_INET6;
+  endpoint->addr_len = netctl_parse_address(endpoint->family, address, (uint16_t)port, &endpoint->addr);
+  if (endpoint->addr_len == 0) {
     napi_throw_range_error(env, NULL, "address is not an IP address of the socket's family");
     return false;
   }
   return true;
 }
 
-int netctl_socket_in_netns(const char *netns, int domain, int type, const char **failed) {
+/* socket(2) inside the namespace at `netns` ("" = the calling thread's own).
+ * Returns the fd, or -1 with errno set and *failed naming the call. */
+static int socket_in_netns(const char *netns, int domain, int type, const char **failed) {
   *failed = "socket";
   if (netns[0] == '\0') return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int saved;
@@ -82,5 +90,12 @@ int netctl_socket_in_netns(const char *netns, int domain, int type, const char *
   int err = errno;
   netctl_netns_restore(saved);
   errno = err;
+  return fd;
+}
+
+int netctl_endpoint_socket(napi_env env, const netctl_endpoint_t *endpoint, int type) {
+  const char *failed;
+  int fd = socket_in_netns(endpoint->netns, endpoint->family, type, &failed);
+  if (fd < 0) netctl_throw_errno(env, errno, failed, endpoint->netns[0] ? endpoint->netns : NULL);
   return fd;
 }

@@ -11,31 +11,23 @@
 /* tcpListen(netnsPath, family, address, port, backlog) -> fd of a listening,
  * non-blocking, close-on-exec TCP socket made in the namespace. */
 static napi_value tcp_listen(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  char netns[4096];
-  int family;
-  netctl_addr_t addr;
-  socklen_t addr_len;
+  netctl_endpoint_t endpoint;
   int32_t backlog;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5) {
-    napi_throw_type_error(env, NULL, "tcpListen(netnsPath, family, address, port, backlog)");
+  if (!netctl_endpoint_args(env, info, argv, "tcpListen(netnsPath, family, address, port, backlog)", &endpoint))
     return NULL;
-  }
-  if (!netctl_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len)) return NULL;
   const char *backlog_message = "backlog must be a positive number";
   if (!netctl_get_int32(env, argv[4], &backlog, backlog_message)) return NULL;
   if (backlog < 1) {
     napi_throw_type_error(env, NULL, backlog_message);
     return NULL;
   }
+  int fd = netctl_endpoint_socket(env, &endpoint, SOCK_STREAM);
+  if (fd < 0) return NULL;
   const char *failed;
-  int fd = netctl_socket_in_netns(netns, family, SOCK_STREAM, &failed);
-  if (fd < 0) return netctl_throw_errno(env, errno, failed, netns[0] ? netns : NULL);
   int one = 1;
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) failed = "setsockopt";
-  else if (bind(fd, &addr.sa, addr_len) != 0) failed = "bind";
+  else if (bind(fd, &endpoint.addr.sa, endpoint.addr_len) != 0) failed = "bind";
   else if (listen(fd, backlog) != 0) failed = "listen";
   else failed = NULL;
   if (failed) {

@@ -129,18 +129,10 @@ static void release_udp(netctl_poller_t *poller) {
  * every datagram leaves with DF and one larger than the path MTU fails (EMSGSIZE) instead of being
  * fragmented by this kernel (IP_PMTUDISC_DO; for an IPv6 socket, its IPv4-mapped traffic too). */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  char netns[4096];
-  int family;
-  netctl_addr_t addr;
-  socklen_t addr_len;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5) {
-    napi_throw_type_error(env, NULL, "udpOpen(netnsPath, family, address, port, opts)");
-    return NULL;
-  }
-  if (!netctl_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len)) return NULL;
+  netctl_endpoint_t endpoint;
+  if (!netctl_endpoint_args(env, info, argv, "udpOpen(netnsPath, family, address, port, opts)", &endpoint)) return NULL;
+  int family = endpoint.family;
   bool reuse_addr, gro, borrow, dont_fragment;
   int32_t recv_buffer, send_buffer;
   if (get_bool_option(env, argv[4], "reuseAddr", &reuse_addr) != 0 ||
@@ -150,13 +142,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
       get_int_option(env, argv[4], "recvBufferSize", &recv_buffer) != 0 ||
       get_int_option(env, argv[4], "sendBufferSize", &send_buffer) != 0)
     return NULL;
-  const char *failed;
-  int fd = netctl_socket_in_netns(netns, family, SOCK_DGRAM, &failed);
-  if (fd < 0) return netctl_throw_errno(env, errno, failed, netns[0] ? netns : NULL);
+  int fd = netctl_endpoint_socket(env, &endpoint, SOCK_DGRAM);
+  if (fd < 0) return NULL;
   int one = 1, pmtudisc_do = IP_PMTUDISC_DO, pmtudisc6_do = IPV6_PMTUDISC_DO;
   netctl_addr_t bound;
   socklen_t bound_len = sizeof bound;
-  failed = NULL;
+  const char *failed = NULL;
   if (reuse_addr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
     failed = "setsockopt SO_REUSEADDR";
   else if (gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0)
@@ -170,7 +161,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     failed = "setsockopt SO_RCVBUF";
   else if (send_buffer > 0 && set_buffer_size(fd, SO_SNDBUFFORCE, SO_SNDBUF, send_buffer) != 0)
     failed = "setsockopt SO_SNDBUF";
-  else if (bind(fd, &addr.sa, addr_len) != 0)
+  else if (bind(fd, &endpoint.addr.sa, endpoint.addr_len) != 0)
     failed = "bind";
   else if (getsockname(fd, &bound.sa, &bound_len) != 0)
     failed = "getsockname";
