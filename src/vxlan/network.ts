@@ -56,25 +56,7 @@ export interface VtepStats {
  * The counters of `VtepStats` that belong to one network, counted once the
  * datagram's network is known (drops before that are in `VtepStats` only).
  */
-export interface VtepNetworkCounters {
-  rxFrames: number;
-  txFrames: number;
-  arpAnswered: number;
-  ndAnswered: number;
-  flooded: number;
-  learned: number;
-  dropTruncated: number;
-  dropBadFlags: number;
-  dropUnknownSender: number;
-  dropSelf: number;
-  dropNoRoute: number;
-  dropOversize: number;
-  dropWriteFailed: number;
-  dropBadOffload: number;
-  dropTooBig: number;
-  tooBigAnswered: number;
-  fragmented: number;
-}
+export type VtepNetworkCounters = Omit<VtepStats, 'rxDatagrams' | 'txDatagrams' | 'dropUnknownVni'>;
 
 /** A snapshot of one served network's counters and of the remote VTEPs it has known. */
 export interface VtepNetworkStats {
@@ -153,25 +135,9 @@ export function newNetwork(vni: number, port: FramePort, peers: VniPeers): Netwo
 }
 
 function newNetworkCounters(): VtepNetworkCounters {
-  return {
-    rxFrames: 0,
-    txFrames: 0,
-    arpAnswered: 0,
-    ndAnswered: 0,
-    flooded: 0,
-    learned: 0,
-    dropTruncated: 0,
-    dropBadFlags: 0,
-    dropUnknownSender: 0,
-    dropSelf: 0,
-    dropNoRoute: 0,
-    dropOversize: 0,
-    dropWriteFailed: 0,
-    dropBadOffload: 0,
-    dropTooBig: 0,
-    tooBigAnswered: 0,
-    fragmented: 0,
-  };
+  // The same counters in the same order as the VTEP's, as the API lists them.
+  const { rxDatagrams: _rxDatagrams, txDatagrams: _txDatagrams, dropUnknownVni: _dropUnknownVni, ...counters } = newVtepStats();
+  return counters;
 }
 
 /** Writes frames to a network's port; what it does not take is counted, never thrown. */

@@ -506,22 +506,18 @@ export class Vtep {
     // Answers are untagged frames, so only untagged requests get one.
     if (ethernetPayloadOffset(frame) === ETHERNET_HEADER_LEN) {
       const type = ethernetType(frame);
-      if (type === ETHERTYPE_ARP) {
-        const reply = answerArp(frame, network.peers);
-        if (reply !== undefined) {
-          network.answers.push(reply, 0, reply.length);
+      const arp = type === ETHERTYPE_ARP;
+      const answer = arp ? answerArp(frame, network.peers) : type === ETHERTYPE_IPV6 ? answerNeighborSolicitation(frame, network.peers) : undefined;
+      if (answer !== undefined) {
+        network.answers.push(answer, 0, answer.length);
+        if (arp) {
           this.stats.arpAnswered++;
           network.counters.arpAnswered++;
-          return;
-        }
-      } else if (type === ETHERTYPE_IPV6) {
-        const advert = answerNeighborSolicitation(frame, network.peers);
-        if (advert !== undefined) {
-          network.answers.push(advert, 0, advert.length);
+        } else {
           this.stats.ndAnswered++;
           network.counters.ndAnswered++;
-          return;
         }
+        return;
       }
     }
 
