@@ -1,6 +1,6 @@
 /**
  * One overlay network as a VTEP serves it, and the counters the VTEP keeps
- * for itself and per network: shared by the send path (vtep.ts) and the
+ * for itself and per network: shared by the VTEP (vtep.ts), its send path (send.ts) and its
  * receive path (receive.ts).
  */
 import type { FramePort } from './io.js';
@@ -87,7 +87,7 @@ export interface Network {
 export interface UnicastQueue {
   readonly frames: FrameList;
   readonly remote: RemoteVtep;
-  /** The longest frame the path to this VTEP takes (see `Vtep.#frameLimit`), kept up to date by `setVtepMtu`. */
+  /** The longest frame the path to this VTEP takes (see `FrameSender.frameLimit`), kept up to date by `Vtep.setVtepMtu`. */
   frameLimit: number;
   /** Inner frame bytes queued (virtio headers not counted). */
   bytes: number;
