@@ -83,6 +83,13 @@ module.exports = {
       to: { path: '^src/host\\.ts$' },
     },
     {
+      name: 'addon-only-through-sys',
+      comment: 'The addon loader is the kernel boundary itself: above sys/, code reaches the addon through a sys/ module that names what it offers.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/sys/' },
+      to: { path: '^src/sys/addon\\.ts$' },
+    },
+    {
       name: 'index-is-not-imported-from-inside',
       comment: 'index.ts is the package entry; inside src/ import the module itself.',
       severity: 'error',

@@ -2,7 +2,10 @@
   "targets": [
     {
       "target_name": "netctl_native",
-      "sources": ["native/addon.c", "native/fslock.c", "native/netns.c", "native/offload.c", "native/rlimit.c", "native/tap.c", "native/udp.c"],
+      "sources": [
+        "native/addon.c", "native/fslock.c", "native/netns.c", "native/offload.c", "native/poller.c",
+        "native/rlimit.c", "native/socket.c", "native/tap.c", "native/tcp_listen.c", "native/udp.c"
+      ],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "addon.h"
+#include "batch_layout.h"
 
 napi_value netctl_throw_errno(napi_env env, int err, const char *syscall, const char *what) {
   const char *name = strerrorname_np(err);
@@ -21,6 +22,35 @@ napi_value netctl_throw_errno(napi_env env, int err, const char *syscall, const 
   napi_set_named_property(env, error, "syscall", syscall_value);
   napi_throw(env, error);
   return NULL;
+}
+
+static bool throw_type(napi_env env, const char *message) {
+  napi_throw_type_error(env, NULL, message);
+  return false;
+}
+
+bool netctl_get_int32(napi_env env, napi_value value, int32_t *out, const char *message) {
+  return napi_get_value_int32(env, value, out) == napi_ok || throw_type(env, message);
+}
+
+bool netctl_get_uint32(napi_env env, napi_value value, uint32_t *out, const char *message) {
+  return napi_get_value_uint32(env, value, out) == napi_ok || throw_type(env, message);
+}
+
+bool netctl_get_bool(napi_env env, napi_value value, bool *out, const char *message) {
+  return napi_get_value_bool(env, value, out) == napi_ok || throw_type(env, message);
+}
+
+bool netctl_get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len, const char *message) {
+  static uint8_t empty;
+  if (napi_get_buffer_info(env, value, (void **)data, len) != napi_ok) return throw_type(env, message);
+  /* An empty view may have no memory at all. */
+  if (*data == NULL) *data = &empty;
+  return true;
+}
+
+bool netctl_get_string(napi_env env, napi_value value, char *out, size_t size, size_t *len, const char *message) {
+  return napi_get_value_string_utf8(env, value, out, size, len) == napi_ok || throw_type(env, message);
 }
 
 bool netctl_typed_array(napi_env env, napi_value value, napi_typedarray_type type, void **data, size_t *len) {
@@ -45,7 +75,7 @@ bool netctl_frame_batch_open(napi_env env, napi_value buffers, napi_value index,
   void *data;
   napi_is_array(env, buffers, &is_array);
   if (!is_array || napi_get_value_uint32(env, count, &batch->count) != napi_ok ||
-      !netctl_typed_array(env, index, napi_uint32_array, &data, &index_len) || (size_t)batch->count * 3 > index_len)
+      !netctl_typed_array(env, index, napi_uint32_array, &data, &index_len) || (size_t)batch->count * NETCTL_FRAME_STRIDE > index_len)
     return false;
   batch->buffers = buffers;
   napi_get_array_length(env, buffers, &batch->buffer_count);
@@ -57,7 +87,8 @@ bool netctl_frame_batch_open(napi_env env, napi_value buffers, napi_value index,
 }
 
 bool netctl_frame_batch_get(napi_env env, netctl_frame_batch_t *batch, uint32_t i, uint8_t **data, size_t *len) {
-  uint32_t which = batch->index[3 * i], offset = batch->index[3 * i + 1], length = batch->index[3 * i + 2];
+  const uint32_t *entry = batch->index + (size_t)NETCTL_FRAME_STRIDE * i;
+  uint32_t which = entry[NETCTL_FRAME_BUFFER], offset = entry[NETCTL_FRAME_OFFSET], length = entry[NETCTL_FRAME_LENGTH];
   if (which != batch->current) {
     napi_value buffer;
     if (which >= batch->buffer_count || napi_get_element(env, batch->buffers, which, &buffer) != napi_ok ||
@@ -127,12 +158,27 @@ void netctl_expose_arena(napi_env env, napi_ref arena, size_t size, napi_value a
   napi_set_element(env, array, 0, view);
 }
 
+/* Exports the batch layouts (batch_layout.h) as `batchLayout`, so a test can hold them against src/sys/batch-layout.ts. */
+static napi_status register_batch_layout(napi_env env, napi_value exports) {
+  napi_value layout, value;
+  napi_status status = napi_create_object(env, &layout);
+#define EXPORT_LAYOUT(name)                                                                                        \
+  if (status == napi_ok) status = napi_create_uint32(env, NETCTL_##name, &value);                                 \
+  if (status == napi_ok) status = napi_set_named_property(env, layout, #name, value);
+  NETCTL_BATCH_LAYOUT(EXPORT_LAYOUT)
+#undef EXPORT_LAYOUT
+  if (status != napi_ok) return status;
+  return napi_set_named_property(env, exports, "batchLayout", layout);
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
+  if (register_batch_layout(env, exports) != napi_ok) return NULL;
   if (netctl_register_fslock(env, exports) != napi_ok) return NULL;
   if (netctl_register_netns(env, exports) != napi_ok) return NULL;
   if (netctl_register_offload(env, exports) != napi_ok) return NULL;
   if (netctl_register_rlimit(env, exports) != napi_ok) return NULL;
   if (netctl_register_tap(env, exports) != napi_ok) return NULL;
+  if (netctl_register_tcp_listen(env, exports) != napi_ok) return NULL;
   if (netctl_register_udp(env, exports) != napi_ok) return NULL;
   return exports;
 }

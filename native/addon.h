@@ -10,13 +10,25 @@
  * properties and a message naming the call and, when given, what it acted on. Returns NULL. */
 napi_value netctl_throw_errno(napi_env env, int err, const char *syscall, const char *what);
 
+/*
+ * Argument readers, one per type, shared by every part: each returns false, having thrown
+ * TypeError(message) (usually the function's usage), when `value` is not of its type.
+ */
+bool netctl_get_int32(napi_env env, napi_value value, int32_t *out, const char *message);
+bool netctl_get_uint32(napi_env env, napi_value value, uint32_t *out, const char *message);
+bool netctl_get_bool(napi_env env, napi_value value, bool *out, const char *message);
+/* The bytes of a Buffer, Uint8Array or other ArrayBufferView (data never NULL). */
+bool netctl_get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len, const char *message);
+/* A string, cut to fit `size` bytes with its NUL; *len is what was written, so len >= size - 1 may mean cut. */
+bool netctl_get_string(napi_env env, napi_value value, char *out, size_t size, size_t *len, const char *message);
+
 /* The data and element count of `value` when it is a typed array of `type` (data never NULL); else false. */
 bool netctl_typed_array(napi_env env, napi_value value, napi_typedarray_type type, void **data, size_t *len);
 
 /*
- * A FrameBatch from JavaScript (src/sys/tap.ts): frame i is index[3i+2] bytes at
- * index[3i+1] of buffers[index[3i]]. Frames of one buffer come in runs, so the
- * last buffer looked up is kept.
+ * A FrameBatch from JavaScript (src/sys/tap.ts), laid out as NETCTL_FRAME_* in
+ * batch_layout.h. Frames of one buffer come in runs, so the last buffer
+ * looked up is kept.
  */
 typedef struct {
   napi_value buffers;
@@ -63,6 +75,7 @@ napi_status netctl_register_netns(napi_env env, napi_value exports);
 napi_status netctl_register_offload(napi_env env, napi_value exports);
 napi_status netctl_register_rlimit(napi_env env, napi_value exports);
 napi_status netctl_register_tap(napi_env env, napi_value exports);
+napi_status netctl_register_tcp_listen(napi_env env, napi_value exports);
 napi_status netctl_register_udp(napi_env env, napi_value exports);
 
 #endif

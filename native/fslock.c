@@ -2,25 +2,17 @@
  * JavaScript polls with LOCK_NB so the event loop never blocks. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 
 #include "addon.h"
 
-static bool read_fd(napi_env env, napi_value value, int32_t *fd) {
-  if (napi_get_value_int32(env, value, fd) != napi_ok || *fd < 0) {
-    napi_throw_type_error(env, NULL, "fd must be a non-negative integer");
-    return false;
-  }
-  return true;
-}
+#define FD_MESSAGE "fd must be a non-negative integer"
 
-static bool read_bool(napi_env env, napi_value value, const char *name, bool *out) {
-  if (napi_get_value_bool(env, value, out) != napi_ok) {
-    char message[64];
-    snprintf(message, sizeof message, "%s must be a boolean", name);
-    napi_throw_type_error(env, NULL, message);
+static bool read_fd(napi_env env, napi_value value, int32_t *fd) {
+  if (!netctl_get_int32(env, value, fd, FD_MESSAGE)) return false;
+  if (*fd < 0) {
+    napi_throw_type_error(env, NULL, FD_MESSAGE);
     return false;
   }
   return true;
@@ -39,8 +31,8 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
   int32_t fd;
   bool exclusive, non_blocking;
   if (!read_fd(env, argv[0], &fd)) return NULL;
-  if (!read_bool(env, argv[1], "exclusive", &exclusive)) return NULL;
-  if (!read_bool(env, argv[2], "nonBlocking", &non_blocking)) return NULL;
+  if (!netctl_get_bool(env, argv[1], &exclusive, "exclusive must be a boolean")) return NULL;
+  if (!netctl_get_bool(env, argv[2], &non_blocking, "nonBlocking must be a boolean")) return NULL;
 
   int operation = (exclusive ? LOCK_EX : LOCK_SH) | (non_blocking ? LOCK_NB : 0);
   int rc;

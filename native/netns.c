@@ -20,15 +20,14 @@
 #include <linux/nsfs.h>
 
 #include "addon.h"
+#include "netns.h"
 
-#define SELF_NETNS "/proc/thread-self/ns/net"
+#define SELF_NETNS NETCTL_SELF_NETNS
 
+/* A path argument: a string that must fit `out` whole. */
 static int get_string_arg(napi_env env, napi_value value, char *out, size_t size) {
   size_t len;
-  if (napi_get_value_string_utf8(env, value, out, size, &len) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a string");
-    return -1;
-  }
+  if (!netctl_get_string(env, value, out, size, &len, "expected a string")) return -1;
   if (len >= size - 1) {
     napi_throw_range_error(env, NULL, "string too long");
     return -1;
@@ -36,22 +35,33 @@ static int get_string_arg(napi_env env, napi_value value, char *out, size_t size
   return 0;
 }
 
-static int get_int_arg(napi_env env, napi_value value, int32_t *out) {
-  if (napi_get_value_int32(env, value, out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected a number");
-    return -1;
-  }
-  return 0;
-}
-
-/* Returns to the saved namespace; a thread that cannot go back would do
- * every later kernel call in the wrong namespace, so that is fatal. */
-static void restore_or_die(int saved_fd) {
+void netctl_netns_restore(int saved_fd) {
   if (setns(saved_fd, CLONE_NEWNET) != 0) {
     napi_fatal_error("netctl netns", NAPI_AUTO_LENGTH, "cannot return to the original network namespace",
                      NAPI_AUTO_LENGTH);
   }
   close(saved_fd);
+}
+
+netctl_netns_step_t netctl_netns_enter(const char *path, int *saved) {
+  *saved = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
+  if (*saved < 0) return NETCTL_NETNS_OPEN_SELF;
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    close(*saved);
+    errno = err;
+    return NETCTL_NETNS_OPEN_TARGET;
+  }
+  if (setns(target, CLONE_NEWNET) != 0) {
+    int err = errno;
+    close(target);
+    close(*saved);
+    errno = err;
+    return NETCTL_NETNS_SETNS;
+  }
+  close(target);
+  return NETCTL_NETNS_ENTERED;
 }
 
 /* netnsEnter(path) -> savedFd: moves the calling thread into the namespace at
@@ -62,22 +72,17 @@ static napi_value netns_enter(napi_env env, napi_callback_info info) {
   char path[4096];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || get_string_arg(env, argv[0], path, sizeof path) != 0) return NULL;
-
-  int saved = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
-  if (saved < 0) return netctl_throw_errno(env, errno, "open", SELF_NETNS);
-  int target = open(path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    int err = errno;
-    close(saved);
-    return netctl_throw_errno(env, err, "open", path);
+  int saved;
+  switch (netctl_netns_enter(path, &saved)) {
+    case NETCTL_NETNS_ENTERED:
+      break;
+    case NETCTL_NETNS_OPEN_SELF:
+      return netctl_throw_errno(env, errno, "open", SELF_NETNS);
+    case NETCTL_NETNS_OPEN_TARGET:
+      return netctl_throw_errno(env, errno, "open", path);
+    case NETCTL_NETNS_SETNS:
+      return netctl_throw_errno(env, errno, "setns", path);
   }
-  if (setns(target, CLONE_NEWNET) != 0) {
-    int err = errno;
-    close(target);
-    close(saved);
-    return netctl_throw_errno(env, err, "setns", path);
-  }
-  close(target);
   napi_value result;
   napi_create_int32(env, saved, &result);
   return result;
@@ -89,8 +94,8 @@ static napi_value netns_restore(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int32_t saved;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || get_int_arg(env, argv[0], &saved) != 0) return NULL;
-  restore_or_die(saved);
+  if (argc < 1 || !netctl_get_int32(env, argv[0], &saved, "expected a number")) return NULL;
+  netctl_netns_restore(saved);
   return NULL;
 }
 
@@ -141,7 +146,7 @@ static napi_value netns_create(napi_env env, napi_callback_info info) {
   }
   int err = 0;
   if (mount(SELF_NETNS, path, "none", MS_BIND, NULL) != 0) err = errno;
-  restore_or_die(saved);
+  netctl_netns_restore(saved);
   if (err != 0) {
     unlink(path);
     return netctl_throw_errno(env, err, "mount", path);
@@ -192,8 +197,9 @@ static napi_value socket_open(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   int32_t domain, type, protocol;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3 || get_int_arg(env, argv[0], &domain) != 0 || get_int_arg(env, argv[1], &type) != 0 ||
-      get_int_arg(env, argv[2], &protocol) != 0)
+  if (argc < 3 || !netctl_get_int32(env, argv[0], &domain, "expected a number") ||
+      !netctl_get_int32(env, argv[1], &type, "expected a number") ||
+      !netctl_get_int32(env, argv[2], &protocol, "expected a number"))
     return NULL;
   int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
   if (fd < 0) return netctl_throw_errno(env, errno, "socket", NULL);

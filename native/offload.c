@@ -482,10 +482,6 @@ static napi_value throw_type(napi_env env, const char *message) {
   return NULL;
 }
 
-static bool get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *len) {
-  return netctl_typed_array(env, value, napi_uint8_array, (void **)data, len);
-}
-
 /* offloadSegment(frame, prefix, out, remoteChecksum?) -> { count, segmentLength, length } or null for a
  * malformed frame. */
 static napi_value offload_segment_js(napi_env env, napi_callback_info info) {
@@ -495,13 +491,14 @@ static napi_value offload_segment_js(napi_env env, napi_callback_info info) {
   size_t frame_len, prefix_len, out_len, segment_len, length;
   bool remote_csum = false;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  const char *usage = "offloadSegment(frame: Uint8Array, prefix: Uint8Array, out: Uint8Array, remoteChecksum?: boolean)";
   napi_valuetype fourth = napi_undefined;
   if (argc >= 4) napi_typeof(env, argv[3], &fourth);
-  if (argc < 3 || !get_bytes(env, argv[0], &frame, &frame_len) || !get_bytes(env, argv[1], &prefix, &prefix_len) ||
-      !get_bytes(env, argv[2], &out, &out_len) ||
-      (fourth != napi_undefined && napi_get_value_bool(env, argv[3], &remote_csum) != napi_ok))
-    return throw_type(env,
-                      "offloadSegment(frame: Uint8Array, prefix: Uint8Array, out: Uint8Array, remoteChecksum?: boolean)");
+  if (argc < 3) return throw_type(env, usage);
+  if (!netctl_get_bytes(env, argv[0], &frame, &frame_len, usage) ||
+      !netctl_get_bytes(env, argv[1], &prefix, &prefix_len, usage) || !netctl_get_bytes(env, argv[2], &out, &out_len, usage) ||
+      (fourth != napi_undefined && !netctl_get_bool(env, argv[3], &remote_csum, usage)))
+    return NULL;
   int count = offload_segment(frame, frame_len, prefix, prefix_len, remote_csum, out, out_len, &segment_len, &length);
   napi_value result;
   if (count == OFFLOAD_NO_ROOM) {
@@ -535,7 +532,8 @@ static napi_value offload_coalesce_js(napi_env env, napi_callback_info info) {
   if (argc >= 1) napi_is_array(env, argv[0], &is_array);
   napi_valuetype second = napi_undefined;
   if (argc >= 2) napi_typeof(env, argv[1], &second);
-  if (!is_array || (second != napi_undefined && !get_bytes(env, argv[1], &checksum, &checksum_len)))
+  if (!is_array || (second != napi_undefined &&
+                    !netctl_typed_array(env, argv[1], napi_uint8_array, (void **)&checksum, &checksum_len)))
     return throw_type(env, "offloadCoalesce(frames: Uint8Array[], checksum?: Uint8Array)");
   uint32_t count;
   napi_get_array_length(env, argv[0], &count);
@@ -545,9 +543,9 @@ static napi_value offload_coalesce_js(napi_env env, napi_callback_info info) {
     napi_value element;
     uint8_t *data;
     napi_get_element(env, argv[0], i, &element);
-    if (!get_bytes(env, element, &data, &frames[i].len)) {
+    if (!netctl_get_bytes(env, element, &data, &frames[i].len, "frames must be Uint8Arrays")) {
       free(frames);
-      return throw_type(env, "frames must be Uint8Arrays");
+      return NULL;
     }
     frames[i].data = data;
     frames[i].checksum = i < checksum_len ? checksum[i] : OFFLOAD_CSUM_UNVERIFIED;
@@ -583,9 +581,11 @@ static napi_value offload_complete_partial_js(napi_env env, napi_callback_info i
   size_t len;
   uint32_t checksum;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 2 || !get_bytes(env, argv[0], &frame, &len) || napi_get_value_uint32(env, argv[1], &checksum) != napi_ok ||
-      checksum < OFFLOAD_CSUM_PARTIAL_MIN || checksum > UINT8_MAX)
-    return throw_type(env, "offloadCompletePartial(frame: Uint8Array, checksum: number (an RCO octet, 2-255))");
+  const char *usage = "offloadCompletePartial(frame: Uint8Array, checksum: number (an RCO octet, 2-255))";
+  if (argc < 2) return throw_type(env, usage);
+  if (!netctl_get_bytes(env, argv[0], &frame, &len, usage) || !netctl_get_uint32(env, argv[1], &checksum, usage))
+    return NULL;
+  if (checksum < OFFLOAD_CSUM_PARTIAL_MIN || checksum > UINT8_MAX) return throw_type(env, usage);
   napi_value result;
   napi_get_boolean(env, offload_complete_partial(frame, len, (uint8_t)checksum), &result);
   return result;

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "batch_layout.h"
+
 /* struct virtio_net_hdr without num_buffers: what a TAP with IFF_VNET_HDR uses by default. */
 #define VNET_HDR_LEN 10
 /* A coalesced frame's virtio header and its copied headers (Ethernet 14, IPv6 40 or IPv4 ≤ 60, TCP ≤ 60). */
@@ -36,11 +38,11 @@
 /* How far a received frame's TCP checksum can be trusted (offload_frame_t.checksum). */
 enum {
   /* Unknown: check it before handing the frame on as checksummed. */
-  OFFLOAD_CSUM_UNVERIFIED = 0,
+  OFFLOAD_CSUM_UNVERIFIED = NETCTL_CHECKSUM_UNVERIFIED,
   /* Computed by a sender we trust (a netctl VTEP). */
-  OFFLOAD_CSUM_TRUSTED = 1,
+  OFFLOAD_CSUM_TRUSTED = NETCTL_CHECKSUM_TRUSTED,
   /* 2 and above: partial (RCO); the value is the header's RCO octet (start / 2, VXLAN_RCO_UDP). */
-  OFFLOAD_CSUM_PARTIAL_MIN = 2,
+  OFFLOAD_CSUM_PARTIAL_MIN = NETCTL_CHECKSUM_PARTIAL_MIN,
 };
 
 /* A frame in memory that the caller owns. */

@@ -19,33 +19,34 @@
 #include <uv.h>
 
 #include "addon.h"
+#include "batch_layout.h"
 #include "offload.h"
+#include "poller.h"
 
-#define TAP_BATCH 64
+#define TAP_BATCH NETCTL_TAP_BATCH
 /* A 64 KB GSO segment plus the virtio-net header in front of it. */
 #define TAP_READ_SIZE (65536 + 64)
 
 typedef struct {
-  napi_env env;
-  uv_poll_t poll;
-  int fd;
-  int vnet_hdr;  /* frames carry a virtio_net_hdr (IFF_VNET_HDR) */
-  int polling;   /* uv_poll_start is active */
-  int closed;    /* fd closed, poll handle closing or closed */
-  /* The struct is freed when both libuv and the JS external are done with it. */
-  int handle_closed;
-  int finalized;
-  /* While polling: the callback, and the FrameBatch's index (Uint32Array) and buffers (array). */
-  netctl_started_t started;
-  napi_async_context async_context;
-  /* TAP_BATCH slots of TAP_READ_SIZE that frames are read into; with borrowBuffers an external
-   * ArrayBuffer owns them (`borrowed`), else the struct does. */
-  uint8_t *arena;
-  napi_ref borrowed;
+  /* First, so that a tap_t is its poller. The arena: TAP_BATCH slots of TAP_READ_SIZE that frames are read into. */
+  netctl_poller_t poller;
+  int vnet_hdr; /* frames carry a virtio_net_hdr (IFF_VNET_HDR) */
   /* The frames of one tapWriteFrames call, grown as needed. */
   offload_frame_t *frames;
   size_t frames_cap;
 } tap_t;
+
+static void on_readable(netctl_poller_t *poller);
+static void release_tap(netctl_poller_t *poller);
+
+static const netctl_poller_kind_t tap_kind = {
+    .resource_name = "netctl:TapDevice",
+    .not_a_handle = "expected a TAP handle",
+    .closed_code = "ERR_TAP_CLOSED",
+    .closed_message = "TAP device is closed",
+    .on_readable = on_readable,
+    .release = release_tap,
+};
 
 /* tapOpen(name, vnetHdr, offloads) -> { fd, name }. Opens the device in the
  * calling thread's network namespace; offloads < 0 means "leave as is". */
@@ -57,12 +58,14 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   bool vnet_hdr;
   int32_t offloads;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok ||
-      napi_get_value_bool(env, argv[1], &vnet_hdr) != napi_ok ||
-      napi_get_value_int32(env, argv[2], &offloads) != napi_ok) {
-    napi_throw_type_error(env, NULL, "tapOpen(name: string, vnetHdr: boolean, offloads: number)");
+  const char *usage = "tapOpen(name: string, vnetHdr: boolean, offloads: number)";
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
+  if (!netctl_get_string(env, argv[0], name, sizeof name, &name_len, usage) ||
+      !netctl_get_bool(env, argv[1], &vnet_hdr, usage) || !netctl_get_int32(env, argv[2], &offloads, usage))
+    return NULL;
   if (name_len >= IFNAMSIZ) {
     napi_throw_range_error(env, NULL, "interface name longer than 15 bytes");
     return NULL;
@@ -94,68 +97,15 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static tap_t *get_tap(napi_env env, napi_value value) {
-  tap_t *tap = NULL;
-  if (napi_get_value_external(env, value, (void **)&tap) != napi_ok || tap == NULL) {
-    napi_throw_type_error(env, NULL, "expected a TAP handle");
-    return NULL;
-  }
-  return tap;
+static tap_t *get_tap(napi_env env, napi_value value, bool open) {
+  return (tap_t *)netctl_poller_get(env, value, &tap_kind, open);
 }
 
-static tap_t *get_open_tap(napi_env env, napi_value value) {
-  tap_t *tap = get_tap(env, value);
-  if (tap && tap->closed) {
-    napi_throw_error(env, "ERR_TAP_CLOSED", "TAP device is closed");
-    return NULL;
-  }
-  return tap;
-}
-
-static void free_tap(tap_t *tap) {
-  if (tap->borrowed)
-    napi_delete_reference(tap->env, tap->borrowed);
-  else
-    free(tap->arena);
+static void release_tap(netctl_poller_t *poller) {
+  tap_t *tap = (tap_t *)poller;
   free(tap->frames);
   free(tap);
 }
-
-static void on_poll_closed(uv_handle_t *handle) {
-  tap_t *tap = handle->data;
-  tap->handle_closed = 1;
-  if (tap->finalized) free_tap(tap);
-}
-
-static void stop_polling(tap_t *tap) {
-  if (!tap->polling) return;
-  uv_poll_stop(&tap->poll);
-  tap->polling = 0;
-  netctl_started_release(tap->env, &tap->started);
-}
-
-/* Closes the fd now and frees the struct once libuv has let go of the handle. */
-static void close_tap(tap_t *tap) {
-  if (tap->closed) return;
-  stop_polling(tap);
-  tap->closed = 1;
-  close(tap->fd);
-  tap->fd = -1;
-  napi_async_destroy(tap->env, tap->async_context);
-  uv_close((uv_handle_t *)&tap->poll, on_poll_closed);
-}
-
-static void tap_finalize(napi_env env, void *data, void *hint) {
-  tap_t *tap = data;
-  /* Unreachable from JS, hence not polling (polling holds a reference). */
-  tap->finalized = 1;
-  if (!tap->closed)
-    close_tap(tap);
-  else if (tap->handle_closed)
-    free_tap(tap);
-}
-
-static void free_arena(napi_env env, void *data, void *hint) { free(data); }
 
 /* tapHandle(fd, vnetHdr, borrowBuffers) -> handle: takes ownership of fd for polling and closing.
  * With borrowBuffers, frames delivered are in the handle's own memory, valid until the callback
@@ -166,72 +116,36 @@ static napi_value tap_handle(napi_env env, napi_callback_info info) {
   int32_t fd;
   bool vnet_hdr, borrow;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
-      napi_get_value_bool(env, argv[1], &vnet_hdr) != napi_ok || napi_get_value_bool(env, argv[2], &borrow) != napi_ok) {
-    napi_throw_type_error(env, NULL, "tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean)");
+  const char *usage = "tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean)";
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
+  if (!netctl_get_int32(env, argv[0], &fd, usage) || !netctl_get_bool(env, argv[1], &vnet_hdr, usage) ||
+      !netctl_get_bool(env, argv[2], &borrow, usage))
+    return NULL;
   tap_t *tap = calloc(1, sizeof *tap);
-  if (!tap) return netctl_throw_errno(env, ENOMEM, "calloc", NULL);
-  tap->env = env;
-  tap->fd = fd;
-  tap->vnet_hdr = vnet_hdr;
-  if (!(tap->arena = malloc((size_t)TAP_BATCH * TAP_READ_SIZE))) {
+  uint8_t *arena = malloc((size_t)TAP_BATCH * TAP_READ_SIZE);
+  if (!tap || !arena) {
     free(tap);
+    free(arena);
     return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
   }
-  uv_loop_t *loop;
-  napi_get_uv_event_loop(env, &loop);
-  int rc = uv_poll_init(loop, &tap->poll, fd);
-  if (rc != 0) {
-    free(tap->arena);
+  tap->vnet_hdr = vnet_hdr;
+  napi_value handle = netctl_poller_open(env, &tap->poller, &tap_kind, fd, arena, (size_t)TAP_BATCH * TAP_READ_SIZE, borrow);
+  if (!handle) {
+    free(arena);
     free(tap);
-    return netctl_throw_errno(env, -rc, "uv_poll_init", NULL);
   }
-  tap->poll.data = tap;
-  if (borrow) {
-    napi_value arraybuffer;
-    napi_create_external_arraybuffer(env, tap->arena, (size_t)TAP_BATCH * TAP_READ_SIZE, free_arena, NULL, &arraybuffer);
-    napi_create_reference(env, arraybuffer, 1, &tap->borrowed);
-  }
-
-  napi_value resource_name, handle;
-  napi_create_string_utf8(env, "netctl:TapDevice", NAPI_AUTO_LENGTH, &resource_name);
-  napi_async_init(env, NULL, resource_name, &tap->async_context);
-  napi_create_external(env, tap, tap_finalize, NULL, &handle);
   return handle;
 }
 
-static void deliver(tap_t *tap, napi_value count) {
-  napi_env env = tap->env;
-  napi_value callback, global, result;
-  napi_get_reference_value(env, tap->started.callback, &callback);
-  /* napi_make_callback rejects undefined as receiver. */
-  napi_get_global(env, &global);
-  if (napi_make_callback(env, tap->async_context, global, callback, 1, &count, &result) == napi_pending_exception) {
-    napi_value error;
-    napi_get_and_clear_last_exception(env, &error);
-    napi_fatal_exception(env, error);
-  }
-}
-
-static void on_readable(uv_poll_t *handle, int status, int events) {
-  tap_t *tap = handle->data;
-  if (tap->closed || !tap->polling) return;
-  if (status < 0) {
-    /* POLLERR: the device is gone (e.g. its namespace was deleted); libuv
-     * has already stopped the watcher, so release what polling held. */
-    stop_polling(tap);
-    return;
-  }
-  napi_env env = tap->env;
-  napi_handle_scope scope;
-  napi_open_handle_scope(env, &scope);
-
+static void on_readable(netctl_poller_t *poller) {
+  napi_env env = poller->env;
   uint32_t count = 0;
   size_t lengths[TAP_BATCH];
   while (count < TAP_BATCH) {
-    ssize_t n = read(tap->fd, tap->arena + (size_t)count * TAP_READ_SIZE, TAP_READ_SIZE);
+    ssize_t n = read(poller->fd, poller->arena + (size_t)count * TAP_READ_SIZE, TAP_READ_SIZE);
     if (n < 0) {
       if (errno == EINTR) continue;
       /* EAGAIN: drained. Other errors (the device went away): deliver what
@@ -245,14 +159,15 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_value batch[2];
   uint32_t *index;
   size_t index_len;
-  if (count > 0 && netctl_started_batch(env, &tap->started, batch, 2, &index, &index_len) &&
-      index_len >= 3 * (size_t)count) {
+  if (count > 0 && netctl_started_batch(env, &poller->started, batch, 2, &index, &index_len) &&
+      index_len >= (size_t)NETCTL_FRAME_STRIDE * count) {
     napi_value buffers = batch[1];
-    if (tap->borrowed) {
+    if (poller->borrowed) {
       for (uint32_t i = 0; i < count; i++) {
-        index[3 * i] = 0;
-        index[3 * i + 1] = i * TAP_READ_SIZE;
-        index[3 * i + 2] = (uint32_t)lengths[i];
+        uint32_t *entry = index + (size_t)NETCTL_FRAME_STRIDE * i;
+        entry[NETCTL_FRAME_BUFFER] = 0;
+        entry[NETCTL_FRAME_OFFSET] = i * TAP_READ_SIZE;
+        entry[NETCTL_FRAME_LENGTH] = (uint32_t)lengths[i];
       }
     } else {
       /* The callee may keep these: one fresh Buffer with the frames back to back. */
@@ -264,22 +179,20 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       napi_set_element(env, buffers, 0, buffer);
       size_t offset = 0;
       for (uint32_t i = 0; i < count; i++) {
-        memcpy(bytes + offset, tap->arena + (size_t)i * TAP_READ_SIZE, lengths[i]);
-        index[3 * i] = 0;
-        index[3 * i + 1] = (uint32_t)offset;
-        index[3 * i + 2] = (uint32_t)lengths[i];
+        memcpy(bytes + offset, poller->arena + (size_t)i * TAP_READ_SIZE, lengths[i]);
+        uint32_t *entry = index + (size_t)NETCTL_FRAME_STRIDE * i;
+        entry[NETCTL_FRAME_BUFFER] = 0;
+        entry[NETCTL_FRAME_OFFSET] = (uint32_t)offset;
+        entry[NETCTL_FRAME_LENGTH] = (uint32_t)lengths[i];
         offset += lengths[i];
       }
     }
-    napi_value count_value;
-    napi_create_uint32(env, count, &count_value);
-    deliver(tap, count_value);
+    netctl_poller_deliver(poller, count);
   }
-  napi_close_handle_scope(env, scope);
 }
 
 /* tapStart(handle, onBatch, index, buffers): calls onBatch(count) for every wake-up with data,
- * having filled index (a Uint32Array of at least 3 * 64) and buffers as a FrameBatch of count
+ * having filled index (a Uint32Array of at least NETCTL_FRAME_STRIDE * TAP_BATCH) and buffers as a FrameBatch of count
  * frames (src/sys/tap.ts): buffers[0] is the handle's memory when it borrows buffers, valid
  * until onBatch returns, else a fresh Buffer per call. */
 static napi_value tap_start(napi_env env, napi_callback_info info) {
@@ -291,19 +204,9 @@ static napi_value tap_start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  tap_t *tap = get_open_tap(env, argv[0]);
+  tap_t *tap = get_tap(env, argv[0], true);
   if (!tap) return NULL;
-  if (!netctl_started_args(env, argv[1], argv + 2, 2, 3 * TAP_BATCH)) {
-    napi_throw_type_error(env, NULL, usage);
-    return NULL;
-  }
-  if (!tap->polling) {
-    int rc = uv_poll_start(&tap->poll, UV_READABLE, on_readable);
-    if (rc != 0) return netctl_throw_errno(env, -rc, "uv_poll_start", NULL);
-    tap->polling = 1;
-  }
-  netctl_started_hold(env, &tap->started, argv[0], argv[1], argv + 2, 2);
-  if (tap->borrowed) netctl_expose_arena(env, tap->borrowed, (size_t)TAP_BATCH * TAP_READ_SIZE, argv[3]);
+  netctl_poller_start(env, &tap->poller, argv[0], argv[1], argv + 2, 2, (size_t)NETCTL_FRAME_STRIDE * TAP_BATCH, usage);
   return NULL;
 }
 
@@ -312,9 +215,9 @@ static napi_value tap_stop(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  tap_t *tap = argc < 1 ? NULL : get_open_tap(env, argv[0]);
+  tap_t *tap = argc < 1 ? NULL : get_tap(env, argv[0], true);
   if (!tap) return NULL;
-  stop_polling(tap);
+  netctl_poller_stop(&tap->poller);
   return NULL;
 }
 
@@ -328,7 +231,7 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "tapWriteBatch(handle, frames)");
     return NULL;
   }
-  tap_t *tap = get_open_tap(env, argv[0]);
+  tap_t *tap = get_tap(env, argv[0], true);
   if (!tap) return NULL;
   bool is_array;
   napi_is_array(env, argv[1], &is_array);
@@ -341,16 +244,13 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
   uint32_t written = 0;
   for (; written < length; written++) {
     napi_value frame;
-    void *data;
+    uint8_t *data;
     size_t size;
     napi_get_element(env, argv[1], written, &frame);
-    if (napi_get_buffer_info(env, frame, &data, &size) != napi_ok) {
-      napi_throw_type_error(env, NULL, "frames must be an array of Buffers");
-      return NULL;
-    }
+    if (!netctl_get_bytes(env, frame, &data, &size, "frames must be an array of Buffers")) return NULL;
     ssize_t n;
     do {
-      n = write(tap->fd, data, size);
+      n = write(tap->poller.fd, data, size);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN) break;
@@ -364,8 +264,7 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
 
 /*
  * tapWriteFrames(handle, buffers, index, count, checksum?) -> frames written.
- * Frame i is index[3i+2] bytes at index[3i+1] of buffers[index[3i]], a plain
- * Ethernet frame. On a device with IFF_VNET_HDR each write gets a
+ * The frames (a FrameBatch, see netctl_frame_batch_t) are plain Ethernet frames. On a device with IFF_VNET_HDR each write gets a
  * virtio_net_hdr, and consecutive segments of one TCP flow go as one
  * super-frame (one writev). checksum[i] is frame i's offload_frame_t.checksum
  * (default unverified): a trusted one is not checked before merging, a
@@ -384,7 +283,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  tap_t *tap = get_open_tap(env, argv[0]);
+  tap_t *tap = get_tap(env, argv[0], true);
   if (!tap) return NULL;
   netctl_frame_batch_t batch;
   if (!netctl_frame_batch_open(env, argv[1], argv[2], argv[3], &batch)) {
@@ -425,7 +324,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
       int iov_count;
       taken = offload_coalesce_next(tap->frames + done, count - done, scratch, iov, &iov_count);
       do {
-        n = writev(tap->fd, iov, iov_count);
+        n = writev(tap->poller.fd, iov, iov_count);
       } while (n < 0 && errno == EINTR);
     } else {
       taken = 1;
@@ -436,7 +335,7 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
         continue;
       }
       do {
-        n = write(tap->fd, frame->data, frame->len);
+        n = write(tap->poller.fd, frame->data, frame->len);
       } while (n < 0 && errno == EINTR);
     }
     if (n < 0) {
@@ -457,9 +356,9 @@ static napi_value tap_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  tap_t *tap = argc < 1 ? NULL : get_tap(env, argv[0]);
+  tap_t *tap = argc < 1 ? NULL : get_tap(env, argv[0], false);
   if (!tap) return NULL;
-  close_tap(tap);
+  netctl_poller_close(&tap->poller);
   return NULL;
 }
 

@@ -1,9 +1,8 @@
 /*
- * Batched UDP sockets (recvmmsg/sendmmsg) and TCP listening sockets, each
- * made inside any network namespace: the calling thread enters the
- * namespace for socket(2) only, and the socket stays bound to it.
+ * Batched UDP sockets (recvmmsg/sendmmsg), made inside any network
+ * namespace (socket.c).
  *
- * Receiving follows tap.c: a uv_poll watches the fd; each wake-up calls
+ * Receiving follows tap.c: a uv_poll watches the fd (poller.c); each wake-up calls
  * recvmmsg up to UDP_ROUNDS times (UDP_BATCH datagrams each) into a
  * preallocated arena and hands JavaScript the datagrams as numbers in a
  * Uint32Array it owns (ReceivedDatagrams in src/sys/udp.ts), no object per
@@ -14,10 +13,8 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +24,10 @@
 #include <uv.h>
 
 #include "addon.h"
+#include "batch_layout.h"
 #include "offload.h"
+#include "poller.h"
+#include "socket.h"
 
 #define UDP_BATCH 64
 /* recvmmsg calls per wake-up, so one busy socket cannot starve the loop. */
@@ -43,40 +43,20 @@
 /* Distinct source addresses remembered while building one batch. */
 #define ADDRESS_CACHE 8
 
-#define SELF_NETNS "/proc/thread-self/ns/net"
-
-typedef union {
-  struct sockaddr sa;
-  struct sockaddr_in in4;
-  struct sockaddr_in6 in6;
-} udp_addr_t;
-
 typedef struct {
-  napi_env env;
-  uv_poll_t poll;
-  int fd;
+  /* First, so that a udp_t is its poller. The arena: UDP_BATCH slots of UDP_SLOT where recvmmsg writes. */
+  netctl_poller_t poller;
   int family; /* AF_INET or AF_INET6 */
   int gro;    /* UDP_GRO: a receive may hold several datagrams of one size */
-  int polling;
-  int closed;
-  /* The struct is freed when both libuv and the JS external are done with it. */
-  int handle_closed;
-  int finalized;
-  /* While polling: the callback, and the ReceivedDatagrams' index (Uint32Array), buffers and addresses (arrays). */
-  netctl_started_t started;
-  napi_async_context async_context;
   /* Shared by receive and send: both run on the loop thread, never at once. */
   struct mmsghdr msgs[UDP_BATCH];
   struct iovec iovs[UDP_BATCH];
-  udp_addr_t addrs[UDP_BATCH];
+  netctl_addr_t addrs[UDP_BATCH];
   /* UDP_GRO (receive) or UDP_SEGMENT (send) control messages. */
   union {
     char buf[CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } controls[UDP_BATCH];
-  uint8_t *arena; /* UDP_BATCH * UDP_SLOT bytes, where recvmmsg writes */
-  /* With borrowBuffers: the arena as an external ArrayBuffer, which then owns (and frees) it. */
-  napi_ref borrowed;
   /* For udpSendFrames, made on first use: UDP_BATCH * UDP_SLOT bytes for segment headers and copied
    * frames, SEND_IOVS iovecs for the messages, and how many datagrams each message carries. */
   uint8_t *send_arena;
@@ -84,97 +64,17 @@ typedef struct {
   uint32_t send_segments[UDP_BATCH];
 } udp_t;
 
-/* socket(2) inside the namespace at `netns` ("" = the calling thread's own).
- * Returns the fd, or -1 with errno set and *failed naming the call. */
-static int socket_in_netns(const char *netns, int domain, int type, const char **failed) {
-  if (netns[0] == '\0') {
-    *failed = "socket";
-    return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  }
-  int saved = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
-  if (saved < 0) {
-    *failed = "open " SELF_NETNS;
-    return -1;
-  }
-  int target = open(netns, O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    int err = errno;
-    close(saved);
-    *failed = "open";
-    errno = err;
-    return -1;
-  }
-  if (setns(target, CLONE_NEWNET) != 0) {
-    int err = errno;
-    close(target);
-    close(saved);
-    *failed = "setns";
-    errno = err;
-    return -1;
-  }
-  close(target);
-  int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int err = errno;
-  /* A thread left in the wrong namespace would do every later kernel call
-   * there, so failing to return is fatal. */
-  if (setns(saved, CLONE_NEWNET) != 0)
-    napi_fatal_error("netctl udp", NAPI_AUTO_LENGTH, "cannot return to the original network namespace",
-                     NAPI_AUTO_LENGTH);
-  close(saved);
-  *failed = "socket";
-  errno = err;
-  return fd;
-}
+static void on_readable(netctl_poller_t *poller);
+static void release_udp(netctl_poller_t *poller);
 
-/* Parses `text` for a socket of `family`; an IPv4 address on an IPv6 socket
- * becomes v4-mapped. Returns the sockaddr length, 0 if unparseable. */
-static socklen_t parse_address(int family, const char *text, uint16_t port, udp_addr_t *out) {
-  memset(out, 0, sizeof *out);
-  if (family == AF_INET) {
-    out->in4.sin_family = AF_INET;
-    out->in4.sin_port = htons(port);
-    return inet_pton(AF_INET, text, &out->in4.sin_addr) == 1 ? sizeof out->in4 : 0;
-  }
-  out->in6.sin6_family = AF_INET6;
-  out->in6.sin6_port = htons(port);
-  if (inet_pton(AF_INET6, text, &out->in6.sin6_addr) == 1) return sizeof out->in6;
-  struct in_addr v4;
-  if (inet_pton(AF_INET, text, &v4) != 1) return 0;
-  out->in6.sin6_addr.s6_addr[10] = 0xff;
-  out->in6.sin6_addr.s6_addr[11] = 0xff;
-  memcpy(&out->in6.sin6_addr.s6_addr[12], &v4, 4);
-  return sizeof out->in6;
-}
-
-/* Reads the arguments shared by udpOpen and tcpListen: (netns, family, address, port). */
-static int get_endpoint_args(napi_env env, napi_value *argv, char *netns, size_t netns_size, int *family,
-                             udp_addr_t *addr, socklen_t *addr_len) {
-  char address[INET6_ADDRSTRLEN + 1];
-  size_t len;
-  int32_t family_number, port;
-  if (napi_get_value_string_utf8(env, argv[0], netns, netns_size, &len) != napi_ok || len >= netns_size - 1 ||
-      napi_get_value_int32(env, argv[1], &family_number) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[2], address, sizeof address, &len) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &port) != napi_ok) {
-    napi_throw_type_error(env, NULL, "expected (netnsPath: string, family: 4|6, address: string, port: number)");
-    return -1;
-  }
-  if (family_number != 4 && family_number != 6) {
-    napi_throw_range_error(env, NULL, "family must be 4 or 6");
-    return -1;
-  }
-  if (port < 0 || port > 65535) {
-    napi_throw_range_error(env, NULL, "port must be within 0..65535");
-    return -1;
-  }
-  *family = family_number == 4 ? AF_INET : AF_INET6;
-  *addr_len = parse_address(*family, address, (uint16_t)port, addr);
-  if (*addr_len == 0) {
-    napi_throw_range_error(env, NULL, "address is not an IP address of the socket's family");
-    return -1;
-  }
-  return 0;
-}
+static const netctl_poller_kind_t udp_kind = {
+    .resource_name = "netctl:UdpSocket",
+    .not_a_handle = "expected a UDP socket handle",
+    .closed_code = "ERR_SOCKET_CLOSED",
+    .closed_message = "UDP socket is closed",
+    .on_readable = on_readable,
+    .release = release_udp,
+};
 
 /* The option's value, or NULL when `opts` lacks it or holds undefined there. */
 static napi_value option_value(napi_env env, napi_value opts, const char *name) {
@@ -190,18 +90,17 @@ static napi_value option_value(napi_env env, napi_value opts, const char *name) 
 static int get_bool_option(napi_env env, napi_value opts, const char *name, bool *out) {
   *out = false;
   napi_value value = option_value(env, opts, name);
-  if (value != NULL && napi_get_value_bool(env, value, out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "boolean option expected");
-    return -1;
-  }
-  return 0;
+  return value == NULL || netctl_get_bool(env, value, out, "boolean option expected") ? 0 : -1;
 }
 
 static int get_int_option(napi_env env, napi_value opts, const char *name, int32_t *out) {
   *out = 0;
   napi_value value = option_value(env, opts, name);
-  if (value != NULL && (napi_get_value_int32(env, value, out) != napi_ok || *out < 0)) {
-    napi_throw_type_error(env, NULL, "non-negative integer option expected");
+  const char *message = "non-negative integer option expected";
+  if (value == NULL) return 0;
+  if (!netctl_get_int32(env, value, out, message)) return -1;
+  if (*out < 0) {
+    napi_throw_type_error(env, NULL, message);
     return -1;
   }
   return 0;
@@ -213,50 +112,16 @@ static int set_buffer_size(int fd, int force_option, int option, int size) {
   return setsockopt(fd, SOL_SOCKET, option, &size, sizeof size);
 }
 
-static void free_udp(udp_t *udp) {
-  if (udp->borrowed) napi_delete_reference(udp->env, udp->borrowed);
-  else free(udp->arena);
+static udp_t *get_udp(napi_env env, napi_value value, bool open) {
+  return (udp_t *)netctl_poller_get(env, value, &udp_kind, open);
+}
+
+static void release_udp(netctl_poller_t *poller) {
+  udp_t *udp = (udp_t *)poller;
   free(udp->send_arena);
   free(udp->send_iovs);
   free(udp);
 }
-
-static void on_poll_closed(uv_handle_t *handle) {
-  udp_t *udp = handle->data;
-  udp->handle_closed = 1;
-  if (udp->finalized) free_udp(udp);
-}
-
-static void stop_polling(udp_t *udp) {
-  if (!udp->polling) return;
-  uv_poll_stop(&udp->poll);
-  udp->polling = 0;
-  netctl_started_release(udp->env, &udp->started);
-}
-
-/* Closes the fd now and frees the struct once libuv has let go of the handle. */
-static void close_udp(udp_t *udp) {
-  if (udp->closed) return;
-  stop_polling(udp);
-  udp->closed = 1;
-  close(udp->fd);
-  udp->fd = -1;
-  napi_async_destroy(udp->env, udp->async_context);
-  uv_close((uv_handle_t *)&udp->poll, on_poll_closed);
-}
-
-static void udp_finalize(napi_env env, void *data, void *hint) {
-  udp_t *udp = data;
-  /* Unreachable from JS, hence not polling (polling holds a reference). */
-  udp->finalized = 1;
-  if (!udp->closed) {
-    close_udp(udp);
-  } else if (udp->handle_closed) {
-    free_udp(udp);
-  }
-}
-
-static void free_arena(napi_env env, void *data, void *hint) { free(data); }
 
 /* udpOpen(netnsPath, family, address, port, { reuseAddr, gro, borrowBuffers, dontFragment, recvBufferSize,
  * sendBufferSize }) -> { handle, port }. Binds a non-blocking UDP socket made in the namespace. With borrowBuffers,
@@ -264,18 +129,10 @@ static void free_arena(napi_env env, void *data, void *hint) { free(data); }
  * every datagram leaves with DF and one larger than the path MTU fails (EMSGSIZE) instead of being
  * fragmented by this kernel (IP_PMTUDISC_DO; for an IPv6 socket, its IPv4-mapped traffic too). */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  char netns[4096];
-  int family;
-  udp_addr_t addr;
-  socklen_t addr_len;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5) {
-    napi_throw_type_error(env, NULL, "udpOpen(netnsPath, family, address, port, opts)");
-    return NULL;
-  }
-  if (get_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len) != 0) return NULL;
+  netctl_endpoint_t endpoint;
+  if (!netctl_endpoint_args(env, info, argv, "udpOpen(netnsPath, family, address, port, opts)", &endpoint)) return NULL;
+  int family = endpoint.family;
   bool reuse_addr, gro, borrow, dont_fragment;
   int32_t recv_buffer, send_buffer;
   if (get_bool_option(env, argv[4], "reuseAddr", &reuse_addr) != 0 ||
@@ -285,13 +142,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
       get_int_option(env, argv[4], "recvBufferSize", &recv_buffer) != 0 ||
       get_int_option(env, argv[4], "sendBufferSize", &send_buffer) != 0)
     return NULL;
-  const char *failed;
-  int fd = socket_in_netns(netns, family, SOCK_DGRAM, &failed);
-  if (fd < 0) return netctl_throw_errno(env, errno, failed, netns[0] ? netns : NULL);
+  int fd = netctl_endpoint_socket(env, &endpoint, SOCK_DGRAM);
+  if (fd < 0) return NULL;
   int one = 1, pmtudisc_do = IP_PMTUDISC_DO, pmtudisc6_do = IPV6_PMTUDISC_DO;
-  udp_addr_t bound;
+  netctl_addr_t bound;
   socklen_t bound_len = sizeof bound;
-  failed = NULL;
+  const char *failed = NULL;
   if (reuse_addr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
     failed = "setsockopt SO_REUSEADDR";
   else if (gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0)
@@ -305,7 +161,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     failed = "setsockopt SO_RCVBUF";
   else if (send_buffer > 0 && set_buffer_size(fd, SO_SNDBUFFORCE, SO_SNDBUF, send_buffer) != 0)
     failed = "setsockopt SO_SNDBUF";
-  else if (bind(fd, &addr.sa, addr_len) != 0)
+  else if (bind(fd, &endpoint.addr.sa, endpoint.addr_len) != 0)
     failed = "bind";
   else if (getsockname(fd, &bound.sa, &bound_len) != 0)
     failed = "getsockname";
@@ -323,31 +179,17 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     close(fd);
     return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
   }
-  udp->env = env;
-  udp->fd = fd;
   udp->family = family;
   udp->gro = gro;
-  udp->arena = arena;
-  uv_loop_t *loop;
-  napi_get_uv_event_loop(env, &loop);
-  int rc = uv_poll_init(loop, &udp->poll, fd);
-  if (rc != 0) {
+  napi_value handle = netctl_poller_open(env, &udp->poller, &udp_kind, fd, arena, (size_t)UDP_BATCH * UDP_SLOT, borrow);
+  if (!handle) {
     free(arena);
     free(udp);
     close(fd);
-    return netctl_throw_errno(env, -rc, "uv_poll_init", NULL);
-  }
-  udp->poll.data = udp;
-  if (borrow) {
-    napi_value arraybuffer;
-    napi_create_external_arraybuffer(env, arena, (size_t)UDP_BATCH * UDP_SLOT, free_arena, NULL, &arraybuffer);
-    napi_create_reference(env, arraybuffer, 1, &udp->borrowed);
+    return NULL;
   }
 
-  napi_value resource_name, handle, result, port_value;
-  napi_create_string_utf8(env, "netctl:UdpSocket", NAPI_AUTO_LENGTH, &resource_name);
-  napi_async_init(env, NULL, resource_name, &udp->async_context);
-  napi_create_external(env, udp, udp_finalize, NULL, &handle);
+  napi_value result, port_value;
   napi_create_object(env, &result);
   napi_create_uint32(env, ntohs(family == AF_INET ? bound.in4.sin_port : bound.in6.sin6_port), &port_value);
   napi_set_named_property(env, result, "handle", handle);
@@ -355,31 +197,11 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static udp_t *get_udp(napi_env env, napi_value value) {
-  udp_t *udp = NULL;
-  if (napi_get_value_external(env, value, (void **)&udp) != napi_ok || udp == NULL) {
-    napi_throw_type_error(env, NULL, "expected a UDP socket handle");
-    return NULL;
-  }
-  return udp;
-}
-
-static udp_t *get_open_udp(napi_env env, napi_value value) {
-  udp_t *udp = get_udp(env, value);
-  if (udp && udp->closed) {
-    napi_throw_error(env, "ERR_SOCKET_CLOSED", "UDP socket is closed");
-    return NULL;
-  }
-  return udp;
-}
-
-/* Numbers per received datagram in the index (see ReceivedDatagrams). */
-#define RECEIVED_STRIDE 6
-/* Datagrams one call delivers at most: every round of a wake-up. */
-#define RECEIVED_MAX (UDP_BATCH * UDP_ROUNDS)
+/* One call delivers every round of a wake-up. */
+_Static_assert(NETCTL_DATAGRAM_MAX == UDP_BATCH * UDP_ROUNDS, "a receive callback holds every round of a wake-up");
 
 typedef struct {
-  udp_addr_t addr;
+  netctl_addr_t addr;
   uint32_t slot;
 } cached_address_t;
 
@@ -395,12 +217,12 @@ typedef struct {
 } received_t;
 
 /* The slot in `addresses` of the source address: a string made once per distinct address per call. */
-static uint32_t address_slot(napi_env env, received_t *received, const udp_addr_t *addr) {
+static uint32_t address_slot(napi_env env, received_t *received, const netctl_addr_t *addr) {
   size_t compare = addr->sa.sa_family == AF_INET ? sizeof addr->in4.sin_addr : sizeof addr->in6.sin6_addr;
   const void *bytes = addr->sa.sa_family == AF_INET ? (const void *)&addr->in4.sin_addr : (const void *)&addr->in6.sin6_addr;
   uint32_t cached = received->slots < ADDRESS_CACHE ? received->slots : ADDRESS_CACHE;
   for (uint32_t i = 0; i < cached; i++) {
-    const udp_addr_t *seen = &received->cache[i].addr;
+    const netctl_addr_t *seen = &received->cache[i].addr;
     const void *seen_bytes =
         seen->sa.sa_family == AF_INET ? (const void *)&seen->in4.sin_addr : (const void *)&seen->in6.sin6_addr;
     if (seen->sa.sa_family == addr->sa.sa_family && memcmp(seen_bytes, bytes, compare) == 0) return received->cache[i].slot;
@@ -420,25 +242,16 @@ static uint32_t address_slot(napi_env env, received_t *received, const udp_addr_
 
 /* Calls onBatch(count) with what `received` holds, and starts it afresh. */
 static void deliver(udp_t *udp, received_t *received) {
-  napi_env env = udp->env;
-  napi_value callback, global, count, result;
-  napi_get_reference_value(env, udp->started.callback, &callback);
-  /* napi_make_callback rejects undefined as receiver. */
-  napi_get_global(env, &global);
-  napi_create_uint32(env, received->count, &count);
+  uint32_t count = received->count;
   received->count = 0;
   received->slots = 0;
   received->buffer_count = 0;
-  if (napi_make_callback(env, udp->async_context, global, callback, 1, &count, &result) == napi_pending_exception) {
-    napi_value error;
-    napi_get_and_clear_last_exception(env, &error);
-    napi_fatal_exception(env, error);
-  }
+  netctl_poller_deliver(&udp->poller, count);
 }
 
 static void prepare_receive(udp_t *udp) {
   for (int i = 0; i < UDP_BATCH; i++) {
-    udp->iovs[i].iov_base = udp->arena + (size_t)i * UDP_SLOT;
+    udp->iovs[i].iov_base = udp->poller.arena + (size_t)i * UDP_SLOT;
     udp->iovs[i].iov_len = UDP_SLOT;
     struct msghdr *hdr = &udp->msgs[i].msg_hdr;
     memset(hdr, 0, sizeof *hdr);
@@ -465,32 +278,21 @@ static uint32_t gro_segment_size(struct msghdr *hdr) {
   return 0;
 }
 
-static void on_readable(uv_poll_t *handle, int status, int events) {
-  udp_t *udp = handle->data;
-  if (udp->closed || !udp->polling) return;
-  if (status < 0) {
-    /* libuv has already stopped the watcher; release what polling held. */
-    stop_polling(udp);
-    return;
-  }
-  napi_env env = udp->env;
-  napi_handle_scope scope;
-  napi_open_handle_scope(env, &scope);
-
+static void on_readable(netctl_poller_t *poller) {
+  udp_t *udp = (udp_t *)poller;
+  napi_env env = poller->env;
   received_t received = {0};
   /* batch[0]: the index, batch[1]: the buffers, batch[2]: the addresses. */
   napi_value batch[3];
   size_t index_len = 0;
-  if (!netctl_started_batch(env, &udp->started, batch, 3, &received.index, &index_len) ||
-      index_len < (size_t)RECEIVED_STRIDE * RECEIVED_MAX) {
-    napi_close_handle_scope(env, scope);
+  if (!netctl_started_batch(env, &poller->started, batch, 3, &received.index, &index_len) ||
+      index_len < (size_t)NETCTL_DATAGRAM_STRIDE * NETCTL_DATAGRAM_MAX)
     return;
-  }
   received.buffers = batch[1];
   received.addresses = batch[2];
-  for (int round = 0; round < UDP_ROUNDS && !udp->closed && udp->polling; round++) {
+  for (int round = 0; round < UDP_ROUNDS && !poller->closed && poller->polling; round++) {
     prepare_receive(udp);
-    int n = recvmmsg(udp->fd, udp->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
+    int n = recvmmsg(poller->fd, udp->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
       if (errno == EINTR) continue;
       /* EAGAIN: drained. Other errors (a pending ICMP error): deliver what
@@ -499,7 +301,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     }
     uint32_t buffer = 0;
     uint8_t *copy = NULL;
-    if (!udp->borrowed) {
+    if (!poller->borrowed) {
       /* The callee may keep these: this round's payloads back to back in a fresh Buffer. */
       size_t total = 0;
       for (int i = 0; i < n; i++) total += udp->msgs[i].msg_len;
@@ -511,33 +313,32 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     size_t offset = 0;
     for (int i = 0; i < n; i++) {
       size_t len = udp->msgs[i].msg_len;
-      uint32_t *entry = received.index + (size_t)RECEIVED_STRIDE * received.count;
-      entry[0] = buffer;
+      uint32_t *entry = received.index + (size_t)NETCTL_DATAGRAM_STRIDE * received.count;
+      entry[NETCTL_DATAGRAM_BUFFER] = buffer;
       if (copy) {
         memcpy(copy + offset, udp->iovs[i].iov_base, len);
-        entry[1] = (uint32_t)offset;
+        entry[NETCTL_DATAGRAM_OFFSET] = (uint32_t)offset;
         offset += len;
       } else {
-        entry[1] = (uint32_t)((size_t)i * UDP_SLOT);
+        entry[NETCTL_DATAGRAM_OFFSET] = (uint32_t)((size_t)i * UDP_SLOT);
       }
-      entry[2] = (uint32_t)len;
+      entry[NETCTL_DATAGRAM_LENGTH] = (uint32_t)len;
       uint32_t size = udp->gro ? gro_segment_size(&udp->msgs[i].msg_hdr) : 0;
-      entry[3] = size >= len ? 0 : size;
-      const udp_addr_t *from = &udp->addrs[i];
-      entry[4] = ntohs(from->sa.sa_family == AF_INET ? from->in4.sin_port : from->in6.sin6_port);
-      entry[5] = address_slot(env, &received, from);
+      entry[NETCTL_DATAGRAM_SEGMENT_SIZE] = size >= len ? 0 : size;
+      const netctl_addr_t *from = &udp->addrs[i];
+      entry[NETCTL_DATAGRAM_PORT] = ntohs(from->sa.sa_family == AF_INET ? from->in4.sin_port : from->in6.sin6_port);
+      entry[NETCTL_DATAGRAM_ADDRESS] = address_slot(env, &received, from);
       received.count++;
     }
     /* Borrowed memory is overwritten by the next recvmmsg: hand each round over before it. */
-    if (udp->borrowed && received.count > 0) deliver(udp, &received);
+    if (poller->borrowed && received.count > 0) deliver(udp, &received);
     if (n < UDP_BATCH) break;
   }
   if (received.count > 0) deliver(udp, &received);
-  napi_close_handle_scope(env, scope);
 }
 
 /* udpStart(handle, onBatch, index, buffers, addresses): calls onBatch(count) for every wake-up
- * with data, having filled index (a Uint32Array of at least RECEIVED_STRIDE * RECEIVED_MAX),
+ * with data, having filled index (a Uint32Array of at least NETCTL_DATAGRAM_STRIDE * NETCTL_DATAGRAM_MAX),
  * buffers and addresses as ReceivedDatagrams (src/sys/udp.ts). buffers[0] is the socket's own
  * memory when it borrows buffers, valid until onBatch returns; else each round's datagrams are
  * in a fresh Buffer. */
@@ -551,19 +352,10 @@ static napi_value udp_start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  udp_t *udp = get_open_udp(env, argv[0]);
+  udp_t *udp = get_udp(env, argv[0], true);
   if (!udp) return NULL;
-  if (!netctl_started_args(env, argv[1], argv + 2, 3, (size_t)RECEIVED_STRIDE * RECEIVED_MAX)) {
-    napi_throw_type_error(env, NULL, usage);
-    return NULL;
-  }
-  if (!udp->polling) {
-    int rc = uv_poll_start(&udp->poll, UV_READABLE, on_readable);
-    if (rc != 0) return netctl_throw_errno(env, -rc, "uv_poll_start", NULL);
-    udp->polling = 1;
-  }
-  netctl_started_hold(env, &udp->started, argv[0], argv[1], argv + 2, 3);
-  if (udp->borrowed) netctl_expose_arena(env, udp->borrowed, (size_t)UDP_BATCH * UDP_SLOT, argv[3]);
+  netctl_poller_start(env, &udp->poller, argv[0], argv[1], argv + 2, 3,
+                      (size_t)NETCTL_DATAGRAM_STRIDE * NETCTL_DATAGRAM_MAX, usage);
   return NULL;
 }
 
@@ -572,9 +364,9 @@ static napi_value udp_stop(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  udp_t *udp = argc < 1 ? NULL : get_open_udp(env, argv[0]);
+  udp_t *udp = argc < 1 ? NULL : get_udp(env, argv[0], true);
   if (!udp) return NULL;
-  stop_polling(udp);
+  netctl_poller_stop(&udp->poller);
   return NULL;
 }
 
@@ -603,7 +395,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "udpSendBatch(handle, { data, addresses, ports })");
     return NULL;
   }
-  udp_t *udp = get_open_udp(env, argv[0]);
+  udp_t *udp = get_udp(env, argv[0], true);
   if (!udp) return NULL;
   napi_value data, addresses, ports;
   uint32_t count, address_count, port_count;
@@ -616,7 +408,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
 
   /* The last destination parsed, reused while the next datagrams go to the same address. */
   char last_text[INET6_ADDRSTRLEN + 1] = "";
-  udp_addr_t last_addr;
+  netctl_addr_t last_addr;
   socklen_t last_len = 0;
   uint32_t sent = 0, next = 0;
   int full = 0;
@@ -624,29 +416,20 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     int n = 0;
     for (; next < count && n < UDP_BATCH; next++) {
       napi_value element;
-      void *bytes;
+      uint8_t *bytes;
       size_t size;
       napi_get_element(env, data, next, &element);
-      if (napi_get_buffer_info(env, element, &bytes, &size) != napi_ok) {
-        napi_throw_type_error(env, NULL, "data must hold Uint8Arrays");
-        return NULL;
-      }
+      if (!netctl_get_bytes(env, element, &bytes, &size, "data must hold Uint8Arrays")) return NULL;
       char text[INET6_ADDRSTRLEN + 1];
       size_t text_len;
       uint32_t port;
       napi_get_element(env, addresses, next, &element);
-      if (napi_get_value_string_utf8(env, element, text, sizeof text, &text_len) != napi_ok) {
-        napi_throw_type_error(env, NULL, "addresses must hold strings");
-        return NULL;
-      }
+      if (!netctl_get_string(env, element, text, sizeof text, &text_len, "addresses must hold strings")) return NULL;
       napi_get_element(env, ports, next, &element);
-      if (napi_get_value_uint32(env, element, &port) != napi_ok) {
-        napi_throw_type_error(env, NULL, "ports must hold numbers");
-        return NULL;
-      }
+      if (!netctl_get_uint32(env, element, &port, "ports must hold numbers")) return NULL;
       if (text_len >= INET6_ADDRSTRLEN || port == 0 || port > 65535) continue;
       if (last_len == 0 || strcmp(text, last_text) != 0) {
-        last_len = parse_address(udp->family, text, 0, &last_addr);
+        last_len = netctl_parse_address(udp->family, text, 0, &last_addr);
         memcpy(last_text, text, text_len + 1);
       }
       if (last_len == 0) continue;
@@ -667,7 +450,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
     }
     int done = 0;
     while (done < n) {
-      int r = sendmmsg(udp->fd, udp->msgs + done, (unsigned int)(n - done), 0);
+      int r = sendmmsg(udp->poller.fd, udp->msgs + done, (unsigned int)(n - done), 0);
       if (r > 0) {
         done += r;
         sent += (uint32_t)r;
@@ -694,7 +477,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
 static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *full) {
   int done = 0;
   while (done < n && !*full) {
-    int r = sendmmsg(udp->fd, udp->msgs + done, (unsigned int)(n - done), 0);
+    int r = sendmmsg(udp->poller.fd, udp->msgs + done, (unsigned int)(n - done), 0);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
       *full = 1;
@@ -717,7 +500,7 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
           hdr->msg_iov = iov + i;
           ssize_t w;
           do {
-            w = sendmsg(udp->fd, hdr, 0);
+            w = sendmsg(udp->poller.fd, hdr, 0);
           } while (w < 0 && errno == EINTR);
           if (w >= 0) (*sent)++;
           else if (errno == EAGAIN || errno == ENOBUFS) *full = 1;
@@ -740,7 +523,7 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
  * (the receiver is a netctl VTEP) TCP ones left partial and marked with RCO. The segments of a
  * frame leave in one sendmsg with UDP_SEGMENT, up to 64 of those per sendmmsg. result (a
  * Uint32Array of 2) gets how many datagrams the frames made, then how many the kernel took;
- * malformed frames make none.
+ * malformed frames make none (NETCTL_SEND_RESULT_*).
  */
 static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   size_t argc = 10;
@@ -753,9 +536,9 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  udp_t *udp = get_open_udp(env, argv[0]);
+  udp_t *udp = get_udp(env, argv[0], true);
   if (!udp) return NULL;
-  void *prefix;
+  uint8_t *prefix;
   size_t prefix_len;
   bool vnet_hdr, remote_csum;
   uint32_t port;
@@ -764,12 +547,16 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   netctl_frame_batch_t batch;
   size_t result_len = 0;
   uint32_t *result = NULL;
-  if (napi_get_buffer_info(env, argv[1], &prefix, &prefix_len) != napi_ok ||
-      !netctl_frame_batch_open(env, argv[2], argv[3], argv[4], &batch) ||
-      napi_get_value_bool(env, argv[5], &vnet_hdr) != napi_ok ||
-      napi_get_value_string_utf8(env, argv[6], text, sizeof text, &text_len) != napi_ok ||
-      napi_get_value_uint32(env, argv[7], &port) != napi_ok || napi_get_value_bool(env, argv[8], &remote_csum) != napi_ok ||
-      !netctl_typed_array(env, argv[9], napi_uint32_array, (void **)&result, &result_len) || result_len < 2) {
+  if (!netctl_get_bytes(env, argv[1], &prefix, &prefix_len, usage)) return NULL;
+  if (!netctl_frame_batch_open(env, argv[2], argv[3], argv[4], &batch)) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  if (!netctl_get_bool(env, argv[5], &vnet_hdr, usage) || !netctl_get_string(env, argv[6], text, sizeof text, &text_len, usage) ||
+      !netctl_get_uint32(env, argv[7], &port, usage) || !netctl_get_bool(env, argv[8], &remote_csum, usage))
+    return NULL;
+  if (!netctl_typed_array(env, argv[9], napi_uint32_array, (void **)&result, &result_len) ||
+      result_len < NETCTL_SEND_RESULT_LENGTH) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
@@ -781,8 +568,8 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   uint8_t *arena = udp->send_arena;
   struct iovec *iovs = udp->send_iovs;
   uint32_t datagrams = 0, sent = 0;
-  udp_addr_t dest;
-  socklen_t dest_len = port == 0 || port > 65535 || text_len >= INET6_ADDRSTRLEN ? 0 : parse_address(udp->family, text, (uint16_t)port, &dest);
+  netctl_addr_t dest;
+  socklen_t dest_len = port == 0 || port > 65535 || text_len >= INET6_ADDRSTRLEN ? 0 : netctl_parse_address(udp->family, text, (uint16_t)port, &dest);
   int full = 0, n = 0;
   /* Bytes of the arena and iovecs that messages not yet sent point into. */
   size_t used = 0, iovs_used = 0;
@@ -867,8 +654,8 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
     iovs_used += pairs ? 2 * (size_t)segments : 1;
   }
   if (!full && n > 0 && flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
-  result[0] = datagrams;
-  result[1] = sent;
+  result[NETCTL_SEND_RESULT_DATAGRAMS] = datagrams;
+  result[NETCTL_SEND_RESULT_SENT] = sent;
   return NULL;
 }
 
@@ -877,48 +664,10 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  udp_t *udp = argc < 1 ? NULL : get_open_udp(env, argv[0]);
+  udp_t *udp = argc < 1 ? NULL : get_udp(env, argv[0], false);
   if (!udp) return NULL;
-  close_udp(udp);
+  netctl_poller_close(&udp->poller);
   return NULL;
-}
-
-/* tcpListen(netnsPath, family, address, port, backlog) -> fd of a listening,
- * non-blocking, close-on-exec TCP socket made in the namespace. */
-static napi_value tcp_listen(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  char netns[4096];
-  int family;
-  udp_addr_t addr;
-  socklen_t addr_len;
-  int32_t backlog;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5) {
-    napi_throw_type_error(env, NULL, "tcpListen(netnsPath, family, address, port, backlog)");
-    return NULL;
-  }
-  if (get_endpoint_args(env, argv, netns, sizeof netns, &family, &addr, &addr_len) != 0) return NULL;
-  if (napi_get_value_int32(env, argv[4], &backlog) != napi_ok || backlog < 1) {
-    napi_throw_type_error(env, NULL, "backlog must be a positive number");
-    return NULL;
-  }
-  const char *failed;
-  int fd = socket_in_netns(netns, family, SOCK_STREAM, &failed);
-  if (fd < 0) return netctl_throw_errno(env, errno, failed, netns[0] ? netns : NULL);
-  int one = 1;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) failed = "setsockopt";
-  else if (bind(fd, &addr.sa, addr_len) != 0) failed = "bind";
-  else if (listen(fd, backlog) != 0) failed = "listen";
-  else failed = NULL;
-  if (failed) {
-    int err = errno;
-    close(fd);
-    return netctl_throw_errno(env, err, failed, NULL);
-  }
-  napi_value result;
-  napi_create_int32(env, fd, &result);
-  return result;
 }
 
 napi_status netctl_register_udp(napi_env env, napi_value exports) {
@@ -929,7 +678,6 @@ napi_status netctl_register_udp(napi_env env, napi_value exports) {
       {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSendFrames", NULL, udp_send_frames, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"tcpListen", NULL, tcp_listen, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -56,15 +56,14 @@ export interface NativeAddon {
    */
   tapHandle(fd: number, vnetHdr: boolean, borrowBuffers: boolean): NativeTapHandle;
   /**
-   * For every wake-up with data: fills `index` (at least 3 × 64 entries) and `buffers` as a
-   * FrameBatch of `count` frames, then calls onBatch(count).
+   * For every wake-up with data: fills `index` (at least FRAME_STRIDE × TAP_BATCH entries) and
+   * `buffers` as a FrameBatch of `count` frames, then calls onBatch(count).
    */
   tapStart(handle: NativeTapHandle, onBatch: (count: number) => void, index: Uint32Array, buffers: Uint8Array[]): void;
   tapStop(handle: NativeTapHandle): void;
   tapWriteBatch(handle: NativeTapHandle, frames: readonly Uint8Array[]): number;
   /**
-   * Writes `count` plain Ethernet frames, frame i being index[3i+2] bytes at index[3i+1] of
-   * buffers[index[3i]]. With IFF_VNET_HDR, consecutive segments of one TCP flow go as one
+   * Writes `count` plain Ethernet frames, a FrameBatch (src/sys/batch-layout.ts). With IFF_VNET_HDR, consecutive segments of one TCP flow go as one
    * super-frame; a segment is merged only if its TCP checksum is valid, which is not checked when
    * checksum[i] (FrameBatch.checksum) says it is trusted or partial; a partial one is left to the
    * kernel, or completed without IFF_VNET_HDR. Returns how many frames were written; stops at a
@@ -91,8 +90,8 @@ export interface NativeAddon {
     opts: { reuseAddr?: boolean; gro?: boolean; borrowBuffers?: boolean; dontFragment?: boolean; recvBufferSize?: number; sendBufferSize?: number },
   ): { handle: NativeUdpHandle; port: number };
   /**
-   * For every wake-up with data (up to 4 recvmmsg of 64): fills `index` (at least 6 × 256
-   * entries), `buffers` and `addresses` as ReceivedDatagrams (src/sys/udp.ts) of `count`
+   * For every wake-up with data (up to 4 recvmmsg of 64): fills `index` (at least
+   * DATAGRAM_STRIDE × DATAGRAM_MAX entries), `buffers` and `addresses` as ReceivedDatagrams (src/sys/udp.ts) of `count`
    * datagrams, then calls onBatch(count). The payloads of one recvmmsg are in one fresh Buffer,
    * back to back; with `borrowBuffers`, one call per recvmmsg, in the socket's own memory that
    * the next one overwrites.
@@ -113,7 +112,8 @@ export interface NativeAddon {
    * frame starts with a virtio_net_hdr: TCP super-frames are segmented, partial checksums
    * completed (with `remoteChecksum`, the receiver being a netctl VTEP, TCP ones are left partial
    * and marked with VXLAN RCO in `prefix`, a VXLAN header), and each frame's segments leave in one
-   * UDP_SEGMENT send. `result` gets how many datagrams the frames made, then how many the kernel took.
+   * UDP_SEGMENT send. `result` gets how many datagrams the frames made, then how many the kernel
+   * took (SEND_RESULT_*).
    */
   udpSendFrames(
     handle: NativeUdpHandle,
@@ -147,6 +147,9 @@ export interface NativeAddon {
   offloadCoalesce(frames: readonly Uint8Array[], checksum?: Uint8Array): Buffer[];
   /** Completes in place a checksum left partial (an RCO octet, see FrameBatch.checksum); false when it does not fit the frame. */
   offloadCompletePartial(frame: Uint8Array, checksum: number): boolean;
+
+  /** The constants of native/batch_layout.h, by the names src/sys/batch-layout.ts gives them. */
+  readonly batchLayout: Readonly<Record<string, number>>;
 
   /** getrlimit(RLIMIT_NOFILE); an unlimited value is Infinity. */
   fileLimit(): NativeFileLimit;

@@ -8,6 +8,7 @@
 import { InvalidArgument, NetctlError } from '../errors.js';
 import { addon, isNativeErrnoError, refilled } from './addon.js';
 import type { NativeTapHandle } from './addon.js';
+import { FRAME_STRIDE, TAP_BATCH } from './batch-layout.js';
 import { withNetns } from './netns.js';
 
 /** TUNSETOFFLOAD bits (linux/if_tun.h). */
@@ -20,9 +21,13 @@ export const TUN_F_USO6 = 0x40;
 /** Length of struct virtio_net_hdr as a TAP with IFF_VNET_HDR uses it (no num_buffers). */
 export const VNET_HDR_LEN = 10;
 
+export { CHECKSUM_PARTIAL_MIN, CHECKSUM_TRUSTED, CHECKSUM_UNVERIFIED, TAP_BATCH } from './batch-layout.js';
+
 /**
- * Frames as views without one object per frame: frame i is `index[3i+2]`
- * bytes at offset `index[3i+1]` of `buffers[index[3i]]`, for i < `count`.
+ * Frames as views without one object per frame, for i < `count`: with
+ * `at = FRAME_STRIDE * i`, frame i is `index[at + FRAME_LENGTH]` bytes at
+ * offset `index[at + FRAME_OFFSET]` of `buffers[index[at + FRAME_BUFFER]]`
+ * (src/sys/batch-layout.ts).
  */
 export interface FrameBatch {
   readonly buffers: readonly Uint8Array[];
@@ -39,11 +44,6 @@ export interface FrameBatch {
   readonly checksum?: Uint8Array;
 }
 
-/** FrameBatch.checksum values. */
-export const CHECKSUM_UNVERIFIED = 0;
-export const CHECKSUM_TRUSTED = 1;
-export const CHECKSUM_PARTIAL_MIN = 2;
-
 export interface TapOptions {
   /** Namespace to create the device in (default: the caller's current one). */
   netnsPath?: string;
@@ -59,15 +59,12 @@ export interface TapOptions {
   borrowBuffers?: boolean;
 }
 
-/** Frames a TAP delivers in one wake-up, at most. */
-export const TAP_BATCH = 64;
-
 export class TapDevice {
   #handle: NativeTapHandle | undefined;
   /** What `start` hands out: refilled by the addon on every wake-up. */
   readonly #received: { buffers: Uint8Array[]; index: Uint32Array; count: number } = {
     buffers: [],
-    index: new Uint32Array(3 * TAP_BATCH),
+    index: new Uint32Array(FRAME_STRIDE * TAP_BATCH),
     count: 0,
   };
 

@@ -9,6 +9,19 @@ import type { Server, Socket } from 'node:net';
 import { InvalidArgument, NetctlError } from '../errors.js';
 import { addon, isNativeErrnoError, refilled } from './addon.js';
 import type { NativeUdpHandle } from './addon.js';
+import {
+  DATAGRAM_ADDRESS,
+  DATAGRAM_BUFFER,
+  DATAGRAM_LENGTH,
+  DATAGRAM_MAX,
+  DATAGRAM_OFFSET,
+  DATAGRAM_PORT,
+  DATAGRAM_SEGMENT_SIZE,
+  DATAGRAM_STRIDE,
+  SEND_RESULT_DATAGRAMS,
+  SEND_RESULT_LENGTH,
+  SEND_RESULT_SENT,
+} from './batch-layout.js';
 import type { FrameBatch } from './tap.js';
 
 /** Datagrams to send as parallel arrays: index i of each describes datagram i. */
@@ -19,17 +32,13 @@ export interface DatagramBatch {
   ports: number[];
 }
 
-/** Numbers per datagram in `ReceivedDatagrams.index`. */
-export const RECEIVED_STRIDE = 6;
-/** Datagrams one `start` callback delivers at most. */
-export const RECEIVED_MAX = 256;
-
 /**
- * Received datagrams without an object per datagram. With `at = RECEIVED_STRIDE * i`,
- * datagram i is index[at+2] bytes at offset index[at+1] of buffers[index[at]],
- * sent from addresses[index[at+5]], port index[at+4]; when index[at+3] > 0
- * (sockets with `gro`), it holds datagrams of that size back to back (the
- * last may be shorter) that the kernel coalesced.
+ * Received datagrams without an object per datagram. With `at = DATAGRAM_STRIDE * i`,
+ * datagram i is index[at + DATAGRAM_LENGTH] bytes at offset index[at + DATAGRAM_OFFSET]
+ * of buffers[index[at + DATAGRAM_BUFFER]], sent from addresses[index[at + DATAGRAM_ADDRESS]],
+ * port index[at + DATAGRAM_PORT] (src/sys/batch-layout.ts); when index[at + DATAGRAM_SEGMENT_SIZE]
+ * > 0 (sockets with `gro`), it holds datagrams of that size back to back (the last may be
+ * shorter) that the kernel coalesced.
  */
 export interface ReceivedDatagrams {
   readonly buffers: readonly Uint8Array[];
@@ -48,14 +57,14 @@ export interface ReceivedDatagram {
 
 /** Datagram i of a batch as an object (allocates; for slow paths and tests). */
 export function receivedDatagram(batch: ReceivedDatagrams, i: number): ReceivedDatagram {
-  const at = RECEIVED_STRIDE * i;
+  const at = DATAGRAM_STRIDE * i;
   const { index } = batch;
-  const offset = index[at + 1]!;
+  const offset = index[at + DATAGRAM_OFFSET]!;
   return {
-    data: batch.buffers[index[at]!]!.subarray(offset, offset + index[at + 2]!),
-    address: batch.addresses[index[at + 5]!]!,
-    port: index[at + 4]!,
-    segmentSize: index[at + 3]!,
+    data: batch.buffers[index[at + DATAGRAM_BUFFER]!]!.subarray(offset, offset + index[at + DATAGRAM_LENGTH]!),
+    address: batch.addresses[index[at + DATAGRAM_ADDRESS]!]!,
+    port: index[at + DATAGRAM_PORT]!,
+    segmentSize: index[at + DATAGRAM_SEGMENT_SIZE]!,
   };
 }
 
@@ -105,11 +114,11 @@ export class NativeUdpSocket {
   readonly port: number;
   #handle: NativeUdpHandle | undefined;
   /** Where the addon writes what a `sendFrames` made and sent. */
-  readonly #sendResult = new Uint32Array(2);
+  readonly #sendResult = new Uint32Array(SEND_RESULT_LENGTH);
   /** What `start` hands out: refilled by the addon on every call. */
   readonly #received: { buffers: Uint8Array[]; index: Uint32Array; addresses: string[]; count: number } = {
     buffers: [],
-    index: new Uint32Array(RECEIVED_STRIDE * RECEIVED_MAX),
+    index: new Uint32Array(DATAGRAM_STRIDE * DATAGRAM_MAX),
     addresses: [],
     count: 0,
   };
@@ -190,7 +199,7 @@ export class NativeUdpSocket {
     try {
       const result = this.#sendResult;
       addon.udpSendFrames(handle, prefix, frames.buffers, frames.index, frames.count, vnetHdr, address, port, remoteChecksum, result);
-      return { datagrams: result[0]!, sent: result[1]! };
+      return { datagrams: result[SEND_RESULT_DATAGRAMS]!, sent: result[SEND_RESULT_SENT]! };
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
     }

@@ -8,7 +8,7 @@ import type { FrameBatch } from '../sys/tap.js';
 import type { ReceivedDatagrams } from '../sys/udp.js';
 
 export type { FrameBatch } from '../sys/tap.js';
-export { RECEIVED_STRIDE, receivedDatagram, receivedDatagrams } from '../sys/udp.js';
+export { receivedDatagram, receivedDatagrams } from '../sys/udp.js';
 export type { ReceivedDatagram, ReceivedDatagrams } from '../sys/udp.js';
 
 /**

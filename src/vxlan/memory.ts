@@ -4,7 +4,19 @@
  * unit test, or in a caller's own tests, without a kernel.
  */
 import { InvalidArgument } from '../errors.js';
-import { PortClosed, RECEIVED_STRIDE } from './io.js';
+import {
+  DATAGRAM_ADDRESS,
+  DATAGRAM_BUFFER,
+  DATAGRAM_LENGTH,
+  DATAGRAM_PORT,
+  DATAGRAM_SEGMENT_SIZE,
+  DATAGRAM_STRIDE,
+  FRAME_BUFFER,
+  FRAME_LENGTH,
+  FRAME_OFFSET,
+  FRAME_STRIDE,
+} from '../sys/batch-layout.js';
+import { PortClosed } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
 import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, FrameList, completePartialChecksum, framesOf, segmentFrame } from './offload.js';
 
@@ -48,8 +60,9 @@ export class MemoryFramePort implements FramePort {
     const taken = Math.min(batch.count, this.capacity);
     const { buffers, index, checksum } = batch;
     for (let i = 0; i < taken; i++) {
-      const offset = index[3 * i + 1]!;
-      const copy = Buffer.from(buffers[index[3 * i]!]!.subarray(offset, offset + index[3 * i + 2]!));
+      const at = FRAME_STRIDE * i;
+      const offset = index[at + FRAME_OFFSET]!;
+      const copy = Buffer.from(buffers[index[at + FRAME_BUFFER]!]!.subarray(offset, offset + index[at + FRAME_LENGTH]!));
       const state = checksum?.[i] ?? CHECKSUM_UNVERIFIED;
       if (state >= CHECKSUM_PARTIAL_MIN) completePartialChecksum(copy, state);
       this.written.push(copy);
@@ -236,12 +249,18 @@ export class MemoryDatagramPort implements DatagramPort {
   /** Hands `arrived` to the started port's callback as one batch (called by MemoryNetwork, or a test). */
   deliver(arrived: readonly ArrivedDatagram[]): void {
     if (this.#onBatch === undefined) return;
-    const index = new Uint32Array(RECEIVED_STRIDE * arrived.length);
+    const index = new Uint32Array(DATAGRAM_STRIDE * arrived.length);
     const addresses: string[] = [];
     arrived.forEach((datagram, i) => {
       let slot = addresses.indexOf(datagram.address);
       if (slot < 0) slot = addresses.push(datagram.address) - 1;
-      index.set([i, 0, datagram.data.length, datagram.segmentSize ?? 0, datagram.port, slot], RECEIVED_STRIDE * i);
+      // Each datagram in a buffer of its own, at offset 0 (the array is zeroed).
+      const at = DATAGRAM_STRIDE * i;
+      index[at + DATAGRAM_BUFFER] = i;
+      index[at + DATAGRAM_LENGTH] = datagram.data.length;
+      index[at + DATAGRAM_SEGMENT_SIZE] = datagram.segmentSize ?? 0;
+      index[at + DATAGRAM_PORT] = datagram.port;
+      index[at + DATAGRAM_ADDRESS] = slot;
     });
     this.#onBatch({ buffers: arrived.map((datagram) => datagram.data), index, addresses, count: arrived.length });
   }

@@ -88,7 +88,9 @@ test.serial('three hosts share an overlay network: listing, ping, iperf3, VXLAN 
   );
   await new Promise((resolve) => setTimeout(resolve, 1500));
   await pings(nsPath(a.name), b.address, { count: 3 });
-  const fields = (await capture).stdout.trim().split('\n').filter((line) => line !== '');
+  const captured = await capture;
+  t.is(captured.code, 0, `tshark: ${captured.stderr}`);
+  const fields = captured.stdout.trim().split('\n').filter((line) => line !== '');
   t.true(fields.length >= 2, `tshark saw VXLAN packets: ${fields.join(' | ')}`);
   for (const line of fields) t.is(line.split('\t')[0], vni, line);
 });
@@ -213,7 +215,10 @@ test.serial('garbage on the data path port is dropped and counted, and the overl
   const script = `const s=require('dgram').createSocket('udp4');const p=JSON.parse(process.argv[1]).map(b=>Buffer.from(b,'base64'));let i=0;const next=()=>{if(i>=p.length){s.close();return;}s.send(p[i++],4789,'${h1.address}',next)};next();`;
   const sent = await inNetns(attacker.netnsPath, process.execPath, ['-e', script, JSON.stringify(payloads.map((p) => p.toString('base64')))]);
   t.is(sent.code, 0, sent.stderr);
-  t.is((await capture).stdout.trim(), '', 'no garbage frame reached the sandbox');
+  // An empty capture proves nothing unless tshark actually captured.
+  const captured = await capture;
+  t.is(captured.code, 0, `tshark: ${captured.stderr}`);
+  t.is(captured.stdout.trim(), '', 'no garbage frame reached the sandbox');
 
   const stats = (await new ApiClient(`unix://${h1.socket}`).drivers()).find((d) => d.Name === 'overlay')?.Stats ?? {};
   t.log(JSON.stringify(stats));

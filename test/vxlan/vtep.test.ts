@@ -56,6 +56,7 @@ import {
   vxlan,
 } from './helpers.js';
 import { ManualTimers } from './clock.js';
+import { capturedNeighborAdvertisement, capturedNeighborSolicitation } from '../helpers/captures.js';
 import { levelLogger } from '../../src/log.js';
 
 test('a unicast frame crosses the underlay unchanged in one VXLAN datagram to the peer VTEP', async (t) => {
@@ -249,6 +250,18 @@ test('an IPv6 neighbour solicitation for a known address is answered with a vali
   t.is(readMac(advert, icmp + 26), mac(2));
   const checksum = icmpv6Checksum(advert, icmp, ipv6.payloadLength, advert, ETHERNET_HEADER_LEN + 8, advert, ETHERNET_HEADER_LEN + 24);
   t.is(advert.readUInt16BE(icmp + 2), checksum);
+});
+
+test('the VTEP answers a captured neighbour solicitation with the advertisement the kernel sent, byte for byte', async (t) => {
+  const net = new MemoryNetwork();
+  const a = host(net, HOST_A);
+  for (const [vtep, n] of [[HOST_A, 1], [HOST_B, 2]] as const) {
+    a.vtep.setPeer(VNI, { mac: `02:42:0a:63:00:0${n}`, ipv6: `fd00:99::${n}`, vtep });
+  }
+  a.port().inject([Buffer.from(capturedNeighborSolicitation)]);
+  await net.idle();
+  t.is(net.packets.length, 0);
+  t.deepEqual(a.port().written, [Buffer.from(capturedNeighborAdvertisement)]);
 });
 
 test('neighbour solicitations for unknown addresses, with a bad checksum or hop limit, or for DAD are flooded, not answered', async (t) => {

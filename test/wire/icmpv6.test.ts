@@ -9,22 +9,12 @@ import {
 } from '../../src/wire/icmpv6.js';
 import { decodeIPv6, formatIPv6, parseIPv6 } from '../../src/wire/ipv6.js';
 import { parseMac } from '../../src/wire/mac.js';
+import { capturedNeighborAdvertisement, capturedNeighborSolicitation } from '../helpers/captures.js';
 
-const bytes = (hex: string): Uint8Array => new Uint8Array(Buffer.from(hex.replace(/\s+/g, ''), 'hex'));
 const toHex = (buf: Uint8Array): string => Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('hex');
 
-/*
- * Inner frames captured in a test namespace (see vxlan.test.ts): fd00:99::1 solicits fd00:99::2
- * on its solicited-node group, and fd00:99::2 answers.
- */
-const capturedNs = bytes(`
-  3333ff000002 02420a630001 86dd
-  6000000000203aff fd000099000000000000000000000001 ff0200000000000000000001ff000002
-  87 00 71c0 00000000 fd000099000000000000000000000002 01 01 02420a630001`);
-const capturedNa = bytes(`
-  02420a630001 02420a630002 86dd
-  6000000000203aff fd000099000000000000000000000002 fd000099000000000000000000000001
-  88 00 102a 60000000 fd000099000000000000000000000002 02 01 02420a630002`);
+const capturedNs = capturedNeighborSolicitation;
+const capturedNa = capturedNeighborAdvertisement;
 const IP = 14;
 const ICMP = 54;
 const macA = parseMac('02:42:0a:63:00:01');

@@ -1,0 +1,64 @@
+/*
+ * The batches the addon and TypeScript exchange, as numbers per item in a
+ * Uint32Array: the same constants as src/sys/batch-layout.ts, which
+ * documents each layout. test/sys/batch-layout.test.ts reads this file and
+ * the addon's `batchLayout` export and fails when either side differs.
+ */
+#ifndef NETCTL_BATCH_LAYOUT_H
+#define NETCTL_BATCH_LAYOUT_H
+
+/* FrameBatch: frame i is LENGTH bytes at OFFSET of buffers[BUFFER]. */
+#define NETCTL_FRAME_STRIDE 3
+#define NETCTL_FRAME_BUFFER 0
+#define NETCTL_FRAME_OFFSET 1
+#define NETCTL_FRAME_LENGTH 2
+
+/* Frames a TAP delivers in one wake-up, at most. */
+#define NETCTL_TAP_BATCH 64
+
+/* FrameBatch.checksum octets; from PARTIAL_MIN up, the RCO octet of a partial checksum. */
+#define NETCTL_CHECKSUM_UNVERIFIED 0
+#define NETCTL_CHECKSUM_TRUSTED 1
+#define NETCTL_CHECKSUM_PARTIAL_MIN 2
+
+/* ReceivedDatagrams: datagram i is LENGTH bytes at OFFSET of buffers[BUFFER], from
+ * addresses[ADDRESS] port PORT; SEGMENT_SIZE > 0 for a UDP GRO run of that size. */
+#define NETCTL_DATAGRAM_STRIDE 6
+#define NETCTL_DATAGRAM_BUFFER 0
+#define NETCTL_DATAGRAM_OFFSET 1
+#define NETCTL_DATAGRAM_LENGTH 2
+#define NETCTL_DATAGRAM_SEGMENT_SIZE 3
+#define NETCTL_DATAGRAM_PORT 4
+#define NETCTL_DATAGRAM_ADDRESS 5
+
+/* Datagrams one receive callback delivers at most. */
+#define NETCTL_DATAGRAM_MAX 256
+
+/* udpSendFrames' result: datagrams made, then datagrams the kernel took. */
+#define NETCTL_SEND_RESULT_DATAGRAMS 0
+#define NETCTL_SEND_RESULT_SENT 1
+#define NETCTL_SEND_RESULT_LENGTH 2
+
+/* Every constant above, for addon.c to export as `batchLayout`. */
+#define NETCTL_BATCH_LAYOUT(X)                                                                                     \
+  X(FRAME_STRIDE)                                                                                                  \
+  X(FRAME_BUFFER)                                                                                                  \
+  X(FRAME_OFFSET)                                                                                                  \
+  X(FRAME_LENGTH)                                                                                                  \
+  X(TAP_BATCH)                                                                                                     \
+  X(CHECKSUM_UNVERIFIED)                                                                                           \
+  X(CHECKSUM_TRUSTED)                                                                                              \
+  X(CHECKSUM_PARTIAL_MIN)                                                                                          \
+  X(DATAGRAM_STRIDE)                                                                                               \
+  X(DATAGRAM_BUFFER)                                                                                               \
+  X(DATAGRAM_OFFSET)                                                                                               \
+  X(DATAGRAM_LENGTH)                                                                                               \
+  X(DATAGRAM_SEGMENT_SIZE)                                                                                         \
+  X(DATAGRAM_PORT)                                                                                                 \
+  X(DATAGRAM_ADDRESS)                                                                                              \
+  X(DATAGRAM_MAX)                                                                                                  \
+  X(SEND_RESULT_DATAGRAMS)                                                                                         \
+  X(SEND_RESULT_SENT)                                                                                              \
+  X(SEND_RESULT_LENGTH)
+
+#endif

@@ -1,0 +1,49 @@
+/**
+ * Every batch the addon and TypeScript exchange is a few numbers per item in
+ * a Uint32Array (no object per frame or datagram). This module names each
+ * layout once; native/batch_layout.h holds the same numbers for the C side,
+ * and test/sys/batch-layout.test.ts fails when the two disagree.
+ *
+ * Read a batch as `index[STRIDE * i + FIELD]`: hot loops compute
+ * `at = STRIDE * i` once and add the field names, which costs what the
+ * literals cost.
+ */
+
+/** FrameBatch (src/sys/tap.ts): frame i is LENGTH bytes at OFFSET of buffers[BUFFER]. */
+export const FRAME_STRIDE = 3;
+export const FRAME_BUFFER = 0;
+export const FRAME_OFFSET = 1;
+export const FRAME_LENGTH = 2;
+
+/** Frames a TAP delivers in one wake-up, at most. */
+export const TAP_BATCH = 64;
+
+/**
+ * FrameBatch.checksum, one octet per frame: how far its transport checksum
+ * can be trusted (see FrameBatch). Values from CHECKSUM_PARTIAL_MIN up are
+ * the VXLAN RCO octet of a checksum the sender left partial.
+ */
+export const CHECKSUM_UNVERIFIED = 0;
+export const CHECKSUM_TRUSTED = 1;
+export const CHECKSUM_PARTIAL_MIN = 2;
+
+/**
+ * ReceivedDatagrams (src/sys/udp.ts): datagram i is LENGTH bytes at OFFSET of
+ * buffers[BUFFER], from addresses[ADDRESS] port PORT; SEGMENT_SIZE > 0 says
+ * it holds datagrams of that size back to back that UDP GRO coalesced.
+ */
+export const DATAGRAM_STRIDE = 6;
+export const DATAGRAM_BUFFER = 0;
+export const DATAGRAM_OFFSET = 1;
+export const DATAGRAM_LENGTH = 2;
+export const DATAGRAM_SEGMENT_SIZE = 3;
+export const DATAGRAM_PORT = 4;
+export const DATAGRAM_ADDRESS = 5;
+
+/** Datagrams one receive callback delivers at most (4 recvmmsg of 64). */
+export const DATAGRAM_MAX = 256;
+
+/** udpSendFrames' result: how many datagrams the frames made, then how many the kernel took. */
+export const SEND_RESULT_DATAGRAMS = 0;
+export const SEND_RESULT_SENT = 1;
+export const SEND_RESULT_LENGTH = 2;
