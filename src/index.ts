@@ -6,8 +6,10 @@ export { Controller } from './cnm/controller.js';
 export type {
   ConnectOptions,
   ControllerOptions,
+  DisconnectOptions,
   EndpointCreateRequest,
   NetworkCreateRequest,
+  NetworkView,
   SandboxCreateRequest,
   SandboxInfo,
 } from './cnm/controller.js';
@@ -33,7 +35,8 @@ export { LOG_LEVELS, consoleWarnings, levelLogger, parseLogLevel, silentLogger }
 export type { LogLevel, Logger } from './log.js';
 export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
 export type { Filters } from './cnm/filters.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './cnm/inspect.js';
+export { toDockerNetwork } from './api/docker.js';
+export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './api/docker.js';
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
 export type { EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from './records.js';

@@ -5,6 +5,7 @@
  * assertions check the real kernel for them.
  */
 import test from 'ava';
+import { toDockerNetwork } from '../../src/api/docker.js';
 import type { Controller, SandboxInfo } from '../../src/cnm/controller.js';
 
 export interface ComplianceEnv {
@@ -30,7 +31,7 @@ export function driverCompliance(title: string, makeEnv: () => Promise<Complianc
     const env = await makeEnv();
     t.teardown(() => env.cleanup());
     const { controller } = env;
-    const network = await controller.createNetwork({ name: 'compl', driver: env.driver });
+    const network = toDockerNetwork(await controller.createNetwork({ name: 'compl', driver: env.driver }));
     t.is(network.Driver, env.driver);
     const a = await controller.createSandbox({ name: env.sandboxName('a') });
     const b = await controller.createSandbox({ name: env.sandboxName('b') });
@@ -38,7 +39,7 @@ export function driverCompliance(title: string, makeEnv: () => Promise<Complianc
     const epB = await controller.connect('compl', b.name);
     t.is(epA.ifName, 'eth0');
 
-    const inspected = await controller.inspectNetwork('compl');
+    const inspected = toDockerNetwork(await controller.inspectNetwork('compl'));
     t.deepEqual(Object.keys(inspected.Containers).sort(), [a.id, b.id].sort());
     t.is(inspected.Containers[a.id]?.EndpointID, epA.id);
 
