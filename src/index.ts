@@ -3,16 +3,16 @@
  * drivers, the host wiring, and the HTTP API's server and client.
  */
 export { Controller } from './cnm/controller.js';
+export type { ControllerOptions } from './cnm/controller.js';
 export type {
   ConnectOptions,
-  ControllerOptions,
   DisconnectOptions,
   EndpointCreateRequest,
   NetworkCreateRequest,
   NetworkView,
   SandboxCreateRequest,
   SandboxInfo,
-} from './cnm/controller.js';
+} from './cnm/types.js';
 export type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from './cnm/driver.js';
 export {
   Conflict,

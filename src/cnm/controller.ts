@@ -40,18 +40,6 @@ import { Repository } from '../repository/repository.js';
 import type { ReachabilityStatus } from '../store/last-known.js';
 import type { Store } from '../store/types.js';
 
-export type {
-  ConnectOptions,
-  DisconnectOptions,
-  EndpointCreateRequest,
-  NetworkCreateRequest,
-  NetworkView,
-  SandboxCreateRequest,
-  SandboxInfo,
-} from './types.js';
-export { GATEWAY_BRIDGE } from './gateway-bridge.js';
-export { LIMITS } from './validate.js';
-
 export interface ControllerOptions {
   /** Local store: sandboxes, and networks of local scope with their endpoints. */
   readonly store: Store;

@@ -1,7 +1,7 @@
 /**
- * What the controller's methods take and return, shared by its parts and
- * exported with the Controller from controller.ts. Results are typed
- * records; the HTTP API renders them in Docker's JSON (api/docker.ts).
+ * What the controller's methods take and return, shared by its parts.
+ * Results are typed records and views; the HTTP API renders them in
+ * Docker's JSON (api/docker.ts).
  */
 import type { NetworkPeer } from './driver.js';
 import type { PoolRequest } from './ipam.js';

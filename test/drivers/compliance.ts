@@ -6,7 +6,8 @@
  */
 import test from 'ava';
 import { toDockerNetwork } from '../../src/api/docker.js';
-import type { Controller, SandboxInfo } from '../../src/cnm/controller.js';
+import type { Controller } from '../../src/cnm/controller.js';
+import type { SandboxInfo } from '../../src/cnm/types.js';
 
 export interface ComplianceEnv {
   readonly controller: Controller;
