@@ -297,3 +297,37 @@ test('labels, options and aliases are bounded and checked', async (t) => {
   t.deepEqual(await snapshot(store), before);
   t.deepEqual((await controller.connect('n', 's', { aliases: ['db', 'db.internal', 'my_db-1'] })).aliases, ['db', 'db.internal', 'my_db-1']);
 });
+
+test('close closes every driver and the store though one fails, reports the failures together, and a second close does nothing', async (t) => {
+  const closed: string[] = [];
+  class ClosingDriver extends RecordingDriver {
+    constructor(
+      name: string,
+      private readonly failure?: string,
+    ) {
+      super(name);
+    }
+    async close(): Promise<void> {
+      closed.push(this.name);
+      if (this.failure !== undefined) throw new Error(this.failure);
+    }
+  }
+  const store = new MemoryStore();
+  const controller = await Controller.open({
+    store,
+    drivers: [new ClosingDriver('bridge', 'bridge stuck'), new ClosingDriver('other'), new ClosingDriver('third', 'third stuck')],
+    namespaces: new MemoryNamespaces(),
+    ownsStore: true,
+    logger: silentLogger,
+  });
+  const error = await t.throwsAsync(controller.close());
+  t.is((error as { code?: string }).code, 'Internal');
+  t.is(error?.message, 'closing the controller failed: driver bridge: bridge stuck; driver third: third stuck');
+  t.true(error?.cause instanceof AggregateError);
+  t.deepEqual((error?.cause as AggregateError).errors.map((e: Error) => e.message), ['bridge stuck', 'third stuck']);
+  t.deepEqual(closed, ['bridge', 'other', 'third']);
+  await t.throwsAsync(store.get('x'), { message: 'store is closed' });
+  await t.notThrowsAsync(controller.close());
+  t.deepEqual(closed, ['bridge', 'other', 'third'], 'nothing is closed twice');
+  await t.throwsAsync(controller.createNetwork({ name: 'late' }), { message: 'controller is closed' });
+});
