@@ -11,7 +11,7 @@ import { releaseNetwork, reserveNetwork } from './networks.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 
 /** Docker's docker_gwbridge, by netctl's name; also the Linux bridge's name (15 characters). */
-export const GATEWAY_BRIDGE = 'netctl_gwbridge';
+const GATEWAY_BRIDGE = 'netctl_gwbridge';
 
 function gatewayEndpointName(sandbox: SandboxRecord): string {
   return `gateway_${sandbox.id.slice(0, 12)}`;

@@ -11,7 +11,7 @@ const ALIAS_LABEL = /^[A-Za-z0-9_-]{1,63}$/;
  * Bounds on what a request may store, so one client cannot fill the store
  * (Docker sets none; these are far above what real labels need).
  */
-export const LIMITS = {
+const LIMITS = {
   metadataEntries: 64,
   metadataKeyBytes: 256,
   metadataValueBytes: 4096,
