@@ -1,5 +1,5 @@
 // Layering of src/, as DESIGN.md ("Shape of the code") draws it:
-//   cli → api|plugins → cnm → drivers → vxlan|dns|ingress|crypto → wire|sys|store → errors|records|log
+//   cli → api|plugins → cnm → drivers → vxlan|dns|ingress|crypto → repository → wire|sys|store → errors|records|log
 // Each layer may import its own folder and the layers below it, never above
 // or sideways. host.ts and index.ts are composition roots and may import
 // anything. CommonJS because depcruise reads its config with require() when
@@ -32,6 +32,12 @@ const EXCEPTION_DRIVER_API = '^src/cnm/driver\\.ts$';
 
 const BOTTOM = 'src/(errors|records|log)\\.ts$';
 const TIER_LOW = `src/(wire|sys|store)/|${BOTTOM}`;
+/**
+ * The records repository: keys, schemas and typed reads of the controller's
+ * records. Their writer (cnm/) and the data plane (dns/ follows them) use
+ * it; drivers, api/ and cli/ get records from the controller.
+ */
+const TIER_REPOSITORY = `src/repository/|${TIER_LOW}`;
 const TIER_DATA_PLANE = `src/(vxlan|dns|ingress|crypto)/|${TIER_LOW}`;
 
 module.exports = {
@@ -65,11 +71,20 @@ module.exports = {
       'sys/ is the kernel boundary; it knows nothing of the store or above.'),
     layer('store-imports-only-below', '^src/store/', `^src/store/|^${BOTTOM}|${EXCEPTION_STORE_USES_SYS}`,
       'store/ sits beside sys/ and wire/ and builds on errors and records.'),
-    layer('data-plane-imports-only-below', '^src/(vxlan|dns|ingress|crypto)/', `^src/$1/|^(${TIER_LOW})`,
-      'vxlan/, dns/, ingress/ and crypto/ use wire, sys, store and errors, not each other.'),
+    layer('repository-imports-only-store-and-bottom', '^src/repository/', `^src/(repository|store)/|^${BOTTOM}`,
+      'repository/ reads and writes records through store/; it knows no kernel, driver or controller.'),
+    {
+      name: 'repository-uses-no-io',
+      comment: 'repository/ reaches the host only through a Store; node built-ins belong to sys/ and store/.',
+      severity: 'error',
+      from: { path: '^src/repository/' },
+      to: { dependencyTypes: ['core'] },
+    },
+    layer('data-plane-imports-only-below', '^src/(vxlan|dns|ingress|crypto)/', `^src/$1/|^(${TIER_REPOSITORY})`,
+      'vxlan/, dns/, ingress/ and crypto/ use the repository, wire, sys, store and errors, not each other.'),
     layer('drivers-import-only-below', '^src/drivers/', `^src/drivers/|^(${TIER_DATA_PLANE})|${EXCEPTION_DRIVER_API}`,
       'drivers/ build on the data plane and sys; they see cnm only through the driver API.'),
-    layer('cnm-imports-only-below', '^src/cnm/', `^src/(cnm|drivers)/|^(${TIER_DATA_PLANE})`,
+    layer('cnm-imports-only-below', '^src/cnm/', `^src/(cnm|drivers|repository)/|^(${TIER_DATA_PLANE})`,
       'cnm/ is the controller: it may use drivers and everything under them.'),
     layer('api-imports-only-below', '^src/(api|plugins)/', `^src/(cnm|drivers)/|^(${TIER_DATA_PLANE})|^src/$1/`,
       'api/ and plugins/ adapt the controller to callers; neither imports cli/ or the other.'),

@@ -3,14 +3,16 @@
  * drivers, the host wiring, and the HTTP API's server and client.
  */
 export { Controller } from './cnm/controller.js';
+export type { ControllerOptions } from './cnm/controller.js';
 export type {
   ConnectOptions,
-  ControllerOptions,
+  DisconnectOptions,
   EndpointCreateRequest,
   NetworkCreateRequest,
+  NetworkView,
   SandboxCreateRequest,
   SandboxInfo,
-} from './cnm/controller.js';
+} from './cnm/types.js';
 export type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from './cnm/driver.js';
 export {
   Conflict,
@@ -33,7 +35,8 @@ export { LOG_LEVELS, consoleWarnings, levelLogger, parseLogLevel, silentLogger }
 export type { LogLevel, Logger } from './log.js';
 export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
 export type { Filters } from './cnm/filters.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './cnm/inspect.js';
+export { toDockerNetwork } from './api/docker.js';
+export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './api/docker.js';
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
 export type { EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from './records.js';

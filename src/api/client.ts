@@ -16,7 +16,7 @@ import {
   SandboxNotFound,
   Unavailable,
 } from '../errors.js';
-import type { DockerNetwork } from '../cnm/inspect.js';
+import type { DockerNetwork } from './docker.js';
 import type {
   NetworkConnectBody,
   NetworkCreateBody,

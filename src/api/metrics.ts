@@ -9,7 +9,7 @@ import { type Server, createServer } from 'node:http';
 import { isIP } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { InvalidArgument } from '../errors.js';
-import type { DockerNetwork } from '../cnm/inspect.js';
+import type { DockerNetwork } from './docker.js';
 import type { DnsQueryObservation } from '../dns/server.js';
 import type { StoreObserver } from '../store/observed.js';
 import type { PeerLiveness } from '../vxlan/liveness.js';

@@ -12,6 +12,7 @@ import { arch, release } from 'node:os';
 import type { Controller } from '../cnm/controller.js';
 import { Conflict, InvalidArgument, NotFound, httpStatus } from '../errors.js';
 import { parseFiltersJson } from '../cnm/filters.js';
+import { toDockerNetwork } from './docker.js';
 import { DaemonMetrics } from './metrics.js';
 import {
   API_VERSION,
@@ -85,7 +86,7 @@ export class ApiServer {
     this.controller = controller;
     this.version = options.version ?? '0.0.0';
     this.metrics = options.metrics ?? new DaemonMetrics();
-    this.metrics.setNetworkSource(() => controller.listNetworks());
+    this.metrics.setNetworkSource(async () => (await controller.listNetworks()).map(toDockerNetwork));
     this.routes = this.buildRoutes();
   }
 
@@ -213,7 +214,7 @@ export class ApiServer {
         name: '/networks',
         pattern: /^\/networks\/?$/,
         methods: {
-          GET: async (ctx) => ({ status: 200, body: await c.listNetworks(parseFiltersJson(ctx.query.get('filters'))) }),
+          GET: async (ctx) => ({ status: 200, body: (await c.listNetworks(parseFiltersJson(ctx.query.get('filters')))).map(toDockerNetwork) }),
         },
       },
       {
@@ -221,8 +222,8 @@ export class ApiServer {
         pattern: /^\/networks\/create$/,
         methods: {
           POST: async (ctx) => {
-            const network = await c.createNetwork(readNetworkCreate(await ctx.readBody()));
-            const body: NetworkCreateResponse = { Id: network.Id, Warning: '' };
+            const { network } = await c.createNetwork(readNetworkCreate(await ctx.readBody()));
+            const body: NetworkCreateResponse = { Id: network.id, Warning: '' };
             return { status: 201, body };
           },
         },
@@ -266,13 +267,13 @@ export class ApiServer {
         pattern: /^\/networks\/([^/]+)$/,
         methods: {
           GET: async (ctx) => {
-            const network = await c.inspectNetwork(param(ctx, 0));
+            const view = await c.inspectNetwork(param(ctx, 0));
             const scope = ctx.query.get('scope');
             // Docker answers "not found" when the network exists in another scope only.
-            if (scope !== null && scope !== '' && scope !== network.Scope) {
+            if (scope !== null && scope !== '' && scope !== view.network.scope) {
               throw new NotFound(`network ${param(ctx, 0)} not found`);
             }
-            return { status: 200, body: network };
+            return { status: 200, body: toDockerNetwork(view) };
           },
           DELETE: async (ctx) => {
             await c.removeNetwork(param(ctx, 0));

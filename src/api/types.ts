@@ -3,7 +3,7 @@
  * API's shapes and field names so Docker clients work unchanged; sandbox
  * routes are netctl's own, shaped the same way (PascalCase, `Id`).
  */
-import type { ConnectOptions, NetworkCreateRequest, SandboxCreateRequest, SandboxInfo } from '../cnm/controller.js';
+import type { ConnectOptions, NetworkCreateRequest, SandboxCreateRequest, SandboxInfo } from '../cnm/types.js';
 import { InvalidArgument } from '../errors.js';
 import type { PoolRequest } from '../cnm/ipam.js';
 

@@ -6,7 +6,7 @@ import { isDaemonError } from '../api/client.js';
 import type { IpamConfigBody, NetworkCreateBody } from '../api/types.js';
 import { isNotFound } from '../errors.js';
 import { parseFilterArgs } from '../cnm/filters.js';
-import type { DockerNetwork } from '../cnm/inspect.js';
+import type { DockerNetwork } from '../api/docker.js';
 import { CliError, type Command, type CommandContext, type CommandGroup } from './command.js';
 import { goTimeString, inspectJson, joinLabels, naturalCompare, networkTemplateData, shortId } from './output.js';
 import { formatRows, parseTemplate } from './gotemplate/index.js';

@@ -2,7 +2,7 @@
  * Output conventions shared by the commands, each as the docker CLI has it:
  * short IDs, natural name order, Go's time and JSON formatting.
  */
-import type { DockerNetwork } from '../cnm/inspect.js';
+import type { DockerNetwork } from '../api/docker.js';
 
 export function shortId(id: string): string {
   return id.slice(0, 12);

@@ -10,9 +10,11 @@
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
+import { keys, recordId } from '../repository/keys.js';
+import { decodeRecord, endpointRecord, networkRecord, sandboxRecord } from '../repository/schema.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
-import { NETNS_RUN_DIR, netnsExists } from '../sys/netns.js';
-import { NETNS_ETC_DIR, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../sys/resolvconf.js';
+import { netnsExists } from '../sys/netns.js';
+import { namedNetnsResolvConf, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../sys/resolvconf.js';
 import { openFileLimit } from '../sys/rlimit.js';
 import { type DatagramBatch, NativeUdpSocket, type ReceivedDatagrams, openTcpListener, receivedDatagram } from '../sys/udp.js';
 import { Forwarder } from './forwarder.js';
@@ -61,16 +63,12 @@ function bare(cidr: string | undefined): string | undefined {
 }
 
 /**
- * The resolv.conf a sandbox uses: `/etc/netns/NAME/resolv.conf` for a named
- * namespace (which `ip netns exec` mounts over /etc/resolv.conf), else a file
- * under the state directory for the runtime to mount.
+ * The resolv.conf a sandbox uses: its named namespace's, which `ip netns
+ * exec` mounts (see namedNetnsResolvConf), else a file under the state
+ * directory for the runtime to mount.
  */
 export function resolvConfPath(sandbox: Pick<SandboxRecord, 'id' | 'netnsPath'>, stateDir: string): string {
-  const prefix = `${NETNS_RUN_DIR}/`;
-  if (sandbox.netnsPath.startsWith(prefix) && !sandbox.netnsPath.slice(prefix.length).includes('/')) {
-    return `${NETNS_ETC_DIR}/${sandbox.netnsPath.slice(prefix.length)}/resolv.conf`;
-  }
-  return stateResolvConfPath(sandbox, stateDir);
+  return namedNetnsResolvConf(sandbox.netnsPath) ?? stateResolvConfPath(sandbox, stateDir);
 }
 
 function stateResolvConfPath(sandbox: Pick<SandboxRecord, 'id'>, stateDir: string): string {
@@ -117,10 +115,10 @@ export class EmbeddedDns {
     try {
       for (const store of [options.localStore, options.globalStore]) {
         if (store === undefined) continue;
-        await dns.follow(store, 'networks/');
-        await dns.follow(store, 'endpoints/');
+        await dns.follow(store, keys.networks);
+        await dns.follow(store, keys.endpoints);
       }
-      await dns.follow(options.localStore, 'sandboxes/');
+      await dns.follow(options.localStore, keys.sandboxes);
       await dns.sandboxQueue;
       // Files of sandboxes that went while no DNS ran (a crash mid-removal, a restore that released them).
       await sweepResolvConfs(dns.owner, new Set(dns.sandboxes.keys()), join(options.stateDir, 'resolv'), dns.journalDir);
@@ -156,20 +154,21 @@ export class EmbeddedDns {
     }
   }
 
+  /** Records other hosts wrote are checked against their schemas; one that does not fit is logged and left out. */
   private apply(prefix: string, event: WatchEvent): void {
     const key = event.type === 'put' ? event.kv.key : event.key;
-    const id = key.split('/').at(-1) ?? '';
+    const id = recordId(key);
     try {
-      if (prefix === 'networks/') {
-        if (event.type === 'put') this.networks.set(id, JSON.parse(event.kv.value) as NetworkRecord);
+      if (prefix === keys.networks) {
+        if (event.type === 'put') this.networks.set(id, decodeRecord(event.kv, networkRecord));
         else this.networks.delete(id);
         for (const endpoint of this.endpoints.values()) if (endpoint.networkId === id) this.refreshEndpoint(endpoint.id);
-      } else if (prefix === 'endpoints/') {
-        if (event.type === 'put') this.endpoints.set(id, JSON.parse(event.kv.value) as EndpointRecord);
+      } else if (prefix === keys.endpoints) {
+        if (event.type === 'put') this.endpoints.set(id, decodeRecord(event.kv, endpointRecord));
         else this.endpoints.delete(id);
         this.refreshEndpoint(id);
       } else {
-        const sandbox = event.type === 'put' ? (JSON.parse(event.kv.value) as SandboxRecord) : undefined;
+        const sandbox = event.type === 'put' ? decodeRecord(event.kv, sandboxRecord) : undefined;
         this.sandboxQueue = this.sandboxQueue.then(() => this.sandboxChanged(id, sandbox));
       }
     } catch (err) {

@@ -11,6 +11,7 @@
  */
 import { mkdir, readFile, readdir, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { NETNS_RUN_DIR } from './netns.js';
 
 export const NETNS_ETC_DIR = '/etc/netns';
 const MARKER_PATTERN = /^# netctl: embedded DNS of sandbox ([0-9a-f]+) for daemon (".*?")\n/;
@@ -45,6 +46,18 @@ async function readMarker(path: string): Promise<Marker | undefined | 'missing'>
 
 function isOwn(marker: Marker | undefined | 'missing', target: ResolvConfTarget): boolean {
   return marker !== 'missing' && marker !== undefined && marker.sandboxId === target.sandboxId && marker.owner === target.owner;
+}
+
+/**
+ * The resolv.conf of a named namespace (/var/run/netns/NAME):
+ * /etc/netns/NAME/resolv.conf, which `ip netns exec` mounts over
+ * /etc/resolv.conf. Undefined for any other namespace path.
+ */
+export function namedNetnsResolvConf(netnsPath: string): string | undefined {
+  const prefix = `${NETNS_RUN_DIR}/`;
+  if (!netnsPath.startsWith(prefix)) return undefined;
+  const name = netnsPath.slice(prefix.length);
+  return name.includes('/') ? undefined : `${NETNS_ETC_DIR}/${name}/resolv.conf`;
 }
 
 /** Where a sandbox's resolv.conf goes and which daemon's it is. */

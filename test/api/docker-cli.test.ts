@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
+import { toDockerNetwork } from '../../src/api/docker.js';
 import { type Fixture, startFixture } from './fixture.js';
 
 const DOCKER = '/usr/local/bin/docker';
@@ -69,7 +70,7 @@ test('docker network create, ls, inspect, rm', async (t) => {
   t.regex(table, new RegExp(`\\n${id.slice(0, 12)} +red +bridge +local\\n`));
   t.is(await ok(t, ['network', 'ls', '--format', '{{.Name}}']), 'blue\nred\n');
   t.is(await ok(t, ['network', 'ls', '-f', 'name=re', '--format', '{{.Name}} {{.Label "team"}}']), 'red red\n');
-  t.is(await ok(t, ['network', 'ls', '-f', 'driver=null', '-q']), `${(await t.context.fixture.controller.inspectNetwork('blue')).Id.slice(0, 12)}\n`);
+  t.is(await ok(t, ['network', 'ls', '-f', 'driver=null', '-q']), `${toDockerNetwork(await t.context.fixture.controller.inspectNetwork('blue')).Id.slice(0, 12)}\n`);
 
   const [network] = JSON.parse(await ok(t, ['network', 'inspect', 'red']));
   t.is(network.Name, 'red');

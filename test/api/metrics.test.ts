@@ -1,7 +1,7 @@
 import test from 'ava';
 import { DaemonMetrics, parseMetricsAddress } from '../../src/api/metrics.js';
 import { InvalidArgument } from '../../src/errors.js';
-import type { DockerNetwork } from '../../src/cnm/inspect.js';
+import type { DockerNetwork } from '../../src/api/docker.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { ObservedStore } from '../../src/store/observed.js';
 import { StoreClosed } from '../../src/store/types.js';

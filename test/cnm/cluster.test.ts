@@ -4,6 +4,7 @@
  * out of reach.
  */
 import test from 'ava';
+import { toDockerNetwork } from '../../src/api/docker.js';
 import { Controller } from '../../src/cnm/controller.js';
 import { Unavailable } from '../../src/errors.js';
 import { LastKnownStore } from '../../src/store/last-known.js';
@@ -65,7 +66,7 @@ test('with the cluster store out of reach, local networks work and global ones a
   await b.connect('ov', 's');
   wire.down = true;
 
-  const names = (await b.listNetworks()).map((n) => n.Name);
+  const names = (await b.listNetworks()).map(toDockerNetwork).map((n) => n.Name);
   t.deepEqual(names, ['ov']);
   t.false(b.clusterStatus()?.reachable);
   await b.createNetwork({ name: 'local', ipam: { config: [{ subnet: '10.41.0.0/24' }] } });
@@ -126,26 +127,26 @@ test('a sandbox on an overlay gets its way out through the gateway bridge, unles
   await controller.createSandbox({ name: 'q' });
 
   await controller.connect('secret', 'q');
-  t.deepEqual((await controller.listNetworks()).map((n) => n.Name).sort(), ['ov', 'secret'], 'an internal overlay needs no way out');
+  t.deepEqual((await controller.listNetworks()).map(toDockerNetwork).map((n) => n.Name).sort(), ['ov', 'secret'], 'an internal overlay needs no way out');
 
   await controller.connect('ov', 's');
-  const gateway = await controller.inspectNetwork('netctl_gwbridge');
+  const gateway = toDockerNetwork(await controller.inspectNetwork('netctl_gwbridge'));
   t.deepEqual(Object.keys(gateway.Containers), [(await controller.inspectSandbox('s')).id]);
   t.is(gateway.Options['com.docker.network.bridge.enable_icc'], 'false');
   t.is(bridge.defaultRoutes.get('s'), 'netctl_gwbridge');
   t.deepEqual([...bridge.joined.values()], ['s/eth1']);
 
   await controller.disconnect('ov', 's');
-  t.deepEqual((await controller.inspectNetwork('netctl_gwbridge')).Containers, {}, 'no overlay left, no way out needed');
+  t.deepEqual(toDockerNetwork(await controller.inspectNetwork('netctl_gwbridge')).Containers, {}, 'no overlay left, no way out needed');
   t.is(bridge.joined.size, 0);
 
   // A sandbox that already has a default route from a bridge network keeps it and gets no gateway endpoint.
   await controller.createNetwork({ name: 'br', ipam: { config: [{ subnet: '10.62.0.0/24' }] } });
   await controller.connect('br', 's');
   await controller.connect('ov', 's');
-  t.deepEqual((await controller.inspectNetwork('netctl_gwbridge')).Containers, {});
+  t.deepEqual(toDockerNetwork(await controller.inspectNetwork('netctl_gwbridge')).Containers, {});
   // When that bridge network goes, the overlay still needs a way out.
   await controller.disconnect('br', 's');
-  t.is(Object.keys((await controller.inspectNetwork('netctl_gwbridge')).Containers).length, 1);
+  t.is(Object.keys(toDockerNetwork(await controller.inspectNetwork('netctl_gwbridge')).Containers).length, 1);
   t.is(bridge.defaultRoutes.get('s'), 'netctl_gwbridge');
 });

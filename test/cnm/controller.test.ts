@@ -1,4 +1,5 @@
 import test from 'ava';
+import { toDockerNetwork } from '../../src/api/docker.js';
 import { Controller } from '../../src/cnm/controller.js';
 import { NullDriver } from '../../src/drivers/null/null.js';
 import { MemoryStore } from '../../src/store/memory.js';
@@ -19,7 +20,7 @@ async function snapshot(store: MemoryStore) {
 
 test('full lifecycle: network, sandbox, connect, inspect, disconnect, remove', async (t) => {
   const { controller, driver } = await setup();
-  const network = await controller.createNetwork({ name: 'web', labels: { env: 'test' } });
+  const network = toDockerNetwork(await controller.createNetwork({ name: 'web', labels: { env: 'test' } }));
   t.regex(network.Id, /^[0-9a-f]{64}$/);
   t.is(network.Driver, 'bridge');
   t.is(network.Scope, 'local');
@@ -37,7 +38,7 @@ test('full lifecycle: network, sandbox, connect, inspect, disconnect, remove', a
   t.is(epA.ifName, 'eth0');
   t.deepEqual(epB.aliases, ['db']);
 
-  const inspected = await controller.inspectNetwork(network.Id.slice(0, 12));
+  const inspected = toDockerNetwork(await controller.inspectNetwork(network.Id.slice(0, 12)));
   t.deepEqual(Object.keys(inspected.Containers).sort(), [a.id, b.id].sort());
   t.is(inspected.Containers[a.id]?.Name, 'a');
   t.is(inspected.Containers[a.id]?.IPv4Address, '172.17.0.2/16');
@@ -70,7 +71,7 @@ test('a second network on a sandbox is eth1 and does not take the default route'
   const { controller, driver } = await setup();
   await controller.createNetwork({ name: 'one' });
   await controller.createNetwork({ name: 'two' });
-  t.is((await controller.inspectNetwork('two')).IPAM.Config[0]?.Subnet, '172.18.0.0/16');
+  t.is(toDockerNetwork(await controller.inspectNetwork('two')).IPAM.Config[0]?.Subnet, '172.18.0.0/16');
   await controller.createSandbox({ name: 's' });
   await controller.connect('one', 's');
   const second = await controller.connect('two', 's');
@@ -176,7 +177,7 @@ test('reopening the controller restores networks and joined endpoints', async (t
   const reopened = await open();
   t.is(driver.networks.size, 1);
   t.deepEqual([...driver.joined.values()], ['s/eth0']);
-  const network = await reopened.inspectNetwork('n');
+  const network = toDockerNetwork(await reopened.inspectNetwork('n'));
   t.is(Object.values(network.Containers)[0]?.IPv4Address, '172.17.0.2/16');
 });
 
@@ -200,7 +201,7 @@ test('list filters and prune follow docker', async (t) => {
   await controller.createNetwork({ name: 'none0', driver: 'null' });
   await controller.createSandbox({ name: 's' });
   await controller.connect('back', 's');
-  const names = async (filters: Record<string, string[]>) => (await controller.listNetworks(filters)).map((n) => n.Name).sort();
+  const names = async (filters: Record<string, string[]>) => (await controller.listNetworks(filters)).map(toDockerNetwork).map((n) => n.Name).sort();
   t.deepEqual(await names({ name: ['ron'] }), ['front']);
   t.deepEqual(await names({ label: ['tier'] }), ['back', 'front']);
   t.deepEqual(await names({ label: ['tier=db'] }), ['back']);
@@ -215,9 +216,9 @@ test('list filters and prune follow docker', async (t) => {
 
 test('network lookup: full id, name, unique id prefix, ambiguity', async (t) => {
   const { controller } = await setup();
-  const a = await controller.createNetwork({ name: 'alpha' });
-  t.is((await controller.inspectNetwork(a.Id)).Name, 'alpha');
-  t.is((await controller.inspectNetwork(a.Id.slice(0, 5))).Name, 'alpha');
+  const a = toDockerNetwork(await controller.createNetwork({ name: 'alpha' }));
+  t.is(toDockerNetwork(await controller.inspectNetwork(a.Id)).Name, 'alpha');
+  t.is(toDockerNetwork(await controller.inspectNetwork(a.Id.slice(0, 5))).Name, 'alpha');
   await t.throwsAsync(controller.inspectNetwork('zzz-none'), { message: 'network zzz-none not found' });
 });
 
@@ -230,14 +231,14 @@ test('disconnect -f removes an endpoint whatever state it is in, and inspect sho
   await store.txn({ delete: ['sandboxes/' + (joined.sandboxId ?? ''), 'names/sandboxes/s'] });
   const detached = await controller.createEndpoint('n', { name: 'loose' });
 
-  const inspected = await controller.inspectNetwork('n');
+  const inspected = toDockerNetwork(await controller.inspectNetwork('n'));
   t.deepEqual(Object.keys(inspected.Containers).sort(), [`ep-${joined.id}`, `ep-${detached.id}`].sort());
   t.is(inspected.Containers[`ep-${detached.id}`]?.Name, 'loose');
 
   await t.throwsAsync(controller.disconnect('n', 's'), { message: 'sandbox s not found' });
   await controller.disconnect('n', 's', { force: true });
   await controller.disconnect('n', 'loose', { force: true });
-  t.deepEqual((await controller.inspectNetwork('n')).Containers, {});
+  t.deepEqual(toDockerNetwork(await controller.inspectNetwork('n')).Containers, {});
   t.is(driver.joined.size, 0);
   await controller.removeNetwork('n');
 });
@@ -263,13 +264,13 @@ test('a sandbox may not take the namespace the host lives in', async (t) => {
 
 test('two networks of one name are ambiguous by name, never picked one of', async (t) => {
   const { controller, store } = await setup();
-  const first = await controller.createNetwork({ name: 'dup', ipam: { config: [{ subnet: '10.4.0.0/24' }] } });
+  const first = toDockerNetwork(await controller.createNetwork({ name: 'dup', ipam: { config: [{ subnet: '10.4.0.0/24' }] } }));
   // What two hosts creating the same name while the cluster store was away can leave.
   const record = JSON.parse((await store.get(`networks/${first.Id}`))?.value ?? '{}') as { id: string };
   const twinId = 'f'.repeat(64);
   await store.txn({ put: [{ key: `networks/${twinId}`, value: JSON.stringify({ ...record, id: twinId }) }] });
   await t.throwsAsync(controller.removeNetwork('dup'), { message: 'network dup is ambiguous (2 matches found based on name)' });
-  t.is((await controller.inspectNetwork(first.Id)).Id, first.Id);
+  t.is(toDockerNetwork(await controller.inspectNetwork(first.Id)).Id, first.Id);
 });
 
 test('labels, options and aliases are bounded and checked', async (t) => {
@@ -295,4 +296,38 @@ test('labels, options and aliases are bounded and checked', async (t) => {
   }
   t.deepEqual(await snapshot(store), before);
   t.deepEqual((await controller.connect('n', 's', { aliases: ['db', 'db.internal', 'my_db-1'] })).aliases, ['db', 'db.internal', 'my_db-1']);
+});
+
+test('close closes every driver and the store though one fails, reports the failures together, and a second close does nothing', async (t) => {
+  const closed: string[] = [];
+  class ClosingDriver extends RecordingDriver {
+    constructor(
+      name: string,
+      private readonly failure?: string,
+    ) {
+      super(name);
+    }
+    async close(): Promise<void> {
+      closed.push(this.name);
+      if (this.failure !== undefined) throw new Error(this.failure);
+    }
+  }
+  const store = new MemoryStore();
+  const controller = await Controller.open({
+    store,
+    drivers: [new ClosingDriver('bridge', 'bridge stuck'), new ClosingDriver('other'), new ClosingDriver('third', 'third stuck')],
+    namespaces: new MemoryNamespaces(),
+    ownsStore: true,
+    logger: silentLogger,
+  });
+  const error = await t.throwsAsync(controller.close());
+  t.is((error as { code?: string }).code, 'Internal');
+  t.is(error?.message, 'closing the controller failed: driver bridge: bridge stuck; driver third: third stuck');
+  t.true(error?.cause instanceof AggregateError);
+  t.deepEqual((error?.cause as AggregateError).errors.map((e: Error) => e.message), ['bridge stuck', 'third stuck']);
+  t.deepEqual(closed, ['bridge', 'other', 'third']);
+  await t.throwsAsync(store.get('x'), { message: 'store is closed' });
+  await t.notThrowsAsync(controller.close());
+  t.deepEqual(closed, ['bridge', 'other', 'third'], 'nothing is closed twice');
+  await t.throwsAsync(controller.createNetwork({ name: 'late' }), { message: 'controller is closed' });
 });

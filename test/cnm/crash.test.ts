@@ -11,6 +11,7 @@
  */
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
+import { toDockerNetwork } from '../../src/api/docker.js';
 import { Controller } from '../../src/cnm/controller.js';
 import type { JoinRequest, LeaveRequest } from '../../src/cnm/driver.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../../src/records.js';
@@ -153,7 +154,7 @@ async function assertConverged(t: ExecutionContext, w: World, label: string, may
 async function assertCleanTeardown(t: ExecutionContext, controller: Controller, w: World, label: string): Promise<void> {
   for (const sandbox of await controller.listSandboxes()) await controller.removeSandbox(sandbox.id);
   for (const endpoint of await records<EndpointRecord>(w.disk, 'endpoints/')) await controller.deleteEndpoint(endpoint.networkId, endpoint.id);
-  for (const network of await controller.listNetworks()) if (network.Name !== 'net') await controller.removeNetwork(network.Id);
+  for (const network of (await controller.listNetworks()).map(toDockerNetwork)) if (network.Name !== 'net') await controller.removeNetwork(network.Id);
   // The lowest address is free again: nothing still holds it.
   await controller.createSandbox({ name: 'probe' });
   t.is((await controller.connect('net', 'probe')).ipv4Address, '10.9.0.2/24', `${label}: an address was not released`);

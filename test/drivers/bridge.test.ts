@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { toDockerNetwork } from '../../src/api/docker.js';
 import { Controller } from '../../src/cnm/controller.js';
 import { BridgeDriver } from '../../src/drivers/bridge/bridge.js';
 import { NullDriver } from '../../src/drivers/null/null.js';
@@ -76,7 +77,7 @@ async function withEnv(t: { teardown: (fn: () => Promise<void>) => void }): Prom
 
 test.serial('one bridge per network, gateway on the bridge, eth0 with address, default route', async (t) => {
   const env = await withEnv(t);
-  const network = await env.controller.createNetwork({ name: 'web', ipam: { config: [{ subnet: '10.44.0.0/24' }] } });
+  const network = toDockerNetwork(await env.controller.createNetwork({ name: 'web', ipam: { config: [{ subnet: '10.44.0.0/24' }] } }));
   const sandbox = await env.controller.createSandbox({ name: env.sandboxName('s') });
   const endpoint = await env.controller.connect('web', sandbox.name);
   const bridgeName = `br-${network.Id.slice(0, 12)}`;

@@ -5,7 +5,9 @@
  * assertions check the real kernel for them.
  */
 import test from 'ava';
-import type { Controller, SandboxInfo } from '../../src/cnm/controller.js';
+import { toDockerNetwork } from '../../src/api/docker.js';
+import type { Controller } from '../../src/cnm/controller.js';
+import type { SandboxInfo } from '../../src/cnm/types.js';
 
 export interface ComplianceEnv {
   readonly controller: Controller;
@@ -30,7 +32,7 @@ export function driverCompliance(title: string, makeEnv: () => Promise<Complianc
     const env = await makeEnv();
     t.teardown(() => env.cleanup());
     const { controller } = env;
-    const network = await controller.createNetwork({ name: 'compl', driver: env.driver });
+    const network = toDockerNetwork(await controller.createNetwork({ name: 'compl', driver: env.driver }));
     t.is(network.Driver, env.driver);
     const a = await controller.createSandbox({ name: env.sandboxName('a') });
     const b = await controller.createSandbox({ name: env.sandboxName('b') });
@@ -38,7 +40,7 @@ export function driverCompliance(title: string, makeEnv: () => Promise<Complianc
     const epB = await controller.connect('compl', b.name);
     t.is(epA.ifName, 'eth0');
 
-    const inspected = await controller.inspectNetwork('compl');
+    const inspected = toDockerNetwork(await controller.inspectNetwork('compl'));
     t.deepEqual(Object.keys(inspected.Containers).sort(), [a.id, b.id].sort());
     t.is(inspected.Containers[a.id]?.EndpointID, epA.id);
 

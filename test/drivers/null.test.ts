@@ -1,4 +1,5 @@
 import test from 'ava';
+import { toDockerNetwork } from '../../src/api/docker.js';
 import { Controller } from '../../src/cnm/controller.js';
 import { NullDriver } from '../../src/drivers/null/null.js';
 import { MemoryStore } from '../../src/store/memory.js';
@@ -35,12 +36,12 @@ test('null networks have no IPAM and endpoints no addresses', async (t) => {
     namespaces: new MemoryNamespaces(),
     logger: silentLogger,
   });
-  const network = await controller.createNetwork({ name: 'none', driver: 'null' });
+  const network = toDockerNetwork(await controller.createNetwork({ name: 'none', driver: 'null' }));
   t.deepEqual(network.IPAM.Config, []);
   await controller.createSandbox({ name: 's' });
   const endpoint = await controller.connect('none', 's');
   t.is(endpoint.ipv4Address, undefined);
-  t.is((await controller.inspectNetwork('none')).Containers[endpoint.sandboxId ?? '']?.IPv4Address, '');
+  t.is(toDockerNetwork(await controller.inspectNetwork('none')).Containers[endpoint.sandboxId ?? '']?.IPv4Address, '');
   await t.throwsAsync(controller.createNetwork({ name: 'x', driver: 'null', options: { a: 'b' } }), {
     message: 'unknown null driver option "a"',
   });

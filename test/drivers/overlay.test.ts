@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
+import { toDockerNetwork } from '../../src/api/docker.js';
 import { Controller } from '../../src/cnm/controller.js';
 import { OverlayDriver } from '../../src/drivers/overlay/overlay.js';
 import { kernelNamespaces } from '../../src/host.js';
@@ -49,7 +50,7 @@ async function makeEnv(): Promise<ComplianceEnv> {
   const networkIds = new Set<string>();
   let controller = await openController(localStore, prefix);
   const track = async () => {
-    for (const network of await controller.listNetworks()) networkIds.add(network.Id.slice(0, 12));
+    for (const network of (await controller.listNetworks()).map(toDockerNetwork)) networkIds.add(network.Id.slice(0, 12));
   };
   return {
     get controller() {
@@ -89,11 +90,11 @@ test.serial('overlay: VNIs from 4096 up or as asked, MTU 1450, no default route,
   const env = await makeEnv();
   t.teardown(() => env.cleanup());
   const { controller } = env;
-  const first = await controller.createNetwork({ name: 'one' });
+  const first = toDockerNetwork(await controller.createNetwork({ name: 'one' }));
   t.is(first.Options['com.docker.network.driver.overlay.vxlanid_list'], '4096');
   t.is(first.IPAM.Config[0]?.Subnet, '10.0.0.0/24');
   t.is(first.Scope, 'global');
-  const second = await controller.createNetwork({ name: 'two', options: { 'com.docker.network.driver.overlay.vxlanid_list': '7000' } });
+  const second = toDockerNetwork(await controller.createNetwork({ name: 'two', options: { 'com.docker.network.driver.overlay.vxlanid_list': '7000' } }));
   t.is(second.Options['com.docker.network.driver.overlay.vxlanid_list'], '7000');
   await t.throwsAsync(controller.createNetwork({ name: 'three', options: { 'com.docker.network.driver.overlay.vxlanid_list': '7000' } }), {
     message: /VXLAN ID 7000 is already used/,
@@ -107,10 +108,10 @@ test.serial('overlay: VNIs from 4096 up or as asked, MTU 1450, no default route,
   await controller.connect('one', sandbox.name);
   t.true((await namespacesWithPrefix('ovl-')).includes(overlayNs));
   t.is((await links(sandbox.netnsPath)).find((l) => l.ifname === 'eth0')?.mtu, 1450);
-  t.deepEqual((await controller.inspectNetwork('one')).Peers, [{ Name: 'one', IP: '127.0.0.1' }]);
+  t.deepEqual(toDockerNetwork(await controller.inspectNetwork('one')).Peers, [{ Name: 'one', IP: '127.0.0.1' }]);
   await controller.disconnect('one', sandbox.name);
   t.false((await namespacesWithPrefix('ovl-')).includes(overlayNs), 'the last leave removes it');
   await controller.removeNetwork('one');
   // The VNI is free again.
-  t.is((await controller.createNetwork({ name: 'again' })).Options['com.docker.network.driver.overlay.vxlanid_list'], '4096');
+  t.is(toDockerNetwork(await controller.createNetwork({ name: 'again' })).Options['com.docker.network.driver.overlay.vxlanid_list'], '4096');
 });

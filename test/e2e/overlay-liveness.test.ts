@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import test from 'ava';
 import { ApiClient } from '../../src/api/client.js';
-import type { DockerNetwork } from '../../src/cnm/inspect.js';
+import type { DockerNetwork } from '../../src/api/docker.js';
 import { type Cluster, makeCluster, sandboxOn, type SimHost } from '../helpers/cluster.js';
 import { inNetns, pings } from '../helpers/kernel.js';
 import { until } from '../helpers/wait.js';

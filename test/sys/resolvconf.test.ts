@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { isOwnResolvConf, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../../src/sys/resolvconf.js';
+import { isOwnResolvConf, namedNetnsResolvConf, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../../src/sys/resolvconf.js';
 
 async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'netctl-resolv-'));
@@ -67,4 +67,10 @@ test('the sweep removes only this daemon\'s files of sandboxes that are gone', a
   t.false(existsSync(join(etc, 'gone')));
   t.false(existsSync(join(etc, 'empty')));
   t.true(existsSync(join(etc, 'other')), 'another daemon\'s directory stays');
+});
+
+test('a named namespace has its resolv.conf under /etc/netns; any other namespace path has none there', (t) => {
+  t.is(namedNetnsResolvConf('/var/run/netns/web'), '/etc/netns/web/resolv.conf');
+  t.is(namedNetnsResolvConf('/var/run/netns/a/b'), undefined);
+  t.is(namedNetnsResolvConf('/proc/123/ns/net'), undefined);
 });

@@ -1,9 +1,9 @@
 /**
- * Docker's JSON shape for a network (`docker network inspect`, `GET /networks`).
- * Sandboxes stand where Docker has containers.
+ * Docker's JSON shape for a network (`docker network inspect`, `GET /networks`),
+ * rendered from the controller's views. Sandboxes stand where Docker has
+ * containers.
  */
-import type { NetworkPeer } from './driver.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
+import type { NetworkView } from '../cnm/types.js';
 
 export interface DockerIpamConfig {
   Subnet: string;
@@ -45,12 +45,8 @@ export interface DockerNetwork {
   Peers?: { Name: string; IP: string; State?: 'up' | 'down' | 'unknown'; Since?: string; LastRTT?: string }[];
 }
 
-export function toDockerNetwork(
-  network: NetworkRecord,
-  endpoints: readonly EndpointRecord[],
-  sandboxes: ReadonlyMap<string, SandboxRecord>,
-  peers?: readonly NetworkPeer[],
-): DockerNetwork {
+export function toDockerNetwork({ network, endpoints, sandboxes: joined, peers }: NetworkView): DockerNetwork {
+  const sandboxes = new Map(joined.map((sandbox) => [sandbox.id, sandbox]));
   // Like Docker, Containers lists this host's sandboxes only; other hosts show up as Peers.
   // An endpoint in no sandbox of this host (on a local network, any such) shows as ep-ID, as Docker shows one.
   const containers: Record<string, DockerEndpointResource> = {};

@@ -1,0 +1,76 @@
+/**
+ * What the controller's parts share. Each part (networks, endpoints,
+ * sandboxes, restore…) is a set of functions over one ControllerContext;
+ * controller.ts owns the context and runs one change at a time, so the
+ * functions here and in the parts assume no other change runs meanwhile.
+ */
+import { randomBytes } from 'node:crypto';
+import type { NetworkDriver } from './driver.js';
+import type { NamespaceOps } from './namespaces.js';
+import { NetctlError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { NetworkRecord, SandboxRecord } from '../records.js';
+import type { Repository } from '../repository/repository.js';
+
+export interface ControllerContext {
+  readonly records: Repository;
+  /** Loaded drivers by name. */
+  readonly drivers: ReadonlyMap<string, NetworkDriver>;
+  readonly namespaces: NamespaceOps;
+  /** Driver used when a create request names none. */
+  readonly defaultDriver: string;
+  /** Namespaces no sandbox may take (the daemon's own, the host's root one). */
+  readonly reservedNamespaces: readonly string[];
+  /** Where a sandbox's resolv.conf is, when something (the embedded DNS) writes one. */
+  readonly resolvConfPath: ((sandbox: SandboxRecord) => string) | undefined;
+  readonly logger: Logger;
+  readonly now: () => Date;
+}
+
+/** 64 hex digits, as Docker's ids. */
+export function newId(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/** RFC 3339 with nanosecond digits, as Docker prints `Created`. */
+export function timestamp(date: Date): string {
+  return date.toISOString().replace(/\.(\d{3})Z$/, '.$1000000Z');
+}
+
+export function driverOf(context: ControllerContext, network: NetworkRecord): NetworkDriver {
+  const driver = context.drivers.get(network.driver);
+  if (driver === undefined) throw new NetctlError('Internal', `driver ${network.driver} of network ${network.name} is not loaded`);
+  return driver;
+}
+
+/** Internal networks, networks without addresses and drivers without a gateway never give a default route. */
+export function givesDefaultRoute(context: ControllerContext, network: NetworkRecord): boolean {
+  return !network.internal && network.ipam.config.length > 0 && driverOf(context, network).providesDefaultRoute;
+}
+
+/** Runs a step whose failure must not stop the caller (an undo, a restore); the failure is logged. */
+export async function bestEffort(context: ControllerContext, what: string, fn: () => Promise<unknown>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    context.logger.warn(`${what}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The error of a step that did every part and had some fail (teardown,
+ * prune): Internal as before, its message naming each failure, and the
+ * failures themselves kept in an AggregateError as its cause.
+ */
+export function failedParts(summary: string, failures: readonly { what: string; error: unknown }[]): NetctlError {
+  const parts = failures.map(({ what, error }) => `${what}: ${error instanceof Error ? error.message : String(error)}`);
+  return new NetctlError('Internal', `${summary}: ${parts.join('; ')}`, {
+    cause: new AggregateError(failures.map(({ error }) => error), summary),
+  });
+}
+
+/** A record as it is once the change it was marked with is done. */
+export function withoutPending<T extends { readonly pending?: unknown }>(record: T): Omit<T, 'pending'> {
+  const { pending: _pending, ...rest } = record;
+  return rest;
+}

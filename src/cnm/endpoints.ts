@@ -1,0 +1,309 @@
+/**
+ * Endpoints: creating one (IPAM gives its addresses), joining it to a
+ * sandbox and taking it out again. Every change is stored marked pending
+ * before the kernel is touched, so a failure at any step leaves a state that
+ * `settle` (on a retry, or at the next start) finishes or undoes.
+ */
+import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, withoutPending } from './context.js';
+import { Allocator } from './ipam.js';
+import { macFor } from './mac.js';
+import type { EndpointCreateRequest } from './types.js';
+import { validateAliases, validateName } from './validate.js';
+import { Conflict, EndpointNotFound, InvalidArgument, NetctlError, NetworkNotFound } from '../errors.js';
+import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
+import { keys } from '../repository/keys.js';
+import { casLoop, put } from '../repository/repository.js';
+import { type NetworkState, decodeRecord, endpointRecord } from '../repository/schema.js';
+
+/** Where an endpoint goes in its sandbox; stored with the endpoint while the join is under way. */
+type Placement = Partial<Pick<EndpointRecord, 'sandboxId' | 'ifName' | 'defaultGateway' | 'pending'>>;
+
+/** Allocates the endpoint's addresses and stores it, with `placement` (a sandbox to join, pending) when given. */
+export async function createEndpoint(
+  context: ControllerContext,
+  network: NetworkRecord,
+  request: EndpointCreateRequest,
+  placement: Placement = {},
+): Promise<EndpointRecord> {
+  validateName('endpoint', request.name);
+  validateAliases(request.aliases);
+  const driver = driverOf(context, network);
+  if (!driver.usesIpam && (request.ipv4Address !== undefined || request.ipv6Address !== undefined)) {
+    throw new InvalidArgument(`network ${network.name} (driver ${network.driver}) assigns no addresses`);
+  }
+  if (request.ipv6Address !== undefined && !network.enableIPv6) {
+    throw new InvalidArgument(`network ${network.name} does not have IPv6 enabled; cannot use IPv6 address ${request.ipv6Address}`);
+  }
+  const id = newId();
+  const store = context.records.storeOf(network);
+  let created: EndpointRecord | undefined;
+  await casLoop(store, async () => {
+    const current = await context.records.networkState(network);
+    if (current === undefined) throw new NetworkNotFound(network.name);
+    const { state } = current;
+    if (Object.values(state.endpoints).includes(request.name)) {
+      throw new Conflict(`endpoint with name ${request.name} already exists in network ${network.name}`);
+    }
+    const allocator = new Allocator(network.ipam.config, state.allocator);
+    const hasV4 = network.ipam.config.some((pool) => !pool.subnet.includes(':'));
+    const hasV6 = network.ipam.config.some((pool) => pool.subnet.includes(':'));
+    if (request.ipv4Address !== undefined && !hasV4) {
+      throw new InvalidArgument(`network ${network.name} has no IPv4 subnet for address ${request.ipv4Address}`);
+    }
+    const ipv4Address = driver.usesIpam && hasV4 ? allocator.allocate(4, request.ipv4Address) : undefined;
+    const ipv6Address = driver.usesIpam && hasV6 && network.enableIPv6 ? allocator.allocate(6, request.ipv6Address) : undefined;
+    const macsInUse = new Set((await context.records.networkEndpoints(network, 'throw')).map((e) => e.macAddress));
+    const endpoint: EndpointRecord = {
+      id,
+      name: request.name,
+      networkId: network.id,
+      macAddress: macFor(ipv4Address, macsInUse),
+      aliases: [...(request.aliases ?? [])],
+      ...(ipv4Address !== undefined ? { ipv4Address } : {}),
+      ...(ipv6Address !== undefined ? { ipv6Address } : {}),
+      ...placement,
+    };
+    const next: NetworkState = { allocator: allocator.toJSON(), endpoints: { ...state.endpoints, [id]: request.name } };
+    created = endpoint;
+    return {
+      compare: [{ key: keys.networkState(network.id), modRevision: current.modRevision }],
+      put: [put.networkState(network.id, next), put.endpoint(network, endpoint)],
+    };
+  });
+  if (created === undefined) throw new NetctlError('Internal', 'endpoint was not created');
+  return created;
+}
+
+/** Deletes the endpoint's record and releases its addresses; an endpoint already gone is no error. */
+export async function deleteEndpoint(context: ControllerContext, network: NetworkRecord, endpointId: string): Promise<void> {
+  const store = context.records.storeOf(network);
+  await casLoop(store, async () => {
+    const current = await context.records.networkState(network);
+    const endpointKv = await store.get(keys.endpoint(network.id, endpointId));
+    if (current === undefined || endpointKv === undefined) return undefined;
+    const endpoint = decodeRecord(endpointKv, endpointRecord);
+    const allocator = new Allocator(network.ipam.config, current.state.allocator);
+    if (endpoint.ipv4Address !== undefined) allocator.release(endpoint.ipv4Address);
+    if (endpoint.ipv6Address !== undefined) allocator.release(endpoint.ipv6Address);
+    const endpoints = { ...current.state.endpoints };
+    delete endpoints[endpointId];
+    const next: NetworkState = { allocator: allocator.toJSON(), endpoints };
+    return {
+      compare: [{ key: keys.networkState(network.id), modRevision: current.modRevision }],
+      put: [put.networkState(network.id, next)],
+      delete: [keys.endpoint(network.id, endpointId)],
+    };
+  });
+}
+
+/** `docker network connect` without the way out: an endpoint named after the sandbox, made and joined. */
+export async function connectEndpoint(
+  context: ControllerContext,
+  network: NetworkRecord,
+  sandbox: SandboxRecord,
+  request: EndpointCreateRequest,
+): Promise<EndpointRecord> {
+  const placement = await placementIn(context, network, sandbox);
+  // Address, sandbox and interface are stored in one write, marked pending, before the kernel is touched.
+  const endpoint = await createEndpoint(context, network, request, { ...placement, pending: 'connect' });
+  return completeJoin(context, network, endpoint, sandbox);
+}
+
+/** Joins an existing endpoint to a sandbox: the driver puts its interface into the namespace. */
+export async function joinEndpoint(
+  context: ControllerContext,
+  network: NetworkRecord,
+  endpoint: EndpointRecord,
+  sandbox: SandboxRecord,
+): Promise<EndpointRecord> {
+  if (endpoint.sandboxId !== undefined) throw new Conflict(`endpoint ${endpoint.name} is already joined to a sandbox`);
+  const placement = await placementIn(context, network, sandbox);
+  const store = context.records.storeOf(network);
+  const endpointKey = keys.endpoint(network.id, endpoint.id);
+  const current = await store.get(endpointKey);
+  if (current === undefined) throw new EndpointNotFound(endpoint.name);
+  const marked: EndpointRecord = { ...endpoint, ...placement, pending: 'join' };
+  const written = await store.txn({
+    compare: [{ key: endpointKey, modRevision: current.modRevision }],
+    put: [put.endpoint(network, marked)],
+  });
+  if (!written.succeeded) throw new Conflict(`endpoint ${endpoint.name} changed meanwhile; try again`);
+  return completeJoin(context, network, marked, sandbox);
+}
+
+/**
+ * Where an endpoint of `network` goes in the sandbox: the next free ethN,
+ * and the default route when no other endpoint gives one. Refused when the
+ * sandbox is already on the network or is being made or removed.
+ */
+async function placementIn(
+  context: ControllerContext,
+  network: NetworkRecord,
+  sandbox: SandboxRecord,
+): Promise<{ sandboxId: string; ifName: string; defaultGateway?: true }> {
+  if (sandbox.pending !== undefined) {
+    throw new Conflict(`sandbox ${sandbox.name} is being ${sandbox.pending === 'create' ? 'created' : 'removed'}`);
+  }
+  // Every endpoint of the sandbox counts, or two could get one interface name.
+  let sandboxEndpoints = await context.records.sandboxEndpoints(sandbox, 'throw');
+  const previous = sandboxEndpoints.find((e) => e.networkId === network.id);
+  if (previous?.pending !== undefined) {
+    // A connect or disconnect of this pair left half-done by a failed write: settle it first.
+    await settle(context, network, previous, sandbox);
+    sandboxEndpoints = await context.records.sandboxEndpoints(sandbox, 'throw');
+  }
+  if (sandboxEndpoints.some((e) => e.networkId === network.id)) {
+    throw new Conflict(`sandbox ${sandbox.name} is already connected to network ${network.name}`);
+  }
+  const usedNames = new Set(sandboxEndpoints.map((e) => e.ifName));
+  let index = 0;
+  while (usedNames.has(`eth${index}`)) index++;
+  const setDefaultRoute = givesDefaultRoute(context, network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
+  return { sandboxId: sandbox.id, ifName: `eth${index}`, ...(setDefaultRoute ? { defaultGateway: true as const } : {}) };
+}
+
+/**
+ * Second half of connect and join: the endpoint is stored with its sandbox,
+ * marked pending; the driver wires it, then the mark goes. A driver failure
+ * undoes the join (and, for connect, the endpoint).
+ */
+async function completeJoin(
+  context: ControllerContext,
+  network: NetworkRecord,
+  endpoint: EndpointRecord,
+  sandbox: SandboxRecord,
+): Promise<EndpointRecord> {
+  const ifName = endpoint.ifName ?? '';
+  const joined = withoutPending(endpoint);
+  const driver = driverOf(context, network);
+  try {
+    await driver.join({ network, endpoint: joined, sandbox, ifName, setDefaultRoute: joined.defaultGateway === true });
+    await context.records.writeEndpoint(network, joined);
+  } catch (err) {
+    await bestEffort(context, `undo ${endpoint.pending ?? 'join'} of ${endpoint.name}`, () => undoJoin(context, network, endpoint, sandbox));
+    throw err;
+  }
+  return joined;
+}
+
+/** Undoes a join or connect that did not complete: the interface goes, and the endpoint too for a connect. */
+async function undoJoin(
+  context: ControllerContext,
+  network: NetworkRecord,
+  endpoint: EndpointRecord,
+  sandbox: SandboxRecord | undefined,
+): Promise<void> {
+  if (endpoint.ifName !== undefined) {
+    await driverOf(context, network).leave({ network, endpoint, ...(sandbox !== undefined ? { sandbox } : {}), ifName: endpoint.ifName });
+  }
+  if (endpoint.pending === 'connect') {
+    await deleteEndpoint(context, network, endpoint.id);
+  } else {
+    await context.records.writeEndpoint(network, detached(endpoint));
+  }
+}
+
+/** Stores the endpoint marked with the change about to start, before the kernel is touched. */
+async function markPending(
+  context: ControllerContext,
+  network: NetworkRecord,
+  endpoint: EndpointRecord,
+  pending: EndpointPending,
+): Promise<EndpointRecord> {
+  if (endpoint.pending === pending) return endpoint;
+  const marked: EndpointRecord = { ...endpoint, pending };
+  await context.records.writeEndpoint(network, marked);
+  return marked;
+}
+
+/**
+ * Leaves the sandbox; the endpoint and its addresses remain. When the
+ * endpoint gave the sandbox its default route, the next qualifying endpoint
+ * (lowest ethN) takes it over, as Docker moves the gateway when a container
+ * leaves its gateway network.
+ */
+export async function leaveEndpoint(
+  context: ControllerContext,
+  network: NetworkRecord,
+  endpoint: EndpointRecord,
+  sandbox: SandboxRecord,
+): Promise<void> {
+  const marked = await markPending(context, network, endpoint, 'leave');
+  if (marked.ifName !== undefined) {
+    await driverOf(context, network).leave({ network, endpoint: marked, sandbox, ifName: marked.ifName });
+  }
+  await context.records.writeEndpoint(network, detached(marked));
+  if (marked.defaultGateway === true) await handOverDefaultRoute(context, sandbox);
+}
+
+/**
+ * Leaves and deletes the endpoint, releasing its addresses. Marked first,
+ * so a failure at any step leaves a state a retry or restart finishes.
+ * Forced, a driver failure is logged and the record goes all the same.
+ */
+export async function disconnectEndpoint(
+  context: ControllerContext,
+  network: NetworkRecord,
+  endpoint: EndpointRecord,
+  sandbox: SandboxRecord | undefined,
+  options: { force: boolean; handOverDefaultRoute: boolean },
+): Promise<void> {
+  const marked = await markPending(context, network, endpoint, 'disconnect');
+  if (marked.ifName !== undefined) {
+    const request = { network, endpoint: marked, ...(sandbox !== undefined ? { sandbox } : {}), ifName: marked.ifName };
+    if (options.force) await bestEffort(context, `forced disconnect of ${endpoint.name}`, () => driverOf(context, network).leave(request));
+    else await driverOf(context, network).leave(request);
+  }
+  await deleteEndpoint(context, network, endpoint.id);
+  if (marked.defaultGateway === true && options.handOverDefaultRoute && sandbox !== undefined) {
+    await handOverDefaultRoute(context, sandbox);
+  }
+}
+
+/** Finishes ('leave', 'disconnect') or undoes ('join', 'connect') a change an endpoint was left in. */
+export async function settle(
+  context: ControllerContext,
+  network: NetworkRecord,
+  endpoint: EndpointRecord,
+  sandbox: SandboxRecord | undefined,
+): Promise<void> {
+  switch (endpoint.pending) {
+    case undefined:
+      return;
+    case 'connect':
+    case 'join':
+      await undoJoin(context, network, endpoint, sandbox);
+      return;
+    case 'leave':
+      if (sandbox === undefined) await disconnectEndpoint(context, network, endpoint, undefined, { force: true, handOverDefaultRoute: false });
+      else await leaveEndpoint(context, network, endpoint, sandbox);
+      return;
+    case 'disconnect':
+      await disconnectEndpoint(context, network, endpoint, sandbox, { force: sandbox === undefined, handOverDefaultRoute: true });
+      return;
+  }
+}
+
+async function handOverDefaultRoute(context: ControllerContext, sandbox: SandboxRecord): Promise<void> {
+  const candidates = (await context.records.endpoints('throw'))
+    .filter((e) => e.sandboxId === sandbox.id && e.ifName !== undefined)
+    .sort((a, b) => ifIndex(a) - ifIndex(b));
+  for (const candidate of candidates) {
+    const network = await context.records.networkById(candidate.networkId).catch(() => undefined);
+    if (network === undefined || !givesDefaultRoute(context, network) || candidate.ifName === undefined) continue;
+    const updated: EndpointRecord = { ...candidate, defaultGateway: true };
+    await driverOf(context, network).join({ network, endpoint: updated, sandbox, ifName: candidate.ifName, setDefaultRoute: true });
+    await context.records.writeEndpoint(network, updated);
+    return;
+  }
+}
+
+function ifIndex(endpoint: EndpointRecord): number {
+  return Number((endpoint.ifName ?? '').replace(/^eth/, ''));
+}
+
+/** The endpoint as it is when joined to no sandbox. */
+function detached(endpoint: EndpointRecord): EndpointRecord {
+  const { sandboxId: _sandboxId, ifName: _ifName, defaultGateway: _defaultGateway, pending: _pending, ...rest } = endpoint;
+  return rest;
+}

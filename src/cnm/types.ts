@@ -1,0 +1,73 @@
+/**
+ * What the controller's methods take and return, shared by its parts.
+ * Results are typed records and views; the HTTP API renders them in
+ * Docker's JSON (api/docker.ts).
+ */
+import type { NetworkPeer } from './driver.js';
+import type { PoolRequest } from './ipam.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
+
+export interface NetworkCreateRequest {
+  readonly name: string;
+  readonly driver?: string;
+  readonly internal?: boolean;
+  readonly attachable?: boolean;
+  readonly ingress?: boolean;
+  readonly enableIPv4?: boolean;
+  readonly enableIPv6?: boolean;
+  readonly ipam?: {
+    readonly driver?: string;
+    readonly config?: readonly PoolRequest[];
+    readonly options?: Readonly<Record<string, string>>;
+  };
+  readonly options?: Readonly<Record<string, string>>;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+export interface SandboxCreateRequest {
+  readonly name: string;
+  /** Register an existing namespace instead of making /var/run/netns/NAME. */
+  readonly netnsPath?: string;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+export interface EndpointCreateRequest {
+  /** Defaults to the sandbox name on connect; must be unique in the network. */
+  readonly name: string;
+  readonly ipv4Address?: string;
+  readonly ipv6Address?: string;
+  readonly aliases?: readonly string[];
+}
+
+export interface ConnectOptions {
+  readonly ipv4Address?: string;
+  readonly ipv6Address?: string;
+  readonly aliases?: readonly string[];
+}
+
+export interface DisconnectOptions {
+  /**
+   * Remove the endpoint whatever state it is in, as `docker network
+   * disconnect -f` does: the sandbox argument may also name the endpoint
+   * (its sandbox may be gone), and a failing driver does not stop the
+   * removal of the record and the release of its addresses.
+   */
+  readonly force?: boolean;
+}
+
+/** A network with what inspect and list show of it. */
+export interface NetworkView {
+  readonly network: NetworkRecord;
+  /** Its endpoints, those of other hosts on a global network included. */
+  readonly endpoints: readonly EndpointRecord[];
+  /** The sandboxes of this host that its endpoints are joined to. */
+  readonly sandboxes: readonly SandboxRecord[];
+  /** Hosts with endpoints on the network; only from drivers spanning hosts. */
+  readonly peers?: readonly NetworkPeer[];
+}
+
+export interface SandboxInfo extends SandboxRecord {
+  readonly endpoints: readonly EndpointRecord[];
+  /** The resolv.conf pointing at the embedded DNS, for runtimes to mount. */
+  readonly resolvConfPath?: string;
+}

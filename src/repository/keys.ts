@@ -1,0 +1,57 @@
+/**
+ * Every key the controller keeps in a store, in one place. Readers outside
+ * cnm/ (the embedded DNS) follow these prefixes, so a key changes here or
+ * nowhere. A network's records (its record, state, name, endpoints, subnet
+ * table) live in the store of its scope: the local store for `local`
+ * networks, the cluster store for `global` ones. Sandboxes and the host id
+ * are always local.
+ */
+export const keys = {
+  /** Prefix of every network record. */
+  networks: 'networks/',
+  /** networks/ID → NetworkRecord (JSON). */
+  network: (networkId: string) => `networks/${networkId}`,
+  /**
+   * network-state/ID → NetworkState (JSON): the allocator and the endpoint
+   * names. It changes with every endpoint, so compares on it serialise
+   * endpoint changes; it is deleted first when the network is removed.
+   */
+  networkState: (networkId: string) => `network-state/${networkId}`,
+  /** names/networks/NAME → network id: makes a name unique within its store. */
+  networkName: (name: string) => `names/networks/${name}`,
+  /** ipam/subnets → SubnetTable (JSON): every subnet in use in the store, checked so that no two overlap. */
+  subnets: 'ipam/subnets',
+  /** Prefix of every endpoint record, of every network. */
+  endpoints: 'endpoints/',
+  /** Prefix of one network's endpoint records. */
+  networkEndpoints: (networkId: string) => `endpoints/${networkId}/`,
+  /** endpoints/NETWORK-ID/ENDPOINT-ID → EndpointRecord (JSON). */
+  endpoint: (networkId: string, endpointId: string) => `endpoints/${networkId}/${endpointId}`,
+  /** Prefix of every sandbox record. */
+  sandboxes: 'sandboxes/',
+  /** sandboxes/ID → SandboxRecord (JSON), in the local store. */
+  sandbox: (sandboxId: string) => `sandboxes/${sandboxId}`,
+  /** names/sandboxes/NAME → sandbox id: makes a sandbox name unique on the host. */
+  sandboxName: (name: string) => `names/sandboxes/${name}`,
+  /** Prefix, in the cluster store, of every host's claims on local network names. */
+  localNames: 'names/local/',
+  /** Prefix, in the cluster store, of the claims on one name: the hosts that have a local network of that name. */
+  localNameClaims: (name: string) => `names/local/${name}/`,
+  /** names/local/NAME/HOST-ID → network id, in the cluster store: this host has a local network NAME. */
+  localName: (name: string, hostId: string) => `names/local/${name}/${hostId}`,
+  /** host/id → this host's id among the hosts sharing a cluster store (plain text), in the local store. */
+  hostId: 'host/id',
+} as const;
+
+/** The id a record key ends with: a network's, an endpoint's or a sandbox's. */
+export function recordId(key: string): string {
+  return key.slice(key.lastIndexOf('/') + 1);
+}
+
+/** The name and host of a local-name claim (`names/local/NAME/HOST-ID`); undefined for any other key. */
+export function parseLocalNameClaim(key: string): { name: string; hostId: string } | undefined {
+  if (!key.startsWith(keys.localNames)) return undefined;
+  const [name, hostId] = key.slice(keys.localNames.length).split('/');
+  if (name === undefined || hostId === undefined) return undefined;
+  return { name, hostId };
+}

@@ -1,0 +1,250 @@
+/**
+ * Typed access to the controller's records across its two stores (the local
+ * one and, when there is one, the cluster store): lists, lookups by id, by
+ * name and by unique id prefix in Docker's order, and the compare-and-swap
+ * retry loop that read-modify-writes use.
+ */
+import { Conflict, EndpointNotFound, InvalidArgument, NetworkNotFound, SandboxNotFound } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
+import type { Store, TxnRequest } from '../store/types.js';
+import { keys } from './keys.js';
+import {
+  MalformedRecord,
+  type NetworkState,
+  type RecordSchema,
+  type SubnetTable,
+  decodeRecord,
+  encodeRecord,
+  endpointRecord,
+  networkRecord,
+  networkState,
+  sandboxRecord,
+  subnetTable,
+} from './schema.js';
+
+/**
+ * What a read does with a record that fails its schema. 'skip' logs it and
+ * leaves it out: for reads that must go on when one record is bad (listings,
+ * lookups by name, restoring what can be restored). 'throw' fails with
+ * MalformedRecord: for changes that must account for every record (removing
+ * a network or a sandbox, placing an endpoint), where leaving one out would
+ * orphan it.
+ */
+export type OnMalformed = 'skip' | 'throw';
+
+/** Lost races a read-modify-write retries before it gives up with Conflict. */
+export const MAX_CAS_RETRIES = 20;
+
+export interface RepositoryOptions {
+  /** Sandboxes, the host id, and networks of local scope with their endpoints. */
+  readonly local: Store;
+  /** Networks of global scope with their endpoints, shared by every host. */
+  readonly cluster?: Store;
+  /** Where skipped records are reported. */
+  readonly logger: Logger;
+}
+
+export class Repository {
+  readonly local: Store;
+  readonly cluster: Store | undefined;
+  private readonly logger: Logger;
+
+  constructor(options: RepositoryOptions) {
+    this.local = options.local;
+    this.cluster = options.cluster;
+    this.logger = options.logger;
+  }
+
+  /** The store holding a network, its IPAM state and its endpoints. */
+  storeOf(network: Pick<NetworkRecord, 'scope' | 'name'>): Store {
+    if (network.scope === 'local') return this.local;
+    if (this.cluster === undefined) {
+      throw new InvalidArgument(
+        `network ${network.name} has ${network.scope} scope and needs a cluster store: start the daemon with --store etcd://HOST:PORT`,
+      );
+    }
+    return this.cluster;
+  }
+
+  /** The stores networks live in: the local one, then the cluster store. */
+  networkStores(): Store[] {
+    return this.cluster === undefined ? [this.local] : [this.local, this.cluster];
+  }
+
+  /** Every network of both stores, oldest first. */
+  async networks(onMalformed: OnMalformed): Promise<NetworkRecord[]> {
+    const networks: NetworkRecord[] = [];
+    for (const store of this.networkStores()) networks.push(...(await this.list(store, keys.networks, networkRecord, onMalformed)));
+    return networks.sort((a, b) => a.created.localeCompare(b.created) || a.name.localeCompare(b.name));
+  }
+
+  /** The networks of local scope only: they never wait on the cluster store. */
+  async localNetworks(onMalformed: OnMalformed): Promise<NetworkRecord[]> {
+    return this.list(this.local, keys.networks, networkRecord, onMalformed);
+  }
+
+  /** Endpoints of every network, those of other hosts on global networks included. */
+  async endpoints(onMalformed: OnMalformed): Promise<EndpointRecord[]> {
+    const endpoints: EndpointRecord[] = [];
+    for (const store of this.networkStores()) endpoints.push(...(await this.list(store, keys.endpoints, endpointRecord, onMalformed)));
+    return endpoints;
+  }
+
+  /** A network's endpoints live in its own store: a local network's never wait on the cluster store. */
+  async networkEndpoints(network: NetworkRecord, onMalformed: OnMalformed): Promise<EndpointRecord[]> {
+    return this.list(this.storeOf(network), keys.networkEndpoints(network.id), endpointRecord, onMalformed);
+  }
+
+  /** The endpoints joined to a sandbox, on every network. */
+  async sandboxEndpoints(sandbox: Pick<SandboxRecord, 'id'>, onMalformed: OnMalformed): Promise<EndpointRecord[]> {
+    return (await this.endpoints(onMalformed)).filter((endpoint) => endpoint.sandboxId === sandbox.id);
+  }
+
+  async sandboxes(onMalformed: OnMalformed): Promise<SandboxRecord[]> {
+    return this.list(this.local, keys.sandboxes, sandboxRecord, onMalformed);
+  }
+
+  async networkById(networkId: string): Promise<NetworkRecord> {
+    for (const store of this.networkStores()) {
+      const network = await this.get(store, keys.network(networkId), networkRecord);
+      if (network !== undefined) return network;
+    }
+    throw new NetworkNotFound(networkId);
+  }
+
+  async sandboxById(sandboxId: string): Promise<SandboxRecord> {
+    const sandbox = await this.get(this.local, keys.sandbox(sandboxId), sandboxRecord);
+    if (sandbox === undefined) throw new SandboxNotFound(sandboxId);
+    return sandbox;
+  }
+
+  /** The sandbox holding a name, through the name's key; undefined when the name is free. */
+  async sandboxByName(name: string): Promise<SandboxRecord | undefined> {
+    const sandboxId = await this.local.get(keys.sandboxName(name));
+    if (sandboxId === undefined) return undefined;
+    return this.get(this.local, keys.sandbox(sandboxId.value), sandboxRecord);
+  }
+
+  /** Docker's lookup: full id, exact name, then a unique id prefix. */
+  async findNetwork(idOrName: string, onMalformed: OnMalformed): Promise<NetworkRecord> {
+    return findByIdOrName('network', idOrName, await this.networks(onMalformed), () => new NetworkNotFound(idOrName));
+  }
+
+  async findSandbox(idOrName: string, onMalformed: OnMalformed): Promise<SandboxRecord> {
+    return findByIdOrName('sandbox', idOrName, await this.sandboxes(onMalformed), () => new SandboxNotFound(idOrName));
+  }
+
+  async findEndpoint(network: NetworkRecord, idOrName: string, onMalformed: OnMalformed): Promise<EndpointRecord> {
+    return findByIdOrName('endpoint', idOrName, await this.networkEndpoints(network, onMalformed), () => new EndpointNotFound(idOrName));
+  }
+
+  /** A network's state with the revision to compare against; undefined once the network's removal began. */
+  async networkState(network: NetworkRecord): Promise<{ state: NetworkState; modRevision: number } | undefined> {
+    const kv = await this.storeOf(network).get(keys.networkState(network.id));
+    return kv === undefined ? undefined : { state: decodeRecord(kv, networkState), modRevision: kv.modRevision };
+  }
+
+  /** A store's subnet table with the revision to compare against (0 while no subnet is in use). */
+  async subnets(store: Store): Promise<{ table: SubnetTable; modRevision: number }> {
+    const kv = await store.get(keys.subnets);
+    return kv === undefined ? { table: {}, modRevision: 0 } : { table: decodeRecord(kv, subnetTable), modRevision: kv.modRevision };
+  }
+
+  /** Stores an endpoint as it is now, unconditionally. */
+  async writeEndpoint(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    await this.storeOf(network).txn({ put: [put.endpoint(network, endpoint)] });
+  }
+
+  /** Stores a sandbox as it is now, unconditionally. */
+  async writeSandbox(sandbox: SandboxRecord): Promise<void> {
+    await this.local.txn({ put: [put.sandbox(sandbox)] });
+  }
+
+  /** Deletes a sandbox's record and frees its name. */
+  async deleteSandbox(sandbox: SandboxRecord): Promise<void> {
+    await this.local.txn({ delete: [keys.sandbox(sandbox.id), keys.sandboxName(sandbox.name)] });
+  }
+
+  private async get<T>(store: Store, key: string, schema: RecordSchema<T>): Promise<T | undefined> {
+    const kv = await store.get(key);
+    return kv === undefined ? undefined : decodeRecord(kv, schema);
+  }
+
+  private async list<T>(store: Store, prefix: string, schema: RecordSchema<T>, onMalformed: OnMalformed): Promise<T[]> {
+    const records: T[] = [];
+    for (const kv of await store.list(prefix)) {
+      try {
+        records.push(decodeRecord(kv, schema));
+      } catch (err) {
+        if (onMalformed === 'throw' || !(err instanceof MalformedRecord)) throw err;
+        this.logger.warn(`ignoring ${err.message}`);
+      }
+    }
+    return records;
+  }
+}
+
+/** The puts that store each kind of value under its key. */
+export const put = {
+  network: (network: NetworkRecord) => ({ key: keys.network(network.id), value: encodeRecord(network) }),
+  /** Under the network it was found in, which is the one its record names. */
+  endpoint: (network: Pick<NetworkRecord, 'id'>, endpoint: EndpointRecord) => ({
+    key: keys.endpoint(network.id, endpoint.id),
+    value: encodeRecord(endpoint),
+  }),
+  sandbox: (sandbox: SandboxRecord) => ({ key: keys.sandbox(sandbox.id), value: encodeRecord(sandbox) }),
+  networkState: (networkId: string, state: NetworkState) => ({ key: keys.networkState(networkId), value: encodeRecord(state) }),
+  subnets: (table: SubnetTable) => ({ key: keys.subnets, value: encodeRecord(table) }),
+};
+
+/**
+ * Retries a read-modify-write until its compares hold; `build` reads afresh
+ * each time and returns the transaction, or undefined when there is nothing
+ * left to do. Conflict after MAX_CAS_RETRIES lost races.
+ */
+export async function casLoop(store: Store, build: () => Promise<TxnRequest | undefined>): Promise<void> {
+  for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
+    const request = await build();
+    if (request === undefined) return;
+    if ((await store.txn(request)).succeeded) return;
+  }
+  throw new Conflict('too many concurrent changes, try again');
+}
+
+/**
+ * Docker's lookup order: full id, exact name, then a unique id prefix. Two
+ * items of one name (networks made on two hosts while the cluster store was
+ * out of reach) or several of one prefix are ambiguous: none is picked.
+ */
+export function findByIdOrName<T extends { readonly id: string; readonly name: string }>(
+  kind: string,
+  idOrName: string,
+  items: readonly T[],
+  notFound: () => Error,
+): T {
+  const found = findByIdOrNameOptional(kind, idOrName, items);
+  if (found === undefined) throw notFound();
+  return found;
+}
+
+/** Like findByIdOrName, undefined when nothing matches; ambiguity is still an error. */
+export function findByIdOrNameOptional<T extends { readonly id: string; readonly name: string }>(
+  kind: string,
+  idOrName: string,
+  items: readonly T[],
+): T | undefined {
+  if (idOrName === '') return undefined;
+  const byId = items.find((item) => item.id === idOrName);
+  if (byId !== undefined) return byId;
+  const byName = items.filter((item) => item.name === idOrName);
+  if (byName.length > 1) {
+    throw new InvalidArgument(`${kind} ${idOrName} is ambiguous (${byName.length} matches found based on name)`);
+  }
+  if (byName[0] !== undefined) return byName[0];
+  const byPrefix = items.filter((item) => item.id.startsWith(idOrName));
+  if (byPrefix.length > 1) {
+    throw new InvalidArgument(`${kind} ${idOrName} is ambiguous (${byPrefix.length} matches found based on ID prefix)`);
+  }
+  return byPrefix[0];
+}

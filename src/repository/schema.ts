@@ -1,0 +1,138 @@
+/**
+ * Schemas of the values kept in the store. Records come back from stores
+ * other hosts write too (the cluster store), so nothing read is trusted
+ * because its key says what it is: `decodeRecord` checks it against its
+ * schema and names the key when it does not fit.
+ *
+ * The record types stay in records.ts; each schema here is checked against
+ * its type both ways at compile time (every field has an entry, and what the
+ * schema accepts is the type). Fields the schema does not know are kept, not
+ * refused: a host running a newer netctl may add some, and a read-modify-write
+ * here must not drop them.
+ */
+import * as v from 'valibot';
+import { StoreCorrupt } from '../errors.js';
+import type { EndpointPending, EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from '../records.js';
+import type { KeyValue } from '../store/types.js';
+
+/** A schema whose output is exactly T. */
+export type RecordSchema<T> = v.GenericSchema<unknown, T>;
+
+/** One entry per field of T, optional fields included: a field added to T and not here fails to compile. */
+type EntriesOf<T> = { readonly [K in keyof T]-?: v.GenericSchema };
+
+/** A stored value that is not valid JSON or does not fit its schema. */
+export class MalformedRecord extends StoreCorrupt {
+  constructor(
+    readonly key: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`malformed record ${key}: ${reason}`, options);
+  }
+}
+
+const stringMap = v.record(v.string(), v.string());
+
+const scope = v.picklist(['local', 'global', 'swarm'] satisfies Scope[]);
+
+const ipamPoolConfig: RecordSchema<IpamPoolConfig> = v.looseObject({
+  subnet: v.string(),
+  ipRange: v.exactOptional(v.string()),
+  gateway: v.exactOptional(v.string()),
+  auxAddresses: v.exactOptional(stringMap),
+} satisfies EntriesOf<IpamPoolConfig>);
+
+export const networkRecord: RecordSchema<NetworkRecord> = v.looseObject({
+  id: v.string(),
+  name: v.string(),
+  driver: v.string(),
+  scope,
+  created: v.string(),
+  internal: v.boolean(),
+  attachable: v.boolean(),
+  ingress: v.boolean(),
+  enableIPv4: v.boolean(),
+  enableIPv6: v.boolean(),
+  ipam: v.looseObject({
+    driver: v.string(),
+    options: stringMap,
+    config: v.array(ipamPoolConfig),
+  } satisfies EntriesOf<NetworkRecord['ipam']>),
+  options: stringMap,
+  labels: stringMap,
+  reservedKeys: v.exactOptional(v.array(v.string())),
+  removing: v.exactOptional(v.boolean()),
+} satisfies EntriesOf<NetworkRecord>);
+
+export const endpointRecord: RecordSchema<EndpointRecord> = v.looseObject({
+  id: v.string(),
+  name: v.string(),
+  networkId: v.string(),
+  sandboxId: v.exactOptional(v.string()),
+  macAddress: v.string(),
+  ipv4Address: v.exactOptional(v.string()),
+  ipv6Address: v.exactOptional(v.string()),
+  aliases: v.array(v.string()),
+  ifName: v.exactOptional(v.string()),
+  defaultGateway: v.exactOptional(v.boolean()),
+  pending: v.exactOptional(v.picklist(['connect', 'join', 'leave', 'disconnect'] satisfies EndpointPending[])),
+} satisfies EntriesOf<EndpointRecord>);
+
+export const sandboxRecord: RecordSchema<SandboxRecord> = v.looseObject({
+  id: v.string(),
+  name: v.string(),
+  netnsPath: v.string(),
+  ownsNetns: v.boolean(),
+  created: v.string(),
+  labels: stringMap,
+  pending: v.exactOptional(v.picklist(['create', 'remove'] satisfies NonNullable<SandboxRecord['pending']>[])),
+} satisfies EntriesOf<SandboxRecord>);
+
+/** Per-network state that changes with every endpoint: addresses and endpoint names (`keys.networkState`). */
+export interface NetworkState {
+  /** The IPAM allocator's state: subnet → addresses handed out. */
+  readonly allocator: { allocated: Record<string, string[]> };
+  /** endpointId → endpoint name */
+  readonly endpoints: Readonly<Record<string, string>>;
+}
+
+export const networkState: RecordSchema<NetworkState> = v.looseObject({
+  allocator: v.looseObject({ allocated: v.record(v.string(), v.array(v.string())) }),
+  endpoints: stringMap,
+} satisfies EntriesOf<NetworkState>);
+
+/** Who holds a subnet in the subnet table. */
+export interface SubnetOwner {
+  readonly networkId: string;
+  readonly networkName: string;
+}
+
+/** Subnets in use by the networks of one store: subnet → owner (`keys.subnets`). */
+export type SubnetTable = Readonly<Record<string, SubnetOwner>>;
+
+export const subnetTable: RecordSchema<SubnetTable> = v.record(
+  v.string(),
+  v.looseObject({ networkId: v.string(), networkName: v.string() } satisfies EntriesOf<SubnetOwner>),
+);
+
+/** The value under `kv.key`, checked against its schema; MalformedRecord, naming the key, when it is not JSON or does not fit. */
+export function decodeRecord<T>(kv: KeyValue, schema: RecordSchema<T>): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(kv.value);
+  } catch (err) {
+    throw new MalformedRecord(kv.key, `not JSON (${(err as Error).message})`, { cause: err });
+  }
+  const result = v.safeParse(schema, raw);
+  if (!result.success) {
+    const problems = result.issues.map((issue) => `${v.getDotPath(issue) ?? 'the value'}: ${issue.message}`);
+    throw new MalformedRecord(kv.key, problems.join('; '));
+  }
+  return result.output;
+}
+
+/** The text a record is stored as. */
+export function encodeRecord(record: unknown): string {
+  return JSON.stringify(record);
+}

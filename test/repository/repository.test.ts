@@ -1,0 +1,106 @@
+import test from 'ava';
+import { levelLogger } from '../../src/log.js';
+import type { EndpointRecord, NetworkRecord } from '../../src/records.js';
+import { keys, parseLocalNameClaim, recordId } from '../../src/repository/keys.js';
+import { Repository, casLoop, findByIdOrName, put } from '../../src/repository/repository.js';
+import { MalformedRecord, decodeRecord, endpointRecord } from '../../src/repository/schema.js';
+import { MemoryStore } from '../../src/store/memory.js';
+
+const network: NetworkRecord = {
+  id: 'a'.repeat(64),
+  name: 'web',
+  driver: 'bridge',
+  scope: 'local',
+  created: '2026-01-01T00:00:00.000000000Z',
+  internal: false,
+  attachable: false,
+  ingress: false,
+  enableIPv4: true,
+  enableIPv6: false,
+  ipam: { driver: 'default', options: {}, config: [{ subnet: '10.0.0.0/24', gateway: '10.0.0.1' }] },
+  options: {},
+  labels: {},
+};
+
+function setup() {
+  const local = new MemoryStore();
+  const warnings: string[] = [];
+  const records = new Repository({ local, logger: levelLogger((_level, message) => warnings.push(message)) });
+  return { local, records, warnings };
+}
+
+test('a record read back is the record written, fields a newer writer added included', (t) => {
+  const endpoint: EndpointRecord = { id: 'e1', name: 'a', networkId: network.id, macAddress: '02:42:0a:00:00:02', aliases: [] };
+  const written = put.endpoint(network, endpoint);
+  t.is(written.key, `endpoints/${network.id}/e1`);
+  t.deepEqual(decodeRecord({ ...written, modRevision: 1 }, endpointRecord), endpoint);
+  const newer = JSON.stringify({ ...endpoint, futureField: 7 });
+  t.deepEqual(decodeRecord({ key: written.key, value: newer, modRevision: 1 }, endpointRecord), {
+    ...endpoint,
+    futureField: 7,
+  } as EndpointRecord);
+});
+
+test('a record that is not JSON or does not fit its schema is a MalformedRecord naming the key', (t) => {
+  const kv = (value: string) => ({ key: 'endpoints/n/e', value, modRevision: 1 });
+  const notJson = t.throws(() => decodeRecord(kv('{'), endpointRecord), { instanceOf: MalformedRecord });
+  t.is(notJson?.code, 'StoreCorrupt');
+  t.regex(notJson?.message ?? '', /^malformed record endpoints\/n\/e: not JSON/);
+  const wrongType = t.throws(() => decodeRecord(kv('{"id":"e","name":1}'), endpointRecord), { instanceOf: MalformedRecord });
+  t.regex(wrongType?.message ?? '', /name/);
+  t.throws(() => decodeRecord(kv(JSON.stringify({ id: 'e', name: 'a', networkId: 'n', macAddress: 'm', aliases: [], pending: 'later' })), endpointRecord), {
+    instanceOf: MalformedRecord,
+  });
+});
+
+test("listings skip a malformed record and say so; changes that must see every record fail on it", async (t) => {
+  const { local, records, warnings } = setup();
+  await local.txn({ put: [put.network(network), { key: keys.network('bad'), value: '{"id":"bad"}' }] });
+  t.deepEqual(await records.networks('skip'), [network]);
+  t.is(warnings.length, 1);
+  t.regex(warnings[0] ?? '', /malformed record networks\/bad/);
+  await t.throwsAsync(records.networks('throw'), { instanceOf: MalformedRecord });
+});
+
+test('lookups go by full id, exact name, then a unique id prefix', (t) => {
+  const items = [
+    { id: 'abc1', name: 'one' },
+    { id: 'abc2', name: 'abc1x' },
+    { id: 'def', name: 'two' },
+  ];
+  const notFound = () => new Error('none');
+  t.is(findByIdOrName('network', 'abc1', items, notFound).name, 'one');
+  t.is(findByIdOrName('network', 'abc1x', items, notFound).id, 'abc2');
+  t.is(findByIdOrName('network', 'de', items, notFound).name, 'two');
+  t.throws(() => findByIdOrName('network', 'abc', items, notFound), { message: 'network abc is ambiguous (2 matches found based on ID prefix)' });
+  t.throws(() => findByIdOrName('network', '', items, notFound), { message: 'none' });
+  t.throws(() => findByIdOrName('network', 'x', items, notFound), { message: 'none' });
+});
+
+test('a lookup by a name two networks share picks neither', async (t) => {
+  const { local, records } = setup();
+  await local.txn({ put: [put.network(network), put.network({ ...network, id: 'b'.repeat(64) })] });
+  await t.throwsAsync(records.findNetwork('web', 'skip'), { message: 'network web is ambiguous (2 matches found based on name)' });
+});
+
+test('casLoop retries until its compare holds and gives up with Conflict', async (t) => {
+  const store = new MemoryStore();
+  let attempts = 0;
+  await casLoop(store, async () => {
+    attempts++;
+    return { compare: [{ key: 'k', modRevision: attempts === 3 ? 0 : 99 }], put: [{ key: 'k', value: 'v' }] };
+  });
+  t.is(attempts, 3);
+  await t.throwsAsync(casLoop(store, async () => ({ compare: [{ key: 'k', modRevision: 0 }] })), {
+    code: 'Conflict',
+    message: 'too many concurrent changes, try again',
+  });
+});
+
+test('record ids and local-name claims are read out of their keys', (t) => {
+  t.is(recordId(keys.endpoint('n', 'e')), 'e');
+  t.is(recordId(keys.sandbox('s')), 's');
+  t.deepEqual(parseLocalNameClaim(keys.localName('web', 'host1')), { name: 'web', hostId: 'host1' });
+  t.is(parseLocalNameClaim('names/local/web'), undefined);
+  t.is(parseLocalNameClaim(keys.networkName('web')), undefined);
+});
