@@ -4,6 +4,7 @@
  * before the kernel is touched, so a failure at any step leaves a state that
  * `settle` (on a retry, or at the next start) finishes or undoes.
  */
+import { claimsOf, heldClaims, takenAddresses } from './addresses.js';
 import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, withoutPending } from './context.js';
 import { Allocator } from './ipam.js';
 import { macFor } from './mac.js';
@@ -13,7 +14,7 @@ import { Conflict, EndpointNotFound, InvalidArgument, NetctlError, NetworkNotFou
 import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 import { keys } from '../repository/keys.js';
 import { casLoop, put } from '../repository/repository.js';
-import { type NetworkState, decodeRecord, endpointRecord } from '../repository/schema.js';
+import { decodeRecord, endpointRecord } from '../repository/schema.js';
 
 /** Where an endpoint goes in its sandbox; stored with the endpoint while the join is under way. */
 type Placement = Partial<Pick<EndpointRecord, 'sandboxId' | 'ifName' | 'defaultGateway' | 'pending'>>;
@@ -40,19 +41,20 @@ export async function createEndpoint(
   await casLoop(store, async () => {
     const current = await context.records.networkState(network);
     if (current === undefined) throw new NetworkNotFound(network.name);
-    const { state } = current;
-    if (Object.values(state.endpoints).includes(request.name)) {
+    if ((await store.get(keys.endpointName(network.id, request.name))) !== undefined) {
       throw new Conflict(`endpoint with name ${request.name} already exists in network ${network.name}`);
     }
-    const allocator = new Allocator(network.ipam.config, state.allocator);
     const hasV4 = network.ipam.config.some((pool) => !pool.subnet.includes(':'));
     const hasV6 = network.ipam.config.some((pool) => pool.subnet.includes(':'));
     if (request.ipv4Address !== undefined && !hasV4) {
       throw new InvalidArgument(`network ${network.name} has no IPv4 subnet for address ${request.ipv4Address}`);
     }
-    const ipv4Address = driver.usesIpam && hasV4 ? allocator.allocate(4, request.ipv4Address) : undefined;
-    const ipv6Address = driver.usesIpam && hasV6 && network.enableIPv6 ? allocator.allocate(6, request.ipv6Address) : undefined;
-    const macsInUse = new Set((await context.records.networkEndpoints(network, 'throw')).map((e) => e.macAddress));
+    const allocator = driver.usesIpam ? Allocator.withTaken(network.ipam.config, await takenAddresses(store, network.id)) : undefined;
+    const ipv4Address = allocator !== undefined && hasV4 ? allocator.allocate(4, request.ipv4Address) : undefined;
+    const ipv6Address = allocator !== undefined && hasV6 && network.enableIPv6 ? allocator.allocate(6, request.ipv6Address) : undefined;
+    // A MAC derived from the IPv4 address is unique as the address is; only a random one needs the others.
+    const macsInUse =
+      ipv4Address === undefined ? new Set((await context.records.networkEndpoints(network, 'throw')).map((e) => e.macAddress)) : new Set<string>();
     const endpoint: EndpointRecord = {
       id,
       name: request.name,
@@ -63,35 +65,29 @@ export async function createEndpoint(
       ...(ipv6Address !== undefined ? { ipv6Address } : {}),
       ...placement,
     };
-    const next: NetworkState = { allocator: allocator.toJSON(), endpoints: { ...state.endpoints, [id]: request.name } };
+    const claims = claimsOf(network.id, endpoint);
     created = endpoint;
     return {
-      compare: [{ key: keys.networkState(network.id), modRevision: current.modRevision }],
-      put: [put.networkState(network.id, next), put.endpoint(network, endpoint)],
+      // The network still takes endpoints, and the name and addresses are nobody's.
+      compare: [{ key: keys.networkState(network.id), modRevision: current.modRevision }, ...claims.map(({ key }) => ({ key, modRevision: 0 }))],
+      put: [put.endpoint(network, endpoint), ...claims],
     };
   });
   if (created === undefined) throw new NetctlError('Internal', 'endpoint was not created');
   return created;
 }
 
-/** Deletes the endpoint's record and releases its addresses; an endpoint already gone is no error. */
+/** Deletes the endpoint's record and releases its name and addresses; an endpoint already gone is no error. */
 export async function deleteEndpoint(context: ControllerContext, network: NetworkRecord, endpointId: string): Promise<void> {
   const store = context.records.storeOf(network);
+  const endpointKey = keys.endpoint(network.id, endpointId);
   await casLoop(store, async () => {
-    const current = await context.records.networkState(network);
-    const endpointKv = await store.get(keys.endpoint(network.id, endpointId));
-    if (current === undefined || endpointKv === undefined) return undefined;
+    const endpointKv = await store.get(endpointKey);
+    if (endpointKv === undefined) return undefined;
     const endpoint = decodeRecord(endpointKv, endpointRecord);
-    const allocator = new Allocator(network.ipam.config, current.state.allocator);
-    if (endpoint.ipv4Address !== undefined) allocator.release(endpoint.ipv4Address);
-    if (endpoint.ipv6Address !== undefined) allocator.release(endpoint.ipv6Address);
-    const endpoints = { ...current.state.endpoints };
-    delete endpoints[endpointId];
-    const next: NetworkState = { allocator: allocator.toJSON(), endpoints };
     return {
-      compare: [{ key: keys.networkState(network.id), modRevision: current.modRevision }],
-      put: [put.networkState(network.id, next)],
-      delete: [keys.endpoint(network.id, endpointId)],
+      compare: [{ key: endpointKey, modRevision: endpointKv.modRevision }],
+      delete: [endpointKey, ...(await heldClaims(store, network.id, endpoint))],
     };
   });
 }

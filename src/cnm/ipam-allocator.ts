@@ -17,11 +17,6 @@ import {
   unusableAddresses,
 } from './ipam-address.js';
 
-/** Address allocation state of one network, serialisable to JSON for the store. */
-export interface AllocatorState {
-  allocated: Record<string /* subnet */, string[] /* addresses */>;
-}
-
 interface AllocatorPool {
   readonly subnet: Subnet;
   /** Where dynamic allocation draws from: the ip-range, or the whole subnet. */
@@ -75,8 +70,8 @@ function insertSorted(sorted: bigint[], value: bigint): void {
 export class Allocator {
   readonly #pools: AllocatorPool[];
 
-  /** Throws InvalidArgument when a pool is malformed or `state` does not fit the pools. */
-  constructor(pools: readonly IpamPoolConfig[], state?: AllocatorState) {
+  /** Throws InvalidArgument when a pool is malformed. */
+  constructor(pools: readonly IpamPoolConfig[]) {
     this.#pools = pools.map((config) => {
       const subnet = parseBlock(config.subnet, 'subnet');
       const dynamic = config.ipRange === undefined ? subnet : parseBlock(config.ipRange, 'ip-range');
@@ -95,23 +90,23 @@ export class Allocator {
       const taken = [...reserved.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
       return { subnet, dynamic, reserved, taken };
     });
-    if (state) this.#load(state);
   }
 
-  #load(state: AllocatorState): void {
-    for (const [subnetText, addresses] of Object.entries(state.allocated)) {
-      const subnet = parseBlock(subnetText, 'subnet in allocator state');
-      const pool = this.#pools.find((p) => p.subnet.text === subnet.text);
-      if (!pool) {
-        throw new InvalidArgument(`allocator state names subnet ${subnetText}, which is not a pool of this network`);
-      }
-      for (const text of addresses) {
-        const value = parseMember(text, pool.subnet, 'address in allocator state');
-        if (pool.reserved.has(value)) throw new InvalidArgument(`allocator state allocates reserved address ${text}`);
-        const index = lowerBound(pool.taken, value);
-        if (pool.taken[index] !== value) pool.taken.splice(index, 0, value);
-      }
+  /**
+   * An allocator with `taken` (plain or CIDR form) handed out already, as
+   * the network's address keys list them. Throws InvalidArgument for an
+   * address outside the pools or a reserved one.
+   */
+  static withTaken(pools: readonly IpamPoolConfig[], taken: Iterable<string>): Allocator {
+    const allocator = new Allocator(pools);
+    for (const text of taken) {
+      const found = allocator.#find(text);
+      if (found === undefined) throw new InvalidArgument(`address ${text} in use is not in any pool of the network`);
+      if (found.pool.reserved.has(found.value)) throw new InvalidArgument(`reserved address ${text} is recorded as in use`);
+      const index = lowerBound(found.pool.taken, found.value);
+      if (found.pool.taken[index] !== found.value) found.pool.taken.splice(index, 0, found.value);
     }
+    return allocator;
   }
 
   /**
@@ -182,17 +177,6 @@ export class Allocator {
     const found = this.#find(address);
     if (!found || found.pool.reserved.has(found.value)) return false;
     return found.pool.taken[lowerBound(found.pool.taken, found.value)] === found.value;
-  }
-
-  /** The addresses handed out, per subnet (every pool listed), ascending. */
-  toJSON(): AllocatorState {
-    const allocated: Record<string, string[]> = {};
-    for (const pool of this.#pools) {
-      allocated[pool.subnet.text] = pool.taken
-        .filter((value) => !pool.reserved.has(value))
-        .map((value) => formatAddress(pool.subnet.family, value));
-    }
-    return { allocated };
   }
 
   #find(text: string): { pool: AllocatorPool; value: bigint } | undefined {

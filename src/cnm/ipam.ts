@@ -21,7 +21,7 @@ import {
 } from './ipam-address.js';
 
 export type { Family } from './ipam-address.js';
-export { Allocator, type AllocatorState } from './ipam-allocator.js';
+export { Allocator } from './ipam-allocator.js';
 
 /** One `--subnet` with the `--ip-range`, `--gateway` and `--aux-address` flags that belong to it. */
 export interface PoolRequest {

@@ -3,10 +3,11 @@
  * reservations decided in one compare-and-swap), removing and pruning, and
  * the views that list and inspect return.
  */
+import { allClaims } from './addresses.js';
 import { type ControllerContext, bestEffort, driverOf, failedParts, newId, timestamp } from './context.js';
 import type { NetworkDriver } from './driver.js';
 import { type Filters, matchesListFilters, matchesPruneFilters } from './filters.js';
-import { Allocator, type PoolRequest, resolvePools } from './ipam.js';
+import { type PoolRequest, resolvePools } from './ipam.js';
 import { claimLocalName, releaseLocalName } from './names.js';
 import type { NetworkCreateRequest, NetworkView } from './types.js';
 import { validateMetadata, validateName } from './validate.js';
@@ -14,7 +15,7 @@ import { Conflict, Forbidden, InvalidArgument } from '../errors.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord, Scope } from '../records.js';
 import { keys } from '../repository/keys.js';
 import { MAX_CAS_RETRIES, casLoop, put } from '../repository/repository.js';
-import type { NetworkState, SubnetOwner } from '../repository/schema.js';
+import type { SubnetOwner } from '../repository/schema.js';
 import type { Store } from '../store/types.js';
 
 /** Makes a network: its records first, then the driver's kernel state; a driver failure undoes both. */
@@ -96,11 +97,14 @@ export async function removeNetwork(context: ControllerContext, network: Network
     const names = endpoints.map((e) => `name:"${e.name}" id:"${e.id.slice(0, 12)}"`).join(', ');
     throw new Forbidden(`error while removing network: network ${network.name} has active endpoints (${names})`);
   }
-  // The state key changes with every endpoint: deleting it under a compare refuses removal if one
-  // appeared meanwhile, and makes later endpoint creation on this network fail. The record says
-  // the removal began, so a restart finishes it.
+  // Deleting the state key under compares refuses removal if an endpoint appeared meanwhile, and
+  // makes later endpoint creation on this network fail. The record says the removal began, so a
+  // restart finishes it.
   const guard = await store.txn({
-    compare: [{ key: keys.networkState(network.id), modRevision: stateKv?.modRevision ?? 0 }],
+    compare: [
+      { key: keys.networkState(network.id), modRevision: stateKv?.modRevision ?? 0 },
+      { key: keys.networkEndpoints(network.id), modRevision: 0, prefix: true },
+    ],
     put: [put.network({ ...network, removing: true })],
     delete: [keys.networkState(network.id)],
   });
@@ -208,7 +212,6 @@ async function storeNetwork(
     };
     const nextSubnets: Record<string, SubnetOwner> = { ...subnets.table };
     for (const pool of pools) nextSubnets[pool.subnet] = { networkId: id, networkName: request.name };
-    const state: NetworkState = { allocator: new Allocator(pools).toJSON(), endpoints: {} };
     const result = await store.txn({
       compare: [
         { key: keys.networkName(request.name), modRevision: 0 },
@@ -219,7 +222,7 @@ async function storeNetwork(
       ],
       put: [
         put.network(network),
-        put.networkState(id, state),
+        put.networkState(id, {}),
         { key: keys.networkName(request.name), value: id },
         put.subnets(nextSubnets),
         ...reservedKeys.map((reservedKey) => ({ key: reservedKey, value: id })),
@@ -236,6 +239,8 @@ export async function releaseNetwork(context: ControllerContext, network: Networ
     await bestEffort(context, `release the name ${network.name} in the cluster store`, () => releaseLocalName(context, network.name));
   }
   const store = context.records.storeOf(network);
+  // Claims no endpoint holds: none, unless an older netctl on another host removed an endpoint after its claims were moved.
+  const leftovers = await allClaims(store, network.id);
   await casLoop(store, async () => {
     const subnets = await context.records.subnets(store);
     const next: Record<string, SubnetOwner> = {};
@@ -251,6 +256,7 @@ export async function releaseNetwork(context: ControllerContext, network: Networ
         keys.networkState(network.id),
         keys.networkName(network.name),
         ...(network.reservedKeys ?? []),
+        ...leftovers,
         ...(empty ? [keys.subnets] : []),
       ],
     };

@@ -5,6 +5,7 @@
  * cut short (the records' `pending` and `removing` marks say which).
  * Problems are logged, not fatal.
  */
+import { migrateNetworkState } from './addresses.js';
 import { type ControllerContext, bestEffort, driverOf } from './context.js';
 import { deleteEndpoint, disconnectEndpoint, settle } from './endpoints.js';
 import { releaseNetwork } from './networks.js';
@@ -75,6 +76,7 @@ async function restoreNetworks(context: ControllerContext): Promise<NetworkRecor
         await releaseNetwork(context, network);
       });
     } else {
+      await bestEffort(context, `move the IPAM state of network ${network.name} to its own keys`, () => migrateNetworkState(context, network));
       await bestEffort(context, `restore network ${network.name}`, () => driver.createNetwork(network));
       networks.push(network);
     }

@@ -12,11 +12,19 @@ export const keys = {
   /** networks/ID → NetworkRecord (JSON). */
   network: (networkId: string) => `networks/${networkId}`,
   /**
-   * network-state/ID → NetworkState (JSON): the allocator and the endpoint
-   * names. It changes with every endpoint, so compares on it serialise
-   * endpoint changes; it is deleted first when the network is removed.
+   * network-state/ID → NetworkState (JSON): says the network takes
+   * endpoints. Endpoint changes compare against it and never write it; it is
+   * deleted first when the network's removal begins, which makes them fail.
    */
   networkState: (networkId: string) => `network-state/${networkId}`,
+  /** Prefix of one network's address claims. */
+  networkAddresses: (networkId: string) => `ipam/addresses/${networkId}/`,
+  /** ipam/addresses/NETWORK-ID/ADDRESS → endpoint id: the address (no prefix length) is handed out, once. */
+  address: (networkId: string, address: string) => `ipam/addresses/${networkId}/${address}`,
+  /** Prefix of one network's endpoint name claims. */
+  networkEndpointNames: (networkId: string) => `names/endpoints/${networkId}/`,
+  /** names/endpoints/NETWORK-ID/NAME → endpoint id: makes an endpoint name unique within its network. */
+  endpointName: (networkId: string, name: string) => `names/endpoints/${networkId}/${name}`,
   /** names/networks/NAME → network id: makes a name unique within its store. */
   networkName: (name: string) => `names/networks/${name}`,
   /** ipam/subnets → SubnetTable (JSON): every subnet in use in the store, checked so that no two overlap. */

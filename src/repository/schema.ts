@@ -89,17 +89,22 @@ export const sandboxRecord: RecordSchema<SandboxRecord> = v.looseObject({
   pending: v.exactOptional(v.picklist(['create', 'remove'] satisfies NonNullable<SandboxRecord['pending']>[])),
 } satisfies EntriesOf<SandboxRecord>);
 
-/** Per-network state that changes with every endpoint: addresses and endpoint names (`keys.networkState`). */
+/**
+ * The mark that a network takes endpoints (`keys.networkState`). Stores
+ * written before addresses and endpoint names got a key each also hold them
+ * here, all in one value; opening the controller moves them to their keys
+ * and leaves the mark empty.
+ */
 export interface NetworkState {
-  /** The IPAM allocator's state: subnet → addresses handed out. */
-  readonly allocator: { allocated: Record<string, string[]> };
-  /** endpointId → endpoint name */
-  readonly endpoints: Readonly<Record<string, string>>;
+  /** Before: the IPAM allocator's state, subnet → addresses handed out. */
+  readonly allocator?: { allocated: Record<string, string[]> };
+  /** Before: endpointId → endpoint name. */
+  readonly endpoints?: Readonly<Record<string, string>>;
 }
 
 export const networkState: RecordSchema<NetworkState> = v.looseObject({
-  allocator: v.looseObject({ allocated: v.record(v.string(), v.array(v.string())) }),
-  endpoints: stringMap,
+  allocator: v.exactOptional(v.looseObject({ allocated: v.record(v.string(), v.array(v.string())) })),
+  endpoints: v.exactOptional(stringMap),
 } satisfies EntriesOf<NetworkState>);
 
 /** Who holds a subnet in the subnet table. */

@@ -331,3 +331,51 @@ test('close closes every driver and the store though one fails, reports the fail
   t.deepEqual(closed, ['bridge', 'other', 'third'], 'nothing is closed twice');
   await t.throwsAsync(controller.createNetwork({ name: 'late' }), { message: 'controller is closed' });
 });
+
+test('an endpoint change writes its own keys only: the network-wide value is never rewritten', async (t) => {
+  const { controller, store } = await setup();
+  const { network } = await controller.createNetwork({ name: 'web', ipam: { config: [{ subnet: '10.9.0.0/24' }] } });
+  const stateKey = `network-state/${network.id}`;
+  const before = (await store.get(stateKey))?.modRevision;
+  for (const name of ['a', 'b', 'c']) {
+    await controller.createSandbox({ name });
+    await controller.connect('web', name);
+  }
+  await controller.disconnect('web', 'b');
+  t.is((await store.get(stateKey))?.modRevision, before);
+  t.deepEqual(
+    (await store.list(`ipam/addresses/${network.id}/`)).map((kv) => kv.key.split('/').at(-1)),
+    ['10.9.0.2', '10.9.0.4'],
+  );
+  t.deepEqual((await store.list(`names/endpoints/${network.id}/`)).map((kv) => kv.key.split('/').at(-1)), ['a', 'c']);
+  // The freed address and name are free again.
+  await controller.connect('web', 'b');
+  t.is((await controller.inspectNetwork('web')).endpoints.find((e) => e.name === 'b')?.ipv4Address, '10.9.0.3/24');
+  await controller.disconnect('web', 'a');
+  await controller.disconnect('web', 'b');
+  await controller.disconnect('web', 'c');
+  await controller.removeNetwork('web');
+  t.deepEqual((await store.list('ipam/')).concat(await store.list('names/endpoints/')), [], 'removal leaves no claim behind');
+});
+
+test('a store from before per-record IPAM is moved to a key per address and name when the controller opens', async (t) => {
+  const { controller, store, open } = await setup();
+  const { network } = await controller.createNetwork({ name: 'web', ipam: { config: [{ subnet: '10.9.0.0/24' }] } });
+  await controller.createSandbox({ name: 'a' });
+  await controller.createSandbox({ name: 'b' });
+  const a = await controller.connect('web', 'a');
+  await controller.connect('web', 'b');
+  await controller.disconnect('web', 'b');
+  await controller.close();
+  // As the older netctl kept it: one value with the allocator and the endpoint names, no claim keys.
+  const claims = [...(await store.list('ipam/')), ...(await store.list('names/endpoints/'))].map((kv) => kv.key);
+  const legacy = { allocator: { allocated: { '10.9.0.0/24': ['10.9.0.2'] } }, endpoints: { [a.id]: 'a' } };
+  await store.txn({ put: [{ key: `network-state/${network.id}`, value: JSON.stringify(legacy) }], delete: claims });
+
+  const reopened = await open();
+  t.deepEqual(JSON.parse((await store.get(`network-state/${network.id}`))?.value ?? ''), {});
+  t.deepEqual((await store.list(`ipam/addresses/${network.id}/`)).map((kv) => [kv.key.split('/').at(-1), kv.value]), [['10.9.0.2', a.id]]);
+  await t.throwsAsync(reopened.connect('web', 'a'), { message: /already connected/ });
+  const b = await reopened.connect('web', 'b');
+  t.is(b.ipv4Address, '10.9.0.3/24', 'the migrated address stays taken');
+});
