@@ -7,7 +7,7 @@
 import { Conflict, EndpointNotFound, InvalidArgument, NetworkNotFound, SandboxNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
-import type { Store, TxnRequest } from '../store/types.js';
+import type { KeyValue, Store, TxnRequest } from '../store/types.js';
 import { keys } from './keys.js';
 import {
   MalformedRecord,
@@ -35,6 +35,8 @@ export type OnMalformed = 'skip' | 'throw';
 
 /** Lost races a read-modify-write retries before it gives up with Conflict. */
 export const MAX_CAS_RETRIES = 20;
+/** Ids are 64 hex digits, as Docker's. */
+const FULL_ID = /^[0-9a-f]{64}$/;
 
 export interface RepositoryOptions {
   /** Sandboxes, the host id, and networks of local scope with their endpoints. */
@@ -49,6 +51,7 @@ export class Repository {
   readonly local: Store;
   readonly cluster: Store | undefined;
   private readonly logger: Logger;
+  private readonly decoded = new WeakMap<Store, Map<string, { modRevision: number; schema: RecordSchema<unknown>; record: unknown }>>();
 
   constructor(options: RepositoryOptions) {
     this.local = options.local;
@@ -126,16 +129,39 @@ export class Repository {
     return this.get(this.local, keys.sandbox(sandboxId.value), sandboxRecord);
   }
 
-  /** Docker's lookup: full id, exact name, then a unique id prefix. */
+  /**
+   * Docker's lookup: full id, exact name, then a unique id prefix. A full id
+   * goes through the record's key; names list the networks, which are few,
+   * because two of one name can exist (made on two hosts while the cluster
+   * store was out of reach) and must be reported, not one picked.
+   */
   async findNetwork(idOrName: string, onMalformed: OnMalformed): Promise<NetworkRecord> {
+    if (FULL_ID.test(idOrName)) {
+      for (const store of this.networkStores()) {
+        const network = await this.getOrSkip(store, keys.network(idOrName), networkRecord, onMalformed);
+        if (network !== undefined) return network;
+      }
+    }
     return findByIdOrName('network', idOrName, await this.networks(onMalformed), () => new NetworkNotFound(idOrName));
   }
 
+  /** Sandboxes and endpoints: by the record's key, then the name's key (names are unique there), then a listing for a prefix. */
   async findSandbox(idOrName: string, onMalformed: OnMalformed): Promise<SandboxRecord> {
+    const direct = FULL_ID.test(idOrName) ? await this.getOrSkip(this.local, keys.sandbox(idOrName), sandboxRecord, onMalformed) : undefined;
+    if (direct !== undefined) return direct;
+    const named = await this.local.get(keys.sandboxName(idOrName));
+    const byName = named === undefined ? undefined : await this.getOrSkip(this.local, keys.sandbox(named.value), sandboxRecord, onMalformed);
+    if (byName !== undefined) return byName;
     return findByIdOrName('sandbox', idOrName, await this.sandboxes(onMalformed), () => new SandboxNotFound(idOrName));
   }
 
   async findEndpoint(network: NetworkRecord, idOrName: string, onMalformed: OnMalformed): Promise<EndpointRecord> {
+    const store = this.storeOf(network);
+    const direct = FULL_ID.test(idOrName) ? await this.getOrSkip(store, keys.endpoint(network.id, idOrName), endpointRecord, onMalformed) : undefined;
+    if (direct !== undefined) return direct;
+    const named = await store.get(keys.endpointName(network.id, idOrName));
+    const byName = named === undefined ? undefined : await this.getOrSkip(store, keys.endpoint(network.id, named.value), endpointRecord, onMalformed);
+    if (byName !== undefined) return byName;
     return findByIdOrName('endpoint', idOrName, await this.networkEndpoints(network, onMalformed), () => new EndpointNotFound(idOrName));
   }
 
@@ -168,20 +194,56 @@ export class Repository {
 
   private async get<T>(store: Store, key: string, schema: RecordSchema<T>): Promise<T | undefined> {
     const kv = await store.get(key);
-    return kv === undefined ? undefined : decodeRecord(kv, schema);
+    return kv === undefined ? undefined : this.decode(store, kv, schema);
+  }
+
+  /** `get`, where a malformed record is skipped (logged) or thrown as `onMalformed` says. */
+  private async getOrSkip<T>(store: Store, key: string, schema: RecordSchema<T>, onMalformed: OnMalformed): Promise<T | undefined> {
+    try {
+      return await this.get(store, key, schema);
+    } catch (err) {
+      if (onMalformed === 'throw' || !(err instanceof MalformedRecord)) throw err;
+      this.logger.warn(`ignoring ${err.message}`);
+      return undefined;
+    }
   }
 
   private async list<T>(store: Store, prefix: string, schema: RecordSchema<T>, onMalformed: OnMalformed): Promise<T[]> {
     const records: T[] = [];
-    for (const kv of await store.list(prefix)) {
+    const kvs = await store.list(prefix);
+    for (const kv of kvs) {
       try {
-        records.push(decodeRecord(kv, schema));
+        records.push(this.decode(store, kv, schema));
       } catch (err) {
         if (onMalformed === 'throw' || !(err instanceof MalformedRecord)) throw err;
         this.logger.warn(`ignoring ${err.message}`);
       }
     }
+    this.forgetGone(store, prefix, kvs);
     return records;
+  }
+
+  /**
+   * Parses and checks a record once per version: a key read again at the same
+   * modRevision gives the record decoded before. Records are never changed in
+   * place (their types are readonly), so sharing them is safe.
+   */
+  private decode<T>(store: Store, kv: KeyValue, schema: RecordSchema<T>): T {
+    let cache = this.decoded.get(store);
+    if (cache === undefined) this.decoded.set(store, (cache = new Map()));
+    const hit = cache.get(kv.key);
+    if (hit !== undefined && hit.modRevision === kv.modRevision && hit.schema === schema) return hit.record as T;
+    const record = decodeRecord(kv, schema);
+    cache.set(kv.key, { modRevision: kv.modRevision, schema, record });
+    return record;
+  }
+
+  /** Drops the cached records under `prefix` that a full list of it no longer returned. */
+  private forgetGone(store: Store, prefix: string, listed: readonly KeyValue[]): void {
+    const cache = this.decoded.get(store);
+    if (cache === undefined || cache.size <= listed.length) return;
+    const present = new Set(listed.map((kv) => kv.key));
+    for (const key of cache.keys()) if (key.startsWith(prefix) && !present.has(key)) cache.delete(key);
   }
 }
 

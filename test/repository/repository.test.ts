@@ -104,3 +104,17 @@ test('record ids and local-name claims are read out of their keys', (t) => {
   t.is(parseLocalNameClaim('names/local/web'), undefined);
   t.is(parseLocalNameClaim(keys.networkName('web')), undefined);
 });
+
+test('a record changed or deleted in the store is read anew, never from an older read', async (t) => {
+  const { local, records } = setup();
+  const endpoint: EndpointRecord = { id: 'e'.repeat(64), name: 'a', networkId: network.id, macAddress: '02:42:0a:00:00:02', aliases: [] };
+  await local.txn({ put: [put.network(network), put.endpoint(network, endpoint), { key: keys.endpointName(network.id, 'a'), value: endpoint.id }] });
+  t.deepEqual((await records.networkEndpoints(network, 'throw'))[0]?.aliases, []);
+  await local.txn({ put: [put.endpoint(network, { ...endpoint, aliases: ['db'] })] });
+  t.deepEqual((await records.networkEndpoints(network, 'throw'))[0]?.aliases, ['db']);
+  t.deepEqual((await records.findEndpoint(network, 'a', 'throw')).aliases, ['db'], 'by the name key');
+  t.deepEqual((await records.findEndpoint(network, endpoint.id, 'throw')).aliases, ['db'], 'by the full id');
+  await local.txn({ delete: [keys.endpoint(network.id, endpoint.id)] });
+  t.deepEqual(await records.networkEndpoints(network, 'throw'), []);
+  await t.throwsAsync(records.findEndpoint(network, 'a', 'throw'), { message: /a/ });
+});
