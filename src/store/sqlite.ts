@@ -34,9 +34,9 @@ export const MIGRATED_SUFFIX = '.migrated';
 /** Bumped when the tables change shape; a newer database is refused rather than misread. */
 const SCHEMA_VERSION = 1;
 /** How many revisions of changes are kept for replay. */
-const CHANGE_WINDOW = 10_000;
+const CHANGE_WINDOW = 1_000;
 /** Prune the change log every this many revisions, not on every commit. */
-const PRUNE_EVERY = 256;
+const PRUNE_EVERY = 64;
 const DEFAULT_POLL_INTERVAL_MS = 250;
 const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
 /**
