@@ -5,7 +5,7 @@
  * tunnel's processes spend per gigabyte of the single-stream run. Each
  * figure is taken on its own; one that fails is null with its reason kept.
  */
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -59,8 +59,8 @@ async function iperf(tunnel: Tunnel, args: readonly string[], seconds: number): 
 }
 
 /** utime + stime of a process, all its threads, in seconds. */
-async function cpuSeconds(spawned: Spawned): Promise<number> {
-  const stat = await readFile(`/proc/${spawned.child.pid}/stat`, 'utf8');
+export async function cpuSeconds(child: ChildProcess): Promise<number> {
+  const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
   // Fields after the command name, which is in parentheses and may hold spaces; utime and stime are fields 14 and 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
@@ -68,7 +68,7 @@ async function cpuSeconds(spawned: Spawned): Promise<number> {
 
 async function totalCpu(processes: readonly Spawned[]): Promise<number> {
   let sum = 0;
-  for (const spawned of processes) sum += await cpuSeconds(spawned);
+  for (const spawned of processes) sum += await cpuSeconds(spawned.child);
   return sum;
 }
 

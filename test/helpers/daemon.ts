@@ -23,6 +23,10 @@ export interface DaemonOptions {
   readonly socket: string;
   /** More daemon flags (`--store`, `--dns`…). */
   readonly args?: readonly string[];
+  /** The `bin/netctl.js` to run, e.g. another checkout's (default: this checkout's). */
+  readonly cli?: string;
+  /** Flags for node itself, before the script (`--cpu-prof`…). */
+  readonly nodeArgs?: readonly string[];
   readonly timeoutMs?: number;
 }
 
@@ -30,7 +34,18 @@ export interface DaemonOptions {
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
   const child = spawn(
     'nsenter',
-    [`--net=${options.netnsPath}`, process.execPath, NETCTL_CLI, 'daemon', '--state-dir', options.stateDir, '--socket', options.socket, ...(options.args ?? [])],
+    [
+      `--net=${options.netnsPath}`,
+      process.execPath,
+      ...(options.nodeArgs ?? []),
+      options.cli ?? NETCTL_CLI,
+      'daemon',
+      '--state-dir',
+      options.stateDir,
+      '--socket',
+      options.socket,
+      ...(options.args ?? []),
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
