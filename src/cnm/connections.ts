@@ -46,9 +46,11 @@ export async function disconnect(
     if (force && err instanceof SandboxNotFound) return undefined;
     throw err;
   });
-  const endpoints = await context.records.networkEndpoints(network, 'skip');
-  let endpoint = sandbox === undefined ? undefined : endpoints.find((e) => e.sandboxId === sandbox.id);
-  if (endpoint === undefined && force) endpoint = findByIdOrNameOptional('endpoint', sandboxIdOrName, endpoints);
+  let endpoint =
+    sandbox === undefined ? undefined : (await context.records.sandboxEndpoints(sandbox, 'skip')).find((e) => e.networkId === network.id);
+  if (endpoint === undefined && force) {
+    endpoint = findByIdOrNameOptional('endpoint', sandboxIdOrName, await context.records.networkEndpoints(network, 'skip'));
+  }
   if (endpoint === undefined) {
     throw new Forbidden(`sandbox ${sandbox?.name ?? sandboxIdOrName} is not connected to network ${network.name}`);
   }

@@ -38,6 +38,7 @@ export async function createEndpoint(
   const id = newId();
   const store = context.records.storeOf(network);
   let created: EndpointRecord | undefined;
+  if (placement.sandboxId !== undefined) await context.records.indexSandboxEndpoint(placement.sandboxId, network.id, id);
   await casLoop(store, async () => {
     const current = await context.records.networkState(network);
     if (current === undefined) throw new NetworkNotFound(network.name);
@@ -72,6 +73,10 @@ export async function createEndpoint(
       compare: [{ key: keys.networkState(network.id), modRevision: current.modRevision }, ...claims.map(({ key }) => ({ key, modRevision: 0 }))],
       put: [put.endpoint(network, endpoint), ...claims],
     };
+  }).catch(async (err: unknown) => {
+    const sandboxId = placement.sandboxId;
+    if (sandboxId !== undefined) await bestEffort(context, `unindex endpoint ${request.name}`, () => context.records.unindexSandboxEndpoint(sandboxId, id));
+    throw err;
   });
   if (created === undefined) throw new NetctlError('Internal', 'endpoint was not created');
   return created;
@@ -81,15 +86,18 @@ export async function createEndpoint(
 export async function deleteEndpoint(context: ControllerContext, network: NetworkRecord, endpointId: string): Promise<void> {
   const store = context.records.storeOf(network);
   const endpointKey = keys.endpoint(network.id, endpointId);
+  let sandboxId: string | undefined;
   await casLoop(store, async () => {
     const endpointKv = await store.get(endpointKey);
     if (endpointKv === undefined) return undefined;
     const endpoint = decodeRecord(endpointKv, endpointRecord);
+    sandboxId = endpoint.sandboxId;
     return {
       compare: [{ key: endpointKey, modRevision: endpointKv.modRevision }],
       delete: [endpointKey, ...(await heldClaims(store, network.id, endpoint))],
     };
   });
+  await unindex(context, sandboxId, endpointId);
 }
 
 /** `docker network connect` without the way out: an endpoint named after the sandbox, made and joined. */
@@ -119,6 +127,7 @@ export async function joinEndpoint(
   const current = await store.get(endpointKey);
   if (current === undefined) throw new EndpointNotFound(endpoint.name);
   const marked: EndpointRecord = { ...endpoint, ...placement, pending: 'join' };
+  await context.records.indexSandboxEndpoint(sandbox.id, network.id, endpoint.id);
   const written = await store.txn({
     compare: [{ key: endpointKey, modRevision: current.modRevision }],
     put: [put.endpoint(network, marked)],
@@ -195,7 +204,7 @@ async function undoJoin(
   if (endpoint.pending === 'connect') {
     await deleteEndpoint(context, network, endpoint.id);
   } else {
-    await context.records.writeEndpoint(network, detached(endpoint));
+    await writeDetached(context, network, endpoint);
   }
 }
 
@@ -228,7 +237,7 @@ export async function leaveEndpoint(
   if (marked.ifName !== undefined) {
     await driverOf(context, network).leave({ network, endpoint: marked, sandbox, ifName: marked.ifName });
   }
-  await context.records.writeEndpoint(network, detached(marked));
+  await writeDetached(context, network, marked);
   if (marked.defaultGateway === true) await handOverDefaultRoute(context, sandbox);
 }
 
@@ -281,8 +290,8 @@ export async function settle(
 }
 
 async function handOverDefaultRoute(context: ControllerContext, sandbox: SandboxRecord): Promise<void> {
-  const candidates = (await context.records.endpoints('throw'))
-    .filter((e) => e.sandboxId === sandbox.id && e.ifName !== undefined)
+  const candidates = (await context.records.sandboxEndpoints(sandbox, 'throw'))
+    .filter((e) => e.ifName !== undefined)
     .sort((a, b) => ifIndex(a) - ifIndex(b));
   for (const candidate of candidates) {
     const network = await context.records.networkById(candidate.networkId).catch(() => undefined);
@@ -296,6 +305,24 @@ async function handOverDefaultRoute(context: ControllerContext, sandbox: Sandbox
 
 function ifIndex(endpoint: EndpointRecord): number {
   return Number((endpoint.ifName ?? '').replace(/^eth/, ''));
+}
+
+/** Stores the endpoint as joined to no sandbox, then takes it out of the sandbox's index. */
+async function writeDetached(context: ControllerContext, network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+  await context.records.writeEndpoint(network, detached(endpoint));
+  await unindex(context, endpoint.sandboxId, endpoint.id);
+}
+
+/**
+ * Takes a detached or deleted endpoint out of its sandbox's index. The
+ * change is complete without it (readers check each entry, restore and the
+ * sandbox's removal clear what is left), so a failure is only logged.
+ */
+async function unindex(context: ControllerContext, sandboxId: string | undefined, endpointId: string): Promise<void> {
+  if (sandboxId === undefined) return;
+  await bestEffort(context, `take endpoint ${endpointId.slice(0, 12)} out of its sandbox's index`, () =>
+    context.records.unindexSandboxEndpoint(sandboxId, endpointId),
+  );
 }
 
 /** The endpoint as it is when joined to no sandbox. */

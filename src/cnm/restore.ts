@@ -20,6 +20,10 @@ export async function restore(context: ControllerContext): Promise<void> {
     if (await context.namespaces.exists(sandbox.netnsPath)) live.set(sandbox.id, sandbox);
   }
   const networks = await restoreNetworks(context);
+  // Before anything reads a sandbox's endpoints through the index: a store written before it had none.
+  await bestEffort(context, 'index the endpoints of the sandboxes', async () =>
+    context.records.reindexSandboxEndpoints(new Set(local.keys()), await context.records.endpoints('skip')),
+  );
   // Endpoints after every network: settling one may hand the default route to another network's.
   for (const network of networks) await restoreEndpoints(context, network, local, live);
   for (const sandbox of sandboxes) {

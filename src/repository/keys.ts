@@ -39,6 +39,18 @@ export const keys = {
   sandboxes: 'sandboxes/',
   /** sandboxes/ID → SandboxRecord (JSON), in the local store. */
   sandbox: (sandboxId: string) => `sandboxes/${sandboxId}`,
+  /** Prefix of every sandbox's endpoint index. */
+  sandboxIndex: 'sandbox-endpoints/',
+  /** Prefix of the endpoints joined to one sandbox, in the local store. */
+  sandboxEndpoints: (sandboxId: string) => `sandbox-endpoints/${sandboxId}/`,
+  /**
+   * sandbox-endpoints/SANDBOX-ID/ENDPOINT-ID → network id, in the local store:
+   * an index of the endpoints joined to a sandbox, so a connect does not read
+   * every endpoint. Written before an endpoint joins, deleted after it leaves
+   * (its network may be in the other store), so it holds every joined
+   * endpoint and at times one more: readers check the endpoint's record.
+   */
+  sandboxEndpoint: (sandboxId: string, endpointId: string) => `sandbox-endpoints/${sandboxId}/${endpointId}`,
   /** names/sandboxes/NAME → sandbox id: makes a sandbox name unique on the host. */
   sandboxName: (name: string) => `names/sandboxes/${name}`,
   /** Prefix, in the cluster store, of every host's claims on local network names. */

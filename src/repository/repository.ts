@@ -8,7 +8,7 @@ import { Conflict, EndpointNotFound, InvalidArgument, NetworkNotFound, SandboxNo
 import type { Logger } from '../log.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 import type { KeyValue, Store, TxnRequest } from '../store/types.js';
-import { keys } from './keys.js';
+import { keys, recordId } from './keys.js';
 import {
   MalformedRecord,
   type NetworkState,
@@ -37,6 +37,8 @@ export type OnMalformed = 'skip' | 'throw';
 export const MAX_CAS_RETRIES = 20;
 /** Ids are 64 hex digits, as Docker's. */
 const FULL_ID = /^[0-9a-f]{64}$/;
+/** Index entries a rebuild writes per txn. */
+const INDEX_WRITES_PER_TXN = 100;
 
 export interface RepositoryOptions {
   /** Sandboxes, the host id, and networks of local scope with their endpoints. */
@@ -99,9 +101,52 @@ export class Repository {
     return this.list(this.storeOf(network), keys.networkEndpoints(network.id), endpointRecord, onMalformed);
   }
 
-  /** The endpoints joined to a sandbox, on every network. */
+  /**
+   * The endpoints joined to a sandbox, on every network, through the
+   * sandbox's index (keys.sandboxEndpoint): each entry's record is read and
+   * kept only if it is joined to this sandbox. Local networks' first.
+   */
   async sandboxEndpoints(sandbox: Pick<SandboxRecord, 'id'>, onMalformed: OnMalformed): Promise<EndpointRecord[]> {
-    return (await this.endpoints(onMalformed)).filter((endpoint) => endpoint.sandboxId === sandbox.id);
+    const found: { endpoint: EndpointRecord; order: string }[] = [];
+    for (const entry of await this.local.list(keys.sandboxEndpoints(sandbox.id))) {
+      for (const [rank, store] of this.networkStores().entries()) {
+        const endpoint = await this.getOrSkip(store, keys.endpoint(entry.value, recordId(entry.key)), endpointRecord, onMalformed);
+        if (endpoint?.sandboxId === sandbox.id) found.push({ endpoint, order: `${rank}/${entry.value}/${endpoint.id}` });
+        if (endpoint !== undefined) break;
+      }
+    }
+    return found.sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0)).map(({ endpoint }) => endpoint);
+  }
+
+  /** Adds an endpoint to a sandbox's index; before the endpoint's record names the sandbox. */
+  async indexSandboxEndpoint(sandboxId: string, networkId: string, endpointId: string): Promise<void> {
+    await this.local.txn({ put: [{ key: keys.sandboxEndpoint(sandboxId, endpointId), value: networkId }] });
+  }
+
+  /** Takes an endpoint out of a sandbox's index; after the endpoint's record stopped naming the sandbox. */
+  async unindexSandboxEndpoint(sandboxId: string, endpointId: string): Promise<void> {
+    await this.local.txn({ delete: [keys.sandboxEndpoint(sandboxId, endpointId)] });
+  }
+
+  /**
+   * Makes the sandboxes' index match `endpoints` (every endpoint of every
+   * network, as restore reads them): entries added for joined endpoints of
+   * these sandboxes, the others deleted. Stores that had no index get one.
+   */
+  async reindexSandboxEndpoints(sandboxIds: ReadonlySet<string>, endpoints: readonly EndpointRecord[]): Promise<void> {
+    const wanted = new Map<string, string>();
+    for (const endpoint of endpoints) {
+      if (endpoint.sandboxId !== undefined && sandboxIds.has(endpoint.sandboxId)) {
+        wanted.set(keys.sandboxEndpoint(endpoint.sandboxId, endpoint.id), endpoint.networkId);
+      }
+    }
+    const existing = await this.local.list(keys.sandboxIndex);
+    const stale = existing.filter((kv) => wanted.get(kv.key) !== kv.value).map((kv) => kv.key);
+    const have = new Set(existing.map((kv) => kv.key));
+    const missing = [...wanted].filter(([key]) => !have.has(key)).map(([key, value]) => ({ key, value }));
+    for (let start = 0; start < Math.max(stale.length, missing.length); start += INDEX_WRITES_PER_TXN) {
+      await this.local.txn({ delete: stale.slice(start, start + INDEX_WRITES_PER_TXN), put: missing.slice(start, start + INDEX_WRITES_PER_TXN) });
+    }
   }
 
   async sandboxes(onMalformed: OnMalformed): Promise<SandboxRecord[]> {
@@ -189,7 +234,8 @@ export class Repository {
 
   /** Deletes a sandbox's record and frees its name. */
   async deleteSandbox(sandbox: SandboxRecord): Promise<void> {
-    await this.local.txn({ delete: [keys.sandbox(sandbox.id), keys.sandboxName(sandbox.name)] });
+    const index = (await this.local.list(keys.sandboxEndpoints(sandbox.id))).map((kv) => kv.key);
+    await this.local.txn({ delete: [keys.sandbox(sandbox.id), keys.sandboxName(sandbox.name), ...index] });
   }
 
   private async get<T>(store: Store, key: string, schema: RecordSchema<T>): Promise<T | undefined> {

@@ -379,3 +379,27 @@ test('a store from before per-record IPAM is moved to a key per address and name
   const b = await reopened.connect('web', 'b');
   t.is(b.ipv4Address, '10.9.0.3/24', 'the migrated address stays taken');
 });
+
+test("a sandbox's endpoints are found through its index, which the controller rebuilds at open and whose stale entries mislead nobody", async (t) => {
+  const { controller, store, open } = await setup();
+  await controller.createNetwork({ name: 'one', ipam: { config: [{ subnet: '10.7.0.0/24' }] } });
+  await controller.createNetwork({ name: 'two', ipam: { config: [{ subnet: '10.8.0.0/24' }] } });
+  const sandbox = await controller.createSandbox({ name: 's' });
+  await controller.connect('one', 's');
+  const second = await controller.connect('two', 's');
+  t.deepEqual((await store.list(`sandbox-endpoints/${sandbox.id}/`)).length, 2);
+  await controller.close();
+  // A store written before the index, with one entry that points at nothing.
+  const index = (await store.list('sandbox-endpoints/')).map((kv) => kv.key);
+  await store.txn({ delete: index, put: [{ key: `sandbox-endpoints/${sandbox.id}/${'0'.repeat(64)}`, value: 'gone' }] });
+
+  const reopened = await open();
+  t.deepEqual((await reopened.inspectSandbox('s')).endpoints.map((e) => e.ifName), ['eth0', 'eth1']);
+  t.deepEqual((await store.list(`sandbox-endpoints/${sandbox.id}/`)).length, 2, 'rebuilt, the stale entry gone');
+  await reopened.disconnect('two', 's');
+  t.deepEqual((await reopened.inspectSandbox('s')).endpoints.map((e) => e.id).includes(second.id), false);
+  const third = await reopened.connect('two', 's');
+  t.is(third.ifName, 'eth1', 'the free interface name is found again');
+  await reopened.removeSandbox('s');
+  t.deepEqual(await store.list('sandbox-endpoints/'), [], 'removing the sandbox removes its index');
+});
