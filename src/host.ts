@@ -140,7 +140,10 @@ function observed(store: Store, name: 'local' | 'cluster', options: HostOptions)
 /** A host's networking: the controller and the embedded DNS that serves its sandboxes. */
 export interface Host {
   readonly controller: Controller;
-  readonly dns: EmbeddedDns;
+  /** The embedded DNS, once the restore is done and it runs. */
+  readonly dns: EmbeddedDns | undefined;
+  /** Resolves when the restore is done and the embedded DNS answers. */
+  readonly ready: Promise<void>;
   /** The overlay's VTEP, with a cluster store: its counters are read for the metrics. */
   readonly vtep?: Vtep;
   /** `HostOptions.metricsAddress`, for the rules that keep sandboxes off the daemon's ports. */
@@ -233,25 +236,35 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       // The daemon's namespace, the host's root one (PID 1's) and the bridges' one are the host itself.
       reservedNamespaces: ['/proc/self/ns/net', '/proc/1/ns/net', ...(options.hostNetnsPath !== undefined ? [options.hostNetnsPath] : [])],
       ...(options.logger !== undefined ? { logger: options.logger } : {}),
+      // The API answers at once; changes wait for the restore, which re-checks every endpoint's wiring.
+      restoreInBackground: true,
     });
-    // After the controller: its restore makes the namespaces the listeners open in.
-    const started = await EmbeddedDns.start({
-      localStore: store,
-      ...(globalStore !== undefined ? { globalStore } : {}),
-      upstreams: await upstreamResolvers(options),
-      stateDir,
-      ...(options.onDnsQuery !== undefined ? { onQuery: options.onDnsQuery } : {}),
-      ...(options.logger !== undefined ? { logger: options.logger } : {}),
-    });
-    dns = started;
     const opened = controller;
+    const upstreams = await upstreamResolvers(options);
+    // After the restore: it makes the namespaces the listeners open in (after a reboot).
+    const dnsStarted = opened.restored.then(async () => {
+      dns = await EmbeddedDns.start({
+        localStore: store,
+        ...(globalStore !== undefined ? { globalStore } : {}),
+        upstreams,
+        stateDir,
+        ...(options.onDnsQuery !== undefined ? { onQuery: options.onDnsQuery } : {}),
+        ...(options.logger !== undefined ? { logger: options.logger } : {}),
+      });
+    });
+    // Nobody may be waiting on `ready`; a failure is logged here and reported by `ready` too.
+    dnsStarted.catch((err: unknown) => options.logger?.error(`the embedded DNS did not start: ${(err as Error).message}`));
     return {
       controller: opened,
-      dns: started,
+      get dns() {
+        return dns;
+      },
+      ready: dnsStarted,
       ...(vtep !== undefined ? { vtep } : {}),
       ...(options.metricsAddress !== undefined ? { metricsAddress: options.metricsAddress } : {}),
       async close() {
-        await started.stop();
+        await dnsStarted.catch(() => undefined);
+        await dns?.stop();
         await opened.close();
       },
     };

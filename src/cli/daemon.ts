@@ -120,6 +120,11 @@ export const daemonCommand: Command = {
       throw err;
     }
     ctx.io.stdout(`netctl daemon listening on unix://${socketPath}\n`);
+    // Changes wait for the restore of what the store holds; this line says it is done and the DNS answers.
+    void host.ready.then(
+      () => ctx.io.stdout('netctl daemon ready: stored state restored, embedded DNS answering\n'),
+      () => undefined,
+    );
     if (metricsAddress !== undefined) {
       const { address, port } = metricsAddress;
       ctx.io.stdout(`netctl daemon serving metrics on http://${address.includes(':') ? `[${address}]` : address}:${port}/metrics\n`);

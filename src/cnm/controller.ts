@@ -73,6 +73,13 @@ export interface ControllerOptions {
     status(): ReachabilityStatus;
     onReachable(callback: () => void): () => void;
   };
+  /**
+   * Let `open` return before the restore is done: changes wait for it (they
+   * queue behind it), reads answer from the store at once, and `restored`
+   * says when the kernel state is back. A daemon with thousands of endpoints
+   * answers its API within a second this way.
+   */
+  readonly restoreInBackground?: boolean;
 }
 
 /** One mutation at a time in this process: interface names and rollbacks stay simple. */
@@ -95,6 +102,8 @@ export class Controller {
   private readonly clusterReachability: ControllerOptions['clusterReachability'];
   private stopFollowingReachability: (() => void) | undefined;
   private closed = false;
+  /** Resolves once the restore `open` began is done (at once, unless it runs in the background). */
+  restored: Promise<void> = Promise.resolve();
 
   private constructor(options: ControllerOptions) {
     const logger = options.logger ?? consoleWarnings;
@@ -120,10 +129,23 @@ export class Controller {
   static async open(options: ControllerOptions): Promise<Controller> {
     const controller = new Controller(options);
     const context = controller.context;
-    await restore(context);
+    const started = performance.now();
+    // Under the mutex, so that in the background every change waits for it.
+    controller.restored = controller.mutex.run(async () => {
+      await restore(context);
+      context.logger.info(`restored the stored networks, sandboxes and endpoints in ${Math.round(performance.now() - started)} ms`);
+    });
+    const background = options.restoreInBackground === true;
+    if (background) {
+      controller.restored = controller.restored.catch((err: unknown) => context.logger.error(`restore failed: ${(err as Error).message}`));
+    } else {
+      await controller.restored;
+    }
     if (context.records.cluster !== undefined) {
       const claim = () => bestEffort(context, 'claim local network names in the cluster store', () => controller.reconcileLocalNames());
-      await claim();
+      // A change: in the background it waits for the restore, and so must not hold up open.
+      if (background) void claim();
+      else await claim();
       controller.stopFollowingReachability = controller.clusterReachability?.onReachable(() => void claim());
     }
     return controller;

@@ -28,6 +28,8 @@ export interface DaemonOptions {
   /** Flags for node itself, before the script (`--cpu-prof`…). */
   readonly nodeArgs?: readonly string[];
   readonly timeoutMs?: number;
+  /** What start waits for: the API (`listening`) or, by default, the restore done and the DNS answering (`ready`). */
+  readonly until?: 'listening' | 'ready';
 }
 
 /** Starts the daemon and resolves once it says it is listening; rejects with its output if it exits or stalls. */
@@ -62,7 +64,9 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
     },
   };
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
-  while (!output.includes('listening')) {
+  // By default a test gets a daemon whose restore is done and whose DNS answers; the API answers before.
+  const awaited = options.until === 'listening' ? 'netctl daemon listening' : 'netctl daemon ready';
+  while (!output.includes(awaited)) {
     if (child.exitCode !== null) throw new Error(`daemon exited ${child.exitCode}: ${output}`);
     if (Date.now() > deadline) {
       await daemon.stop('SIGKILL');
