@@ -394,7 +394,7 @@ test("a sandbox's endpoints are found through its index, which the controller re
   await store.txn({ delete: index, put: [{ key: `sandbox-endpoints/${sandbox.id}/${'0'.repeat(64)}`, value: 'gone' }] });
 
   const reopened = await open();
-  t.deepEqual((await reopened.inspectSandbox('s')).endpoints.map((e) => e.ifName), ['eth0', 'eth1']);
+  t.deepEqual((await reopened.inspectSandbox('s')).endpoints.map((e) => e.ifName).sort(), ['eth0', 'eth1']);
   t.deepEqual((await store.list(`sandbox-endpoints/${sandbox.id}/`)).length, 2, 'rebuilt, the stale entry gone');
   await reopened.disconnect('two', 's');
   t.deepEqual((await reopened.inspectSandbox('s')).endpoints.map((e) => e.id).includes(second.id), false);
