@@ -11,13 +11,14 @@ import {
   SortOrder,
   SortTarget,
 } from 'etcd3';
-import type { ICompare, IKeyValue, IRequestOp, IWatchResponse, Watcher } from 'etcd3';
+import type { ICompare, IKeyValue, IRequestOp, Watcher } from 'etcd3';
 import { Conflict, InvalidArgument, NetctlError, Unavailable } from '../errors.js';
 import { type Logger, silentLogger } from '../log.js';
 import { accessError, type EtcdAccess, securityOptions } from './etcd-access.js';
 import { isTransient, reason, retrying, type RetryPolicy, withDeadline } from './etcd-calls.js';
 import { EtcdCompactor } from './etcd-compactor.js';
 import { EphemeralLease } from './etcd-lease.js';
+import { PrefixWatch, type WatchContext } from './etcd-watch.js';
 import { parseEtcdUrl } from './etcd-url.js';
 import { StoreClosed } from './types.js';
 import { validateTxn } from './validate.js';
@@ -48,15 +49,6 @@ const DEFAULT_CALL_TIMEOUT_MS = 5000;
 const DEFAULT_COMPACT_INTERVAL_MS = 5 * 60_000;
 /** Keys per range request, so a large list never meets gRPC's message size limit. */
 const LIST_PAGE = 500;
-
-interface ActiveWatch {
-  active: boolean;
-  /** The etcd watcher now following the prefix; replaced when a catch-up starts a new one. */
-  watcher: Watcher | undefined;
-  disconnected: boolean;
-  /** The keys under the prefix as last delivered, with their modRevision: what a catch-up compares a fresh list with. */
-  readonly known: Map<string, number>;
-}
 
 /**
  * The cluster store over etcd v3 (etcd3 client, gRPC):
@@ -94,8 +86,9 @@ export class EtcdStore implements Store {
   #compactor: EtcdCompactor | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
-  readonly #watches = new Set<ActiveWatch>();
+  readonly #watches = new Set<PrefixWatch>();
   #disconnectedWatches = 0;
+  readonly #watchContext: WatchContext;
 
   private constructor(
     client: Etcd3,
@@ -110,6 +103,21 @@ export class EtcdStore implements Store {
     this.#prefix = settings.prefix;
     this.#callTimeoutMs = settings.callTimeoutMs;
     this.#logger = logger ?? silentLogger;
+    this.#watchContext = {
+      client,
+      keyPrefix: settings.prefix,
+      logger: this.#logger,
+      listAt: (prefix, keysOnly) => this.#listAt(prefix, keysOnly),
+      cancelWatcher: (watcher) => this.#cancelWatcher(watcher),
+      isClosed: () => this.#closed,
+      // Every watch loses its stream at once when etcd goes: one line for all, when the first goes and the last is back.
+      streamLost: (err) => {
+        if (this.#disconnectedWatches++ === 0) this.#logger.warn(`etcd watches lost their stream (${err.message}); reconnecting`);
+      },
+      streamBack: (reconnected) => {
+        if (--this.#disconnectedWatches === 0 && reconnected) this.#logger.info('etcd watches reconnected');
+      },
+    };
     this.#lease = new EphemeralLease({
       client,
       url,
@@ -321,123 +329,21 @@ export class EtcdStore implements Store {
         throw err;
       }
     }
-    const entry: ActiveWatch = { active: true, watcher: undefined, disconnected: false, known: new Map() };
-    this.#watches.add(entry);
-    const deliver = (event: WatchEvent): void => {
-      if (event.type === 'put') entry.known.set(event.kv.key, event.kv.modRevision);
-      else entry.known.delete(event.key);
-      try {
-        onEvent(event);
-      } catch (err) {
-        // Like an EventEmitter listener: the caller's bug surfaces, the watch keeps going.
-        queueMicrotask(() => {
-          throw err;
-        });
-      }
+    const watch = new PrefixWatch(this.#watchContext, prefix, onEvent);
+    this.#watches.add(watch);
+    const stop = async (): Promise<void> => {
+      this.#watches.delete(watch);
+      await watch.stop();
     };
-    const created = this.#attach(entry, prefix, deliver, fromRevision === undefined ? undefined : fromRevision + 1);
     try {
-      await withDeadline(created, this.#callTimeoutMs, () => new Unavailable(`etcd at ${this.#url} did not answer within ${this.#callTimeoutMs} ms`));
-      // What a catch-up after a compaction compares with: the keys there were when the watch began.
-      for (const kv of (await this.#listAt(prefix, true)).kvs) if (!entry.known.has(kv.key)) entry.known.set(kv.key, kv.modRevision);
+      const started = watch.start(fromRevision === undefined ? undefined : fromRevision + 1);
+      await withDeadline(started, this.#callTimeoutMs, () => new Unavailable(`etcd at ${this.#url} did not answer within ${this.#callTimeoutMs} ms`));
     } catch (err) {
-      await this.#detach(entry);
+      await stop();
       if (this.#closed) throw new StoreClosed();
       throw this.#translate(err);
     }
-    return { cancel: () => this.#detach(entry) };
-  }
-
-  /**
-   * Starts an etcd watcher for `entry` from `startRevision` (default: now);
-   * resolves once etcd created it. A watcher etcd cancels later because the
-   * revision it must resume from was compacted away (it was disconnected
-   * for longer than the history kept) is replaced by a catch-up.
-   */
-  #attach(entry: ActiveWatch, prefix: string, deliver: (event: WatchEvent) => void, startRevision?: number): Promise<void> {
-    const builder = this.#client.watch().prefix(this.#fullKey(prefix));
-    if (startRevision !== undefined) builder.startRevision(String(startRevision));
-    // watcher() rather than create(): a watch whose creation times out must still be cancellable.
-    const watcher = builder.watcher();
-    entry.watcher = watcher;
-    watcher.on('data', (response: IWatchResponse) => {
-      for (const event of response.events) {
-        if (!entry.active || entry.watcher !== watcher) return;
-        const key = event.kv.key.toString().slice(this.#prefix.length);
-        const modRevision = Number(event.kv.mod_revision);
-        // etcd3 decodes the event type with the proto enum names (PUT, DELETE), not its TypeScript names.
-        deliver(
-          String(event.type).toUpperCase() === 'DELETE'
-            ? { type: 'delete', key, modRevision }
-            : { type: 'put', kv: Object.freeze({ key, value: event.kv.value.toString(), modRevision }) },
-        );
-      }
-    });
-    // Every watch loses its stream at once when etcd goes: one line for all, when the first goes and the last is back.
-    watcher.on('disconnected', (err: Error) => {
-      if (!entry.active || entry.disconnected) return;
-      entry.disconnected = true;
-      if (this.#disconnectedWatches++ === 0) this.#logger.warn(`etcd watches lost their stream (${err.message}); reconnecting`);
-    });
-    watcher.on('connected', () => {
-      if (!entry.active || !entry.disconnected) return;
-      entry.disconnected = false;
-      if (--this.#disconnectedWatches === 0) this.#logger.info('etcd watches reconnected');
-    });
-    let created = false;
-    return new Promise<void>((resolve, reject) => {
-      watcher.once('connected', () => {
-        created = true;
-        resolve();
-      });
-      watcher.on('error', (err: Error) => {
-        if (!created) {
-          reject(err);
-          return;
-        }
-        // etcd cancels a watch whose resume revision was compacted away, without a reason: catch up by listing.
-        if (entry.active && entry.watcher === watcher) void this.#catchUp(entry, prefix, deliver, err);
-      });
-    });
-  }
-
-  /**
-   * Brings a watch that etcd cancelled (it fell behind a compaction) up to date: a fresh list
-   * is compared with the keys it had delivered (puts for what changed,
-   * deletes for what went), then a new watcher follows from the list's
-   * revision. Retries while etcd is out of reach, until the watch or the
-   * store is closed.
-   */
-  async #catchUp(entry: ActiveWatch, prefix: string, deliver: (event: WatchEvent) => void, cause: Error): Promise<void> {
-    this.#logger.warn(`etcd cancelled the watch on ${JSON.stringify(prefix)} (${cause.message.replace(/: $/, '') || 'compacted'}); catching up from a fresh list`);
-    if (entry.watcher !== undefined) await this.#cancelWatcher(entry.watcher);
-    for (let delayMs = 100; entry.active && !this.#closed; delayMs = Math.min(2 * delayMs, 2000)) {
-      try {
-        const { kvs, revision } = await this.#listAt(prefix, false);
-        if (!entry.active) return;
-        const present = new Set<string>();
-        for (const kv of kvs) {
-          present.add(kv.key);
-          if (entry.known.get(kv.key) !== kv.modRevision) deliver({ type: 'put', kv });
-        }
-        for (const key of [...entry.known.keys()]) if (!present.has(key)) deliver({ type: 'delete', key, modRevision: revision });
-        // A failure to create the new watcher comes back through its error handler.
-        this.#attach(entry, prefix, deliver, revision + 1).catch(() => undefined);
-        this.#logger.info(`etcd watch on ${JSON.stringify(prefix)} caught up at revision ${revision}`);
-        return;
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
-      }
-    }
-  }
-
-  /** Stops a watch for good; nothing is delivered after it resolves. */
-  async #detach(entry: ActiveWatch): Promise<void> {
-    if (!entry.active) return;
-    entry.active = false;
-    if (entry.disconnected) this.#disconnectedWatches--;
-    this.#watches.delete(entry);
-    if (entry.watcher !== undefined) await this.#cancelWatcher(entry.watcher);
+    return { cancel: stop };
   }
 
   close(): Promise<void> {
@@ -451,9 +357,8 @@ export class EtcdStore implements Store {
     this.#compactor?.stop();
     const watches = [...this.#watches];
     this.#watches.clear();
-    for (const entry of watches) entry.active = false;
     // Detach the watchers first, or etcd3 keeps reconnecting their stream after the client is gone.
-    await Promise.all(watches.map((entry) => (entry.watcher === undefined ? undefined : this.#cancelWatcher(entry.watcher))));
+    await Promise.all(watches.map((watch) => watch.stop()));
     await this.#lease.revoke();
     this.#client.close();
   }
