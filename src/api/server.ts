@@ -4,6 +4,11 @@
  * errors, so Docker clients work) plus netctl's own sandbox routes.
  * `start`-like `listen` and `stop`-like `close`: after `close` the socket
  * is gone and requests in flight finish.
+ *
+ * The api/ folder: this server (routes, limits, errors), docker.ts
+ * (the controller's typed views rendered as Docker's JSON), types.ts (the
+ * JSON on the wire), client.ts (the client the CLI and runtimes use) and
+ * metrics.ts (Prometheus).
  */
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';

@@ -1,6 +1,11 @@
 /**
  * The `netctl` command line: global flags, dispatch to commands, help text,
  * and the docker CLI's way of reporting errors (exit code 1).
+ *
+ * The cli/ folder: this dispatcher, args.ts (flags the docker CLI's
+ * way), one file per command group (network.ts, sandbox.ts, daemon.ts),
+ * output.ts and tabwriter.ts (tables, --format), log-limit.ts (the daemon's
+ * log), and gotemplate/ (Go templates).
  */
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';

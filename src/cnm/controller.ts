@@ -12,6 +12,10 @@
  * change at a time; the work itself is in networks.ts, endpoints.ts,
  * connections.ts, sandboxes.ts, names.ts and restore.ts. Results are typed
  * records and views; api/docker.ts renders them as Docker's JSON.
+ *
+ * The cnm/ folder also holds the driver contract (driver.ts), IPAM
+ * (ipam*.ts resolve pools and hand out addresses; addresses.ts keeps one key
+ * per claim), list filters, name checks and the namespace port.
  */
 import { connect, disconnect } from './connections.js';
 import { type ControllerContext, bestEffort, failedParts } from './context.js';

@@ -6,6 +6,10 @@
  * shares. The record table follows the stores' watches (the local store and,
  * for overlay networks, the cluster store), so a join or a leave anywhere is
  * in the table as soon as the store reports it.
+ *
+ * The dns/ folder: this wiring, server.ts (UDP and TCP listeners),
+ * records.ts (the name table and its answers), forwarder.ts (upstream
+ * resolvers), message.ts (DNS messages) and tcp*.ts (connection limits).
  */
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';

@@ -2,6 +2,11 @@
  * What the drivers ask of the kernel, as one injected port (as the VTEP
  * takes its TAP and UDP parts): `systemKernel` is the real one over sys/,
  * and tests hand a driver a double that records what it was asked to do.
+ *
+ * The drivers/ folder: bridge/, overlay/ and null/ implement the driver
+ * contract (cnm/driver.ts); veth.ts, configs.ts (options parsed once per
+ * network) and teardown.ts are what they share, and this port is all they
+ * ask of the kernel.
  */
 import type { FramePort } from '../vxlan/io.js';
 import { applyNft, deleteNftTable } from '../sys/nft.js';

@@ -3,6 +3,11 @@
  * one and, when there is one, the cluster store): lists, lookups by id, by
  * name and by unique id prefix in Docker's order, and the compare-and-swap
  * retry loop that read-modify-writes use.
+ *
+ * The repository/ folder sits between the controller and the stores:
+ * keys.ts names every key, schema.ts checks what is read back (valibot),
+ * and this file reads and writes typed records. The embedded DNS reads
+ * through it too, so the key layout lives in one place.
  */
 import { Conflict, EndpointNotFound, InvalidArgument, NetworkNotFound, SandboxNotFound } from '../errors.js';
 import type { Logger } from '../log.js';

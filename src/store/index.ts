@@ -1,3 +1,12 @@
+/**
+ * The store/ folder: revisioned key/value stores with one interface
+ * (types.ts): SQLite for the embedded default (sqlite.ts), etcd for the
+ * cluster (etcd*.ts: URL, TLS and users, calls and retries, the lease of
+ * ephemeral keys, watches, compaction), a last-known view of the cluster for
+ * outages (last-known.ts), the JSON file store of earlier versions (file.ts;
+ * the SQLite store imports its state), an in-memory one for tests, and a
+ * metrics wrapper (observed.ts).
+ */
 export type {
   Compare,
   KeyValue,

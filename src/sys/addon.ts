@@ -5,6 +5,13 @@
  *
  * Failed system calls throw an Error whose `code` is the errno name
  * (`EEXIST`, `ENOENT`…) and whose `errno` is the number.
+ *
+ * The sys/ folder is the only code that touches the kernel or the
+ * host's files: this addon and its typed wrappers (tap.ts, udp.ts,
+ * offload.ts, fslock.ts, rlimit.ts, with batch-layout.ts naming the shapes
+ * batches cross in), rtnetlink (rtnl.ts, run on a worker thread), netns.ts,
+ * nft.ts, sysctl.ts, and the files under /etc (resolvconf.ts,
+ * host-files.ts).
  */
 import { createRequire } from 'node:module';
 

@@ -18,6 +18,12 @@
  * This file keeps the VTEP's state and its control calls; the per-batch
  * work is in send.ts (TAP to underlay), receive.ts (underlay to TAP) and
  * proxy.ts (the ARP/ND answers, pure).
+ *
+ * The vxlan/ folder: this VTEP (state and control calls), send.ts (TAP
+ * to underlay), receive.ts (underlay to TAP), proxy.ts (ARP/ND answers,
+ * pure), peers.ts and network.ts (tables and counters), liveness.ts (the
+ * data-path probes), mtu.ts, and the frame and datagram ports (io.ts;
+ * native.ts over the addon, memory.ts for tests).
  */
 import { Conflict, InvalidArgument, NetctlError } from '../errors.js';
 import {
