@@ -7,27 +7,18 @@ import test from 'ava';
 import { BridgeDriver } from '../../src/drivers/bridge/bridge.js';
 import type { NetworkRecord } from '../../src/records.js';
 import { RecordingKernel, joining } from './kernel-double.js';
+import { networkRecord } from '../helpers/records.js';
 
 const HOST = '/var/run/netns/host';
 const SANDBOX = '/var/run/netns/sandbox';
 const NETWORK_ID = '0123456789abcdef0123456789abcdef';
 
 function network(options: Record<string, string> = {}): NetworkRecord {
-  return {
+  return networkRecord({
     id: NETWORK_ID,
-    name: 'web',
-    driver: 'bridge',
-    scope: 'local',
-    created: '2026-01-01T00:00:00.000000000Z',
-    internal: false,
-    attachable: false,
-    ingress: false,
-    enableIPv4: true,
-    enableIPv6: false,
     ipam: { driver: 'default', options: {}, config: [{ subnet: '10.44.0.0/24', gateway: '10.44.0.1' }] },
     options,
-    labels: {},
-  };
+  });
 }
 
 const { endpoint, sandbox } = joining(NETWORK_ID, { macAddress: '02:42:0a:2c:00:02', ipv4Address: '10.44.0.2/24' }, SANDBOX);

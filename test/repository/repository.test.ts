@@ -5,22 +5,9 @@ import { keys, parseLocalNameClaim, recordId } from '../../src/repository/keys.j
 import { Repository, casLoop, findByIdOrName, put } from '../../src/repository/repository.js';
 import { MalformedRecord, decodeRecord, endpointRecord } from '../../src/repository/schema.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import { networkRecord } from '../helpers/records.js';
 
-const network: NetworkRecord = {
-  id: 'a'.repeat(64),
-  name: 'web',
-  driver: 'bridge',
-  scope: 'local',
-  created: '2026-01-01T00:00:00.000000000Z',
-  internal: false,
-  attachable: false,
-  ingress: false,
-  enableIPv4: true,
-  enableIPv6: false,
-  ipam: { driver: 'default', options: {}, config: [{ subnet: '10.0.0.0/24', gateway: '10.0.0.1' }] },
-  options: {},
-  labels: {},
-};
+const network: NetworkRecord = networkRecord();
 
 function setup() {
   const local = new MemoryStore();
