@@ -418,7 +418,7 @@ function table(report: { label: string; commit: string; runSeconds: number; mach
   lines.push(
     `connect: the last ${SAMPLES} connects before the size; disconnect and reconnect: ${SAMPLES} endpoints of that network, each disconnected and connected again; ` +
       "CPU: the daemon's utime+stime over those operations; store: store.json, or store.db with its -wal and -shm; " +
-      'restart: SIGTERM to exit / new daemon to GET /networks answering / new daemon to the first DNS answer in a sandbox (its restore runs before the API listens).',
+      'restart: SIGTERM to exit / new daemon to GET /networks answering / new daemon to the first DNS answer in a sandbox (the API answers during the restore; the DNS starts after it).',
   );
   if (report.sizes.some((r) => r.size > PER_NETWORK)) {
     lines.push(`Past ${PER_NETWORK} endpoints the figures are taken on a second bridge network, which is being grown (a Linux bridge holds at most 1024 ports).`);
