@@ -263,7 +263,7 @@ export class SqliteStore implements Store {
   }
 
   #readDataVersion(): number {
-    return this.#db.pragma('data_version', { simple: true }) as number;
+    return this.#statements.dataVersion.get() as number;
   }
 
   #startPolling(): void {
@@ -307,6 +307,8 @@ function prepare(db: Database.Database) {
     changedAfter: db.prepare(
       'SELECT key, value, mod_revision FROM kv WHERE mod_revision > ? AND mod_revision <= ? AND key >= ? AND key < ? ORDER BY mod_revision, key',
     ),
+    // Asked before every read and transaction: prepared once, as db.pragma() would prepare it each time.
+    dataVersion: db.prepare('PRAGMA data_version').pluck(),
     getMeta: db.prepare('SELECT value FROM meta WHERE name = ?'),
     setMeta: db.prepare('INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
   };
