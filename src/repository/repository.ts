@@ -12,7 +12,7 @@
 import { Conflict, EndpointNotFound, InvalidArgument, NetworkNotFound, SandboxNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
-import type { KeyValue, Store, TxnRequest } from '../store/types.js';
+import type { Store, TxnRequest } from '../store/types.js';
 import { keys, recordId } from './keys.js';
 import {
   MalformedRecord,
@@ -45,6 +45,13 @@ const FULL_ID = /^[0-9a-f]{64}$/;
 /** Index entries a rebuild writes per txn. */
 const INDEX_WRITES_PER_TXN = 100;
 
+/** A record as decoded from one version of its key. */
+interface Decoded {
+  readonly modRevision: number;
+  readonly schema: RecordSchema<unknown>;
+  readonly record: unknown;
+}
+
 export interface RepositoryOptions {
   /** Sandboxes, the host id, and networks of local scope with their endpoints. */
   readonly local: Store;
@@ -58,7 +65,8 @@ export class Repository {
   readonly local: Store;
   readonly cluster: Store | undefined;
   private readonly logger: Logger;
-  private readonly decoded = new WeakMap<Store, Map<string, { modRevision: number; schema: RecordSchema<unknown>; record: unknown }>>();
+  /** Per store and listed prefix, the records the last listing decoded. */
+  private readonly listed = new WeakMap<Store, Map<string, Map<string, Decoded>>>();
 
   constructor(options: RepositoryOptions) {
     this.local = options.local;
@@ -245,7 +253,7 @@ export class Repository {
 
   private async get<T>(store: Store, key: string, schema: RecordSchema<T>): Promise<T | undefined> {
     const kv = await store.get(key);
-    return kv === undefined ? undefined : this.decode(store, kv, schema);
+    return kv === undefined ? undefined : decodeRecord(kv, schema);
   }
 
   /** `get`, where a malformed record is skipped (logged) or thrown as `onMalformed` says. */
@@ -259,42 +267,32 @@ export class Repository {
     }
   }
 
+  /**
+   * Every record under `prefix`, each parsed and checked once per version:
+   * a key listed again at the same modRevision gives the record decoded
+   * the time before (records are never changed in place; their types are
+   * readonly). What one listing decoded replaces the previous listing's, so
+   * records gone from the store leave the cache with it.
+   */
   private async list<T>(store: Store, prefix: string, schema: RecordSchema<T>, onMalformed: OnMalformed): Promise<T[]> {
+    let listings = this.listed.get(store);
+    if (listings === undefined) this.listed.set(store, (listings = new Map()));
+    const previous = listings.get(prefix);
+    const decoded = new Map<string, Decoded>();
     const records: T[] = [];
-    const kvs = await store.list(prefix);
-    for (const kv of kvs) {
+    for (const kv of await store.list(prefix)) {
+      const hit = previous?.get(kv.key);
       try {
-        records.push(this.decode(store, kv, schema));
+        const record = hit !== undefined && hit.modRevision === kv.modRevision && hit.schema === schema ? (hit.record as T) : decodeRecord(kv, schema);
+        decoded.set(kv.key, { modRevision: kv.modRevision, schema, record });
+        records.push(record);
       } catch (err) {
         if (onMalformed === 'throw' || !(err instanceof MalformedRecord)) throw err;
         this.logger.warn(`ignoring ${err.message}`);
       }
     }
-    this.forgetGone(store, prefix, kvs);
+    listings.set(prefix, decoded);
     return records;
-  }
-
-  /**
-   * Parses and checks a record once per version: a key read again at the same
-   * modRevision gives the record decoded before. Records are never changed in
-   * place (their types are readonly), so sharing them is safe.
-   */
-  private decode<T>(store: Store, kv: KeyValue, schema: RecordSchema<T>): T {
-    let cache = this.decoded.get(store);
-    if (cache === undefined) this.decoded.set(store, (cache = new Map()));
-    const hit = cache.get(kv.key);
-    if (hit !== undefined && hit.modRevision === kv.modRevision && hit.schema === schema) return hit.record as T;
-    const record = decodeRecord(kv, schema);
-    cache.set(kv.key, { modRevision: kv.modRevision, schema, record });
-    return record;
-  }
-
-  /** Drops the cached records under `prefix` that a full list of it no longer returned. */
-  private forgetGone(store: Store, prefix: string, listed: readonly KeyValue[]): void {
-    const cache = this.decoded.get(store);
-    if (cache === undefined || cache.size <= listed.length) return;
-    const present = new Set(listed.map((kv) => kv.key));
-    for (const key of cache.keys()) if (key.startsWith(prefix) && !present.has(key)) cache.delete(key);
   }
 }
 
