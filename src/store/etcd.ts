@@ -196,11 +196,13 @@ export class EtcdStore implements Store {
       ...(options.user !== undefined ? { user: options.user } : {}),
     };
     const store = new EtcdStore(client, url, access, { prefix, leaseTtlSeconds, callTimeoutMs }, options.logger);
+    // The cheapest read there is: whether the cluster answers, and its revision in the header.
+    const probe = (deadline: number) => client.kv.range({ key: Buffer.from(prefix), limit: 1, keys_only: true }, { deadline });
     try {
       await retrying(
         dialTimeoutMs,
         'always',
-        (deadline) => client.kv.range({ key: Buffer.from(prefix), limit: 1, keys_only: true }, { deadline }),
+        probe,
         () => store.#closed,
       );
     } catch (err) {
@@ -213,7 +215,7 @@ export class EtcdStore implements Store {
         intervalMs: compactIntervalMs,
         callTimeoutMs,
         logger: store.#logger,
-        revision: () => store.#call('always', async (deadline) => Number((await client.kv.range({ key: Buffer.from(prefix), limit: 1, keys_only: true }, { deadline })).header.revision)),
+        revision: () => store.#call('always', async (deadline) => Number((await probe(deadline)).header.revision)),
       });
     }
     return store;
