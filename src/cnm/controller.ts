@@ -80,8 +80,8 @@ export interface ControllerOptions {
   /**
    * Let `open` return before the restore is done: changes wait for it (they
    * queue behind it), reads answer from the store at once, and `restored`
-   * says when the kernel state is back. A daemon with thousands of endpoints
-   * answers its API within a second this way.
+   * says when the kernel state is back. A daemon answers its API as soon as
+   * it has started, however many endpoints it has to re-check.
    */
   readonly restoreInBackground?: boolean;
 }
