@@ -325,6 +325,8 @@ function initialise(db: Database.Database, path: string): void {
   }
   if (version === SCHEMA_VERSION) return;
   db.transaction(() => {
+    // Another process may have created the tables between the read above and this write lock: ask again under it.
+    if ((db.pragma('user_version', { simple: true }) as number) === SCHEMA_VERSION) return;
     db.exec(`
       CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, mod_revision INTEGER NOT NULL) WITHOUT ROWID;

@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import Database from 'better-sqlite3';
@@ -145,4 +147,32 @@ test('SqliteStore: a database from a newer netctl is refused rather than misread
   db.close();
   const err = await t.throwsAsync(SqliteStore.open(dir), { instanceOf: StoreCorrupt });
   t.regex(err?.message ?? '', /schema version 99 is newer/);
+});
+
+test('SqliteStore: a process that opens a new database while another creates its tables waits and uses them', async (t) => {
+  const dir = await usingDir(t);
+  const child = spawn(process.execPath, ['--import=tsx', fileURLToPath(new URL('./helpers/create-after-lock.ts', import.meta.url)), dir, '300'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (stdout.includes('locked\n')) resolve();
+    });
+    child.on('close', () => reject(new Error(`create-after-lock.ts ended early: ${stderr}`)));
+  });
+  // The schema version is read while the child holds the lock with no tables yet; the tables exist when the lock comes free.
+  const store = await opened(t, dir);
+  t.is(await closed, 0, stderr);
+  t.true(stdout.includes('created\n'));
+  t.is((await store.get('child'))?.value, 'opened');
+  await store.txn({ put: [{ key: 'parent', value: 'opened' }] });
+  t.is((await store.get('parent'))?.value, 'opened');
 });
