@@ -5,11 +5,16 @@
  * machine's /etc/netns). A file without netctl's marker is the user's and
  * is never overwritten or removed. A directory netctl has to make for a
  * file is noted in a journal under the state directory before it is made,
- * so it is removed with the file even when a crash came in between. A sweep
- * at start removes what a crash left behind: files and directories of this
- * daemon whose sandbox no longer exists.
+ * so it is removed with the file even when a crash came in between. No
+ * moment of a write leaves a file without the marker, or a crash would turn
+ * netctl's file into one it must not touch: a new file is written under a
+ * temporary name and linked into place, and a rewrite keeps the marker line
+ * where it is. A sweep at start removes what a crash left behind: files,
+ * temporary files and directories of this daemon whose sandbox no longer
+ * exists.
  */
-import { mkdir, readFile, readdir, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { link, mkdir, open, readFile, readdir, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { NETNS_RUN_DIR } from './netns.js';
 
@@ -77,14 +82,51 @@ export interface ResolvConfTarget {
 export async function writeResolvConf(target: ResolvConfTarget, content: string): Promise<boolean> {
   const existing = await readMarker(target.path);
   if (existing !== 'missing' && !isOwn(existing, target)) return false;
+  const text = markerLine(target) + content;
+  if (existing !== 'missing') {
+    await rewriteInPlace(target.path, text);
+    return true;
+  }
   const directory = dirname(target.path);
   if (!(await exists(directory))) {
     await mkdir(target.journalDir, { recursive: true, mode: 0o700 });
     await writeFile(join(target.journalDir, target.sandboxId), directory);
     await mkdir(directory, { recursive: true });
   }
-  await writeFile(target.path, markerLine(target) + content, existing === 'missing' ? { flag: 'wx' } : {});
+  const temporary = join(directory, `${temporaryPrefix(target.owner)}${target.sandboxId}`);
+  await writeFile(temporary, text);
+  try {
+    // link, unlike rename, never replaces a file the user put there in the meantime.
+    await link(temporary, target.path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return writeResolvConf(target, content);
+  } finally {
+    await unlink(temporary).catch(ignoreMissing);
+  }
   return true;
+}
+
+/**
+ * Rewrites the file over its old bytes and then cuts it to length: the
+ * inode stays (`ip netns exec` bind-mounts it, so running processes see the
+ * change) and the marker line at its start is never absent, as it would be
+ * after a truncate.
+ */
+async function rewriteInPlace(path: string, text: string): Promise<void> {
+  const file = await open(path, 'r+');
+  try {
+    const bytes = Buffer.from(text);
+    await file.write(bytes, 0, bytes.length, 0);
+    await file.truncate(bytes.length);
+  } finally {
+    await file.close();
+  }
+}
+
+/** The name of a new file before it is linked into place: one prefix per daemon, so a sweep removes only its own. */
+function temporaryPrefix(owner: string): string {
+  return `.resolv.conf.netctl-${createHash('sha256').update(owner).digest('hex').slice(0, 16)}-`;
 }
 
 /** Removes the file if netctl wrote it for this sandbox, and the directory netctl made for it. */
@@ -101,8 +143,8 @@ export async function isOwnResolvConf(target: ResolvConfTarget): Promise<boolean
 /**
  * Removes this daemon's files whose sandbox is not in `keep`: in
  * /etc/netns/NAME/resolv.conf (`etcNetnsDir` for tests) and in
- * `ownDirectory` (the state directory's resolv folder), and the directories
- * made for them. Returns the files removed.
+ * `ownDirectory` (the state directory's resolv folder), its temporary files
+ * and the directories made for them. Returns the files removed.
  */
 export async function sweepResolvConfs(
   owner: string,
@@ -112,9 +154,22 @@ export async function sweepResolvConfs(
   etcNetnsDir = NETNS_ETC_DIR,
 ): Promise<string[]> {
   const candidates: string[] = [];
-  for (const name of await readdir(etcNetnsDir).catch(() => [] as string[])) candidates.push(join(etcNetnsDir, name, 'resolv.conf'));
-  for (const name of await readdir(ownDirectory).catch(() => [] as string[])) candidates.push(join(ownDirectory, name));
   const removed: string[] = [];
+  const temporary = temporaryPrefix(owner);
+  // A crash between writing a new file and linking it into place leaves its temporary name, marked or not yet.
+  const removeTemporaries = async (directory: string, names: string[]): Promise<void> => {
+    for (const name of names.filter((n) => n.startsWith(temporary))) {
+      await unlink(join(directory, name)).catch(ignoreMissing);
+      removed.push(join(directory, name));
+    }
+  };
+  for (const name of await readdir(etcNetnsDir).catch(() => [] as string[])) {
+    candidates.push(join(etcNetnsDir, name, 'resolv.conf'));
+    await removeTemporaries(join(etcNetnsDir, name), await readdir(join(etcNetnsDir, name)).catch(() => [] as string[]));
+  }
+  const own = await readdir(ownDirectory).catch(() => [] as string[]);
+  await removeTemporaries(ownDirectory, own);
+  for (const name of own.filter((n) => !n.startsWith(temporary))) candidates.push(join(ownDirectory, name));
   for (const path of candidates) {
     const marker = await readMarker(path).catch(() => undefined);
     if (marker === 'missing' || marker === undefined || marker.owner !== owner || keep.has(marker.sandboxId)) continue;

@@ -1,7 +1,9 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { isOwnResolvConf, namedNetnsResolvConf, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../../src/sys/resolvconf.js';
 
@@ -73,4 +75,33 @@ test('a named namespace has its resolv.conf under /etc/netns; any other namespac
   t.is(namedNetnsResolvConf('/var/run/netns/web'), '/etc/netns/web/resolv.conf');
   t.is(namedNetnsResolvConf('/var/run/netns/a/b'), undefined);
   t.is(namedNetnsResolvConf('/proc/123/ns/net'), undefined);
+});
+
+test('kill -9 at any moment of writing or removing leaves only files netctl can claim, and the sweep leaves nothing', async (t) => {
+  const helper = fileURLToPath(new URL('./helpers/resolv-churn.ts', import.meta.url));
+  for (let round = 0; round < 20; round++) {
+    const etc = await tempDir(t);
+    const journalDir = join(etc, '.journal');
+    const child = spawn(process.execPath, ['--import=tsx', helper, etc, journalDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    t.teardown(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('started') && resolve());
+      child.on('close', () => reject(new Error('resolv-churn.ts ended before it started')));
+    });
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * 40));
+    child.kill('SIGKILL');
+    await exited;
+
+    for (const name of (await readdir(etc)).filter((n) => n.startsWith('ns'))) {
+      const sandboxId = name.slice(2);
+      const target = { path: join(etc, name, 'resolv.conf'), sandboxId, owner: '/me', journalDir };
+      // A restarted daemon must be able to take its sandbox's file back, or it would fall back to the state directory.
+      t.true(await writeResolvConf(target, CONTENT), `round ${round}: ${target.path} is still netctl's after the kill`);
+    }
+    await sweepResolvConfs('/me', new Set(), join(etc, '.own'), journalDir, etc);
+    t.deepEqual((await readdir(etc)).filter((n) => n !== '.journal'), [], `round ${round}: the sweep left something under /etc/netns`);
+  }
 });
