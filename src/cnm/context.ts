@@ -5,6 +5,7 @@
  * functions here and in the parts assume no other change runs meanwhile.
  */
 import { randomBytes } from 'node:crypto';
+import type { AddressHints } from './addresses.js';
 import type { NetworkDriver } from './driver.js';
 import type { NamespaceOps } from './namespaces.js';
 import { NetctlError } from '../errors.js';
@@ -14,6 +15,8 @@ import type { Repository } from '../repository/repository.js';
 
 export interface ControllerContext {
   readonly records: Repository;
+  /** The addresses this daemon knows to be handed out, per network: what spares a connect listing them. */
+  readonly addresses: AddressHints;
   /** Loaded drivers by name. */
   readonly drivers: ReadonlyMap<string, NetworkDriver>;
   readonly namespaces: NamespaceOps;

@@ -17,6 +17,7 @@
  * (ipam*.ts resolve pools and hand out addresses; addresses.ts keeps one key
  * per claim), list filters, name checks and the namespace port.
  */
+import { AddressHints } from './addresses.js';
 import { connect, disconnect } from './connections.js';
 import { type ControllerContext, bestEffort, failedParts } from './context.js';
 import type { NetworkDriver } from './driver.js';
@@ -117,6 +118,7 @@ export class Controller {
         ...(options.globalStore !== undefined ? { cluster: options.globalStore } : {}),
         logger,
       }),
+      addresses: new AddressHints(),
       drivers: new Map(options.drivers.map((driver) => [driver.name, driver])),
       namespaces: options.namespaces,
       defaultDriver: options.defaultDriver ?? 'bridge',

@@ -4,9 +4,8 @@
  * before the kernel is touched, so a failure at any step leaves a state that
  * `settle` (on a retry, or at the next start) finishes or undoes.
  */
-import { claimsOf, heldClaims, takenAddresses } from './addresses.js';
+import { claimsOf, heldClaims } from './addresses.js';
 import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, withoutPending } from './context.js';
-import { Allocator } from './ipam.js';
 import { macFor } from './mac.js';
 import type { EndpointCreateRequest } from './types.js';
 import { validateAliases, validateName } from './validate.js';
@@ -38,8 +37,10 @@ export async function createEndpoint(
   const id = newId();
   const store = context.records.storeOf(network);
   let created: EndpointRecord | undefined;
+  let attempts = 0;
   if (placement.sandboxId !== undefined) await context.records.indexSandboxEndpoint(placement.sandboxId, network.id, id);
   await casLoop(store, async () => {
+    attempts += 1;
     const current = await context.records.networkState(network);
     if (current === undefined) throw new NetworkNotFound(network.name);
     if ((await store.get(keys.endpointName(network.id, request.name))) !== undefined) {
@@ -50,9 +51,20 @@ export async function createEndpoint(
     if (request.ipv4Address !== undefined && !hasV4) {
       throw new InvalidArgument(`network ${network.name} has no IPv4 subnet for address ${request.ipv4Address}`);
     }
-    const allocator = driver.usesIpam ? Allocator.withTaken(network.ipam.config, await takenAddresses(store, network.id)) : undefined;
-    const ipv4Address = allocator !== undefined && hasV4 ? allocator.allocate(4, request.ipv4Address) : undefined;
-    const ipv6Address = allocator !== undefined && hasV6 && network.enableIPv6 ? allocator.allocate(6, request.ipv6Address) : undefined;
+    // A retry follows a failed compare: what this daemon knew of the addresses was out of date.
+    const { ipv4Address, ipv6Address } = driver.usesIpam
+      ? await context.addresses.allocate(
+          store,
+          network,
+          {
+            ipv4: hasV4,
+            ipv6: hasV6 && network.enableIPv6,
+            ...(request.ipv4Address !== undefined ? { ipv4Address: request.ipv4Address } : {}),
+            ...(request.ipv6Address !== undefined ? { ipv6Address: request.ipv6Address } : {}),
+          },
+          attempts > 1,
+        )
+      : {};
     // A MAC derived from the IPv4 address is unique as the address is; only a random one needs the others.
     const macsInUse =
       ipv4Address === undefined ? new Set((await context.records.networkEndpoints(network, 'throw')).map((e) => e.macAddress)) : new Set<string>();
@@ -74,6 +86,7 @@ export async function createEndpoint(
       put: [put.endpoint(network, endpoint), ...claims],
     };
   }).catch(async (err: unknown) => {
+    context.addresses.forget(network.id);
     const sandboxId = placement.sandboxId;
     if (sandboxId !== undefined) await bestEffort(context, `unindex endpoint ${request.name}`, () => context.records.unindexSandboxEndpoint(sandboxId, id));
     throw err;
@@ -87,16 +100,25 @@ export async function deleteEndpoint(context: ControllerContext, network: Networ
   const store = context.records.storeOf(network);
   const endpointKey = keys.endpoint(network.id, endpointId);
   let sandboxId: string | undefined;
+  let released: string[] = [];
   await casLoop(store, async () => {
     const endpointKv = await store.get(endpointKey);
     if (endpointKv === undefined) return undefined;
     const endpoint = decodeRecord(endpointKv, endpointRecord);
     sandboxId = endpoint.sandboxId;
+    const held = await heldClaims(store, network.id, endpoint);
+    released = claimsOf(network.id, endpoint)
+      .filter((claim) => held.includes(claim.key) && claim.key.startsWith(keys.networkAddresses(network.id)))
+      .map((claim) => claim.key.slice(keys.networkAddresses(network.id).length));
     return {
       compare: [{ key: endpointKey, modRevision: endpointKv.modRevision }],
-      delete: [endpointKey, ...(await heldClaims(store, network.id, endpoint))],
+      delete: [endpointKey, ...held],
     };
+  }).catch((err: unknown) => {
+    context.addresses.forget(network.id);
+    throw err;
   });
+  context.addresses.release(network.id, released);
   await unindex(context, sandboxId, endpointId);
 }
 

@@ -239,6 +239,7 @@ export async function releaseNetwork(context: ControllerContext, network: Networ
     await bestEffort(context, `release the name ${network.name} in the cluster store`, () => releaseLocalName(context, network.name));
   }
   const store = context.records.storeOf(network);
+  context.addresses.forget(network.id);
   // Claims no endpoint holds: none, unless an older netctl on another host removed an endpoint after its claims were moved.
   const leftovers = await allClaims(store, network.id);
   await casLoop(store, async () => {

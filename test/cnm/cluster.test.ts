@@ -150,3 +150,39 @@ test('a sandbox on an overlay gets its way out through the gateway bridge, unles
   t.is(Object.keys(toDockerNetwork(await controller.inspectNetwork('netctl_gwbridge')).Containers).length, 1);
   t.is(bridge.defaultRoutes.get('s'), 'netctl_gwbridge');
 });
+
+test('addresses another host takes or frees meanwhile: no address is handed out twice, and freed ones come back', async (t) => {
+  const shared = new MemoryStore();
+  const host = () =>
+    Controller.open({
+      store: new MemoryStore(),
+      globalStore: shared,
+      drivers: [new RecordingDriver('overlay', 'global')],
+      defaultDriver: 'overlay',
+      namespaces: new MemoryNamespaces(),
+      logger: silentLogger,
+    });
+  const a = await host();
+  const b = await host();
+  // Gateway 10.40.0.1: 10.40.0.2 to .6 are handed out.
+  await a.createNetwork({ name: 'ov', ipam: { config: [{ subnet: '10.40.0.0/29' }] } });
+  const connect = async (controller: Controller, name: string, ipv4Address?: string) => {
+    await controller.createSandbox({ name });
+    return (await controller.connect('ov', name, ipv4Address !== undefined ? { ipv4Address } : {})).ipv4Address;
+  };
+  t.is(await connect(a, 'a1'), '10.40.0.2/29');
+  t.is(await connect(b, 'b1'), '10.40.0.3/29');
+  t.is(await connect(a, 'a2'), '10.40.0.4/29', 'host a learns that b took .3 when its claim fails');
+  await b.disconnect('ov', 'b1');
+  t.is(await connect(a, 'a3'), '10.40.0.5/29');
+  t.is(await connect(a, 'a4'), '10.40.0.6/29');
+  t.is(await connect(a, 'a5'), '10.40.0.3/29', 'the pool looked full to host a: it reads the keys and finds .3 freed by b');
+  await t.throwsAsync(connect(a, 'a6'), { message: /no available IPv4 addresses in 10.40.0.0\/29/ });
+
+  await b.createSandbox({ name: 'b2' });
+  await t.throwsAsync(b.connect('ov', 'b2', { ipv4Address: '10.40.0.2' }), { message: 'address 10.40.0.2 is already in use' });
+  await a.disconnect('ov', 'a1');
+  t.is((await b.connect('ov', 'b2', { ipv4Address: '10.40.0.2' })).ipv4Address, '10.40.0.2/29', 'freed by a, requested on b');
+  const taken = (await a.inspectNetwork('ov')).endpoints.map((endpoint) => endpoint.ipv4Address);
+  t.is(new Set(taken).size, taken.length);
+});
