@@ -64,6 +64,12 @@ function underlayPrefix(): string {
 export interface ClusterOptions {
   /** MTU of the hosts' underlay veths (both ends): one for all, or one per host in order (default the kernel's 1500). */
   readonly underlayMtu?: number | readonly number[];
+  /** The `bin/netctl.js` the daemons and `netctl()` run, e.g. another checkout's (default: this checkout's). */
+  readonly cli?: string;
+  /** More flags for every daemon, after the cluster's own (`--log-level warn`…). */
+  readonly daemonArgs?: readonly string[];
+  /** What startDaemon waits for (see DaemonOptions.until); `listening` for a checkout whose daemon never says `ready`. */
+  readonly daemonUntil?: 'listening' | 'ready';
 }
 
 export async function makeCluster(hostCount: number, options: ClusterOptions = {}): Promise<Cluster> {
@@ -140,6 +146,8 @@ export async function makeCluster(hostCount: number, options: ClusterOptions = {
       netnsPath: host.netnsPath,
       stateDir: host.stateDir,
       socket: host.socket,
+      ...(options.cli === undefined ? {} : { cli: options.cli }),
+      ...(options.daemonUntil === undefined ? {} : { until: options.daemonUntil }),
       args: [
         '--store',
         etcd.url.replace(/^http:/, 'etcd:'),
@@ -150,11 +158,12 @@ export async function makeCluster(hostCount: number, options: ClusterOptions = {
         // Nothing listens there: names netctl does not know fail here instead of going to the machine's resolver.
         '--dns',
         '127.0.0.1',
+        ...(options.daemonArgs ?? []),
       ],
     });
   };
 
-  const netctl = (host: SimHost, ...args: string[]) => run(process.execPath, [NETCTL_CLI, '-H', `unix://${host.socket}`, ...args]);
+  const netctl = (host: SimHost, ...args: string[]) => run(process.execPath, [options.cli ?? NETCTL_CLI, '-H', `unix://${host.socket}`, ...args]);
 
   const dropPort = async (host: SimHost, protocol: 'tcp' | 'udp', port: number) => {
     const table = `netctl_test_drop_${protocol}_${port}`;
