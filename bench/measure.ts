@@ -59,8 +59,13 @@ async function iperf(tunnel: Tunnel, args: readonly string[], seconds: number): 
 }
 
 /** utime + stime of a process, all its threads, in seconds. */
-export async function cpuSeconds(child: ChildProcess): Promise<number> {
-  const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
+export function cpuSeconds(child: ChildProcess): Promise<number> {
+  return cpuSecondsOf(child.pid);
+}
+
+/** cpuSeconds of a process this one did not start, by PID. */
+export async function cpuSecondsOf(pid: number | undefined): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name, which is in parentheses and may hold spaces; utime and stime are fields 14 and 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
