@@ -92,8 +92,12 @@ export class EmbeddedDns {
   private readonly resolvConfs = new Map<string, string>();
   private readonly tcpConnections: TcpConnections;
   private readonly watches: Watch[] = [];
-  /** Sandbox changes are applied one after another: opening a listener is asynchronous. */
-  private sandboxQueue: Promise<void> = Promise.resolve();
+  /**
+   * The changes of one sandbox are applied one after another (opening a
+   * listener is asynchronous); different sandboxes' run side by side, so a
+   * start with many sandboxes opens their listeners together.
+   */
+  private readonly sandboxQueues = new Map<string, Promise<void>>();
   private stopped = false;
 
   private constructor(options: EmbeddedDnsOptions) {
@@ -123,7 +127,7 @@ export class EmbeddedDns {
         await dns.follow(store, keys.endpoints);
       }
       await dns.follow(options.localStore, keys.sandboxes);
-      await dns.sandboxQueue;
+      await dns.sandboxesSettled();
       // Files of sandboxes that went while no DNS ran (a crash mid-removal, a restore that released them).
       await sweepResolvConfs(dns.owner, new Set(dns.sandboxes.keys()), join(options.stateDir, 'resolv'), dns.journalDir);
     } catch (err) {
@@ -138,7 +142,7 @@ export class EmbeddedDns {
     if (this.stopped) return;
     this.stopped = true;
     for (const watch of this.watches) await watch.cancel();
-    await this.sandboxQueue;
+    await this.sandboxesSettled();
     for (const sandboxId of [...this.listeners.keys()]) await this.closeListener(sandboxId);
     this.tcpConnections.close();
     await this.server.stop();
@@ -173,11 +177,26 @@ export class EmbeddedDns {
         this.refreshEndpoint(id);
       } else {
         const sandbox = event.type === 'put' ? decodeRecord(event.kv, sandboxRecord) : undefined;
-        this.sandboxQueue = this.sandboxQueue.then(() => this.sandboxChanged(id, sandbox));
+        this.enqueueSandboxChange(id, sandbox);
       }
     } catch (err) {
       this.logger.warn(`dns: ignoring bad record ${key}: ${(err as Error).message}`);
     }
+  }
+
+  private enqueueSandboxChange(sandboxId: string, sandbox: SandboxRecord | undefined): void {
+    const next = (this.sandboxQueues.get(sandboxId) ?? Promise.resolve())
+      .then(() => this.sandboxChanged(sandboxId, sandbox))
+      .catch((err: unknown) => this.logger.warn(`dns: sandbox ${sandbox?.name ?? sandboxId}: ${(err as Error).message}`))
+      .finally(() => {
+        if (this.sandboxQueues.get(sandboxId) === next) this.sandboxQueues.delete(sandboxId);
+      });
+    this.sandboxQueues.set(sandboxId, next);
+  }
+
+  /** Resolves once every sandbox change queued so far, and any queued meanwhile, is applied. */
+  private async sandboxesSettled(): Promise<void> {
+    while (this.sandboxQueues.size > 0) await Promise.all(this.sandboxQueues.values());
   }
 
   /** Joined endpoints of known networks are names; anything else is not. */
