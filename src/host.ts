@@ -140,7 +140,7 @@ function observed(store: Store, name: 'local' | 'cluster', options: HostOptions)
 /** A host's networking: the controller and the embedded DNS that serves its sandboxes. */
 export interface Host {
   readonly controller: Controller;
-  /** The embedded DNS, once the restore is done and it runs. */
+  /** The embedded DNS, once it runs: it starts when the restore has given the sandboxes their namespaces. */
   readonly dns: EmbeddedDns | undefined;
   /** Resolves when the restore is done and the embedded DNS answers. */
   readonly ready: Promise<void>;
@@ -241,8 +241,8 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
     });
     const opened = controller;
     const upstreams = await upstreamResolvers(options);
-    // After the restore: it makes the namespaces the listeners open in (after a reboot).
-    const dnsStarted = opened.restored.then(async () => {
+    // Once the restore has made the namespaces the listeners open in (after a reboot), while it re-checks the endpoints.
+    const dnsStarted = opened.sandboxesRestored.then(async () => {
       dns = await EmbeddedDns.start({
         localStore: store,
         ...(globalStore !== undefined ? { globalStore } : {}),
@@ -259,7 +259,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       get dns() {
         return dns;
       },
-      ready: dnsStarted,
+      ready: Promise.all([opened.restored, dnsStarted]).then(() => undefined),
       ...(vtep !== undefined ? { vtep } : {}),
       ...(options.metricsAddress !== undefined ? { metricsAddress: options.metricsAddress } : {}),
       async close() {

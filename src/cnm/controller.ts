@@ -109,6 +109,12 @@ export class Controller {
   private closed = false;
   /** Resolves once the restore `open` began is done (at once, unless it runs in the background). */
   restored: Promise<void> = Promise.resolve();
+  /**
+   * Resolves once the restore has given every sandbox its namespace again,
+   * before it re-checks the endpoints (or once it failed): what the embedded
+   * DNS waits for to open its listeners.
+   */
+  sandboxesRestored: Promise<void> = Promise.resolve();
 
   private constructor(options: ControllerOptions) {
     const logger = options.logger ?? consoleWarnings;
@@ -137,8 +143,14 @@ export class Controller {
     const context = controller.context;
     const started = performance.now();
     // Under the mutex, so that in the background every change waits for it.
+    let sandboxesRestored = (): void => undefined;
+    controller.sandboxesRestored = new Promise<void>((resolve) => (sandboxesRestored = resolve));
     controller.restored = controller.mutex.run(async () => {
-      await restore(context);
+      try {
+        await restore(context, sandboxesRestored);
+      } finally {
+        sandboxesRestored();
+      }
       context.logger.info(`restored the stored networks, sandboxes and endpoints in ${Math.round(performance.now() - started)} ms`);
     });
     const background = options.restoreInBackground === true;

@@ -12,8 +12,10 @@ import { releaseNetwork } from './networks.js';
 import { removeSandbox, undoSandboxCreate } from './sandboxes.js';
 import type { NetworkRecord, SandboxRecord } from '../records.js';
 
-export async function restore(context: ControllerContext): Promise<void> {
+/** `sandboxesRestored` is called once every sandbox that stays has its namespace, before the endpoints are re-checked. */
+export async function restore(context: ControllerContext, sandboxesRestored: () => void = () => undefined): Promise<void> {
   const sandboxes = await restoreSandboxes(context);
+  sandboxesRestored();
   const local = new Map(sandboxes.map((sandbox) => [sandbox.id, sandbox]));
   const live = new Map<string, SandboxRecord>();
   for (const sandbox of sandboxes) {
