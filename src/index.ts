@@ -6,6 +6,7 @@ export { Controller } from './cnm/controller.js';
 export type { ControllerOptions } from './cnm/controller.js';
 export type {
   ConnectOptions,
+  ControllerEvent,
   DisconnectOptions,
   EndpointCreateRequest,
   NetworkCreateRequest,

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { AddressHints } from './addresses.js';
 import type { NetworkDriver } from './driver.js';
 import type { NamespaceOps } from './namespaces.js';
+import type { ControllerEvent } from './types.js';
 import { NetctlError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NetworkRecord, SandboxRecord } from '../records.js';
@@ -28,7 +29,11 @@ export interface ControllerContext {
   readonly resolvConfPath: ((sandbox: SandboxRecord) => string) | undefined;
   readonly logger: Logger;
   readonly now: () => Date;
+  /** Tells the controller's subscribers about a change that is done. */
+  readonly emit: (event: DistributiveOmit<ControllerEvent, 'time'>) => void;
 }
+
+type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
 
 /** 64 hex digits, as Docker's ids. */
 export function newId(): string {

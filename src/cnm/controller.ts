@@ -29,6 +29,7 @@ import { createNetwork, inspectNetwork, listNetworks, pruneNetworks, removeNetwo
 import { restore } from './restore.js';
 import { createSandbox, inspectSandbox, listSandboxes, removeSandbox } from './sandboxes.js';
 import type {
+  ControllerEvent,
   ConnectOptions,
   DisconnectOptions,
   EndpointCreateRequest,
@@ -103,6 +104,7 @@ class Mutex {
 export class Controller {
   private readonly context: ControllerContext;
   private readonly mutex = new Mutex();
+  private readonly listeners = new Set<(event: ControllerEvent) => void>();
   private readonly ownsStore: boolean;
   private readonly clusterReachability: ControllerOptions['clusterReachability'];
   private stopFollowingReachability: (() => void) | undefined;
@@ -132,6 +134,7 @@ export class Controller {
       resolvConfPath: options.resolvConfPath,
       logger,
       now: options.now ?? (() => new Date()),
+      emit: (event) => this.emit(event),
     };
     this.ownsStore = options.ownsStore ?? false;
     this.clusterReachability = options.clusterReachability;
@@ -333,6 +336,31 @@ export class Controller {
       const network = await this.context.records.findNetwork(networkIdOrName, 'skip');
       await disconnect(this.context, network, sandboxIdOrName, options.force === true);
     });
+  }
+
+  // ---------------------------------------------------------------- events
+
+  /**
+   * Calls `listener` after every change this controller makes: networks and
+   * sandboxes created and removed, endpoints created, joined, left and
+   * removed (those the restore at start releases included). A listener that
+   * throws is logged and does not stop the change or the other listeners.
+   * Returns the function that unsubscribes.
+   */
+  subscribe(listener: (event: ControllerEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(event: Parameters<ControllerContext['emit']>[0]): void {
+    const stamped = { ...event, time: this.context.now() } as ControllerEvent;
+    for (const listener of this.listeners) {
+      try {
+        listener(stamped);
+      } catch (err) {
+        this.context.logger.warn(`event listener failed on ${event.type} ${event.action}: ${(err as Error).message}`);
+      }
+    }
   }
 
   private async mutate<T>(fn: () => Promise<T>): Promise<T> {

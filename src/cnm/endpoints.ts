@@ -92,6 +92,8 @@ export async function createEndpoint(
     throw err;
   });
   if (created === undefined) throw new NetctlError('Internal', 'endpoint was not created');
+  // One that a connect makes is announced once it is joined.
+  if (placement.sandboxId === undefined) context.emit({ type: 'endpoint', action: 'create', endpoint: created, network });
   return created;
 }
 
@@ -99,13 +101,13 @@ export async function createEndpoint(
 export async function deleteEndpoint(context: ControllerContext, network: NetworkRecord, endpointId: string): Promise<void> {
   const store = context.records.storeOf(network);
   const endpointKey = keys.endpoint(network.id, endpointId);
-  let sandboxId: string | undefined;
+  let deleted: EndpointRecord | undefined;
   let released: string[] = [];
   await casLoop(store, async () => {
     const endpointKv = await store.get(endpointKey);
     if (endpointKv === undefined) return undefined;
     const endpoint = decodeRecord(endpointKv, endpointRecord);
-    sandboxId = endpoint.sandboxId;
+    deleted = endpoint;
     const held = await heldClaims(store, network.id, endpoint);
     released = claimsOf(network.id, endpoint)
       .filter((claim) => held.includes(claim.key) && claim.key.startsWith(keys.networkAddresses(network.id)))
@@ -119,7 +121,11 @@ export async function deleteEndpoint(context: ControllerContext, network: Networ
     throw err;
   });
   context.addresses.release(network.id, released);
-  await unindex(context, sandboxId, endpointId);
+  await unindex(context, deleted?.sandboxId, endpointId);
+  // An endpoint whose connect is undone was never announced.
+  if (deleted !== undefined && deleted.pending !== 'connect') {
+    context.emit({ type: 'endpoint', action: 'remove', endpoint: detached(deleted), network });
+  }
 }
 
 /** `docker network connect` without the way out: an endpoint named after the sandbox, made and joined. */
@@ -210,6 +216,8 @@ async function completeJoin(
     await bestEffort(context, `undo ${endpoint.pending ?? 'join'} of ${endpoint.name}`, () => undoJoin(context, network, endpoint, sandbox));
     throw err;
   }
+  if (endpoint.pending === 'connect') context.emit({ type: 'endpoint', action: 'create', endpoint: joined, network });
+  context.emit({ type: 'endpoint', action: 'join', endpoint: joined, network });
   return joined;
 }
 
@@ -260,6 +268,7 @@ export async function leaveEndpoint(
     await driverOf(context, network).leave({ network, endpoint: marked, sandbox, ifName: marked.ifName });
   }
   await writeDetached(context, network, marked);
+  context.emit({ type: 'endpoint', action: 'leave', endpoint: detached(marked), network });
   if (marked.defaultGateway === true) await handOverDefaultRoute(context, sandbox);
 }
 
@@ -281,6 +290,9 @@ export async function disconnectEndpoint(
     if (options.force) await bestEffort(context, `forced disconnect of ${endpoint.name}`, () => driverOf(context, network).leave(request));
     else await driverOf(context, network).leave(request);
   }
+  // A join or connect cut short was never announced, so neither is its end.
+  const wasJoined = endpoint.sandboxId !== undefined && endpoint.pending !== 'join' && endpoint.pending !== 'connect';
+  if (wasJoined) context.emit({ type: 'endpoint', action: 'leave', endpoint: detached(marked), network });
   await deleteEndpoint(context, network, endpoint.id);
   if (marked.defaultGateway === true && options.handOverDefaultRoute && sandbox !== undefined) {
     await handOverDefaultRoute(context, sandbox);

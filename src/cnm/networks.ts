@@ -29,6 +29,7 @@ export async function createNetwork(context: ControllerContext, request: Network
     await releaseNetwork(context, network);
     throw err;
   }
+  context.emit({ type: 'network', action: 'create', network });
   return { network, endpoints: [], sandboxes: [] };
 }
 
@@ -118,6 +119,7 @@ export async function removeNetwork(context: ControllerContext, network: Network
     throw err;
   }
   await releaseNetwork(context, network);
+  context.emit({ type: 'network', action: 'remove', network });
 }
 
 function withoutRemoving(network: NetworkRecord): NetworkRecord {

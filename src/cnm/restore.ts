@@ -33,6 +33,7 @@ export async function restore(context: ControllerContext, sandboxesRestored: () 
       await bestEffort(context, `finish removing sandbox ${sandbox.name}`, () => removeSandbox(context, sandbox));
     } else if (!live.has(sandbox.id) && !sandbox.ownsNetns) {
       await context.records.deleteSandbox(sandbox);
+      context.emit({ type: 'sandbox', action: 'remove', sandbox });
     }
   }
 }
@@ -80,6 +81,7 @@ async function restoreNetworks(context: ControllerContext): Promise<NetworkRecor
       await bestEffort(context, `finish removing network ${network.name}`, async () => {
         await driver.deleteNetwork(network);
         await releaseNetwork(context, network);
+        context.emit({ type: 'network', action: 'remove', network });
       });
     } else {
       await bestEffort(context, `move the IPAM state of network ${network.name} to its own keys`, () => migrateNetworkState(context, network));

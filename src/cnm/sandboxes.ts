@@ -48,7 +48,10 @@ export async function createSandbox(context: ControllerContext, request: Sandbox
     reserved = await reserve();
     if (!reserved.succeeded) throw new Conflict(`sandbox with name ${request.name} already exists`);
   }
-  if (!ownsNetns) return sandboxInfo(context, record, []);
+  if (!ownsNetns) {
+    context.emit({ type: 'sandbox', action: 'create', sandbox: record });
+    return sandboxInfo(context, record, []);
+  }
   let final: SandboxRecord;
   try {
     final = { ...withoutPending(record), netnsPath: await context.namespaces.createNamed(request.name) };
@@ -57,6 +60,7 @@ export async function createSandbox(context: ControllerContext, request: Sandbox
     await bestEffort(context, `undo creation of sandbox ${request.name}`, () => undoSandboxCreate(context, record));
     throw err;
   }
+  context.emit({ type: 'sandbox', action: 'create', sandbox: final });
   return sandboxInfo(context, final, []);
 }
 
@@ -130,4 +134,5 @@ export async function removeSandbox(context: ControllerContext, sandbox: Sandbox
   }
   if (failures.length > 0) throw failedParts(`removing sandbox ${sandbox.name} failed`, failures);
   await context.records.deleteSandbox(sandbox);
+  context.emit({ type: 'sandbox', action: 'remove', sandbox: withoutPending(sandbox) });
 }

@@ -55,6 +55,23 @@ export interface DisconnectOptions {
   readonly force?: boolean;
 }
 
+/**
+ * A change the controller made, as a runtime subscribed to it sees it: the
+ * record as it is after the change (as it was, for a removal). An endpoint
+ * that `connect` makes is announced with `create` and `join` once it is
+ * wired; one whose connect failed and was undone is never announced.
+ */
+export type ControllerEvent = { readonly time: Date } & (
+  | { readonly type: 'network'; readonly action: 'create' | 'remove'; readonly network: NetworkRecord }
+  | { readonly type: 'sandbox'; readonly action: 'create' | 'remove'; readonly sandbox: SandboxRecord }
+  | {
+      readonly type: 'endpoint';
+      readonly action: 'create' | 'join' | 'leave' | 'remove';
+      readonly endpoint: EndpointRecord;
+      readonly network: NetworkRecord;
+    }
+);
+
 /** A network with what inspect and list show of it. */
 export interface NetworkView {
   readonly network: NetworkRecord;

@@ -403,3 +403,51 @@ test("a sandbox's endpoints are found through its index, which the controller re
   await reopened.removeSandbox('s');
   t.deepEqual(await store.list('sandbox-endpoints/'), [], 'removing the sandbox removes its index');
 });
+
+test('subscribers hear every change once it is done, and nothing of a change that failed', async (t) => {
+  const { controller, driver } = await setup();
+  const heard: string[] = [];
+  const unsubscribe = controller.subscribe((event) => {
+    const subject = event.type === 'network' ? event.network.name : event.type === 'sandbox' ? event.sandbox.name : `${event.endpoint.name}@${event.network.name}`;
+    heard.push(`${event.type} ${event.action} ${subject}`);
+    t.true(event.time instanceof Date);
+  });
+  controller.subscribe(() => {
+    throw new Error('a faulty listener');
+  });
+  await controller.createNetwork({ name: 'web' });
+  await controller.createSandbox({ name: 'a' });
+  await controller.connect('web', 'a');
+  driver.failNext = 'join';
+  await controller.createSandbox({ name: 'b' });
+  await t.throwsAsync(controller.connect('web', 'b'));
+  await controller.createEndpoint('web', { name: 'spare' });
+  await controller.join('web', 'spare', 'b');
+  await controller.leave('web', 'spare');
+  await controller.deleteEndpoint('web', 'spare');
+  await controller.disconnect('web', 'a');
+  await controller.connect('web', 'b');
+  await controller.removeSandbox('b');
+  await controller.removeNetwork('web');
+  unsubscribe();
+  await controller.createNetwork({ name: 'unheard' });
+  t.deepEqual(heard, [
+    'network create web',
+    'sandbox create a',
+    'endpoint create a@web',
+    'endpoint join a@web',
+    'sandbox create b',
+    'endpoint create spare@web',
+    'endpoint join spare@web',
+    'endpoint leave spare@web',
+    'endpoint remove spare@web',
+    'endpoint leave a@web',
+    'endpoint remove a@web',
+    'endpoint create b@web',
+    'endpoint join b@web',
+    'endpoint leave b@web',
+    'endpoint remove b@web',
+    'sandbox remove b',
+    'network remove web',
+  ]);
+});
