@@ -144,6 +144,11 @@ export class SqliteStore implements Store {
   async txn(request: TxnRequest): Promise<TxnResult> {
     this.#assertOpen();
     validateTxn(request);
+    // A commit runs on this thread and waits for its fsync. Chained awaits of
+    // calls that never wait would hold the loop for a whole burst of changes;
+    // a turn of the loop first lets DNS queries and API reads in between.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.#assertOpen();
     // Changes other processes committed since the last look come first in this instance's watches.
     this.#catchUpIfChanged();
     let outcome;
