@@ -42,6 +42,8 @@ export interface HostOptions {
   readonly clusterStore?: string;
   /** TLS files and credentials for the cluster store (--store-cacert, --store-cert, --store-key, --store-user, --store-password-file). */
   readonly clusterStoreAccess?: EtcdAccess;
+  /** How often the daemon compacts the cluster store's history (--store-compact-interval); 0 leaves it to etcd's own flags. Default 5 minutes. */
+  readonly clusterStoreCompactIntervalMs?: number;
   /** This host's underlay IPv4 address; required with a cluster store. */
   readonly advertiseAddress?: string;
   /** UDP port of the overlay data path on every host (default 4789). */
@@ -87,7 +89,11 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
   const mtu = overlayMtu(underlay.mtu);
   options.logger?.info(`overlay MTU ${mtu}: ${underlay.name} (MTU ${underlay.mtu}, holding ${advertiseAddress}) less ${VXLAN_OVERHEAD} bytes of VXLAN headers`);
   // With the daemon's log: lease and connection changes are worth a line each.
-  const etcd = await EtcdStore.open(options.clusterStore, { ...options.clusterStoreAccess, ...(options.logger !== undefined ? { logger: options.logger } : {}) });
+  const etcd = await EtcdStore.open(options.clusterStore, {
+    ...options.clusterStoreAccess,
+    ...(options.clusterStoreCompactIntervalMs !== undefined ? { compactIntervalMs: options.clusterStoreCompactIntervalMs } : {}),
+    ...(options.logger !== undefined ? { logger: options.logger } : {}),
+  });
   const globalStore = observed(etcd, 'cluster', options);
   const cleanup: (() => Promise<void>)[] = [() => globalStore.close()];
   try {
@@ -168,6 +174,9 @@ export async function openHost(options: HostOptions = {}): Promise<Host> {
   }
   if (options.clusterStore === undefined && options.clusterStoreAccess !== undefined) {
     throw new InvalidArgument('--store-cacert, --store-cert, --store-key, --store-user and --store-password-file need a cluster store (--store)');
+  }
+  if (options.clusterStore === undefined && options.clusterStoreCompactIntervalMs !== undefined) {
+    throw new InvalidArgument('--store-compact-interval needs a cluster store (--store)');
   }
   const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
   // One daemon per state directory: a second one would rewire the kernel state the first one owns.

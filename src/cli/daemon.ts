@@ -23,6 +23,16 @@ function parsePort(text: string): number {
   return port;
 }
 
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration as Docker's flags take one: "300ms", "30s", "5m", "1h", or "0". */
+export function parseDuration(flag: string, text: string): number {
+  if (text === '0') return 0;
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text);
+  if (match === null) throw new InvalidArgument(`invalid --${flag} "${text}": a number with a unit (ms, s, m, h), e.g. 5m, or 0`);
+  return Math.round(Number(match[1]) * (DURATION_UNITS_MS[match[2] ?? 's'] ?? 1000));
+}
+
 /** The first line of --store-password-file: a password on the command line would show in ps. */
 async function readPasswordFile(path: string): Promise<string> {
   try {
@@ -46,6 +56,12 @@ export const daemonCommand: Command = {
     { name: 'store-key', type: 'string', help: 'PEM file of the key of --store-cert' },
     { name: 'store-user', type: 'string', help: 'User name for the cluster store' },
     { name: 'store-password-file', type: 'string', help: 'File whose first line is the password of --store-user' },
+    {
+      name: 'store-compact-interval',
+      type: 'string',
+      help: "How often to compact the cluster store's history, keeping one interval of it (0: leave it to etcd's --auto-compaction flags)",
+      defaultText: '"5m"',
+    },
     { name: 'advertise-addr', type: 'string', help: "This host's underlay address, where other hosts send overlay traffic" },
     { name: 'data-path-port', type: 'string', help: 'UDP port of the overlay data path', defaultText: '4789' },
     { name: 'dns', type: 'list', help: 'Upstream DNS server for names netctl does not know (default: /etc/resolv.conf)' },
@@ -90,6 +106,8 @@ export const daemonCommand: Command = {
       ...(storeUser !== undefined ? { user: storeUser } : {}),
       ...(storePasswordFile !== undefined ? { password: await readPasswordFile(storePasswordFile) } : {}),
     };
+    const compactInterval = parsed.string('store-compact-interval');
+    const clusterStoreCompactIntervalMs = compactInterval !== undefined ? parseDuration('store-compact-interval', compactInterval) : undefined;
     const advertiseAddress = parsed.string('advertise-addr');
     const dataPathPort = parsed.string('data-path-port');
     const nodeName = parsed.string('node-name');
@@ -99,6 +117,7 @@ export const daemonCommand: Command = {
       ...(stateDir !== undefined ? { stateDir } : {}),
       ...(clusterStore !== undefined ? { clusterStore } : {}),
       ...(Object.keys(clusterStoreAccess).length > 0 ? { clusterStoreAccess } : {}),
+      ...(clusterStoreCompactIntervalMs !== undefined ? { clusterStoreCompactIntervalMs } : {}),
       ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
       ...(dataPathPort !== undefined ? { dataPathPort: parsePort(dataPathPort) } : {}),
       ...(nodeName !== undefined ? { nodeName } : {}),

@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { parseDuration } from '../../src/cli/daemon.js';
 import { NETCTL_BIN, runNetctl } from './run.js';
 
 interface Daemon {
@@ -88,4 +89,27 @@ test('the daemon serves the API, keeps state across restarts, and stops on SIGTE
   third.child.kill('SIGINT');
   t.is(await third.exited, 0);
   running.delete(third);
+});
+
+test('--store-compact-interval takes a duration and needs a cluster store; a bad one is refused before anything starts', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'netctl-daemon-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const daemon = (...args: string[]) =>
+    runNetctl(['daemon', '--state-dir', join(dir, 'state'), '--socket', join(dir, 'netctl.sock'), '--dns', '127.0.0.1', ...args]);
+  const bad = await daemon('--store', 'etcd://198.18.0.1:2379', '--store-compact-interval', '5 minutes');
+  t.not(bad.code, 0);
+  t.regex(bad.stderr, /invalid --store-compact-interval "5 minutes": a number with a unit \(ms, s, m, h\)/);
+  const alone = await daemon('--store-compact-interval', '10m');
+  t.not(alone.code, 0);
+  t.regex(alone.stderr, /--store-compact-interval needs a cluster store \(--store\)/);
+  t.false(existsSync(join(dir, 'state', 'store.db')), 'no state was made');
+});
+
+test('durations: ms, s, m, h and 0', (t) => {
+  t.is(parseDuration('x', '250ms'), 250);
+  t.is(parseDuration('x', '30s'), 30_000);
+  t.is(parseDuration('x', '1.5m'), 90_000);
+  t.is(parseDuration('x', '2h'), 7_200_000);
+  t.is(parseDuration('x', '0'), 0);
+  for (const text of ['', '5', '-1s', '1d', 's']) t.throws(() => parseDuration('x', text), { message: /invalid --x/ });
 });
