@@ -5,7 +5,7 @@
  * functions here and in the parts assume no other change runs meanwhile.
  */
 import { randomBytes } from 'node:crypto';
-import type { AddressHints } from './addresses.js';
+import type { AddressHints } from './address-hints.js';
 import type { NetworkDriver } from './driver.js';
 import type { NamespaceOps } from './namespaces.js';
 import type { ControllerEvent } from './types.js';

@@ -17,7 +17,7 @@
  * (ipam*.ts resolve pools and hand out addresses; addresses.ts keeps one key
  * per claim), list filters, name checks and the namespace port.
  */
-import { AddressHints } from './addresses.js';
+import { AddressHints } from './address-hints.js';
 import { connect, disconnect } from './connections.js';
 import { type ControllerContext, bestEffort, failedParts } from './context.js';
 import type { NetworkDriver } from './driver.js';
