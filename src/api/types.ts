@@ -48,8 +48,13 @@ export interface NetworkConnectBody {
   EndpointConfig?: {
     IPAMConfig?: { IPv4Address?: string; IPv6Address?: string };
     Aliases?: string[];
+    /** Of Docker's endpoint driver options netctl reads IFNAME_DRIVER_OPT; others are ignored, as Docker's bridge driver does. */
+    DriverOpts?: Record<string, string>;
   };
 }
+
+/** Docker's (28.0+) endpoint driver option naming the interface inside the container. */
+export const IFNAME_DRIVER_OPT = 'com.docker.network.endpoint.ifname';
 
 export interface NetworkDisconnectBody {
   Container: string;
@@ -69,6 +74,8 @@ export interface SandboxNetworkJson {
   EndpointID: string;
   EndpointName: string;
   InterfaceName: string;
+  /** The other end of the interface in the daemon host's namespace (a bridge network's veth); empty when there is none there. */
+  HostInterfaceName: string;
   MacAddress: string;
   IPv4Address: string;
   IPv6Address: string;
@@ -109,6 +116,7 @@ export function toSandboxJson(sandbox: SandboxInfo): SandboxJson {
       EndpointID: endpoint.id,
       EndpointName: endpoint.name,
       InterfaceName: endpoint.ifName ?? '',
+      HostInterfaceName: sandbox.hostInterfaces[endpoint.id] ?? '',
       MacAddress: endpoint.macAddress,
       IPv4Address: endpoint.ipv4Address ?? '',
       IPv6Address: endpoint.ipv6Address ?? '',
@@ -247,12 +255,14 @@ export function readNetworkConnect(raw: unknown): { container: string; options: 
   const endpointConfig = optObject(body, 'EndpointConfig');
   const ipamConfig = endpointConfig === undefined ? undefined : optObject(endpointConfig, 'IPAMConfig');
   const aliases = endpointConfig === undefined ? undefined : optStringArray(endpointConfig, 'Aliases');
+  const driverOpts = endpointConfig === undefined ? undefined : optStringMap(endpointConfig, 'DriverOpts');
   return {
     container: requiredString(body, 'Container'),
     options: defined<ConnectOptions>({
       ipv4Address: ipamConfig === undefined ? undefined : nonEmpty(optString(ipamConfig, 'IPv4Address')),
       ipv6Address: ipamConfig === undefined ? undefined : nonEmpty(optString(ipamConfig, 'IPv6Address')),
       aliases: aliases !== undefined && aliases.length > 0 ? aliases : undefined,
+      ifName: nonEmpty(driverOpts?.[IFNAME_DRIVER_OPT]),
     }),
   };
 }

@@ -326,6 +326,12 @@ const connect: Command = {
   args: { exactly: 2 },
   flags: [
     { name: 'alias', type: 'list', valueName: 'strings', help: 'Add network-scoped alias for the sandbox' },
+    {
+      name: 'driver-opt',
+      type: 'list',
+      valueName: 'strings',
+      help: 'driver options for the network (com.docker.network.endpoint.ifname=NAME names the interface)',
+    },
     { name: 'ip', type: 'string', help: 'IPv4 address (e.g., "172.30.100.104")' },
     { name: 'ip6', type: 'string', help: 'IPv6 address (e.g., "2001:db8::33")' },
   ],
@@ -333,9 +339,11 @@ const connect: Command = {
     const ip = parsed.string('ip');
     const ip6 = parsed.string('ip6');
     const aliases = parsed.list('alias');
+    const driverOpts = keyValues('driver-opt', parsed.list('driver-opt'));
     await ctx.client().connect(parsed.args[0] ?? '', parsed.args[1] ?? '', {
       IPAMConfig: { ...(ip !== undefined ? { IPv4Address: ip } : {}), ...(ip6 !== undefined ? { IPv6Address: ip6 } : {}) },
       ...(aliases.length > 0 ? { Aliases: aliases } : {}),
+      ...(Object.keys(driverOpts).length > 0 ? { DriverOpts: driverOpts } : {}),
     });
     return 0;
   },

@@ -12,14 +12,19 @@ import { Forbidden, SandboxNotFound } from '../errors.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 import { findByIdOrNameOptional } from '../repository/repository.js';
 
-/** Connects the sandbox to the network; when it then needs the gateway bridge and that fails, the connect is undone. */
+/**
+ * Connects the sandbox to the network, its interface named `ifName` when
+ * given; when it then needs the gateway bridge and that fails, the connect
+ * is undone.
+ */
 export async function connect(
   context: ControllerContext,
   network: NetworkRecord,
   sandbox: SandboxRecord,
   request: EndpointCreateRequest,
+  ifName?: string,
 ): Promise<EndpointRecord> {
-  const joined = await connectEndpoint(context, network, sandbox, request);
+  const joined = await connectEndpoint(context, network, sandbox, request, ifName);
   try {
     await attachGatewayBridge(context, sandbox);
   } catch (err) {

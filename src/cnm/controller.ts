@@ -326,7 +326,8 @@ export class Controller {
       const network = await this.context.records.findNetwork(networkIdOrName, 'skip');
       const sandbox = await this.context.records.findSandbox(sandboxIdOrName, 'skip');
       validateAliases(options.aliases);
-      return connect(this.context, network, sandbox, { name: sandbox.name, ...options });
+      const { ifName, ...request } = options;
+      return connect(this.context, network, sandbox, { name: sandbox.name, ...request }, ifName);
     });
   }
 

@@ -91,6 +91,12 @@ export interface NetworkDriver {
   join(request: JoinRequest): Promise<void>;
   /** Removes the endpoint's interface from the sandbox; missing pieces are not an error. */
   leave(request: LeaveRequest): Promise<void>;
+  /**
+   * The name of the joined endpoint's other end in the host's namespace (the
+   * bridge driver's veth), for runtimes that act on it there, as CNI's
+   * chained plugins do; absent when the driver keeps none there.
+   */
+  hostInterfaceName?(endpoint: EndpointRecord): string;
   /** Releases everything the driver holds in this process (not kernel state); a second close does nothing. */
   close?(): Promise<void>;
 }

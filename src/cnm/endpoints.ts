@@ -8,7 +8,7 @@ import { claimsOf, heldClaims } from './addresses.js';
 import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, withoutPending } from './context.js';
 import { macFor } from './mac.js';
 import type { EndpointCreateRequest } from './types.js';
-import { validateAliases, validateName } from './validate.js';
+import { validateAliases, validateIfName, validateName } from './validate.js';
 import { Conflict, EndpointNotFound, InvalidArgument, NetctlError, NetworkNotFound } from '../errors.js';
 import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 import { keys } from '../repository/keys.js';
@@ -128,14 +128,18 @@ export async function deleteEndpoint(context: ControllerContext, network: Networ
   }
 }
 
-/** `docker network connect` without the way out: an endpoint named after the sandbox, made and joined. */
+/**
+ * `docker network connect` without the way out: an endpoint named after the
+ * sandbox, made and joined, its interface named `ifName` when given.
+ */
 export async function connectEndpoint(
   context: ControllerContext,
   network: NetworkRecord,
   sandbox: SandboxRecord,
   request: EndpointCreateRequest,
+  ifName?: string,
 ): Promise<EndpointRecord> {
-  const placement = await placementIn(context, network, sandbox);
+  const placement = await placementIn(context, network, sandbox, ifName);
   // Address, sandbox and interface are stored in one write, marked pending, before the kernel is touched.
   const endpoint = await createEndpoint(context, network, request, { ...placement, pending: 'connect' });
   return completeJoin(context, network, endpoint, sandbox);
@@ -165,15 +169,18 @@ export async function joinEndpoint(
 }
 
 /**
- * Where an endpoint of `network` goes in the sandbox: the next free ethN,
- * and the default route when no other endpoint gives one. Refused when the
- * sandbox is already on the network or is being made or removed.
+ * Where an endpoint of `network` goes in the sandbox: the interface name
+ * asked for or the next free ethN, and the default route when no other
+ * endpoint gives one. Refused when the sandbox is already on the network,
+ * is being made or removed, or has an endpoint with that interface name.
  */
 async function placementIn(
   context: ControllerContext,
   network: NetworkRecord,
   sandbox: SandboxRecord,
+  requestedIfName?: string,
 ): Promise<{ sandboxId: string; ifName: string; defaultGateway?: true }> {
+  if (requestedIfName !== undefined) validateIfName(requestedIfName);
   if (sandbox.pending !== undefined) {
     throw new Conflict(`sandbox ${sandbox.name} is being ${sandbox.pending === 'create' ? 'created' : 'removed'}`);
   }
@@ -189,10 +196,17 @@ async function placementIn(
     throw new Conflict(`sandbox ${sandbox.name} is already connected to network ${network.name}`);
   }
   const usedNames = new Set(sandboxEndpoints.map((e) => e.ifName));
-  let index = 0;
-  while (usedNames.has(`eth${index}`)) index++;
+  let ifName = requestedIfName;
+  if (ifName === undefined) {
+    let index = 0;
+    while (usedNames.has(`eth${index}`)) index++;
+    ifName = `eth${index}`;
+  } else if (usedNames.has(ifName)) {
+    const holder = sandboxEndpoints.find((e) => e.ifName === ifName);
+    throw new Conflict(`sandbox ${sandbox.name} already has an interface ${ifName} (endpoint ${holder?.name ?? '?'})`);
+  }
   const setDefaultRoute = givesDefaultRoute(context, network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
-  return { sandboxId: sandbox.id, ifName: `eth${index}`, ...(setDefaultRoute ? { defaultGateway: true as const } : {}) };
+  return { sandboxId: sandbox.id, ifName, ...(setDefaultRoute ? { defaultGateway: true as const } : {}) };
 }
 
 /**
@@ -326,7 +340,7 @@ export async function settle(
 async function handOverDefaultRoute(context: ControllerContext, sandbox: SandboxRecord): Promise<void> {
   const candidates = (await context.records.sandboxEndpoints(sandbox, 'throw'))
     .filter((e) => e.ifName !== undefined)
-    .sort((a, b) => ifIndex(a) - ifIndex(b));
+    .sort(byInterfaceOrder);
   for (const candidate of candidates) {
     const network = await context.records.networkById(candidate.networkId).catch(() => undefined);
     if (network === undefined || !givesDefaultRoute(context, network) || candidate.ifName === undefined) continue;
@@ -337,8 +351,17 @@ async function handOverDefaultRoute(context: ControllerContext, sandbox: Sandbox
   }
 }
 
-function ifIndex(endpoint: EndpointRecord): number {
-  return Number((endpoint.ifName ?? '').replace(/^eth/, ''));
+/** Lowest ethN first; names a caller chose (net1, cni0…) come after every ethN, in name order. */
+function byInterfaceOrder(a: EndpointRecord, b: EndpointRecord): number {
+  const indexA = ethIndex(a.ifName ?? '');
+  const indexB = ethIndex(b.ifName ?? '');
+  if (indexA !== indexB) return indexA - indexB;
+  return (a.ifName ?? '') < (b.ifName ?? '') ? -1 : (a.ifName ?? '') > (b.ifName ?? '') ? 1 : 0;
+}
+
+function ethIndex(ifName: string): number {
+  const match = /^eth(\d+)$/.exec(ifName);
+  return match === null ? Number.MAX_SAFE_INTEGER : Number(match[1]);
 }
 
 /** Stores the endpoint as joined to no sandbox, then takes it out of the sandbox's index. */

@@ -84,23 +84,42 @@ export async function undoSandboxCreate(context: ControllerContext, sandbox: San
 
 export async function listSandboxes(context: ControllerContext): Promise<SandboxInfo[]> {
   const endpoints = await context.records.endpoints('skip');
+  const drivers = await driverNames(context);
   return (await context.records.sandboxes('skip')).map((sandbox) =>
     sandboxInfo(
       context,
       sandbox,
       endpoints.filter((e) => e.sandboxId === sandbox.id),
+      drivers,
     ),
   );
 }
 
 export async function inspectSandbox(context: ControllerContext, idOrName: string): Promise<SandboxInfo> {
   const sandbox = await context.records.findSandbox(idOrName, 'skip');
-  return sandboxInfo(context, sandbox, await context.records.sandboxEndpoints(sandbox, 'skip'));
+  return sandboxInfo(context, sandbox, await context.records.sandboxEndpoints(sandbox, 'skip'), await driverNames(context));
 }
 
-function sandboxInfo(context: ControllerContext, sandbox: SandboxRecord, endpoints: readonly EndpointRecord[]): SandboxInfo {
+/** Network id → the name of its driver. */
+async function driverNames(context: ControllerContext): Promise<ReadonlyMap<string, string>> {
+  return new Map((await context.records.networks('skip')).map((network) => [network.id, network.driver]));
+}
+
+function sandboxInfo(
+  context: ControllerContext,
+  sandbox: SandboxRecord,
+  endpoints: readonly EndpointRecord[],
+  driverNames: ReadonlyMap<string, string> = new Map(),
+): SandboxInfo {
   const resolvConfPath = sandbox.netnsPath === '' ? undefined : context.resolvConfPath?.(sandbox);
-  return { ...sandbox, endpoints, ...(resolvConfPath !== undefined ? { resolvConfPath } : {}) };
+  const hostInterfaces: Record<string, string> = {};
+  for (const endpoint of endpoints) {
+    const driverName = driverNames.get(endpoint.networkId);
+    const driver = driverName === undefined ? undefined : context.drivers.get(driverName);
+    const name = endpoint.ifName === undefined ? undefined : driver?.hostInterfaceName?.(endpoint);
+    if (name !== undefined) hostInterfaces[endpoint.id] = name;
+  }
+  return { ...sandbox, endpoints, hostInterfaces, ...(resolvConfPath !== undefined ? { resolvConfPath } : {}) };
 }
 
 /**

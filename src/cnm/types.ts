@@ -43,6 +43,12 @@ export interface ConnectOptions {
   readonly ipv4Address?: string;
   readonly ipv6Address?: string;
   readonly aliases?: readonly string[];
+  /**
+   * The interface's name in the sandbox instead of the next free ethN: a
+   * runtime (CNI's CNI_IFNAME) or a user (Docker's
+   * `com.docker.network.endpoint.ifname`) may need a fixed one.
+   */
+  readonly ifName?: string;
 }
 
 export interface DisconnectOptions {
@@ -85,6 +91,8 @@ export interface NetworkView {
 
 export interface SandboxInfo extends SandboxRecord {
   readonly endpoints: readonly EndpointRecord[];
+  /** Endpoint id → its interface in the host's namespace, for the joined endpoints whose driver keeps one there. */
+  readonly hostInterfaces: Readonly<Record<string, string>>;
   /** The resolv.conf pointing at the embedded DNS, for runtimes to mount. */
   readonly resolvConfPath?: string;
 }

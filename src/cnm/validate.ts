@@ -6,6 +6,12 @@ import { InvalidArgument } from '../errors.js';
 
 const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 const ALIAS_LABEL = /^[A-Za-z0-9_-]{1,63}$/;
+/**
+ * Interface names: the kernel takes up to 15 bytes without '/', ':' or
+ * whitespace (dev_valid_name); we keep to the characters names are made of
+ * in practice, so a name is safe in any tool's command line.
+ */
+const IFNAME_PATTERN = /^[A-Za-z0-9_.-]{1,15}$/;
 
 /**
  * Bounds on what a request may store, so one client cannot fill the store
@@ -64,4 +70,15 @@ export function validateAliases(aliases: readonly string[] | undefined): void {
       );
     }
   }
+}
+
+/** An interface name a caller asks for inside a sandbox. */
+export function validateIfName(ifName: string): void {
+  if (typeof ifName !== 'string' || !IFNAME_PATTERN.test(ifName) || ifName === '.' || ifName === '..') {
+    throw new InvalidArgument(
+      `invalid interface name ${JSON.stringify(String(ifName).slice(0, 32))}: 1 to 15 characters of letters, digits, '_', '.' and '-'`,
+    );
+  }
+  // Every namespace has its loopback; a join would try to replace it.
+  if (ifName === 'lo') throw new InvalidArgument('invalid interface name "lo": it is the sandbox\'s loopback');
 }

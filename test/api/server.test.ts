@@ -272,6 +272,28 @@ test('connect and disconnect a sandbox; the network shows it under Containers', 
   t.is(noContainer.status, 400);
 });
 
+test("connect takes the interface name from Docker's com.docker.network.endpoint.ifname driver option", async (t) => {
+  const id = await createNetwork(t.context, { Name: 'net', IPAM: { Config: [{ Subnet: '10.89.0.0/24' }] } });
+  t.is((await call(t.context, 'POST', '/sandboxes/create', { Name: 'box' })).status, 201);
+  const connect = await call(t.context, 'POST', `/networks/${id}/connect`, {
+    Container: 'box',
+    EndpointConfig: { DriverOpts: { 'com.docker.network.endpoint.ifname': 'net7', 'com.example.other': 'ignored' } },
+  });
+  t.is(connect.status, 200, connect.text);
+  const sandbox = (await call(t.context, 'GET', '/sandboxes/box')).json;
+  t.is(sandbox.Networks[id].InterfaceName, 'net7');
+  t.is(sandbox.Networks[id].HostInterfaceName, '', 'the test driver keeps no interface in the host namespace');
+  t.is((await call(t.context, 'POST', '/sandboxes/create', { Name: 'other' })).status, 201);
+  const invalid = await call(t.context, 'POST', `/networks/${id}/connect`, {
+    Container: 'other',
+    EndpointConfig: { DriverOpts: { 'com.docker.network.endpoint.ifname': 'bad name' } },
+  });
+  t.is(invalid.status, 400);
+  t.regex(invalid.json.message, /invalid interface name "bad name"/);
+  const notString = await call(t.context, 'POST', `/networks/${id}/connect`, { Container: 'other', EndpointConfig: { DriverOpts: { x: 1 } } });
+  t.is(notString.status, 400);
+});
+
 test('sandbox routes: create, list, inspect, delete', async (t) => {
   t.context.namespaces.paths.add('/proc/1234/ns/net');
   const made = await call(t.context, 'POST', '/v1.47/sandboxes/create', { Name: 'one' });

@@ -79,6 +79,46 @@ test('a second network on a sandbox is eth1 and does not take the default route'
   t.deepEqual([...driver.joined.values()].sort(), ['s/eth0', 's/eth1']);
 });
 
+test('connect names the interface as asked; a name in use, an invalid one or lo is refused and nothing is stored', async (t) => {
+  const { controller, driver, store } = await setup();
+  await controller.createNetwork({ name: 'one' });
+  await controller.createNetwork({ name: 'two' });
+  await controller.createNetwork({ name: 'three' });
+  await controller.createSandbox({ name: 's' });
+  const named = await controller.connect('one', 's', { ifName: 'net1' });
+  t.is(named.ifName, 'net1');
+  t.is((await controller.connect('two', 's')).ifName, 'eth0', 'the next free ethN still starts at eth0');
+  const before = await snapshot(store);
+  const refused: [string, string, RegExp][] = [
+    ['net1', 'Conflict', /sandbox s already has an interface net1/],
+    ['eth0', 'Conflict', /already has an interface eth0/],
+    ['sixteen-chars-no', 'InvalidArgument', /invalid interface name "sixteen-chars-no"/],
+    ['a/b', 'InvalidArgument', /invalid interface name "a\/b"/],
+    ['..', 'InvalidArgument', /invalid interface name/],
+    ['lo', 'InvalidArgument', /loopback/],
+  ];
+  for (const [ifName, code, message] of refused) {
+    const err = await t.throwsAsync(controller.connect('three', 's', { ifName }));
+    t.is((err as { code?: string }).code, code, ifName);
+    t.regex(err?.message ?? '', message);
+  }
+  t.deepEqual(await snapshot(store), before);
+  t.deepEqual([...driver.joined.values()].sort(), ['s/eth0', 's/net1']);
+});
+
+test('the default route moves to an ethN before a named interface', async (t) => {
+  const { controller, driver } = await setup();
+  for (const name of ['first', 'named', 'later']) await controller.createNetwork({ name });
+  await controller.createSandbox({ name: 's' });
+  await controller.connect('first', 's');
+  await controller.connect('named', 's', { ifName: 'cni0' });
+  await controller.connect('later', 's');
+  await controller.disconnect('first', 's');
+  t.is(driver.defaultRoutes.get('s'), 'later', 'eth1 takes the route before cni0');
+  await controller.disconnect('later', 's');
+  t.is(driver.defaultRoutes.get('s'), 'named');
+});
+
 test('the default route comes from the first network and moves when the sandbox leaves it', async (t) => {
   const { controller, driver, open } = await setup();
   await controller.createNetwork({ name: 'inner', internal: true });

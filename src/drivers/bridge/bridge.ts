@@ -12,12 +12,12 @@
 import { isIP } from 'node:net';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
 import { Conflict, InvalidArgument } from '../../errors.js';
-import type { NetworkRecord } from '../../records.js';
+import type { EndpointRecord, NetworkRecord } from '../../records.js';
 import { currentNetnsPath } from '../../sys/netns.js';
 import { NetworkConfigs } from '../configs.js';
 import { type DriverKernel, type Links, systemKernel, withLinks } from '../kernel.js';
 import { tearDown } from '../teardown.js';
-import { plugVeth, unplugVeth } from '../veth.js';
+import { hostVethName, plugVeth, unplugVeth } from '../veth.js';
 
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 export const ENABLE_ICC_OPTION = 'com.docker.network.bridge.enable_icc';
@@ -264,5 +264,9 @@ export class BridgeDriver implements NetworkDriver {
 
   async leave(request: LeaveRequest): Promise<void> {
     await withLinks(this.kernel, this.hostNetnsPath, (host) => unplugVeth(host, request.endpoint.id));
+  }
+
+  hostInterfaceName(endpoint: EndpointRecord): string {
+    return hostVethName(endpoint.id);
   }
 }
