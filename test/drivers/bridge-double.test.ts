@@ -37,6 +37,7 @@ test('create, join, leave and delete ask the kernel for exactly the bridge, the 
     `${HOST} applyNft add table inet netctl_0123456789ab`,
   ]);
   t.regex(kernel.nftScripts[0] ?? '', /oifname "br-0123456789ab" iifname != "br-0123456789ab" ct state established,related accept/);
+  t.regex(kernel.nftScripts[0] ?? '', /oifname "br-0123456789ab" iifname != "br-0123456789ab" ct status dnat accept/);
   t.regex(kernel.nftScripts[0] ?? '', /ip saddr 10\.44\.0\.0\/24 oifname != "br-0123456789ab" masquerade/);
 
   kernel.calls.length = 0;

@@ -3,6 +3,7 @@
  * namespace (where the bridges live, standing in for the root namespace),
  * a controller over a file store, and sandboxes as named namespaces.
  */
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import { kernelNamespaces } from '../../src/host.js';
 import { FileStore } from '../../src/store/file.js';
 import { addNetns, addresses, links, nftRuleset, pings, removeNetns, routes, run, uniqueName } from '../helpers/kernel.js';
 import { type ComplianceEnv, driverCompliance } from './compliance.js';
+import { waitFor } from '../helpers/wait.js';
 import { silentLogger } from '../../src/log.js';
 
 interface BridgeEnv extends ComplianceEnv {
@@ -142,6 +144,45 @@ test.serial('outbound traffic is masqueraded; an --internal network has no route
   t.true(await pings(a.netnsPath, '198.18.7.2'), 'the open network reaches out');
   t.is((await routes(b.netnsPath)).find((r) => r.dst === 'default'), undefined, 'internal: no default route');
   t.false(await pings(b.netnsPath, '198.18.7.2', { waitSeconds: 1 }), 'internal: nothing out');
+});
+
+test.serial('from outside, a sandbox is reached only through a port the host forwards to it (DNAT), as a published port', async (t) => {
+  const env = await withEnv(t);
+  const outside = uniqueName('o');
+  const outsidePath = await addNetns(outside);
+  t.teardown(() => removeNetns(outside));
+  const hostEnd = uniqueName('v');
+  await env.controller.createNetwork({ name: 'pub', ipam: { config: [{ subnet: '10.46.0.0/24' }] } });
+  const sandbox = await env.controller.createSandbox({ name: env.sandboxName('a') });
+  await env.controller.connect('pub', sandbox.name);
+  for (const args of [
+    ['-n', env.hostNs, 'link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', 'up0', 'netns', outside],
+    ['-n', env.hostNs, 'addr', 'add', '198.18.8.1/24', 'dev', hostEnd],
+    ['-n', env.hostNs, 'link', 'set', hostEnd, 'up'],
+    ['-n', outside, 'addr', 'add', '198.18.8.2/24', 'dev', 'up0'],
+    ['-n', outside, 'link', 'set', 'up0', 'up'],
+    // A route to the bridge subnet, so a direct attempt is forwarded and meets the bridge's rules.
+    ['-n', outside, 'route', 'add', '10.46.0.0/24', 'via', '198.18.8.1'],
+  ]) {
+    const result = await run('ip', args);
+    t.is(result.code, 0, result.stderr);
+  }
+  const server = spawn('nsenter', [`--net=${sandbox.netnsPath}`, process.execPath, '-e', "require('http').createServer((q, s) => s.end('sandbox')).listen(8000)"], {
+    stdio: 'ignore',
+  });
+  t.teardown(() => {
+    server.kill('SIGKILL');
+  });
+  const fetchFromOutside = (url: string) => run('nsenter', [`--net=${outsidePath}`, 'curl', '-s', '-m', '2', url]);
+  await waitFor('the sandbox listening', async () => ((await run('nsenter', [`--net=${sandbox.netnsPath}`, 'curl', '-s', '-m', '1', 'http://127.0.0.1:8000/'])).stdout === 'sandbox' ? true : undefined), 10_000);
+  t.not((await fetchFromOutside('http://10.46.0.2:8000/')).stdout, 'sandbox', 'no new connection from outside straight to a sandbox');
+  const dnat = await run('nsenter', [
+    `--net=${env.hostNsPath}`,
+    '/usr/sbin/nft',
+    'add table ip published; add chain ip published pre { type nat hook prerouting priority dstnat; }; add rule ip published pre tcp dport 8080 dnat to 10.46.0.2:8000',
+  ]);
+  t.is(dnat.code, 0, dnat.stderr);
+  t.is((await fetchFromOutside('http://198.18.8.1:8080/')).stdout, 'sandbox', 'the forwarded port reaches the sandbox');
 });
 
 test.serial('enable_icc=false: sandboxes reach the gateway but not each other', async (t) => {

@@ -127,7 +127,12 @@ function nftTable(network: NetworkRecord, config: BridgeConfig, protectedEndpoin
   const guard = guardRules(bridge, protectedEndpoints);
   const forward = network.internal
     ? [`iifname ${bridge} oifname != ${bridge} drop`, `oifname ${bridge} iifname != ${bridge} drop`]
-    : [`oifname ${bridge} iifname != ${bridge} ct state established,related accept`, `oifname ${bridge} iifname != ${bridge} drop`];
+    : [
+        `oifname ${bridge} iifname != ${bridge} ct state established,related accept`,
+        // A port the host forwards to a sandbox by DNAT (CNI's portmap, an admin's rule) is open, as Docker's published ports are.
+        `oifname ${bridge} iifname != ${bridge} ct status dnat accept`,
+        `oifname ${bridge} iifname != ${bridge} drop`,
+      ];
   const masquerade: string[] = [];
   if (config.enableMasquerade && !network.internal) {
     for (const pool of network.ipam.config) {
