@@ -3,8 +3,8 @@
  * `nsenter --net=PATH` (nftables rulesets are per network namespace).
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { NetctlError, Unavailable } from '../errors.js';
+import { NetctlError } from '../errors.js';
+import { systemTool } from './tools.js';
 
 export type NftFamily = 'inet' | 'ip' | 'ip6' | 'bridge';
 
@@ -12,17 +12,6 @@ interface NftResult {
   code: number | null;
   stdout: string;
   stderr: string;
-}
-
-/**
- * Absolute path of a system tool, never looked up in PATH: under npm/npx,
- * node_modules/.bin comes first, and ava's dependency @vercel/nft installs an
- * unrelated `nft` there.
- */
-function systemTool(name: string): string {
-  const path = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].map((dir) => `${dir}/${name}`).find((p) => existsSync(p));
-  if (path === undefined) throw new Unavailable(`${name} is not installed`);
-  return path;
 }
 
 function runNft(netnsPath: string, args: readonly string[], input?: string): Promise<NftResult> {
