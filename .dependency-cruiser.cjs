@@ -1,5 +1,5 @@
 // Layering of src/, as DESIGN.md ("Shape of the code") draws it:
-//   cli → api|plugins → cnm → drivers → vxlan|dns|ingress|crypto → repository → wire|sys|store → errors|records|log
+//   cli|cni → api|plugins → cnm → drivers → vxlan|dns|ingress|crypto → repository → wire|sys|store → errors|records|log
 // Each layer may import its own folder and the layers below it, never above
 // or sideways. host.ts and index.ts are composition roots and may import
 // anything. CommonJS because depcruise reads its config with require() when
@@ -88,6 +88,8 @@ module.exports = {
       'cnm/ is the controller: it may use drivers and everything under them.'),
     layer('api-imports-only-below', '^src/(api|plugins)/', `^src/(cnm|drivers)/|^(${TIER_DATA_PLANE})|^src/$1/`,
       'api/ and plugins/ adapt the controller to callers; neither imports cli/ or the other.'),
+    layer('cni-talks-to-the-daemon', '^src/cni/', `^src/cni/|^src/api/(client|types|docker)\\.ts$|^src/sys/(ip-json|tools)\\.ts$|^${BOTTOM}`,
+      'cni/ is a client of the daemon beside cli/: the API client and its JSON types, and sys/ read-only views of namespaces; never cnm/ or the addon.'),
     layer('cli-imports-only-below', '^src/cli/', `^src/(cli|api|plugins|cnm|drivers)/|^(${TIER_DATA_PLANE})|^src/host\\.ts$`,
       'cli/ is the top layer; the daemon command wires the host via host.ts.'),
     {
