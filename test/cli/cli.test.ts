@@ -172,6 +172,13 @@ test('network rm prints each removed name and reports failures', async (t) => {
   t.is(forced.code, 0);
 });
 
+test("connect --driver-opt com.docker.network.endpoint.ifname names the sandbox's interface", async (t) => {
+  await ok(t, ['network', 'create', '--subnet', '10.78.0.0/24', 'lan']);
+  await ok(t, ['sandbox', 'create', 'box']);
+  t.is(await ok(t, ['network', 'connect', '--driver-opt', 'com.docker.network.endpoint.ifname=lan0', 'lan', 'box']), '');
+  t.is(await ok(t, ['sandbox', 'inspect', '-f', '{{range .Networks}}{{.InterfaceName}}{{end}}', 'box']), 'lan0\n');
+});
+
 test('connect, disconnect and the sandbox commands', async (t) => {
   await ok(t, ['network', 'create', '--subnet', '10.77.0.0/24', 'front']);
   const boxId = (await ok(t, ['sandbox', 'create', '--label', 'app=shop', 'box'])).trim();
