@@ -136,12 +136,19 @@ export async function add(client: ApiClient, conf: NetConf, request: AttachmentR
   if (sandbox === undefined) {
     sandbox = await client.createSandbox({ Name: sandboxNameFor(request.containerId), NetnsPath: netns, Labels: { [CONTAINER_LABEL]: request.containerId } });
   }
+  const sandboxId = sandbox.Id;
   try {
-    await client.connect(network.Id, sandbox.Id, endpointConfig(conf, request));
-    const joined = await client.inspectSandbox(sandbox.Id);
-    return await resultOf(conf, network, joined, netns, request.ifName);
+    await client.connect(network.Id, sandboxId, endpointConfig(conf, request));
   } catch (err) {
-    if (created) await removeIfEmpty(client, sandbox.Id).catch(() => undefined);
+    if (created) await removeIfEmpty(client, sandboxId).catch(() => undefined);
+    throw err;
+  }
+  try {
+    return await resultOf(conf, network, await client.inspectSandbox(sandboxId), netns, request.ifName);
+  } catch (err) {
+    // A failed ADD leaves nothing behind, whether or not the runtime follows it with a DEL.
+    await client.disconnect(network.Id, sandboxId, true).catch(() => undefined);
+    await removeIfEmpty(client, sandboxId).catch(() => undefined);
     throw err;
   }
 }

@@ -286,7 +286,7 @@ test.serial('VERSION, the about text, and bad environments or configurations: co
   t.deepEqual((await links(a.netns)).map((l) => l.ifname), ['lo'], 'nothing was made');
 });
 
-test.serial('with its daemon stopped: ADD, DEL and CHECK say try again later (11), STATUS 51; restarted, ADD works', async (t) => {
+test.serial('with its daemon stopped: ADD, DEL and CHECK say try again later (11), STATUS 51; restarted, the attachment is back and ADD works', async (t) => {
   const hostNs = uniqueName('cnid');
   const hostNsPath = await addNetns(hostNs);
   const stateDir = await mkdtemp(join(tmpdir(), 'netctl-cni-down-'));
@@ -299,24 +299,36 @@ test.serial('with its daemon stopped: ADD, DEL and CHECK say try again later (11
     await rm(stateDir, { recursive: true, force: true });
   });
   await new ApiClient(`unix://${socket}`).createNetwork({ Name: 'cninet', IPAM: { Config: [{ Subnet: '10.96.0.0/24' }] } });
-  await daemon.stop('SIGKILL');
-  const a = await container(t);
-  const params = { containerId: a.id, netns: a.netns, ifName: 'eth0' };
   // The configuration names no host: NETCTL_HOST does, as a runtime's environment might.
   const stdin = conf(t, { host: undefined });
   const env = { NETCTL_HOST: `unix://${socket}` };
-  for (const command of ['ADD', 'DEL', 'CHECK']) {
-    const result = await cni(t, command, params, command === 'CHECK' ? conf(t, { host: undefined, prevResult: { interfaces: [{ name: 'eth0', sandbox: a.netns }] } }) : stdin, env);
+  const a = await container(t);
+  const attached = { containerId: a.id, netns: a.netns, ifName: 'net0' };
+  const first = await cni(t, 'ADD', attached, stdin, env);
+  t.is(first.code, 0, first.stdout);
+
+  await daemon.stop('SIGKILL');
+  const b = await container(t);
+  const params = { containerId: b.id, netns: b.netns, ifName: 'eth0' };
+  for (const [command, which, input] of [
+    ['ADD', params, stdin],
+    ['DEL', attached, stdin],
+    ['CHECK', attached, conf(t, { host: undefined, prevResult: first.json })],
+  ] as const) {
+    const result = await cni(t, command, which, input, env);
     t.is(result.code, 1, command);
     t.like(result.json, { cniVersion: '1.1.0', code: 11, msg: 'the netctl daemon is not reachable; try again later' }, command);
     t.regex(result.json.details, new RegExp(`Cannot connect to the netctl daemon at unix://${socket}`));
   }
   const status = await cni(t, 'STATUS', {}, stdin, env);
   t.like(status.json, { code: 51, msg: 'the netctl daemon is not reachable' });
+  t.true(await pings(a.netns, '10.96.0.1'), "the bridge's kernel side still carries traffic meanwhile");
 
   daemon = await start();
+  const check = await cni(t, 'CHECK', attached, conf(t, { host: undefined, prevResult: first.json }), env);
+  t.is(check.code, 0, `the restarted daemon restored net0: ${check.stdout}`);
   const result = await cni(t, 'ADD', params, stdin, env);
   t.is(result.code, 0, result.stdout);
-  t.is(result.json.ips[0].address, '10.96.0.2/24');
-  t.is((await cni(t, 'DEL', params, stdin, env)).code, 0);
+  t.is(result.json.ips[0].address, '10.96.0.3/24');
+  for (const which of [attached, params]) t.is((await cni(t, 'DEL', which, stdin, env)).code, 0);
 });
