@@ -113,6 +113,7 @@ export async function add(client: ApiClient, conf: NetConf, request: AttachmentR
   if (network === undefined) {
     throw new CniError(ErrorCode.invalidNetworkConfig, 'invalid network configuration', `network: netctl has no network "${conf.network}"`);
   }
+  const endpoint = endpointConfig(conf, request);
   // The daemon would replace an interface of that name; §2 wants an error instead.
   const existing = await readInterface(netns, request.ifName).catch((err: unknown) => {
     throw new CniError(ErrorCode.invalidEnvironment, 'invalid CNI_NETNS', `CNI_NETNS ${netns}: ${(err as Error).message}`);
@@ -138,7 +139,7 @@ export async function add(client: ApiClient, conf: NetConf, request: AttachmentR
   }
   const sandboxId = sandbox.Id;
   try {
-    await client.connect(network.Id, sandboxId, endpointConfig(conf, request));
+    await client.connect(network.Id, sandboxId, endpoint);
   } catch (err) {
     if (created) await removeIfEmpty(client, sandboxId).catch(() => undefined);
     throw err;
