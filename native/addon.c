@@ -173,6 +173,7 @@ static napi_status register_batch_layout(napi_env env, napi_value exports) {
 
 static napi_value Init(napi_env env, napi_value exports) {
   if (register_batch_layout(env, exports) != napi_ok) return NULL;
+  if (netctl_register_esp(env, exports) != napi_ok) return NULL;
   if (netctl_register_fslock(env, exports) != napi_ok) return NULL;
   if (netctl_register_netns(env, exports) != napi_ok) return NULL;
   if (netctl_register_offload(env, exports) != napi_ok) return NULL;

@@ -70,6 +70,7 @@ void netctl_started_release(napi_env env, netctl_started_t *started);
 /* Sets array[0] to a Uint8Array over all `size` bytes of the ArrayBuffer that `arena` refers to. */
 void netctl_expose_arena(napi_env env, napi_ref arena, size_t size, napi_value array);
 
+napi_status netctl_register_esp(napi_env env, napi_value exports);
 napi_status netctl_register_fslock(napi_env env, napi_value exports);
 napi_status netctl_register_netns(napi_env env, napi_value exports);
 napi_status netctl_register_offload(napi_env env, napi_value exports);

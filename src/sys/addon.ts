@@ -40,6 +40,24 @@ export interface NativeSegments {
   length: number;
 }
 
+/** Opaque handle to a table of ESP security associations (native/esp.h; a napi external). */
+export interface NativeEspTable {
+  readonly __nativeEspTable: unique symbol;
+}
+
+export type NativeEspDirection = 'inbound' | 'outbound';
+
+/** An SA's counters, or a direction's totals; never key material. */
+export interface NativeEspCounters {
+  /** Datagrams sealed or opened, and their plaintext bytes. */
+  packets: number;
+  bytes: number;
+  /** Outbound: the last sequence number sent. Inbound: the highest authenticated. Totals: 0. */
+  sequence: bigint;
+  /** Datagrams refused, by reason (the names of espLayout.results but 'ok'). */
+  drops: Record<string, number>;
+}
+
 export interface NativeAddon {
   /** Moves the calling thread into the network namespace at `path`; returns an fd of the one it left. */
   netnsEnter(path: string): number;
@@ -154,6 +172,71 @@ export interface NativeAddon {
   offloadCoalesce(frames: readonly Uint8Array[], checksum?: Uint8Array): Buffer[];
   /** Completes in place a checksum left partial (an RCO octet, see FrameBatch.checksum); false when it does not fit the frame. */
   offloadCompletePartial(frame: Uint8Array, checksum: number): boolean;
+
+  /** True when AES-256-GCM gives a known answer (GCM test case 16) through the code SAs use; the result is kept. */
+  espSelfTest(): boolean;
+  /** A table of ESP SAs indexed by SPI. Throws code ESP_SELF_TEST_FAILED when AES-256-GCM does not work. */
+  espTableCreate(): NativeEspTable;
+  /** Wipes and frees every SA now; later calls with the handle throw ESP_TABLE_CLOSED. */
+  espTableClose(table: NativeEspTable): void;
+  /**
+   * Adds an SA, its key schedule made once. Throws RangeError ESP_SPI_RESERVED (0–255, 0x08000000),
+   * ESP_KEY_LENGTH (key 32 bytes, salt 4), Error ESP_SPI_IN_USE. `tag` comes back from espOpenBatch.
+   * `firstSequence` (outbound, tests only) is the first datagram's sequence number, 1 by default.
+   */
+  espSaAdd(
+    table: NativeEspTable,
+    direction: NativeEspDirection,
+    spi: number,
+    key: Uint8Array,
+    salt: Uint8Array,
+    tag: number,
+    firstSequence?: bigint,
+  ): void;
+  /** Wipes the SA's key; false when there is none. */
+  espSaRemove(table: NativeEspTable, direction: NativeEspDirection, spi: number): boolean;
+  espSaCounters(table: NativeEspTable, direction: NativeEspDirection, spi: number): NativeEspCounters | null;
+  /** Totals of every SA of that direction, removed ones included, with the drops of unknown SPIs and truncated datagrams. */
+  espTableCounters(table: NativeEspTable, direction: NativeEspDirection): NativeEspCounters;
+  /**
+   * Seals buffers[i] in place with outbound SA `spi`: its plaintext is lengths[i] bytes at
+   * espLayout.HEADER_LEN, the buffer's length is its room; lengths[i] becomes the datagram's
+   * length, results[i] an index into espLayout.results. Returns how many were sealed; throws
+   * ESP_UNKNOWN_SPI when there is no such SA.
+   */
+  espSealBatch(
+    table: NativeEspTable,
+    spi: number,
+    buffers: readonly Uint8Array[],
+    lengths: Uint32Array,
+    results: Uint8Array,
+    count: number,
+  ): number;
+  /**
+   * Opens buffers[i] (lengths[i] bytes) in place; when results[i] is 0 (ok), the frame is lengths[i]
+   * bytes at espLayout.HEADER_LEN and tags[i] the SA's tag. Returns how many were opened.
+   */
+  espOpenBatch(
+    table: NativeEspTable,
+    buffers: readonly Uint8Array[],
+    lengths: Uint32Array,
+    results: Uint8Array,
+    tags: Uint32Array,
+    count: number,
+  ): number;
+  /** The constants of native/esp.h, by their names there without ESP_, and the result names by code. */
+  readonly espLayout: {
+    readonly KEY_LEN: number;
+    readonly SALT_LEN: number;
+    readonly HEADER_LEN: number;
+    readonly ICV_LEN: number;
+    readonly TRAILER_LEN: number;
+    readonly MIN_LEN: number;
+    readonly MAX_OVERHEAD: number;
+    readonly NEXT_HEADER_ETHERNET: number;
+    readonly REPLAY_WINDOW: number;
+    readonly results: readonly string[];
+  };
 
   /** The constants of native/batch_layout.h, by the names src/sys/batch-layout.ts gives them. */
   readonly batchLayout: Readonly<Record<string, number>>;

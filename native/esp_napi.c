@@ -1,0 +1,420 @@
+/*
+ * JavaScript's handle on the ESP core (esp.h): a table of SAs that
+ * TypeScript fills and empties, counters without key material, and seal and
+ * open of a batch of Buffers for tests and the benchmark. The data path calls
+ * esp.h directly from C.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "addon.h"
+#include "esp.h"
+
+/* A chunk of packets handled per esp_*_batch call, so a batch needs no allocation. */
+#define BATCH_CHUNK 64
+
+/* What a napi external points to: the table, NULL once closed. */
+typedef struct {
+  esp_table_t *table;
+} table_handle_t;
+
+static const char *const result_names[ESP_RESULT_COUNT] = {
+    [ESP_OK] = "ok",
+    [ESP_UNKNOWN_SPI] = "unknownSpi",
+    [ESP_TRUNCATED] = "truncated",
+    [ESP_REPLAYED] = "replayed",
+    [ESP_BAD_ICV] = "badIcv",
+    [ESP_BAD_TRAILER] = "badTrailer",
+    [ESP_SEQUENCE_EXHAUSTED] = "sequenceExhausted",
+    [ESP_NO_ROOM] = "noRoom",
+    [ESP_CRYPTO_FAILED] = "cryptoFailed",
+};
+
+static void finalize(napi_env env, void *data, void *hint) {
+  table_handle_t *handle = data;
+  esp_table_free(handle->table);
+  free(handle);
+}
+
+static esp_table_t *get_table(napi_env env, napi_value value) {
+  table_handle_t *handle;
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_get_value_external(env, value, (void **)&handle) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected an ESP table handle");
+    return NULL;
+  }
+  if (!handle->table) napi_throw_error(env, "ESP_TABLE_CLOSED", "the ESP table is closed");
+  return handle->table;
+}
+
+static bool get_direction(napi_env env, napi_value value, esp_direction_t *direction) {
+  char name[16];
+  size_t len;
+  if (!netctl_get_string(env, value, name, sizeof name, &len, "direction must be 'inbound' or 'outbound'")) return false;
+  if (strcmp(name, "inbound") == 0) *direction = ESP_INBOUND;
+  else if (strcmp(name, "outbound") == 0) *direction = ESP_OUTBOUND;
+  else {
+    napi_throw_type_error(env, NULL, "direction must be 'inbound' or 'outbound'");
+    return false;
+  }
+  return true;
+}
+
+/* espSelfTest(): true when AES-256-GCM gives the known answer; the result is kept. */
+static napi_value js_self_test(napi_env env, napi_callback_info info) {
+  napi_value result;
+  napi_get_boolean(env, esp_self_test(), &result);
+  return result;
+}
+
+/* espTableCreate(): a table handle; throws ESP_SELF_TEST_FAILED when AES-256-GCM does not work. */
+static napi_value js_table_create(napi_env env, napi_callback_info info) {
+  if (!esp_self_test()) {
+    napi_throw_error(env, "ESP_SELF_TEST_FAILED", "AES-256-GCM failed its known-answer test: encryption is unavailable");
+    return NULL;
+  }
+  table_handle_t *handle = malloc(sizeof *handle);
+  if (handle && !(handle->table = esp_table_new())) {
+    free(handle);
+    handle = NULL;
+  }
+  if (!handle) return netctl_throw_errno(env, ENOMEM, "espTableCreate", NULL);
+  napi_value external;
+  if (napi_create_external(env, handle, finalize, NULL, &external) != napi_ok) {
+    finalize(env, handle, NULL);
+    return NULL;
+  }
+  return external;
+}
+
+/* espTableClose(table): wipes and frees every SA now; later calls on the handle throw. */
+static napi_value js_table_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  table_handle_t *handle;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&handle) != napi_ok) {
+    napi_throw_type_error(env, NULL, "espTableClose(table)");
+    return NULL;
+  }
+  esp_table_free(handle->table);
+  handle->table = NULL;
+  return NULL;
+}
+
+/* espSaAdd(table, direction, spi, key, salt, tag, firstSequence?: bigint). */
+static napi_value js_sa_add(napi_env env, napi_callback_info info) {
+  static const char usage[] =
+      "espSaAdd(table, direction: 'inbound' | 'outbound', spi: number, key: Uint8Array, salt: Uint8Array, tag: number, "
+      "firstSequence?: bigint)";
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 6) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  esp_table_t *table = get_table(env, argv[0]);
+  esp_direction_t direction;
+  uint32_t spi, tag;
+  uint8_t *key, *salt;
+  size_t key_len, salt_len;
+  uint64_t first_sequence = 1;
+  if (!table || !get_direction(env, argv[1], &direction) || !netctl_get_uint32(env, argv[2], &spi, usage) ||
+      !netctl_get_bytes(env, argv[3], &key, &key_len, usage) || !netctl_get_bytes(env, argv[4], &salt, &salt_len, usage) ||
+      !netctl_get_uint32(env, argv[5], &tag, usage))
+    return NULL;
+  if (argc > 6) {
+    napi_valuetype type;
+    napi_typeof(env, argv[6], &type);
+    bool lossless;
+    if (type != napi_undefined &&
+        (napi_get_value_bigint_uint64(env, argv[6], &first_sequence, &lossless) != napi_ok || !lossless ||
+         first_sequence == 0)) {
+      napi_throw_range_error(env, NULL, "firstSequence must be a bigint from 1 to 2^64 - 1");
+      return NULL;
+    }
+  }
+  if (key_len != ESP_KEY_LEN) {
+    napi_throw_range_error(env, "ESP_KEY_LENGTH", "an AES-256-GCM key has 32 bytes");
+    return NULL;
+  }
+  if (salt_len != ESP_SALT_LEN) {
+    napi_throw_range_error(env, "ESP_KEY_LENGTH", "an RFC 4106 salt has 4 bytes");
+    return NULL;
+  }
+  char message[128];
+  switch (esp_table_add(table, direction, spi, key, salt, tag, first_sequence)) {
+  case ESP_ADD_OK:
+    return NULL;
+  case ESP_ADD_RESERVED_SPI:
+    if (spi == ESP_SPI_VXLAN)
+      snprintf(message, sizeof message, "SPI 0x%08x is how a VXLAN header starts: receivers could not tell the two apart", spi);
+    else
+      snprintf(message, sizeof message, "SPI %u is reserved: SPIs 0 to 255 are not for use (RFC 4303 §2.1)", spi);
+    napi_throw_range_error(env, "ESP_SPI_RESERVED", message);
+    return NULL;
+  case ESP_ADD_SPI_IN_USE:
+    snprintf(message, sizeof message, "an %s SA with SPI 0x%08x exists", direction == ESP_INBOUND ? "inbound" : "outbound",
+             spi);
+    napi_throw_error(env, "ESP_SPI_IN_USE", message);
+    return NULL;
+  case ESP_ADD_NO_MEMORY:
+    return netctl_throw_errno(env, ENOMEM, "espSaAdd", NULL);
+  case ESP_ADD_CRYPTO_FAILED:
+    napi_throw_error(env, "ESP_CRYPTO_FAILED", "OpenSSL refused to set up AES-256-GCM");
+    return NULL;
+  }
+  return NULL;
+}
+
+/* espSaRemove(table, direction, spi): wipes the SA; false when there was none. */
+static napi_value js_sa_remove(napi_env env, napi_callback_info info) {
+  static const char usage[] = "espSaRemove(table, direction: 'inbound' | 'outbound', spi: number)";
+  size_t argc = 3;
+  napi_value argv[3], result;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 3) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  esp_table_t *table = get_table(env, argv[0]);
+  esp_direction_t direction;
+  uint32_t spi;
+  if (!table || !get_direction(env, argv[1], &direction) || !netctl_get_uint32(env, argv[2], &spi, usage)) return NULL;
+  napi_get_boolean(env, esp_table_remove(table, direction, spi), &result);
+  return result;
+}
+
+/* { packets, bytes, sequence: bigint, drops: { unknownSpi, truncated, … } } */
+static napi_value counters_object(napi_env env, const esp_counters_t *counters) {
+  napi_value object, drops, value;
+  napi_create_object(env, &object);
+  napi_create_double(env, (double)counters->packets, &value);
+  napi_set_named_property(env, object, "packets", value);
+  napi_create_double(env, (double)counters->bytes, &value);
+  napi_set_named_property(env, object, "bytes", value);
+  napi_create_bigint_uint64(env, counters->sequence, &value);
+  napi_set_named_property(env, object, "sequence", value);
+  napi_create_object(env, &drops);
+  for (int reason = ESP_OK + 1; reason < ESP_RESULT_COUNT; reason++) {
+    napi_create_double(env, (double)counters->drops[reason], &value);
+    napi_set_named_property(env, drops, result_names[reason], value);
+  }
+  napi_set_named_property(env, object, "drops", drops);
+  return object;
+}
+
+/* espSaCounters(table, direction, spi): the SA's counters, or null when there is no such SA. */
+static napi_value js_sa_counters(napi_env env, napi_callback_info info) {
+  static const char usage[] = "espSaCounters(table, direction: 'inbound' | 'outbound', spi: number)";
+  size_t argc = 3;
+  napi_value argv[3], null;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 3) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  esp_table_t *table = get_table(env, argv[0]);
+  esp_direction_t direction;
+  uint32_t spi;
+  if (!table || !get_direction(env, argv[1], &direction) || !netctl_get_uint32(env, argv[2], &spi, usage)) return NULL;
+  esp_sa_t *sa = esp_table_find(table, direction, spi);
+  if (sa) return counters_object(env, esp_sa_counters(sa));
+  napi_get_null(env, &null);
+  return null;
+}
+
+/* espTableCounters(table, direction): totals of every SA of that direction, past ones included. */
+static napi_value js_table_counters(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 2) {
+    napi_throw_type_error(env, NULL, "espTableCounters(table, direction: 'inbound' | 'outbound')");
+    return NULL;
+  }
+  esp_table_t *table = get_table(env, argv[0]);
+  esp_direction_t direction;
+  if (!table || !get_direction(env, argv[1], &direction)) return NULL;
+  return counters_object(env, esp_table_counters(table, direction));
+}
+
+/* The arguments both batch calls share: buffers, lengths, results and count. */
+typedef struct {
+  napi_value buffers;
+  uint32_t *lengths;
+  uint8_t *results;
+  uint32_t *tags;
+  uint32_t count;
+} js_batch_t;
+
+static bool get_batch(napi_env env, const napi_value *argv, bool with_tags, js_batch_t *batch, const char *usage) {
+  bool is_array = false;
+  uint32_t buffer_count;
+  size_t lengths_len, results_len, tags_len = 0;
+  void *lengths, *results, *tags = NULL;
+  napi_is_array(env, argv[0], &is_array);
+  if (!is_array || !netctl_typed_array(env, argv[1], napi_uint32_array, &lengths, &lengths_len) ||
+      !netctl_typed_array(env, argv[2], napi_uint8_array, &results, &results_len) ||
+      (with_tags && !netctl_typed_array(env, argv[3], napi_uint32_array, &tags, &tags_len))) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  if (!netctl_get_uint32(env, argv[with_tags ? 4 : 3], &batch->count, usage)) return false;
+  napi_get_array_length(env, argv[0], &buffer_count);
+  if (batch->count > buffer_count || batch->count > lengths_len || batch->count > results_len ||
+      (with_tags && batch->count > tags_len)) {
+    napi_throw_range_error(env, NULL, "count is larger than the batch's arrays");
+    return false;
+  }
+  batch->buffers = argv[0];
+  batch->lengths = lengths;
+  batch->results = results;
+  batch->tags = tags;
+  return true;
+}
+
+/* Fills packets[0..n) from datagrams first.. of the batch; false (thrown) when a buffer is not one. */
+static bool chunk_packets(napi_env env, const js_batch_t *batch, uint32_t first, uint32_t n, esp_packet_t *packets) {
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value buffer;
+    uint8_t *data;
+    size_t len;
+    if (napi_get_element(env, batch->buffers, first + i, &buffer) != napi_ok ||
+        !netctl_get_bytes(env, buffer, &data, &len, "buffers must hold a Uint8Array per datagram"))
+      return false;
+    packets[i].data = data;
+    packets[i].capacity = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+    packets[i].length = batch->lengths[first + i];
+    packets[i].tag = 0;
+    if (packets[i].length > packets[i].capacity) {
+      napi_throw_range_error(env, NULL, "a datagram's length is larger than its buffer");
+      return false;
+    }
+  }
+  return true;
+}
+
+/*
+ * espSealBatch(table, spi, buffers, lengths, results, count): seals buffers[i] in place with the
+ * outbound SA `spi`, its plaintext being lengths[i] bytes at ESP_HEADER_LEN; lengths[i] becomes the
+ * datagram's length and results[i] the esp_result_t. Returns how many were sealed.
+ */
+static napi_value js_seal_batch(napi_env env, napi_callback_info info) {
+  static const char usage[] =
+      "espSealBatch(table, spi: number, buffers: Uint8Array[], lengths: Uint32Array, results: Uint8Array, count: number)";
+  size_t argc = 6;
+  napi_value argv[6], result;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 6) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  esp_table_t *table = get_table(env, argv[0]);
+  uint32_t spi;
+  js_batch_t batch;
+  if (!table || !netctl_get_uint32(env, argv[1], &spi, usage) || !get_batch(env, argv + 2, false, &batch, usage))
+    return NULL;
+  esp_sa_t *sa = esp_table_find(table, ESP_OUTBOUND, spi);
+  if (!sa) {
+    char message[64];
+    snprintf(message, sizeof message, "no outbound SA with SPI 0x%08x", spi);
+    napi_throw_error(env, "ESP_UNKNOWN_SPI", message);
+    return NULL;
+  }
+  esp_packet_t packets[BATCH_CHUNK];
+  size_t sealed = 0;
+  for (uint32_t first = 0; first < batch.count; first += BATCH_CHUNK) {
+    uint32_t n = batch.count - first < BATCH_CHUNK ? batch.count - first : BATCH_CHUNK;
+    if (!chunk_packets(env, &batch, first, n, packets)) return NULL;
+    sealed += esp_seal_batch(sa, packets, n);
+    for (uint32_t i = 0; i < n; i++) {
+      batch.lengths[first + i] = packets[i].length;
+      batch.results[first + i] = packets[i].result;
+    }
+  }
+  napi_create_uint32(env, (uint32_t)sealed, &result);
+  return result;
+}
+
+/*
+ * espOpenBatch(table, buffers, lengths, results, tags, count): opens buffers[i] (lengths[i] bytes) in
+ * place; on success lengths[i] becomes the frame's length (at ESP_HEADER_LEN) and tags[i] the SA's
+ * tag; results[i] is the esp_result_t. Returns how many were opened.
+ */
+static napi_value js_open_batch(napi_env env, napi_callback_info info) {
+  static const char usage[] = "espOpenBatch(table, buffers: Uint8Array[], lengths: Uint32Array, results: Uint8Array, "
+                              "tags: Uint32Array, count: number)";
+  size_t argc = 6;
+  napi_value argv[6], result;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 6) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  esp_table_t *table = get_table(env, argv[0]);
+  js_batch_t batch;
+  if (!table || !get_batch(env, argv + 1, true, &batch, usage)) return NULL;
+  esp_packet_t packets[BATCH_CHUNK];
+  size_t opened = 0;
+  for (uint32_t first = 0; first < batch.count; first += BATCH_CHUNK) {
+    uint32_t n = batch.count - first < BATCH_CHUNK ? batch.count - first : BATCH_CHUNK;
+    if (!chunk_packets(env, &batch, first, n, packets)) return NULL;
+    opened += esp_open_batch(table, packets, n);
+    for (uint32_t i = 0; i < n; i++) {
+      batch.lengths[first + i] = packets[i].length;
+      batch.results[first + i] = packets[i].result;
+      batch.tags[first + i] = packets[i].tag;
+    }
+  }
+  napi_create_uint32(env, (uint32_t)opened, &result);
+  return result;
+}
+
+/* The constants of esp.h that TypeScript needs, as `espLayout` (src/sys/esp.ts holds its own copy; a test compares). */
+static napi_status register_layout(napi_env env, napi_value exports) {
+  napi_value layout, value, results;
+  napi_status status = napi_create_object(env, &layout);
+#define EXPORT_CONSTANT(name)                                                                                      \
+  if (status == napi_ok) status = napi_create_uint32(env, ESP_##name, &value);                                    \
+  if (status == napi_ok) status = napi_set_named_property(env, layout, #name, value);
+  EXPORT_CONSTANT(KEY_LEN)
+  EXPORT_CONSTANT(SALT_LEN)
+  EXPORT_CONSTANT(HEADER_LEN)
+  EXPORT_CONSTANT(ICV_LEN)
+  EXPORT_CONSTANT(TRAILER_LEN)
+  EXPORT_CONSTANT(MIN_LEN)
+  EXPORT_CONSTANT(MAX_OVERHEAD)
+  EXPORT_CONSTANT(NEXT_HEADER_ETHERNET)
+  EXPORT_CONSTANT(REPLAY_WINDOW)
+#undef EXPORT_CONSTANT
+  if (status == napi_ok) status = napi_create_array_with_length(env, ESP_RESULT_COUNT, &results);
+  for (uint32_t i = 0; status == napi_ok && i < ESP_RESULT_COUNT; i++) {
+    status = napi_create_string_utf8(env, result_names[i], NAPI_AUTO_LENGTH, &value);
+    if (status == napi_ok) status = napi_set_element(env, results, i, value);
+  }
+  if (status == napi_ok) status = napi_set_named_property(env, layout, "results", results);
+  if (status != napi_ok) return status;
+  return napi_set_named_property(env, exports, "espLayout", layout);
+}
+
+napi_status netctl_register_esp(napi_env env, napi_value exports) {
+  napi_property_descriptor properties[] = {
+      {"espSelfTest", NULL, js_self_test, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"espTableCreate", NULL, js_table_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"espTableClose", NULL, js_table_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"espSaAdd", NULL, js_sa_add, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"espSaRemove", NULL, js_sa_remove, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"espSaCounters", NULL, js_sa_counters, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"espTableCounters", NULL, js_table_counters, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"espSealBatch", NULL, js_seal_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"espOpenBatch", NULL, js_open_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_status status = register_layout(env, exports);
+  if (status != napi_ok) return status;
+  return napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
+}
