@@ -24,6 +24,7 @@
  * Prints a table and writes bench/results/scale-cluster-LABEL.json.
  *
  *   npm run bench:scale-cluster [-- --endpoints 300 --netctl ../other/bin/netctl.js --label after]
+ *   (bin/netctl.js runs the compiled dist/: build the other checkout first, `npm run build` there)
  *
  * Everything made (the underlay, host and sandbox namespaces, etcd, the
  * daemons, their state directories) is removed at the end, on failure and on

@@ -12,6 +12,7 @@
  * disconnect at once. Prints a table and writes bench/results/scale-LABEL.json.
  *
  *   npm run bench:scale [-- --sizes 10,100,1000,2000 --netctl ../other/bin/netctl.js --label after --cpu-prof DIR]
+ *   (bin/netctl.js runs the compiled dist/: build the other checkout first, `npm run build` there)
  *
  * A Linux bridge holds at most 1024 ports (BR_MAX_PORTS), so every 1000
  * endpoints go on a new bridge network; the figures at a size are taken on

@@ -1,5 +1,6 @@
 /**
- * Typed access to the native addon (build/Release/netctl_native.node).
+ * Typed access to the native addon (build/Release/netctl_native.node, or
+ * the prebuilt copy under prebuilds/), loaded on first use.
  * Each C part of the addon registers its functions on one module object;
  * each part adds its functions to `NativeAddon` here.
  *
@@ -13,7 +14,9 @@
  * nft.ts, sysctl.ts, and the files under /etc (resolvconf.ts,
  * host-files.ts).
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
 /** Opaque handle to a TAP device's poller (a napi external). */
 export interface NativeTapHandle {
@@ -269,7 +272,39 @@ export function isNativeErrnoError(err: unknown): err is NativeErrnoError {
 
 const require = createRequire(import.meta.url);
 
-export const addon = require('../../build/Release/netctl_native.node') as NativeAddon;
+/**
+ * Where the addon may be, first match wins (node-gyp-build's order): the
+ * one node-gyp built here, then the one the package ships for hosts
+ * without a compiler (`npm pack` copies it there).
+ */
+const ADDON_CANDIDATES = [
+  '../../build/Release/netctl_native.node',
+  `../../prebuilds/${process.platform}-${process.arch}/netctl_native.node`,
+] as const;
+
+let loaded: NativeAddon | undefined;
+
+/**
+ * The addon, loaded on the first call: importing netctl (the API client, the
+ * codecs, the in-memory doubles) must work where the addon was never built.
+ */
+export function addon(): NativeAddon {
+  loaded ??= loadAddon();
+  return loaded;
+}
+
+function loadAddon(): NativeAddon {
+  for (const candidate of ADDON_CANDIDATES) {
+    const path = fileURLToPath(new URL(candidate, import.meta.url));
+    // A file that exists but does not load is an error worth seeing, not a reason to try the next.
+    if (existsSync(path)) return require(path) as NativeAddon;
+  }
+  const looked = ADDON_CANDIDATES.map((c) => fileURLToPath(new URL(c, import.meta.url))).join(', ');
+  throw new Error(
+    `netctl's native addon is missing (looked for ${looked}); build it with \`npm run build:addon\` ` +
+      '(needs a C compiler, make and python3: on Debian `apt-get install -y build-essential python3`)',
+  );
+}
 
 /**
  * The addon's per-call callback for a batch it refills in place (a TAP's

@@ -62,7 +62,7 @@ export function espSealedLength(plainLength: number): number {
 
 /** True when AES-256-GCM gives a NIST known answer through the addon's code; the daemon refuses encrypted networks otherwise. */
 export function espSelfTest(): boolean {
-  return addon.espSelfTest();
+  return addon().espSelfTest();
 }
 
 /** One direction of a security association. The key and salt are copied into the addon; wiping the caller's Buffers is the caller's job. */
@@ -117,7 +117,7 @@ export class EspTable {
 
   /** Throws ESP_SELF_TEST_FAILED when AES-256-GCM does not work here. */
   static create(): EspTable {
-    return new EspTable(addon.espTableCreate());
+    return new EspTable(addon().espTableCreate());
   }
 
   /**
@@ -126,38 +126,38 @@ export class EspTable {
    * is for tests of the end of the sequence space.
    */
   addOutbound(sa: EspSaKeys, options: { firstSequence?: bigint } = {}): void {
-    addon.espSaAdd(this.handle, 'outbound', sa.spi, sa.key, sa.salt, sa.tag, options.firstSequence);
+    addon().espSaAdd(this.handle, 'outbound', sa.spi, sa.key, sa.salt, sa.tag, options.firstSequence);
   }
 
   addInbound(sa: EspSaKeys): void {
-    addon.espSaAdd(this.handle, 'inbound', sa.spi, sa.key, sa.salt, sa.tag);
+    addon().espSaAdd(this.handle, 'inbound', sa.spi, sa.key, sa.salt, sa.tag);
   }
 
   /** Wipes the SA; false when there was none. */
   remove(direction: EspDirection, spi: number): boolean {
-    return addon.espSaRemove(this.handle, direction, spi);
+    return addon().espSaRemove(this.handle, direction, spi);
   }
 
   counters(direction: EspDirection, spi: number): EspCounters | undefined {
-    return (addon.espSaCounters(this.handle, direction, spi) as EspCounters | null) ?? undefined;
+    return (addon().espSaCounters(this.handle, direction, spi) as EspCounters | null) ?? undefined;
   }
 
   /** Every SA of the direction so far, removed ones included, with drops no SA is known for (unknownSpi, truncated). */
   totals(direction: EspDirection): EspCounters {
-    return addon.espTableCounters(this.handle, direction) as EspCounters;
+    return addon().espTableCounters(this.handle, direction) as EspCounters;
   }
 
   /** Seals the batch in place with the outbound SA `spi`; returns how many were sealed (see `result(i)` for the rest). */
   seal(spi: number, batch: EspBatch): number {
-    return addon.espSealBatch(this.handle, spi, batch.buffers, batch.lengths, batch.results, batch.count);
+    return addon().espSealBatch(this.handle, spi, batch.buffers, batch.lengths, batch.results, batch.count);
   }
 
   /** Opens the batch in place; returns how many were opened. Dropped ones are garbage. */
   open(batch: EspBatch): number {
-    return addon.espOpenBatch(this.handle, batch.buffers, batch.lengths, batch.results, batch.tags, batch.count);
+    return addon().espOpenBatch(this.handle, batch.buffers, batch.lengths, batch.results, batch.tags, batch.count);
   }
 
   close(): void {
-    addon.espTableClose(this.handle);
+    addon().espTableClose(this.handle);
   }
 }

@@ -30,7 +30,7 @@ const MAX_BACKOFF_MS = 20;
  */
 export async function lockFile(path: string, options: LockFileOptions = {}): Promise<FileLock> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const { flock } = addon;
+  const { flock } = addon();
   const handle = await open(path, constants.O_RDWR | constants.O_CREAT, 0o600);
   try {
     const deadline = Date.now() + timeoutMs;
@@ -79,7 +79,7 @@ class HeldLock implements FileLock {
     if (handle === undefined) return;
     this.#handle = undefined;
     try {
-      addon.funlock(handle.fd);
+      addon().funlock(handle.fd);
     } finally {
       await handle.close();
     }

@@ -26,7 +26,7 @@ export async function createNamedNetns(name: string): Promise<string> {
   validateName(name);
   const path = join(NETNS_RUN_DIR, name);
   try {
-    addon.netnsCreate(NETNS_RUN_DIR, path);
+    addon().netnsCreate(NETNS_RUN_DIR, path);
   } catch (err) {
     if (isNativeErrnoError(err) && err.code === 'EEXIST') {
       throw new Conflict(`network namespace ${name} already exists`);
@@ -41,7 +41,7 @@ export async function removeNamedNetns(name: string): Promise<void> {
   validateName(name);
   const path = join(NETNS_RUN_DIR, name);
   try {
-    addon.netnsUnmount(path);
+    addon().netnsUnmount(path);
     await unlink(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
@@ -58,7 +58,7 @@ export async function removeNamedNetns(name: string): Promise<void> {
 export function withNetns<T>(netnsPath: string, fn: () => T): T {
   let saved: number;
   try {
-    saved = addon.netnsEnter(netnsPath);
+    saved = addon().netnsEnter(netnsPath);
   } catch (err) {
     if (isNativeErrnoError(err) && err.code === 'ENOENT') {
       throw new InvalidArgument(`network namespace ${netnsPath} does not exist`, { cause: err });
@@ -71,13 +71,13 @@ export function withNetns<T>(netnsPath: string, fn: () => T): T {
   try {
     return fn();
   } finally {
-    addon.netnsRestore(saved);
+    addon().netnsRestore(saved);
   }
 }
 
 /** socket(2) inside the namespace at `netnsPath`; the caller owns (and closes) the fd. */
 export function openSocketInNetns(netnsPath: string, domain: number, type: number, protocol: number): number {
-  return withNetns(netnsPath, () => addon.socket(domain, type, protocol));
+  return withNetns(netnsPath, () => addon().socket(domain, type, protocol));
 }
 
 /**
@@ -93,7 +93,7 @@ export function currentNetnsPath(): string {
 
 /** True when `path` exists and is a network namespace file. */
 export async function netnsExists(path: string): Promise<boolean> {
-  return addon.netnsIsNet(path);
+  return addon().netnsIsNet(path);
 }
 
 /** True when both paths name the same namespace (same nsfs device and inode). */
@@ -104,5 +104,5 @@ export async function sameNetns(a: string, b: string): Promise<boolean> {
 
 /** True when `path` is an nsfs file of a network namespace (checks `--netns PATH`). */
 export function isNetnsPath(path: string): boolean {
-  return addon.netnsIsNet(path);
+  return addon().netnsIsNet(path);
 }

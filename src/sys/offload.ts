@@ -6,7 +6,7 @@
  * in C inside its batched sends and writes; these are for the paths that
  * are not per packet, and for tests.
  */
-import { addon } from './addon.js';
+import { type NativeAddon, addon } from './addon.js';
 
 /** Never cut a frame into more than this many bytes (about 16 MB would need a gso_size of a few bytes). */
 const MAX_SEGMENTED_LENGTH = 1 << 24;
@@ -24,9 +24,9 @@ const NO_PREFIX = new Uint8Array(0);
 export function segmentFrame(frame: Uint8Array, prefix: Uint8Array = NO_PREFIX, remoteChecksum = false): Uint8Array[] | undefined {
   for (let size = 2 * (frame.length + prefix.length) + 8192; size <= MAX_SEGMENTED_LENGTH; size *= 4) {
     const out = new Uint8Array(size);
-    let segments: ReturnType<typeof addon.offloadSegment>;
+    let segments: ReturnType<NativeAddon['offloadSegment']>;
     try {
-      segments = addon.offloadSegment(frame, prefix, out, remoteChecksum);
+      segments = addon().offloadSegment(frame, prefix, out, remoteChecksum);
     } catch (err) {
       if (err instanceof RangeError) continue;
       throw err;
@@ -47,7 +47,7 @@ export function segmentFrame(frame: Uint8Array, prefix: Uint8Array = NO_PREFIX, 
  * kernel behind a TAP does; false, leaving it alone, when it does not fit the frame.
  */
 export function completePartialChecksum(frame: Uint8Array, checksum: number): boolean {
-  return addon.offloadCompletePartial(frame, checksum);
+  return addon().offloadCompletePartial(frame, checksum);
 }
 
 /**
@@ -57,5 +57,5 @@ export function completePartialChecksum(frame: Uint8Array, checksum: number): bo
  * `checksum` as in `FrameBatch`.
  */
 export function coalesceFrames(frames: readonly Uint8Array[], checksum?: Uint8Array): Buffer[] {
-  return addon.offloadCoalesce(frames, checksum);
+  return addon().offloadCoalesce(frames, checksum);
 }

@@ -10,10 +10,10 @@ export type FileLimit = Readonly<NativeFileLimit>;
 
 /** The soft and hard RLIMIT_NOFILE now in force. */
 export function openFileLimit(): FileLimit {
-  return addon.fileLimit();
+  return addon().fileLimit();
 }
 
 /** Raises the soft RLIMIT_NOFILE to the hard one; returns the limits now in force. Throws the errno error. */
 export function raiseOpenFileLimit(): FileLimit {
-  return addon.raiseFileLimit();
+  return addon().raiseFileLimit();
 }

@@ -79,7 +79,7 @@ export class TapDevice {
     readonly vnetHdr = false,
     borrowBuffers = false,
   ) {
-    this.#handle = addon.tapHandle(fd, vnetHdr, borrowBuffers);
+    this.#handle = addon().tapHandle(fd, vnetHdr, borrowBuffers);
   }
 
   /**
@@ -94,7 +94,7 @@ export class TapDevice {
    */
   start(onBatch: (frames: FrameBatch) => void): void {
     const received = this.#received;
-    addon.tapStart(this.#open(), refilled(received, onBatch), received.index, received.buffers);
+    addon().tapStart(this.#open(), refilled(received, onBatch), received.index, received.buffers);
   }
 
   /**
@@ -106,7 +106,7 @@ export class TapDevice {
   writeBatch(frames: readonly Uint8Array[]): number {
     const handle = this.#open();
     try {
-      return addon.tapWriteBatch(handle, frames);
+      return addon().tapWriteBatch(handle, frames);
     } catch (err) {
       throw new NetctlError('Internal', `write to TAP ${this.name}: ${String(err)}`, { cause: err });
     }
@@ -122,7 +122,7 @@ export class TapDevice {
   writeFrames(batch: FrameBatch): number {
     const handle = this.#open();
     try {
-      return addon.tapWriteFrames(handle, batch.buffers, batch.index, batch.count, batch.checksum);
+      return addon().tapWriteFrames(handle, batch.buffers, batch.index, batch.count, batch.checksum);
     } catch (err) {
       throw new NetctlError('Internal', `write to TAP ${this.name}: ${String(err)}`, { cause: err });
     }
@@ -130,12 +130,12 @@ export class TapDevice {
 
   /** Stops delivering frames; the kernel keeps queueing them until its queue is full. */
   stop(): void {
-    addon.tapStop(this.#open());
+    addon().tapStop(this.#open());
   }
 
   /** Stops and closes the fd, which removes a non-persistent TAP. Every later call throws. */
   close(): void {
-    addon.tapClose(this.#open());
+    addon().tapClose(this.#open());
     this.#handle = undefined;
   }
 
@@ -148,7 +148,7 @@ export class TapDevice {
 /** Creates (or attaches to) TAP device `name`, IFF_TAP|IFF_NO_PI, optionally with IFF_VNET_HDR and offloads. */
 export function openTap(name: string, opts: TapOptions = {}): TapDevice {
   if (name === '' || Buffer.byteLength(name) > 15) throw new InvalidArgument(`invalid TAP name "${name}"`);
-  const open = (): { fd: number; name: string } => addon.tapOpen(name, opts.vnetHdr ?? false, opts.offloads ?? -1);
+  const open = (): { fd: number; name: string } => addon().tapOpen(name, opts.vnetHdr ?? false, opts.offloads ?? -1);
   let opened: { fd: number; name: string };
   try {
     opened = opts.netnsPath === undefined ? open() : withNetns(opts.netnsPath, open);

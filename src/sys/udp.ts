@@ -133,7 +133,7 @@ export class NativeUdpSocket {
     const family = opts.family ?? familyOf(opts.address);
     const where = `UDP ${opts.address}:${opts.port}${opts.netnsPath === undefined ? '' : ` in ${opts.netnsPath}`}`;
     try {
-      const { handle, port } = addon.udpOpen(opts.netnsPath ?? '', family, opts.address, opts.port, {
+      const { handle, port } = addon().udpOpen(opts.netnsPath ?? '', family, opts.address, opts.port, {
         reuseAddr: opts.reuseAddr ?? false,
         gro: opts.gro ?? false,
         borrowBuffers: opts.borrowBuffers ?? false,
@@ -159,7 +159,7 @@ export class NativeUdpSocket {
    */
   start(onBatch: (batch: ReceivedDatagrams) => void): void {
     const received = this.#received;
-    addon.udpStart(this.#open(), refilled(received, onBatch), received.index, received.buffers, received.addresses);
+    addon().udpStart(this.#open(), refilled(received, onBatch), received.index, received.buffers, received.addresses);
   }
 
   /**
@@ -170,7 +170,7 @@ export class NativeUdpSocket {
   sendBatch(batch: DatagramBatch): number {
     const handle = this.#open();
     try {
-      return addon.udpSendBatch(handle, batch);
+      return addon().udpSendBatch(handle, batch);
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
     }
@@ -198,7 +198,7 @@ export class NativeUdpSocket {
     const handle = this.#open();
     try {
       const result = this.#sendResult;
-      addon.udpSendFrames(handle, prefix, frames.buffers, frames.index, frames.count, vnetHdr, address, port, remoteChecksum, result);
+      addon().udpSendFrames(handle, prefix, frames.buffers, frames.index, frames.count, vnetHdr, address, port, remoteChecksum, result);
       return { datagrams: result[SEND_RESULT_DATAGRAMS]!, sent: result[SEND_RESULT_SENT]! };
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
@@ -207,12 +207,12 @@ export class NativeUdpSocket {
 
   /** Stops delivering; the kernel queues datagrams until the receive buffer is full. */
   stop(): void {
-    addon.udpStop(this.#open());
+    addon().udpStop(this.#open());
   }
 
   /** Stops and closes the socket; every later call throws SocketClosed. */
   close(): void {
-    addon.udpClose(this.#open());
+    addon().udpClose(this.#open());
     this.#handle = undefined;
   }
 
@@ -245,7 +245,7 @@ export async function openTcpListener(
   const where = `TCP ${opts.address}:${opts.port}${opts.netnsPath === undefined ? '' : ` in ${opts.netnsPath}`}`;
   let fd: number;
   try {
-    fd = addon.tcpListen(opts.netnsPath ?? '', familyOf(opts.address), opts.address, opts.port, backlog);
+    fd = addon().tcpListen(opts.netnsPath ?? '', familyOf(opts.address), opts.address, opts.port, backlog);
   } catch (err) {
     throw socketError(err, where);
   }

@@ -1,6 +1,7 @@
 /** Runs bin/netctl.js as a child process, the way a user would. */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { assertBuilt } from '../helpers/built.js';
 
 export const NETCTL_BIN = fileURLToPath(new URL('../../bin/netctl.js', import.meta.url));
 
@@ -14,6 +15,7 @@ export function runNetctl(
   args: readonly string[],
   options: { input?: string; env?: Record<string, string | undefined> } = {},
 ): Promise<RunResult> {
+  assertBuilt();
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [NETCTL_BIN, ...args], {
       env: { ...process.env, NETCTL_HOST: undefined, ...options.env },

@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { assertBuilt } from './built.js';
 
 export const NETCTL_CLI = join(dirname(dirname(dirname(fileURLToPath(import.meta.url)))), 'bin', 'netctl.js');
 
@@ -34,6 +35,7 @@ export interface DaemonOptions {
 
 /** Starts the daemon and resolves once it says it is listening; rejects with its output if it exits or stalls. */
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
+  if (options.cli === undefined) assertBuilt();
   const child = spawn(
     'nsenter',
     [

@@ -20,5 +20,5 @@ test('src/sys/batch-layout.ts and native/batch_layout.h name the same constants 
 });
 
 test('the built addon uses the layouts of src/sys/batch-layout.ts (rebuild after changing the header)', (t) => {
-  t.deepEqual({ ...addon.batchLayout }, typescript);
+  t.deepEqual({ ...addon().batchLayout }, typescript);
 });

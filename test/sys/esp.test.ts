@@ -106,7 +106,7 @@ function frameOf(length: number, seed = length): Buffer {
 
 test('the constants of src/sys/esp.ts are those of native/esp.h in the built addon', (t) => {
   t.deepEqual(
-    { ...addon.espLayout, results: [...addon.espLayout.results] },
+    { ...addon().espLayout, results: [...addon().espLayout.results] },
     {
       KEY_LEN: ESP_KEY_LENGTH,
       SALT_LEN: ESP_SALT_LENGTH,
