@@ -27,6 +27,8 @@ import { type DnsQueryObservation, DnsServer } from './server.js';
 import { type TcpLimits, TcpConnections } from './tcp-connections.js';
 import { type Logger, consoleWarnings } from '../log.js';
 
+/** Sandboxes whose listeners and resolv.conf are being made at one time. */
+const SANDBOX_CHANGES_AT_ONCE = 8;
 export const EMBEDDED_DNS_ADDRESS = '127.0.0.11';
 const RESOLV_CONF = `nameserver ${EMBEDDED_DNS_ADDRESS}\noptions ndots:0\n`;
 
@@ -98,6 +100,8 @@ export class EmbeddedDns {
    * start with many sandboxes opens their listeners together.
    */
   private readonly sandboxQueues = new Map<string, Promise<void>>();
+  private changesRunning = 0;
+  private readonly waitingForSlot: (() => void)[] = [];
   private stopped = false;
 
   private constructor(options: EmbeddedDnsOptions) {
@@ -186,12 +190,31 @@ export class EmbeddedDns {
 
   private enqueueSandboxChange(sandboxId: string, sandbox: SandboxRecord | undefined): void {
     const next = (this.sandboxQueues.get(sandboxId) ?? Promise.resolve())
-      .then(() => this.sandboxChanged(sandboxId, sandbox))
+      .then(() => this.withSlot(() => this.sandboxChanged(sandboxId, sandbox)))
       .catch((err: unknown) => this.logger.warn(`dns: sandbox ${sandbox?.name ?? sandboxId}: ${(err as Error).message}`))
       .finally(() => {
         if (this.sandboxQueues.get(sandboxId) === next) this.sandboxQueues.delete(sandboxId);
       });
     this.sandboxQueues.set(sandboxId, next);
+  }
+
+  /**
+   * Runs `fn` once fewer than SANDBOX_CHANGES_AT_ONCE others run. A start
+   * with thousands of sandboxes would otherwise queue thousands of file
+   * operations in libuv's four threads, ahead of the API's own (the socket's
+   * chmod before it answers).
+   */
+  private async withSlot(fn: () => Promise<void>): Promise<void> {
+    if (this.changesRunning < SANDBOX_CHANGES_AT_ONCE) this.changesRunning++;
+    else await new Promise<void>((resolve) => this.waitingForSlot.push(resolve));
+    try {
+      await fn();
+    } finally {
+      // The slot goes straight to the next waiting change, or is given back.
+      const next = this.waitingForSlot.shift();
+      if (next !== undefined) next();
+      else this.changesRunning--;
+    }
   }
 
   /** Resolves once every sandbox change queued so far, and any queued meanwhile, is applied. */
