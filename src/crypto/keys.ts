@@ -23,8 +23,12 @@ import { InvalidArgument } from '../errors.js';
 
 export const STATIC_KEY_FILE = 'esp-host.key';
 const HKDF_SALT = Buffer.from('netctl esp v1');
-/** An SPI below 256 is reserved (RFC 4303 §2.1); 0x08000000 is how a VXLAN header starts, which is how a receiver tells the two apart. */
-const VXLAN_FIRST_WORD = 0x08000000;
+/**
+ * An SPI below 256 is reserved (RFC 4303 §2.1); 0x08000000 and 0x08200000 are
+ * how a VXLAN header starts (without and with remote checksum offload), which
+ * is how a receiver tells the two apart.
+ */
+const VXLAN_FIRST_WORDS = new Set([0x08000000, 0x08200000]);
 
 export interface KeyPair {
   readonly privateKey: KeyObject;
@@ -125,5 +129,5 @@ export function deriveSa(parameters: SaParameters): SaKeys {
 }
 
 export function isUsableSpi(spi: number): boolean {
-  return spi >= 256 && spi !== VXLAN_FIRST_WORD && spi <= 0xffffffff;
+  return spi >= 256 && !VXLAN_FIRST_WORDS.has(spi) && spi <= 0xffffffff;
 }

@@ -96,6 +96,7 @@ test('SPIs a receiver must never see are not used', (t) => {
   t.false(isUsableSpi(0));
   t.false(isUsableSpi(255));
   t.false(isUsableSpi(0x08000000));
+  t.false(isUsableSpi(0x08200000));
   t.true(isUsableSpi(256));
   t.true(isUsableSpi(0xffffffff));
 });
