@@ -58,6 +58,20 @@ async function iperf(tunnel: Tunnel, args: readonly string[], seconds: number): 
   return parsed;
 }
 
+/** Count, median, 95th percentile and maximum of a set of timings (nearest rank). */
+export interface Quantiles {
+  n: number;
+  p50: number;
+  p95: number;
+  max: number;
+}
+
+export function quantiles(values: readonly number[]): Quantiles {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
+  return { n: sorted.length, p50: at(0.5), p95: at(0.95), max: sorted.at(-1) ?? NaN };
+}
+
 /** utime + stime of a process, all its threads, in seconds. */
 export function cpuSeconds(child: ChildProcess): Promise<number> {
   return cpuSecondsOf(child.pid);

@@ -41,7 +41,7 @@ import { ApiClient } from '../src/api/client.js';
 import { type Cluster, makeCluster, type SimHost } from '../test/helpers/cluster.js';
 import { NETCTL_CLI } from '../test/helpers/daemon.js';
 import { inNetns, run } from '../test/helpers/kernel.js';
-import { cpuSeconds, cpuSecondsOf } from './measure.js';
+import { type Quantiles, cpuSeconds, cpuSecondsOf, quantiles } from './measure.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
@@ -82,19 +82,6 @@ const label = values.label ?? 'run';
 if (!/^[\w.-]+$/.test(label)) {
   console.error('--label takes letters, digits, ".", "-" and "_"');
   process.exit(2);
-}
-
-interface Quantiles {
-  n: number;
-  p50: number;
-  p95: number;
-  max: number;
-}
-
-function quantiles(values: readonly number[]): Quantiles {
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
-  return { n: sorted.length, p50: at(0.5), p95: at(0.95), max: sorted.at(-1) ?? NaN };
 }
 
 interface EtcdFigures {

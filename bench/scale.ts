@@ -30,7 +30,7 @@ import { ApiClient } from '../src/api/client.js';
 import { NETCTL_CLI, type RunningDaemon, startDaemon } from '../test/helpers/daemon.js';
 import { addNetns, namespacesWithPrefix, removeNetns, run } from '../test/helpers/kernel.js';
 import type { ProbeQuery } from './dns-probe.js';
-import { cpuSeconds } from './measure.js';
+import { type Quantiles, cpuSeconds, quantiles } from './measure.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
@@ -65,19 +65,6 @@ if (!/^[\w.-]+$/.test(label)) {
   process.exit(2);
 }
 const profileDir = values['cpu-prof'] === undefined ? undefined : resolve(values['cpu-prof']);
-
-interface Quantiles {
-  n: number;
-  p50: number;
-  p95: number;
-  max: number;
-}
-
-function quantiles(values: readonly number[]): Quantiles {
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN;
-  return { n: sorted.length, p50: at(0.5), p95: at(0.95), max: sorted.at(-1) ?? NaN };
-}
 
 interface SizeResult {
   size: number;
