@@ -171,20 +171,28 @@ static napi_value js_sa_add(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* espSaRemove(table, direction, spi): wipes the SA; false when there was none. */
-static napi_value js_sa_remove(napi_env env, napi_callback_info info) {
-  static const char usage[] = "espSaRemove(table, direction: 'inbound' | 'outbound', spi: number)";
+/* The (table, direction, spi) arguments that name one SA; false with a TypeError thrown when they do not. */
+static bool sa_arguments(napi_env env, napi_callback_info info, const char *usage, esp_table_t **table,
+                         esp_direction_t *direction, uint32_t *spi) {
   size_t argc = 3;
-  napi_value argv[3], result;
+  napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc != 3) {
     napi_throw_type_error(env, NULL, usage);
-    return NULL;
+    return false;
   }
-  esp_table_t *table = get_table(env, argv[0]);
+  *table = get_table(env, argv[0]);
+  return *table && get_direction(env, argv[1], direction) && netctl_get_uint32(env, argv[2], spi, usage);
+}
+
+/* espSaRemove(table, direction, spi): wipes the SA; false when there was none. */
+static napi_value js_sa_remove(napi_env env, napi_callback_info info) {
+  esp_table_t *table;
   esp_direction_t direction;
   uint32_t spi;
-  if (!table || !get_direction(env, argv[1], &direction) || !netctl_get_uint32(env, argv[2], &spi, usage)) return NULL;
+  if (!sa_arguments(env, info, "espSaRemove(table, direction: 'inbound' | 'outbound', spi: number)", &table, &direction, &spi))
+    return NULL;
+  napi_value result;
   napi_get_boolean(env, esp_table_remove(table, direction, spi), &result);
   return result;
 }
@@ -210,18 +218,13 @@ static napi_value counters_object(napi_env env, const esp_counters_t *counters) 
 
 /* espSaCounters(table, direction, spi): the SA's counters, or null when there is no such SA. */
 static napi_value js_sa_counters(napi_env env, napi_callback_info info) {
-  static const char usage[] = "espSaCounters(table, direction: 'inbound' | 'outbound', spi: number)";
-  size_t argc = 3;
-  napi_value argv[3], null;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 3) {
-    napi_throw_type_error(env, NULL, usage);
-    return NULL;
-  }
-  esp_table_t *table = get_table(env, argv[0]);
+  esp_table_t *table;
   esp_direction_t direction;
   uint32_t spi;
-  if (!table || !get_direction(env, argv[1], &direction) || !netctl_get_uint32(env, argv[2], &spi, usage)) return NULL;
+  if (!sa_arguments(env, info, "espSaCounters(table, direction: 'inbound' | 'outbound', spi: number)", &table, &direction,
+                    &spi))
+    return NULL;
+  napi_value null;
   esp_sa_t *sa = esp_table_find(table, direction, spi);
   if (sa) return counters_object(env, esp_sa_counters(sa));
   napi_get_null(env, &null);
