@@ -14,6 +14,14 @@ async function takenAddresses(store: Store, networkId: string): Promise<string[]
   return (await store.list(keys.networkAddresses(networkId))).map((kv) => kv.key.slice(keys.networkAddresses(networkId).length));
 }
 
+/** Which families an endpoint gets an address of, and the addresses it asked for. */
+interface Wanted {
+  readonly ipv4?: boolean;
+  readonly ipv6?: boolean;
+  readonly ipv4Address?: string;
+  readonly ipv6Address?: string;
+}
+
 /**
  * What this daemon knows of the addresses handed out on each network, so a
  * connect need not list and parse every address key of the network (that
@@ -33,7 +41,7 @@ export class AddressHints {
   async allocate(
     store: Store,
     network: NetworkRecord,
-    wanted: { readonly ipv4?: boolean; readonly ipv6?: boolean; readonly ipv4Address?: string; readonly ipv6Address?: string },
+    wanted: Wanted,
     reread: boolean,
   ): Promise<{ ipv4Address?: string; ipv6Address?: string }> {
     const cached = this.#allocators.get(network.id);
@@ -70,7 +78,7 @@ export class AddressHints {
 /** Allocates both families, or neither: a failure of the second gives the first back. */
 function allocateWith(
   allocator: Allocator,
-  wanted: { readonly ipv4?: boolean; readonly ipv6?: boolean; readonly ipv4Address?: string; readonly ipv6Address?: string },
+  wanted: Wanted,
 ): { ipv4Address?: string; ipv6Address?: string } {
   const ipv4Address = wanted.ipv4 === true ? allocator.allocate(4, wanted.ipv4Address) : undefined;
   try {

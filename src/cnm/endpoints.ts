@@ -109,9 +109,8 @@ export async function deleteEndpoint(context: ControllerContext, network: Networ
     const endpoint = decodeRecord(endpointKv, endpointRecord);
     deleted = endpoint;
     const held = await heldClaims(store, network.id, endpoint);
-    released = claimsOf(network.id, endpoint)
-      .filter((claim) => held.includes(claim.key) && claim.key.startsWith(keys.networkAddresses(network.id)))
-      .map((claim) => claim.key.slice(keys.networkAddresses(network.id).length));
+    const addresses = keys.networkAddresses(network.id);
+    released = held.filter((key) => key.startsWith(addresses)).map((key) => key.slice(addresses.length));
     return {
       compare: [{ key: endpointKey, modRevision: endpointKv.modRevision }],
       delete: [endpointKey, ...held],
