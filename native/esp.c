@@ -223,21 +223,33 @@ static void sa_free(esp_sa_t *sa) {
   free(sa);
 }
 
+/* Wipes and frees the SAs of an index and empties it. */
+static void index_clear(spi_index_t *index) {
+  if (!index->slots) return;
+  size_t slots = (size_t)1 << index->bits;
+  for (size_t i = 0; i < slots; i++)
+    if (index->slots[i].sa) sa_free(index->slots[i].sa);
+  memset(index->slots, 0, slots * sizeof *index->slots);
+  index->used = 0;
+}
+
+void esp_table_clear(esp_table_t *table) {
+  index_clear(&table->index[ESP_INBOUND]);
+  index_clear(&table->index[ESP_OUTBOUND]);
+}
+
 void esp_table_free(esp_table_t *table) {
   if (!table) return;
   for (int direction = 0; direction < 2; direction++) {
-    spi_index_t *index = &table->index[direction];
-    if (!index->slots) continue;
-    for (size_t i = 0; i < (size_t)1 << index->bits; i++)
-      if (index->slots[i].sa) sa_free(index->slots[i].sa);
-    free(index->slots);
+    index_clear(&table->index[direction]);
+    free(table->index[direction].slots);
   }
   free(table);
 }
 
 esp_add_result_t esp_table_add(esp_table_t *table, esp_direction_t direction, uint32_t spi, const uint8_t key[ESP_KEY_LEN],
                                const uint8_t salt[ESP_SALT_LEN], uint32_t tag, uint64_t first_sequence) {
-  if (spi < ESP_SPI_MIN || spi == ESP_SPI_VXLAN) return ESP_ADD_RESERVED_SPI;
+  if (spi < ESP_SPI_MIN || spi == ESP_SPI_VXLAN || spi == ESP_SPI_VXLAN_RCO) return ESP_ADD_RESERVED_SPI;
   spi_index_t *index = &table->index[direction];
   if (find_slot(index, spi)->sa) return ESP_ADD_SPI_IN_USE;
   if ((index->used + 1) * 2 > 1u << index->bits && !index_grow(index)) return ESP_ADD_NO_MEMORY;

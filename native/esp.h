@@ -23,7 +23,9 @@
  *   Wireshark's ip.proto table maps to its Ethernet dissector: a capture
  *   decrypted with the SA's key dissects down to the inner frame.
  * - A receiver tells ESP from plain VXLAN by the first word: a VXLAN header
- *   starts 0x08000000, an SPI that no SA may have.
+ *   starts 0x08000000, or 0x08200000 with remote checksum offload (RCO),
+ *   SPIs that no SA may have; words below ESP_SPI_MIN (liveness probes) are
+ *   not ESP either.
  *
  * Not thread-safe: a table and its SAs belong to one thread (the loop's).
  * No call on the per-packet path allocates.
@@ -53,8 +55,9 @@
 #define ESP_NEXT_HEADER_ETHERNET 143
 /* SPIs below this are reserved (RFC 4303 §2.1). */
 #define ESP_SPI_MIN 256
-/* The first word of a VXLAN header (flags with I set): never an SPI. */
+/* The first word of a VXLAN header (flags with I set), and of one with the RCO flag: never SPIs. */
 #define ESP_SPI_VXLAN 0x08000000u
+#define ESP_SPI_VXLAN_RCO 0x08200000u
 /* Anti-replay bitmap (RFC 6479): 32 blocks of 64 bits, of which all but one are the window. */
 #define ESP_REPLAY_BLOCKS 32
 #define ESP_REPLAY_WINDOW ((ESP_REPLAY_BLOCKS - 1) * 64)
@@ -131,6 +134,8 @@ static inline size_t esp_sealed_len(size_t plain_len) {
 esp_table_t *esp_table_new(void);
 /* Wipes and frees every SA, then the table. */
 void esp_table_free(esp_table_t *table);
+/* Wipes and frees every SA; the table stays, empty, with its totals (a socket may still hold it). */
+void esp_table_clear(esp_table_t *table);
 /*
  * Adds an SA; its key schedule is made here, once. `tag` is the caller's (a
  * peer and network, say) and comes back from esp_open. An outbound SA's

@@ -2,7 +2,7 @@
  * JavaScript's handle on the ESP core (esp.h): a table of SAs that
  * TypeScript fills and empties, counters without key material, and seal and
  * open of a batch of Buffers for tests and the benchmark. The data path calls
- * esp.h directly from C.
+ * esp.h directly from C, on a table a socket holds (esp_handle.h).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,14 +11,23 @@
 
 #include "addon.h"
 #include "esp.h"
+#include "esp_handle.h"
 
 /* A chunk of packets handled per esp_*_batch call, so a batch needs no allocation. */
 #define BATCH_CHUNK 64
 
-/* What a napi external points to: the table, NULL once closed. */
-typedef struct {
+/* What a napi external points to. */
+struct netctl_esp_handle {
+  /* NULL once closed and no socket holds it. */
   esp_table_t *table;
-} table_handle_t;
+  /* Sockets (netctl_esp_handle_hold) that use the table. */
+  uint32_t holders;
+  /* espTableClose was called: JavaScript may not use the table any more. */
+  bool closed;
+  /* The garbage collector is done with the external. */
+  bool finalized;
+};
+typedef struct netctl_esp_handle table_handle_t;
 
 static const char *const result_names[ESP_RESULT_COUNT] = {
     [ESP_OK] = "ok",
@@ -32,21 +41,67 @@ static const char *const result_names[ESP_RESULT_COUNT] = {
     [ESP_CRYPTO_FAILED] = "cryptoFailed",
 };
 
-static void finalize(napi_env env, void *data, void *hint) {
-  table_handle_t *handle = data;
-  esp_table_free(handle->table);
-  free(handle);
+/* Frees the table and the handle once neither JavaScript nor a socket can reach them. */
+static void free_if_unreachable(table_handle_t *handle) {
+  if (handle->holders > 0) return;
+  if (handle->closed || handle->finalized) {
+    esp_table_free(handle->table);
+    handle->table = NULL;
+  }
+  if (handle->finalized) free(handle);
 }
 
-static esp_table_t *get_table(napi_env env, napi_value value) {
+static void finalize(napi_env env, void *data, void *hint) {
+  table_handle_t *handle = data;
+  handle->finalized = true;
+  free_if_unreachable(handle);
+}
+
+/* Marks the externals that are table handles: another part's external (a socket) is never taken for one. */
+static const napi_type_tag table_tag = {0x6e6574636c657370ull, 0x7461626c65000001ull};
+
+/* The handle behind `value`, open or closed; throws and returns NULL when it is none. */
+static table_handle_t *any_handle(napi_env env, napi_value value) {
   table_handle_t *handle;
   napi_valuetype type;
+  bool tagged = false;
   if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
-      napi_get_value_external(env, value, (void **)&handle) != napi_ok) {
+      napi_check_object_type_tag(env, value, &table_tag, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, value, (void **)&handle) != napi_ok || handle == NULL) {
     napi_throw_type_error(env, NULL, "expected an ESP table handle");
     return NULL;
   }
-  if (!handle->table) napi_throw_error(env, "ESP_TABLE_CLOSED", "the ESP table is closed");
+  return handle;
+}
+
+static table_handle_t *handle_of(napi_env env, napi_value value) {
+  table_handle_t *handle = any_handle(env, value);
+  if (handle && handle->closed) {
+    napi_throw_error(env, "ESP_TABLE_CLOSED", "the ESP table is closed");
+    return NULL;
+  }
+  return handle;
+}
+
+static esp_table_t *get_table(napi_env env, napi_value value) {
+  table_handle_t *handle = handle_of(env, value);
+  return handle ? handle->table : NULL;
+}
+
+netctl_esp_handle_t *netctl_esp_handle_get(napi_env env, napi_value value) {
+  return handle_of(env, value);
+}
+
+void netctl_esp_handle_hold(netctl_esp_handle_t *handle) {
+  handle->holders++;
+}
+
+void netctl_esp_handle_release(netctl_esp_handle_t *handle) {
+  handle->holders--;
+  free_if_unreachable(handle);
+}
+
+esp_table_t *netctl_esp_handle_table(const netctl_esp_handle_t *handle) {
   return handle->table;
 }
 
@@ -76,7 +131,7 @@ static napi_value js_table_create(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ESP_SELF_TEST_FAILED", "AES-256-GCM failed its known-answer test: encryption is unavailable");
     return NULL;
   }
-  table_handle_t *handle = malloc(sizeof *handle);
+  table_handle_t *handle = calloc(1, sizeof *handle);
   if (handle && !(handle->table = esp_table_new())) {
     free(handle);
     handle = NULL;
@@ -87,21 +142,26 @@ static napi_value js_table_create(napi_env env, napi_callback_info info) {
     finalize(env, handle, NULL);
     return NULL;
   }
+  napi_type_tag_object(env, external, &table_tag);
   return external;
 }
 
-/* espTableClose(table): wipes and frees every SA now; later calls on the handle throw. */
+/* espTableClose(table): wipes and frees every SA now; later calls on the handle throw. A socket that
+ * holds the table keeps it, empty, until it lets go: what it sends or receives sealed then fails as
+ * with an unknown SPI. */
 static napi_value js_table_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  table_handle_t *handle;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&handle) != napi_ok) {
+  if (argc < 1) {
     napi_throw_type_error(env, NULL, "espTableClose(table)");
     return NULL;
   }
-  esp_table_free(handle->table);
-  handle->table = NULL;
+  table_handle_t *handle = any_handle(env, argv[0]);
+  if (!handle || handle->closed) return NULL;
+  handle->closed = true;
+  if (handle->table) esp_table_clear(handle->table);
+  free_if_unreachable(handle);
   return NULL;
 }
 
@@ -151,7 +211,7 @@ static napi_value js_sa_add(napi_env env, napi_callback_info info) {
   case ESP_ADD_OK:
     return NULL;
   case ESP_ADD_RESERVED_SPI:
-    if (spi == ESP_SPI_VXLAN)
+    if (spi == ESP_SPI_VXLAN || spi == ESP_SPI_VXLAN_RCO)
       snprintf(message, sizeof message, "SPI 0x%08x is how a VXLAN header starts: receivers could not tell the two apart", spi);
     else
       snprintf(message, sizeof message, "SPI %u is reserved: SPIs 0 to 255 are not for use (RFC 4303 §2.1)", spi);

@@ -115,6 +115,11 @@ export class EspBatch {
 export class EspTable {
   private constructor(private readonly handle: NativeEspTable) {}
 
+  /** The addon's handle, for a socket that attaches the table (src/sys/udp.ts); never key material. */
+  get native(): NativeEspTable {
+    return this.handle;
+  }
+
   /** Throws ESP_SELF_TEST_FAILED when AES-256-GCM does not work here. */
   static create(): EspTable {
     return new EspTable(addon().espTableCreate());
@@ -157,6 +162,11 @@ export class EspTable {
     return addon().espOpenBatch(this.handle, batch.buffers, batch.lengths, batch.results, batch.tags, batch.count);
   }
 
+  /**
+   * Wipes every SA now. A socket the table is attached to keeps it, empty,
+   * until the socket detaches it or closes: its sealed sends are refused and
+   * received ESP is dropped as from an unknown SPI.
+   */
   close(): void {
     addon().espTableClose(this.handle);
   }
