@@ -22,22 +22,30 @@
 #define NETCTL_CHECKSUM_PARTIAL_MIN 2
 
 /* ReceivedDatagrams: datagram i is LENGTH bytes at OFFSET of buffers[BUFFER], from
- * addresses[ADDRESS] port PORT; SEGMENT_SIZE > 0 for a UDP GRO run of that size. */
-#define NETCTL_DATAGRAM_STRIDE 6
+ * addresses[ADDRESS] port PORT; SEGMENT_SIZE > 0 for a UDP GRO run of that size; FLAGS
+ * holds DATAGRAM_* bits. */
+#define NETCTL_DATAGRAM_STRIDE 7
 #define NETCTL_DATAGRAM_BUFFER 0
 #define NETCTL_DATAGRAM_OFFSET 1
 #define NETCTL_DATAGRAM_LENGTH 2
 #define NETCTL_DATAGRAM_SEGMENT_SIZE 3
 #define NETCTL_DATAGRAM_PORT 4
 #define NETCTL_DATAGRAM_ADDRESS 5
+#define NETCTL_DATAGRAM_FLAGS 6
+
+/* FLAGS bit: the datagram came out of ESP (opened with the socket's table): a synthetic VXLAN
+ * header with the VNI the SA's tag names, then the frame. */
+#define NETCTL_DATAGRAM_SEALED 1
 
 /* Datagrams one receive callback delivers at most. */
 #define NETCTL_DATAGRAM_MAX 256
 
-/* udpSendFrames' result: datagrams made, then datagrams the kernel took. */
+/* udpSendFrames' result: datagrams made, datagrams the kernel took, and the esp_result_t that
+ * refused the whole call (0 when none did). */
 #define NETCTL_SEND_RESULT_DATAGRAMS 0
 #define NETCTL_SEND_RESULT_SENT 1
-#define NETCTL_SEND_RESULT_LENGTH 2
+#define NETCTL_SEND_RESULT_REFUSED 2
+#define NETCTL_SEND_RESULT_LENGTH 3
 
 /* Every constant above, for addon.c to export as `batchLayout`. */
 #define NETCTL_BATCH_LAYOUT(X)                                                                                     \
@@ -56,9 +64,12 @@
   X(DATAGRAM_SEGMENT_SIZE)                                                                                         \
   X(DATAGRAM_PORT)                                                                                                 \
   X(DATAGRAM_ADDRESS)                                                                                              \
+  X(DATAGRAM_FLAGS)                                                                                                \
+  X(DATAGRAM_SEALED)                                                                                               \
   X(DATAGRAM_MAX)                                                                                                  \
   X(SEND_RESULT_DATAGRAMS)                                                                                         \
   X(SEND_RESULT_SENT)                                                                                              \
+  X(SEND_RESULT_REFUSED)                                                                                           \
   X(SEND_RESULT_LENGTH)
 
 #endif

@@ -290,6 +290,13 @@ int offload_segment(const uint8_t *in, size_t in_len, const uint8_t *prefix, siz
   return (int)sf.count;
 }
 
+long offload_segment_count(const uint8_t *in, size_t in_len) {
+  super_frame_t sf;
+  int kind = super_frame(in, in_len, &sf);
+  if (kind == OFFLOAD_MALFORMED) return OFFLOAD_MALFORMED;
+  return kind == 1 ? 1 : (long)sf.count;
+}
+
 int offload_segment_iov(const uint8_t *in, size_t in_len, const uint8_t *prefix, size_t prefix_len, bool remote_csum,
                         uint8_t *headers,
                         size_t headers_cap, struct iovec *iov, size_t iov_cap, size_t *segment_len,

@@ -85,6 +85,13 @@ int offload_segment_iov(const uint8_t *frame, size_t len, const uint8_t *prefix,
                         size_t *headers_len);
 
 /*
+ * How many frames offload_segment makes of `frame` at most, reading only its
+ * headers (1 for a frame without GSO); OFFLOAD_MALFORMED for a super-frame
+ * it would refuse.
+ */
+long offload_segment_count(const uint8_t *frame, size_t len);
+
+/*
  * Completes the partial checksum of a frame (checksum >= OFFLOAD_CSUM_PARTIAL_MIN)
  * in place, for a TAP without IFF_VNET_HDR; false when it does not fit the frame.
  */

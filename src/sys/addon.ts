@@ -132,16 +132,26 @@ export interface NativeAddon {
     addresses: string[],
   ): void;
   udpStop(handle: NativeUdpHandle): void;
-  /** sendmmsg per 64; returns how many were sent. Stops at a full queue; skips datagrams whose destination fails. */
-  udpSendBatch(handle: NativeUdpHandle, datagrams: NativeDatagrams): number;
+  /**
+   * sendmmsg per 64; returns how many were sent. Stops at a full queue; skips datagrams whose destination fails.
+   * With `spi` (not 0) each datagram is a VXLAN header and a frame, and the frame alone leaves sealed with that
+   * outbound SA of the socket's ESP table; with no such SA, or too few sequence numbers left for every datagram,
+   * nothing is sent and it throws code ESP_UNKNOWN_SPI or ESP_SEQUENCE_EXHAUSTED.
+   */
+  udpSendBatch(handle: NativeUdpHandle, datagrams: NativeDatagrams, spi?: number): number;
   /**
    * Sends the frames of a FrameBatch (buffers, index, count) to one destination, each prefixed
    * with `prefix`. With `vnetHdr` each
    * frame starts with a virtio_net_hdr: TCP super-frames are segmented, partial checksums
    * completed (with `remoteChecksum`, the receiver being a netctl VTEP, TCP ones are left partial
    * and marked with VXLAN RCO in `prefix`, a VXLAN header), and each frame's segments leave in one
-   * UDP_SEGMENT send. `result` gets how many datagrams the frames made, then how many the kernel
-   * took (SEND_RESULT_*).
+   * UDP_SEGMENT send. `result` gets how many datagrams the frames made, how many the kernel
+   * took, and what refused a sealed send (SEND_RESULT_*).
+   * With `spi` (not 0) each datagram carries ESP instead: the outbound SA of the socket's ESP
+   * table seals each segment's frame without `prefix` (checksums completed, no RCO), and the
+   * sealed segments of a frame still leave in one UDP_SEGMENT send; with no such SA, or too few
+   * sequence numbers left, nothing is sent and SEND_RESULT_REFUSED is espLayout.results' index of
+   * unknownSpi or sequenceExhausted.
    */
   udpSendFrames(
     handle: NativeUdpHandle,
@@ -154,7 +164,21 @@ export interface NativeAddon {
     port: number,
     remoteChecksum: boolean,
     result: Uint32Array,
+    spi?: number,
   ): void;
+  /**
+   * Attaches an ESP table to the socket (replacing another) or, with null, detaches it. With a table, received
+   * datagrams that are ESP by their first word are opened with it and delivered as plain VXLAN marked
+   * DATAGRAM_SEALED, and sends may name an outbound SPI. The socket holds the table until detached or closed,
+   * whichever of the two is closed first.
+   */
+  udpSetEspTable(handle: NativeUdpHandle, table: NativeEspTable | null): void;
+  /**
+   * What the receive path makes of one receive (a GRO run of `segmentSize`, 0 for one datagram) with `table`
+   * attached, done in place in `data`: [offset, length, segmentSize, flags] per datagram it hands on, flat. For
+   * tests that need runs GRO makes only by chance (plain and sealed mixed, a forged one among them).
+   */
+  udpOpenDatagrams(table: NativeEspTable, data: Uint8Array, segmentSize: number): number[];
   udpClose(handle: NativeUdpHandle): void;
   /** A listening TCP socket (SO_REUSEADDR, non-blocking, close-on-exec) made in the namespace; returns its fd. */
   tcpListen(netnsPath: string, family: 4 | 6, address: string, port: number, backlog: number): number;

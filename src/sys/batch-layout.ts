@@ -30,20 +30,34 @@ export const CHECKSUM_PARTIAL_MIN = 2;
 /**
  * ReceivedDatagrams (src/sys/udp.ts): datagram i is LENGTH bytes at OFFSET of
  * buffers[BUFFER], from addresses[ADDRESS] port PORT; SEGMENT_SIZE > 0 says
- * it holds datagrams of that size back to back that UDP GRO coalesced.
+ * it holds datagrams of that size back to back that UDP GRO coalesced;
+ * FLAGS holds DATAGRAM_* bits.
  */
-export const DATAGRAM_STRIDE = 6;
+export const DATAGRAM_STRIDE = 7;
 export const DATAGRAM_BUFFER = 0;
 export const DATAGRAM_OFFSET = 1;
 export const DATAGRAM_LENGTH = 2;
 export const DATAGRAM_SEGMENT_SIZE = 3;
 export const DATAGRAM_PORT = 4;
 export const DATAGRAM_ADDRESS = 5;
+export const DATAGRAM_FLAGS = 6;
+
+/**
+ * FLAGS bit: the datagram (every one of a GRO run) came out of ESP, opened
+ * with the socket's ESP table: a synthetic VXLAN header whose VNI is the
+ * SA's tag, then the frame the sealed datagram carried.
+ */
+export const DATAGRAM_SEALED = 1;
 
 /** Datagrams one receive callback delivers at most (4 recvmmsg of 64). */
 export const DATAGRAM_MAX = 256;
 
-/** udpSendFrames' result: how many datagrams the frames made, then how many the kernel took. */
+/**
+ * udpSendFrames' result: how many datagrams the frames made, how many the
+ * kernel took, and why a sealed send was refused whole (an index into
+ * ESP_RESULTS of src/sys/esp.ts; 0 when it was not).
+ */
 export const SEND_RESULT_DATAGRAMS = 0;
 export const SEND_RESULT_SENT = 1;
-export const SEND_RESULT_LENGTH = 2;
+export const SEND_RESULT_REFUSED = 2;
+export const SEND_RESULT_LENGTH = 3;

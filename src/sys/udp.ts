@@ -12,6 +12,7 @@ import type { NativeUdpHandle } from './addon.js';
 import {
   DATAGRAM_ADDRESS,
   DATAGRAM_BUFFER,
+  DATAGRAM_FLAGS,
   DATAGRAM_LENGTH,
   DATAGRAM_MAX,
   DATAGRAM_OFFSET,
@@ -20,8 +21,11 @@ import {
   DATAGRAM_STRIDE,
   SEND_RESULT_DATAGRAMS,
   SEND_RESULT_LENGTH,
+  SEND_RESULT_REFUSED,
   SEND_RESULT_SENT,
 } from './batch-layout.js';
+import { ESP_RESULTS } from './esp.js';
+import type { EspTable } from './esp.js';
 import type { FrameBatch } from './tap.js';
 
 /** Datagrams to send as parallel arrays: index i of each describes datagram i. */
@@ -38,7 +42,8 @@ export interface DatagramBatch {
  * of buffers[index[at + DATAGRAM_BUFFER]], sent from addresses[index[at + DATAGRAM_ADDRESS]],
  * port index[at + DATAGRAM_PORT] (src/sys/batch-layout.ts); when index[at + DATAGRAM_SEGMENT_SIZE]
  * > 0 (sockets with `gro`), it holds datagrams of that size back to back (the last may be
- * shorter) that the kernel coalesced.
+ * shorter) that the kernel coalesced. index[at + DATAGRAM_FLAGS] has DATAGRAM_SEALED set when
+ * they came out of ESP (see `NativeUdpSocket.setEspTable`).
  */
 export interface ReceivedDatagrams {
   readonly buffers: readonly Uint8Array[];
@@ -53,6 +58,8 @@ export interface ReceivedDatagram {
   port: number;
   /** See `ReceivedDatagrams`: 0 for one datagram. */
   segmentSize: number;
+  /** DATAGRAM_* bits (DATAGRAM_SEALED). */
+  flags: number;
 }
 
 /** Datagram i of a batch as an object (allocates; for slow paths and tests). */
@@ -65,6 +72,7 @@ export function receivedDatagram(batch: ReceivedDatagrams, i: number): ReceivedD
     address: batch.addresses[index[at + DATAGRAM_ADDRESS]!]!,
     port: index[at + DATAGRAM_PORT]!,
     segmentSize: index[at + DATAGRAM_SEGMENT_SIZE]!,
+    flags: index[at + DATAGRAM_FLAGS]!,
   };
 }
 
@@ -107,6 +115,31 @@ export class SocketClosed extends NetctlError {
   constructor() {
     super('Unavailable', 'the UDP socket is closed');
   }
+}
+
+/** Why a sealed send was refused whole, nothing sent. */
+export type EspSendRefusal = 'unknownSpi' | 'sequenceExhausted';
+
+/**
+ * `sendBatch` with an SPI sent nothing: the socket's ESP table has no
+ * outbound SA with it (or no table is attached), or the SA has fewer
+ * sequence numbers left than the batch needs.
+ */
+export class EspSendRefused extends NetctlError {
+  constructor(
+    readonly reason: EspSendRefusal,
+    readonly spi: number,
+  ) {
+    super('Unavailable', `sealed send with SPI 0x${spi.toString(16).padStart(8, '0')} refused (${reason}): nothing sent`);
+  }
+}
+
+/** What `sendFrames` did: datagrams made and taken by the kernel, and why a sealed send was refused. */
+export interface SentFrames {
+  datagrams: number;
+  sent: number;
+  /** Set when a send with an SPI was refused whole (then `datagrams` and `sent` are 0). */
+  refused?: EspSendRefusal;
 }
 
 export class NativeUdpSocket {
@@ -163,15 +196,37 @@ export class NativeUdpSocket {
   }
 
   /**
+   * Attaches `table` (or with null detaches the one attached). With a table,
+   * a received datagram that is ESP by its first word (esp.h: not 0x08000000
+   * or 0x08200000, how VXLAN headers start, and not below 256, where probes
+   * lie) is opened with it, and what it carried is delivered as a plain VXLAN
+   * datagram (VNI: the low 24 bits of the SA's tag) with DATAGRAM_SEALED set;
+   * one that does not open is dropped and counted by reason in the table
+   * (`EspTable.totals('inbound')`, `counters('inbound', spi)`). Sends may then
+   * name an outbound SPI. The socket holds the table: closing either first
+   * is safe (see `EspTable.close`).
+   */
+  setEspTable(table: EspTable | null): void {
+    addon().udpSetEspTable(this.#open(), table === null ? null : table.native);
+  }
+
+  /**
    * Sends without blocking; returns how many datagrams were sent. When the
    * socket's queue fills the rest are not sent; a datagram whose destination
    * is unparseable or fails (unreachable, too long) is skipped. Neither throws.
+   * With `spi` (not 0) each datagram is a VXLAN header and a frame, and the
+   * frame alone leaves sealed with that outbound SA of the attached table;
+   * throws EspSendRefused, having sent nothing, when the SA is missing or has
+   * too few sequence numbers left.
    */
-  sendBatch(batch: DatagramBatch): number {
+  sendBatch(batch: DatagramBatch, spi = 0): number {
     const handle = this.#open();
     try {
-      return addon().udpSendBatch(handle, batch);
+      return addon().udpSendBatch(handle, batch, spi);
     } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (code === 'ESP_UNKNOWN_SPI') throw new EspSendRefused('unknownSpi', spi);
+      if (code === 'ESP_SEQUENCE_EXHAUSTED') throw new EspSendRefused('sequenceExhausted', spi);
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
     }
   }
@@ -186,6 +241,14 @@ export class NativeUdpSocket {
    * Returns the datagrams the frames made and how many of them the kernel
    * took (fewer: queue full or destination failed). Never throws for a
    * datagram, as `sendBatch`.
+   *
+   * With `spi` (not 0) every datagram carries ESP instead (esp.h): the
+   * outbound SA `spi` of the attached table seals each segment's frame,
+   * without `prefix` (the SA names the network) and with its checksums
+   * complete (`remoteChecksum` is ignored); the sealed segments of a frame
+   * still leave in one UDP_SEGMENT send. Without that SA, or with too few
+   * sequence numbers left for every datagram, nothing is sent and `refused`
+   * says why: never a frame in clear.
    */
   sendFrames(
     prefix: Uint8Array,
@@ -194,11 +257,14 @@ export class NativeUdpSocket {
     address: string,
     port: number,
     remoteChecksum = false,
-  ): { datagrams: number; sent: number } {
+    spi = 0,
+  ): SentFrames {
     const handle = this.#open();
     try {
       const result = this.#sendResult;
-      addon().udpSendFrames(handle, prefix, frames.buffers, frames.index, frames.count, vnetHdr, address, port, remoteChecksum, result);
+      addon().udpSendFrames(handle, prefix, frames.buffers, frames.index, frames.count, vnetHdr, address, port, remoteChecksum, result, spi);
+      const refused = result[SEND_RESULT_REFUSED]!;
+      if (refused !== 0) return { datagrams: 0, sent: 0, refused: ESP_RESULTS[refused] as EspSendRefusal };
       return { datagrams: result[SEND_RESULT_DATAGRAMS]!, sent: result[SEND_RESULT_SENT]! };
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
