@@ -284,7 +284,7 @@ test('a run of sealed, plain and forged datagrams opens into runs of synthetic V
   encodeProbe({ type: PROBE_REQUEST, sequence: 3, timestamp: 12345, underlayMtu: 1500 }, probe);
   // Sealed 0, 1, 2 (shorter), 3; plain; sealed 4, forged 5, sealed 6; a probe, the shortest, last.
   const run = Buffer.concat([sealed[0]!, sealed[1]!, sealed[2]!, sealed[3]!, plain, sealed[4]!, forged, sealed[6]!, probe]);
-  const flat = addon.udpOpenDatagrams(receiver.native, run, size);
+  const flat = addon().udpOpenDatagrams(receiver.native, run, size);
   const runs = Array.from({ length: flat.length / 4 }, (_, i) => {
     const [offset, length, segmentSize, flags] = flat.slice(4 * i, 4 * i + 4) as [number, number, number, number];
     return { data: run.subarray(offset, offset + length), segmentSize, flags };
@@ -318,11 +318,11 @@ test('a receive without ESP is left alone; unknown SPIs and truncated ones are d
   const rco = Buffer.from(plain);
   rco[1] = 0x20;
   rco[7] = (ETHERNET_HEADER_LEN + 20) / 2;
-  for (const datagram of [plain, rco]) t.deepEqual(addon.udpOpenDatagrams(receiver.native, Buffer.from(datagram), 0), [0, datagram.length, 0, 0]);
+  for (const datagram of [plain, rco]) t.deepEqual(addon().udpOpenDatagrams(receiver.native, Buffer.from(datagram), 0), [0, datagram.length, 0, 0]);
   const unknown = Buffer.alloc(200);
   unknown.writeUInt32BE(0x0badf00d, 0);
-  t.deepEqual(addon.udpOpenDatagrams(receiver.native, unknown, 0), []);
-  t.deepEqual(addon.udpOpenDatagrams(receiver.native, unknown.subarray(0, 20), 0), []);
+  t.deepEqual(addon().udpOpenDatagrams(receiver.native, unknown, 0), []);
+  t.deepEqual(addon().udpOpenDatagrams(receiver.native, unknown.subarray(0, 20), 0), []);
   t.deepEqual(receiver.totals('inbound').drops, { ...NO_DROPS, unknownSpi: 1, truncated: 1 });
   t.throws(() => EspTable.create().addInbound({ spi: 0x08200000, key: randomBytes(32), salt: randomBytes(4), tag: 1 }), {
     message: /how a VXLAN header starts/,
@@ -596,9 +596,9 @@ test('closing the table while sockets hold it wipes it: sealed sends are refused
   spare.receiver.addInbound({ spi: SPI + 8, key: randomBytes(32), salt: randomBytes(4), tag: 1 });
   t.throws(() => sender.setEspTable(inbound), { message: /closed/ });
   // Another kind of handle is never taken for a table.
-  const { handle } = addon.udpOpen(b.path, 4, HOST_B, 0, {});
-  t.throws(() => addon.udpSetEspTable(handle, handle as never), { message: /expected an ESP table handle/ });
-  addon.udpClose(handle);
+  const { handle } = addon().udpOpen(b.path, 4, HOST_B, 0, {});
+  t.throws(() => addon().udpSetEspTable(handle, handle as never), { message: /expected an ESP table handle/ });
+  addon().udpClose(handle);
 });
 
 test('a table the garbage collector took from JavaScript stays with the socket that holds it, and goes when the socket does', async (t) => {
