@@ -47,6 +47,12 @@ export interface Datagram {
   /** IPv4 dotted quad of the destination. */
   address: string;
   port: number;
+  /**
+   * Seal with this outbound SA of the port's ESP table instead of sending
+   * in clear: `data` is then a VXLAN header and a frame, and the frame
+   * alone leaves sealed (src/sys/udp.ts).
+   */
+  spi?: number;
 }
 
 /** The underlay UDP socket shared by every overlay network of the host. */
@@ -60,7 +66,9 @@ export interface DatagramPort {
   start(onBatch: (datagrams: ReceivedDatagrams) => void): void;
   /**
    * Sends without blocking. Delivery is best effort, as with UDP: a datagram
-   * that cannot be sent is dropped, never reported by a throw. Throws once closed.
+   * that cannot be sent is dropped, never reported by a throw, except that
+   * datagrams with an SPI the port cannot seal with are not sent and
+   * EspSendRefused is thrown (after the others went). Throws once closed.
    */
   sendBatch(datagrams: Datagram[]): void;
   /**
@@ -69,8 +77,11 @@ export interface DatagramPort {
    * virtio_net_hdr: a TCP super-frame leaves as gso_size segments and a
    * partial checksum is completed first; with `remoteChecksum` (the
    * receiver is a netctl VTEP) a port may instead leave TCP checksums
-   * partial and mark the datagram with VXLAN RCO. Best effort as
-   * `sendBatch`; returns how many datagrams the frames made. Throws once closed.
+   * partial and mark the datagram with VXLAN RCO. With `spi` (not 0) each
+   * frame leaves sealed with that outbound SA of the port's ESP table
+   * instead of after `header`; if the port cannot seal with it, nothing is
+   * sent and EspSendRefused is thrown. Best effort as `sendBatch`; returns
+   * how many datagrams the frames made. Throws once closed.
    */
   sendFrames(
     header: Uint8Array,
@@ -79,6 +90,7 @@ export interface DatagramPort {
     address: string,
     port: number,
     remoteChecksum: boolean,
+    spi?: number,
   ): number;
   /** Stops delivery and releases the socket; `sendBatch` and `start` throw afterwards, `close` again resolves. */
   close(): Promise<void>;

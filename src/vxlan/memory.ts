@@ -7,8 +7,10 @@ import { InvalidArgument } from '../errors.js';
 import {
   DATAGRAM_ADDRESS,
   DATAGRAM_BUFFER,
+  DATAGRAM_FLAGS,
   DATAGRAM_LENGTH,
   DATAGRAM_PORT,
+  DATAGRAM_SEALED,
   DATAGRAM_SEGMENT_SIZE,
   DATAGRAM_STRIDE,
   FRAME_BUFFER,
@@ -16,6 +18,9 @@ import {
   FRAME_OFFSET,
   FRAME_STRIDE,
 } from '../sys/batch-layout.js';
+import type { EspSaKeys } from '../sys/esp.js';
+import { EspSendRefused } from '../sys/udp.js';
+import { VXLAN_HEADER_LEN, writeVxlanHeader } from '../wire/index.js';
 import { PortClosed } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
 import { CHECKSUM_PARTIAL_MIN, CHECKSUM_UNVERIFIED, FrameList, completePartialChecksum, framesOf, segmentFrame } from './offload.js';
@@ -195,11 +200,39 @@ export interface ArrivedDatagram {
   segmentSize?: number;
 }
 
+/**
+ * Stands in for the addon's ESP table (src/sys/esp.ts) on a memory port:
+ * it keeps which SPIs exist and their tags, no keys. "Sealing" puts the SPI
+ * where a VXLAN header would be, so a capture shows no VXLAN header, and
+ * only a port whose table has that inbound SPI takes the datagram in (as
+ * the VNI of the SA's tag, marked sealed); others count it as unknown.
+ * Enough to test the VTEP's policy; the cryptography is tested against the addon.
+ */
+export class MemoryEspTable {
+  readonly inbound = new Map<number, number>();
+  readonly outbound = new Map<number, number>();
+  /** Sealed datagrams received for an SPI the table does not have. */
+  unknownSpi = 0;
+
+  addInbound(sa: EspSaKeys): void {
+    this.inbound.set(sa.spi, sa.tag);
+  }
+
+  addOutbound(sa: EspSaKeys): void {
+    this.outbound.set(sa.spi, sa.tag);
+  }
+
+  remove(direction: 'inbound' | 'outbound', spi: number): boolean {
+    return this[direction].delete(spi);
+  }
+}
+
 /** A UDP port on a MemoryNetwork. */
 export class MemoryDatagramPort implements DatagramPort {
   readonly #network: MemoryNetwork;
   #onBatch: ((datagrams: ReceivedDatagrams) => void) | undefined;
   #closed = false;
+  #esp: MemoryEspTable | null = null;
 
   constructor(
     network: MemoryNetwork,
@@ -219,21 +252,36 @@ export class MemoryDatagramPort implements DatagramPort {
     this.#onBatch = onBatch;
   }
 
+  /** As the native port's: sends may name its outbound SPIs, and it opens what its inbound ones sealed. */
+  setEspTable(table: MemoryEspTable | null): void {
+    this.#check();
+    this.#esp = table;
+  }
+
   sendBatch(datagrams: Datagram[]): void {
     this.#check();
-    for (const datagram of datagrams) this.#network.send(this, datagram);
+    let refused: EspSendRefused | undefined;
+    for (const datagram of datagrams) {
+      if (datagram.spi === undefined) this.#network.send(this, datagram);
+      else if (this.#esp?.outbound.has(datagram.spi) !== true) refused = new EspSendRefused('unknownSpi', datagram.spi);
+      else this.#network.send(this, { ...datagram, data: sealed(datagram.spi, datagram.data.subarray(VXLAN_HEADER_LEN)) });
+    }
+    if (refused !== undefined) throw refused;
   }
 
   /**
    * Segments with the same native code as the real port, then sends datagram
    * by datagram; checksums are always completed (RCO is the real port's).
    */
-  sendFrames(header: Uint8Array, frames: FrameBatch, vnetHdr: boolean, address: string, port: number): number {
+  sendFrames(header: Uint8Array, frames: FrameBatch, vnetHdr: boolean, address: string, port: number, _remoteChecksum = false, spi = 0): number {
     this.#check();
+    if (spi !== 0 && this.#esp?.outbound.has(spi) !== true) throw new EspSendRefused('unknownSpi', spi);
     let datagrams = 0;
     for (const frame of framesOf(frames)) {
       const pieces = vnetHdr ? segmentFrame(frame, header) : [Buffer.concat([header, frame])];
-      for (const data of pieces ?? []) this.#network.send(this, { data, address, port });
+      for (const data of pieces ?? []) {
+        this.#network.send(this, { data: spi === 0 ? data : sealed(spi, data.subarray(VXLAN_HEADER_LEN)), address, port });
+      }
       datagrams += pieces?.length ?? 0;
     }
     return datagrams;
@@ -247,8 +295,15 @@ export class MemoryDatagramPort implements DatagramPort {
   }
 
   /** Hands `arrived` to the started port's callback as one batch (called by MemoryNetwork, or a test). */
-  deliver(arrived: readonly ArrivedDatagram[]): void {
+  deliver(delivered: readonly ArrivedDatagram[]): void {
     if (this.#onBatch === undefined) return;
+    const flags: number[] = [];
+    const arrived = delivered.flatMap((datagram) => {
+      const opened = this.#open(datagram.data);
+      if (opened === null) return [];
+      flags.push(opened === datagram.data ? 0 : DATAGRAM_SEALED);
+      return [{ ...datagram, data: opened }];
+    });
     const index = new Uint32Array(DATAGRAM_STRIDE * arrived.length);
     const addresses: string[] = [];
     arrived.forEach((datagram, i) => {
@@ -261,11 +316,36 @@ export class MemoryDatagramPort implements DatagramPort {
       index[at + DATAGRAM_SEGMENT_SIZE] = datagram.segmentSize ?? 0;
       index[at + DATAGRAM_PORT] = datagram.port;
       index[at + DATAGRAM_ADDRESS] = slot;
+      index[at + DATAGRAM_FLAGS] = flags[i]!;
     });
     this.#onBatch({ buffers: arrived.map((datagram) => datagram.data), index, addresses, count: arrived.length });
+  }
+
+  /** `data` itself when it is not sealed (or no table is attached), a synthetic VXLAN datagram when it opens, null when it does not. */
+  #open(data: Uint8Array): Uint8Array | null {
+    if (this.#esp === null || data.length < 4) return data;
+    const spi = ((data[0]! << 24) | (data[1]! << 16) | (data[2]! << 8) | data[3]!) >>> 0;
+    if (spi < 256 || spi === 0x08000000 || spi === 0x08200000) return data;
+    const tag = this.#esp.inbound.get(spi);
+    if (tag === undefined) {
+      this.#esp.unknownSpi++;
+      return null;
+    }
+    const opened = Buffer.alloc(VXLAN_HEADER_LEN + data.length - 4);
+    writeVxlanHeader(tag & 0xffffff, opened, 0);
+    opened.set(data.subarray(4), VXLAN_HEADER_LEN);
+    return opened;
   }
 
   #check(): void {
     if (this.#closed) throw new PortClosed(`memory datagram port ${this.address}:${this.port}`);
   }
+}
+
+/** The memory table's stand-in for ESP: the SPI, then the frame. */
+function sealed(spi: number, frame: Uint8Array): Buffer {
+  const data = Buffer.alloc(4 + frame.length);
+  data.writeUInt32BE(spi, 0);
+  data.set(frame, 4);
+  return data;
 }

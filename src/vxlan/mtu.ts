@@ -9,6 +9,7 @@ import {
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
   ICMP_ERROR_MAX_LEN,
+  VXLAN_HEADER_LEN,
   IPV4_MIN_HEADER_LEN,
   IPV6_HEADER_LEN,
   IPV6_MIN_MTU,
@@ -22,18 +23,32 @@ import {
   writeFragmentationNeeded,
   writePacketTooBig,
 } from '../wire/index.js';
+import { ESP_HEADER_LENGTH, ESP_ICV_LENGTH, ESP_TRAILER_LENGTH } from '../sys/esp.js';
 import { VNET_HDR_LEN, segmentFrame } from './offload.js';
 
 /**
  * Bytes VXLAN over IPv4 adds to an overlay packet on the underlay: outer
  * IPv4 20, UDP 8, VXLAN 8 and the inner Ethernet header 14 (as Linux's
- * VXLAN_HEADROOM). Encryption will add its own overhead to this.
+ * VXLAN_HEADROOM).
  */
 export const VXLAN_OVERHEAD = 50;
 
 /** The largest IP packet an overlay can carry over an underlay interface of MTU `underlayMtu`. */
 export function overlayMtu(underlayMtu: number): number {
   return underlayMtu - VXLAN_OVERHEAD;
+}
+
+/**
+ * The largest IP packet an encrypted overlay carries where a plain one
+ * carries `mtu` (see `overlayMtu`): a sealed frame takes the room of the
+ * VXLAN header and the frame, and must fit ESP's header, its padding to 4
+ * bytes with pad length and next header, and the ICV (src/sys/esp.ts). On an
+ * underlay of 1500: 1424, where plain VXLAN gives 1450.
+ */
+export function encryptedMtu(mtu: number): number {
+  const datagram = mtu + ETHERNET_HEADER_LEN + VXLAN_HEADER_LEN;
+  const sealedPayload = (datagram - ESP_HEADER_LENGTH - ESP_ICV_LENGTH) & ~3;
+  return sealedPayload - ESP_TRAILER_LENGTH - ETHERNET_HEADER_LEN;
 }
 
 /** What became of a frame too long for its path. */

@@ -3,7 +3,8 @@
  * sendmmsg, one crossing into JavaScript per wake-up), optionally made
  * inside another network namespace. Same contract as the doubles in memory.ts.
  */
-import { NativeUdpSocket } from '../sys/udp.js';
+import type { EspTable } from '../sys/esp.js';
+import { EspSendRefused, NativeUdpSocket } from '../sys/udp.js';
 import type { DatagramBatch } from '../sys/udp.js';
 import { PortClosed } from './io.js';
 import type { Datagram, DatagramPort, FrameBatch, ReceivedDatagrams } from './io.js';
@@ -86,12 +87,39 @@ export class NativeDatagramPort implements DatagramPort {
     this.#socket.start(onBatch);
   }
 
+  /**
+   * Attaches the ESP table whose SAs `spi`s name and which opens sealed
+   * datagrams on receipt (see `NativeUdpSocket.setEspTable`); null detaches it.
+   */
+  setEspTable(table: EspTable | null): void {
+    if (this.#closed) throw new PortClosed('native UDP datagram port');
+    this.#socket.setEspTable(table);
+  }
+
   sendBatch(datagrams: Datagram[]): void {
     if (this.#closed) throw new PortClosed('native UDP datagram port');
+    // The addon seals a whole call with one SA: each run of datagrams with one SPI is a call.
+    let refused: EspSendRefused | undefined;
+    for (let start = 0; start < datagrams.length; ) {
+      const spi = datagrams[start]!.spi ?? 0;
+      let end = start + 1;
+      while (end < datagrams.length && (datagrams[end]!.spi ?? 0) === spi) end++;
+      try {
+        this.#sendRun(datagrams, start, end, spi);
+      } catch (err) {
+        if (!(err instanceof EspSendRefused)) throw err;
+        refused = err;
+      }
+      start = end;
+    }
+    if (refused !== undefined) throw refused;
+  }
+
+  #sendRun(datagrams: Datagram[], start: number, end: number, spi: number): void {
     const { data, addresses, ports } = this.#outbound;
-    const count = datagrams.length;
+    const count = end - start;
     for (let i = 0; i < count; i++) {
-      const datagram = datagrams[i]!;
+      const datagram = datagrams[start + i]!;
       data[i] = datagram.data;
       addresses[i] = datagram.address;
       ports[i] = datagram.port;
@@ -100,9 +128,10 @@ export class NativeDatagramPort implements DatagramPort {
     addresses.length = count;
     ports.length = count;
     try {
-      this.#dropped += count - this.#socket.sendBatch(this.#outbound);
+      this.#dropped += count - this.#socket.sendBatch(this.#outbound, spi);
     } catch (err) {
       this.#dropped += count;
+      if (err instanceof EspSendRefused) throw err;
       this.#logger.warn(`underlay send: ${String(err)}`);
     } finally {
       // Let the payloads be collected.
@@ -110,16 +139,18 @@ export class NativeDatagramPort implements DatagramPort {
     }
   }
 
-  sendFrames(header: Uint8Array, frames: FrameBatch, vnetHdr: boolean, address: string, port: number, remoteChecksum: boolean): number {
+  sendFrames(header: Uint8Array, frames: FrameBatch, vnetHdr: boolean, address: string, port: number, remoteChecksum: boolean, spi = 0): number {
     if (this.#closed) throw new PortClosed('native UDP datagram port');
+    let result;
     try {
-      const { datagrams, sent } = this.#socket.sendFrames(header, frames, vnetHdr, address, port, remoteChecksum);
-      this.#dropped += datagrams - sent;
-      return datagrams;
+      result = this.#socket.sendFrames(header, frames, vnetHdr, address, port, remoteChecksum, spi);
     } catch (err) {
       this.#logger.warn(`underlay send: ${String(err)}`);
       return 0;
     }
+    if (result.refused !== undefined) throw new EspSendRefused(result.refused, spi);
+    this.#dropped += result.datagrams - result.sent;
+    return result.datagrams;
   }
 
   async close(): Promise<void> {

@@ -50,6 +50,12 @@ export interface VtepStats {
   tooBigAnswered: number;
   /** IPv4 packets without DF too big for their path, cut into fragments that fit (the underlay never fragments). */
   fragmented: number;
+  /** Frames of an encrypted network to a VTEP it has no security association with yet: never sent in clear. */
+  dropNoKey: number;
+  /** Plain VXLAN datagrams for an encrypted network (only sealed ones are taken for it). */
+  dropCleartext: number;
+  /** Sealed datagrams for a network that is not encrypted. */
+  dropUnexpectedSealed: number;
 }
 
 /**
@@ -80,6 +86,13 @@ export interface Network {
   /** Unicast frames of the current TAP batch (as the port gave them) by destination VTEP, reused. */
   readonly unicast: Map<string, UnicastQueue>;
   readonly counters: VtepNetworkCounters;
+  /**
+   * Every frame leaves sealed, with the outbound SPI `spis` holds for its
+   * VTEP (none: dropped), and only sealed datagrams are taken in.
+   */
+  readonly encrypted: boolean;
+  /** Outbound SPI by VTEP address, set by `Vtep.setOutboundSpi`; shared with the VTEP, read here. */
+  readonly spis: ReadonlyMap<string, number>;
   removed: boolean;
 }
 
@@ -115,10 +128,13 @@ export function newVtepStats(): VtepStats {
     dropTooBig: 0,
     tooBigAnswered: 0,
     fragmented: 0,
+    dropNoKey: 0,
+    dropCleartext: 0,
+    dropUnexpectedSealed: 0,
   };
 }
 
-export function newNetwork(vni: number, port: FramePort, peers: VniPeers): Network {
+export function newNetwork(vni: number, port: FramePort, peers: VniPeers, encrypted: boolean, spis: ReadonlyMap<string, number>): Network {
   const header = new Uint8Array(VXLAN_HEADER_LEN);
   writeVxlanHeader(vni, header, 0);
   return {
@@ -130,6 +146,8 @@ export function newNetwork(vni: number, port: FramePort, peers: VniPeers): Netwo
     answers: new FrameList(),
     unicast: new Map(),
     counters: newNetworkCounters(),
+    encrypted,
+    spis,
     removed: false,
   };
 }

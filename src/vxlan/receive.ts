@@ -9,9 +9,11 @@
 import {
   DATAGRAM_ADDRESS,
   DATAGRAM_BUFFER,
+  DATAGRAM_FLAGS,
   DATAGRAM_LENGTH,
   DATAGRAM_OFFSET,
   DATAGRAM_PORT,
+  DATAGRAM_SEALED,
   DATAGRAM_SEGMENT_SIZE,
   DATAGRAM_STRIDE,
 } from '../sys/batch-layout.js';
@@ -88,6 +90,7 @@ export class UnderlayReceiver {
       const end = start + index[at + DATAGRAM_LENGTH]!;
       const size = index[at + DATAGRAM_SEGMENT_SIZE]!;
       const address = addresses[index[at + DATAGRAM_ADDRESS]!]!;
+      const sealed = (index[at + DATAGRAM_FLAGS]! & DATAGRAM_SEALED) !== 0;
       // A coalesced receive is a run of datagrams, each judged on its own; the ones that follow an
       // accepted one with its VXLAN header and inner source MAC get the same verdict.
       const step = size > 0 ? size : end - start;
@@ -99,7 +102,7 @@ export class UnderlayReceiver {
         received++;
         let accepted: Network | undefined;
         try {
-          accepted = this.#fromUnderlay(data, first, length, address, now);
+          accepted = this.#fromUnderlay(data, first, length, address, sealed, now);
         } catch (err) {
           this.#logger.warn(`datagram from ${address}:${index[at + DATAGRAM_PORT]!} dropped: ${String(err)}`);
         }
@@ -141,8 +144,9 @@ export class UnderlayReceiver {
   /**
    * Queues an underlay datagram's frame for its network's port; returns the
    * network, with `#acceptedChecksum` set, or undefined if it was dropped.
+   * `sealed`: it came out of ESP (the addon opened it; its VNI is the SA's).
    */
-  #fromUnderlay(data: Uint8Array, offset: number, length: number, address: string, now: number): Network | undefined {
+  #fromUnderlay(data: Uint8Array, offset: number, length: number, address: string, sealed: boolean, now: number): Network | undefined {
     if (address === this.#localAddress) {
       this.#stats.dropSelf++;
       return undefined;
@@ -168,6 +172,17 @@ export class UnderlayReceiver {
     const network = this.#networks.get(vni);
     if (network === undefined) {
       this.#stats.dropUnknownVni++;
+      return undefined;
+    }
+    // An encrypted network takes only what its SAs opened; a plain one nothing sealed (another network's keys).
+    if (sealed !== network.encrypted) {
+      if (sealed) {
+        this.#stats.dropUnexpectedSealed++;
+        network.counters.dropUnexpectedSealed++;
+      } else {
+        this.#stats.dropCleartext++;
+        network.counters.dropCleartext++;
+      }
       return undefined;
     }
     const peers = network.peers;

@@ -18,7 +18,8 @@ import {
 } from '../wire/index.js';
 import { FRAME_BUFFER, FRAME_LENGTH, FRAME_OFFSET, FRAME_STRIDE } from '../sys/batch-layout.js';
 import type { Datagram, DatagramPort, FrameBatch } from './io.js';
-import { largestFrame, tooBig } from './mtu.js';
+import { EspSendRefused } from '../sys/udp.js';
+import { encryptedMtu, largestFrame, tooBig } from './mtu.js';
 import { writeToPort } from './network.js';
 import type { Network, VtepStats } from './network.js';
 import { FrameList, VNET_HDR_LEN, segmentFrame } from './offload.js';
@@ -90,32 +91,66 @@ export class FrameSender {
       const queued = queue.frames;
       if (queued.count === 0) continue;
       const remote = queue.remote;
-      try {
-        // Another netctl VTEP completes what it receives: checksums can be left to it (RCO); others get them whole.
-        const sent = this.#underlay.sendFrames(network.header, queued, vnetHdr, address, this.#port, !remote.external);
-        this.#stats.txDatagrams += sent;
-        remote.txDatagrams += sent;
-        remote.txBytes += queue.bytes;
-      } catch (err) {
-        this.#logger.warn(`underlay send failed: ${String(err)}`);
+      // Fail closed: without an SA for that VTEP the frames go nowhere.
+      const spi = network.encrypted ? (network.spis.get(address) ?? 0) : 0;
+      if (network.encrypted && spi === 0) {
+        this.#noKey(network, queued.count);
+      } else {
+        try {
+          // Another netctl VTEP completes what it receives: checksums can be left to it (RCO); others get them whole.
+          const sent = this.#underlay.sendFrames(network.header, queued, vnetHdr, address, this.#port, !remote.external, spi);
+          this.#stats.txDatagrams += sent;
+          remote.txDatagrams += sent;
+          remote.txBytes += queue.bytes;
+        } catch (err) {
+          if (err instanceof EspSendRefused) this.#noKey(network, queued.count);
+          else this.#logger.warn(`underlay send failed: ${String(err)}`);
+        }
       }
       queued.clear();
       queue.bytes = 0;
     }
     if (outbound.length > 0) {
+      let refusedSpi = 0;
       try {
         this.#underlay.sendBatch(outbound);
-        this.#stats.txDatagrams += outbound.length;
-        // Floods and plain frames from an offload port only: a lookup per datagram is cheap here.
-        for (const datagram of outbound) {
-          const remote = network.peers.remote(datagram.address);
-          remote.txDatagrams++;
-          remote.txBytes += datagram.data.length - VXLAN_HEADER_LEN;
-        }
       } catch (err) {
-        this.#logger.warn(`underlay send failed: ${String(err)}`);
+        if (!(err instanceof EspSendRefused)) {
+          this.#logger.warn(`underlay send failed: ${String(err)}`);
+          return;
+        }
+        // The table lacks an SA the VTEP was told of: a bug of the key ring's, never a frame in clear.
+        this.#logger.warn(`VNI ${network.vni}: ${err.message}`);
+        refusedSpi = err.spi;
+      }
+      // Floods and plain frames from an offload port only: a lookup per datagram is cheap here.
+      for (const datagram of outbound) {
+        if (refusedSpi !== 0 && datagram.spi === refusedSpi) {
+          this.#noKey(network, 1);
+          continue;
+        }
+        this.#stats.txDatagrams++;
+        const remote = network.peers.remote(datagram.address);
+        remote.txDatagrams++;
+        remote.txBytes += datagram.data.length - VXLAN_HEADER_LEN;
       }
     }
+  }
+
+  #noKey(network: Network, frames: number): void {
+    this.#stats.dropNoKey += frames;
+    network.counters.dropNoKey += frames;
+  }
+
+  /** Queues `data` (a VXLAN datagram) for `address`: on an encrypted network sealed with its SA, or not at all. */
+  #push(network: Network, outbound: Datagram[], data: Uint8Array, address: string): void {
+    if (!network.encrypted) {
+      outbound.push({ data, address, port: this.#port });
+      return;
+    }
+    const spi = network.spis.get(address);
+    if (spi === undefined) this.#noKey(network, 1);
+    else outbound.push({ data, address, port: this.#port, spi });
   }
 
   /**
@@ -164,7 +199,7 @@ export class FrameSender {
   #queueUnicast(network: Network, vtep: string, buffer: Uint8Array, offset: number, length: number, largest: number, frameBytes: number): number {
     let queue = network.unicast.get(vtep);
     if (queue === undefined) {
-      queue = { frames: new FrameList(), remote: network.peers.remote(vtep), frameLimit: this.frameLimit(vtep), bytes: 0 };
+      queue = { frames: new FrameList(), remote: network.peers.remote(vtep), frameLimit: this.frameLimit(network, vtep), bytes: 0 };
       network.unicast.set(vtep, queue);
     }
     if (largest > queue.frameLimit) return queue.frameLimit;
@@ -173,9 +208,17 @@ export class FrameSender {
     return 0;
   }
 
-  /** The longest frame the path to `vtep` takes: the smaller of our MTU and the one it announced, plus the Ethernet header. */
-  frameLimit(vtep: string): number {
-    return Math.min(this.#mtu, this.#vtepMtus.get(vtep) ?? this.#mtu) + ETHERNET_HEADER_LEN;
+  /**
+   * The longest frame the path to `vtep` takes: the smaller of our MTU and
+   * the one it announced (less what sealing adds, on an encrypted network),
+   * plus the Ethernet header.
+   */
+  frameLimit(network: Network, vtep: string): number {
+    return this.#pathMtu(network, Math.min(this.#mtu, this.#vtepMtus.get(vtep) ?? this.#mtu)) + ETHERNET_HEADER_LEN;
+  }
+
+  #pathMtu(network: Network, mtu: number): number {
+    return network.encrypted ? encryptedMtu(mtu) : mtu;
   }
 
   /**
@@ -189,7 +232,7 @@ export class FrameSender {
     if (verdict.kind === 'fragmented') {
       for (const fragment of verdict.frames) {
         const data = encapsulate(network.header, fragment);
-        for (const address of targets) outbound.push({ data, address, port: this.#port });
+        for (const address of targets) this.#push(network, outbound, data, address);
       }
       this.#stats.fragmented++;
       network.counters.fragmented++;
@@ -243,9 +286,9 @@ export class FrameSender {
           network.counters.dropNoRoute++;
         } else if (network.port.vnetHdr) {
           // Unicast queues hold frames with virtio headers on such a port: this plain one goes on its own.
-          const limit = this.frameLimit(entry.vtep);
+          const limit = this.frameLimit(network, entry.vtep);
           if (frame.length > limit) this.#oversize(network, frame, false, [entry.vtep], limit, outbound);
-          else outbound.push({ data: encapsulate(network.header, frame), address: entry.vtep, port: this.#port });
+          else this.#push(network, outbound, encapsulate(network.header, frame), entry.vtep);
         } else {
           const limit = this.#queueUnicast(network, entry.vtep, frame, 0, frame.length, frame.length, frame.length);
           if (limit > 0) this.#oversize(network, frame, false, [entry.vtep], limit, outbound);
@@ -261,13 +304,14 @@ export class FrameSender {
     }
     let limit = this.#mtu;
     for (const address of targets) limit = Math.min(limit, this.#vtepMtus.get(address) ?? limit);
+    limit = this.#pathMtu(network, limit);
     if (frame.length > limit + ETHERNET_HEADER_LEN) {
       this.#oversize(network, frame, false, targets, limit + ETHERNET_HEADER_LEN, outbound);
       return;
     }
     // One buffer for every copy: nobody writes to a datagram once it is queued.
     const data = encapsulate(network.header, frame);
-    for (const address of targets) outbound.push({ data, address, port: this.#port });
+    for (const address of targets) this.#push(network, outbound, data, address);
     this.#stats.flooded++;
     network.counters.flooded++;
   }

@@ -86,6 +86,13 @@ export interface NetworkOptions {
    * learned; when given, they replace the VNI's external peers (see `Vtep.setExternalPeers`).
    */
   externalPeers?: string[];
+  /**
+   * Seal every frame with ESP and take in only sealed datagrams (the port
+   * must have an ESP table attached). A frame to a VTEP without an outbound
+   * SPI (`setOutboundSpi`) is dropped and counted, never sent in clear.
+   * External peers cannot take part.
+   */
+  encrypted?: boolean;
 }
 
 export interface PeerOptions {
@@ -118,6 +125,8 @@ export class Vtep {
   readonly #peers: PeerTable;
   readonly #liveness: Liveness;
   readonly #networks = new Map<number, Network>();
+  /** Outbound SPIs by VNI, then VTEP address: kept for VNIs not served yet, which get them when they are. */
+  readonly #spis = new Map<number, Map<string, number>>();
   readonly #receiver: UnderlayReceiver;
   readonly #sender: FrameSender;
   #nextSweep: number;
@@ -221,7 +230,11 @@ export class Vtep {
     checkVni(vni);
     if (this.#networks.has(vni)) throw new Conflict(`VNI ${vni} is already served by this VTEP`);
     const externalPeers = opts.externalPeers?.map((peer) => canonicalIPv4(peer, 'external peer'));
-    const network = newNetwork(vni, port, this.#peers.vni(vni));
+    const encrypted = opts.encrypted ?? false;
+    if (encrypted && externalPeers !== undefined && externalPeers.length > 0) {
+      throw new InvalidArgument(`VNI ${vni}: an encrypted network cannot have external peers (they could not open what it seals)`);
+    }
+    const network = newNetwork(vni, port, this.#peers.vni(vni), encrypted, this.#spisOf(vni));
     if (externalPeers !== undefined) network.peers.setExternalPeers(externalPeers);
     this.#networks.set(vni, network);
     try {
@@ -247,10 +260,36 @@ export class Vtep {
     network.port.close();
   }
 
+  /**
+   * Frames of encrypted network `vni` to the VTEP at `address` are sealed
+   * with outbound SA `spi` of the underlay's ESP table from now on;
+   * undefined: dropped (no SA yet, or any more). The VNI need not be served yet.
+   */
+  setOutboundSpi(vni: number, address: string, spi: number | undefined): void {
+    this.#check();
+    checkVni(vni);
+    const vtep = canonicalIPv4(address, 'VTEP');
+    if (spi === undefined) this.#spisOf(vni).delete(vtep);
+    else if (!Number.isInteger(spi) || spi < 256 || spi > 0xffffffff) throw new InvalidArgument(`invalid SPI ${spi}`);
+    else this.#spisOf(vni).set(vtep, spi);
+  }
+
+  #spisOf(vni: number): Map<string, number> {
+    let spis = this.#spis.get(vni);
+    if (spis === undefined) {
+      spis = new Map();
+      this.#spis.set(vni, spis);
+    }
+    return spis;
+  }
+
   /** Replaces the external peers of `vni`; MACs learned from peers no longer listed are forgotten. */
   setExternalPeers(vni: number, peers: string[]): void {
     this.#check();
     checkVni(vni);
+    if (peers.length > 0 && this.#networks.get(vni)?.encrypted === true) {
+      throw new InvalidArgument(`VNI ${vni}: an encrypted network cannot have external peers (they could not open what it seals)`);
+    }
     this.#peers.vni(vni).setExternalPeers(peers.map((peer) => canonicalIPv4(peer, 'external peer')));
   }
 
@@ -291,10 +330,9 @@ export class Vtep {
     checkMtu(mtu);
     const vtep = canonicalIPv4(address, 'VTEP');
     this.#vtepMtus.set(vtep, mtu);
-    const limit = this.#sender.frameLimit(vtep);
     for (const network of this.#networks.values()) {
       const queue = network.unicast.get(vtep);
-      if (queue !== undefined) queue.frameLimit = limit;
+      if (queue !== undefined) queue.frameLimit = this.#sender.frameLimit(network, vtep);
     }
   }
 
