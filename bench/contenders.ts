@@ -113,47 +113,53 @@ const kernelVxlan: Contender = {
   },
 };
 
-/** Two netctl daemons sharing etcd, one overlay network, a sandbox on each host. */
-const netctl: Contender = {
-  id: 'netctl',
-  label: 'netctl overlay',
-  needs: [],
-  etcd: true,
-  async up(testbed) {
-    const cli = join(root, 'bin', 'netctl.js');
-    const daemons: Spawned[] = [];
-    const sockets: string[] = [];
-    for (const host of testbed.hosts) {
-      const stateDir = await testbed.tempDir(`netctl${host.index}`);
-      const socket = join(stateDir, 'netctl.sock');
-      sockets.push(socket);
-      const daemon = testbed.spawnIn(host.netnsPath, process.execPath, [
-        cli, 'daemon', '--state-dir', stateDir, '--socket', socket,
-        '--store', (testbed.etcdUrl ?? '').replace(/^http:/, 'etcd:'),
-        '--advertise-addr', host.address, '--node-name', `host${host.index}`,
-        // Nothing listens there: no query leaves the testbed.
-        '--dns', '127.0.0.1',
-      ]);
-      daemons.push(daemon);
-      await waitFor(daemon, 'listening', `netctl daemon on host${host.index}`, 30_000);
-    }
-    const ctl = (index: number, ...args: string[]) => must(process.execPath, [cli, '-H', `unix://${sockets[index - 1]}`, ...args]);
-    await ctl(1, 'network', 'create', '-d', 'overlay', '--subnet', `${SUBNET}.0/24`, 'bench');
-    const sandboxes: { nsPath: string; address: string }[] = [];
-    for (const host of testbed.hosts) {
-      const name = uniqueName(`n${host.index}`);
-      testbed.adoptNamespace(name);
-      await ctl(host.index, 'sandbox', 'create', name);
-      await ctl(host.index, 'network', 'connect', 'bench', name);
-      const template = `{{range .Containers}}{{if eq .Name "${name}"}}{{.IPv4Address}}{{end}}{{end}}`;
-      const address = (await ctl(host.index, 'network', 'inspect', '-f', template, 'bench')).trim().split('/')[0] ?? '';
-      if (address === '') throw new Error(`netctl gave ${name} no address`);
-      sandboxes.push({ nsPath: `/var/run/netns/${name}`, address });
-    }
-    const [client, server] = sandboxes as [{ nsPath: string }, { nsPath: string; address: string }];
-    return { serverNsPath: server.nsPath, clientNsPath: client.nsPath, serverAddress: server.address, processes: daemons };
-  },
-};
+/** Two netctl daemons sharing etcd, one overlay network (with `createOptions`), a sandbox on each host. */
+function netctlOverlay(id: string, label: string, createOptions: readonly string[]): Contender {
+  return {
+    id,
+    label,
+    needs: [],
+    etcd: true,
+    async up(testbed) {
+      const cli = join(root, 'bin', 'netctl.js');
+      const daemons: Spawned[] = [];
+      const sockets: string[] = [];
+      for (const host of testbed.hosts) {
+        const stateDir = await testbed.tempDir(`${id}${host.index}`);
+        const socket = join(stateDir, 'netctl.sock');
+        sockets.push(socket);
+        const daemon = testbed.spawnIn(host.netnsPath, process.execPath, [
+          cli, 'daemon', '--state-dir', stateDir, '--socket', socket,
+          '--store', (testbed.etcdUrl ?? '').replace(/^http:/, 'etcd:'),
+          '--advertise-addr', host.address, '--node-name', `host${host.index}`,
+          // Nothing listens there: no query leaves the testbed.
+          '--dns', '127.0.0.1',
+        ]);
+        daemons.push(daemon);
+        await waitFor(daemon, 'listening', `netctl daemon on host${host.index}`, 30_000);
+      }
+      const ctl = (index: number, ...args: string[]) => must(process.execPath, [cli, '-H', `unix://${sockets[index - 1]}`, ...args]);
+      await ctl(1, 'network', 'create', '-d', 'overlay', ...createOptions, '--subnet', `${SUBNET}.0/24`, 'bench');
+      const sandboxes: { nsPath: string; address: string }[] = [];
+      for (const host of testbed.hosts) {
+        const name = uniqueName(`n${host.index}`);
+        testbed.adoptNamespace(name);
+        await ctl(host.index, 'sandbox', 'create', name);
+        await ctl(host.index, 'network', 'connect', 'bench', name);
+        const template = `{{range .Containers}}{{if eq .Name "${name}"}}{{.IPv4Address}}{{end}}{{end}}`;
+        const address = (await ctl(host.index, 'network', 'inspect', '-f', template, 'bench')).trim().split('/')[0] ?? '';
+        if (address === '') throw new Error(`netctl gave ${name} no address`);
+        sandboxes.push({ nsPath: `/var/run/netns/${name}`, address });
+      }
+      const [client, server] = sandboxes as [{ nsPath: string }, { nsPath: string; address: string }];
+      return { serverNsPath: server.nsPath, clientNsPath: client.nsPath, serverAddress: server.address, processes: daemons };
+    },
+  };
+}
+
+const netctl = netctlOverlay('netctl', 'netctl overlay', []);
+/** The same with `-o encrypted`: every frame sealed with AES-256-GCM (ESP) in the addon. */
+const netctlEncrypted = netctlOverlay('netctl-encrypted', 'netctl encrypted (AES-256-GCM)', ['-o', 'encrypted']);
 
 /** wg's base64 keys from a Node x25519 pair (its JWK holds the raw 32 bytes, base64url). */
 function wireguardKeys(): { privateKey: string; publicKey: string } {
@@ -333,4 +339,4 @@ const nebula: Contender = {
 };
 
 /** In the order they run and are listed. */
-export const contenders: readonly Contender[] = [wire, kernelVxlan, netctl, wireguardGo, tinc(false), tinc(true), openvpn, nebula];
+export const contenders: readonly Contender[] = [wire, kernelVxlan, netctl, netctlEncrypted, wireguardGo, tinc(false), tinc(true), openvpn, nebula];

@@ -138,7 +138,7 @@ export function svgChart(results: readonly ContenderResult[], title: string, sub
     const y = top + i * rowHeight;
     const mid = y + rowHeight / 2;
     const s = r.summary.tcp1Gbps;
-    const emphasis = r.id === 'netctl';
+    const emphasis = r.id.startsWith('netctl');
     out.push(
       `<text x="${labelWidth - 10}" y="${mid + 4}" font-size="13" text-anchor="end" fill="#222"${emphasis ? ' font-weight="bold"' : ''}>${escapeXml(r.label)}</text>`,
     );

@@ -69,7 +69,7 @@ const loadAtStart = loadavg()[0] ?? 0;
 const results: ContenderResult[] = [];
 try {
   for (const contender of selected) {
-    const result: ContenderResult = { id: contender.id, label: contender.label, samples: [], failures: [], kernelPath: contender.needs.length === 0 && contender.id !== 'netctl', summary: {} };
+    const result: ContenderResult = { id: contender.id, label: contender.label, samples: [], failures: [], kernelPath: contender.needs.length === 0 && !contender.id.startsWith('netctl'), summary: {} };
     const missing = await missingPrograms(contender);
     if (missing.length > 0) result.unavailable = `not installed: ${missing.join(', ')} (scripts/install-bench-deps.sh)`;
     results.push(result);

@@ -29,6 +29,10 @@ import { Rtnl } from './sys/rtnl.js';
 import { VXLAN_OVERHEAD, overlayMtu } from './vxlan/mtu.js';
 import { NativeDatagramPort } from './vxlan/native.js';
 import { Vtep } from './vxlan/vtep.js';
+import { loadOrCreateStaticKey } from './crypto/keys.js';
+import type { EncryptionSetup } from './drivers/overlay/encryption.js';
+import { EspTable, espSelfTest } from './sys/esp.js';
+import { openKeylog } from './sys/keylog.js';
 import { DEFAULT_VXLAN_PORT } from './wire/vxlan.js';
 import type { Logger } from './log.js';
 
@@ -50,6 +54,10 @@ export interface HostOptions {
   readonly dataPathPort?: number;
   /** This host's name in other hosts' Peers (default: the host name). */
   readonly nodeName?: string;
+  /** Writes every security association of encrypted networks to this file, keys included, as Wireshark's esp_sa lines (--esp-keylog). */
+  readonly espKeylog?: string;
+  /** How often the keys of encrypted networks are renewed (--esp-rotate-interval; default and most 10 minutes). */
+  readonly espRotateEveryMs?: number;
   /** Upstream resolvers for the embedded DNS (default: the host's resolv.conf). */
   readonly dns?: readonly string[];
   /** Where the daemon serves /metrics over TCP: one of the daemon's own ports, which sandboxes must not reach. */
@@ -79,7 +87,7 @@ export const kernelNamespaces: NamespaceOps = {
 };
 
 /** The overlay's parts: cluster store, the host's VTEP on its UDP port, and the driver over them. */
-async function openOverlay(options: HostOptions & { clusterStore: string }): Promise<{ globalStore: Store; vtep: Vtep; driver: OverlayDriver }> {
+async function openOverlay(options: HostOptions & { clusterStore: string; stateDir: string }): Promise<{ globalStore: Store; vtep: Vtep; driver: OverlayDriver }> {
   const advertiseAddress = options.advertiseAddress;
   if (advertiseAddress === undefined) {
     throw new InvalidArgument('--advertise-addr is required with --store: the address other hosts reach this one at');
@@ -101,11 +109,13 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
     const vtep = new Vtep({ underlay: udp, localAddress: advertiseAddress, port, mtu, ...(options.logger !== undefined ? { logger: options.logger } : {}) });
     vtep.start();
     cleanup.push(() => vtep.stop());
+    const encryption = await encryptionSetup(udp, options);
     const driver = await OverlayDriver.start({
       store: globalStore,
       vtep,
       advertiseAddress,
       mtu,
+      encryption,
       ...(options.nodeName !== undefined ? { hostName: options.nodeName } : {}),
       ...(options.logger !== undefined ? { logger: options.logger } : {}),
     });
@@ -114,6 +124,32 @@ async function openOverlay(options: HostOptions & { clusterStore: string }): Pro
     for (const step of cleanup.reverse()) await step().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * What encrypted overlays need: AES-GCM that gives the known answers (else
+ * they are refused, naming why), an ESP table on the VTEP's socket, the
+ * host's long-term key, and the keylog when asked for.
+ */
+async function encryptionSetup(udp: NativeDatagramPort, options: HostOptions & { stateDir: string }): Promise<EncryptionSetup> {
+  if (!espSelfTest()) {
+    options.logger?.error('AES-256-GCM failed its self-test: encrypted overlay networks are refused on this host');
+    return { unavailable: 'AES-256-GCM failed its self-test at daemon start' };
+  }
+  const table = EspTable.create();
+  udp.setEspTable(table);
+  const staticKey = await loadOrCreateStaticKey(options.stateDir);
+  let keylog: ((line: string) => void) | undefined;
+  if (options.espKeylog !== undefined) {
+    keylog = openKeylog(options.espKeylog);
+    options.logger?.warn(`--esp-keylog: the keys of every encrypted network are written to ${options.espKeylog}; whoever reads it can decrypt captured traffic`);
+  }
+  return {
+    table,
+    staticKey,
+    ...(keylog !== undefined ? { keylog } : {}),
+    ...(options.espRotateEveryMs !== undefined ? { rotateEveryMs: options.espRotateEveryMs } : {}),
+  };
 }
 
 /** The interface holding `address` in the daemon's namespace: the underlay the VTEP sends on, whose MTU bounds the overlay's. */
@@ -175,6 +211,9 @@ export async function openHost(options: HostOptions = {}): Promise<Host> {
   if (options.clusterStore === undefined && options.clusterStoreAccess !== undefined) {
     throw new InvalidArgument('--store-cacert, --store-cert, --store-key, --store-user and --store-password-file need a cluster store (--store)');
   }
+  if (options.clusterStore === undefined && (options.espKeylog !== undefined || options.espRotateEveryMs !== undefined)) {
+    throw new InvalidArgument('--esp-keylog and --esp-rotate-interval are for encrypted overlay networks, which need a cluster store (--store)');
+  }
   if (options.clusterStore === undefined && options.clusterStoreCompactIntervalMs !== undefined) {
     throw new InvalidArgument('--store-compact-interval needs a cluster store (--store)');
   }
@@ -222,7 +261,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
   let dns: EmbeddedDns | undefined;
   try {
     if (options.clusterStore !== undefined) {
-      const overlay = await openOverlay({ ...options, clusterStore: options.clusterStore });
+      const overlay = await openOverlay({ ...options, clusterStore: options.clusterStore, stateDir });
       globalStore = overlay.globalStore;
       vtep = overlay.vtep;
       drivers.push(overlay.driver);

@@ -143,6 +143,11 @@ export class ApiClient {
     return result.NetworksDeleted ?? [];
   }
 
+  /** Renews this host's keys of encrypted networks; returns each driver's new epoch. */
+  async rotateKeys(): Promise<{ Driver: string; Epoch: number; RotatedAt: string }[]> {
+    return this.json('POST', '/networks/rotate-keys');
+  }
+
   async connect(network: string, sandbox: string, endpointConfig: NetworkConnectBody['EndpointConfig'] = {}): Promise<void> {
     const body: NetworkConnectBody = { Container: sandbox, EndpointConfig: endpointConfig };
     await this.call('POST', `/networks/${encodeURIComponent(network)}/connect`, body);

@@ -4,6 +4,7 @@
  * containers.
  */
 import type { NetworkView } from '../cnm/types.js';
+import type { NetworkPeer } from '../cnm/driver.js';
 
 export interface DockerIpamConfig {
   Subnet: string;
@@ -41,8 +42,16 @@ export interface DockerNetwork {
    * Hosts with endpoints on the network; only for drivers spanning hosts.
    * Name and IP are Docker's; State, Since and LastRTT are the data path's
    * (see NetworkPeer), LastRTT as Go prints a duration ("312µs").
+   * Encryption is netctl's, on encrypted networks: SPIs and the key's age.
    */
-  Peers?: { Name: string; IP: string; State?: 'up' | 'down' | 'unknown'; Since?: string; LastRTT?: string }[];
+  Peers?: {
+    Name: string;
+    IP: string;
+    State?: 'up' | 'down' | 'unknown';
+    Since?: string;
+    LastRTT?: string;
+    Encryption?: { OutboundSPI?: string; InboundSPIs: string[]; KeyAge?: string };
+  }[];
 }
 
 export function toDockerNetwork({ network, endpoints, sandboxes: joined, peers }: NetworkView): DockerNetwork {
@@ -98,8 +107,17 @@ export function toDockerNetwork({ network, endpoints, sandboxes: joined, peers }
             ...(peer.state !== undefined ? { State: peer.state } : {}),
             ...(peer.since !== undefined ? { Since: peer.since } : {}),
             ...(peer.lastRtt !== undefined ? { LastRTT: peer.lastRtt } : {}),
+            ...(peer.encryption !== undefined ? { Encryption: encryptionJson(peer.encryption) } : {}),
           })),
         }
       : {}),
+  };
+}
+
+function encryptionJson(encryption: NonNullable<NetworkPeer['encryption']>): NonNullable<NonNullable<DockerNetwork['Peers']>[number]['Encryption']> {
+  return {
+    ...(encryption.outboundSpi !== undefined ? { OutboundSPI: encryption.outboundSpi } : {}),
+    InboundSPIs: [...encryption.inboundSpis],
+    ...(encryption.keyAge !== undefined ? { KeyAge: encryption.keyAge } : {}),
   };
 }

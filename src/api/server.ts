@@ -246,6 +246,17 @@ export class ApiServer {
         },
       },
       {
+        // netctl's own: renews this host's keys of encrypted networks now (`netctl network rotate-keys`).
+        name: '/networks/rotate-keys',
+        pattern: /^\/networks\/rotate-keys$/,
+        methods: {
+          POST: async () => ({
+            status: 200,
+            body: (await c.rotateKeys()).map((rotated) => ({ Driver: rotated.driver, Epoch: rotated.epoch, RotatedAt: rotated.rotatedAt })),
+          }),
+        },
+      },
+      {
         name: '/networks/{id}/connect',
         pattern: /^\/networks\/([^/]+)\/connect$/,
         methods: {

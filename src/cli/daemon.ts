@@ -42,6 +42,13 @@ async function readPasswordFile(path: string): Promise<string> {
   }
 }
 
+/** Keys are renewed at least every 10 minutes (forward secrecy); more often than every 10 s only churns SAs. */
+function parseRotateInterval(text: string): number {
+  const ms = parseDuration('esp-rotate-interval', text);
+  if (ms < 10_000 || ms > 600_000) throw new InvalidArgument(`invalid --esp-rotate-interval "${text}": from 10s to 10m`);
+  return ms;
+}
+
 export const daemonCommand: Command = {
   name: 'daemon',
   usage: '[OPTIONS]',
@@ -67,6 +74,17 @@ export const daemonCommand: Command = {
     { name: 'dns', type: 'list', help: 'Upstream DNS server for names netctl does not know (default: /etc/resolv.conf)' },
     { name: 'metrics-addr', type: 'string', help: 'Also serve Prometheus metrics at http://IP:PORT/metrics (they are always at /metrics on the socket)' },
     { name: 'node-name', type: 'string', help: 'Name other hosts show for this one in Peers', defaultText: 'the host name' },
+    {
+      name: 'esp-keylog',
+      type: 'string',
+      help: "Write the keys of encrypted networks' security associations to FILE, as Wireshark's esp_sa table (for debugging only: whoever reads it can decrypt captured traffic)",
+    },
+    {
+      name: 'esp-rotate-interval',
+      type: 'string',
+      help: 'How often the keys of encrypted networks are renewed (at most 10m)',
+      defaultText: '"10m"',
+    },
     { name: 'log-level', type: 'string', help: `Lowest level of the lines logged (${LOG_LEVELS.join(', ')})`, defaultText: '"info"' },
   ],
   async run(ctx, parsed) {
@@ -111,6 +129,9 @@ export const daemonCommand: Command = {
     const advertiseAddress = parsed.string('advertise-addr');
     const dataPathPort = parsed.string('data-path-port');
     const nodeName = parsed.string('node-name');
+    const espKeylog = parsed.string('esp-keylog');
+    const espRotateInterval = parsed.string('esp-rotate-interval');
+    const espRotateEveryMs = espRotateInterval !== undefined ? parseRotateInterval(espRotateInterval) : undefined;
     const dns = parsed.list('dns');
     const metrics = new DaemonMetrics({ processMetrics: true });
     const host = await openHost({
@@ -121,6 +142,8 @@ export const daemonCommand: Command = {
       ...(advertiseAddress !== undefined ? { advertiseAddress } : {}),
       ...(dataPathPort !== undefined ? { dataPathPort: parsePort(dataPathPort) } : {}),
       ...(nodeName !== undefined ? { nodeName } : {}),
+      ...(espKeylog !== undefined ? { espKeylog } : {}),
+      ...(espRotateEveryMs !== undefined ? { espRotateEveryMs } : {}),
       ...(dns.length > 0 ? { dns } : {}),
       ...(metricsAddress !== undefined ? { metricsAddress } : {}),
       storeObserver: (store) => metrics.storeObserver(store),

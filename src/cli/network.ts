@@ -319,6 +319,20 @@ const prune: Command = {
   },
 };
 
+const rotateKeys: Command = {
+  name: 'rotate-keys',
+  usage: '',
+  summary: "Renew this host's keys of encrypted networks now",
+  args: { exactly: 0 },
+  flags: [],
+  async run(ctx) {
+    for (const rotated of await ctx.client().rotateKeys()) {
+      ctx.io.stdout(`${rotated.Driver}: new keys of epoch ${rotated.Epoch}, made ${rotated.RotatedAt}\n`);
+    }
+    return 0;
+  },
+};
+
 const connect: Command = {
   name: 'connect',
   usage: '[OPTIONS] NETWORK SANDBOX',
@@ -364,5 +378,5 @@ const disconnect: Command = {
 export const networkCommands: CommandGroup = {
   name: 'network',
   summary: 'Manage networks',
-  commands: [connect, create, disconnect, inspect, ls, prune, rm],
+  commands: [connect, create, disconnect, inspect, ls, prune, rm, rotateKeys],
 };

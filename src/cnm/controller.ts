@@ -39,7 +39,7 @@ import type {
   SandboxInfo,
 } from './types.js';
 import { validateAliases } from './validate.js';
-import { Conflict, Forbidden, NetctlError } from '../errors.js';
+import { Conflict, Forbidden, InvalidArgument, NetctlError } from '../errors.js';
 import { type Logger, consoleWarnings } from '../log.js';
 import type { EndpointRecord, SandboxRecord, Scope } from '../records.js';
 import { Repository } from '../repository/repository.js';
@@ -234,6 +234,20 @@ export class Controller {
   /** Removes a network; refused while it has endpoints. */
   async removeNetwork(idOrName: string): Promise<void> {
     await this.mutate(async () => removeNetwork(this.context, await this.context.records.findNetwork(idOrName, 'skip')));
+  }
+
+  /**
+   * Renews this host's keys of encrypted networks now, in every driver that
+   * has them (the overlay); InvalidArgument when none does.
+   */
+  async rotateKeys(): Promise<{ driver: string; epoch: number; rotatedAt: string }[]> {
+    const rotating = [...this.context.drivers.values()].filter((driver) => driver.rotateKeys !== undefined);
+    if (rotating.length === 0) {
+      throw new InvalidArgument('no driver on this host has keys to renew: encrypted networks are overlay networks, which need a cluster store (--store)');
+    }
+    const rotated = [];
+    for (const driver of rotating) rotated.push({ driver: driver.name, ...(await driver.rotateKeys!()) });
+    return rotated;
   }
 
   /** Removes every network without endpoints that matches the filters; returns their names. */

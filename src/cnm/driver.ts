@@ -34,6 +34,14 @@ export interface NetworkPeer {
   readonly since?: string;
   /** The last round trip measured, in Go's duration notation (`312µs`, `1.25ms`). */
   readonly lastRtt?: string;
+  /** On an encrypted network: the SAs with this peer (SPIs and the outbound key's age, never keys). */
+  readonly encryption?: {
+    /** 0x-hex; absent while there is none: frames to the peer are dropped, not sent in clear. */
+    readonly outboundSpi?: string;
+    readonly inboundSpis: readonly string[];
+    /** Go's duration notation (`42s`, `3m5s`). */
+    readonly keyAge?: string;
+  };
 }
 
 export interface JoinRequest {
@@ -97,6 +105,8 @@ export interface NetworkDriver {
    * chained plugins do; absent when the driver keeps none there.
    */
   hostInterfaceName?(endpoint: EndpointRecord): string;
+  /** Renews the keys of the driver's encrypted networks on this host now (the overlay's); resolves once the new keys are published. */
+  rotateKeys?(): Promise<{ epoch: number; rotatedAt: string }>;
   /** Releases everything the driver holds in this process (not kernel state); a second close does nothing. */
   close?(): Promise<void>;
 }

@@ -6,8 +6,11 @@
  * Each own epoch is a fresh ephemeral X25519 pair. For every served VNI,
  * peer, peer epoch s and own epoch r there is an inbound SA (s, r), installed
  * before r is published so a peer may seal to r once it sees it. Outbound
- * uses our newest epoch published at least `graceMs` ago (peers have seen it)
- * and the peer's newest. Sealing starts at sequence 1 and a repeated GCM
+ * uses our newest epoch published at least `graceMs` ago (peers have seen it;
+ * at start, with no older one, the first as soon as it is published) and the
+ * peer's newest. A network no longer served keeps its SAs, kept up to date,
+ * for GONE_ROTATIONS rotations (the VTEP seals nothing on it meanwhile): a
+ * sandbox joining again soon finds them, and no SA needs making twice. Sealing starts at sequence 1 and a repeated GCM
  * nonce gives the key away, so no outbound (VNI, peer, s, r) is used twice in
  * a ring's life; nor is an inbound SA installed twice, as its replay window
  * would start over. When either blocks an SA, a new epoch is made at once.
@@ -57,7 +60,7 @@ export interface KeyRingOptions {
   /** Writes this host's keys into its host record; may reject (store down): retried at the next tick. */
   readonly publish: (keys: PublishedKeys) => Promise<void>;
   readonly onSa?: (sa: SaKeylogEntry) => void;
-  /** Defaults: 10 minutes, and 1 s for peers to see a new epoch before it is sealed with. */
+  /** Defaults: 10 minutes, and 3 s for peers to see a new epoch (through the store's watch) before it is sealed with. */
   readonly rotateEveryMs?: number;
   readonly graceMs?: number;
   /** Wall-clock milliseconds: epoch ids come from it, so they do not repeat across restarts. */
@@ -134,6 +137,8 @@ export class KeyRing {
   readonly #options: Settings;
   #epochs: Epoch[] = [];
   readonly #vnis = new Set<number>();
+  /** Served no more: the VTEP seals nothing on them; their SAs go when the timer fires, unless served again. */
+  readonly #parked = new Map<number, unknown>();
   readonly #peers = new Map<string, Peer>();
   /** Per peer: inbound SAs by material, and what the VTEP was told per VNI (undefined: drop). */
   readonly #inbound = new Map<string, Map<string, InstalledSa>>();
@@ -150,7 +155,7 @@ export class KeyRing {
   #closed = false;
 
   private constructor(options: KeyRingOptions) {
-    this.#options = { rotateEveryMs: 600_000, graceMs: 1_000, now: Date.now, logger: silentLogger, timers: defaultTimers, ...options };
+    this.#options = { rotateEveryMs: 600_000, graceMs: 3_000, now: Date.now, logger: silentLogger, timers: defaultTimers, ...options };
     const { rotateEveryMs, graceMs } = this.#options;
     if (!(rotateEveryMs > 0 && graceMs >= 0)) throw new InvalidArgument('rotateEveryMs must be above 0, graceMs not below 0');
   }
@@ -163,19 +168,40 @@ export class KeyRing {
     return ring;
   }
 
-  /** Serves an encrypted network: its SAs with every known peer. Again for a served VNI: nothing. */
+  /** Serves an encrypted network: its SAs with every known peer (the ones it had, if it was removed lately). Again for a served VNI: nothing. */
   addNetwork(vni: number): void {
     this.#checkOpen();
     if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff) throw new InvalidArgument(`VNI ${vni} is not a 24-bit number`);
+    if (this.#parked.has(vni)) {
+      this.#options.timers.clear(this.#parked.get(vni));
+      this.#parked.delete(vni);
+      for (const [address, told] of this.#outbound) {
+        const sa = told.get(vni);
+        if (sa !== undefined) this.#options.setOutbound(vni, address, sa.spi);
+      }
+    }
     if (this.#vnis.has(vni)) return;
     this.#vnis.add(vni);
     this.#syncAll();
   }
 
-  /** Removes every SA of the network; the VTEP is told to seal nothing on it. */
+  /**
+   * The network is served no more: the VTEP is told to seal nothing on it
+   * at once; its SAs stay GONE_ROTATIONS rotations in case it is served
+   * again (a new sandbox), then go.
+   */
   removeNetwork(vni: number): void {
     this.#checkOpen();
-    if (this.#vnis.delete(vni)) this.#syncAll();
+    if (!this.#vnis.has(vni) || this.#parked.has(vni)) return;
+    for (const address of this.#outbound.keys()) this.#options.setOutbound(vni, address, undefined);
+    this.#parked.set(
+      vni,
+      this.#options.timers.set(() => {
+        this.#parked.delete(vni);
+        this.#vnis.delete(vni);
+        this.#guard(`removing the SAs of VNI ${vni}`, () => this.#syncAll());
+      }, GONE_ROTATIONS * this.#options.rotateEveryMs),
+    );
   }
 
   /** A peer's host record, from the store's watch. One that is malformed, holds an unusable key or is stale is refused: the previous keys stay. */
@@ -245,10 +271,11 @@ export class KeyRing {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const handle of [this.#rotationTimer, this.#graceTimer, ...[...this.#peers.values()].map((peer) => peer.goneTimer)]) {
+    for (const handle of [this.#rotationTimer, this.#graceTimer, ...this.#parked.values(), ...[...this.#peers.values()].map((peer) => peer.goneTimer)]) {
       if (handle !== undefined) this.#options.timers.clear(handle);
     }
     this.#vnis.clear();
+    this.#parked.clear();
     this.#syncAll();
     for (const peer of this.#peers.values()) peer.staticShared.fill(0);
     this.#peers.clear();
@@ -382,7 +409,12 @@ export class KeyRing {
       installed.delete(material);
     }
     for (const [material, { vni, sender, receiver }] of wanted) {
-      if (peer === undefined || installed.has(material) || receiver.openedWith.has(`${address}/${material}`)) continue;
+      if (peer === undefined || installed.has(material)) continue;
+      if (receiver.openedWith.has(`${address}/${material}`)) {
+        // Had and removed (its network went for good, then came back): a new epoch of ours gives the peer another to seal to.
+        this.#rotateSoon(receiver);
+        continue;
+      }
       receiver.openedWith.add(`${address}/${material}`);
       const sa = this.#install('inbound', address, peer, vni, receiver, sender, material);
       if (sa !== undefined) installed.set(material, sa);
@@ -409,6 +441,7 @@ export class KeyRing {
     const sender = this.#senderEpoch();
     const receiver = peer.epochs[peer.epochs.length - 1]!;
     for (const vni of this.#vnis) {
+      const parked = this.#parked.has(vni);
       if (!told.has(vni)) {
         told.set(vni, undefined);
         this.#options.setOutbound(vni, address, undefined);
@@ -432,16 +465,21 @@ export class KeyRing {
         continue;
       }
       told.set(vni, sa);
-      this.#options.setOutbound(vni, address, sa.spi);
+      if (!parked) this.#options.setOutbound(vni, address, sa.spi);
       // Only once the VTEP seals with the new one.
       if (current !== undefined) this.#remove('outbound', current.spi);
     }
   }
 
-  /** The newest own epoch published at least graceMs ago: peers have had time to install its inbound SAs. */
+  /**
+   * The newest own epoch published at least graceMs ago: peers have had time
+   * to install its inbound SAs. When none is that old (at start), the
+   * oldest published: there is no older one to seal with meanwhile.
+   */
   #senderEpoch(): Epoch | undefined {
     const now = this.#options.now();
-    return [...this.#epochs].reverse().find((epoch) => epoch.publishedAt !== undefined && now - epoch.publishedAt >= this.#options.graceMs);
+    const published = [...this.#epochs].reverse().filter((epoch) => epoch.publishedAt !== undefined);
+    return published.find((epoch) => now - epoch.publishedAt! >= this.#options.graceMs) ?? published.at(-1);
   }
 
   /** An SA that cannot be made with `sender` (made before, or its SPI taken) can with a newer epoch. */

@@ -23,9 +23,17 @@ export interface RunResult {
   stderr: string;
 }
 
-export async function run(command: string, args: readonly string[], options: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+export async function run(
+  command: string,
+  args: readonly string[],
+  options: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   try {
-    const { stdout, stderr } = await exec(command, [...args], { timeout: options.timeoutMs ?? 30_000, maxBuffer: 16 << 20 });
+    const { stdout, stderr } = await exec(command, [...args], {
+      timeout: options.timeoutMs ?? 30_000,
+      maxBuffer: 16 << 20,
+      ...(options.env !== undefined ? { env: options.env } : {}),
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number | string; stdout?: string; stderr?: string };

@@ -95,6 +95,7 @@ function parseBool(option: string, value: string): boolean {
 /** Turns the untyped `-o` options into a typed config, rejecting what it does not know. */
 export function bridgeConfig(network: Pick<NetworkRecord, 'id' | 'options'>): BridgeConfig {
   for (const option of Object.keys(network.options)) {
+    if (option === 'encrypted') throw new InvalidArgument('option "encrypted" is for overlay networks (-d overlay): a bridge network\'s traffic never leaves this host');
     if (!KNOWN_OPTIONS.has(option)) throw new InvalidArgument(`unknown bridge driver option "${option}"`);
   }
   const bridgeName = network.options[BRIDGE_NAME_OPTION] ?? `br-${network.id.slice(0, 12)}`;

@@ -14,6 +14,7 @@ export class NullDriver implements NetworkDriver {
 
   validate(network: NetworkSpec): void {
     const option = Object.keys(network.options)[0];
+    if (option === 'encrypted') throw new InvalidArgument('option "encrypted" is for overlay networks (-d overlay): a null network carries no traffic');
     if (option !== undefined) throw new InvalidArgument(`unknown null driver option "${option}"`);
   }
 

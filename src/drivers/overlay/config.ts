@@ -9,12 +9,14 @@ import { overlayMtu } from '../../vxlan/mtu.js';
 export const VXLANID_OPTION = 'com.docker.network.driver.overlay.vxlanid_list';
 export const PEERS_OPTION = 'peers';
 export const MTU_OPTION = 'com.docker.network.driver.mtu';
+/** Docker's spelling: `-o encrypted` (stored as "") or `--opt encrypted=true`. */
+export const ENCRYPTED_OPTION = 'encrypted';
 /** The overlay MTU on an underlay of MTU 1500: the default when the driver is not told the underlay's. */
 export const OVERLAY_MTU = overlayMtu(1500);
 export const FIRST_VNI = 4096;
 export const MAX_VNI = 0xffffff;
 
-const KNOWN_OPTIONS = new Set([VXLANID_OPTION, PEERS_OPTION, MTU_OPTION]);
+const KNOWN_OPTIONS = new Set([VXLANID_OPTION, PEERS_OPTION, MTU_OPTION, ENCRYPTED_OPTION]);
 const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export interface OverlayConfig {
@@ -24,6 +26,8 @@ export interface OverlayConfig {
   readonly externalPeers: readonly string[];
   /** As asked with the option: sandboxes get at most this, and never more than every host's underlay allows. */
   readonly mtu?: number;
+  /** Every frame between hosts sealed with ESP (src/crypto/keyring.ts); none in clear. */
+  readonly encrypted: boolean;
 }
 
 export function overlayConfig(network: Pick<NetworkRecord, 'options'>): OverlayConfig {
@@ -48,5 +52,14 @@ export function overlayConfig(network: Pick<NetworkRecord, 'options'>): OverlayC
   if (mtuText !== undefined && (!/^\d+$/.test(mtuText) || mtu! < 68 || mtu! > 65535)) {
     throw new InvalidArgument(`invalid MTU "${mtuText}" for option ${MTU_OPTION}: an integer from 68 to 65535`);
   }
-  return { ...(vni !== undefined ? { vni } : {}), externalPeers, ...(mtu !== undefined ? { mtu } : {}) };
+  const encryptedText = network.options[ENCRYPTED_OPTION];
+  // Docker turns encryption on for any value, "false" too: a value that reads as off is refused instead.
+  if (encryptedText !== undefined && encryptedText !== '' && encryptedText !== 'true') {
+    throw new InvalidArgument(`invalid value "${encryptedText}" for option ${ENCRYPTED_OPTION}: give "-o encrypted" or "encrypted=true", or leave the option out for a plain network`);
+  }
+  const encrypted = encryptedText !== undefined;
+  if (encrypted && externalPeers.length > 0) {
+    throw new InvalidArgument(`options ${ENCRYPTED_OPTION} and ${PEERS_OPTION} cannot go together: external VTEPs could not open what netctl seals`);
+  }
+  return { ...(vni !== undefined ? { vni } : {}), externalPeers, ...(mtu !== undefined ? { mtu } : {}), encrypted };
 }

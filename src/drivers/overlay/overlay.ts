@@ -19,7 +19,7 @@ import type { Store, Watch } from '../../store/types.js';
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from '../../sys/tap.js';
 import { formatRtt } from '../../vxlan/liveness.js';
 import type { PeerLiveness } from '../../vxlan/liveness.js';
-import { VXLAN_OVERHEAD } from '../../vxlan/mtu.js';
+import { VXLAN_OVERHEAD, encryptedMtu } from '../../vxlan/mtu.js';
 import { MAX_FRAME_LENGTH } from '../../vxlan/vtep.js';
 import type { Vtep } from '../../vxlan/vtep.js';
 import { ETHERNET_HEADER_LEN } from '../../wire/ethernet.js';
@@ -28,11 +28,13 @@ import { type DriverKernel, systemKernel, withLinks } from '../kernel.js';
 import { tearDown } from '../teardown.js';
 import { plugVeth, unplugVeth } from '../veth.js';
 import { type Logger, consoleWarnings } from '../../log.js';
+import type { PublishedKeys } from '../../crypto/keyring.js';
 import { FIRST_VNI, MAX_VNI, MTU_OPTION, OVERLAY_MTU, type OverlayConfig, VXLANID_OPTION, overlayConfig } from './config.js';
+import { type EncryptionSetup, OverlayEncryption, encryptionUnavailable } from './encryption.js';
 
 const VNI_PREFIX = 'overlay/vni/';
 const PEER_PREFIX = 'overlay/peers/';
-/** One record per host, `overlay/hosts/ADDRESS`, tied to its lease: the overlay MTU its underlay allows. */
+/** One record per host, `overlay/hosts/ADDRESS`, tied to its lease: the overlay MTU its underlay allows, and its public keys. */
 const HOST_PREFIX = 'overlay/hosts/';
 /**
  * The TAP takes any frame the VTEP can carry, so that a frame too big for
@@ -48,6 +50,8 @@ export interface HostRecord {
   readonly host: string;
   /** The overlay MTU its underlay allows (underlay MTU less VXLAN_OVERHEAD). */
   readonly mtu: number;
+  /** Its long-term and current ephemeral public keys, when it can encrypt. */
+  readonly esp?: PublishedKeys;
 }
 
 /** A local endpoint as announced to the other hosts. */
@@ -85,6 +89,8 @@ export interface OverlayDriverOptions {
   readonly logger?: Logger;
   /** What the driver does to the kernel goes through this; default the real one. */
   readonly kernel?: DriverKernel;
+  /** What encrypted networks need (an ESP table on the VTEP's socket, the host's key pair), or why there are none. Default: none. */
+  readonly encryption?: EncryptionSetup;
 }
 
 interface ActiveNetwork {
@@ -92,6 +98,7 @@ interface ActiveNetwork {
   readonly netnsName: string;
   readonly netnsPath: string;
   readonly endpoints: Set<string>;
+  readonly encrypted: boolean;
 }
 
 function peerKey(networkId: string, endpointId: string): string {
@@ -126,8 +133,12 @@ export class OverlayDriver implements NetworkDriver {
   private readonly mtu: number;
   /** Every host's announced overlay MTU, by underlay address: new sandboxes get the smallest. */
   private readonly hostMtus = new Map<string, number>();
+  /** Every other host's published keys, by underlay address. */
+  private readonly hostKeys = new Map<string, PublishedKeys>();
   private hostWatch: Watch | undefined;
   private unsubscribeLiveness: (() => void) | undefined;
+  private readonly encryptionSetup: EncryptionSetup | undefined;
+  private encryption: OverlayEncryption | undefined;
 
   private constructor(options: OverlayDriverOptions) {
     this.store = options.store;
@@ -137,6 +148,7 @@ export class OverlayDriver implements NetworkDriver {
     this.mtu = options.mtu ?? OVERLAY_MTU;
     this.logger = options.logger ?? consoleWarnings;
     this.kernel = options.kernel ?? systemKernel;
+    this.encryptionSetup = options.encryption;
   }
 
   /** Starts following the peer records of every host; the VTEP's table is filled before this resolves. */
@@ -145,21 +157,56 @@ export class OverlayDriver implements NetworkDriver {
     driver.unsubscribeLiveness = driver.vtep.onPeerStateChange((peer) => driver.peerStateChanged(peer));
     await driver.followPeers();
     await driver.followHosts();
-    const record: HostRecord = { host: driver.hostName, mtu: driver.mtu };
-    await driver.store.txn({ put: [{ key: `${HOST_PREFIX}${driver.advertiseAddress}`, value: JSON.stringify(record), ephemeral: true }] });
+    const setup = driver.encryptionSetup;
+    if (setup !== undefined && 'table' in setup) {
+      // The ring publishes the host record with its keys, now and at each renewal.
+      driver.encryption = await OverlayEncryption.start(setup, {
+        self: driver.advertiseAddress,
+        vtep: driver.vtep,
+        publish: (keys) => driver.publishHost(keys),
+        logger: driver.logger,
+      });
+      for (const [address, keys] of driver.hostKeys) driver.encryption.setPeer(address, keys);
+    } else {
+      await driver.publishHost(undefined);
+    }
     return driver;
+  }
+
+  private async publishHost(esp: PublishedKeys | undefined): Promise<void> {
+    const record: HostRecord = { host: this.hostName, mtu: this.mtu, ...(esp !== undefined ? { esp } : {}) };
+    await this.store.txn({ put: [{ key: `${HOST_PREFIX}${this.advertiseAddress}`, value: JSON.stringify(record), ephemeral: true }] });
+  }
+
+  /** Renews this host's keys of encrypted networks now; InvalidArgument when it has none. */
+  async rotateKeys(): Promise<{ epoch: number; rotatedAt: string }> {
+    if (this.encryption === undefined) throw this.noEncryption();
+    return this.encryption.rotate();
+  }
+
+  private noEncryption(): InvalidArgument {
+    const setup = this.encryptionSetup;
+    return encryptionUnavailable(setup !== undefined && 'unavailable' in setup ? setup.unavailable : 'the overlay driver was started without an ESP table');
   }
 
   /** Checks the options; an MTU option above what every known host's underlay allows is refused. */
   validate(network: NetworkSpec): void {
     const config = this.configs.validate(network);
-    const allowed = this.smallestMtu();
+    if (config.encrypted && this.encryption === undefined) throw this.noEncryption();
+    const allowed = this.allowedMtu(config);
     if (config.mtu !== undefined && config.mtu > allowed) {
+      const overhead = config.encrypted ? 'VXLAN and ESP headers' : `${VXLAN_OVERHEAD} bytes of VXLAN headers`;
       throw new InvalidArgument(
         `MTU ${config.mtu} for option ${MTU_OPTION} is more than the underlay allows: at most ${allowed} ` +
-          `(the smallest underlay MTU of the cluster's hosts less ${VXLAN_OVERHEAD} bytes of VXLAN headers)`,
+          `(the smallest underlay MTU of the cluster's hosts less ${overhead})`,
       );
     }
+  }
+
+  /** The largest MTU the network's sandboxes can have on every host known now: sealing takes room on an encrypted one. */
+  private allowedMtu(config: OverlayConfig): number {
+    const smallest = this.smallestMtu();
+    return config.encrypted ? encryptedMtu(smallest) : smallest;
   }
 
   /** The overlay MTU of every host known now: this one's, and the smallest any other announced. */
@@ -169,7 +216,7 @@ export class OverlayDriver implements NetworkDriver {
 
   /** A new sandbox's MTU: what the option asks, at most what every host known now allows. */
   private sandboxMtu(config: OverlayConfig): number {
-    return Math.min(config.mtu ?? Number.POSITIVE_INFINITY, this.smallestMtu());
+    return Math.min(config.mtu ?? Number.POSITIVE_INFINITY, this.allowedMtu(config));
   }
 
   /** Picks the VNI: the one asked for if free, else the lowest free from 4096 up. */
@@ -252,14 +299,19 @@ export class OverlayDriver implements NetworkDriver {
     for (const record of this.programmed.values()) {
       if (record.networkId === network.id) byAddress.set(record.vtep, record.host);
     }
+    const active = this.active.get(network.id);
+    const encryption = active?.encrypted === true ? this.encryption : undefined;
     return [...byAddress]
-      .map(([ip, name]): NetworkPeer => (ip === this.advertiseAddress ? { name, ip } : { name, ip, ...livenessOf(this.vtep.peerState(ip)) }))
+      .map(([ip, name]): NetworkPeer => {
+        if (ip === this.advertiseAddress) return { name, ip };
+        return { name, ip, ...livenessOf(this.vtep.peerState(ip)), ...(encryption !== undefined ? { encryption: encryption.peer(active!.vni, ip) } : {}) };
+      })
       .sort((a, b) => a.ip.localeCompare(b.ip));
   }
 
-  /** The VTEP's counters: frames and datagrams moved, and drops by reason. */
+  /** The VTEP's counters: frames and datagrams moved, and drops by reason; with encryption, ESP's too. */
   stats(): Record<string, number> {
-    return { ...this.vtep.stats };
+    return { ...this.vtep.stats, ...this.encryption?.stats() };
   }
 
   /**
@@ -279,6 +331,9 @@ export class OverlayDriver implements NetworkDriver {
     await this.hostWatch?.cancel();
     this.hostWatch = undefined;
     this.active.clear();
+    // Its SAs go before the VTEP: a frame sent in between is dropped for want of a key, never sent in clear.
+    this.encryption?.close();
+    this.encryption = undefined;
     await this.vtep.stop();
   }
 
@@ -333,13 +388,17 @@ export class OverlayDriver implements NetworkDriver {
         await rtnl.setMtu(TAP, TAP_MTU);
         await rtnl.setMaster(TAP, BRIDGE);
         await rtnl.setUp(TAP);
-        this.vtep.addNetwork(vni, tap, { externalPeers: [...config.externalPeers] });
+        this.vtep.addNetwork(vni, tap, { externalPeers: [...config.externalPeers], encrypted: config.encrypted });
       } catch (err) {
         tap.close();
         throw err;
       }
     });
-    const active: ActiveNetwork = { vni, netnsName, netnsPath, endpoints: new Set() };
+    if (config.encrypted) {
+      if (this.encryption === undefined) throw this.noEncryption();
+      this.encryption.addNetwork(vni);
+    }
+    const active: ActiveNetwork = { vni, netnsName, netnsPath, endpoints: new Set(), encrypted: config.encrypted };
     this.active.set(network.id, active);
     return active;
   }
@@ -348,7 +407,10 @@ export class OverlayDriver implements NetworkDriver {
     const active = this.active.get(networkId);
     this.active.delete(networkId);
     this.configs.forget(networkId);
-    if (active !== undefined) this.vtep.removeNetwork(active.vni);
+    if (active !== undefined) {
+      if (active.encrypted) this.encryption?.removeNetwork(active.vni);
+      this.vtep.removeNetwork(active.vni);
+    }
     await this.kernel.removeNamedNetns(active?.netnsName ?? this.netnsName(networkId));
   }
 
@@ -364,8 +426,15 @@ export class OverlayDriver implements NetworkDriver {
     this.hostWatch = await this.store.watch(HOST_PREFIX, (event) => {
       const key = event.type === 'put' ? event.kv.key : event.key;
       seen.add(key);
-      if (event.type === 'put') this.learnHost(event.kv.key, event.kv.value);
-      else this.hostMtus.delete(key.slice(HOST_PREFIX.length));
+      if (event.type === 'put') {
+        this.learnHost(event.kv.key, event.kv.value);
+      } else {
+        const address = key.slice(HOST_PREFIX.length);
+        this.hostMtus.delete(address);
+        this.hostKeys.delete(address);
+        // Its SAs outlive the record for a while (see KeyRing.peerGone): the lease says nothing of its data path.
+        if (address !== this.advertiseAddress) this.encryption?.peerGone(address);
+      }
     });
     for (const kv of await this.store.list(HOST_PREFIX)) {
       if (!seen.has(kv.key)) this.learnHost(kv.key, kv.value);
@@ -375,10 +444,18 @@ export class OverlayDriver implements NetworkDriver {
   private learnHost(key: string, value: string): void {
     const address = key.slice(HOST_PREFIX.length);
     try {
-      const { mtu } = JSON.parse(value) as Partial<HostRecord>;
+      const { mtu, esp } = JSON.parse(value) as Partial<HostRecord>;
       if (typeof mtu !== 'number') throw new Error('no MTU');
-      if (address !== this.advertiseAddress) this.vtep.setVtepMtu(address, mtu);
+      if (address === this.advertiseAddress) {
+        this.hostMtus.set(address, mtu);
+        return;
+      }
+      this.vtep.setVtepMtu(address, mtu);
       this.hostMtus.set(address, mtu);
+      // Keys seen before the ring starts wait for it (start passes them on).
+      if (esp !== undefined) this.hostKeys.set(address, esp);
+      else this.hostKeys.delete(address);
+      this.encryption?.setPeer(address, esp);
     } catch (err) {
       this.logger.warn(`ignoring bad host record ${key}: ${(err as Error).message}`);
     }
