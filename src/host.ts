@@ -87,7 +87,9 @@ export const kernelNamespaces: NamespaceOps = {
 };
 
 /** The overlay's parts: cluster store, the host's VTEP on its UDP port, and the driver over them. */
-async function openOverlay(options: HostOptions & { clusterStore: string; stateDir: string }): Promise<{ globalStore: Store; vtep: Vtep; driver: OverlayDriver }> {
+async function openOverlay(
+  options: HostOptions & { clusterStore: string; stateDir: string },
+): Promise<{ globalStore: Store; vtep: Vtep; driver: OverlayDriver; esp: EspTable | undefined }> {
   const advertiseAddress = options.advertiseAddress;
   if (advertiseAddress === undefined) {
     throw new InvalidArgument('--advertise-addr is required with --store: the address other hosts reach this one at');
@@ -119,7 +121,7 @@ async function openOverlay(options: HostOptions & { clusterStore: string; stateD
       ...(options.nodeName !== undefined ? { hostName: options.nodeName } : {}),
       ...(options.logger !== undefined ? { logger: options.logger } : {}),
     });
-    return { globalStore, vtep, driver };
+    return { globalStore, vtep, driver, esp: 'table' in encryption ? encryption.table : undefined };
   } catch (err) {
     for (const step of cleanup.reverse()) await step().catch(() => undefined);
     throw err;
@@ -188,6 +190,8 @@ export interface Host {
   readonly ready: Promise<void>;
   /** The overlay's VTEP, with a cluster store: its counters are read for the metrics. */
   readonly vtep?: Vtep;
+  /** The ESP table of encrypted overlays, when this host can encrypt: its counters are read for the metrics. */
+  readonly esp?: EspTable;
   /** `HostOptions.metricsAddress`, for the rules that keep sandboxes off the daemon's ports. */
   readonly metricsAddress?: { readonly address: string; readonly port: number };
   /** Stops the DNS, then the controller; kernel state stays for the next start to restore. */
@@ -256,6 +260,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
   ];
   let globalStore: Store | undefined;
   let vtep: Vtep | undefined;
+  let esp: EspTable | undefined;
   let controller: Controller | undefined;
   // Known once the DNS runs; until then inspect shows where the file will go.
   let dns: EmbeddedDns | undefined;
@@ -264,6 +269,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       const overlay = await openOverlay({ ...options, clusterStore: options.clusterStore, stateDir });
       globalStore = overlay.globalStore;
       vtep = overlay.vtep;
+      esp = overlay.esp;
       drivers.push(overlay.driver);
     }
     // The controller reads the cluster through a memory of it, so local work never waits on an outage.
@@ -309,6 +315,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       },
       ready: Promise.all([opened.restored, dnsStarted]).then(() => undefined),
       ...(vtep !== undefined ? { vtep } : {}),
+      ...(esp !== undefined ? { esp } : {}),
       ...(options.metricsAddress !== undefined ? { metricsAddress: options.metricsAddress } : {}),
       async close() {
         await dnsStarted.catch(() => undefined);

@@ -14,6 +14,7 @@ import type { DnsQueryObservation } from '../dns/server.js';
 import type { StoreObserver } from '../store/observed.js';
 import type { PeerLiveness } from '../vxlan/liveness.js';
 import type { Vtep, VtepNetworkStats, VtepStats } from '../vxlan/vtep.js';
+import type { EspCounters } from '../sys/esp.js';
 
 /** What a scrape reads from the VTEP. */
 export type VtepCounterSource = Pick<Vtep, 'stats' | 'networkStats' | 'peerStates'>;
@@ -40,13 +41,24 @@ interface Snapshot {
     | undefined;
   /** VNI → network name, for the VTEP's labels. */
   readonly names: ReadonlyMap<number, string>;
+  readonly esp: { readonly sealed: EspCounters; readonly opened: EspCounters } | undefined;
 }
 
-const EMPTY: Snapshot = { networks: [], vtep: undefined, names: new Map() };
+const EMPTY: Snapshot = { networks: [], vtep: undefined, names: new Map(), esp: undefined };
+
+/** The host's ESP table (src/sys/esp.ts), read at scrape time. */
+export interface EspCounterSource {
+  totals(direction: 'inbound' | 'outbound'): EspCounters;
+}
+
+/** `badIcv` → `bad_icv`: a counter's name as a label value. */
+function snakeCase(name: string): string {
+  return name.replace(/(?<=[a-z])(?=[A-Z])/g, '_').toLowerCase();
+}
 
 /** `dropUnknownVni` → `unknown_vni`: a drop counter's reason label. */
 function dropReason(counter: string): string {
-  return counter.slice('drop'.length).replace(/(?<=[a-z])(?=[A-Z])/g, '_').toLowerCase();
+  return snakeCase(counter.slice('drop'.length));
 }
 
 /** Each `drop*` counter of `counters` with its reason. */
@@ -65,6 +77,7 @@ export class DaemonMetrics {
   readonly registry = new Registry();
   #listNetworks: () => Promise<DockerNetwork[]> = async () => [];
   #vtep: VtepCounterSource | undefined;
+  #esp: EspCounterSource | undefined;
   #snapshot: Snapshot = EMPTY;
   #rendering: Promise<string> | undefined;
   readonly #requests: Counter<'route' | 'method' | 'status'>;
@@ -134,6 +147,11 @@ export class DaemonMetrics {
     this.#vtep = vtep;
   }
 
+  /** The ESP table of encrypted overlays, for its datagrams and drops by reason. */
+  setEsp(esp: EspCounterSource): void {
+    this.#esp = esp;
+  }
+
   observeRequest(route: string, method: string, status: number, seconds: number): void {
     this.#requests.inc({ route, method, status: String(status) });
     this.#requestSeconds.observe({ route, method }, seconds);
@@ -182,6 +200,7 @@ export class DaemonMetrics {
       networks,
       names,
       vtep: vtep === undefined ? undefined : { stats: { ...vtep.stats }, networks: vtep.networkStats(), peers: vtep.peerStates() },
+      esp: this.#esp === undefined ? undefined : { sealed: this.#esp.totals('outbound'), opened: this.#esp.totals('inbound') },
     };
     try {
       return await this.registry.metrics();
@@ -269,6 +288,16 @@ export class DaemonMetrics {
     });
     counter('netctl_vtep_network_learned_total', "MACs a network learned from external peers' traffic", ['network', 'vni'], (emit) => {
       for (const { network, labels } of networks()) emit(labels, network.counters.learned);
+    });
+    counter('netctl_esp_datagrams_total', 'Datagrams of encrypted overlays sealed (sent) and opened (taken in)', ['direction'], (emit) => {
+      const esp = snapshot().esp;
+      if (esp === undefined) return;
+      emit({ direction: 'sealed' }, esp.sealed.packets);
+      emit({ direction: 'opened' }, esp.opened.packets);
+    });
+    counter('netctl_esp_drops_total', 'Received ESP datagrams dropped, by reason (replayed, bad_icv, truncated, unknown_spi, bad_trailer…)', ['reason'], (emit) => {
+      const drops = snapshot().esp?.opened.drops ?? {};
+      for (const [reason, value] of Object.entries(drops) as [string, number][]) emit({ reason: snakeCase(reason) }, value);
     });
     const peers = () => networks().flatMap(({ network, labels }) => network.peers.map((peer) => ({ peer, labels: { ...labels, peer: peer.address } })));
     counter('netctl_vtep_peer_datagrams_total', "A network's datagrams accepted from (rx) and sent to (tx) one remote VTEP", ['network', 'vni', 'peer', 'direction'], (emit) => {

@@ -151,6 +151,7 @@ export const daemonCommand: Command = {
       logger,
     });
     if (host.vtep !== undefined) metrics.setVtep(host.vtep);
+    if (host.esp !== undefined) metrics.setEsp(host.esp);
     const server = new ApiServer(host.controller, { version: ctx.version, metrics });
     let metricsServer: MetricsServer | undefined;
     try {

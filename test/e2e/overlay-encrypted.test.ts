@@ -13,6 +13,7 @@ import type { ExecutionContext } from 'ava';
 import { ApiClient } from '../../src/api/client.js';
 import { type Cluster, makeCluster, sandboxOn, type SimHost } from '../helpers/cluster.js';
 import { inNetns, links, pings, run } from '../helpers/kernel.js';
+import { sampleValue } from '../helpers/prometheus.js';
 import { until, waitFor } from '../helpers/wait.js';
 
 interface PeerJson {
@@ -65,6 +66,13 @@ async function captureUnderlay(cluster: Cluster, dir: string, name: string): Pro
   };
 }
 
+/** IP fragments the host's namespace made (`FragCreates` of /proc/net/snmp): the underlay must never need one. */
+async function fragCreates(host: SimHost): Promise<number> {
+  const lines = (await inNetns(host.netnsPath, 'cat', ['/proc/net/snmp'])).stdout.split('\n').filter((line) => line.startsWith('Ip:'));
+  const [names, values] = lines.map((line) => line.split(/\s+/));
+  return Number(values?.[names?.indexOf('FragCreates') ?? -1]);
+}
+
 function occurrences(haystack: Buffer, needle: string): number {
   let count = 0;
   for (let at = haystack.indexOf(needle); at >= 0; at = haystack.indexOf(needle, at + 1)) count++;
@@ -110,6 +118,11 @@ test.serial('an encrypted network beside a plain one: every pair talks, the unde
     const received = (JSON.parse(client.value.stdout) as { end: { sum_received: { bytes: number } } }).end.sum_received.bytes;
     t.true(received > 1_000_000, `iperf3 host${from + 1} → host${to + 1} moved ${received} bytes`);
   }
+
+  // Full-sized packets fit the underlay sealed: the largest with DF passes, one byte more is refused in the sandbox itself.
+  t.is((await inNetns(nsPath(secret[0]!.name), 'ping', ['-c', '2', '-M', 'do', '-s', String(1424 - 28), '-q', secret[1]!.address])).code, 0);
+  t.not((await inNetns(nsPath(secret[0]!.name), 'ping', ['-c', '1', '-M', 'do', '-s', String(1424 - 28 + 1), '-q', secret[1]!.address])).code, 0);
+  for (const host of cluster.hosts) t.is(await fragCreates(host), 0, `host${host.index} made no IP fragment`);
 
   // What a watcher on the underlay sees: the pattern of the plain network's pings, none of the encrypted one's.
   const stop = await captureUnderlay(cluster, dir, 'both');
@@ -286,6 +299,12 @@ test.serial('forged, replayed, truncated, unknown-SPI and cleartext datagrams ar
   t.is(grew('espDropTruncated'), 1);
   t.is(grew('espDropUnknownSpi'), 1);
   t.is(grew('dropCleartext'), 1);
+  // The same counts in the metrics a scraper reads.
+  const metrics = await run('curl', ['-sS', '--fail', '--unix-socket', h2.socket, 'http://netctl/metrics']);
+  t.is(sampleValue(metrics.stdout, 'netctl_esp_drops_total', { reason: 'replayed' }), after['espDropReplayed']);
+  t.is(sampleValue(metrics.stdout, 'netctl_esp_drops_total', { reason: 'bad_icv' }), after['espDropBadIcv']);
+  t.is(sampleValue(metrics.stdout, 'netctl_vtep_drops_total', { reason: 'cleartext' }), after['dropCleartext']);
+  t.true(sampleValue(metrics.stdout, 'netctl_esp_datagrams_total', { direction: 'opened' })! > 0);
   t.true(await pings(nsPath(a.name), b.address, { count: 2 }), 'traffic goes on');
   t.true(await pings(nsPath(b.name), a.address, { count: 2 }));
 });
