@@ -97,3 +97,26 @@ test('a second close does nothing; the first stops the VTEP', async (t) => {
   await t.notThrowsAsync(driver.close());
   t.throws(() => vtep.start(), { message: /stopped/ });
 });
+
+test('a host that cannot encrypt (AES-GCM failed its self-test) refuses encrypted networks and key renewals, saying why', async (t) => {
+  const store = new MemoryStore();
+  const vtep = new Vtep({ underlay: new MemoryNetwork().open('10.0.0.1'), localAddress: '10.0.0.1', logger: silentLogger });
+  vtep.start();
+  const driver = await OverlayDriver.start({
+    store,
+    vtep,
+    advertiseAddress: '10.0.0.1',
+    hostName: 'one',
+    logger: silentLogger,
+    kernel: new RecordingKernel([SANDBOX]),
+    encryption: { unavailable: 'AES-256-GCM failed its self-test at daemon start' },
+  });
+  t.teardown(() => driver.close());
+  const message = 'encrypted overlay networks are not available on this host: AES-256-GCM failed its self-test at daemon start';
+  t.throws(() => driver.validate({ ...spec, options: { encrypted: '' } }), { message });
+  await t.throwsAsync(driver.rotateKeys(), { message });
+  driver.validate(spec);
+  // Its host record says nothing of keys: the others derive none with it.
+  const record = JSON.parse((await store.get('overlay/hosts/10.0.0.1'))!.value) as { esp?: unknown };
+  t.is(record.esp, undefined);
+});
