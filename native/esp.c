@@ -19,6 +19,8 @@ struct esp_sa {
   EVP_CIPHER_CTX *ctx;
   uint32_t spi;
   uint32_t tag;
+  /* Inbound: the only source address it takes datagrams from (esp_sa_bind_sender); 0, any. */
+  uint32_t sender;
   esp_direction_t direction;
   uint8_t salt[ESP_SALT_LEN];
   /* counters.sequence is the state: the last sequence number sent, or the top of the replay window. */
@@ -298,6 +300,10 @@ uint32_t esp_sa_tag(const esp_sa_t *sa) {
   return sa->tag;
 }
 
+void esp_sa_bind_sender(esp_sa_t *sa, uint32_t source) {
+  sa->sender = source;
+}
+
 static esp_result_t drop(esp_counters_t *sa_counters, esp_counters_t *totals, esp_result_t reason) {
   if (sa_counters) sa_counters->drops[reason]++;
   totals->drops[reason]++;
@@ -414,7 +420,7 @@ static void replay_mark(esp_sa_t *sa, uint64_t sequence) {
   sa->replay[(sequence / 64) % ESP_REPLAY_BLOCKS] |= (uint64_t)1 << (sequence % 64);
 }
 
-esp_result_t esp_open(esp_table_t *table, uint8_t *datagram, size_t len, size_t *plain_len, uint32_t *tag) {
+esp_result_t esp_open(esp_table_t *table, uint8_t *datagram, size_t len, uint32_t source, size_t *plain_len, uint32_t *tag) {
   esp_counters_t *totals = &table->totals[ESP_INBOUND];
   if (len < ESP_MIN_LEN) return drop(NULL, totals, ESP_TRUNCATED);
   /* OpenSSL counts in int; no UDP datagram is this long, so it cannot be one we sealed. */
@@ -422,6 +428,8 @@ esp_result_t esp_open(esp_table_t *table, uint8_t *datagram, size_t len, size_t 
   uint32_t spi = load32(datagram);
   esp_sa_t *sa = esp_table_find(table, ESP_INBOUND, spi);
   if (!sa) return drop(NULL, totals, ESP_UNKNOWN_SPI);
+  /* Whoever else sends with its SPI cannot have its key; either way it must not touch the window. */
+  if (sa->sender != 0 && sa->sender != source) return drop(&sa->counters, totals, ESP_WRONG_SENDER);
 
   uint32_t low = load32(datagram + 4);
   uint64_t iv = load64(datagram + 8);
@@ -474,12 +482,12 @@ size_t esp_seal_batch(esp_sa_t *sa, esp_packet_t *packets, size_t count) {
   return sealed;
 }
 
-size_t esp_open_batch(esp_table_t *table, esp_packet_t *packets, size_t count) {
+size_t esp_open_batch(esp_table_t *table, esp_packet_t *packets, size_t count, uint32_t source) {
   size_t opened = 0;
   for (size_t i = 0; i < count; i++) {
     esp_packet_t *packet = &packets[i];
     size_t len;
-    packet->result = esp_open(table, packet->data, packet->length, &len, &packet->tag);
+    packet->result = esp_open(table, packet->data, packet->length, source, &len, &packet->tag);
     if (packet->result != ESP_OK) continue;
     packet->length = (uint32_t)len;
     opened++;

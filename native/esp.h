@@ -81,6 +81,8 @@ typedef enum {
   ESP_NO_ROOM = 7,
   /* OpenSSL refused a call (never seen with a library that passes esp_self_test). */
   ESP_CRYPTO_FAILED = 8,
+  /* open: the SA is bound to another sender (esp_sa_bind_sender) than the datagram's source address. */
+  ESP_WRONG_SENDER = 9,
   ESP_RESULT_COUNT
 } esp_result_t;
 
@@ -153,6 +155,14 @@ esp_sa_t *esp_table_find(const esp_table_t *table, esp_direction_t direction, ui
 const esp_counters_t *esp_table_counters(const esp_table_t *table, esp_direction_t direction);
 const esp_counters_t *esp_sa_counters(const esp_sa_t *sa);
 uint32_t esp_sa_tag(const esp_sa_t *sa);
+/*
+ * Binds an inbound SA to the one sender that holds its key: esp_open then
+ * refuses it datagrams from any other source address (IPv4, host order),
+ * before the replay window is looked at, so a copy sent from elsewhere
+ * neither passes as that sender's nor uses up its sequence number.
+ * 0, the default, accepts any source.
+ */
+void esp_sa_bind_sender(esp_sa_t *sa, uint32_t source);
 
 /*
  * Seals in place with an outbound SA: the plaintext is at
@@ -170,16 +180,17 @@ esp_result_t esp_seal_gather(esp_sa_t *sa, const struct iovec *parts, size_t par
                              size_t *sealed_len);
 /*
  * Opens in place a datagram of `len` bytes with the inbound SA its SPI
- * names. On ESP_OK the frame is *plain_len bytes at datagram + ESP_HEADER_LEN
+ * names, which came from `source` (IPv4, host order; 0: unknown, for an SA
+ * not bound to a sender). On ESP_OK the frame is *plain_len bytes at datagram + ESP_HEADER_LEN
  * and *tag is the SA's tag; on any other result the datagram is garbage and
  * must be dropped. The replay window is checked before decrypting and moved
  * only once the ICV verifies, so forged datagrams never move it.
  */
-esp_result_t esp_open(esp_table_t *table, uint8_t *datagram, size_t len, size_t *plain_len, uint32_t *tag);
+esp_result_t esp_open(esp_table_t *table, uint8_t *datagram, size_t len, uint32_t source, size_t *plain_len, uint32_t *tag);
 
 /* Seals each packet in place with one SA (esp_seal); returns how many were sealed. */
 size_t esp_seal_batch(esp_sa_t *sa, esp_packet_t *packets, size_t count);
-/* Opens each packet in place (esp_open); returns how many were opened. */
-size_t esp_open_batch(esp_table_t *table, esp_packet_t *packets, size_t count);
+/* Opens each packet, all from `source`, in place (esp_open); returns how many were opened. */
+size_t esp_open_batch(esp_table_t *table, esp_packet_t *packets, size_t count, uint32_t source);
 
 #endif

@@ -4,6 +4,7 @@
  * open of a batch of Buffers for tests and the benchmark. The data path calls
  * esp.h directly from C, on a table a socket holds (esp_handle.h).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ static const char *const result_names[ESP_RESULT_COUNT] = {
     [ESP_SEQUENCE_EXHAUSTED] = "sequenceExhausted",
     [ESP_NO_ROOM] = "noRoom",
     [ESP_CRYPTO_FAILED] = "cryptoFailed",
+    [ESP_WRONG_SENDER] = "wrongSender",
 };
 
 /* Frees the table and the handle once neither JavaScript nor a socket can reach them. */
@@ -165,13 +167,33 @@ static napi_value js_table_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* An optional IPv4 address (undefined: 0) as a host-order number; false with a RangeError thrown for anything else. */
+static bool get_ipv4(napi_env env, napi_value value, uint32_t *out) {
+  napi_valuetype type;
+  napi_typeof(env, value, &type);
+  if (type == napi_undefined) {
+    *out = 0;
+    return true;
+  }
+  char text[INET_ADDRSTRLEN];
+  size_t text_len = 0;
+  struct in_addr address;
+  if (type != napi_string || napi_get_value_string_utf8(env, value, text, sizeof text, &text_len) != napi_ok ||
+      inet_pton(AF_INET, text, &address) != 1 || address.s_addr == 0) {
+    napi_throw_range_error(env, NULL, "an address must be IPv4 in dotted quads, not 0.0.0.0");
+    return false;
+  }
+  *out = ntohl(address.s_addr);
+  return true;
+}
+
 /* espSaAdd(table, direction, spi, key, salt, tag, firstSequence?: bigint). */
 static napi_value js_sa_add(napi_env env, napi_callback_info info) {
   static const char usage[] =
       "espSaAdd(table, direction: 'inbound' | 'outbound', spi: number, key: Uint8Array, salt: Uint8Array, tag: number, "
-      "firstSequence?: bigint)";
-  size_t argc = 7;
-  napi_value argv[7];
+      "firstSequence?: bigint, sender?: string (inbound: the IPv4 address it takes datagrams from)";
+  size_t argc = 8;
+  napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 6) {
     napi_throw_type_error(env, NULL, usage);
@@ -198,6 +220,12 @@ static napi_value js_sa_add(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
+  uint32_t sender = 0;
+  if (argc > 7 && !get_ipv4(env, argv[7], &sender)) return NULL;
+  if (sender != 0 && direction != ESP_INBOUND) {
+    napi_throw_range_error(env, NULL, "sender binds inbound SAs only");
+    return NULL;
+  }
   if (key_len != ESP_KEY_LEN) {
     napi_throw_range_error(env, "ESP_KEY_LENGTH", "an AES-256-GCM key has 32 bytes");
     return NULL;
@@ -209,6 +237,7 @@ static napi_value js_sa_add(napi_env env, napi_callback_info info) {
   char message[128];
   switch (esp_table_add(table, direction, spi, key, salt, tag, first_sequence)) {
   case ESP_ADD_OK:
+    if (sender != 0) esp_sa_bind_sender(esp_table_find(table, direction, spi), sender);
     return NULL;
   case ESP_ADD_RESERVED_SPI:
     if (spi == ESP_SPI_VXLAN || spi == ESP_SPI_VXLAN_RCO)
@@ -405,29 +434,31 @@ static napi_value js_seal_batch(napi_env env, napi_callback_info info) {
 }
 
 /*
- * espOpenBatch(table, buffers, lengths, results, tags, count): opens buffers[i] (lengths[i] bytes) in
- * place; on success lengths[i] becomes the frame's length (at ESP_HEADER_LEN) and tags[i] the SA's
- * tag; results[i] is the esp_result_t. Returns how many were opened.
+ * espOpenBatch(table, buffers, lengths, results, tags, count, source?): opens buffers[i] (lengths[i] bytes) in
+ * place, as datagrams from IPv4 `source` (none: unknown, which SAs bound to a sender refuse); on success
+ * lengths[i] becomes the frame's length (at ESP_HEADER_LEN) and tags[i] the SA's tag; results[i] is the
+ * esp_result_t. Returns how many were opened.
  */
 static napi_value js_open_batch(napi_env env, napi_callback_info info) {
   static const char usage[] = "espOpenBatch(table, buffers: Uint8Array[], lengths: Uint32Array, results: Uint8Array, "
-                              "tags: Uint32Array, count: number)";
-  size_t argc = 6;
-  napi_value argv[6], result;
+                              "tags: Uint32Array, count: number, source?: string)";
+  size_t argc = 7;
+  napi_value argv[7], result;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 6) {
+  if (argc < 6) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
   esp_table_t *table = get_table(env, argv[0]);
   js_batch_t batch;
-  if (!table || !get_batch(env, argv + 1, true, &batch, usage)) return NULL;
+  uint32_t source = 0;
+  if (!table || !get_batch(env, argv + 1, true, &batch, usage) || (argc > 6 && !get_ipv4(env, argv[6], &source))) return NULL;
   esp_packet_t packets[BATCH_CHUNK];
   size_t opened = 0;
   for (uint32_t first = 0; first < batch.count; first += BATCH_CHUNK) {
     uint32_t n = batch.count - first < BATCH_CHUNK ? batch.count - first : BATCH_CHUNK;
     if (!chunk_packets(env, &batch, first, n, packets)) return NULL;
-    opened += esp_open_batch(table, packets, n);
+    opened += esp_open_batch(table, packets, n, source);
     for (uint32_t i = 0; i < n; i++) {
       batch.lengths[first + i] = packets[i].length;
       batch.results[first + i] = packets[i].result;

@@ -374,6 +374,11 @@ static inline bool is_esp(const uint8_t *datagram, size_t len) {
   return word >= ESP_SPI_MIN && word != ESP_SPI_VXLAN && word != ESP_SPI_VXLAN_RCO;
 }
 
+/* A datagram's IPv4 source (host order), what esp_open checks a bound SA against; 0 for IPv6. */
+static inline uint32_t ipv4_source(const netctl_addr_t *addr) {
+  return addr->in4.sin_family == AF_INET ? ntohl(addr->in4.sin_addr.s_addr) : 0;
+}
+
 /* True when a receive (a GRO run of `size`, or one datagram) holds an ESP datagram. */
 static bool holds_esp(const uint8_t *data, size_t len, uint32_t size) {
   size_t step = size ? size : len;
@@ -398,7 +403,8 @@ typedef bool (*run_sink_t)(void *context, const uint8_t *data, size_t len, uint3
  * the rest closes up over it. Output never passes input, so moving down
  * overwrites only what was read.
  */
-static bool open_datagrams(esp_table_t *table, uint8_t *data, size_t len, uint32_t size, run_sink_t sink, void *context) {
+static bool open_datagrams(esp_table_t *table, uint8_t *data, size_t len, uint32_t size, uint32_t source, run_sink_t sink,
+                           void *context) {
   size_t step = size ? size : len, out = 0;
   /* The run being built: run_len bytes at run_start, run_count datagrams of run_size (the first's length). */
   size_t run_start = 0, run_len = 0, run_size = 0, run_count = 0;
@@ -411,7 +417,7 @@ static bool open_datagrams(esp_table_t *table, uint8_t *data, size_t len, uint32
     if (is_esp(datagram, datagram_len)) {
       size_t frame_len;
       uint32_t tag;
-      if (esp_open(table, datagram, datagram_len, &frame_len, &tag) != ESP_OK) continue;
+      if (esp_open(table, datagram, datagram_len, source, &frame_len, &tag) != ESP_OK) continue;
       uint8_t *vxlan = data + out;
       memmove(vxlan + VXLAN_HEADER_LEN, datagram + ESP_HEADER_LEN, frame_len);
       memset(vxlan, 0, VXLAN_HEADER_LEN);
@@ -497,7 +503,7 @@ static void on_readable(netctl_poller_t *poller) {
       if (size >= len) size = 0;
       if (table && holds_esp(data, len, size)) {
         emit_context_t context = {udp, &received, &round, &udp->addrs[i]};
-        go = open_datagrams(table, data, len, size, emit_run, &context);
+        go = open_datagrams(table, data, len, size, ipv4_source(&udp->addrs[i]), emit_run, &context);
       } else {
         go = emit(udp, &received, &round, data, len, size, 0, &udp->addrs[i]);
       }
@@ -550,7 +556,7 @@ static napi_value udp_open_datagrams(napi_env env, napi_callback_info info) {
   js_runs_t runs = {env, NULL, data, 0};
   napi_create_array(env, &runs.array);
   if (holds_esp(data, len, size))
-    open_datagrams(netctl_esp_handle_table(esp), data, len, size, collect_run, &runs);
+    open_datagrams(netctl_esp_handle_table(esp), data, len, size, 0, collect_run, &runs);
   else
     collect_run(&runs, data, len, size, 0);
   return runs.array;

@@ -15,7 +15,7 @@
  * a ring's life; nor is an inbound SA installed twice, as its replay window
  * would start over. When either blocks an SA, a new epoch is made at once.
  */
-import { InvalidArgument, Unavailable } from '../errors.js';
+import { Conflict, InvalidArgument, Unavailable } from '../errors.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { EspSaKeys } from '../sys/esp.js';
 import { deriveSa, generateKeyPair, type KeyPair, sharedSecret } from './keys.js';
@@ -143,8 +143,6 @@ export class KeyRing {
   /** Per peer: inbound SAs by material, and what the VTEP was told per VNI (undefined: drop). */
   readonly #inbound = new Map<string, Map<string, InstalledSa>>();
   readonly #outbound = new Map<string, Map<number, InstalledSa | undefined>>();
-  /** Per peer, the newest of its epochs sealed to: a record going back behind it is stale. */
-  readonly #newestSealedTo = new Map<string, number>();
   #rotations = 0;
   #spiCollisions = 0;
   #rotationTimer: unknown;
@@ -204,7 +202,13 @@ export class KeyRing {
     );
   }
 
-  /** A peer's host record, from the store's watch. One that is malformed, holds an unusable key or is stale is refused: the previous keys stay. */
+  /**
+   * A peer's host record, from the store's watch. One that is malformed or
+   * holds an unusable key is refused: the previous keys stay. Any other is
+   * followed, even one whose epochs are older than the last (the store is
+   * trusted, and refusing it would make one bad write last until a restart):
+   * SAs never made twice keep that safe.
+   */
   setPeer(address: string, keys: PublishedKeys): void {
     this.#checkOpen();
     if (address === this.#options.self) return;
@@ -242,10 +246,14 @@ export class KeyRing {
     }, GONE_ROTATIONS * this.#options.rotateEveryMs);
   }
 
-  /** Makes and publishes a new epoch now; resolves when it is published, rejects when publishing fails (then retried at the next tick). */
+  /**
+   * Makes and publishes a new epoch now; resolves when it is published,
+   * rejects when publishing fails (then retried at the next tick), and with
+   * Conflict, doing nothing, within graceMs of the last one.
+   */
   async rotate(): Promise<void> {
     this.#checkOpen();
-    await this.#serial(() => this.#rotateOnce());
+    await this.#serial(() => this.#rotateOnce(true));
   }
 
   /** The ring's epochs and counters and, given a VNI, the SAs with each peer on that network. No key material. */
@@ -301,10 +309,27 @@ export class KeyRing {
     return run;
   }
 
-  async #rotateOnce(): Promise<void> {
+  /**
+   * One rotation, at most one per graceMs: peers must have had the grace to
+   * see the newest epoch before another comes, or they could still be sealing
+   * to one that falls off. Asked for too soon (`asked`: the operator's
+   * command), it is refused with Conflict; the timer's is put off instead.
+   */
+  async #rotateOnce(asked: boolean): Promise<void> {
     this.#checkOpen();
+    const newest = this.#epochs.at(-1);
+    const elapsed = newest?.publishedAt === undefined ? Number.POSITIVE_INFINITY : this.#options.now() - newest.publishedAt;
+    // A clock set back (elapsed below 0) must not put renewal off: that is taken as long ago.
+    const waitMs = elapsed >= 0 && elapsed < this.#options.graceMs ? this.#options.graceMs - elapsed : 0;
+    if (waitMs > 0) {
+      if (asked) {
+        throw new Conflict(`this host's keys were renewed ${elapsed} ms ago and its peers are still taking them up: renew again in ${Math.ceil(waitMs / 1000)} s`);
+      }
+      this.#schedule(waitMs);
+      return;
+    }
     // An epoch whose publish failed is still unused: publish it rather than make another.
-    if (this.#epochs.at(-1)?.publishedAt !== undefined) this.#newEpoch();
+    if (newest?.publishedAt !== undefined) this.#newEpoch();
     await this.#publish();
   }
 
@@ -352,7 +377,7 @@ export class KeyRing {
     this.#nextRotationAt = this.#options.now() + ms;
     this.#rotationTimer = this.#options.timers.set(() => {
       this.#rotationTimer = undefined;
-      this.#serial(() => this.#rotateOnce()).catch((err: unknown) => {
+      this.#serial(() => this.#rotateOnce(false)).catch((err: unknown) => {
         // A failed publish has logged and scheduled its retry; anything else stops rotation, loudly.
         if (this.#closed || this.#rotationTimer !== undefined) return;
         this.#options.logger.error(`encrypted overlay: rotation failed, no more will be made: ${(err as Error).message}`);
@@ -365,11 +390,6 @@ export class KeyRing {
     const staticText = staticKey.toString('base64');
     const record = JSON.stringify([staticText, epochs.map((epoch) => [epoch.id, epoch.text])]);
     if (record === known?.record) return known;
-    const newest = epochs[epochs.length - 1]!.id;
-    const sealedTo = this.#newestSealedTo.get(address);
-    if (sealedTo !== undefined && newest < sealedTo) {
-      throw new InvalidArgument(`its newest epoch ${newest} is older than epoch ${sealedTo}, sealed to already: a stale record`);
-    }
     // Every DH before anything changes: one low-order key refuses the whole record.
     const staticShared = staticText === known?.staticText ? known.staticShared : sharedSecret(this.#options.staticKey.privateKey, staticKey);
     const computed: [Epoch, PeerEpoch, Buffer][] = [];
@@ -458,7 +478,6 @@ export class KeyRing {
         continue;
       }
       sender.sealedWith.add(identity);
-      this.#newestSealedTo.set(address, Math.max(receiver.id, this.#newestSealedTo.get(address) ?? receiver.id));
       const sa = this.#install('outbound', address, peer, vni, sender, receiver, material);
       if (sa === undefined) {
         this.#rotateSoon(sender);
@@ -496,7 +515,8 @@ export class KeyRing {
       staticShared: peer.staticShared, ephemeralShared: this.#ephemeralShared(own, theirs),
     });
     try {
-      if (direction === 'inbound') this.#options.table.addInbound({ spi, key, salt, tag: vni });
+      // Bound to the peer's address: the key proves who sealed it, and no other host's datagrams may pass for its.
+      if (direction === 'inbound') this.#options.table.addInbound({ spi, key, salt, tag: vni, sender: address });
       else this.#options.table.addOutbound({ spi, key, salt, tag: vni });
       this.#options.onSa?.({ direction, source, destination, spi, key: Buffer.from(key), salt: Buffer.from(salt), vni });
       return { spi, vni, senderEpoch, receiverEpoch, installedAt: this.#options.now(), material };

@@ -210,6 +210,7 @@ export interface NativeAddon {
    * Adds an SA, its key schedule made once. Throws RangeError ESP_SPI_RESERVED (0–255, 0x08000000),
    * ESP_KEY_LENGTH (key 32 bytes, salt 4), Error ESP_SPI_IN_USE. `tag` comes back from espOpenBatch.
    * `firstSequence` (outbound, tests only) is the first datagram's sequence number, 1 by default.
+   * `sender` (inbound) binds the SA to its peer's IPv4 address: datagrams from any other are dropped as wrongSender.
    */
   espSaAdd(
     table: NativeEspTable,
@@ -219,6 +220,7 @@ export interface NativeAddon {
     salt: Uint8Array,
     tag: number,
     firstSequence?: bigint,
+    sender?: string,
   ): void;
   /** Wipes the SA's key; false when there is none. */
   espSaRemove(table: NativeEspTable, direction: NativeEspDirection, spi: number): boolean;
@@ -241,7 +243,8 @@ export interface NativeAddon {
   ): number;
   /**
    * Opens buffers[i] (lengths[i] bytes) in place; when results[i] is 0 (ok), the frame is lengths[i]
-   * bytes at espLayout.HEADER_LEN and tags[i] the SA's tag. Returns how many were opened.
+   * bytes at espLayout.HEADER_LEN and tags[i] the SA's tag. `source`: the IPv4 address they came
+   * from (none: unknown, refused by SAs bound to a sender). Returns how many were opened.
    */
   espOpenBatch(
     table: NativeEspTable,
@@ -250,6 +253,7 @@ export interface NativeAddon {
     results: Uint8Array,
     tags: Uint32Array,
     count: number,
+    source?: string,
   ): number;
   /** The constants of native/esp.h, by their names there without ESP_, and the result names by code. */
   readonly espLayout: {

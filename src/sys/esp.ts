@@ -16,6 +16,7 @@
  * sequence numbers (RFC 6479). Errors of setup carry a `code`:
  * ESP_SPI_RESERVED, ESP_SPI_IN_USE, ESP_KEY_LENGTH, ESP_SELF_TEST_FAILED,
  * ESP_TABLE_CLOSED, ESP_UNKNOWN_SPI (sealing with an SA that is not there).
+ * An inbound SA may be bound to its sender's address (`EspSaKeys.sender`).
  */
 import { addon, type NativeEspCounters, type NativeEspDirection, type NativeEspTable } from './addon.js';
 
@@ -46,6 +47,7 @@ export const ESP_RESULTS = [
   'sequenceExhausted',
   'noRoom',
   'cryptoFailed',
+  'wrongSender',
 ] as const;
 export type EspResult = (typeof ESP_RESULTS)[number];
 export type EspDropReason = Exclude<EspResult, 'ok'>;
@@ -74,6 +76,12 @@ export interface EspSaKeys {
   readonly salt: Uint8Array;
   /** The caller's own number for the SA (a peer and network, say), handed back with each frame it opens. */
   readonly tag: number;
+  /**
+   * Inbound: the IPv4 address of the one peer that holds the key. Datagrams
+   * with its SPI from any other source are dropped as wrongSender, before
+   * the replay window is looked at. Absent: any source.
+   */
+  readonly sender?: string;
 }
 
 /**
@@ -135,7 +143,7 @@ export class EspTable {
   }
 
   addInbound(sa: EspSaKeys): void {
-    addon().espSaAdd(this.handle, 'inbound', sa.spi, sa.key, sa.salt, sa.tag);
+    addon().espSaAdd(this.handle, 'inbound', sa.spi, sa.key, sa.salt, sa.tag, undefined, sa.sender);
   }
 
   /** Wipes the SA; false when there was none. */
@@ -157,9 +165,12 @@ export class EspTable {
     return addon().espSealBatch(this.handle, spi, batch.buffers, batch.lengths, batch.results, batch.count);
   }
 
-  /** Opens the batch in place; returns how many were opened. Dropped ones are garbage. */
-  open(batch: EspBatch): number {
-    return addon().espOpenBatch(this.handle, batch.buffers, batch.lengths, batch.results, batch.tags, batch.count);
+  /**
+   * Opens the batch in place, as datagrams from IPv4 `source` (none: unknown,
+   * which SAs bound to a sender refuse); returns how many were opened. Dropped ones are garbage.
+   */
+  open(batch: EspBatch, source?: string): number {
+    return addon().espOpenBatch(this.handle, batch.buffers, batch.lengths, batch.results, batch.tags, batch.count, source);
   }
 
   /**

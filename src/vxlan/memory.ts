@@ -209,13 +209,15 @@ export interface ArrivedDatagram {
  * Enough to test the VTEP's policy; the cryptography is tested against the addon.
  */
 export class MemoryEspTable {
-  readonly inbound = new Map<number, number>();
+  /** SPI → the SA's tag and the sender it is bound to, if any. */
+  readonly inbound = new Map<number, { tag: number; sender: string | undefined }>();
   readonly outbound = new Map<number, number>();
-  /** Sealed datagrams received for an SPI the table does not have. */
+  /** Sealed datagrams received for an SPI the table does not have, or from another address than its sender. */
   unknownSpi = 0;
+  wrongSender = 0;
 
   addInbound(sa: EspSaKeys): void {
-    this.inbound.set(sa.spi, sa.tag);
+    this.inbound.set(sa.spi, { tag: sa.tag, sender: sa.sender });
   }
 
   addOutbound(sa: EspSaKeys): void {
@@ -299,7 +301,7 @@ export class MemoryDatagramPort implements DatagramPort {
     if (this.#onBatch === undefined) return;
     const flags: number[] = [];
     const arrived = delivered.flatMap((datagram) => {
-      const opened = this.#open(datagram.data);
+      const opened = this.#open(datagram.data, datagram.address);
       if (opened === null) return [];
       flags.push(opened === datagram.data ? 0 : DATAGRAM_SEALED);
       return [{ ...datagram, data: opened }];
@@ -322,17 +324,21 @@ export class MemoryDatagramPort implements DatagramPort {
   }
 
   /** `data` itself when it is not sealed (or no table is attached), a synthetic VXLAN datagram when it opens, null when it does not. */
-  #open(data: Uint8Array): Uint8Array | null {
+  #open(data: Uint8Array, source: string): Uint8Array | null {
     if (this.#esp === null || data.length < 4) return data;
     const spi = ((data[0]! << 24) | (data[1]! << 16) | (data[2]! << 8) | data[3]!) >>> 0;
     if (spi < 256 || spi === 0x08000000 || spi === 0x08200000) return data;
-    const tag = this.#esp.inbound.get(spi);
-    if (tag === undefined) {
+    const sa = this.#esp.inbound.get(spi);
+    if (sa === undefined) {
       this.#esp.unknownSpi++;
       return null;
     }
+    if (sa.sender !== undefined && sa.sender !== source) {
+      this.#esp.wrongSender++;
+      return null;
+    }
     const opened = Buffer.alloc(VXLAN_HEADER_LEN + data.length - 4);
-    writeVxlanHeader(tag & 0xffffff, opened, 0);
+    writeVxlanHeader(sa.tag & 0xffffff, opened, 0);
     opened.set(data.subarray(4), VXLAN_HEADER_LEN);
     return opened;
   }

@@ -238,7 +238,7 @@ async function sendRaw(netnsPath: string, address: string, payloads: string[]): 
   if (result.code !== 0) throw new Error(`python3: ${result.stderr}`);
 }
 
-test.serial('forged, replayed, truncated, unknown-SPI and cleartext datagrams are dropped and counted by reason while traffic goes on', async (t) => {
+test.serial('forged, replayed, truncated, unknown-SPI, cleartext and resent-from-elsewhere datagrams are dropped and counted by reason while traffic goes on', async (t) => {
   const cluster = await makeCluster(2);
   t.teardown(() => cluster.destroy());
   const [h1, h2] = cluster.hosts as [SimHost, SimHost];
@@ -276,6 +276,9 @@ test.serial('forged, replayed, truncated, unknown-SPI and cleartext datagrams ar
   cleartext.fill(0xff, 8, 14);
 
   const before = await vtepStats(h2);
+  // A recorded datagram sent again from another machine on the underlay: its SA takes datagrams from host1's address only.
+  const elsewhere = await cluster.addUnderlayHost(h1.address.replace(/\.\d+$/, '.200'));
+  await sendRaw(elsewhere.netnsPath, h2.address, [recorded[1]!]);
   // From host1's own address: the datagrams claim to be its VTEP's.
   await sendRaw(h1.netnsPath, h2.address, [
     ...recorded.slice(0, 3),
@@ -287,7 +290,7 @@ test.serial('forged, replayed, truncated, unknown-SPI and cleartext datagrams ar
   const counted = (stats: Record<string, number>, name: string) => stats[name]! - before[name]!;
   const all = (stats: Record<string, number>) =>
     counted(stats, 'espDropReplayed') >= 3 && counted(stats, 'espDropBadIcv') >= 1 && counted(stats, 'espDropTruncated') >= 1 &&
-    counted(stats, 'espDropUnknownSpi') >= 1 && counted(stats, 'dropCleartext') >= 1;
+    counted(stats, 'espDropUnknownSpi') >= 1 && counted(stats, 'dropCleartext') >= 1 && counted(stats, 'espDropWrongSender') >= 1;
   // Waited for, then asserted one by one: a kind that is never counted shows by name.
   const after = await waitFor('host2 to count the five kinds', async () => {
     const stats = await vtepStats(h2);
@@ -299,6 +302,7 @@ test.serial('forged, replayed, truncated, unknown-SPI and cleartext datagrams ar
   t.is(grew('espDropTruncated'), 1);
   t.is(grew('espDropUnknownSpi'), 1);
   t.is(grew('dropCleartext'), 1);
+  t.is(grew('espDropWrongSender'), 1);
   // The same counts in the metrics a scraper reads.
   const metrics = await run('curl', ['-sS', '--fail', '--unix-socket', h2.socket, 'http://netctl/metrics']);
   t.is(sampleValue(metrics.stdout, 'netctl_esp_drops_total', { reason: 'replayed' }), after['espDropReplayed']);

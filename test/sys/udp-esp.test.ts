@@ -32,7 +32,7 @@ import {
   pseudoHeaderSumIPv4,
   writeVxlanHeader,
 } from '../../src/wire/index.js';
-import { HOST_A, HOST_B, MSS, TCP_HEADER_LEN, frame, mac, superFrame } from '../vxlan/helpers.js';
+import { HOST_A, HOST_B, HOST_C as OTHER_HOST, MSS, TCP_HEADER_LEN, frame, mac, superFrame } from '../vxlan/helpers.js';
 import { run, tempNetns, uniqueName } from './helpers.js';
 
 const VNI = 4242;
@@ -266,6 +266,7 @@ const NO_DROPS: Record<EspDropReason, number> = {
   sequenceExhausted: 0,
   noRoom: 0,
   cryptoFailed: 0,
+  wrongSender: 0,
 };
 
 // The receive path on runs built by hand: what GRO may coalesce from one sender to one port.
@@ -529,6 +530,35 @@ test('forged, replayed, truncated and unknown-SPI datagrams are dropped and coun
   t.true(delivered.every(({ flags }) => flags === DATAGRAM_SEALED));
   t.deepEqual(inbound.totals('inbound').drops, { ...NO_DROPS, replayed: 1, badIcv: 1, truncated: 1, unknownSpi: 1 });
   t.like(inbound.counters('inbound', sa.spi), { packets: 7, sequence: 1000n, drops: { ...NO_DROPS, replayed: 1, badIcv: 1 } });
+});
+
+test('an inbound SA bound to its sender drops the same datagrams from another address, before they can use up a sequence number', async (t) => {
+  const { a, b, ifA } = await underlay(t);
+  // A third address on A's veth: another host of the cluster, which has a key of its own but not this one.
+  await run('ip', ['-n', a.name, 'addr', 'add', `${OTHER_HOST}/24`, 'dev', ifA]);
+  const sender = vtepSocket(t, a.path, HOST_A);
+  const receiver = vtepSocket(t, b.path, HOST_B);
+  const other = vtepSocket(t, a.path, OTHER_HOST);
+  const sa = { spi: SPI, key: randomBytes(32), salt: randomBytes(4), tag: VNI };
+  const outbound = EspTable.create();
+  const inbound = EspTable.create();
+  t.teardown(() => {
+    outbound.close();
+    inbound.close();
+  });
+  outbound.addOutbound(sa);
+  inbound.addInbound({ ...sa, sender: HOST_A });
+  receiver.setEspTable(inbound);
+  const arrived = new Collector(receiver);
+  const [first, second] = seal(outbound, sa.spi, [frame(mac(2), mac(1), 100, 1), frame(mac(2), mac(1), 100, 2)]);
+  // The other host sends A's datagrams first (it recorded them, or made them with a stolen SPI): refused.
+  for (const datagram of [first!, second!]) t.is(other.sendBatch({ data: [datagram], addresses: [HOST_B], ports: [receiver.port] }), 1);
+  for (const datagram of [first!, second!]) t.is(sender.sendBatch({ data: [datagram], addresses: [HOST_B], ports: [receiver.port] }), 1);
+  await arrived.until(2);
+  await sleep(100);
+  t.is(arrived.take().length, 2, 'the genuine ones, from A, still open');
+  t.deepEqual(inbound.totals('inbound').drops, { ...NO_DROPS, wrongSender: 2 });
+  t.throws(() => inbound.addInbound({ ...sa, spi: SPI + 1, sender: 'not an address' }), { message: /an address must be IPv4 in dotted quads/ });
 });
 
 test('a sequence number seen already drops its segment from the middle of a GRO run, and the run closes up over it', async (t) => {

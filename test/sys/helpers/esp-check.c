@@ -36,7 +36,7 @@ int main(void) {
       printf("length %zu: in place %d, gathered %d, not the same datagram\n", len, sealed, gathered);
       return 1;
     }
-    esp_result_t opened = esp_open(receiver, b, b_len, &plain_len, &tag);
+    esp_result_t opened = esp_open(receiver, b, b_len, 0, &plain_len, &tag);
     if (opened != ESP_OK || plain_len != len || tag != 77 || memcmp(b + ESP_HEADER_LEN, frame, len) != 0) {
       printf("length %zu: open gave %d\n", len, opened);
       return 1;
