@@ -77,6 +77,8 @@ export async function createService(context: ControllerContext, request: Service
   }
   const scope = first?.scope ?? 'local';
   const store = context.records.storeOf({ scope, name: request.name });
+  // The other store's name is checked, not compared: two hosts could still make a local and a global
+  // service of one name at once, and lookups by that name then report it as ambiguous (as for networks).
   for (const other of context.records.networkStores()) {
     if (other !== store && (await other.get(keys.serviceName(request.name))) !== undefined) {
       throw new Conflict(`service with name ${request.name} already exists`);

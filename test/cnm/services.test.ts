@@ -186,3 +186,11 @@ test('two hosts creating one service name at once: exactly one succeeds', async 
   t.is(results.filter((r) => r.status === 'fulfilled').length, 1);
   t.is((await one.listServices()).length, 1);
 });
+
+test('a malformed service record is left out of listings and lookups', async (t) => {
+  const { controller, store } = await setup();
+  await controller.createService({ name: 'good' });
+  await store.txn({ put: [{ key: keys.service('f'.repeat(64)), value: '{"id":"x"}' }] });
+  t.deepEqual((await controller.listServices()).map((view) => view.service.name), ['good']);
+  await t.throwsAsync(controller.inspectService('f'.repeat(64)), { code: 'ServiceNotFound' });
+});
