@@ -11,7 +11,7 @@
  * is allocated and resolved, not yet forwarded.
  */
 import { type ControllerContext, newId, timestamp } from './context.js';
-import type { Filters } from './filters.js';
+import { type Filters, matchesLabel } from './filters.js';
 import type { ServiceCreateRequest, ServiceView } from './types.js';
 import { validateMetadata } from './validate.js';
 import { Conflict, InvalidArgument, NetctlError, NetworkNotFound, ServiceNotFound } from '../errors.js';
@@ -69,7 +69,7 @@ export async function createService(context: ControllerContext, request: Service
     networks.push(network);
   }
   const first = networks[0];
-  const mixed = networks.find((network) => isLocal(network) !== isLocal(first ?? network));
+  const mixed = first === undefined ? undefined : networks.find((network) => isLocal(network) !== isLocal(first));
   if (first !== undefined && mixed !== undefined) {
     throw new InvalidArgument(
       `service ${request.name}: its networks mix scopes (${first.name} is ${first.scope}, ${mixed.name} is ${mixed.scope}); give only local or only global networks`,
@@ -274,12 +274,7 @@ function matchesFilters(service: ServiceRecord, filters: Filters): boolean {
   return (
     any('id', (v) => service.id.startsWith(v)) &&
     any('name', (v) => service.name.startsWith(v)) &&
-    (filters['label'] ?? []).every((spec) => {
-      const eq = spec.indexOf('=');
-      if (eq < 0) return Object.hasOwn(service.labels, spec);
-      const key = spec.slice(0, eq);
-      return Object.hasOwn(service.labels, key) && service.labels[key] === spec.slice(eq + 1);
-    })
+    (filters['label'] ?? []).every((spec) => matchesLabel(service.labels, spec))
   );
 }
 
