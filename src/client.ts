@@ -17,9 +17,11 @@ export type {
   SandboxCreateBody,
   SandboxJson,
   SandboxNetworkJson,
+  ServiceCreateBody,
+  ServiceCreateResponse,
   VersionJson,
 } from './api/types.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './api/docker.js';
+export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerService } from './api/docker.js';
 export type { Filters } from './cnm/filters.js';
 export {
   Conflict,
@@ -30,6 +32,7 @@ export {
   NetworkNotFound,
   NotFound,
   SandboxNotFound,
+  ServiceNotFound,
   Unavailable,
   isNetctlError,
   isNotFound,

@@ -14,7 +14,7 @@ export type ErrorCode =
   | 'Internal';
 
 /** Every code that means "no such object"; the API answers each with 404. */
-export type NotFoundCode = 'NotFound' | 'NetworkNotFound' | 'EndpointNotFound' | 'SandboxNotFound';
+export type NotFoundCode = 'NotFound' | 'NetworkNotFound' | 'EndpointNotFound' | 'SandboxNotFound' | 'ServiceNotFound';
 
 /** Every code that means "try again later"; the API answers each with 503. */
 export type UnavailableCode = 'Unavailable' | 'StoreClosed' | 'LockTimeout' | 'DaemonUnreachable';
@@ -56,6 +56,12 @@ export class EndpointNotFound extends NotFound {
 export class SandboxNotFound extends NotFound {
   constructor(idOrName: string) {
     super(`sandbox ${idOrName} not found`, 'SandboxNotFound');
+  }
+}
+
+export class ServiceNotFound extends NotFound {
+  constructor(idOrName: string) {
+    super(`service ${idOrName} not found`, 'ServiceNotFound');
   }
 }
 
@@ -113,7 +119,7 @@ export class LockHeld extends Conflict {
   }
 }
 
-const notFoundCodes: ReadonlySet<string> = new Set<NotFoundCode>(['NotFound', 'NetworkNotFound', 'EndpointNotFound', 'SandboxNotFound']);
+const notFoundCodes: ReadonlySet<string> = new Set<NotFoundCode>(['NotFound', 'NetworkNotFound', 'EndpointNotFound', 'SandboxNotFound', 'ServiceNotFound']);
 
 /** True for any "no such object" error, whichever kind of object. */
 export function isNotFound(err: unknown): err is NotFound {
@@ -134,6 +140,7 @@ export function httpStatus(err: unknown): number {
     case 'NetworkNotFound':
     case 'EndpointNotFound':
     case 'SandboxNotFound':
+    case 'ServiceNotFound':
       return 404;
     case 'Conflict':
     case 'LockHeld':

@@ -277,7 +277,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       globalStore === undefined
         ? undefined
         : await LastKnownStore.open(globalStore, {
-            prefixes: ['networks/', 'endpoints/', 'ipam/', 'names/'],
+            prefixes: ['networks/', 'endpoints/', 'ipam/', 'names/', 'services/', 'network-services/'],
             ...(options.logger !== undefined ? { logger: options.logger } : {}),
           });
     controller = await Controller.open({

@@ -13,6 +13,8 @@ export type {
   NetworkView,
   SandboxCreateRequest,
   SandboxInfo,
+  ServiceCreateRequest,
+  ServiceView,
 } from './cnm/types.js';
 export type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from './cnm/driver.js';
 export {
@@ -26,6 +28,7 @@ export {
   LockHeld,
   LockTimeout,
   SandboxNotFound,
+  ServiceNotFound,
   Unavailable,
   httpStatus,
   isNetctlError,
@@ -36,11 +39,11 @@ export { LOG_LEVELS, consoleWarnings, levelLogger, parseLogLevel, silentLogger }
 export type { LogLevel, Logger } from './log.js';
 export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
 export type { Filters } from './cnm/filters.js';
-export { toDockerNetwork } from './api/docker.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork } from './api/docker.js';
+export { toDockerNetwork, toDockerService } from './api/docker.js';
+export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerService } from './api/docker.js';
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
-export type { EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from './records.js';
+export type { EndpointMode, EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope, ServiceNetwork, ServiceRecord } from './records.js';
 export { FileStore, MemoryStore, SqliteStore, StoreClosed, StoreCorrupt } from './store/index.js';
 export type { Compare, FileStoreOptions, KeyValue, SqliteStoreOptions, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './store/index.js';
 export { BridgeDriver } from './drivers/bridge/bridge.js';
@@ -66,5 +69,7 @@ export type {
   SandboxCreateBody,
   SandboxJson,
   SandboxNetworkJson,
+  ServiceCreateBody,
+  ServiceCreateResponse,
   VersionJson,
 } from './api/types.js';

@@ -69,6 +69,8 @@ export interface EndpointRecord {
   /** True while this endpoint's network gives the sandbox its default route. */
   readonly defaultGateway?: boolean;
   readonly pending?: EndpointPending;
+  /** The id of the service this endpoint is a task of (see ServiceRecord). */
+  readonly service?: string;
 }
 
 export interface SandboxRecord {
@@ -85,4 +87,33 @@ export interface SandboxRecord {
    * 'remove' from the start of its removal (finished at the next start).
    */
   readonly pending?: 'create' | 'remove';
+}
+
+/**
+ * How a service's name resolves: 'vip' gives it a virtual IP on each of its
+ * networks, 'dnsrr' answers with its tasks' addresses (Docker's endpoint modes).
+ */
+export type EndpointMode = 'vip' | 'dnsrr';
+
+/** A service on one of its networks. */
+export interface ServiceNetwork {
+  readonly networkId: string;
+  /** CIDR form, e.g. 10.0.0.2/24, claimed from the network's IPAM; absent in dnsrr mode. */
+  readonly virtualIp?: string;
+}
+
+/**
+ * A service: a name with a virtual IP per network, whose tasks are the
+ * endpoints that name it (EndpointRecord.service). It lives in the store of
+ * its networks' scope, as they do.
+ */
+export interface ServiceRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly endpointMode: EndpointMode;
+  readonly labels: Readonly<Record<string, string>>;
+  /** RFC 3339 with nanoseconds, as Docker prints it. */
+  readonly created: string;
+  readonly scope: Scope;
+  readonly networks: readonly ServiceNetwork[];
 }

@@ -14,9 +14,10 @@ import {
   NetworkNotFound,
   NotFound,
   SandboxNotFound,
+  ServiceNotFound,
   Unavailable,
 } from '../errors.js';
-import type { DockerNetwork } from './docker.js';
+import type { DockerNetwork, DockerService } from './docker.js';
 import type {
   NetworkConnectBody,
   NetworkCreateBody,
@@ -24,6 +25,8 @@ import type {
   NetworkPruneResponse,
   SandboxCreateBody,
   SandboxJson,
+  ServiceCreateBody,
+  ServiceCreateResponse,
   VersionJson,
 } from './types.js';
 
@@ -63,11 +66,12 @@ function errorFor(status: number, message: string): NetctlError {
 
 /** The daemon's messages name the kind of object, so its specific code comes back too. */
 function notFoundFor(message: string): NotFound {
-  const named = /^(network|endpoint|sandbox) (.+) not found$/.exec(message);
+  const named = /^(network|endpoint|sandbox|service) (.+) not found$/.exec(message);
   if (named === null) return new NotFound(message);
   const [, kind, idOrName] = named as unknown as [string, string, string];
   if (kind === 'network') return new NetworkNotFound(idOrName);
   if (kind === 'endpoint') return new EndpointNotFound(idOrName);
+  if (kind === 'service') return new ServiceNotFound(idOrName);
   return new SandboxNotFound(idOrName);
 }
 
@@ -148,13 +152,35 @@ export class ApiClient {
     return this.json('POST', '/networks/rotate-keys');
   }
 
-  async connect(network: string, sandbox: string, endpointConfig: NetworkConnectBody['EndpointConfig'] = {}): Promise<void> {
-    const body: NetworkConnectBody = { Container: sandbox, EndpointConfig: endpointConfig };
+  /** `service` makes the sandbox's endpoint a task of that service (netctl's own `Service` field). */
+  async connect(
+    network: string,
+    sandbox: string,
+    endpointConfig: NetworkConnectBody['EndpointConfig'] = {},
+    service?: string,
+  ): Promise<void> {
+    const body: NetworkConnectBody = { Container: sandbox, EndpointConfig: endpointConfig, ...(service !== undefined ? { Service: service } : {}) };
     await this.call('POST', `/networks/${encodeURIComponent(network)}/connect`, body);
   }
 
   async disconnect(network: string, sandbox: string, force = false): Promise<void> {
     await this.call('POST', `/networks/${encodeURIComponent(network)}/disconnect`, { Container: sandbox, Force: force });
+  }
+
+  async listServices(filters: Filters = {}): Promise<DockerService[]> {
+    return this.json('GET', `/services${filtersQuery(filters)}`);
+  }
+
+  async inspectService(idOrName: string): Promise<DockerService> {
+    return this.json('GET', `/services/${encodeURIComponent(idOrName)}`);
+  }
+
+  async createService(body: ServiceCreateBody): Promise<ServiceCreateResponse> {
+    return this.json('POST', '/services/create', body);
+  }
+
+  async removeService(idOrName: string): Promise<void> {
+    await this.call('DELETE', `/services/${encodeURIComponent(idOrName)}`);
   }
 
   async listSandboxes(): Promise<SandboxJson[]> {

@@ -3,7 +3,7 @@
  * rendered from the controller's views. Sandboxes stand where Docker has
  * containers.
  */
-import type { NetworkView } from '../cnm/types.js';
+import type { NetworkView, ServiceView } from '../cnm/types.js';
 import type { NetworkPeer } from '../cnm/driver.js';
 
 export interface DockerIpamConfig {
@@ -119,5 +119,50 @@ function encryptionJson(encryption: NonNullable<NetworkPeer['encryption']>): Non
     ...(encryption.outboundSpi !== undefined ? { OutboundSPI: encryption.outboundSpi } : {}),
     InboundSPIs: [...encryption.inboundSpis],
     ...(encryption.keyAge !== undefined ? { KeyAge: encryption.keyAge } : {}),
+  };
+}
+
+/**
+ * Docker's JSON shape for a service (`docker service inspect`), where the two
+ * overlap, plus netctl's own `Tasks`: the endpoints that are its tasks, on
+ * every host. A VIP's Addr is in CIDR form, as Docker prints it.
+ */
+export interface DockerService {
+  ID: string;
+  CreatedAt: string;
+  UpdatedAt: string;
+  Spec: {
+    Name: string;
+    Labels: Record<string, string>;
+    TaskTemplate: { Networks: { Target: string }[] };
+    EndpointSpec: { Mode: 'vip' | 'dnsrr' };
+  };
+  Endpoint: {
+    Spec: { Mode: 'vip' | 'dnsrr' };
+    VirtualIPs: { NetworkID: string; Addr: string }[];
+  };
+  /** Sandbox: its name when it is on this host, else the endpoint's name (the sandbox's on its own host). */
+  Tasks: { EndpointID: string; Sandbox: string; NetworkID: string; Addr: string }[];
+}
+
+export function toDockerService({ service, tasks }: ServiceView): DockerService {
+  const virtualIps = service.networks.flatMap((on) => (on.virtualIp === undefined ? [] : [{ NetworkID: on.networkId, Addr: on.virtualIp }]));
+  return {
+    ID: service.id,
+    CreatedAt: service.created,
+    UpdatedAt: service.created,
+    Spec: {
+      Name: service.name,
+      Labels: { ...service.labels },
+      TaskTemplate: { Networks: service.networks.map((on) => ({ Target: on.networkId })) },
+      EndpointSpec: { Mode: service.endpointMode },
+    },
+    Endpoint: { Spec: { Mode: service.endpointMode }, VirtualIPs: virtualIps },
+    Tasks: tasks.map(({ endpoint, sandboxName }) => ({
+      EndpointID: endpoint.id,
+      Sandbox: sandboxName ?? endpoint.name,
+      NetworkID: endpoint.networkId,
+      Addr: endpoint.ipv4Address ?? endpoint.ipv6Address ?? '',
+    })),
   };
 }

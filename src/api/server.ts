@@ -1,7 +1,8 @@
 /**
  * netctl's HTTP API on a unix socket: the Docker Engine API's network
  * routes (same paths, JSON field names, status codes and `{"message"}`
- * errors, so Docker clients work) plus netctl's own sandbox routes.
+ * errors, so Docker clients work), the service routes where netctl's
+ * services overlap Docker's, plus netctl's own sandbox routes.
  * `start`-like `listen` and `stop`-like `close`: after `close` the socket
  * is gone and requests in flight finish.
  *
@@ -17,18 +18,20 @@ import { arch, release } from 'node:os';
 import type { Controller } from '../cnm/controller.js';
 import { Conflict, InvalidArgument, NotFound, httpStatus } from '../errors.js';
 import { parseFiltersJson } from '../cnm/filters.js';
-import { toDockerNetwork } from './docker.js';
+import { toDockerNetwork, toDockerService } from './docker.js';
 import { DaemonMetrics } from './metrics.js';
 import {
   API_VERSION,
   MIN_API_VERSION,
   type NetworkCreateResponse,
   type NetworkPruneResponse,
+  type ServiceCreateResponse,
   type VersionJson,
   readNetworkConnect,
   readNetworkCreate,
   readNetworkDisconnect,
   readSandboxCreate,
+  readServiceCreate,
   toSandboxJson,
 } from './types.js';
 
@@ -294,6 +297,36 @@ export class ApiServer {
           DELETE: async (ctx) => {
             await c.removeNetwork(param(ctx, 0));
             return { status: 204 };
+          },
+        },
+      },
+      {
+        name: '/services',
+        pattern: /^\/services\/?$/,
+        methods: {
+          GET: async (ctx) => ({ status: 200, body: (await c.listServices(parseFiltersJson(ctx.query.get('filters')))).map(toDockerService) }),
+        },
+      },
+      {
+        name: '/services/create',
+        pattern: /^\/services\/create$/,
+        methods: {
+          POST: async (ctx) => {
+            const { service } = await c.createService(readServiceCreate(await ctx.readBody()));
+            const body: ServiceCreateResponse = { ID: service.id };
+            return { status: 201, body };
+          },
+        },
+      },
+      {
+        name: '/services/{id}',
+        pattern: /^\/services\/([^/]+)$/,
+        methods: {
+          GET: async (ctx) => ({ status: 200, body: toDockerService(await c.inspectService(param(ctx, 0))) }),
+          // Docker answers a service's removal with 200 and no body.
+          DELETE: async (ctx) => {
+            await c.removeService(param(ctx, 0));
+            return { status: 200 };
           },
         },
       },

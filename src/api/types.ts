@@ -3,7 +3,7 @@
  * API's shapes and field names so Docker clients work unchanged; sandbox
  * routes are netctl's own, shaped the same way (PascalCase, `Id`).
  */
-import type { ConnectOptions, NetworkCreateRequest, SandboxCreateRequest, SandboxInfo } from '../cnm/types.js';
+import type { ConnectOptions, NetworkCreateRequest, SandboxCreateRequest, SandboxInfo, ServiceCreateRequest } from '../cnm/types.js';
 import { InvalidArgument } from '../errors.js';
 import type { PoolRequest } from '../cnm/ipam.js';
 
@@ -45,6 +45,8 @@ export interface NetworkPruneResponse {
 /** `POST /networks/{id}/connect`; Container names a sandbox. */
 export interface NetworkConnectBody {
   Container: string;
+  /** netctl's own: the service (id or name) whose task the sandbox's endpoint becomes. */
+  Service?: string;
   EndpointConfig?: {
     IPAMConfig?: { IPv4Address?: string; IPv6Address?: string };
     Aliases?: string[];
@@ -59,6 +61,19 @@ export const IFNAME_DRIVER_OPT = 'com.docker.network.endpoint.ifname';
 export interface NetworkDisconnectBody {
   Container: string;
   Force?: boolean;
+}
+
+/** `POST /services/create`: the part of Docker's ServiceSpec that netctl's services have. */
+export interface ServiceCreateBody {
+  Name: string;
+  Labels?: Record<string, string>;
+  /** Target: a network's id or name. */
+  TaskTemplate?: { Networks?: { Target: string }[] };
+  EndpointSpec?: { Mode?: 'vip' | 'dnsrr' };
+}
+
+export interface ServiceCreateResponse {
+  ID: string;
 }
 
 /** `POST /sandboxes/create`. */
@@ -263,6 +278,7 @@ export function readNetworkConnect(raw: unknown): { container: string; options: 
       ipv6Address: ipamConfig === undefined ? undefined : nonEmpty(optString(ipamConfig, 'IPv6Address')),
       aliases: aliases !== undefined && aliases.length > 0 ? aliases : undefined,
       ifName: nonEmpty(driverOpts?.[IFNAME_DRIVER_OPT]),
+      service: nonEmpty(optString(body, 'Service')),
     }),
   };
 }
@@ -270,6 +286,25 @@ export function readNetworkConnect(raw: unknown): { container: string; options: 
 export function readNetworkDisconnect(raw: unknown): { container: string; force: boolean } {
   const body = asObject(raw, 'request body');
   return { container: requiredString(body, 'Container'), force: optBool(body, 'Force') ?? false };
+}
+
+export function readServiceCreate(raw: unknown): ServiceCreateRequest {
+  const body = asObject(raw, 'request body');
+  const taskTemplate = optObject(body, 'TaskTemplate');
+  const networks = (taskTemplate === undefined ? undefined : optArray(taskTemplate, 'Networks'))?.map((entry, i) =>
+    requiredString(asObject(entry, `TaskTemplate.Networks[${i}]`), 'Target'),
+  );
+  const endpointSpec = optObject(body, 'EndpointSpec');
+  const mode = endpointSpec === undefined ? undefined : nonEmpty(optString(endpointSpec, 'Mode'));
+  if (mode !== undefined && mode !== 'vip' && mode !== 'dnsrr') throw new InvalidArgument(`invalid endpoint mode "${mode}": vip or dnsrr`);
+  const ports = endpointSpec === undefined ? undefined : optArray(endpointSpec, 'Ports');
+  if (ports !== undefined && ports.length > 0) throw new InvalidArgument('published ports (EndpointSpec.Ports) are not supported yet');
+  return defined<ServiceCreateRequest>({
+    name: requiredString(body, 'Name'),
+    networks,
+    endpointMode: mode,
+    labels: optStringMap(body, 'Labels'),
+  });
 }
 
 export function readSandboxCreate(raw: unknown): SandboxCreateRequest {

@@ -3,7 +3,7 @@
  * and the docker CLI's way of reporting errors (exit code 1).
  *
  * The cli/ folder: this dispatcher, args.ts (flags the docker CLI's
- * way), one file per command group (network.ts, sandbox.ts, daemon.ts),
+ * way), one file per command group (network.ts, sandbox.ts, service.ts, daemon.ts),
  * output.ts and tabwriter.ts (tables, --format), log-limit.ts (the daemon's
  * log), and gotemplate/ (Go templates).
  */
@@ -16,6 +16,7 @@ import type { CliIo, Command, CommandContext, CommandGroup } from './command.js'
 import { daemonCommand } from './daemon.js';
 import { networkCommands } from './network.js';
 import { sandboxCommands } from './sandbox.js';
+import { serviceCommands } from './service.js';
 
 const PROGRAM = 'netctl';
 
@@ -67,7 +68,7 @@ const versionCommand: Command = {
 
 type TopLevel = Command | CommandGroup;
 
-const TOP_LEVEL: readonly TopLevel[] = [daemonCommand, networkCommands, sandboxCommands, versionCommand];
+const TOP_LEVEL: readonly TopLevel[] = [daemonCommand, networkCommands, sandboxCommands, serviceCommands, versionCommand];
 
 function isGroup(entry: TopLevel): entry is CommandGroup {
   return 'commands' in entry;

@@ -348,6 +348,7 @@ const connect: Command = {
     },
     { name: 'ip', type: 'string', help: 'IPv4 address (e.g., "172.30.100.104")' },
     { name: 'ip6', type: 'string', help: 'IPv6 address (e.g., "2001:db8::33")' },
+    { name: 'service', type: 'string', help: 'Join the sandbox to a service on this network, as one of its tasks' },
   ],
   async run(ctx, parsed) {
     const ip = parsed.string('ip');
@@ -358,7 +359,7 @@ const connect: Command = {
       IPAMConfig: { ...(ip !== undefined ? { IPv4Address: ip } : {}), ...(ip6 !== undefined ? { IPv6Address: ip6 } : {}) },
       ...(aliases.length > 0 ? { Aliases: aliases } : {}),
       ...(Object.keys(driverOpts).length > 0 ? { DriverOpts: driverOpts } : {}),
-    });
+    }, parsed.string('service'));
     return 0;
   },
 };

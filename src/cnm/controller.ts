@@ -10,7 +10,7 @@
  *
  * This class holds what the parts share (ControllerContext) and runs one
  * change at a time; the work itself is in networks.ts, endpoints.ts,
- * connections.ts, sandboxes.ts, names.ts and restore.ts. Results are typed
+ * connections.ts, sandboxes.ts, services.ts, names.ts and restore.ts. Results are typed
  * records and views; api/docker.ts renders them as Docker's JSON.
  *
  * The cnm/ folder also holds the driver contract (driver.ts), IPAM
@@ -28,6 +28,7 @@ import type { NamespaceOps } from './namespaces.js';
 import { createNetwork, inspectNetwork, listNetworks, pruneNetworks, removeNetwork } from './networks.js';
 import { restore } from './restore.js';
 import { createSandbox, inspectSandbox, listSandboxes, removeSandbox } from './sandboxes.js';
+import { createService, inspectService, listServices, removeService } from './services.js';
 import type {
   ControllerEvent,
   ConnectOptions,
@@ -37,6 +38,8 @@ import type {
   NetworkView,
   SandboxCreateRequest,
   SandboxInfo,
+  ServiceCreateRequest,
+  ServiceView,
 } from './types.js';
 import { validateAliases } from './validate.js';
 import { Conflict, Forbidden, InvalidArgument, NetctlError } from '../errors.js';
@@ -334,7 +337,11 @@ export class Controller {
     });
   }
 
-  /** `docker network connect`: create an endpoint named after the sandbox and join it. */
+  /**
+   * `docker network connect`: create an endpoint named after the sandbox and
+   * join it. With `service`, the endpoint is a task of that service (which
+   * must be on this network) until it is disconnected.
+   */
   async connect(networkIdOrName: string, sandboxIdOrName: string, options: ConnectOptions = {}): Promise<EndpointRecord> {
     return this.mutate(async () => {
       const network = await this.context.records.findNetwork(networkIdOrName, 'skip');
@@ -351,6 +358,37 @@ export class Controller {
       const network = await this.context.records.findNetwork(networkIdOrName, 'skip');
       await disconnect(this.context, network, sandboxIdOrName, options.force === true);
     });
+  }
+
+  // ---------------------------------------------------------------- services
+
+  /**
+   * Makes a service on its networks (all local or all global): in vip mode
+   * a virtual IP on each, claimed from the network's IPAM so no endpoint
+   * gets it. Refused, with nothing stored, for a taken name, an unknown
+   * network, networks of mixed scopes, a network that assigns no addresses
+   * or has none left.
+   */
+  async createService(request: ServiceCreateRequest): Promise<ServiceView> {
+    return this.mutate(() => createService(this.context, request));
+  }
+
+  /** Services matching the filters (`id`, `name` prefixes; `label`), with their tasks. */
+  async listServices(filters: Filters = {}): Promise<ServiceView[]> {
+    return listServices(this.context, filters);
+  }
+
+  async inspectService(idOrName: string): Promise<ServiceView> {
+    return inspectService(this.context, idOrName);
+  }
+
+  /**
+   * Removes a service and releases its virtual IPs. Its tasks stay
+   * connected to their networks, as endpoints that are no longer tasks of
+   * anything: their records drop the service.
+   */
+  async removeService(idOrName: string): Promise<void> {
+    await this.mutate(async () => removeService(this.context, await this.context.records.findService(idOrName, 'skip')));
   }
 
   // ---------------------------------------------------------------- events

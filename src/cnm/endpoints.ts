@@ -7,9 +7,10 @@
 import { claimsOf, heldClaims } from './addresses.js';
 import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, withoutPending } from './context.js';
 import { macFor } from './mac.js';
+import { taskServiceFor } from './services.js';
 import type { EndpointCreateRequest } from './types.js';
 import { validateAliases, validateIfName, validateName } from './validate.js';
-import { Conflict, EndpointNotFound, InvalidArgument, NetctlError, NetworkNotFound } from '../errors.js';
+import { Conflict, EndpointNotFound, InvalidArgument, NetctlError, NetworkNotFound, ServiceNotFound } from '../errors.js';
 import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 import { keys } from '../repository/keys.js';
 import { casLoop, put } from '../repository/repository.js';
@@ -34,6 +35,7 @@ export async function createEndpoint(
   if (request.ipv6Address !== undefined && !network.enableIPv6) {
     throw new InvalidArgument(`network ${network.name} does not have IPv6 enabled; cannot use IPv6 address ${request.ipv6Address}`);
   }
+  const service = request.service === undefined ? undefined : await taskServiceFor(context, network, request.service);
   const id = newId();
   const store = context.records.storeOf(network);
   let created: EndpointRecord | undefined;
@@ -46,6 +48,9 @@ export async function createEndpoint(
     if ((await store.get(keys.endpointName(network.id, request.name))) !== undefined) {
       throw new Conflict(`endpoint with name ${request.name} already exists in network ${network.name}`);
     }
+    // The service is in the network's store (a service's networks share its scope): its revision guards the task.
+    const serviceKv = service === undefined ? undefined : await store.get(keys.service(service.id));
+    if (service !== undefined && serviceKv === undefined) throw new ServiceNotFound(service.name);
     const hasV4 = network.ipam.config.some((pool) => !pool.subnet.includes(':'));
     const hasV6 = network.ipam.config.some((pool) => pool.subnet.includes(':'));
     if (request.ipv4Address !== undefined && !hasV4) {
@@ -76,13 +81,18 @@ export async function createEndpoint(
       aliases: [...(request.aliases ?? [])],
       ...(ipv4Address !== undefined ? { ipv4Address } : {}),
       ...(ipv6Address !== undefined ? { ipv6Address } : {}),
+      ...(service !== undefined ? { service: service.id } : {}),
       ...placement,
     };
     const claims = claimsOf(network.id, endpoint);
     created = endpoint;
     return {
       // The network still takes endpoints, and the name and addresses are nobody's.
-      compare: [{ key: keys.networkState(network.id), modRevision: current.modRevision }, ...claims.map(({ key }) => ({ key, modRevision: 0 }))],
+      compare: [
+        { key: keys.networkState(network.id), modRevision: current.modRevision },
+        ...claims.map(({ key }) => ({ key, modRevision: 0 })),
+        ...(serviceKv !== undefined ? [{ key: serviceKv.key, modRevision: serviceKv.modRevision }] : []),
+      ],
       put: [put.endpoint(network, endpoint), ...claims],
     };
   }).catch(async (err: unknown) => {

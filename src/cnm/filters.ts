@@ -60,7 +60,7 @@ function checkKeys(filters: Filters, allowed: ReadonlySet<string>): void {
 }
 
 /** `label=key` matches the key; `label=key=value` matches both. */
-function matchesLabel(labels: Readonly<Record<string, string>>, spec: string): boolean {
+export function matchesLabel(labels: Readonly<Record<string, string>>, spec: string): boolean {
   const eq = spec.indexOf('=');
   if (eq < 0) return Object.hasOwn(labels, spec);
   const key = spec.slice(0, eq);

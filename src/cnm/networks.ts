@@ -78,6 +78,7 @@ export async function pruneNetworks(context: ControllerContext, filters: Filters
   for (const network of await context.records.networks('skip')) {
     if (!matchesPruneFilters(network, filters, now)) continue;
     if ((await context.records.networkEndpoints(network, 'throw')).length > 0) continue;
+    if ((await servicesOn(context, network)).length > 0) continue;
     try {
       await removeNetwork(context, network);
       removed.push(network.name);
@@ -98,6 +99,10 @@ export async function removeNetwork(context: ControllerContext, network: Network
     const names = endpoints.map((e) => `name:"${e.name}" id:"${e.id.slice(0, 12)}"`).join(', ');
     throw new Forbidden(`error while removing network: network ${network.name} has active endpoints (${names})`);
   }
+  const services = await servicesOn(context, network);
+  if (services.length > 0) {
+    throw new Forbidden(`error while removing network: network ${network.name} is in use by service ${services.join(', ')}`);
+  }
   // Deleting the state key under compares refuses removal if an endpoint appeared meanwhile, and
   // makes later endpoint creation on this network fail. The record says the removal began, so a
   // restart finishes it.
@@ -105,6 +110,7 @@ export async function removeNetwork(context: ControllerContext, network: Network
     compare: [
       { key: keys.networkState(network.id), modRevision: stateKv?.modRevision ?? 0 },
       { key: keys.networkEndpoints(network.id), modRevision: 0, prefix: true },
+      { key: keys.networkServices(network.id), modRevision: 0, prefix: true },
     ],
     put: [put.network({ ...network, removing: true })],
     delete: [keys.networkState(network.id)],
@@ -120,6 +126,14 @@ export async function removeNetwork(context: ControllerContext, network: Network
   }
   await releaseNetwork(context, network);
   context.emit({ type: 'network', action: 'remove', network });
+}
+
+/** The names (or ids, for a record that cannot be read) of the services marked as on the network. */
+async function servicesOn(context: ControllerContext, network: NetworkRecord): Promise<string[]> {
+  const marks = await context.records.storeOf(network).list(keys.networkServices(network.id));
+  if (marks.length === 0) return [];
+  const names = new Map((await context.records.networkServices(network)).map((service) => [service.id, service.name]));
+  return marks.map((mark) => names.get(mark.value) ?? mark.value.slice(0, 12));
 }
 
 function withoutRemoving(network: NetworkRecord): NetworkRecord {

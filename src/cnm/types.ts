@@ -5,7 +5,7 @@
  */
 import type { NetworkPeer } from './driver.js';
 import type { PoolRequest } from './ipam.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
+import type { EndpointMode, EndpointRecord, NetworkRecord, SandboxRecord, ServiceRecord } from '../records.js';
 
 export interface NetworkCreateRequest {
   readonly name: string;
@@ -37,12 +37,16 @@ export interface EndpointCreateRequest {
   readonly ipv4Address?: string;
   readonly ipv6Address?: string;
   readonly aliases?: readonly string[];
+  /** Makes the endpoint a task of this service (id or name), which must be on the endpoint's network. */
+  readonly service?: string;
 }
 
 export interface ConnectOptions {
   readonly ipv4Address?: string;
   readonly ipv6Address?: string;
   readonly aliases?: readonly string[];
+  /** Makes the sandbox's endpoint a task of this service (id or name), which must be on the network. */
+  readonly service?: string;
   /**
    * The interface's name in the sandbox instead of the next free ethN: a
    * runtime (CNI's CNI_IFNAME) or a user (Docker's
@@ -95,4 +99,20 @@ export interface SandboxInfo extends SandboxRecord {
   readonly hostInterfaces: Readonly<Record<string, string>>;
   /** The resolv.conf pointing at the embedded DNS, for runtimes to mount. */
   readonly resolvConfPath?: string;
+}
+
+export interface ServiceCreateRequest {
+  readonly name: string;
+  /** Networks (ids or names), all of one scope; none makes a service of local scope that no task can join. */
+  readonly networks?: readonly string[];
+  /** Default 'vip'. */
+  readonly endpointMode?: EndpointMode;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+/** A service with what inspect and list show of it. */
+export interface ServiceView {
+  readonly service: ServiceRecord;
+  /** The endpoints that are its tasks, on every network and host, with the name of their sandbox when it is on this host. */
+  readonly tasks: readonly { readonly endpoint: EndpointRecord; readonly sandboxName?: string }[];
 }

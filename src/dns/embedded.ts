@@ -5,7 +5,9 @@
  * sandbox it serves, so an answer only covers the networks that sandbox
  * shares. The record table follows the stores' watches (the local store and,
  * for overlay networks, the cluster store), so a join or a leave anywhere is
- * in the table as soon as the store reports it.
+ * in the table as soon as the store reports it. Services are followed the
+ * same way: per service and network, its virtual IP (vip mode) and the
+ * addresses of its joined tasks (the endpoints that name it).
  *
  * The dns/ folder: this wiring, server.ts (UDP and TCP listeners),
  * records.ts (the name table and its answers), forwarder.ts (upstream
@@ -13,9 +15,9 @@
  */
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
-import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord, ServiceRecord } from '../records.js';
 import { keys, recordId } from '../repository/keys.js';
-import { decodeRecord, endpointRecord, networkRecord, sandboxRecord } from '../repository/schema.js';
+import { decodeRecord, endpointRecord, networkRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { netnsExists } from '../sys/netns.js';
 import { namedNetnsResolvConf, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../sys/resolvconf.js';
@@ -89,6 +91,9 @@ export class EmbeddedDns {
   private readonly networks = new Map<string, NetworkRecord>();
   private readonly endpoints = new Map<string, EndpointRecord>();
   private readonly sandboxes = new Map<string, SandboxRecord>();
+  private readonly services = new Map<string, ServiceRecord>();
+  /** Service id → the endpoints naming it (joined or not, of any host). */
+  private readonly tasksOf = new Map<string, Set<string>>();
   private readonly listeners = new Map<string, Listener>();
   /** sandboxId → the resolv.conf written for it. */
   private readonly resolvConfs = new Map<string, string>();
@@ -129,6 +134,7 @@ export class EmbeddedDns {
         if (store === undefined) continue;
         await dns.follow(store, keys.networks);
         await dns.follow(store, keys.endpoints);
+        await dns.follow(store, keys.services);
       }
       await dns.follow(options.localStore, keys.sandboxes);
       await dns.sandboxesSettled();
@@ -176,9 +182,16 @@ export class EmbeddedDns {
         else this.networks.delete(id);
         for (const endpoint of this.endpoints.values()) if (endpoint.networkId === id) this.refreshEndpoint(endpoint.id);
       } else if (prefix === keys.endpoints) {
+        const previous = this.endpoints.get(id);
         if (event.type === 'put') this.endpoints.set(id, decodeRecord(event.kv, endpointRecord));
         else this.endpoints.delete(id);
         this.refreshEndpoint(id);
+        this.refreshTask(id, previous?.service, this.endpoints.get(id)?.service);
+      } else if (prefix === keys.services) {
+        const previous = this.services.get(id);
+        if (event.type === 'put') this.services.set(id, decodeRecord(event.kv, serviceRecord));
+        else this.services.delete(id);
+        this.refreshService(id, previous);
       } else {
         const sandbox = event.type === 'put' ? decodeRecord(event.kv, sandboxRecord) : undefined;
         this.enqueueSandboxChange(id, sandbox);
@@ -242,6 +255,51 @@ export class EmbeddedDns {
       ...(ipv4 !== undefined ? { ipv4 } : {}),
       ...(ipv6 !== undefined ? { ipv6 } : {}),
     });
+  }
+
+  /** Moves an endpoint between services' task lists, and gives each service concerned its new addresses. */
+  private refreshTask(endpointId: string, before: string | undefined, after: string | undefined): void {
+    if (before !== undefined && before !== after) {
+      const tasks = this.tasksOf.get(before);
+      tasks?.delete(endpointId);
+      if (tasks?.size === 0) this.tasksOf.delete(before);
+    }
+    if (after !== undefined) {
+      let tasks = this.tasksOf.get(after);
+      if (tasks === undefined) this.tasksOf.set(after, (tasks = new Set()));
+      tasks.add(endpointId);
+    }
+    for (const serviceId of new Set([before, after])) if (serviceId !== undefined) this.refreshService(serviceId);
+  }
+
+  /**
+   * Puts a service in the table on each of its networks with its VIP and the
+   * addresses of its joined tasks there; `previous`, the record as it was, is
+   * taken out first. A task naming a service that is gone is no task.
+   */
+  private refreshService(serviceId: string, previous?: ServiceRecord): void {
+    if (previous !== undefined) for (const on of previous.networks) this.table.removeService(previous.name, on.networkId);
+    const service = this.services.get(serviceId);
+    if (service === undefined) return;
+    const tasks = [...(this.tasksOf.get(serviceId) ?? [])].flatMap((id) => {
+      const endpoint = this.endpoints.get(id);
+      return endpoint?.sandboxId === undefined ? [] : [endpoint];
+    });
+    for (const on of service.networks) {
+      const virtualIp = bare(on.virtualIp);
+      this.table.upsertService({
+        name: service.name,
+        networkId: on.networkId,
+        ...(virtualIp !== undefined ? { virtualIp } : {}),
+        tasks: tasks
+          .filter((endpoint) => endpoint.networkId === on.networkId)
+          .map((endpoint) => {
+            const ipv4 = bare(endpoint.ipv4Address);
+            const ipv6 = bare(endpoint.ipv6Address);
+            return { ...(ipv4 !== undefined ? { ipv4 } : {}), ...(ipv6 !== undefined ? { ipv6 } : {}) };
+          }),
+      });
+    }
   }
 
   private async sandboxChanged(sandboxId: string, sandbox: SandboxRecord | undefined): Promise<void> {

@@ -65,6 +65,8 @@ interface NetworkRecords {
   readonly addresses: Map<string, Set<string>>;
   /** Lowercase service name → service. */
   readonly services: Map<string, StoredService>;
+  /** Canonical virtual IP → the name of the service that has it, for PTR. */
+  readonly virtualIps: Map<string, string>;
 }
 
 const NOTHING: Resolution = { exists: false, addresses: [] };
@@ -208,13 +210,17 @@ export class RecordTable {
         ipv6: task.ipv6 === undefined ? undefined : canonicalIPv6(task.ipv6, what),
       })),
     };
-    this.#network(entry.networkId).services.set(name, stored);
+    const network = this.#network(entry.networkId);
+    this.#forgetVirtualIp(network, name);
+    network.services.set(name, stored);
+    if (stored.virtualIp !== undefined) network.virtualIps.set(stored.virtualIp, entry.name);
   }
 
   /** Forgets the service on that network; unknown ones are ignored. */
   removeService(name: string, networkId: string): void {
     const network = this.#networks.get(networkId);
     if (!network) return;
+    this.#forgetVirtualIp(network, normalizeName(name));
     network.services.delete(normalizeName(name));
     this.#dropIfEmpty(networkId, network);
   }
@@ -255,8 +261,9 @@ export class RecordTable {
 
   /**
    * PTR for an endpoint address on a network the sandbox shares: `name.network`,
-   * as Docker answers (the sandbox name plus network name). Empty when the
-   * name is not a reverse name of such an address.
+   * as Docker answers (the sandbox name plus network name); for a service's
+   * virtual IP there, the service name. Empty when the name is not a reverse
+   * name of such an address.
    */
   reverse(sandboxId: string, ptrName: string): string[] {
     const address = addressFromReverseName(ptrName);
@@ -272,6 +279,10 @@ export class RecordTable {
         if (endpoint && endpoint.name !== '') names.add(`${endpoint.name}.${network.name}`);
       }
       if (names.size > 0) return [...names];
+    }
+    for (const networkId of joined.keys()) {
+      const service = this.#networks.get(networkId)?.virtualIps.get(address);
+      if (service !== undefined) return [service];
     }
     return [];
   }
@@ -310,10 +321,24 @@ export class RecordTable {
   #network(networkId: string): NetworkRecords {
     let network = this.#networks.get(networkId);
     if (!network) {
-      network = { name: '', lowerName: '', endpointCount: 0, names: new Map(), addresses: new Map(), services: new Map() };
+      network = {
+        name: '',
+        lowerName: '',
+        endpointCount: 0,
+        names: new Map(),
+        addresses: new Map(),
+        services: new Map(),
+        virtualIps: new Map(),
+      };
       this.#networks.set(networkId, network);
     }
     return network;
+  }
+
+  /** Drops the PTR of the virtual IP the service (lowercase name) had on the network. */
+  #forgetVirtualIp(network: NetworkRecords, lowerName: string): void {
+    const virtualIp = network.services.get(lowerName)?.virtualIp;
+    if (virtualIp !== undefined && normalizeName(network.virtualIps.get(virtualIp) ?? '') === lowerName) network.virtualIps.delete(virtualIp);
   }
 
   #dropIfEmpty(networkId: string, network: NetworkRecords): void {

@@ -59,6 +59,20 @@ export const keys = {
   localNameClaims: (name: string) => `names/local/${name}/`,
   /** names/local/NAME/HOST-ID → network id, in the cluster store: this host has a local network NAME. */
   localName: (name: string, hostId: string) => `names/local/${name}/${hostId}`,
+  /** Prefix of every service record. */
+  services: 'services/',
+  /** services/ID → ServiceRecord (JSON), in the store of its networks' scope. */
+  service: (serviceId: string) => `services/${serviceId}`,
+  /** names/services/NAME → service id: makes a service name unique within its store. */
+  serviceName: (name: string) => `names/services/${name}`,
+  /** Prefix of the services on one network: removing the network is refused while it holds any. */
+  networkServices: (networkId: string) => `network-services/${networkId}/`,
+  /**
+   * network-services/NETWORK-ID/SERVICE-ID → service id, in the network's
+   * store: the service is on the network. Its virtual IP, if any, is an
+   * address claim (keys.address) whose value is the service id.
+   */
+  networkService: (networkId: string, serviceId: string) => `network-services/${networkId}/${serviceId}`,
   /** host/id → this host's id among the hosts sharing a cluster store (plain text), in the local store. */
   hostId: 'host/id',
 } as const;

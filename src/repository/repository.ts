@@ -9,9 +9,9 @@
  * and this file reads and writes typed records. The embedded DNS reads
  * through it too, so the key layout lives in one place.
  */
-import { Conflict, EndpointNotFound, InvalidArgument, NetworkNotFound, SandboxNotFound } from '../errors.js';
+import { Conflict, EndpointNotFound, InvalidArgument, NetworkNotFound, SandboxNotFound, ServiceNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord, ServiceRecord } from '../records.js';
 import type { Store, TxnRequest } from '../store/types.js';
 import { keys, recordId } from './keys.js';
 import {
@@ -25,6 +25,7 @@ import {
   networkRecord,
   networkState,
   sandboxRecord,
+  serviceRecord,
   subnetTable,
 } from './schema.js';
 
@@ -160,6 +161,35 @@ export class Repository {
     for (let start = 0; start < Math.max(stale.length, missing.length); start += INDEX_WRITES_PER_TXN) {
       await this.local.txn({ delete: stale.slice(start, start + INDEX_WRITES_PER_TXN), put: missing.slice(start, start + INDEX_WRITES_PER_TXN) });
     }
+  }
+
+  /** Every service of both stores, oldest first. */
+  async services(onMalformed: OnMalformed): Promise<ServiceRecord[]> {
+    const services: ServiceRecord[] = [];
+    for (const store of this.networkStores()) services.push(...(await this.list(store, keys.services, serviceRecord, onMalformed)));
+    return services.sort((a, b) => a.created.localeCompare(b.created) || a.name.localeCompare(b.name));
+  }
+
+  /** The services on a network: those its store marks as on it (keys.networkService). */
+  async networkServices(network: NetworkRecord): Promise<ServiceRecord[]> {
+    const store = this.storeOf(network);
+    const services: ServiceRecord[] = [];
+    for (const kv of await store.list(keys.networkServices(network.id))) {
+      const service = await this.getOrSkip(store, keys.service(kv.value), serviceRecord, 'skip');
+      if (service !== undefined) services.push(service);
+    }
+    return services;
+  }
+
+  /** Services: by the record's key, then the name's key in either store, then Docker's order over a listing. */
+  async findService(idOrName: string, onMalformed: OnMalformed): Promise<ServiceRecord> {
+    if (FULL_ID.test(idOrName)) {
+      for (const store of this.networkStores()) {
+        const service = await this.getOrSkip(store, keys.service(idOrName), serviceRecord, onMalformed);
+        if (service !== undefined) return service;
+      }
+    }
+    return findByIdOrName('service', idOrName, await this.services(onMalformed), () => new ServiceNotFound(idOrName));
   }
 
   async sandboxes(onMalformed: OnMalformed): Promise<SandboxRecord[]> {
@@ -305,6 +335,7 @@ export const put = {
     value: encodeRecord(endpoint),
   }),
   sandbox: (sandbox: SandboxRecord) => ({ key: keys.sandbox(sandbox.id), value: encodeRecord(sandbox) }),
+  service: (service: ServiceRecord) => ({ key: keys.service(service.id), value: encodeRecord(service) }),
   networkState: (networkId: string, state: NetworkState) => ({ key: keys.networkState(networkId), value: encodeRecord(state) }),
   subnets: (table: SubnetTable) => ({ key: keys.subnets, value: encodeRecord(table) }),
 };

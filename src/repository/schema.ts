@@ -12,7 +12,17 @@
  */
 import * as v from 'valibot';
 import { StoreCorrupt } from '../errors.js';
-import type { EndpointPending, EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from '../records.js';
+import type {
+  EndpointMode,
+  EndpointPending,
+  EndpointRecord,
+  IpamPoolConfig,
+  NetworkRecord,
+  SandboxRecord,
+  Scope,
+  ServiceNetwork,
+  ServiceRecord,
+} from '../records.js';
 import type { KeyValue } from '../store/types.js';
 
 /** A schema whose output is exactly T. */
@@ -77,6 +87,7 @@ export const endpointRecord: RecordSchema<EndpointRecord> = v.looseObject({
   ifName: v.exactOptional(v.string()),
   defaultGateway: v.exactOptional(v.boolean()),
   pending: v.exactOptional(v.picklist(['connect', 'join', 'leave', 'disconnect'] satisfies EndpointPending[])),
+  service: v.exactOptional(v.string()),
 } satisfies EntriesOf<EndpointRecord>);
 
 export const sandboxRecord: RecordSchema<SandboxRecord> = v.looseObject({
@@ -88,6 +99,21 @@ export const sandboxRecord: RecordSchema<SandboxRecord> = v.looseObject({
   labels: stringMap,
   pending: v.exactOptional(v.picklist(['create', 'remove'] satisfies NonNullable<SandboxRecord['pending']>[])),
 } satisfies EntriesOf<SandboxRecord>);
+
+const serviceNetwork: RecordSchema<ServiceNetwork> = v.looseObject({
+  networkId: v.string(),
+  virtualIp: v.exactOptional(v.string()),
+} satisfies EntriesOf<ServiceNetwork>);
+
+export const serviceRecord: RecordSchema<ServiceRecord> = v.looseObject({
+  id: v.string(),
+  name: v.string(),
+  endpointMode: v.picklist(['vip', 'dnsrr'] satisfies EndpointMode[]),
+  labels: stringMap,
+  created: v.string(),
+  scope,
+  networks: v.array(serviceNetwork),
+} satisfies EntriesOf<ServiceRecord>);
 
 /**
  * The mark that a network takes endpoints (`keys.networkState`). Stores

@@ -144,3 +144,17 @@ test('bad addresses are refused with InvalidArgument', (t) => {
   t.throws(() => records.upsertService({ name: 'svc', networkId: 'n', tasks: [{ ipv6: 'fd00::g' }] }), { instanceOf: InvalidArgument });
   t.deepEqual([...records.networksOf('s')], [], 'nothing half-added');
 });
+
+test('PTR: a virtual IP on a shared network gives the service name; it goes with the service or a new VIP', (t) => {
+  const records = table();
+  records.upsertService({ name: 'Api', networkId: 'net-front', virtualIp: '10.0.0.50', tasks: [{ ipv4: '10.0.0.2' }] });
+  t.deepEqual(records.reverse('sb-client', '50.0.0.10.in-addr.arpa'), ['Api']);
+  t.deepEqual(records.reverse('sb-db', '50.0.0.10.in-addr.arpa'), [], 'db is not on front');
+  t.deepEqual(records.reverse('sb-client', '2.0.0.10.in-addr.arpa'), ['web.front'], 'a task address stays the endpoint name');
+  records.upsertService({ name: 'api', networkId: 'net-front', virtualIp: '10.0.0.51', tasks: [] });
+  t.deepEqual(records.reverse('sb-client', '50.0.0.10.in-addr.arpa'), []);
+  t.deepEqual(records.reverse('sb-client', '51.0.0.10.in-addr.arpa'), ['api']);
+  records.removeService('API', 'net-front');
+  t.deepEqual(records.reverse('sb-client', '51.0.0.10.in-addr.arpa'), []);
+  t.deepEqual(records.resolve('sb-client', 'api', 'A'), { exists: false, addresses: [] });
+});

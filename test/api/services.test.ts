@@ -1,0 +1,133 @@
+/** The service routes, through raw HTTP and through the API client. */
+import { request } from 'node:http';
+import anyTest, { type TestFn } from 'ava';
+import { ApiClient } from '../../src/api/client.js';
+import { ServiceNotFound } from '../../src/errors.js';
+import { type Fixture, startFixture } from './fixture.js';
+
+const test = anyTest as TestFn<Fixture>;
+
+test.beforeEach(async (t) => {
+  t.context = await startFixture();
+});
+
+test.afterEach.always(async (t) => {
+  await t.context.close();
+});
+
+function call(fixture: Fixture, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: fixture.socketPath, method, path, headers: { 'Content-Type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, json, text });
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+test('create, inspect by name and id, list with filters, connect a task, remove', async (t) => {
+  const net = await call(t.context, 'POST', '/networks/create', { Name: 'front', IPAM: { Config: [{ Subnet: '10.40.0.0/24' }] } });
+  t.is(net.status, 201);
+  const created = await call(t.context, 'POST', '/v1.47/services/create', {
+    Name: 'web',
+    Labels: { tier: 'front' },
+    TaskTemplate: { Networks: [{ Target: 'front' }] },
+    EndpointSpec: { Mode: 'vip' },
+  });
+  t.is(created.status, 201, created.text);
+  t.deepEqual(Object.keys(created.json), ['ID']);
+  const id = created.json.ID as string;
+
+  await call(t.context, 'POST', '/sandboxes/create', { Name: 'task1' });
+  const connected = await call(t.context, 'POST', '/networks/front/connect', { Container: 'task1', Service: 'web' });
+  t.is(connected.status, 200, connected.text);
+
+  const inspected = await call(t.context, 'GET', '/services/web');
+  t.is(inspected.status, 200);
+  const service = inspected.json;
+  t.is(service.ID, id);
+  t.is(service.UpdatedAt, service.CreatedAt);
+  t.deepEqual(service.Spec, {
+    Name: 'web',
+    Labels: { tier: 'front' },
+    TaskTemplate: { Networks: [{ Target: net.json.Id }] },
+    EndpointSpec: { Mode: 'vip' },
+  });
+  t.deepEqual(service.Endpoint, { Spec: { Mode: 'vip' }, VirtualIPs: [{ NetworkID: net.json.Id, Addr: '10.40.0.2/24' }] });
+  t.is(service.Tasks.length, 1);
+  t.like(service.Tasks[0], { Sandbox: 'task1', NetworkID: net.json.Id, Addr: '10.40.0.3/24' });
+  t.is((await call(t.context, 'GET', `/services/${id}`)).json.Spec.Name, 'web');
+
+  await call(t.context, 'POST', '/services/create', { Name: 'db', EndpointSpec: { Mode: 'dnsrr' }, TaskTemplate: { Networks: [{ Target: 'front' }] } });
+  const all = await call(t.context, 'GET', '/services');
+  t.deepEqual(all.json.map((s: any) => s.Spec.Name), ['web', 'db']);
+  t.deepEqual(all.json[1].Endpoint.VirtualIPs, []);
+  const filtered = await call(t.context, 'GET', `/services?filters=${encodeURIComponent(JSON.stringify({ label: ['tier=front'] }))}`);
+  t.deepEqual(filtered.json.map((s: any) => s.Spec.Name), ['web']);
+
+  const removed = await call(t.context, 'DELETE', '/services/web');
+  t.is(removed.status, 200);
+  t.is((await call(t.context, 'GET', '/services/web')).status, 404);
+  // The task stays connected.
+  t.is((await call(t.context, 'GET', '/sandboxes/task1')).json.Networks[net.json.Id].IPv4Address, '10.40.0.3/24');
+});
+
+test('errors: status codes and messages, nothing made', async (t) => {
+  await call(t.context, 'POST', '/networks/create', { Name: 'n', IPAM: { Config: [{ Subnet: '10.41.0.0/30' }] } });
+  await call(t.context, 'POST', '/networks/create', { Name: 'plain', Driver: 'null' });
+  await call(t.context, 'POST', '/services/create', { Name: 'taken' });
+  await call(t.context, 'POST', '/sandboxes/create', { Name: 's' });
+  const cases: [unknown, number, RegExp][] = [
+    [{ Name: 'taken' }, 409, /service with name taken already exists/],
+    [{ Name: 'x', TaskTemplate: { Networks: [{ Target: 'ghost' }] } }, 404, /network ghost not found/],
+    [{ Name: 'x', TaskTemplate: { Networks: [{ Target: 'plain' }] } }, 400, /assigns no addresses/],
+    [{ Name: 'x', TaskTemplate: { Networks: [{}] } }, 400, /Target is required/],
+    [{ Name: 'x', EndpointSpec: { Mode: 'rr' } }, 400, /invalid endpoint mode "rr"/],
+    [{ Name: 'x', EndpointSpec: { Ports: [{ TargetPort: 80 }] } }, 400, /published ports/],
+    [{ Name: '-x' }, 400, /invalid service name/],
+    [{}, 400, /Name is required/],
+  ];
+  for (const [body, status, message] of cases) {
+    const res = await call(t.context, 'POST', '/services/create', body);
+    t.is(res.status, status, res.text);
+    t.regex(res.json.message, message);
+  }
+  // A /30 has one address left after the gateway: the first service takes it, the second is refused.
+  t.is((await call(t.context, 'POST', '/services/create', { Name: 'one', TaskTemplate: { Networks: [{ Target: 'n' }] } })).status, 201);
+  const full = await call(t.context, 'POST', '/services/create', { Name: 'two', TaskTemplate: { Networks: [{ Target: 'n' }] } });
+  t.is(full.status, 409);
+  t.regex(full.json.message, /no virtual IP left on network n/);
+  const notOn = await call(t.context, 'POST', '/networks/n/connect', { Container: 's', Service: 'taken' });
+  t.is(notOn.status, 400);
+  t.is(notOn.json.message, 'service taken is not on network n; a task must join one of its networks');
+  t.is((await call(t.context, 'DELETE', '/services/ghost')).status, 404);
+  t.deepEqual((await call(t.context, 'GET', '/services')).json.map((s: any) => s.Spec.Name), ['taken', 'one']);
+});
+
+test('the client: typed errors and every service method', async (t) => {
+  const client = new ApiClient(t.context.host);
+  await client.createNetwork({ Name: 'n', IPAM: { Config: [{ Subnet: '10.42.0.0/24' }] } });
+  const { ID } = await client.createService({ Name: 'api', TaskTemplate: { Networks: [{ Target: 'n' }] } });
+  await client.createSandbox({ Name: 'a' });
+  await client.connect('n', 'a', {}, 'api');
+  const service = await client.inspectService('api');
+  t.is(service.ID, ID);
+  t.is(service.Tasks[0]?.Sandbox, 'a');
+  t.deepEqual((await client.listServices({ name: ['ap'] })).map((s) => s.Spec.Name), ['api']);
+  await client.removeService(ID);
+  const err = await t.throwsAsync(client.inspectService('api'));
+  t.true(err instanceof ServiceNotFound);
+  t.is((err as ServiceNotFound).code, 'ServiceNotFound');
+});
