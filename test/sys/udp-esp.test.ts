@@ -47,12 +47,12 @@ const SEALED_MSS = 1372;
 const SEALED_SEGMENT = 8 + ETHERNET_HEADER_LEN + 20 + TCP_HEADER_LEN + SEALED_MSS;
 
 /** A fresh SA (its own key: GCM must never see a key and sequence number twice) as a sender's and a receiver's table. */
-function tables(t: ExecutionContext, opts: { spi?: number; tag?: number; firstSequence?: bigint } = {}) {
+function tables(t: ExecutionContext, opts: { spi?: number; tag?: number; firstSequence?: bigint; sender?: string } = {}) {
   const sa = { spi: opts.spi ?? SPI, key: randomBytes(32), salt: randomBytes(4), tag: opts.tag ?? VNI };
   const sender = EspTable.create();
   const receiver = EspTable.create();
   sender.addOutbound(sa, opts.firstSequence === undefined ? {} : { firstSequence: opts.firstSequence });
-  receiver.addInbound(sa);
+  receiver.addInbound(opts.sender === undefined ? sa : { ...sa, sender: opts.sender });
   t.teardown(() => {
     sender.close();
     receiver.close();
@@ -121,6 +121,17 @@ function vtepSocket(t: ExecutionContext, netnsPath: string, address: string): Na
     }
   });
   return socket;
+}
+
+/** The usual two ends: HOST_A's and HOST_B's VTEP sockets on an underlay, a fresh SA's tables attached, arrivals collected at B. */
+async function sealedLink(t: ExecutionContext) {
+  const { a, b, ifA } = await underlay(t);
+  const sender = vtepSocket(t, a.path, HOST_A);
+  const receiver = vtepSocket(t, b.path, HOST_B);
+  const { sa, sender: outbound, receiver: inbound } = tables(t);
+  sender.setEspTable(outbound);
+  receiver.setEspTable(inbound);
+  return { a, b, ifA, sender, receiver, sa, outbound, inbound, arrived: new Collector(receiver) };
 }
 
 interface Arrived {
@@ -333,13 +344,7 @@ test('a receive without ESP is left alone; unknown SPIs and truncated ones are d
 // Two sockets in two namespaces.
 
 test('frames and TCP super-frames sent with an SPI arrive as the VXLAN datagrams the plain path delivers, marked sealed', async (t) => {
-  const { a, b } = await underlay(t);
-  const sender = vtepSocket(t, a.path, HOST_A);
-  const receiver = vtepSocket(t, b.path, HOST_B);
-  const { sa, sender: outbound, receiver: inbound } = tables(t);
-  sender.setEspTable(outbound);
-  receiver.setEspTable(inbound);
-  const arrived = new Collector(receiver);
+  const { sender, receiver, sa, outbound, inbound, arrived } = await sealedLink(t);
   const prefix = vxlanHeader(VNI);
 
   const plainFrames = [46, 100, 1000, 1400].map((length, i) => frame(mac(2), mac(1), length - ETHERNET_HEADER_LEN, i));
@@ -389,13 +394,7 @@ test('frames and TCP super-frames sent with an SPI arrive as the VXLAN datagrams
 });
 
 test('on the wire a sealed stream is ESP with its SPI and never carries the inner bytes; the plain one does', async (t) => {
-  const { a, b, ifA } = await underlay(t);
-  const sender = vtepSocket(t, a.path, HOST_A);
-  const receiver = vtepSocket(t, b.path, HOST_B);
-  const { sa, sender: outbound, receiver: inbound } = tables(t);
-  sender.setEspTable(outbound);
-  receiver.setEspTable(inbound);
-  const arrived = new Collector(receiver);
+  const { a, ifA, sender, receiver, sa, arrived } = await sealedLink(t);
   const frames = frameList([
     withCanary(superFrame({ payload: 40_000, gsoSize: SEALED_MSS })),
     withVnetHdr(withCanary(frame(mac(2), mac(1), 1000, 1), ETHERNET_HEADER_LEN + 20)),
@@ -497,14 +496,8 @@ test('a sealed segment longer than the path takes is refused by the kernel, neve
 });
 
 test('forged, replayed, truncated and unknown-SPI datagrams are dropped and counted by reason while good traffic goes on', async (t) => {
-  const { a, b } = await underlay(t);
-  const sender = vtepSocket(t, a.path, HOST_A);
-  const receiver = vtepSocket(t, b.path, HOST_B);
+  const { a, sender, receiver, sa, inbound, arrived } = await sealedLink(t);
   const injector = vtepSocket(t, a.path, HOST_A);
-  const { sa, sender: outbound, receiver: inbound } = tables(t);
-  sender.setEspTable(outbound);
-  receiver.setEspTable(inbound);
-  const arrived = new Collector(receiver);
   const frames = [100, 500, 1000].map((length, i) => frame(mac(2), mac(1), length, i));
   const send = () => t.like(sender.sendFrames(vxlanHeader(VNI), frameList(frames), false, HOST_B, receiver.port, false, sa.spi), { sent: 3 });
 
@@ -539,15 +532,7 @@ test('an inbound SA bound to its sender drops the same datagrams from another ad
   const sender = vtepSocket(t, a.path, HOST_A);
   const receiver = vtepSocket(t, b.path, HOST_B);
   const other = vtepSocket(t, a.path, OTHER_HOST);
-  const sa = { spi: SPI, key: randomBytes(32), salt: randomBytes(4), tag: VNI };
-  const outbound = EspTable.create();
-  const inbound = EspTable.create();
-  t.teardown(() => {
-    outbound.close();
-    inbound.close();
-  });
-  outbound.addOutbound(sa);
-  inbound.addInbound({ ...sa, sender: HOST_A });
+  const { sa, sender: outbound, receiver: inbound } = tables(t, { sender: HOST_A });
   receiver.setEspTable(inbound);
   const arrived = new Collector(receiver);
   const [first, second] = seal(outbound, sa.spi, [frame(mac(2), mac(1), 100, 1), frame(mac(2), mac(1), 100, 2)]);
@@ -562,14 +547,8 @@ test('an inbound SA bound to its sender drops the same datagrams from another ad
 });
 
 test('a sequence number seen already drops its segment from the middle of a GRO run, and the run closes up over it', async (t) => {
-  const { a, b } = await underlay(t);
-  const sender = vtepSocket(t, a.path, HOST_A);
-  const receiver = vtepSocket(t, b.path, HOST_B);
+  const { a, sender, receiver, sa, inbound, arrived } = await sealedLink(t);
   const injector = vtepSocket(t, a.path, HOST_A);
-  const { sa, sender: outbound, receiver: inbound } = tables(t);
-  sender.setEspTable(outbound);
-  receiver.setEspTable(inbound);
-  const arrived = new Collector(receiver);
   // Sequence number 5 arrives first from elsewhere; the run that follows carries 1 to 10.
   const early = EspTable.create();
   t.teardown(() => early.close());
@@ -591,14 +570,8 @@ test('a sequence number seen already drops its segment from the middle of a GRO 
 });
 
 test('closing the table while sockets hold it wipes it: sealed sends are refused, sealed arrivals dropped, plain goes on', async (t) => {
-  const { a, b } = await underlay(t);
-  const sender = vtepSocket(t, a.path, HOST_A);
-  const receiver = vtepSocket(t, b.path, HOST_B);
-  const { sa, sender: outbound, receiver: inbound } = tables(t);
+  const { b, sender, receiver, sa, outbound, inbound, arrived } = await sealedLink(t);
   const spare = tables(t, { spi: SPI + 7 });
-  sender.setEspTable(outbound);
-  receiver.setEspTable(inbound);
-  const arrived = new Collector(receiver);
   const frames = frameList([frame(mac(2), mac(1), 300)]);
   inbound.close();
   t.like(sender.sendFrames(vxlanHeader(VNI), frames, false, HOST_B, receiver.port, false, sa.spi), { sent: 1 });
