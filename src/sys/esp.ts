@@ -57,6 +57,11 @@ export interface EspCounters extends Omit<NativeEspCounters, 'drops'> {
   readonly drops: Readonly<Record<EspDropReason, number>>;
 }
 
+/** An SPI as people and Wireshark write it: 0x and 8 hex digits. */
+export function formatSpi(spi: number): string {
+  return `0x${spi.toString(16).padStart(8, '0')}`;
+}
+
 /** The length a frame of `plainLength` bytes seals to. */
 export function espSealedLength(plainLength: number): number {
   return ESP_HEADER_LENGTH + ((plainLength + ESP_TRAILER_LENGTH + 3) & ~3) + ESP_ICV_LENGTH;

@@ -24,7 +24,7 @@ import {
   SEND_RESULT_REFUSED,
   SEND_RESULT_SENT,
 } from './batch-layout.js';
-import { ESP_RESULTS } from './esp.js';
+import { ESP_RESULTS, formatSpi } from './esp.js';
 import type { EspTable } from './esp.js';
 import type { FrameBatch } from './tap.js';
 
@@ -130,7 +130,7 @@ export class EspSendRefused extends NetctlError {
     readonly reason: EspSendRefusal,
     readonly spi: number,
   ) {
-    super('Unavailable', `sealed send with SPI 0x${spi.toString(16).padStart(8, '0')} refused (${reason}): nothing sent`);
+    super('Unavailable', `sealed send with SPI ${formatSpi(spi)} refused (${reason}): nothing sent`);
   }
 }
 

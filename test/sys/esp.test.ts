@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { addon } from '../../src/sys/addon.js';
+import { espSaLine } from '../../src/drivers/overlay/encryption.js';
 import {
   ESP_HEADER_LENGTH,
   ESP_ICV_LENGTH,
@@ -445,14 +446,10 @@ function hasTshark(): boolean {
   await writeFile(join(dir, 'sealed.txt'), dump);
   const pcap = join(dir, 'sealed.pcap');
   await run('text2pcap', ['-q', '-4', '198.18.0.1,198.18.0.2', '-u', '40000,4789', join(dir, 'sealed.txt'), pcap]);
-  // Wireshark's esp_sa table, as the daemon's keylog writes it: the key is the AES key then the salt.
+  // Wireshark's esp_sa table, written by the daemon's keylog formatter: the key is the AES key then the salt.
   const config = join(dir, 'config');
   await mkdir(join(config, 'wireshark'), { recursive: true });
-  const hexKey = `0x${Buffer.concat([KEY, SALT]).toString('hex')}`;
-  await writeFile(
-    join(config, 'wireshark', 'esp_sa'),
-    `"IPv4","198.18.0.1","198.18.0.2","0x${SPI.toString(16).padStart(8, '0')}","AES-GCM with 16 octet ICV [RFC4106]","${hexKey}","NULL",""\n`,
-  );
+  await writeFile(join(config, 'wireshark', 'esp_sa'), `${espSaLine({ source: '198.18.0.1', destination: '198.18.0.2', spi: SPI, key: KEY, salt: SALT })}\n`);
   const tshark = async (xdgConfigHome: string) => {
     const { stdout } = await run(
       'tshark',

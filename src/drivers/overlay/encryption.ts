@@ -10,7 +10,7 @@ import { KeyRing } from '../../crypto/keyring.js';
 import type { KeyRingOptions, PublishedKeys } from '../../crypto/keyring.js';
 import type { KeyPair } from '../../crypto/keys.js';
 import { InvalidArgument } from '../../errors.js';
-import type { EspCounters, EspTable } from '../../sys/esp.js';
+import { type EspCounters, type EspTable, formatSpi } from '../../sys/esp.js';
 import type { Vtep } from '../../vxlan/vtep.js';
 import type { Logger } from '../../log.js';
 
@@ -98,8 +98,8 @@ export class OverlayEncryption {
     const state = this.ring.status(vni).peers.find((entry) => entry.peer === peer);
     const outbound = state?.outbound;
     return {
-      ...(outbound !== undefined ? { outboundSpi: hexSpi(outbound.spi), keyAge: formatAge(this.now() - outbound.installedAt) } : {}),
-      inboundSpis: (state?.inbound ?? []).map((sa) => hexSpi(sa.spi)),
+      ...(outbound !== undefined ? { outboundSpi: formatSpi(outbound.spi), keyAge: formatAge(this.now() - outbound.installedAt) } : {}),
+      inboundSpis: (state?.inbound ?? []).map((sa) => formatSpi(sa.spi)),
     };
   }
 
@@ -134,10 +134,6 @@ function espCounters(prefix: string, counters: EspCounters): Record<string, numb
   return { [`${prefix}Datagrams`]: counters.packets, [`${prefix}Bytes`]: counters.bytes, ...(prefix === 'espOpened' ? drops : {}) };
 }
 
-function hexSpi(spi: number): string {
-  return `0x${spi.toString(16).padStart(8, '0')}`;
-}
-
 /** Seconds or minutes, as Go prints a time.Duration rounded to the second. */
 function formatAge(ms: number): string {
   const seconds = Math.max(0, Math.round(ms / 1000));
@@ -153,5 +149,5 @@ function formatAge(ms: number): string {
  */
 export function espSaLine(sa: { source: string; destination: string; spi: number; key: Uint8Array; salt: Uint8Array }): string {
   const key = Buffer.concat([sa.key, sa.salt]).toString('hex');
-  return `"IPv4","${sa.source}","${sa.destination}","${hexSpi(sa.spi)}","AES-GCM with 16 octet ICV [RFC4106]","0x${key}","NULL",""`;
+  return `"IPv4","${sa.source}","${sa.destination}","${formatSpi(sa.spi)}","AES-GCM with 16 octet ICV [RFC4106]","0x${key}","NULL",""`;
 }
