@@ -4,6 +4,7 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { ApiServer } from '../../src/api/server.js';
 import { Controller } from '../../src/cnm/controller.js';
@@ -47,4 +48,35 @@ export async function startFixture(): Promise<Fixture> {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** An HTTP response as the API tests read it. */
+export interface Response {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+  json: any;
+}
+
+/** One request to the fixture's API socket; `body` as JSON, or a string sent as it is. */
+export function call(fixture: Fixture, method: string, path: string, body?: unknown | string): Promise<Response> {
+  const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: fixture.socketPath, method, path, headers: { 'Content-Type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }

@@ -1,11 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { request } from 'node:http';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { ApiServer } from '../../src/api/server.js';
 import { metricTypes, sampleValue } from '../helpers/prometheus.js';
-import { type Fixture, startFixture } from './fixture.js';
+import { type Fixture, call, startFixture } from './fixture.js';
 
 const test = anyTest as TestFn<Fixture>;
 
@@ -16,35 +15,6 @@ test.beforeEach(async (t) => {
 test.afterEach.always(async (t) => {
   await t.context.close();
 });
-
-interface Response {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-  json: any;
-}
-
-function call(fixture: Fixture, method: string, path: string, body?: unknown | string): Promise<Response> {
-  const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: fixture.socketPath, method, path, headers: { 'Content-Type': 'application/json' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
-      });
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
 
 async function createNetwork(fixture: Fixture, body: Record<string, unknown>): Promise<string> {
   const res = await call(fixture, 'POST', '/networks/create', body);

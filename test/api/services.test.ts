@@ -1,9 +1,8 @@
 /** The service routes, through raw HTTP and through the API client. */
-import { request } from 'node:http';
 import anyTest, { type TestFn } from 'ava';
 import { ApiClient } from '../../src/api/client.js';
 import { ServiceNotFound } from '../../src/errors.js';
-import { type Fixture, startFixture } from './fixture.js';
+import { type Fixture, call, startFixture } from './fixture.js';
 
 const test = anyTest as TestFn<Fixture>;
 
@@ -14,28 +13,6 @@ test.beforeEach(async (t) => {
 test.afterEach.always(async (t) => {
   await t.context.close();
 });
-
-function call(fixture: Fixture, method: string, path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
-  const payload = body === undefined ? undefined : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: fixture.socketPath, method, path, headers: { 'Content-Type': 'application/json' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, json, text });
-      });
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
 
 test('create, inspect by name and id, list with filters, connect a task, remove', async (t) => {
   const net = await call(t.context, 'POST', '/networks/create', { Name: 'front', IPAM: { Config: [{ Subnet: '10.40.0.0/24' }] } });
