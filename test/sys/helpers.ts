@@ -39,6 +39,28 @@ export async function tempNetns(t: ExecutionContext): Promise<{ name: string; pa
 }
 
 /** Runs a command inside a namespace, the way the tests check results (never with src/ code). */
+/**
+ * Two namespaces joined by a veth pair (of `mtu`, default the kernel's),
+ * `addressA`/24 on `ifA` in `a` and `addressB`/24 in `b`: an underlay
+ * between two hosts.
+ */
+export async function vethUnderlay(t: ExecutionContext, addressA: string, addressB: string, mtu?: number) {
+  const a = await tempNetns(t);
+  const b = await tempNetns(t);
+  const ifA = uniqueName('a');
+  const ifB = uniqueName('b');
+  await run('ip', ['-n', a.name, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', b.name]);
+  await run('ip', ['-n', a.name, 'addr', 'add', `${addressA}/24`, 'dev', ifA]);
+  await run('ip', ['-n', b.name, 'addr', 'add', `${addressB}/24`, 'dev', ifB]);
+  if (mtu !== undefined) {
+    await run('ip', ['-n', a.name, 'link', 'set', ifA, 'mtu', String(mtu)]);
+    await run('ip', ['-n', b.name, 'link', 'set', ifB, 'mtu', String(mtu)]);
+  }
+  await run('ip', ['-n', a.name, 'link', 'set', ifA, 'up']);
+  await run('ip', ['-n', b.name, 'link', 'set', ifB, 'up']);
+  return { a, b, ifA };
+}
+
 export function inNetns(path: string, command: string, args: readonly string[]) {
   return run('nsenter', [`--net=${path}`, command, ...args]);
 }

@@ -33,7 +33,7 @@ import {
   writeVxlanHeader,
 } from '../../src/wire/index.js';
 import { HOST_A, HOST_B, HOST_C as OTHER_HOST, MSS, TCP_HEADER_LEN, frame, mac, superFrame } from '../vxlan/helpers.js';
-import { run, tempNetns, uniqueName } from './helpers.js';
+import { run, uniqueName, vethUnderlay } from './helpers.js';
 
 const VNI = 4242;
 const SPI = 0x1234abcd;
@@ -86,19 +86,6 @@ function seal(table: EspTable, spi: number, frames: readonly Uint8Array[]): Buff
   return batch.buffers.map((buffer, i) => Buffer.from(buffer.subarray(0, batch.lengths[i])));
 }
 
-/** Two namespaces joined by a veth pair: HOST_A/24 in `a` (on `ifA`), HOST_B/24 in `b`. */
-async function underlay(t: ExecutionContext) {
-  const a = await tempNetns(t);
-  const b = await tempNetns(t);
-  const ifA = uniqueName('a');
-  const ifB = uniqueName('b');
-  await run('ip', ['-n', a.name, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', b.name]);
-  await run('ip', ['-n', a.name, 'addr', 'add', `${HOST_A}/24`, 'dev', ifA]);
-  await run('ip', ['-n', b.name, 'addr', 'add', `${HOST_B}/24`, 'dev', ifB]);
-  await run('ip', ['-n', a.name, 'link', 'set', ifA, 'up']);
-  await run('ip', ['-n', b.name, 'link', 'set', ifB, 'up']);
-  return { a, b, ifA };
-}
 
 /** A UDP socket opened as NativeDatagramPort opens the VTEP's underlay. */
 function vtepSocket(t: ExecutionContext, netnsPath: string, address: string): NativeUdpSocket {
@@ -125,7 +112,7 @@ function vtepSocket(t: ExecutionContext, netnsPath: string, address: string): Na
 
 /** The usual two ends: HOST_A's and HOST_B's VTEP sockets on an underlay, a fresh SA's tables attached, arrivals collected at B. */
 async function sealedLink(t: ExecutionContext) {
-  const { a, b, ifA } = await underlay(t);
+  const { a, b, ifA } = await vethUnderlay(t, HOST_A, HOST_B);
   const sender = vtepSocket(t, a.path, HOST_A);
   const receiver = vtepSocket(t, b.path, HOST_B);
   const { sa, sender: outbound, receiver: inbound } = tables(t);
@@ -421,7 +408,7 @@ test('on the wire a sealed stream is ESP with its SPI and never carries the inne
 });
 
 test('plain VXLAN and liveness probes keep arriving, unmarked, on a socket with a table', async (t) => {
-  const { a, b } = await underlay(t);
+  const { a, b } = await vethUnderlay(t, HOST_A, HOST_B);
   const sender = vtepSocket(t, a.path, HOST_A);
   const receiver = vtepSocket(t, b.path, HOST_B);
   const { receiver: inbound } = tables(t);
@@ -442,7 +429,7 @@ test('plain VXLAN and liveness probes keep arriving, unmarked, on a socket with 
 });
 
 test('an unknown SPI or too few sequence numbers left refuse the whole send: nothing on the wire, a reason to count', async (t) => {
-  const { a, b } = await underlay(t);
+  const { a, b } = await vethUnderlay(t, HOST_A, HOST_B);
   const sender = vtepSocket(t, a.path, HOST_A);
   const receiver = vtepSocket(t, b.path, HOST_B);
   const arrived = new Collector(receiver);
@@ -482,7 +469,7 @@ test('an unknown SPI or too few sequence numbers left refuse the whole send: not
 });
 
 test('a sealed segment longer than the path takes is refused by the kernel, never sent in fragments', async (t) => {
-  const { a, b } = await underlay(t);
+  const { a, b } = await vethUnderlay(t, HOST_A, HOST_B);
   const sender = vtepSocket(t, a.path, HOST_A);
   const receiver = vtepSocket(t, b.path, HOST_B);
   const { sa, sender: outbound } = tables(t);
@@ -526,7 +513,7 @@ test('forged, replayed, truncated and unknown-SPI datagrams are dropped and coun
 });
 
 test('an inbound SA bound to its sender drops the same datagrams from another address, before they can use up a sequence number', async (t) => {
-  const { a, b, ifA } = await underlay(t);
+  const { a, b, ifA } = await vethUnderlay(t, HOST_A, HOST_B);
   // A third address on A's veth: another host of the cluster, which has a key of its own but not this one.
   await run('ip', ['-n', a.name, 'addr', 'add', `${OTHER_HOST}/24`, 'dev', ifA]);
   const sender = vtepSocket(t, a.path, HOST_A);
@@ -605,7 +592,7 @@ test('closing the table while sockets hold it wipes it: sealed sends are refused
 });
 
 test('a table the garbage collector took from JavaScript stays with the socket that holds it, and goes when the socket does', async (t) => {
-  const { a, b } = await underlay(t);
+  const { a, b } = await vethUnderlay(t, HOST_A, HOST_B);
   // A process of its own, for --expose-gc.
   const script = new URL('./helpers/esp-lifetime.ts', import.meta.url).pathname;
   const { stdout } = await run(process.execPath, ['--expose-gc', '--import', 'tsx', script, a.path, b.path], { timeout: 60_000 });

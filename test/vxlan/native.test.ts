@@ -4,29 +4,12 @@ import { PortClosed, receivedDatagrams } from '../../src/vxlan/io.js';
 import { MemoryFramePort } from '../../src/vxlan/memory.js';
 import { NativeDatagramPort } from '../../src/vxlan/native.js';
 import { Vtep } from '../../src/vxlan/vtep.js';
-import { run, tempNetns, uniqueName } from '../sys/helpers.js';
+import { run, tempNetns, vethUnderlay } from '../sys/helpers.js';
 import { VNET_HDR_LEN, segmentFrame } from '../../src/vxlan/offload.js';
 import { HOST_A, HOST_B, MSS, VNI, drops, frame, mac, superFrame } from './helpers.js';
 import { ManualTimers } from './clock.js';
 import { ETHERNET_HEADER_LEN, VXLAN_FLAG_RCO, VXLAN_HEADER_LEN } from '../../src/wire/index.js';
 
-/** Two namespaces joined by a veth pair (of `mtu`, default the kernel's): HOST_A/24 in `a`, HOST_B/24 in `b`. */
-async function underlay(t: ExecutionContext, mtu?: number) {
-  const a = await tempNetns(t);
-  const b = await tempNetns(t);
-  const ifA = uniqueName('a');
-  const ifB = uniqueName('b');
-  await run('ip', ['-n', a.name, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', b.name]);
-  await run('ip', ['-n', a.name, 'addr', 'add', `${HOST_A}/24`, 'dev', ifA]);
-  await run('ip', ['-n', b.name, 'addr', 'add', `${HOST_B}/24`, 'dev', ifB]);
-  await run('ip', ['-n', a.name, 'link', 'set', ifA, 'up']);
-  await run('ip', ['-n', b.name, 'link', 'set', ifB, 'up']);
-  if (mtu !== undefined) {
-    await run('ip', ['-n', a.name, 'link', 'set', ifA, 'mtu', String(mtu)]);
-    await run('ip', ['-n', b.name, 'link', 'set', ifB, 'mtu', String(mtu)]);
-  }
-  return { a, b };
-}
 
 /** A started VTEP on a native underlay port in the namespace, serving VNI on a MemoryFramePort. */
 function host(t: ExecutionContext, netnsPath: string, address: string, vnetHdr = false) {
@@ -50,7 +33,7 @@ async function until(condition: () => boolean, timeoutMs = 3000): Promise<void> 
 }
 
 test('frames cross between two VTEPs over native UDP ports in two namespaces unchanged', async (t) => {
-  const { a: nsA, b: nsB } = await underlay(t);
+  const { a: nsA, b: nsB } = await vethUnderlay(t, HOST_A, HOST_B);
   const a = host(t, nsA.path, HOST_A);
   const b = host(t, nsB.path, HOST_B);
 
@@ -70,7 +53,7 @@ test('frames cross between two VTEPs over native UDP ports in two namespaces unc
 });
 
 test('TCP super-frames leave in UDP_SEGMENT sends and arrive through UDP_GRO as the same segments', async (t) => {
-  const { a: nsA, b: nsB } = await underlay(t);
+  const { a: nsA, b: nsB } = await vethUnderlay(t, HOST_A, HOST_B);
   const a = host(t, nsA.path, HOST_A, true);
   const b = host(t, nsB.path, HOST_B);
   const supers = [superFrame({ payload: 60_000 }), superFrame({ payload: 30_000, seq: 60_000 }), superFrame({ payload: 100, seq: 90_000 })];
@@ -86,7 +69,7 @@ test('TCP super-frames leave in UDP_SEGMENT sends and arrive through UDP_GRO as 
 });
 
 test('segments larger than the underlay MTU are refused by the kernel, never sent in fragments', async (t) => {
-  const { a: nsA, b: nsB } = await underlay(t, 1000);
+  const { a: nsA, b: nsB } = await vethUnderlay(t, HOST_A, HOST_B, 1000);
   const a = host(t, nsA.path, HOST_A, true);
   const b = host(t, nsB.path, HOST_B);
   // The VTEP was not told the MTU (see mtu.test.ts for one that was): UDP_SEGMENT, then each datagram alone, fail.
@@ -100,7 +83,7 @@ test('segments larger than the underlay MTU are refused by the kernel, never sen
 });
 
 test('to a netctl VTEP TCP segments leave with partial checksums marked RCO; to an external VTEP with whole ones', async (t) => {
-  const { a: nsA, b: nsB } = await underlay(t);
+  const { a: nsA, b: nsB } = await vethUnderlay(t, HOST_A, HOST_B);
   const a = host(t, nsA.path, HOST_A, true);
   // HOST_B is a bare socket that records what arrives, GRO off so that each datagram is one.
   const listener = NativeDatagramPort.open({ netnsPath: nsB.path, address: HOST_B, port: 4789, gro: false });
