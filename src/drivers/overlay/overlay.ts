@@ -133,8 +133,6 @@ export class OverlayDriver implements NetworkDriver {
   private readonly mtu: number;
   /** Every host's announced overlay MTU, by underlay address: new sandboxes get the smallest. */
   private readonly hostMtus = new Map<string, number>();
-  /** Every other host's published keys, by underlay address. */
-  private readonly hostKeys = new Map<string, PublishedKeys>();
   private hostWatch: Watch | undefined;
   private unsubscribeLiveness: (() => void) | undefined;
   private readonly encryptionSetup: EncryptionSetup | undefined;
@@ -156,7 +154,6 @@ export class OverlayDriver implements NetworkDriver {
     const driver = new OverlayDriver(options);
     driver.unsubscribeLiveness = driver.vtep.onPeerStateChange((peer) => driver.peerStateChanged(peer));
     await driver.followPeers();
-    await driver.followHosts();
     const setup = driver.encryptionSetup;
     if (setup !== undefined && 'table' in setup) {
       // The ring publishes the host record with its keys, now and at each renewal.
@@ -166,10 +163,11 @@ export class OverlayDriver implements NetworkDriver {
         publish: (keys) => driver.publishHost(keys),
         logger: driver.logger,
       });
-      for (const [address, keys] of driver.hostKeys) driver.encryption.setPeer(address, keys);
     } else {
       await driver.publishHost(undefined);
     }
+    // After the key ring starts: every other host's keys found reach it.
+    await driver.followHosts();
     return driver;
   }
 
@@ -431,7 +429,6 @@ export class OverlayDriver implements NetworkDriver {
       } else {
         const address = key.slice(HOST_PREFIX.length);
         this.hostMtus.delete(address);
-        this.hostKeys.delete(address);
         // Its SAs outlive the record for a while (see KeyRing.peerGone): the lease says nothing of its data path.
         if (address !== this.advertiseAddress) this.encryption?.peerGone(address);
       }
@@ -452,9 +449,6 @@ export class OverlayDriver implements NetworkDriver {
       }
       this.vtep.setVtepMtu(address, mtu);
       this.hostMtus.set(address, mtu);
-      // Keys seen before the ring starts wait for it (start passes them on).
-      if (esp !== undefined) this.hostKeys.set(address, esp);
-      else this.hostKeys.delete(address);
       this.encryption?.setPeer(address, esp);
     } catch (err) {
       this.logger.warn(`ignoring bad host record ${key}: ${(err as Error).message}`);
