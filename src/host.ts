@@ -2,7 +2,7 @@
  * Puts a controller together for this host: the SQLite store under the state
  * directory, the real namespace operations, and the built-in drivers; with
  * a cluster store, also the VTEP and the overlay driver; and the embedded
- * DNS for the sandboxes.
+ * DNS and the services' load balancer for the sandboxes.
  */
 import { join } from 'node:path';
 import { Controller } from './cnm/controller.js';
@@ -10,6 +10,7 @@ import type { NetworkDriver } from './cnm/driver.js';
 import { Conflict, InvalidArgument } from './errors.js';
 import type { NamespaceOps } from './cnm/namespaces.js';
 import { EmbeddedDns, resolvConfPath } from './dns/embedded.js';
+import { ServiceBalancer } from './ingress/balancer.js';
 import type { DnsQueryObservation } from './dns/server.js';
 import { parseResolvConf } from './dns/forwarder.js';
 import { BridgeDriver } from './drivers/bridge/bridge.js';
@@ -26,6 +27,8 @@ import { createNamedNetns, isNetnsPath, removeNamedNetns, sameNetns } from './sy
 import { type FileLock, LockHeld, lockForLife } from './sys/fslock.js';
 import { makeStateDirectory, readHostResolvConf } from './sys/host-files.js';
 import { Rtnl } from './sys/rtnl.js';
+import { applyNft } from './sys/nft.js';
+import { deleteTrackedFlows } from './sys/conntrack.js';
 import { VXLAN_OVERHEAD, overlayMtu } from './vxlan/mtu.js';
 import { NativeDatagramPort } from './vxlan/native.js';
 import { Vtep } from './vxlan/vtep.js';
@@ -186,6 +189,8 @@ export interface Host {
   readonly controller: Controller;
   /** The embedded DNS, once it runs: it starts when the restore has given the sandboxes their namespaces. */
   readonly dns: EmbeddedDns | undefined;
+  /** The services' load balancer, once it runs (it starts with the DNS). */
+  readonly balancer: ServiceBalancer | undefined;
   /** Resolves when the restore is done and the embedded DNS answers. */
   readonly ready: Promise<void>;
   /** The overlay's VTEP, with a cluster store: its counters are read for the metrics. */
@@ -259,17 +264,20 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
     new NullDriver(),
   ];
   let globalStore: Store | undefined;
+  let overlayDriver: OverlayDriver | undefined;
   let vtep: Vtep | undefined;
   let esp: EspTable | undefined;
   let controller: Controller | undefined;
   // Known once the DNS runs; until then inspect shows where the file will go.
   let dns: EmbeddedDns | undefined;
+  let balancer: ServiceBalancer | undefined;
   try {
     if (options.clusterStore !== undefined) {
       const overlay = await openOverlay({ ...options, clusterStore: options.clusterStore, stateDir });
       globalStore = overlay.globalStore;
       vtep = overlay.vtep;
       esp = overlay.esp;
+      overlayDriver = overlay.driver;
       drivers.push(overlay.driver);
     }
     // The controller reads the cluster through a memory of it, so local work never waits on an outage.
@@ -292,6 +300,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       ...(options.logger !== undefined ? { logger: options.logger } : {}),
       // The API answers at once; changes wait for the restore, which re-checks every endpoint's wiring.
       restoreInBackground: true,
+      serviceRules: () => balancer,
     });
     const opened = controller;
     const upstreams = await upstreamResolvers(options);
@@ -308,18 +317,41 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
     });
     // Nobody may be waiting on `ready`; a failure is logged here and reported by `ready` too.
     dnsStarted.catch((err: unknown) => options.logger?.error(`the embedded DNS did not start: ${(err as Error).message}`));
+    const overlayPeers = overlayDriver;
+    const balancerStarted = opened.sandboxesRestored.then(async () => {
+      balancer = await ServiceBalancer.start({
+        localStore: store,
+        ...(globalStore !== undefined ? { globalStore } : {}),
+        rules: { apply: applyNft, forgetFlows: deleteTrackedFlows },
+        ...(overlayPeers !== undefined
+          ? {
+              reachability: {
+                reachable: (networkId, endpointId) => overlayPeers.endpointReachable(networkId, endpointId),
+                onChange: (listener) => overlayPeers.onReachabilityChange(listener),
+              },
+            }
+          : {}),
+        ...(options.logger !== undefined ? { logger: options.logger } : {}),
+      });
+    });
+    balancerStarted.catch((err: unknown) => options.logger?.error(`the load balancer did not start: ${(err as Error).message}`));
     return {
       controller: opened,
       get dns() {
         return dns;
       },
-      ready: Promise.all([opened.restored, dnsStarted]).then(() => undefined),
+      get balancer() {
+        return balancer;
+      },
+      ready: Promise.all([opened.restored, dnsStarted, balancerStarted]).then(() => undefined),
       ...(vtep !== undefined ? { vtep } : {}),
       ...(esp !== undefined ? { esp } : {}),
       ...(options.metricsAddress !== undefined ? { metricsAddress: options.metricsAddress } : {}),
       async close() {
         await dnsStarted.catch(() => undefined);
         await dns?.stop();
+        await balancerStarted.catch(() => undefined);
+        await balancer?.stop();
         await opened.close();
       },
     };

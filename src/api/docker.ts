@@ -124,8 +124,8 @@ function encryptionJson(encryption: NonNullable<NetworkPeer['encryption']>): Non
 
 /**
  * Docker's JSON shape for a service (`docker service inspect`), where the two
- * overlap, plus netctl's own `Tasks`: the endpoints that are its tasks, on
- * every host. A VIP's Addr is in CIDR form, as Docker prints it.
+ * overlap, plus netctl's own `Tasks` (the endpoints that are its tasks, on
+ * every host) and `LoadBalancer`. A VIP's Addr is in CIDR form, as Docker prints it.
  */
 export interface DockerService {
   ID: string;
@@ -143,9 +143,11 @@ export interface DockerService {
   };
   /** Sandbox: its name when it is on this host, else the endpoint's name (the sandbox's on its own host). */
   Tasks: { EndpointID: string; Sandbox: string; NetworkID: string; Addr: string }[];
+  /** Each virtual IP with the task addresses the host that answers balances new connections to: its live tasks, on any host. */
+  LoadBalancer: { NetworkID: string; VirtualIP: string; Tasks: string[] }[];
 }
 
-export function toDockerService({ service, tasks }: ServiceView): DockerService {
+export function toDockerService({ service, tasks, balancing }: ServiceView): DockerService {
   const virtualIps = service.networks.flatMap((on) => (on.virtualIp === undefined ? [] : [{ NetworkID: on.networkId, Addr: on.virtualIp }]));
   return {
     ID: service.id,
@@ -164,5 +166,6 @@ export function toDockerService({ service, tasks }: ServiceView): DockerService 
       NetworkID: endpoint.networkId,
       Addr: endpoint.ipv4Address ?? endpoint.ipv6Address ?? '',
     })),
+    LoadBalancer: balancing.map(({ networkId, virtualIp, tasks: live }) => ({ NetworkID: networkId, VirtualIP: virtualIp, Tasks: [...live] })),
   };
 }

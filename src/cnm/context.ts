@@ -11,7 +11,8 @@ import type { NamespaceOps } from './namespaces.js';
 import type { ControllerEvent } from './types.js';
 import { NetctlError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { NetworkRecord, SandboxRecord } from '../records.js';
+import type { Balancing } from '../ingress/balancer.js';
+import type { NetworkRecord, SandboxRecord, Scope } from '../records.js';
 import type { Repository } from '../repository/repository.js';
 
 export interface ControllerContext {
@@ -29,8 +30,33 @@ export interface ControllerContext {
   readonly resolvConfPath: ((sandbox: SandboxRecord) => string) | undefined;
   readonly logger: Logger;
   readonly now: () => Date;
+  /** The services' load balancer of this host, once it runs. */
+  readonly serviceRules: () => ServiceRules | undefined;
   /** Tells the controller's subscribers about a change that is done. */
   readonly emit: (event: DistributiveOmit<ControllerEvent, 'time'>) => void;
+}
+
+/**
+ * The load balancer's side that the controller sees: it follows the records
+ * on its own, and is told of each change so the change returns only once
+ * this host's rules hold it.
+ */
+export interface ServiceRules {
+  /** Reads these keys of the store of `scope` as they are now and applies them; resolves once this host's rules hold them. */
+  reread(scope: Scope, keys: readonly string[]): Promise<void>;
+  /** The service's virtual IPs with the tasks this host balances each to now. */
+  balancing(serviceId: string): readonly Balancing[];
+}
+
+/**
+ * Brings the load balancer's rules in step with records just written. The
+ * change is stored whatever happens here (the balancer's watch catches up
+ * later), so a failure is only logged.
+ */
+export async function rulesCatchUp(context: ControllerContext, scope: Scope, recordKeys: readonly string[]): Promise<void> {
+  const rules = context.serviceRules();
+  if (rules === undefined) return;
+  await bestEffort(context, 'load balancer', () => rules.reread(scope, recordKeys));
 }
 
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;

@@ -19,7 +19,7 @@
  */
 import { AddressHints } from './address-hints.js';
 import { connect, disconnect } from './connections.js';
-import { type ControllerContext, bestEffort, failedParts } from './context.js';
+import { type ControllerContext, type ServiceRules, bestEffort, failedParts } from './context.js';
 import type { NetworkDriver } from './driver.js';
 import { createEndpoint, deleteEndpoint, joinEndpoint, leaveEndpoint } from './endpoints.js';
 import { type Filters, validateListFilters, validatePruneFilters } from './filters.js';
@@ -89,6 +89,8 @@ export interface ControllerOptions {
    * it has started, however many endpoints it has to re-check.
    */
   readonly restoreInBackground?: boolean;
+  /** The services' load balancer, once it runs (it starts after the restore): changes wait for its rules. */
+  readonly serviceRules?: () => ServiceRules | undefined;
 }
 
 /** One mutation at a time in this process: interface names and rollbacks stay simple. */
@@ -137,6 +139,7 @@ export class Controller {
       resolvConfPath: options.resolvConfPath,
       logger,
       now: options.now ?? (() => new Date()),
+      serviceRules: options.serviceRules ?? (() => undefined),
       emit: (event) => this.emit(event),
     };
     this.ownsStore = options.ownsStore ?? false;

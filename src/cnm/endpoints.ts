@@ -5,7 +5,7 @@
  * `settle` (on a retry, or at the next start) finishes or undoes.
  */
 import { claimsOf, heldClaims } from './addresses.js';
-import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, withoutPending } from './context.js';
+import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, rulesCatchUp, withoutPending } from './context.js';
 import { macFor } from './mac.js';
 import { taskServiceFor } from './services.js';
 import type { EndpointCreateRequest } from './types.js';
@@ -239,6 +239,7 @@ async function completeJoin(
     await bestEffort(context, `undo ${endpoint.pending ?? 'join'} of ${endpoint.name}`, () => undoJoin(context, network, endpoint, sandbox));
     throw err;
   }
+  await rulesCatchUp(context, network.scope, [keys.endpoint(network.id, joined.id)]);
   if (endpoint.pending === 'connect') context.emit({ type: 'endpoint', action: 'create', endpoint: joined, network });
   context.emit({ type: 'endpoint', action: 'join', endpoint: joined, network });
   return joined;
@@ -287,6 +288,8 @@ export async function leaveEndpoint(
   sandbox: SandboxRecord,
 ): Promise<void> {
   const marked = await markPending(context, network, endpoint, 'leave');
+  // Out of every rotation before its interface goes.
+  await rulesCatchUp(context, network.scope, [keys.endpoint(network.id, endpoint.id)]);
   if (marked.ifName !== undefined) {
     await driverOf(context, network).leave({ network, endpoint: marked, sandbox, ifName: marked.ifName });
   }
@@ -308,6 +311,7 @@ export async function disconnectEndpoint(
   options: { force: boolean; handOverDefaultRoute: boolean },
 ): Promise<void> {
   const marked = await markPending(context, network, endpoint, 'disconnect');
+  await rulesCatchUp(context, network.scope, [keys.endpoint(network.id, endpoint.id)]);
   if (marked.ifName !== undefined) {
     const request = { network, endpoint: marked, ...(sandbox !== undefined ? { sandbox } : {}), ifName: marked.ifName };
     if (options.force) await bestEffort(context, `forced disconnect of ${endpoint.name}`, () => driverOf(context, network).leave(request));

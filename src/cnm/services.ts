@@ -6,11 +6,10 @@
  * of its networks and its virtual IPs (address claims, so no endpoint can
  * get one) are written in one compare-and-swap; the embedded DNS follows
  * the records and answers the names.
- *
- * Load balancing from the virtual IP to the tasks is not here yet: the VIP
- * is allocated and resolved, not yet forwarded.
+ * The load balancer (ingress/balancer.ts) follows the same records and
+ * forwards each virtual IP to the live tasks.
  */
-import { type ControllerContext, newId, timestamp } from './context.js';
+import { type ControllerContext, newId, rulesCatchUp, timestamp } from './context.js';
 import { type Filters, matchesLabel } from './filters.js';
 import type { ServiceCreateRequest, ServiceView } from './types.js';
 import { validateMetadata } from './validate.js';
@@ -127,7 +126,8 @@ export async function createService(context: ControllerContext, request: Service
     throw err;
   });
   if (created === undefined) throw new NetctlError('Internal', 'service was not created');
-  return { service: created, tasks: [] };
+  await rulesCatchUp(context, scope, [keys.service(id)]);
+  return { service: created, tasks: [], balancing: context.serviceRules()?.balancing(id) ?? [] };
 }
 
 /** The services matching Docker's service list filters (id prefix, name prefix, label), with their tasks. */
@@ -186,6 +186,8 @@ export async function removeService(context: ControllerContext, service: Service
     };
   });
   for (const { networkId, address } of released) context.addresses.release(networkId, [address]);
+  // The rules go with the service; its tasks' records are rewritten below, but tasks of no service are no tasks.
+  await rulesCatchUp(context, service.scope, [keys.service(service.id)]);
   for (const key of leftTasks) {
     await casLoop(store, async () => {
       const kv = await store.get(key);
@@ -225,7 +227,7 @@ async function viewsOf(context: ControllerContext, services: readonly ServiceRec
         const sandboxName = endpoint.sandboxId === undefined ? undefined : sandboxes.get(endpoint.sandboxId);
         return { endpoint, ...(sandboxName !== undefined ? { sandboxName } : {}) };
       });
-    return { service, tasks };
+    return { service, tasks, balancing: context.serviceRules()?.balancing(service.id) ?? [] };
   });
 }
 

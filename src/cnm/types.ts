@@ -5,6 +5,7 @@
  */
 import type { NetworkPeer } from './driver.js';
 import type { PoolRequest } from './ipam.js';
+import type { Balancing } from '../ingress/balancer.js';
 import type { EndpointMode, EndpointRecord, NetworkRecord, SandboxRecord, ServiceRecord } from '../records.js';
 
 export interface NetworkCreateRequest {
@@ -115,4 +116,6 @@ export interface ServiceView {
   readonly service: ServiceRecord;
   /** The endpoints that are its tasks, on every network and host, with the name of their sandbox when it is on this host. */
   readonly tasks: readonly { readonly endpoint: EndpointRecord; readonly sandboxName?: string }[];
+  /** Each virtual IP with the live tasks this host balances it to (empty while no load balancer runs here). */
+  readonly balancing: readonly Balancing[];
 }

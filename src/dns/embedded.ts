@@ -16,6 +16,7 @@
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { EndpointRecord, NetworkRecord, SandboxRecord, ServiceRecord } from '../records.js';
+import { followPrefix } from '../store/follow.js';
 import { keys, recordId } from '../repository/keys.js';
 import { decodeRecord, endpointRecord, networkRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
@@ -158,18 +159,8 @@ export class EmbeddedDns {
     await this.server.stop();
   }
 
-  /** Watches first, then lists, so nothing between the two is missed; the list does not undo newer events. */
   private async follow(store: Store, prefix: string): Promise<void> {
-    const seen = new Set<string>();
-    this.watches.push(
-      await store.watch(prefix, (event) => {
-        seen.add(event.type === 'put' ? event.kv.key : event.key);
-        this.apply(prefix, event);
-      }),
-    );
-    for (const kv of await store.list(prefix)) {
-      if (!seen.has(kv.key)) this.apply(prefix, { type: 'put', kv });
-    }
+    this.watches.push(await followPrefix(store, prefix, (event) => this.apply(prefix, event)));
   }
 
   /** Records other hosts wrote are checked against their schemas; one that does not fit is logged and left out. */

@@ -73,6 +73,14 @@ export const keys = {
    * address claim (keys.address) whose value is the service id.
    */
   networkService: (networkId: string, serviceId: string) => `network-services/${networkId}/${serviceId}`,
+  /** Prefix of the sandboxes holding service rules, in the local store. */
+  balancedSandboxes: 'balancer/sandboxes/',
+  /**
+   * balancer/sandboxes/SANDBOX-ID → sandbox id, in the local store: the
+   * sandbox's namespace holds the load balancer's table, so a start finds
+   * the tables of services that went while the daemon was down.
+   */
+  balancedSandbox: (sandboxId: string) => `balancer/sandboxes/${sandboxId}`,
   /** host/id → this host's id among the hosts sharing a cluster store (plain text), in the local store. */
   hostId: 'host/id',
 } as const;

@@ -15,6 +15,7 @@ import { hostname } from 'node:os';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkPeer, NetworkSpec, Reservation } from '../../cnm/driver.js';
 import { Conflict, InvalidArgument, NetctlError, NotFound } from '../../errors.js';
 import type { NetworkRecord } from '../../records.js';
+import { followPrefix } from '../../store/follow.js';
 import type { Store, Watch } from '../../store/types.js';
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from '../../sys/tap.js';
 import { formatRtt } from '../../vxlan/liveness.js';
@@ -135,6 +136,7 @@ export class OverlayDriver implements NetworkDriver {
   private readonly hostMtus = new Map<string, number>();
   private hostWatch: Watch | undefined;
   private unsubscribeLiveness: (() => void) | undefined;
+  private readonly reachabilityListeners = new Set<() => void>();
   private readonly encryptionSetup: EncryptionSetup | undefined;
   private encryption: OverlayEncryption | undefined;
 
@@ -413,29 +415,23 @@ export class OverlayDriver implements NetworkDriver {
   }
 
   /**
-   * Follows every host's record (watch first, then list, as followPeers):
+   * Follows every host's record:
    * the VTEP learns each other host's MTU, and new sandboxes get the
    * smallest. A record gone with its host's lease leaves the VTEP's limit
    * for that address in place (the host's underlay did not grow) and stops
    * counting for new sandboxes.
    */
   private async followHosts(): Promise<void> {
-    const seen = new Set<string>();
-    this.hostWatch = await this.store.watch(HOST_PREFIX, (event) => {
-      const key = event.type === 'put' ? event.kv.key : event.key;
-      seen.add(key);
+    this.hostWatch = await followPrefix(this.store, HOST_PREFIX, (event) => {
       if (event.type === 'put') {
         this.learnHost(event.kv.key, event.kv.value);
-      } else {
-        const address = key.slice(HOST_PREFIX.length);
-        this.hostMtus.delete(address);
-        // Its SAs outlive the record for a while (see KeyRing.peerGone): the lease says nothing of its data path.
-        if (address !== this.advertiseAddress) this.encryption?.peerGone(address);
+        return;
       }
+      const address = event.key.slice(HOST_PREFIX.length);
+      this.hostMtus.delete(address);
+      // Its SAs outlive the record for a while (see KeyRing.peerGone): the lease says nothing of its data path.
+      if (address !== this.advertiseAddress) this.encryption?.peerGone(address);
     });
-    for (const kv of await this.store.list(HOST_PREFIX)) {
-      if (!seen.has(kv.key)) this.learnHost(kv.key, kv.value);
-    }
   }
 
   private learnHost(key: string, value: string): void {
@@ -455,25 +451,12 @@ export class OverlayDriver implements NetworkDriver {
     }
   }
 
-  /**
-   * Programs the VTEP from every host's peer records, then keeps it in step.
-   * The watch starts first so no change between the list and the watch is
-   * lost; a key the watch already reported is not overwritten by the list.
-   */
+  /** Programs the VTEP from every host's peer records, then keeps it in step. */
   private async followPeers(): Promise<void> {
-    const seen = new Set<string>();
-    this.watch = await this.store.watch(PEER_PREFIX, (event) => {
-      if (event.type === 'put') {
-        seen.add(event.kv.key);
-        this.programPeer(event.kv.key, event.kv.value);
-      } else {
-        seen.add(event.key);
-        this.forgetPeer(event.key);
-      }
+    this.watch = await followPrefix(this.store, PEER_PREFIX, (event) => {
+      if (event.type === 'put') this.programPeer(event.kv.key, event.kv.value);
+      else this.forgetPeer(event.key);
     });
-    for (const kv of await this.store.list(PEER_PREFIX)) {
-      if (!seen.has(kv.key)) this.programPeer(kv.key, kv.value);
-    }
   }
 
   private programPeer(key: string, value: string): void {
@@ -491,6 +474,7 @@ export class OverlayDriver implements NetworkDriver {
       });
       const networkId = key.slice(PEER_PREFIX.length).split('/')[0] ?? '';
       this.programmed.set(key, { ...record, networkId });
+      this.reachabilityChanged();
     } catch (err) {
       this.logger.warn(`ignoring bad peer record ${key}: ${(err as Error).message}`);
     }
@@ -521,6 +505,7 @@ export class OverlayDriver implements NetworkDriver {
 
   /** A host whose records were lost and whose VTEP stops answering (or stops being probed) is gone: remove them. */
   private peerStateChanged(peer: PeerLiveness): void {
+    this.reachabilityChanged();
     if (peer.state === 'up') return;
     const lost = [...this.programmed].filter(([, record]) => record.lost === true && record.vtep === peer.address);
     if (lost.length === 0) return;
@@ -533,6 +518,28 @@ export class OverlayDriver implements NetworkDriver {
     if (programmed === undefined) return;
     this.programmed.delete(key);
     this.vtep.removePeer(programmed.vni, programmed.mac);
+    this.reachabilityChanged();
+  }
+
+  /**
+   * Whether another host's endpoint carries traffic now: the VTEP has its
+   * peer entry, and its host's VTEP is not down by the probes. A dead
+   * host's endpoints stop being reachable when its probes fail (about a
+   * second), before its lease runs out.
+   */
+  endpointReachable(networkId: string, endpointId: string): boolean {
+    const programmed = this.programmed.get(peerKey(networkId, endpointId));
+    return programmed !== undefined && this.vtep.peerState(programmed.vtep)?.state !== 'down';
+  }
+
+  /** Calls `listener` after any change that may change what endpointReachable answers; returns the function that unsubscribes. */
+  onReachabilityChange(listener: () => void): () => void {
+    this.reachabilityListeners.add(listener);
+    return () => this.reachabilityListeners.delete(listener);
+  }
+
+  private reachabilityChanged(): void {
+    for (const listener of this.reachabilityListeners) listener();
   }
 
   /**
