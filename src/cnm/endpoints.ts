@@ -239,7 +239,8 @@ async function completeJoin(
     await bestEffort(context, `undo ${endpoint.pending ?? 'join'} of ${endpoint.name}`, () => undoJoin(context, network, endpoint, sandbox));
     throw err;
   }
-  await rulesCatchUp(context, network.scope, [keys.endpoint(network.id, joined.id)]);
+  // Its service too: this host's watch may not have brought a service made elsewhere yet.
+  await rulesCatchUp(context, network.scope, [...(joined.service !== undefined ? [keys.service(joined.service)] : []), keys.endpoint(network.id, joined.id)]);
   if (endpoint.pending === 'connect') context.emit({ type: 'endpoint', action: 'create', endpoint: joined, network });
   context.emit({ type: 'endpoint', action: 'join', endpoint: joined, network });
   return joined;

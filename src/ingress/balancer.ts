@@ -155,6 +155,8 @@ export class ServiceBalancer {
     for (const key of recordKeys) {
       const prefix = [keys.services, keys.endpoints, keys.sandboxes].find((p) => key.startsWith(p));
       if (prefix === undefined || (prefix === keys.sandboxes && store !== this.options.localStore)) continue;
+      // With no service known here no rule depends on endpoints: a join or leave costs no extra read.
+      if (prefix === keys.endpoints && this.services.size === 0) continue;
       const kv = await store.get(key);
       this.apply(store, prefix, kv === undefined ? { type: 'delete', key, modRevision: Number.POSITIVE_INFINITY } : { type: 'put', kv });
     }
