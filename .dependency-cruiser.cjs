@@ -30,7 +30,7 @@ const EXCEPTION_STORE_USES_SYS = '^src/sys/fslock\\.ts$';
  */
 const EXCEPTION_DRIVER_API = '^src/cnm/driver\\.ts$';
 
-const BOTTOM = 'src/(errors|records|log)\\.ts$';
+const BOTTOM = 'src/(errors|records|log|limit)\\.ts$';
 const TIER_LOW = `src/(wire|sys|store)/|${BOTTOM}`;
 /**
  * The records repository: keys, schemas and typed reads of the controller's
@@ -57,7 +57,7 @@ module.exports = {
       to: { couldNotResolve: true },
     },
     layer('errors-and-records-are-the-bottom', `^${BOTTOM}`, `^${BOTTOM}`,
-      'errors.ts, records.ts and log.ts are the floor every layer stands on.'),
+      'errors.ts, records.ts, log.ts and limit.ts are the floor every layer stands on.'),
     layer('wire-imports-only-wire', '^src/wire/', '^src/wire/|^src/errors\\.ts$',
       'wire/ is pure codecs: nothing but itself (and errors).'),
     {

@@ -117,3 +117,10 @@ export interface ServiceRecord {
   readonly scope: Scope;
   readonly networks: readonly ServiceNetwork[];
 }
+
+/** The address of a CIDR as records hold them: "10.0.0.2/24" → "10.0.0.2". */
+export function bareAddress(cidr: string): string;
+export function bareAddress(cidr: string | undefined): string | undefined;
+export function bareAddress(cidr: string | undefined): string | undefined {
+  return cidr === undefined ? undefined : (cidr.split('/')[0] ?? cidr);
+}

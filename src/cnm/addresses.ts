@@ -8,7 +8,7 @@
  * same reason).
  */
 import type { ControllerContext } from './context.js';
-import type { EndpointRecord, NetworkRecord } from '../records.js';
+import { type EndpointRecord, type NetworkRecord, bareAddress } from '../records.js';
 import { keys } from '../repository/keys.js';
 import type { Store } from '../store/types.js';
 
@@ -19,7 +19,7 @@ const CLAIMS_PER_TXN = 100;
 export function claimsOf(networkId: string, endpoint: Pick<EndpointRecord, 'id' | 'name' | 'ipv4Address' | 'ipv6Address'>): { key: string; value: string }[] {
   const claims = [{ key: keys.endpointName(networkId, endpoint.name), value: endpoint.id }];
   for (const cidr of [endpoint.ipv4Address, endpoint.ipv6Address]) {
-    if (cidr !== undefined) claims.push({ key: keys.address(networkId, plain(cidr)), value: endpoint.id });
+    if (cidr !== undefined) claims.push({ key: keys.address(networkId, bareAddress(cidr)), value: endpoint.id });
   }
   return claims;
 }
@@ -61,9 +61,4 @@ export async function migrateNetworkState(context: ControllerContext, network: N
     put: [{ key: keys.networkState(network.id), value: '{}' }],
   });
   if (marked.succeeded) context.logger.info(`network ${network.name}: IPAM state moved to a key per address and endpoint name (${endpoints.length} endpoints)`);
-}
-
-/** The address of a CIDR ("10.0.0.2/24" → "10.0.0.2"). */
-function plain(cidr: string): string {
-  return cidr.split('/')[0] ?? cidr;
 }

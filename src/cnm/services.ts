@@ -14,7 +14,7 @@ import { type Filters, matchesLabel } from './filters.js';
 import type { ServiceCreateRequest, ServiceView } from './types.js';
 import { validateMetadata } from './validate.js';
 import { Conflict, InvalidArgument, NetctlError, NetworkNotFound, ServiceNotFound } from '../errors.js';
-import type { EndpointMode, EndpointRecord, NetworkRecord, ServiceNetwork, ServiceRecord } from '../records.js';
+import { type EndpointMode, type EndpointRecord, type NetworkRecord, type ServiceNetwork, type ServiceRecord, bareAddress } from '../records.js';
 import { keys } from '../repository/keys.js';
 import { casLoop, put } from '../repository/repository.js';
 import { decodeRecord, encodeRecord, endpointRecord } from '../repository/schema.js';
@@ -105,7 +105,7 @@ export async function createService(context: ControllerContext, request: Service
         continue;
       }
       const virtualIp = await allocateVirtualIp(context, store, network, request.name, attempts > 1);
-      const claim = keys.address(network.id, plain(virtualIp));
+      const claim = keys.address(network.id, bareAddress(virtualIp));
       compare.push({ key: claim, modRevision: 0 });
       puts.push({ key: claim, value: id });
       onNetworks.push({ networkId: network.id, virtualIp });
@@ -168,10 +168,10 @@ export async function removeService(context: ControllerContext, service: Service
     if (nameKv?.value === service.id) deletes.push(nameKv.key);
     for (const on of service.networks) {
       if (on.virtualIp === undefined) continue;
-      const claim = await store.get(keys.address(on.networkId, plain(on.virtualIp)));
+      const claim = await store.get(keys.address(on.networkId, bareAddress(on.virtualIp)));
       if (claim?.value !== service.id) continue;
       deletes.push(claim.key);
-      released.push({ networkId: on.networkId, address: plain(on.virtualIp) });
+      released.push({ networkId: on.networkId, address: bareAddress(on.virtualIp) });
     }
     const tasks = await taskKvs(store, service);
     const inOneTxn = deletes.length + 2 * tasks.length + 1 <= OPS_PER_TXN;
@@ -291,9 +291,4 @@ function isLocal(network: NetworkRecord): boolean {
 function withoutService(endpoint: EndpointRecord): EndpointRecord {
   const { service: _service, ...rest } = endpoint;
   return rest;
-}
-
-/** The address of a CIDR ("10.0.0.2/24" → "10.0.0.2"). */
-function plain(cidr: string): string {
-  return cidr.split('/')[0] ?? cidr;
 }

@@ -15,7 +15,7 @@
  */
 import type { Server } from 'node:net';
 import { join, resolve } from 'node:path';
-import type { EndpointRecord, NetworkRecord, SandboxRecord, ServiceRecord } from '../records.js';
+import { type EndpointRecord, type NetworkRecord, type SandboxRecord, type ServiceRecord, bareAddress } from '../records.js';
 import { followPrefix } from '../store/follow.js';
 import { keys, recordId } from '../repository/keys.js';
 import { decodeRecord, endpointRecord, networkRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
@@ -28,6 +28,7 @@ import { Forwarder } from './forwarder.js';
 import { RecordTable } from './records.js';
 import { type DnsQueryObservation, DnsServer } from './server.js';
 import { type TcpLimits, TcpConnections } from './tcp-connections.js';
+import { ConcurrencyLimit } from '../limit.js';
 import { type Logger, consoleWarnings } from '../log.js';
 
 /** Sandboxes whose listeners and resolv.conf are being made at one time. */
@@ -67,10 +68,6 @@ export function defaultTcpLimits(): TcpLimits {
   return { idleTimeoutMs: 10_000, maxPerSandbox: 32, maxTotal: Math.min(1024, Math.floor(openFileLimit().soft / 2)) };
 }
 
-function bare(cidr: string | undefined): string | undefined {
-  return cidr?.split('/')[0];
-}
-
 /**
  * The resolv.conf a sandbox uses: its named namespace's, which `ip netns
  * exec` mounts (see namedNetnsResolvConf), else a file under the state
@@ -106,8 +103,7 @@ export class EmbeddedDns {
    * start with many sandboxes opens their listeners together.
    */
   private readonly sandboxQueues = new Map<string, Promise<void>>();
-  private changesRunning = 0;
-  private readonly waitingForSlot: (() => void)[] = [];
+  private readonly changesAtOnce = new ConcurrencyLimit(SANDBOX_CHANGES_AT_ONCE);
   private stopped = false;
 
   private constructor(options: EmbeddedDnsOptions) {
@@ -194,31 +190,12 @@ export class EmbeddedDns {
 
   private enqueueSandboxChange(sandboxId: string, sandbox: SandboxRecord | undefined): void {
     const next = (this.sandboxQueues.get(sandboxId) ?? Promise.resolve())
-      .then(() => this.withSlot(() => this.sandboxChanged(sandboxId, sandbox)))
+      .then(() => this.changesAtOnce.run(() => this.sandboxChanged(sandboxId, sandbox)))
       .catch((err: unknown) => this.logger.warn(`dns: sandbox ${sandbox?.name ?? sandboxId}: ${(err as Error).message}`))
       .finally(() => {
         if (this.sandboxQueues.get(sandboxId) === next) this.sandboxQueues.delete(sandboxId);
       });
     this.sandboxQueues.set(sandboxId, next);
-  }
-
-  /**
-   * Runs `fn` once fewer than SANDBOX_CHANGES_AT_ONCE others run. A start
-   * with thousands of sandboxes would otherwise queue thousands of file
-   * operations in libuv's four threads, ahead of the API's own (the socket's
-   * chmod before it answers).
-   */
-  private async withSlot(fn: () => Promise<void>): Promise<void> {
-    if (this.changesRunning < SANDBOX_CHANGES_AT_ONCE) this.changesRunning++;
-    else await new Promise<void>((resolve) => this.waitingForSlot.push(resolve));
-    try {
-      await fn();
-    } finally {
-      // The slot goes straight to the next waiting change, or is given back.
-      const next = this.waitingForSlot.shift();
-      if (next !== undefined) next();
-      else this.changesRunning--;
-    }
   }
 
   /** Resolves once every sandbox change queued so far, and any queued meanwhile, is applied. */
@@ -234,8 +211,8 @@ export class EmbeddedDns {
       this.table.removeEndpoint(endpointId);
       return;
     }
-    const ipv4 = bare(endpoint.ipv4Address);
-    const ipv6 = bare(endpoint.ipv6Address);
+    const ipv4 = bareAddress(endpoint.ipv4Address);
+    const ipv6 = bareAddress(endpoint.ipv6Address);
     this.table.upsertEndpoint({
       endpointId,
       networkId: network.id,
@@ -277,7 +254,7 @@ export class EmbeddedDns {
       return endpoint?.sandboxId === undefined ? [] : [endpoint];
     });
     for (const on of service.networks) {
-      const virtualIp = bare(on.virtualIp);
+      const virtualIp = bareAddress(on.virtualIp);
       this.table.upsertService({
         name: service.name,
         networkId: on.networkId,
@@ -285,8 +262,8 @@ export class EmbeddedDns {
         tasks: tasks
           .filter((endpoint) => endpoint.networkId === on.networkId)
           .map((endpoint) => {
-            const ipv4 = bare(endpoint.ipv4Address);
-            const ipv6 = bare(endpoint.ipv6Address);
+            const ipv4 = bareAddress(endpoint.ipv4Address);
+            const ipv6 = bareAddress(endpoint.ipv6Address);
             return { ...(ipv4 !== undefined ? { ipv4 } : {}), ...(ipv6 !== undefined ? { ipv6 } : {}) };
           }),
       });

@@ -18,8 +18,9 @@
 import { followPrefix } from '../store/follow.js';
 import { keys, recordId } from '../repository/keys.js';
 import { decodeRecord, endpointRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
-import type { EndpointRecord, SandboxRecord, Scope, ServiceRecord } from '../records.js';
+import { type EndpointRecord, type SandboxRecord, type Scope, type ServiceRecord, bareAddress } from '../records.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
+import { ConcurrencyLimit } from '../limit.js';
 import { type Logger, consoleWarnings } from '../log.js';
 import { type VipTable, changeScript, droppedTasks, replaceScript } from './vip-rules.js';
 
@@ -91,8 +92,7 @@ export class ServiceBalancer {
   /** Each sandbox's write under way or queued; `queuedWrites` holds those not begun, which will read the newest state anyway. */
   private readonly writes = new Map<string, Promise<void>>();
   private readonly queuedWrites = new Set<string>();
-  private readonly waitingForSlot: (() => void)[] = [];
-  private writesRunning = 0;
+  private readonly writesAtOnce = new ConcurrencyLimit(SANDBOX_WRITES_AT_ONCE);
   private readonly watches: Watch[] = [];
   private unsubscribeReachability: (() => void) | undefined;
   private started = false;
@@ -169,7 +169,7 @@ export class ServiceBalancer {
     const service = this.services.get(serviceId);
     if (service === undefined) return [];
     return service.networks.flatMap((on) => {
-      const virtualIp = bare(on.virtualIp);
+      const virtualIp = bareAddress(on.virtualIp);
       if (virtualIp === undefined) return [];
       return [{ networkId: on.networkId, virtualIp, tasks: this.networkTable(on.networkId).get(virtualIp) ?? [] }];
     });
@@ -272,7 +272,7 @@ export class ServiceBalancer {
     if (this.queuedWrites.has(sandboxId)) return;
     this.queuedWrites.add(sandboxId);
     const next = (queued ?? Promise.resolve())
-      .then(() => this.withSlot(() => this.writeNow(sandboxId)))
+      .then(() => this.writesAtOnce.run(() => this.writeNow(sandboxId)))
       .catch((err: unknown) => {
         // What the namespace holds is unknown now: the next write replaces the whole table.
         const applied = this.applied.get(sandboxId);
@@ -350,21 +350,21 @@ export class ServiceBalancer {
     if (cached !== undefined) return cached;
     const table = new Map<string, readonly string[]>();
     for (const service of this.services.values()) {
-      const virtualIp = bare(service.networks.find((on) => on.networkId === networkId)?.virtualIp);
+      const virtualIp = bareAddress(service.networks.find((on) => on.networkId === networkId)?.virtualIp);
       if (virtualIp !== undefined) table.set(virtualIp, []);
     }
     if (table.size > 0) {
       const tasksOf = new Map<string, string[]>();
       for (const endpointId of this.endpointsOfNetwork.get(networkId) ?? []) {
         const endpoint = this.endpoints.get(endpointId);
-        const address = bare(endpoint?.ipv4Address);
+        const address = bareAddress(endpoint?.ipv4Address);
         if (endpoint?.service === undefined || address === undefined || !this.live(endpoint)) continue;
         const list = tasksOf.get(endpoint.service);
         if (list === undefined) tasksOf.set(endpoint.service, [address]);
         else list.push(address);
       }
       for (const [serviceId, addresses] of tasksOf) {
-        const virtualIp = bare(this.services.get(serviceId)?.networks.find((on) => on.networkId === networkId)?.virtualIp);
+        const virtualIp = bareAddress(this.services.get(serviceId)?.networks.find((on) => on.networkId === networkId)?.virtualIp);
         if (virtualIp !== undefined) table.set(virtualIp, addresses.sort(byAddress));
       }
     }
@@ -378,19 +378,6 @@ export class ServiceBalancer {
     if (this.sandboxes.has(endpoint.sandboxId)) return true;
     return this.options.reachability?.reachable(endpoint.networkId, endpoint.id) ?? false;
   }
-
-  /** Runs `fn` once fewer than SANDBOX_WRITES_AT_ONCE others run. */
-  private async withSlot(fn: () => Promise<void>): Promise<void> {
-    if (this.writesRunning < SANDBOX_WRITES_AT_ONCE) this.writesRunning++;
-    else await new Promise<void>((resolve) => this.waitingForSlot.push(resolve));
-    try {
-      await fn();
-    } finally {
-      const next = this.waitingForSlot.shift();
-      if (next !== undefined) next();
-      else this.writesRunning--;
-    }
-  }
 }
 
 function leaving(endpoint: EndpointRecord): boolean {
@@ -401,10 +388,6 @@ function indexAdd(index: Map<string, Set<string>>, key: string, id: string): voi
   const set = index.get(key);
   if (set === undefined) index.set(key, new Set([id]));
   else set.add(id);
-}
-
-function bare(cidr: string | undefined): string | undefined {
-  return cidr?.split('/')[0];
 }
 
 /** Numeric order of dotted IPv4 addresses. */

@@ -14,7 +14,7 @@
 import { hostname } from 'node:os';
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkPeer, NetworkSpec, Reservation } from '../../cnm/driver.js';
 import { Conflict, InvalidArgument, NetctlError, NotFound } from '../../errors.js';
-import type { NetworkRecord } from '../../records.js';
+import { type NetworkRecord, bareAddress } from '../../records.js';
 import { followPrefix } from '../../store/follow.js';
 import type { Store, Watch } from '../../store/types.js';
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 } from '../../sys/tap.js';
@@ -104,10 +104,6 @@ interface ActiveNetwork {
 
 function peerKey(networkId: string, endpointId: string): string {
   return `${PEER_PREFIX}${networkId}/${endpointId}`;
-}
-
-function bare(cidr: string): string {
-  return cidr.split('/')[0] ?? cidr;
 }
 
 export class OverlayDriver implements NetworkDriver {
@@ -258,8 +254,8 @@ export class OverlayDriver implements NetworkDriver {
         mac: endpoint.macAddress,
         vtep: this.advertiseAddress,
         host: this.hostName,
-        ...(endpoint.ipv4Address !== undefined ? { ipv4: bare(endpoint.ipv4Address) } : {}),
-        ...(endpoint.ipv6Address !== undefined ? { ipv6: bare(endpoint.ipv6Address) } : {}),
+        ...(endpoint.ipv4Address !== undefined ? { ipv4: bareAddress(endpoint.ipv4Address) } : {}),
+        ...(endpoint.ipv6Address !== undefined ? { ipv6: bareAddress(endpoint.ipv6Address) } : {}),
       };
       await this.store.txn({ put: [{ key: peerKey(network.id, endpoint.id), value: JSON.stringify(record), ephemeral: true }] });
     } catch (err) {
