@@ -86,7 +86,7 @@ export class ServiceBalancer {
   private flushScheduled = false;
   /** What each sandbox's namespace holds, as this balancer last wrote it. */
   private readonly applied = new Map<string, Applied>();
-  /** Sandboxes whose namespace may hold a table from before this start (marked in the local store). */
+  /** Sandboxes marked in the local store: their namespace may hold a table, also one from before this start. */
   private readonly marked = new Set<string>();
   /** Each sandbox's write under way or queued; `queuedWrites` holds those not begun, which will read the newest state anyway. */
   private readonly writes = new Map<string, Promise<void>>();
@@ -272,10 +272,10 @@ export class ServiceBalancer {
     const next = (queued ?? Promise.resolve())
       .then(() => this.withSlot(() => this.writeNow(sandboxId)))
       .catch((err: unknown) => {
-        // What the namespace holds is unknown now: the next write replaces the whole table.
-        const applied = this.applied.get(sandboxId);
+        // What the namespace holds is unknown now: the next write replaces the whole table. Whenever it
+        // may hold one, the sandbox is marked already (the mark is stored before a first table, and
+        // removed after the last): `marked` must say what the store holds, or the mark is never written.
         this.applied.delete(sandboxId);
-        if (applied !== undefined) this.marked.add(sandboxId);
         this.logger.warn(`load balancer: sandbox ${this.sandboxes.get(sandboxId)?.name ?? sandboxId}: ${(err as Error).message}`);
       })
       .finally(() => {
