@@ -75,7 +75,7 @@ export class ServiceBalancer {
   /**
    * Store + key → the revision last applied, so that a watch lagging behind
    * a `reread` does not undo it; a deletion a reread found counts as newer
-   * than anything the watch can still report.
+   * than anything the watch can still report, until the watch reports it.
    */
   private readonly revisions = new Map<string, number>();
   /** Virtual IP → live tasks, per network; dropped when anything on the network changes. */
@@ -184,10 +184,18 @@ export class ServiceBalancer {
     const revisionKey = `${store === this.options.localStore ? 'local' : 'cluster'}:${key}`;
     const revision = event.type === 'put' ? event.kv.modRevision : event.modRevision;
     const known = this.revisions.get(revisionKey);
-    if (known !== undefined && revision <= known) return;
+    if (known !== undefined && revision <= known) {
+      // The watch reporting a deletion that a reread found first: now nothing older of the key can come.
+      if (event.type === 'delete' && known === Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
+      return;
+    }
+    if (event.type === 'put') this.revisions.set(revisionKey, revision);
     // The watch reports each deletion, after which nothing older of the key can come: its revision need not be kept.
-    if (event.type === 'delete' && revision !== Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
-    else this.revisions.set(revisionKey, revision);
+    else if (revision !== Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
+    // A reread found the deletion of a key held: kept until the watch reports it (above).
+    else if (known !== undefined) this.revisions.set(revisionKey, revision);
+    // Nothing of the key is held: the watch reported its deletion already, or is yet to report the key, deletion last.
+    else return;
     const id = recordId(key);
     try {
       if (prefix === keys.endpoints) this.applyEndpoint(id, event.type === 'put' ? decodeRecord(event.kv, endpointRecord) : undefined);
