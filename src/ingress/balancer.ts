@@ -76,7 +76,7 @@ export class ServiceBalancer {
   /**
    * Store + key → the revision last applied, so that a watch lagging behind
    * a `reread` does not undo it; a deletion a reread found counts as newer
-   * than anything the watch can still report.
+   * than anything the watch can still report, until the watch reports it.
    */
   private readonly revisions = new Map<string, number>();
   /** Virtual IP → live tasks, per network; dropped when anything on the network changes. */
@@ -87,7 +87,7 @@ export class ServiceBalancer {
   private flushScheduled = false;
   /** What each sandbox's namespace holds, as this balancer last wrote it. */
   private readonly applied = new Map<string, Applied>();
-  /** Sandboxes whose namespace may hold a table from before this start (marked in the local store). */
+  /** Sandboxes marked in the local store: their namespace may hold a table, also one from before this start. */
   private readonly marked = new Set<string>();
   /** Each sandbox's write under way or queued; `queuedWrites` holds those not begun, which will read the newest state anyway. */
   private readonly writes = new Map<string, Promise<void>>();
@@ -186,10 +186,18 @@ export class ServiceBalancer {
     const revisionKey = `${store === this.options.localStore ? 'local' : 'cluster'}:${key}`;
     const revision = event.type === 'put' ? event.kv.modRevision : event.modRevision;
     const known = this.revisions.get(revisionKey);
-    if (known !== undefined && revision <= known) return;
+    if (known !== undefined && revision <= known) {
+      // The watch reporting a deletion that a reread found first: now nothing older of the key can come.
+      if (event.type === 'delete' && known === Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
+      return;
+    }
+    if (event.type === 'put') this.revisions.set(revisionKey, revision);
     // The watch reports each deletion, after which nothing older of the key can come: its revision need not be kept.
-    if (event.type === 'delete' && revision !== Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
-    else this.revisions.set(revisionKey, revision);
+    else if (revision !== Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
+    // A reread found the deletion of a key held: kept until the watch reports it (above).
+    else if (known !== undefined) this.revisions.set(revisionKey, revision);
+    // Nothing of the key is held: the watch reported its deletion already, or is yet to report the key, deletion last.
+    else return;
     const id = recordId(key);
     try {
       if (prefix === keys.endpoints) this.applyEndpoint(id, event.type === 'put' ? decodeRecord(event.kv, endpointRecord) : undefined);
@@ -274,10 +282,10 @@ export class ServiceBalancer {
     const next = (queued ?? Promise.resolve())
       .then(() => this.writesAtOnce.run(() => this.writeNow(sandboxId)))
       .catch((err: unknown) => {
-        // What the namespace holds is unknown now: the next write replaces the whole table.
-        const applied = this.applied.get(sandboxId);
+        // What the namespace holds is unknown now: the next write replaces the whole table. Whenever it
+        // may hold one, the sandbox is marked already (the mark is stored before a first table, and
+        // removed after the last): `marked` must say what the store holds, or the mark is never written.
         this.applied.delete(sandboxId);
-        if (applied !== undefined) this.marked.add(sandboxId);
         this.logger.warn(`load balancer: sandbox ${this.sandboxes.get(sandboxId)?.name ?? sandboxId}: ${(err as Error).message}`);
       })
       .finally(() => {
