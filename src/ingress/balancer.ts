@@ -79,6 +79,9 @@ export class ServiceBalancer {
    * than anything the watch can still report, until the watch reports it.
    */
   private readonly revisions = new Map<string, number>();
+  /** Keys a reread is reading now (how many rereads), and those of them whose deletion the watch reported meanwhile. */
+  private readonly rereading = new Map<string, number>();
+  private readonly deletedWhileRereading = new Set<string>();
   /** Virtual IP → live tasks, per network; dropped when anything on the network changes. */
   private readonly networkTables = new Map<string, Map<string, readonly string[]>>();
   private readonly dirtyNetworks = new Set<string>();
@@ -157,8 +160,20 @@ export class ServiceBalancer {
       if (prefix === undefined || (prefix === keys.sandboxes && store !== this.options.localStore)) continue;
       // With no service known here no rule depends on endpoints: a join or leave costs no extra read.
       if (prefix === keys.endpoints && this.services.size === 0) continue;
-      const kv = await store.get(key);
-      this.apply(store, prefix, kv === undefined ? { type: 'delete', key, modRevision: Number.POSITIVE_INFINITY } : { type: 'put', kv });
+      const revisionKey = this.revisionKey(store, key);
+      this.rereading.set(revisionKey, (this.rereading.get(revisionKey) ?? 0) + 1);
+      try {
+        const kv = await store.get(key);
+        this.apply(store, prefix, kv === undefined ? { type: 'delete', key, modRevision: Number.POSITIVE_INFINITY } : { type: 'put', kv });
+      } finally {
+        const left = (this.rereading.get(revisionKey) ?? 1) - 1;
+        if (left > 0) this.rereading.set(revisionKey, left);
+        else {
+          this.rereading.delete(revisionKey);
+          // The watch reported that deletion already: nothing older of the key can come now.
+          if (this.deletedWhileRereading.delete(revisionKey)) this.revisions.delete(revisionKey);
+        }
+      }
     }
     this.flush();
     await this.settled();
@@ -183,21 +198,29 @@ export class ServiceBalancer {
   /** Records other hosts wrote are checked against their schemas; one that does not fit is logged and left out. */
   private apply(store: Store, prefix: string, event: WatchEvent): void {
     const key = event.type === 'put' ? event.kv.key : event.key;
-    const revisionKey = `${store === this.options.localStore ? 'local' : 'cluster'}:${key}`;
+    const revisionKey = this.revisionKey(store, key);
     const revision = event.type === 'put' ? event.kv.modRevision : event.modRevision;
     const known = this.revisions.get(revisionKey);
     if (known !== undefined && revision <= known) {
-      // The watch reporting a deletion that a reread found first: now nothing older of the key can come.
+      // The watch's report of a deletion a reread found first: nothing older of the key can come now.
       if (event.type === 'delete' && known === Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
       return;
     }
-    if (event.type === 'put') this.revisions.set(revisionKey, revision);
-    // The watch reports each deletion, after which nothing older of the key can come: its revision need not be kept.
-    else if (revision !== Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
-    // A reread found the deletion of a key held: kept until the watch reports it (above).
-    else if (known !== undefined) this.revisions.set(revisionKey, revision);
-    // Nothing of the key is held: the watch reported its deletion already, or is yet to report the key, deletion last.
-    else return;
+    if (event.type === 'put') {
+      this.revisions.set(revisionKey, revision);
+    } else if (revision === Number.POSITIVE_INFINITY) {
+      // A reread found the key deleted. Held: kept until the watch reports the deletion. Not held: the
+      // watch reported the deletion already, or has yet to report the key, its deletion last.
+      if (known === undefined) return;
+      this.revisions.set(revisionKey, revision);
+    } else if (this.rereading.has(revisionKey)) {
+      // A reread may have read the key before this deletion: its answer must not bring the key back.
+      this.revisions.set(revisionKey, revision);
+      this.deletedWhileRereading.add(revisionKey);
+    } else {
+      // The watch reports each deletion, after which nothing older of the key can come.
+      this.revisions.delete(revisionKey);
+    }
     const id = recordId(key);
     try {
       if (prefix === keys.endpoints) this.applyEndpoint(id, event.type === 'put' ? decodeRecord(event.kv, endpointRecord) : undefined);
@@ -207,6 +230,10 @@ export class ServiceBalancer {
       this.logger.warn(`load balancer: ignoring bad record ${key}: ${(err as Error).message}`);
     }
     this.scheduleFlush();
+  }
+
+  private revisionKey(store: Store, key: string): string {
+    return `${store === this.options.localStore ? 'local' : 'cluster'}:${key}`;
   }
 
   private applyEndpoint(id: string, endpoint: EndpointRecord | undefined): void {

@@ -458,12 +458,9 @@ test('a key whose deletion reread found is followed again once written anew (the
   t.is((await scripts(h, balancer, 'sb-client', 3))[2], replaceScript(FRONT_TABLE));
 });
 
-// Known bug, not fixed: the watch forgets a deleted key's revision, so a reread whose read was answered
-// before the deletion, and is applied after the watch reported it, brings the record back for good. On one
-// host the controller's mutex keeps its rereads and deletions apart; another host's removal of a global
-// service can fall between this host's read and its apply. Fixing it means keeping a deletion's revision
-// while a reread of the key is under way.
-test.failing('a reread answered before a deletion the watch then reported does not bring the record back', async (t) => {
+// The watch forgets a deleted key's revision, except while a reread of the key is under way: a read answered
+// before another host's deletion, and applied after the watch reported it, must not bring the record back.
+test('a reread answered before a deletion the watch then reported does not bring the record back', async (t) => {
   const globalStore = new TestStore();
   const h = harness(t, { globalStore });
   const api = service('svc-api', [{ networkId: OVERLAY, virtualIp: '10.1.0.2/24' }], { scope: 'global' });
