@@ -63,7 +63,13 @@ export interface Balancing {
 interface Applied {
   readonly netnsPath: string;
   readonly table: VipTable;
+  /** A write failed since: the namespace may hold this or something else, so the next write replaces the whole table. */
+  readonly uncertain?: true;
 }
+
+/** A failed write is tried again after 1 s, then twice as long each time, up to 30 s. */
+const FIRST_RETRY_MS = 1000;
+const LAST_RETRY_MS = 30_000;
 
 export class ServiceBalancer {
   private readonly options: BalancerOptions;
@@ -96,6 +102,8 @@ export class ServiceBalancer {
   private readonly writes = new Map<string, Promise<void>>();
   private readonly queuedWrites = new Set<string>();
   private readonly writesAtOnce = new ConcurrencyLimit(SANDBOX_WRITES_AT_ONCE);
+  /** Sandboxes whose last write failed: when the next try is, and how long the one after waits. */
+  private readonly retries = new Map<string, { timer: NodeJS.Timeout; delayMs: number }>();
   private readonly watches: Watch[] = [];
   private unsubscribeReachability: (() => void) | undefined;
   private started = false;
@@ -142,6 +150,7 @@ export class ServiceBalancer {
     if (this.stopped) return;
     this.stopped = true;
     this.unsubscribeReachability?.();
+    for (const { timer } of this.retries.values()) clearTimeout(timer);
     for (const watch of this.watches) await watch.cancel();
     await this.settled();
   }
@@ -309,11 +318,12 @@ export class ServiceBalancer {
     const next = (queued ?? Promise.resolve())
       .then(() => this.writesAtOnce.run(() => this.writeNow(sandboxId)))
       .catch((err: unknown) => {
-        // What the namespace holds is unknown now: the next write replaces the whole table. Whenever it
-        // may hold one, the sandbox is marked already (the mark is stored before a first table, and
-        // removed after the last): `marked` must say what the store holds, or the mark is never written.
-        this.applied.delete(sandboxId);
-        this.logger.warn(`load balancer: sandbox ${this.sandboxes.get(sandboxId)?.name ?? sandboxId}: ${(err as Error).message}`);
+        // Whenever the namespace may hold a table, the sandbox is marked already (the mark is stored before
+        // a first table and removed after the last): `marked` must say what the store holds.
+        const applied = this.applied.get(sandboxId);
+        if (applied !== undefined) this.applied.set(sandboxId, { ...applied, uncertain: true });
+        const delayMs = this.retryLater(sandboxId);
+        this.logger.warn(`load balancer: sandbox ${this.sandboxes.get(sandboxId)?.name ?? sandboxId}: ${(err as Error).message} (trying again in ${delayMs / 1000} s)`);
       })
       .finally(() => {
         if (this.writes.get(sandboxId) === next) this.writes.delete(sandboxId);
@@ -334,7 +344,7 @@ export class ServiceBalancer {
     if (sandbox.pending === 'create' || sandbox.netnsPath === '') return;
     const table = this.desiredTable(sandboxId);
     const netnsPath = sandbox.netnsPath;
-    const fresh = previous === undefined || previous.netnsPath !== netnsPath;
+    const fresh = previous === undefined || previous.uncertain === true || previous.netnsPath !== netnsPath;
     const wasMarked = this.marked.has(sandboxId);
     let script: string | undefined;
     if (fresh) script = table.size > 0 || wasMarked ? replaceScript(table) : undefined;
@@ -345,12 +355,31 @@ export class ServiceBalancer {
       if (table.size === 0 && wasMarked) await this.mark(sandboxId, false);
     }
     this.applied.set(sandboxId, { netnsPath, table });
-    if (fresh) return;
+    this.retryDone(sandboxId);
+    if (previous === undefined || previous.netnsPath !== netnsPath) return;
     for (const { virtualIp, task } of droppedTasks(previous.table, table)) {
       await this.options.rules.forgetFlows(netnsPath, virtualIp, task).catch((err: unknown) => {
         this.logger.warn(`load balancer: sandbox ${sandbox.name}: flows to ${virtualIp} sent to ${task} stay tracked: ${(err as Error).message}`);
       });
     }
+  }
+
+  /** Writes the sandbox again later, while it exists; returns the delay. */
+  private retryLater(sandboxId: string): number {
+    const previous = this.retries.get(sandboxId);
+    clearTimeout(previous?.timer);
+    const delayMs = previous === undefined ? FIRST_RETRY_MS : Math.min(previous.delayMs * 2, LAST_RETRY_MS);
+    const timer = setTimeout(() => {
+      if (!this.stopped && this.sandboxes.has(sandboxId)) this.write(sandboxId);
+    }, delayMs);
+    timer.unref();
+    this.retries.set(sandboxId, { timer, delayMs });
+    return delayMs;
+  }
+
+  private retryDone(sandboxId: string): void {
+    clearTimeout(this.retries.get(sandboxId)?.timer);
+    this.retries.delete(sandboxId);
   }
 
   /**
