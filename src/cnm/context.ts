@@ -44,8 +44,8 @@ export interface ControllerContext {
 export interface ServiceRules {
   /** Reads these keys of the store of `scope` as they are now and applies them; resolves once this host's rules hold them. */
   reread(scope: Scope, keys: readonly string[]): Promise<void>;
-  /** The service's virtual IPs with the tasks this host balances each to now. */
-  balancing(serviceId: string): readonly Balancing[];
+  /** The service's virtual IPs with the tasks this host's rules balance each to. */
+  balancing(serviceId: string): Promise<readonly Balancing[]>;
 }
 
 /**

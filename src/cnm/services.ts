@@ -127,7 +127,7 @@ export async function createService(context: ControllerContext, request: Service
   });
   if (created === undefined) throw new NetctlError('Internal', 'service was not created');
   await rulesCatchUp(context, scope, [keys.service(id)]);
-  return { service: created, tasks: [], balancing: context.serviceRules()?.balancing(id) ?? [] };
+  return { service: created, tasks: [], balancing: (await context.serviceRules()?.balancing(id)) ?? [] };
 }
 
 /** The services matching Docker's service list filters (id prefix, name prefix, label), with their tasks. */
@@ -219,7 +219,8 @@ export async function taskServiceFor(
 async function viewsOf(context: ControllerContext, services: readonly ServiceRecord[]): Promise<ServiceView[]> {
   const endpoints = await context.records.endpoints('skip');
   const sandboxes = new Map((await context.records.sandboxes('skip')).map((sandbox) => [sandbox.id, sandbox.name]));
-  return services.map((service) => {
+  return Promise.all(
+    services.map(async (service) => {
     const networkIds = new Set(service.networks.map((on) => on.networkId));
     const tasks = endpoints
       .filter((endpoint) => endpoint.service === service.id && networkIds.has(endpoint.networkId))
@@ -227,8 +228,9 @@ async function viewsOf(context: ControllerContext, services: readonly ServiceRec
         const sandboxName = endpoint.sandboxId === undefined ? undefined : sandboxes.get(endpoint.sandboxId);
         return { endpoint, ...(sandboxName !== undefined ? { sandboxName } : {}) };
       });
-    return { service, tasks, balancing: context.serviceRules()?.balancing(service.id) ?? [] };
-  });
+    return { service, tasks, balancing: (await context.serviceRules()?.balancing(service.id)) ?? [] };
+    }),
+  );
 }
 
 /** The endpoint records, on the service's networks, that name it. */

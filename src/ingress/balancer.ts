@@ -188,8 +188,14 @@ export class ServiceBalancer {
     await this.settled();
   }
 
-  /** The service's virtual IPs with the tasks this host balances each to now. */
-  balancing(serviceId: string): Balancing[] {
+  /**
+   * The service's virtual IPs with the tasks this host balances each to, once
+   * every change it has been told of is in the sandboxes' rules: what it
+   * shows is what the rules hold.
+   */
+  async balancing(serviceId: string): Promise<Balancing[]> {
+    this.flush();
+    await this.settled();
     const service = this.services.get(serviceId);
     if (service === undefined) return [];
     return service.networks.flatMap((on) => {

@@ -11,8 +11,9 @@
  *   robin as IPVS does by default), the port unchanged. Only a flow's first
  *   packet meets it; conntrack keeps the rest of the flow on its task;
  * - a filter chain refuses whatever still goes to a virtual IP (a service
- *   with no task, or neither TCP nor UDP): a reset or ICMP unreachable at
- *   once, rather than a connection that hangs.
+ *   with no task, or neither TCP nor UDP): a TCP connect gets a reset and
+ *   anything else fails at once (the reject sits on the sandbox's own
+ *   output path, so a UDP send or a ping gets EPERM), rather than hanging.
  *
  * A change rewrites only the chains and map elements of the services that
  * changed, in one `nft -f` transaction.

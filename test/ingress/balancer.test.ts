@@ -241,8 +241,8 @@ test('every sandbox on a network with a VIP service gets one table sending the V
   for (const sandboxId of ['sb-client', 'sb-web1', 'sb-web2']) {
     t.is((await h.localStore.get(keys.balancedSandbox(sandboxId)))?.value, sandboxId);
   }
-  t.deepEqual(balancer.balancing(web.id), [{ networkId: FRONT, virtualIp: '10.0.0.2', tasks: ['10.0.0.9', '10.0.0.10'] }]);
-  t.deepEqual(balancer.balancing('svc-unknown'), []);
+  t.deepEqual(await balancer.balancing(web.id), [{ networkId: FRONT, virtualIp: '10.0.0.2', tasks: ['10.0.0.9', '10.0.0.10'] }]);
+  t.deepEqual(await balancer.balancing('svc-unknown'), []);
   t.deepEqual(h.rules.forgotten, []);
   t.deepEqual(h.warnings, []);
 });
@@ -263,7 +263,7 @@ test('a task that joins is in every rotation once reread resolves; one still joi
   const withWeb3 = vips({ '10.0.0.2': ['10.0.0.9', '10.0.0.10', '10.0.0.11'] });
   t.is(h.rules.last('sb-client'), changeScript(FRONT_TABLE, withWeb3));
   t.is(h.rules.last('sb-web3'), changeScript(FRONT_TABLE, withWeb3));
-  t.deepEqual(balancer.balancing(web.id)[0]?.tasks, ['10.0.0.9', '10.0.0.10', '10.0.0.11']);
+  t.deepEqual((await balancer.balancing(web.id))[0]?.tasks, ['10.0.0.9', '10.0.0.10', '10.0.0.11']);
 });
 
 test("a task marked pending 'disconnect' leaves the rotation once reread resolves, and its flows are forgotten", async (t) => {
@@ -280,7 +280,7 @@ test("a task marked pending 'disconnect' leaves the rotation once reread resolve
   t.false(h.rules.forgotten.includes(`${netns('sb-client')} 10.0.0.2 -> 10.0.0.9`), 'flows to the task that stays are kept');
   t.is(h.rules.last('sb-web1'), replaceScript(new Map()), 'the leaving sandbox is on no service network any more: its table goes');
   t.is(await h.localStore.get(keys.balancedSandbox('sb-web1')), undefined);
-  t.deepEqual(balancer.balancing(web.id)[0]?.tasks, ['10.0.0.9']);
+  t.deepEqual((await balancer.balancing(web.id))[0]?.tasks, ['10.0.0.9']);
 
   await balancer.reread('local', await write(h.localStore, ep({ ...web2, pending: 'leave' })));
   const none = vips({ '10.0.0.2': [] });
@@ -309,12 +309,12 @@ test('a task on another host is live only while Reachability says so; a change o
 
   reachability.set(remote.id, true);
   t.deepEqual(await scripts(h, balancer, 'sb-client', 2), [replaceScript(localOnly), changeScript(localOnly, both)]);
-  t.deepEqual(balancer.balancing(api.id)[0]?.tasks, ['10.1.0.6', '10.1.0.7']);
+  t.deepEqual((await balancer.balancing(api.id))[0]?.tasks, ['10.1.0.6', '10.1.0.7']);
 
   reachability.set(remote.id, false);
   t.is((await scripts(h, balancer, 'sb-client', 3))[2], changeScript(both, localOnly));
   t.true(h.rules.forgotten.includes(`${netns('sb-client')} 10.1.0.2 -> 10.1.0.7`));
-  t.deepEqual(balancer.balancing(api.id)[0]?.tasks, ['10.1.0.6']);
+  t.deepEqual((await balancer.balancing(api.id))[0]?.tasks, ['10.1.0.6']);
 });
 
 test('without a Reachability, only this host’s tasks are live', async (t) => {
@@ -344,7 +344,7 @@ test('a service removed: its table goes from every sandbox and so does the mark'
     t.deepEqual(h.rules.of(sandboxId), [replaceScript(FRONT_TABLE), replaceScript(new Map())], sandboxId);
     t.is(await h.localStore.get(keys.balancedSandbox(sandboxId)), undefined, sandboxId);
   }
-  t.deepEqual(balancer.balancing(web.id), []);
+  t.deepEqual(await balancer.balancing(web.id), []);
   t.deepEqual(await h.localStore.list(keys.balancedSandboxes), []);
 });
 
@@ -410,7 +410,7 @@ test('a watch event older than what reread applied does not undo it', async (t) 
   // The watch now reports web3's sandbox, web3 joined (older than what reread read), then the disconnect.
   await localStore.catchUp(() => actedOn(balancer));
   t.deepEqual(h.rules.of('sb-client'), [replaceScript(FRONT_TABLE)], 'the older event did not bring web3 back');
-  t.deepEqual(balancer.balancing(web.id)[0]?.tasks, ['10.0.0.9', '10.0.0.10']);
+  t.deepEqual((await balancer.balancing(web.id))[0]?.tasks, ['10.0.0.9', '10.0.0.10']);
 });
 
 test('a deletion reread found is not undone by an older put the watch still reports', async (t) => {
@@ -428,7 +428,7 @@ test('a deletion reread found is not undone by an older put the watch still repo
 
   await localStore.catchUp(() => actedOn(balancer));
   t.deepEqual(h.rules.of('sb-client'), gone, 'the relabelled service, older than its deletion, did not come back');
-  t.deepEqual(balancer.balancing(web.id), []);
+  t.deepEqual(await balancer.balancing(web.id), []);
 });
 
 test('a key whose deletion reread found is followed again once written anew (the watch reported the deletion first)', async (t) => {
@@ -478,7 +478,7 @@ test('a reread answered before a deletion the watch then reported does not bring
   await scripts(h, balancer, 'sb-client', 2);
   globalStore.answerReads();
   await rereading;
-  t.deepEqual(balancer.balancing(api.id), []);
+  t.deepEqual(await balancer.balancing(api.id), []);
   t.is(h.rules.last('sb-client'), replaceScript(new Map()));
 });
 
@@ -551,7 +551,7 @@ test('endpoints of a dnsrr service give no rules', async (t) => {
 
   t.deepEqual([...h.rules.scripts.keys()], []);
   t.deepEqual(await h.localStore.list(keys.balancedSandboxes), []);
-  t.deepEqual(balancer.balancing(dnsrr.id), []);
+  t.deepEqual(await balancer.balancing(dnsrr.id), []);
 
   // A vip service beside it on the same network balances its own tasks only.
   await balancer.reread('local', await write(h.localStore, sb(sandbox('sb-web1')), ep(web1), svc(web)));
