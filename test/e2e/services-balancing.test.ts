@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { type Cluster, makeCluster, sandboxOn, type SimHost } from '../helpers/cluster.js';
 import { NETCTL_CLI, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
+import { dig, digUntil } from '../helpers/dig.js';
 import { addNetns, inNetns, nftRuleset, removeNetns, run, uniqueName } from '../helpers/kernel.js';
 import { until } from '../helpers/wait.js';
 
@@ -233,27 +234,6 @@ class Servers {
   }
 }
 
-/** `dig +short` inside a sandbox: the answers, sorted. */
-async function dig(sandbox: string, ...args: string[]): Promise<string[]> {
-  const result = await inNetns(nsPath(sandbox), 'dig', ['@127.0.0.11', '+tries=1', '+time=3', '+short', ...args]);
-  return result.stdout
-    .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line !== '' && !line.startsWith(';'))
-    .sort();
-}
-
-/** Polls `dig` until it gives `want` (another host's change arrives through etcd's watch) or 15 s pass. */
-async function digUntil(sandbox: string, want: readonly string[], ...args: string[]): Promise<string[]> {
-  const deadline = Date.now() + 15_000;
-  let answers = await dig(sandbox, ...args);
-  while (JSON.stringify(answers) !== JSON.stringify([...want].sort()) && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    answers = await dig(sandbox, ...args);
-  }
-  return answers;
-}
-
 interface ServiceJson {
   Endpoint: { VirtualIPs: { NetworkID: string; Addr: string }[] };
   LoadBalancer: { NetworkID: string; VirtualIP: string; Tasks: string[] }[];
@@ -389,9 +369,9 @@ test.serial(
     allAnsweredBy(t, udp, 30, tasks, 'UDP from host 3');
     t.true(tasks.filter((task) => (udp.counts.get(task.name) ?? 0) > 0).length > 1, `UDP reached more than one task: ${show(udp)}`);
 
-    t.deepEqual(await digUntil(client3.name, [vip], 'web'), [vip], 'web resolves to its VIP');
+    t.deepEqual(await digUntil(client3.name, [vip], 15_000, 'web'), [vip], 'web resolves to its VIP');
     const taskAddresses = tasks.map((task) => task.address).sort();
-    t.deepEqual(await digUntil(client3.name, taskAddresses, 'tasks.web'), taskAddresses, 'tasks.web gives the 3 tasks');
+    t.deepEqual(await digUntil(client3.name, taskAddresses, 15_000, 'tasks.web'), taskAddresses, 'tasks.web gives the 3 tasks');
     const web = await inspectService(cluster, h3, 'web');
     t.deepEqual(web.LoadBalancer.map((lb) => lb.VirtualIP), [vip]);
 
@@ -401,7 +381,7 @@ test.serial(
     sandboxesOf.get(1)?.push(db[0]!.name);
     sandboxesOf.get(2)?.push(db[1]!.name);
     const dbAddresses = db.map((task) => task.address).sort();
-    t.deepEqual(await digUntil(client3.name, dbAddresses, 'db'), dbAddresses, 'db resolves to its 2 tasks');
+    t.deepEqual(await digUntil(client3.name, dbAddresses, 15_000, 'db'), dbAddresses, 'db resolves to its 2 tasks');
     t.deepEqual(await dig(client3.name, 'tasks.db'), dbAddresses);
     const dbJson = await inspectService(cluster, h3, 'db');
     t.deepEqual(dbJson.Endpoint.VirtualIPs, [], 'a dnsrr service has no VIP');

@@ -1,7 +1,8 @@
 /**
  * Services as sandboxes see them through the embedded DNS: `dig` against
  * 127.0.0.11 inside sandboxes, on one host's bridge network and across two
- * hosts on an overlay. Only names and VIPs: no traffic is balanced yet.
+ * hosts on an overlay. Only names and VIPs; services-balancing.test.ts
+ * sends traffic to them.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,30 +10,8 @@ import { join } from 'node:path';
 import test from 'ava';
 import { makeCluster, sandboxOn, type SimHost } from '../helpers/cluster.js';
 import { NETCTL_CLI, type RunningDaemon, startDaemon } from '../helpers/daemon.js';
-import { addNetns, inNetns, removeNetns, run, uniqueName } from '../helpers/kernel.js';
-
-const nsPath = (name: string) => `/var/run/netns/${name}`;
-
-/** `dig +short` inside a sandbox: the answers, sorted. */
-async function dig(sandbox: string, ...args: string[]): Promise<string[]> {
-  const result = await inNetns(nsPath(sandbox), 'dig', ['@127.0.0.11', '+tries=1', '+time=3', '+short', ...args]);
-  return result.stdout
-    .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line !== '' && !line.startsWith(';'))
-    .sort();
-}
-
-/** Polls `dig` until it gives `want` (another host's change arrives through etcd's watch) or 5 s pass. */
-async function digUntil(sandbox: string, want: readonly string[], ...args: string[]): Promise<string[]> {
-  const deadline = Date.now() + 5000;
-  let answers = await dig(sandbox, ...args);
-  while (JSON.stringify(answers) !== JSON.stringify([...want].sort()) && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    answers = await dig(sandbox, ...args);
-  }
-  return answers;
-}
+import { dig, digUntil } from '../helpers/dig.js';
+import { addNetns, removeNetns, run, uniqueName } from '../helpers/kernel.js';
 
 const ipOf = (cidr: string) => cidr.split('/')[0] ?? '';
 
@@ -126,13 +105,13 @@ test.serial('two hosts on an overlay: a service made on host 1 is listed and res
     (await cluster.ok(h2, 'service', 'inspect', '-f', '{{(index .Tasks 0).Addr}}', 'api')).trim(),
   );
 
-  t.deepEqual(await digUntil(client2.name, ['10.88.0.2'], 'api'), ['10.88.0.2'], 'host 2 resolves the service host 1 made');
-  t.deepEqual(await digUntil(near.name, [farAddress], 'tasks.api'), [farAddress], 'host 1 sees the task on host 2');
+  t.deepEqual(await digUntil(client2.name, ['10.88.0.2'], 5000, 'api'), ['10.88.0.2'], 'host 2 resolves the service host 1 made');
+  t.deepEqual(await digUntil(near.name, [farAddress], 5000, 'tasks.api'), [farAddress], 'host 1 sees the task on host 2');
   t.deepEqual(await dig(near.name, 'api.ov'), ['10.88.0.2']);
   t.deepEqual(await dig(near.name, '-x', '10.88.0.2'), ['api.']);
 
   await cluster.ok(h2, 'service', 'rm', 'api');
-  t.deepEqual(await digUntil(near.name, [], 'tasks.api'), [], 'the removal on host 2 reaches host 1');
+  t.deepEqual(await digUntil(near.name, [], 5000, 'tasks.api'), [], 'the removal on host 2 reaches host 1');
   t.deepEqual(await dig(near.name, 'api'), []);
   t.is((await cluster.ok(h1, 'service', 'ls', '-q')).trim(), '');
 });
