@@ -20,18 +20,26 @@
  * waits a second to retry: the two cases would slow each other down.
  *
  * On each network two services: `web`, three tasks each running the tiny
- * HTTP server of bench/http-task.ts, and `bulk`, one task running an
- * iperf3 server (one task only: iperf3 opens a control and a data
- * connection, which a VIP with more tasks would send to different tasks).
- * Figures:
+ * HTTP server of bench/http-task.c, and `solo`, one task running the same
+ * server and an iperf3 server (one task only: iperf3 opens a control and a
+ * data connection, which a VIP with more tasks would send to different
+ * tasks). Figures:
  *
- * - connections per second: wrk, 3 threads, --connections in all, every
- *   request on a connection of its own (`Connection: close`; the server
- *   closes first). VIP: every thread to the VIP. Direct: thread i to task
- *   i, so each task gets a third of the load in both cases and the only
- *   difference is the path (DNAT or not). The tasks' own counts show how
- *   the VIP spread the connections;
- * - single-stream TCP throughput: iperf3 -t --seconds to the bulk VIP and to
+ * - connections per second, 3 tasks: wrk, 3 threads, --connections in all,
+ *   every request on a connection of its own (`Connection: close`; the
+ *   server closes first). VIP: every thread to web's VIP. Direct: thread i
+ *   to task i, so each task gets a third of the load in both cases. Not
+ *   the same balancing though: the VIP hands each new connection to the
+ *   next task, so every thread talks to every task, and a task the
+ *   scheduler leaves waiting holds up all threads, where direct each
+ *   thread has its own task (wrk cannot send one thread's connections to
+ *   several addresses). On a loaded 2-CPU machine that difference shows
+ *   in this figure beside what nftables costs. The tasks' own counts show
+ *   how the VIP spread the connections;
+ * - connections per second, 1 task: the same wrk, every thread to solo's
+ *   VIP or to its one task: the same work on both sides but for the VIP
+ *   lookup and the DNAT, so this is the figure that prices the VIP;
+ * - single-stream TCP throughput: iperf3 -t --seconds to solo's VIP and to
  *   its task's address.
  *
  * Each run measures VIP and direct back to back, the order swapped every run;
@@ -70,6 +78,8 @@ const TARGET = 0.1;
 
 type Kind = 'overlay' | 'bridge';
 type Path = 'vip' | 'direct';
+/** web: 3 tasks; solo: 1 task. */
+type Target = 'web' | 'solo';
 
 const { values } = parseArgs({
   options: {
@@ -264,32 +274,33 @@ interface Setup {
   /** One client sandbox per path, same host, same network, same rules: see the header. */
   clients: Record<Path, string>;
   web: { vip: string; tasks: { name: string; address: string }[] };
-  bulk: { vip: string; task: { name: string; address: string } };
-  scripts: Record<Path, string>;
+  solo: { vip: string; task: { name: string; address: string } };
+  /** wrk scripts by target and path. */
+  scripts: Record<Target, Record<Path, string>>;
 }
 
-async function taskCounts(setup: Setup): Promise<number[]> {
+async function taskCounts(setup: Setup, target: Target): Promise<number[]> {
   const counts: number[] = [];
-  for (const task of setup.web.tasks) counts.push(Number(await httpGet(nsPath(setup.clients.direct), task.address, '/count')));
+  for (const task of target === 'web' ? setup.web.tasks : [setup.solo.task]) counts.push(Number(await httpGet(nsPath(setup.clients.direct), task.address, '/count')));
   return counts;
 }
 
-async function measureCps(setup: Setup, path: Path, duration: number): Promise<CpsSample> {
-  const before = await taskCounts(setup);
+async function measureCps(setup: Setup, target: Target, path: Path, duration: number): Promise<CpsSample> {
+  const before = await taskCounts(setup, target);
   const cpuBefore = await cpuTimes();
-  const first = path === 'vip' ? setup.web.vip : (setup.web.tasks[0]?.address ?? '');
+  const first = path === 'vip' ? setup[target].vip : target === 'web' ? (setup.web.tasks[0]?.address ?? '') : setup.solo.task.address;
   const tcpBefore = await tcpCounters(setup.clients[path]);
   const result = await runIn(
     nsPath(setup.clients[path]),
     'wrk',
-    ['-t', String(WRK_THREADS), '-c', String(connections), '-d', `${duration}s`, '--timeout', '2s', '-s', setup.scripts[path], `http://${first}:${HTTP_PORT}/`],
+    ['-t', String(WRK_THREADS), '-c', String(connections), '-d', `${duration}s`, '--timeout', '2s', '-s', setup.scripts[target][path], `http://${first}:${HTTP_PORT}/`],
     (duration + 30) * 1000,
   );
   const cpuAfter = await cpuTimes();
   const line = result.stdout.split('\n').find((l) => l.startsWith('{"requests"'));
   if (result.code !== 0 || line === undefined) throw new Error(`wrk ${path}: exit ${result.code}: ${(result.stderr || result.stdout).trim().slice(0, 400)}`);
   const parsed = JSON.parse(line) as { requests: number; durationUs: number; connect: number; read: number; write: number; status: number; timeout: number; p50Us: number; p99Us: number };
-  const after = await taskCounts(setup);
+  const after = await taskCounts(setup, target);
   const tcpAfter = await tcpCounters(setup.clients[path]);
   return {
     connectionsPerSecond: parsed.requests / (parsed.durationUs / 1e6),
@@ -304,7 +315,7 @@ async function measureCps(setup: Setup, path: Path, duration: number): Promise<C
 }
 
 async function measureIperf(setup: Setup, path: Path, duration: number): Promise<IperfSample> {
-  const target = path === 'vip' ? setup.bulk.vip : setup.bulk.task.address;
+  const target = path === 'vip' ? setup.solo.vip : setup.solo.task.address;
   const cpuBefore = await cpuTimes();
   const result = await runIn(
     nsPath(setup.clients[path]),
@@ -392,18 +403,20 @@ async function setUp(cluster: Cluster, kind: Kind, dir: string, httpServer: (por
     return ipOf((await cluster.ok(h1, 'service', 'inspect', '-f', '{{(index .Endpoint.VirtualIPs 0).Addr}}', service)).trim());
   };
   const webVip = await vipOf(`web-${tag}`);
-  const bulkVip = await vipOf(`bulk-${tag}`);
+  const soloVip = await vipOf(`solo-${tag}`);
   const clients: Record<Path, string> = { vip: (await sandbox(cluster, h1, network, `cv${tag}`)).name, direct: (await sandbox(cluster, h1, network, `cd${tag}`)).name };
   const tasks: { name: string; address: string }[] = [];
   for (let i = 1; i <= TASKS; i++) tasks.push(await sandbox(cluster, taskHost, network, `w${tag}${i}`, `web-${tag}`));
-  const bulk = await sandbox(cluster, taskHost, network, `b${tag}`, `bulk-${tag}`);
+  const solo = await sandbox(cluster, taskHost, network, `s${tag}`, `solo-${tag}`);
 
   for (const [i, task] of tasks.entries()) await serve(nsPath(task.name), 'ready', ...httpServer(HTTP_PORT, `task${i + 1}`));
-  await serve(nsPath(bulk.name), 'Server listening', 'iperf3', ['-s', '-p', String(IPERF_PORT), '--forceflush']);
+  await serve(nsPath(solo.name), 'ready', ...httpServer(HTTP_PORT, 'solo'));
+  await serve(nsPath(solo.name), 'Server listening', 'iperf3', ['-s', '-p', String(IPERF_PORT), '--forceflush']);
 
   for (const client of Object.values(clients)) {
     await waitForBalancing(client, webVip, tasks.map((t) => t.address));
-    await waitForBalancing(client, bulkVip, [bulk.address]);
+    await waitForBalancing(client, soloVip, [solo.address]);
+    await eventually(`task ${solo.address} from ${client}`, () => httpGet(nsPath(client), solo.address));
     for (const [i, task] of tasks.entries()) {
       const body = await eventually(`task ${task.address} from ${client}`, () => httpGet(nsPath(client), task.address));
       if (body !== `task${i + 1}`) throw new Error(`task ${task.address} answered ${body}`);
@@ -414,16 +427,22 @@ async function setUp(cluster: Cluster, kind: Kind, dir: string, httpServer: (por
     if (seen.size !== TASKS) throw new Error(`${TASKS * 2} requests to the VIP ${webVip} reached only ${[...seen].join(', ')}`);
   }
 
-  const scripts: Record<Path, string> = { vip: join(dir, `${tag}-vip.lua`), direct: join(dir, `${tag}-direct.lua`) };
-  await writeFile(scripts.vip, wrkScript(Array.from({ length: WRK_THREADS }, () => webVip)));
-  await writeFile(scripts.direct, wrkScript(tasks.map((t) => t.address)));
+  const scripts: Record<Target, Record<Path, string>> = {
+    web: { vip: join(dir, `${tag}-web-vip.lua`), direct: join(dir, `${tag}-web-direct.lua`) },
+    solo: { vip: join(dir, `${tag}-solo-vip.lua`), direct: join(dir, `${tag}-solo-direct.lua`) },
+  };
+  const threads = (address: string) => Array.from({ length: WRK_THREADS }, () => address);
+  await writeFile(scripts.web.vip, wrkScript(threads(webVip)));
+  await writeFile(scripts.web.direct, wrkScript(tasks.map((t) => t.address)));
+  await writeFile(scripts.solo.vip, wrkScript(threads(soloVip)));
+  await writeFile(scripts.solo.direct, wrkScript(threads(solo.address)));
   return {
     kind,
     network,
     subnet,
     clients,
     web: { vip: webVip, tasks },
-    bulk: { vip: bulkVip, task: bulk },
+    solo: { vip: soloVip, task: solo },
     scripts,
   };
 }
@@ -447,12 +466,14 @@ interface Summary {
 
 interface KindResult {
   kind: Kind;
-  setup: { network: string; subnet: string; clients: Record<Path, string>; clientHost: number; taskHost: number; webVip: string; webTasks: string[]; bulkVip: string; bulkTask: string };
-  cps: Pair<CpsSample>[];
+  setup: { network: string; subnet: string; clients: Record<Path, string>; clientHost: number; taskHost: number; webVip: string; webTasks: string[]; soloVip: string; soloTask: string };
+  /** Connections per second to web (3 tasks) and to solo (1 task). */
+  cps: Record<Target, Pair<CpsSample>[]>;
   iperf: Pair<IperfSample>[];
   failures: string[];
   summary: {
-    cps: Summary;
+    cps3Tasks: Summary;
+    cps1Task: Summary;
     tcp1Gbps: Summary;
   };
   /** The VIP client's conntrack table at the end, and its ruleset (the direct client's is the same). */
@@ -486,21 +507,24 @@ async function inPairs<T>(label: string, measure: (path: Path) => Promise<T>, va
 async function benchKind(cluster: Cluster, kind: Kind, dir: string, httpServer: (port: number, name: string) => [string, string[]]): Promise<KindResult> {
   console.log(`\n${kind}: setting up`);
   const setup = await setUp(cluster, kind, dir, httpServer);
-  console.log(`${kind}: clients ${setup.clients.vip} (VIP), ${setup.clients.direct} (direct); web VIP ${setup.web.vip} → ${setup.web.tasks.map((t) => t.address).join(', ')}; bulk VIP ${setup.bulk.vip} → ${setup.bulk.task.address}`);
+  console.log(`${kind}: clients ${setup.clients.vip} (VIP), ${setup.clients.direct} (direct); web VIP ${setup.web.vip} → ${setup.web.tasks.map((t) => t.address).join(', ')}; solo VIP ${setup.solo.vip} → ${setup.solo.task.address}`);
   const failures: string[] = [];
-  // Warm-up, not counted: the first connections through a fresh path (ARP, peer lookups, JIT of the servers).
-  await measureCps(setup, 'vip', 2);
-  await measureCps(setup, 'direct', 2);
-  const cps = await inPairs(
-    'connections/s',
-    (path) => measureCps(setup, path, seconds),
-    (s) => s.connectionsPerSecond,
-    failures,
-    (s) => {
-      const errors = Object.entries(s.errors).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
-      return `${s.connectionsPerSecond.toFixed(0)}/s, p50 ${s.latencyP50Ms.toFixed(2)} ms, p99 ${s.latencyP99Ms.toFixed(2)} ms, per task ${s.perTask.join('/')}, ${s.synRetransmits} SYN retransmits, CPU ${(s.machineBusy * 100).toFixed(0)} %${errors.length > 0 ? `, errors: ${errors.join(', ')}` : ''}`;
-    },
-  );
+  // Each figure starts with a warm-up of both paths, not counted: the first connections through a fresh path (ARP, peer lookups).
+  const showCps = (s: CpsSample) => {
+    const errors = Object.entries(s.errors).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+    return `${s.connectionsPerSecond.toFixed(0)}/s, p50 ${s.latencyP50Ms.toFixed(2)} ms, p99 ${s.latencyP99Ms.toFixed(2)} ms, per task ${s.perTask.join('/')}, ${s.synRetransmits} SYN retransmits, CPU ${(s.machineBusy * 100).toFixed(0)} %${errors.length > 0 ? `, errors: ${errors.join(', ')}` : ''}`;
+  };
+  const cps = {} as Record<Target, Pair<CpsSample>[]>;
+  for (const target of ['web', 'solo'] as const) {
+    for (const path of ['vip', 'direct'] as const) await measureCps(setup, target, path, 2);
+    cps[target] = await inPairs(
+      `connections/s ${target === 'web' ? '3 tasks' : '1 task '}`,
+      (path) => measureCps(setup, target, path, seconds),
+      (s) => s.connectionsPerSecond,
+      failures,
+      showCps,
+    );
+  }
   const iperf = await inPairs(
     'TCP 1 stream',
     (path) => measureIperf(setup, path, seconds),
@@ -523,14 +547,15 @@ async function benchKind(cluster: Cluster, kind: Kind, dir: string, httpServer: 
       taskHost: (kind === 'overlay' ? h2 : h1).index,
       webVip: setup.web.vip,
       webTasks: setup.web.tasks.map((t) => t.address),
-      bulkVip: setup.bulk.vip,
-      bulkTask: setup.bulk.task.address,
+      soloVip: setup.solo.vip,
+      soloTask: setup.solo.task.address,
     },
     cps,
     iperf,
     failures,
     summary: {
-      cps: { vip: spread(cps.map((p) => p.vip.connectionsPerSecond)), direct: spread(cps.map((p) => p.direct.connectionsPerSecond)), ratio: spread(cps.map((p) => p.ratio)) },
+      cps3Tasks: { vip: spread(cps.web.map((p) => p.vip.connectionsPerSecond)), direct: spread(cps.web.map((p) => p.direct.connectionsPerSecond)), ratio: spread(cps.web.map((p) => p.ratio)) },
+      cps1Task: { vip: spread(cps.solo.map((p) => p.vip.connectionsPerSecond)), direct: spread(cps.solo.map((p) => p.direct.connectionsPerSecond)), ratio: spread(cps.solo.map((p) => p.ratio)) },
       tcp1Gbps: { vip: spread(iperf.map((p) => p.vip.gbps)), direct: spread(iperf.map((p) => p.direct.gbps)), ratio: spread(iperf.map((p) => p.ratio)) },
     },
     conntrack: { clientEntriesAtEnd: count.code === 0 ? Number(count.stdout.trim()) : null, clientStats: stats.stdout.trim() },
@@ -558,7 +583,8 @@ function markdown(results: readonly KindResult[], heading: string, notes: readon
   ];
   for (const r of results) {
     const where = r.kind === 'overlay' ? 'overlay, 2 hosts' : 'bridge, 1 host';
-    lines.push(`| ${where} | connections/s | ${cell(r.summary.cps.vip)} | ${cell(r.summary.cps.direct)} | ${pct(r.summary.cps.ratio)} | ${verdict(r.summary.cps.ratio)} |`);
+    lines.push(`| ${where} | connections/s, 1 task | ${cell(r.summary.cps1Task.vip)} | ${cell(r.summary.cps1Task.direct)} | ${pct(r.summary.cps1Task.ratio)} | ${verdict(r.summary.cps1Task.ratio)} |`);
+    lines.push(`| ${where} | connections/s, 3 tasks | ${cell(r.summary.cps3Tasks.vip)} | ${cell(r.summary.cps3Tasks.direct)} | ${pct(r.summary.cps3Tasks.ratio)} | ${verdict(r.summary.cps3Tasks.ratio)} |`);
     lines.push(`| ${where} | TCP 1 stream Gbit/s | ${cell(r.summary.tcp1Gbps.vip)} | ${cell(r.summary.tcp1Gbps.direct)} | ${pct(r.summary.tcp1Gbps.ratio)} | ${verdict(r.summary.tcp1Gbps.ratio)} |`);
   }
   lines.push('', ...notes.map((note) => `- ${note}`));
@@ -600,8 +626,10 @@ try {
   await mkdir(join(root, 'bench', 'results'), { recursive: true });
   await writeFile(join(root, 'bench', 'results', 'services.json'), `${JSON.stringify({ date, commit, machine, options, results }, null, 2)}\n`);
   const notes = [
-    `connections/s: wrk -t ${WRK_THREADS} -c ${connections} -d ${seconds}s, one request per connection (\`Connection: close\`, the server closes first), against ${TASKS} tasks each running ${serverKind === 'c' ? 'bench/http-task.c (one thread, epoll)' : 'bench/http-task.ts (Node)'}; VIP: every wrk thread to the VIP, direct: thread i to task i, so each task serves a third of the load either way and only the path differs.`,
-    `TCP 1 stream: iperf3 -t ${seconds} -O 1 to a second service's only task (through its VIP, and straight to its address).`,
+    `connections/s: wrk -t ${WRK_THREADS} -c ${connections} -d ${seconds}s, one request per connection (\`Connection: close\`, the server closes first), the tasks running ${serverKind === 'c' ? 'bench/http-task.c (one thread, epoll)' : 'bench/http-task.ts (Node)'}.`,
+    '1 task: every wrk thread to a one-task service\'s VIP, or to that task: the same work but for the VIP lookup and the DNAT, so this row prices the VIP.',
+    `3 tasks: VIP, every thread to the VIP, which hands each connection to the next task; direct, thread i to task i (wrk cannot spread one thread over several addresses). Each task serves a third either way, but through the VIP every thread talks to every task (a task the scheduler keeps waiting holds up all threads, and wake-ups cross CPUs), direct each thread to its own: on a loaded 2-CPU machine this row prices that difference of balancing too, not only nftables. The 1-task row is the one without it.`,
+    `TCP 1 stream: iperf3 -t ${seconds} -O 1 to the one-task service (through its VIP, and straight to its address).`,
     'overlay: the clients on host 1, the tasks on host 2 (both user-space VTEPs on the path); bridge: clients and tasks on host 1\'s bridge network, bridge netfilter off in the simulated hosts.',
     'Two client sandboxes alike but for their address, one for the VIP and one for direct, so neither case meets the other\'s TIME_WAITs in the tasks (see the header of bench/services.ts).',
     `${runs} pairs per figure, VIP and direct back to back, the order swapped every pair; median (min–max); the ratio is taken within each pair.`,
