@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the overlay benchmark (`npm run bench`) compares netctl with:
 # iperf3 for the figures, etcd for netctl's store, and the contenders'
-# tunnels, and perf for `npm run bench:profile`. None of them starts a service by
-# itself. Not needed by CI.
+# tunnels, perf for `npm run bench:profile`, and wrk for `npm run bench:services`.
+# None of them starts a service by itself. Not needed by CI.
 set -euo pipefail
-packages=(iperf3 iproute2 util-linux iputils-ping etcd-server etcd-client openssl wireguard-go wireguard-tools tinc openvpn nebula linux-perf)
+packages=(iperf3 iproute2 util-linux iputils-ping etcd-server etcd-client openssl wireguard-go wireguard-tools tinc openvpn nebula linux-perf wrk)
 if [ "$(id -u)" -ne 0 ]; then echo "run as root (it installs Debian packages)" >&2; exit 1; fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
