@@ -536,6 +536,31 @@ test('a record that does not fit its schema is ignored with a warning; the other
   t.deepEqual(h.rules.of('sb-bad'), []);
 });
 
+test('a record whose address is a string but no IPv4 address is ignored with a warning: nothing of it reaches a script', async (t) => {
+  const h = harness(t);
+  await write(h.localStore, ...FRONT_RECORDS);
+  // As a record written straight into the cluster store could say: nft commands after the address.
+  const injected = '10.0.0.50\nadd table ip injected';
+  const badEndpoint = endpoint('ep-bad', FRONT, 'sb-web1', '10.0.0.50', { service: web.id, ipv4Address: injected });
+  const badService = service('svc-bad', [{ networkId: FRONT, virtualIp: '10.0.0.60 : goto nat_output' }]);
+  const [endpointKey, serviceKey] = await write(h.localStore, ep(badEndpoint), svc(badService));
+  const balancer = await h.start();
+
+  t.deepEqual(h.rules.of('sb-client'), [replaceScript(FRONT_TABLE)], 'the table holds the good records only');
+  t.true(h.warnings.some((warning) => warning.startsWith(`load balancer: ignoring bad record ${endpointKey}: `) && /ipv4Address/.test(warning)), h.warnings.join('\n'));
+  t.true(h.warnings.some((warning) => warning.startsWith(`load balancer: ignoring bad record ${serviceKey}: `) && /virtualIp/.test(warning)), h.warnings.join('\n'));
+  t.is(h.warnings.length, 2);
+
+  // Through reread too, and a later change still reaches every sandbox.
+  const web3 = endpoint('ep-web3', FRONT, 'sb-web3', '10.0.0.11', { service: web.id });
+  await write(h.localStore, sb(sandbox('sb-web3')));
+  await balancer.reread('local', await write(h.localStore, ep({ ...web3, ipv4Address: '10.0.0.11 }' }), ep(endpoint('ep-web4', FRONT, 'sb-web3', '10.0.0.12'))));
+  t.is(h.warnings.length, 3);
+  await balancer.reread('local', await write(h.localStore, ep(web3)));
+  t.deepEqual(h.rules.last('sb-client'), changeScript(FRONT_TABLE, vips({ '10.0.0.2': ['10.0.0.9', '10.0.0.10', '10.0.0.11'] })));
+  for (const script of [...h.rules.scripts.values()].flat()) t.false(/injected|goto nat_output|10\.0\.0\.(50|60)/.test(script), script);
+});
+
 test('endpoints of a dnsrr service give no rules', async (t) => {
   const h = harness(t);
   const dnsrr = service('svc-dnsrr', [{ networkId: FRONT }], { endpointMode: 'dnsrr' });
