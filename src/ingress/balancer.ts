@@ -256,9 +256,9 @@ export class ServiceBalancer {
     const previous = this.endpoints.get(id);
     if (previous !== undefined) {
       this.dirtyNetworks.add(previous.networkId);
-      this.endpointsOfNetwork.get(previous.networkId)?.delete(id);
+      indexRemove(this.endpointsOfNetwork, previous.networkId, id);
       if (previous.sandboxId !== undefined) {
-        this.endpointsOfSandbox.get(previous.sandboxId)?.delete(id);
+        indexRemove(this.endpointsOfSandbox, previous.sandboxId, id);
         this.dirtySandboxes.add(previous.sandboxId);
       }
     }
@@ -480,6 +480,14 @@ function indexAdd(index: Map<string, Set<string>>, key: string, id: string): voi
   const set = index.get(key);
   if (set === undefined) index.set(key, new Set([id]));
   else set.add(id);
+}
+
+/** Drops the key once its last id goes, so sandboxes and networks that are gone leave nothing behind. */
+function indexRemove(index: Map<string, Set<string>>, key: string, id: string): void {
+  const set = index.get(key);
+  if (set === undefined) return;
+  set.delete(id);
+  if (set.size === 0) index.delete(key);
 }
 
 /** Numeric order of dotted IPv4 addresses. */

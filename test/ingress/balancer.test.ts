@@ -561,6 +561,25 @@ test('a record whose address is a string but no IPv4 address is ignored with a w
   for (const script of [...h.rules.scripts.values()].flat()) t.false(/injected|goto nat_output|10\.0\.0\.(50|60)/.test(script), script);
 });
 
+test('sandboxes and networks that are gone leave nothing in the balancer’s indexes (a long-lived daemon sees many come and go)', async (t) => {
+  const h = harness(t);
+  await write(h.localStore, ...FRONT_RECORDS);
+  const balancer = await h.start();
+  // The indexes are private; their size is what grows with every sandbox a daemon ever saw.
+  const indexes = balancer as unknown as { endpointsOfSandbox: Map<string, Set<string>>; endpointsOfNetwork: Map<string, Set<string>> };
+  const before = { sandboxes: indexes.endpointsOfSandbox.size, networks: indexes.endpointsOfNetwork.size };
+
+  for (let i = 0; i < 20; i++) {
+    const task = endpoint(`ep-t${i}`, i % 2 === 0 ? FRONT : `net-${i}`, `sb-t${i}`, `10.0.0.${100 + i}`, { service: web.id });
+    await balancer.reread('local', await write(h.localStore, sb(sandbox(`sb-t${i}`)), ep(task)));
+    await h.localStore.txn({ delete: [keys.endpoint(task.networkId, task.id), keys.sandbox(task.sandboxId ?? '')] });
+    await balancer.reread('local', [keys.endpoint(task.networkId, task.id), keys.sandbox(task.sandboxId ?? '')]);
+  }
+
+  t.deepEqual({ sandboxes: indexes.endpointsOfSandbox.size, networks: indexes.endpointsOfNetwork.size }, before);
+  t.deepEqual(h.rules.last('sb-client'), changeScript(vips({ '10.0.0.2': ['10.0.0.9', '10.0.0.10', '10.0.0.118'] }), FRONT_TABLE));
+});
+
 test('endpoints of a dnsrr service give no rules', async (t) => {
   const h = harness(t);
   const dnsrr = service('svc-dnsrr', [{ networkId: FRONT }], { endpointMode: 'dnsrr' });
