@@ -23,7 +23,7 @@ import { type EndpointRecord, type SandboxRecord, type Scope, type ServiceRecord
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { ConcurrencyLimit } from '../limit.js';
 import { type Logger, consoleWarnings } from '../log.js';
-import { type VipTable, changeScript, droppedTasks, replaceScript } from './vip-rules.js';
+import { type VipTable, addedVips, changeScript, droppedTasks, replaceScript } from './vip-rules.js';
 
 /** Sandboxes whose rules are being written at one time (each write runs nft once). */
 const SANDBOX_WRITES_AT_ONCE = 8;
@@ -367,6 +367,12 @@ export class ServiceBalancer {
     for (const { virtualIp, task } of droppedTasks(previous.table, table)) {
       await this.options.rules.forgetFlows(netnsPath, virtualIp, task).catch((err: unknown) => {
         this.logger.warn(`load balancer: sandbox ${sandbox.name}: flows to ${virtualIp} sent to ${task} stay tracked: ${(err as Error).message}`);
+      });
+    }
+    // A flow answered by the VIP itself was tracked before the VIP was one here: it never meets the DNAT.
+    for (const virtualIp of addedVips(previous.table, table)) {
+      await this.options.rules.forgetFlows(netnsPath, virtualIp, virtualIp).catch((err: unknown) => {
+        this.logger.warn(`load balancer: sandbox ${sandbox.name}: flows to ${virtualIp} from before it was a VIP stay tracked: ${(err as Error).message}`);
       });
     }
   }

@@ -333,6 +333,26 @@ test('without a Reachability, only this host’s tasks are live', async (t) => {
   t.deepEqual(h.rules.of('sb-client'), [replaceScript(vips({ '10.1.0.2': ['10.1.0.6'] }))]);
 });
 
+test('a VIP new to a sandbox\'s table: the flows it tracked to that address before (never NATed) are forgotten; at start, none are', async (t) => {
+  const h = harness(t);
+  await write(h.localStore, ...FRONT_RECORDS);
+  const balancer = await h.start();
+  t.deepEqual(h.rules.forgotten, [], 'a first table forgets nothing: its flows to a VIP may be NATed ones');
+
+  // The address was an endpoint's until now: a flow the client kept to it would skip the new DNAT and be refused.
+  const api = service('svc-api', [{ networkId: FRONT, virtualIp: '10.0.0.20/24' }]);
+  await balancer.reread('local', await write(h.localStore, svc(api)));
+  t.deepEqual(
+    [...h.rules.forgotten].sort(),
+    ['sb-client', 'sb-web1', 'sb-web2'].map((sandboxId) => `${netns(sandboxId)} 10.0.0.20 -> 10.0.0.20`),
+  );
+
+  // A task of it joining adds no VIP: nothing more is forgotten.
+  await write(h.localStore, sb(sandbox('sb-api1')));
+  await balancer.reread('local', await write(h.localStore, ep(endpoint('ep-api1', FRONT, 'sb-api1', '10.0.0.21', { service: api.id }))));
+  t.is(h.rules.forgotten.length, 3, h.rules.forgotten.join('\n'));
+});
+
 test('a service removed: its table goes from every sandbox and so does the mark', async (t) => {
   const h = harness(t);
   await write(h.localStore, ...FRONT_RECORDS);
