@@ -15,6 +15,7 @@
  * When a task leaves a sandbox's rotation, the flows that sandbox had to it
  * are forgotten, so their next packet goes to a live task.
  */
+import { isIPv4 } from 'node:net';
 import { followPrefix } from '../store/follow.js';
 import { keys, recordId } from '../repository/keys.js';
 import { decodeRecord, endpointRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
@@ -22,7 +23,7 @@ import { type EndpointRecord, type SandboxRecord, type Scope, type ServiceRecord
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { ConcurrencyLimit } from '../limit.js';
 import { type Logger, consoleWarnings } from '../log.js';
-import { type VipTable, changeScript, droppedTasks, replaceScript } from './vip-rules.js';
+import { type VipTable, addedVips, changeScript, droppedTasks, replaceScript } from './vip-rules.js';
 
 /** Sandboxes whose rules are being written at one time (each write runs nft once). */
 const SANDBOX_WRITES_AT_ONCE = 8;
@@ -210,7 +211,7 @@ export class ServiceBalancer {
     while (this.writes.size > 0) await Promise.all(this.writes.values());
   }
 
-  /** Records other hosts wrote are checked against their schemas; one that does not fit is logged and left out. */
+  /** Records other hosts wrote are checked against their schemas, addresses included; one that does not fit is logged and left out. */
   private apply(store: Store, prefix: string, event: WatchEvent): void {
     const key = event.type === 'put' ? event.kv.key : event.key;
     const revisionKey = this.revisionKey(store, key);
@@ -238,8 +239,8 @@ export class ServiceBalancer {
     }
     const id = recordId(key);
     try {
-      if (prefix === keys.endpoints) this.applyEndpoint(id, event.type === 'put' ? decodeRecord(event.kv, endpointRecord) : undefined);
-      else if (prefix === keys.services) this.applyService(id, event.type === 'put' ? decodeRecord(event.kv, serviceRecord) : undefined);
+      if (prefix === keys.endpoints) this.applyEndpoint(id, event.type === 'put' ? checkedEndpoint(decodeRecord(event.kv, endpointRecord)) : undefined);
+      else if (prefix === keys.services) this.applyService(id, event.type === 'put' ? checkedService(decodeRecord(event.kv, serviceRecord)) : undefined);
       else this.applySandbox(id, event.type === 'put' ? decodeRecord(event.kv, sandboxRecord) : undefined);
     } catch (err) {
       this.logger.warn(`load balancer: ignoring bad record ${key}: ${(err as Error).message}`);
@@ -255,9 +256,9 @@ export class ServiceBalancer {
     const previous = this.endpoints.get(id);
     if (previous !== undefined) {
       this.dirtyNetworks.add(previous.networkId);
-      this.endpointsOfNetwork.get(previous.networkId)?.delete(id);
+      indexRemove(this.endpointsOfNetwork, previous.networkId, id);
       if (previous.sandboxId !== undefined) {
-        this.endpointsOfSandbox.get(previous.sandboxId)?.delete(id);
+        indexRemove(this.endpointsOfSandbox, previous.sandboxId, id);
         this.dirtySandboxes.add(previous.sandboxId);
       }
     }
@@ -368,6 +369,12 @@ export class ServiceBalancer {
         this.logger.warn(`load balancer: sandbox ${sandbox.name}: flows to ${virtualIp} sent to ${task} stay tracked: ${(err as Error).message}`);
       });
     }
+    // A flow answered by the VIP itself was tracked before the VIP was one here: it never meets the DNAT.
+    for (const virtualIp of addedVips(previous.table, table)) {
+      await this.options.rules.forgetFlows(netnsPath, virtualIp, virtualIp).catch((err: unknown) => {
+        this.logger.warn(`load balancer: sandbox ${sandbox.name}: flows to ${virtualIp} from before it was a VIP stay tracked: ${(err as Error).message}`);
+      });
+    }
   }
 
   /** Writes the sandbox again later, while it exists; returns the delay. */
@@ -450,6 +457,27 @@ export class ServiceBalancer {
   }
 }
 
+/**
+ * The addresses a record gives the rules are written into nft scripts as
+ * they are, so each must be an IPv4 address and nothing else: a record
+ * another host (or anyone with access to the cluster store) wrote with
+ * anything else would break the script of every sandbox on its network, or
+ * add commands of its own to it.
+ */
+function checkedEndpoint(endpoint: EndpointRecord): EndpointRecord {
+  checkIpv4('ipv4Address', endpoint.ipv4Address);
+  return endpoint;
+}
+
+function checkedService(service: ServiceRecord): ServiceRecord {
+  for (const on of service.networks) checkIpv4(`virtualIp on network ${on.networkId}`, on.virtualIp);
+  return service;
+}
+
+function checkIpv4(what: string, cidr: string | undefined): void {
+  if (cidr !== undefined && !isIPv4(bareAddress(cidr))) throw new Error(`${what} ${JSON.stringify(cidr)} is not an IPv4 address`);
+}
+
 function leaving(endpoint: EndpointRecord): boolean {
   return endpoint.pending === 'leave' || endpoint.pending === 'disconnect';
 }
@@ -458,6 +486,14 @@ function indexAdd(index: Map<string, Set<string>>, key: string, id: string): voi
   const set = index.get(key);
   if (set === undefined) index.set(key, new Set([id]));
   else set.add(id);
+}
+
+/** Drops the key once its last id goes, so sandboxes and networks that are gone leave nothing behind. */
+function indexRemove(index: Map<string, Set<string>>, key: string, id: string): void {
+  const set = index.get(key);
+  if (set === undefined) return;
+  set.delete(id);
+  if (set.size === 0) index.delete(key);
 }
 
 /** Numeric order of dotted IPv4 addresses. */

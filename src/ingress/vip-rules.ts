@@ -106,6 +106,17 @@ export function droppedTasks(previous: VipTable, next: VipTable): { virtualIp: s
   return dropped;
 }
 
+/**
+ * The virtual IPs `next` has and `previous` did not. Flows the namespace
+ * tracked to such an address before (to an endpoint that had it, while
+ * another VIP's DNAT kept conntrack on) were never NATed, and conntrack
+ * keeps each later packet of them off the nat chain: they are to be
+ * forgotten too, or the filter chain refuses them for as long as they last.
+ */
+export function addedVips(previous: VipTable, next: VipTable): string[] {
+  return [...next.keys()].filter((virtualIp) => !previous.has(virtualIp));
+}
+
 export function sameTable(a: VipTable, b: VipTable): boolean {
   if (a.size !== b.size) return false;
   for (const [virtualIp, tasks] of a) {

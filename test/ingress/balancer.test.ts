@@ -333,6 +333,26 @@ test('without a Reachability, only this host’s tasks are live', async (t) => {
   t.deepEqual(h.rules.of('sb-client'), [replaceScript(vips({ '10.1.0.2': ['10.1.0.6'] }))]);
 });
 
+test('a VIP new to a sandbox\'s table: the flows it tracked to that address before (never NATed) are forgotten; at start, none are', async (t) => {
+  const h = harness(t);
+  await write(h.localStore, ...FRONT_RECORDS);
+  const balancer = await h.start();
+  t.deepEqual(h.rules.forgotten, [], 'a first table forgets nothing: its flows to a VIP may be NATed ones');
+
+  // The address was an endpoint's until now: a flow the client kept to it would skip the new DNAT and be refused.
+  const api = service('svc-api', [{ networkId: FRONT, virtualIp: '10.0.0.20/24' }]);
+  await balancer.reread('local', await write(h.localStore, svc(api)));
+  t.deepEqual(
+    [...h.rules.forgotten].sort(),
+    ['sb-client', 'sb-web1', 'sb-web2'].map((sandboxId) => `${netns(sandboxId)} 10.0.0.20 -> 10.0.0.20`),
+  );
+
+  // A task of it joining adds no VIP: nothing more is forgotten.
+  await write(h.localStore, sb(sandbox('sb-api1')));
+  await balancer.reread('local', await write(h.localStore, ep(endpoint('ep-api1', FRONT, 'sb-api1', '10.0.0.21', { service: api.id }))));
+  t.is(h.rules.forgotten.length, 3, h.rules.forgotten.join('\n'));
+});
+
 test('a service removed: its table goes from every sandbox and so does the mark', async (t) => {
   const h = harness(t);
   await write(h.localStore, ...FRONT_RECORDS);
@@ -534,6 +554,50 @@ test('a record that does not fit its schema is ignored with a warning; the other
   await balancer.reread('local', [badSandbox]);
   t.true(h.warnings.some((warning) => warning.startsWith(`load balancer: ignoring bad record ${badSandbox}: `)), h.warnings.join('\n'));
   t.deepEqual(h.rules.of('sb-bad'), []);
+});
+
+test('a record whose address is a string but no IPv4 address is ignored with a warning: nothing of it reaches a script', async (t) => {
+  const h = harness(t);
+  await write(h.localStore, ...FRONT_RECORDS);
+  // As a record written straight into the cluster store could say: nft commands after the address.
+  const injected = '10.0.0.50\nadd table ip injected';
+  const badEndpoint = endpoint('ep-bad', FRONT, 'sb-web1', '10.0.0.50', { service: web.id, ipv4Address: injected });
+  const badService = service('svc-bad', [{ networkId: FRONT, virtualIp: '10.0.0.60 : goto nat_output' }]);
+  const [endpointKey, serviceKey] = await write(h.localStore, ep(badEndpoint), svc(badService));
+  const balancer = await h.start();
+
+  t.deepEqual(h.rules.of('sb-client'), [replaceScript(FRONT_TABLE)], 'the table holds the good records only');
+  t.true(h.warnings.some((warning) => warning.startsWith(`load balancer: ignoring bad record ${endpointKey}: `) && /ipv4Address/.test(warning)), h.warnings.join('\n'));
+  t.true(h.warnings.some((warning) => warning.startsWith(`load balancer: ignoring bad record ${serviceKey}: `) && /virtualIp/.test(warning)), h.warnings.join('\n'));
+  t.is(h.warnings.length, 2);
+
+  // Through reread too, and a later change still reaches every sandbox.
+  const web3 = endpoint('ep-web3', FRONT, 'sb-web3', '10.0.0.11', { service: web.id });
+  await write(h.localStore, sb(sandbox('sb-web3')));
+  await balancer.reread('local', await write(h.localStore, ep({ ...web3, ipv4Address: '10.0.0.11 }' }), ep(endpoint('ep-web4', FRONT, 'sb-web3', '10.0.0.12'))));
+  t.is(h.warnings.length, 3);
+  await balancer.reread('local', await write(h.localStore, ep(web3)));
+  t.deepEqual(h.rules.last('sb-client'), changeScript(FRONT_TABLE, vips({ '10.0.0.2': ['10.0.0.9', '10.0.0.10', '10.0.0.11'] })));
+  for (const script of [...h.rules.scripts.values()].flat()) t.false(/injected|goto nat_output|10\.0\.0\.(50|60)/.test(script), script);
+});
+
+test('sandboxes and networks that are gone leave nothing in the balancer’s indexes (a long-lived daemon sees many come and go)', async (t) => {
+  const h = harness(t);
+  await write(h.localStore, ...FRONT_RECORDS);
+  const balancer = await h.start();
+  // The indexes are private; their size is what grows with every sandbox a daemon ever saw.
+  const indexes = balancer as unknown as { endpointsOfSandbox: Map<string, Set<string>>; endpointsOfNetwork: Map<string, Set<string>> };
+  const before = { sandboxes: indexes.endpointsOfSandbox.size, networks: indexes.endpointsOfNetwork.size };
+
+  for (let i = 0; i < 20; i++) {
+    const task = endpoint(`ep-t${i}`, i % 2 === 0 ? FRONT : `net-${i}`, `sb-t${i}`, `10.0.0.${100 + i}`, { service: web.id });
+    await balancer.reread('local', await write(h.localStore, sb(sandbox(`sb-t${i}`)), ep(task)));
+    await h.localStore.txn({ delete: [keys.endpoint(task.networkId, task.id), keys.sandbox(task.sandboxId ?? '')] });
+    await balancer.reread('local', [keys.endpoint(task.networkId, task.id), keys.sandbox(task.sandboxId ?? '')]);
+  }
+
+  t.deepEqual({ sandboxes: indexes.endpointsOfSandbox.size, networks: indexes.endpointsOfNetwork.size }, before);
+  t.deepEqual(h.rules.last('sb-client'), changeScript(vips({ '10.0.0.2': ['10.0.0.9', '10.0.0.10', '10.0.0.118'] }), FRONT_TABLE));
 });
 
 test('endpoints of a dnsrr service give no rules', async (t) => {

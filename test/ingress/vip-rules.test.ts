@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
-import { SERVICES_TABLE, type VipTable, changeScript, droppedTasks, replaceScript, sameTable } from '../../src/ingress/vip-rules.js';
+import { SERVICES_TABLE, type VipTable, addedVips, changeScript, droppedTasks, replaceScript, sameTable } from '../../src/ingress/vip-rules.js';
 import { applyNft, listNftRuleset } from '../../src/sys/nft.js';
 
 const run = promisify(execFile);
@@ -147,6 +147,14 @@ test('droppedTasks names each task a VIP no longer balances to, also those of a 
     [{ virtualIp: '10.0.0.2', task: '10.0.0.5' }],
     'a task of another VIP now is still dropped from the first',
   );
+});
+
+test('addedVips names each VIP the next table has and the previous did not, whatever its tasks', (t) => {
+  const before = vips({ '10.0.0.2': ['10.0.0.5'], '10.0.0.3': [] });
+  t.deepEqual(addedVips(before, vips({ '10.0.0.2': ['10.0.0.6'], '10.0.0.4': [], '10.0.0.7': ['10.0.0.8'] })), ['10.0.0.4', '10.0.0.7']);
+  t.deepEqual(addedVips(before, before), []);
+  t.deepEqual(addedVips(before, new Map()), [], 'VIPs that went are not added');
+  t.deepEqual(addedVips(new Map(), before), ['10.0.0.2', '10.0.0.3']);
 });
 
 // The kernel's side.
