@@ -64,7 +64,13 @@ export async function createSandbox(context: ControllerContext, request: Sandbox
   return sandboxInfo(context, final, []);
 }
 
-/** A namespace a runtime hands over must exist and must not be one the host itself lives in. */
+/**
+ * A namespace a runtime hands over must exist, must not be one the host
+ * itself lives in, and must not be another sandbox's: as in libnetwork, a
+ * namespace is one sandbox, and two would fight over its default route,
+ * resolv.conf and service rules (containers sharing a namespace share its
+ * sandbox).
+ */
 async function checkForeignNamespace(context: ControllerContext, netnsPath: string): Promise<void> {
   if (!(await context.namespaces.exists(netnsPath))) throw new InvalidArgument(`${netnsPath} is not a network namespace`);
   for (const reserved of context.reservedNamespaces) {
@@ -72,6 +78,11 @@ async function checkForeignNamespace(context: ControllerContext, netnsPath: stri
       throw new InvalidArgument(
         `${netnsPath} is the host's own network namespace (${reserved}): a sandbox needs a namespace of its own`,
       );
+    }
+  }
+  for (const other of await context.records.sandboxes('skip')) {
+    if (other.pending !== 'remove' && other.netnsPath !== '' && (await context.namespaces.same(netnsPath, other.netnsPath))) {
+      throw new Conflict(`${netnsPath} is already the namespace of sandbox ${other.name}: connect that sandbox to more networks instead`);
     }
   }
 }

@@ -302,6 +302,21 @@ test('a sandbox may not take the namespace the host lives in', async (t) => {
   t.is((await controller.createSandbox({ name: 'runtime', netnsPath: '/proc/4242/ns/net' })).netnsPath, '/proc/4242/ns/net');
 });
 
+test('a namespace is one sandbox: a second sandbox on it is refused, naming the first, and nothing is stored', async (t) => {
+  const store = new MemoryStore();
+  const namespaces = new MemoryNamespaces();
+  namespaces.paths.add('/proc/4242/ns/net');
+  const controller = await Controller.open({ store, drivers: [new RecordingDriver()], namespaces, logger: silentLogger });
+  await controller.createSandbox({ name: 'first', netnsPath: '/proc/4242/ns/net' });
+  const before = await store.list('');
+  await t.throwsAsync(controller.createSandbox({ name: 'second', netnsPath: '/proc/4242/ns/net' }), {
+    message: '/proc/4242/ns/net is already the namespace of sandbox first: connect that sandbox to more networks instead',
+  });
+  t.deepEqual(await store.list(''), before);
+  await controller.removeSandbox('first');
+  t.is((await controller.createSandbox({ name: 'second', netnsPath: '/proc/4242/ns/net' })).name, 'second', 'free again once the first is gone');
+});
+
 test('two networks of one name are ambiguous by name, never picked one of', async (t) => {
   const { controller, store } = await setup();
   const first = toDockerNetwork(await controller.createNetwork({ name: 'dup', ipam: { config: [{ subnet: '10.4.0.0/24' }] } }));
