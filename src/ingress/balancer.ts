@@ -23,6 +23,7 @@ import { type EndpointRecord, type SandboxRecord, type Scope, type ServiceRecord
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { ConcurrencyLimit } from '../limit.js';
 import { type Logger, consoleWarnings } from '../log.js';
+import { Freshness } from './freshness.js';
 import { type VipTable, addedVips, changeScript, droppedTasks, replaceScript } from './vip-rules.js';
 
 /** Sandboxes whose rules are being written at one time (each write runs nft once). */
@@ -80,15 +81,8 @@ export class ServiceBalancer {
   private readonly sandboxes = new Map<string, SandboxRecord>();
   private readonly endpointsOfNetwork = new Map<string, Set<string>>();
   private readonly endpointsOfSandbox = new Map<string, Set<string>>();
-  /**
-   * Store + key → the revision last applied, so that a watch lagging behind
-   * a `reread` does not undo it; a deletion a reread found counts as newer
-   * than anything the watch can still report, until the watch reports it.
-   */
-  private readonly revisions = new Map<string, number>();
-  /** Keys a reread is reading now (how many rereads), and those of them whose deletion the watch reported meanwhile. */
-  private readonly rereading = new Map<string, number>();
-  private readonly deletedWhileRereading = new Set<string>();
+  /** Keeps a watch that lags behind a `reread` from undoing it. */
+  private readonly freshness = new Freshness();
   /** Virtual IP → live tasks, per network; dropped when anything on the network changes. */
   private readonly networkTables = new Map<string, Map<string, readonly string[]>>();
   private readonly dirtyNetworks = new Set<string>();
@@ -170,20 +164,11 @@ export class ServiceBalancer {
       if (prefix === undefined || (prefix === keys.sandboxes && store !== this.options.localStore)) continue;
       // With no service known here no rule depends on endpoints: a join or leave costs no extra read.
       if (prefix === keys.endpoints && this.services.size === 0) continue;
-      const revisionKey = this.revisionKey(store, key);
-      this.rereading.set(revisionKey, (this.rereading.get(revisionKey) ?? 0) + 1);
-      try {
+      // Applied within the read: a deletion the watch reports meanwhile must still stand when it is.
+      await this.freshness.whileReading(this.freshnessKey(store, key), async () => {
         const kv = await store.get(key);
         this.apply(store, prefix, kv === undefined ? { type: 'delete', key, modRevision: Number.POSITIVE_INFINITY } : { type: 'put', kv });
-      } finally {
-        const left = (this.rereading.get(revisionKey) ?? 1) - 1;
-        if (left > 0) this.rereading.set(revisionKey, left);
-        else {
-          this.rereading.delete(revisionKey);
-          // The watch reported that deletion already: nothing older of the key can come now.
-          if (this.deletedWhileRereading.delete(revisionKey)) this.revisions.delete(revisionKey);
-        }
-      }
+      });
     }
     this.flush();
     await this.settled();
@@ -214,29 +199,7 @@ export class ServiceBalancer {
   /** Records other hosts wrote are checked against their schemas, addresses included; one that does not fit is logged and left out. */
   private apply(store: Store, prefix: string, event: WatchEvent): void {
     const key = event.type === 'put' ? event.kv.key : event.key;
-    const revisionKey = this.revisionKey(store, key);
-    const revision = event.type === 'put' ? event.kv.modRevision : event.modRevision;
-    const known = this.revisions.get(revisionKey);
-    if (known !== undefined && revision <= known) {
-      // The watch's report of a deletion a reread found first: nothing older of the key can come now.
-      if (event.type === 'delete' && known === Number.POSITIVE_INFINITY) this.revisions.delete(revisionKey);
-      return;
-    }
-    if (event.type === 'put') {
-      this.revisions.set(revisionKey, revision);
-    } else if (revision === Number.POSITIVE_INFINITY) {
-      // A reread found the key deleted. Held: kept until the watch reports the deletion. Not held: the
-      // watch reported the deletion already, or has yet to report the key, its deletion last.
-      if (known === undefined) return;
-      this.revisions.set(revisionKey, revision);
-    } else if (this.rereading.has(revisionKey)) {
-      // A reread may have read the key before this deletion: its answer must not bring the key back.
-      this.revisions.set(revisionKey, revision);
-      this.deletedWhileRereading.add(revisionKey);
-    } else {
-      // The watch reports each deletion, after which nothing older of the key can come.
-      this.revisions.delete(revisionKey);
-    }
+    if (!this.freshness.accept(this.freshnessKey(store, key), event)) return;
     const id = recordId(key);
     try {
       if (prefix === keys.endpoints) this.applyEndpoint(id, event.type === 'put' ? checkedEndpoint(decodeRecord(event.kv, endpointRecord)) : undefined);
@@ -248,7 +211,7 @@ export class ServiceBalancer {
     this.scheduleFlush();
   }
 
-  private revisionKey(store: Store, key: string): string {
+  private freshnessKey(store: Store, key: string): string {
     return `${store === this.options.localStore ? 'local' : 'cluster'}:${key}`;
   }
 
