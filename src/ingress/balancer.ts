@@ -15,7 +15,6 @@
  * When a task leaves a sandbox's rotation, the flows that sandbox had to it
  * are forgotten, so their next packet goes to a live task.
  */
-import { isIPv4 } from 'node:net';
 import { followPrefix } from '../store/follow.js';
 import { keys, recordId } from '../repository/keys.js';
 import { decodeRecord, endpointRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
@@ -196,14 +195,14 @@ export class ServiceBalancer {
     while (this.writes.size > 0) await Promise.all(this.writes.values());
   }
 
-  /** Records other hosts wrote are checked against their schemas, addresses included; one that does not fit is logged and left out. */
+  /** Records other hosts wrote are checked against their schemas (addresses must be addresses); one that does not fit is logged and left out. */
   private apply(store: Store, prefix: string, event: WatchEvent): void {
     const key = event.type === 'put' ? event.kv.key : event.key;
     if (!this.freshness.accept(this.freshnessKey(store, key), event)) return;
     const id = recordId(key);
     try {
-      if (prefix === keys.endpoints) this.applyEndpoint(id, event.type === 'put' ? checkedEndpoint(decodeRecord(event.kv, endpointRecord)) : undefined);
-      else if (prefix === keys.services) this.applyService(id, event.type === 'put' ? checkedService(decodeRecord(event.kv, serviceRecord)) : undefined);
+      if (prefix === keys.endpoints) this.applyEndpoint(id, event.type === 'put' ? decodeRecord(event.kv, endpointRecord) : undefined);
+      else if (prefix === keys.services) this.applyService(id, event.type === 'put' ? decodeRecord(event.kv, serviceRecord) : undefined);
       else this.applySandbox(id, event.type === 'put' ? decodeRecord(event.kv, sandboxRecord) : undefined);
     } catch (err) {
       this.logger.warn(`load balancer: ignoring bad record ${key}: ${(err as Error).message}`);
@@ -427,20 +426,6 @@ export class ServiceBalancer {
  * anything else would break the script of every sandbox on its network, or
  * add commands of its own to it.
  */
-function checkedEndpoint(endpoint: EndpointRecord): EndpointRecord {
-  checkIpv4('ipv4Address', endpoint.ipv4Address);
-  return endpoint;
-}
-
-function checkedService(service: ServiceRecord): ServiceRecord {
-  for (const on of service.networks) checkIpv4(`virtualIp on network ${on.networkId}`, on.virtualIp);
-  return service;
-}
-
-function checkIpv4(what: string, cidr: string | undefined): void {
-  if (cidr !== undefined && !isIPv4(bareAddress(cidr))) throw new Error(`${what} ${JSON.stringify(cidr)} is not an IPv4 address`);
-}
-
 function leaving(endpoint: EndpointRecord): boolean {
   return endpoint.pending === 'leave' || endpoint.pending === 'disconnect';
 }

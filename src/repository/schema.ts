@@ -44,6 +44,18 @@ export class MalformedRecord extends StoreCorrupt {
 
 const stringMap = v.record(v.string(), v.string());
 
+const OCTET = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const IPV4_CIDR = new RegExp(`^${OCTET}(\\.${OCTET}){3}(/(3[0-2]|[12]?\\d))?$`);
+/** Hex groups, colons and an embedded IPv4 tail; prefix length up to 128. Loose on form, strict on the characters. */
+const IPV6_CIDR = /^[0-9a-fA-F:]*:[0-9a-fA-F:.]*(\/(12[0-8]|1[01]\d|[1-9]?\d))?$/;
+/**
+ * Addresses other hosts wrote go into answers and into nftables scripts
+ * (a VIP, a task's address): anything but an address, with an optional
+ * prefix length, is refused here, before any reader sees it.
+ */
+const ipv4Cidr = v.pipe(v.string(), v.regex(IPV4_CIDR, 'not an IPv4 address'));
+const ipv6Cidr = v.pipe(v.string(), v.regex(IPV6_CIDR, 'not an IPv6 address'));
+
 const scope = v.picklist(['local', 'global', 'swarm'] satisfies Scope[]);
 
 const ipamPoolConfig: RecordSchema<IpamPoolConfig> = v.looseObject({
@@ -81,8 +93,8 @@ export const endpointRecord: RecordSchema<EndpointRecord> = v.looseObject({
   networkId: v.string(),
   sandboxId: v.exactOptional(v.string()),
   macAddress: v.string(),
-  ipv4Address: v.exactOptional(v.string()),
-  ipv6Address: v.exactOptional(v.string()),
+  ipv4Address: v.exactOptional(ipv4Cidr),
+  ipv6Address: v.exactOptional(ipv6Cidr),
   aliases: v.array(v.string()),
   ifName: v.exactOptional(v.string()),
   defaultGateway: v.exactOptional(v.boolean()),
@@ -102,7 +114,7 @@ export const sandboxRecord: RecordSchema<SandboxRecord> = v.looseObject({
 
 const serviceNetwork: RecordSchema<ServiceNetwork> = v.looseObject({
   networkId: v.string(),
-  virtualIp: v.exactOptional(v.string()),
+  virtualIp: v.exactOptional(ipv4Cidr),
 } satisfies EntriesOf<ServiceNetwork>);
 
 export const serviceRecord: RecordSchema<ServiceRecord> = v.looseObject({

@@ -3,7 +3,7 @@ import { levelLogger } from '../../src/log.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/records.js';
 import { keys, parseLocalNameClaim, recordId } from '../../src/repository/keys.js';
 import { Repository, casLoop, findByIdOrName, put } from '../../src/repository/repository.js';
-import { MalformedRecord, decodeRecord, endpointRecord } from '../../src/repository/schema.js';
+import { MalformedRecord, decodeRecord, endpointRecord, serviceRecord } from '../../src/repository/schema.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { networkRecord } from '../helpers/records.js';
 
@@ -38,6 +38,34 @@ test('a record that is not JSON or does not fit its schema is a MalformedRecord 
   t.throws(() => decodeRecord(kv(JSON.stringify({ id: 'e', name: 'a', networkId: 'n', macAddress: 'm', aliases: [], pending: 'later' })), endpointRecord), {
     instanceOf: MalformedRecord,
   });
+});
+
+test('addresses in records must be addresses: what other hosts wrote reaches DNS answers and nftables scripts', (t) => {
+  const endpoint = (fields: Record<string, string>) => ({
+    key: 'endpoints/n/e',
+    value: JSON.stringify({ id: 'e', name: 'a', networkId: 'n', macAddress: 'm', aliases: [], ...fields }),
+    modRevision: 1,
+  });
+  for (const good of [{ ipv4Address: '10.0.0.2/24' }, { ipv4Address: '10.0.0.2' }, { ipv6Address: 'fd00::2/64' }, { ipv6Address: '::ffff:10.0.0.2' }]) {
+    t.notThrows(() => decodeRecord(endpoint(good), endpointRecord), JSON.stringify(good));
+  }
+  for (const bad of [
+    { ipv4Address: '10.0.0.50\nadd table ip x' },
+    { ipv4Address: '10.0.0.2 }' },
+    { ipv4Address: '300.0.0.2/24' },
+    { ipv4Address: '10.0.0.2/33' },
+    { ipv6Address: 'fd00::2; flush ruleset' },
+  ]) {
+    const error = t.throws(() => decodeRecord(endpoint(bad), endpointRecord), { instanceOf: MalformedRecord }, JSON.stringify(bad));
+    t.regex(error?.message ?? '', /ipv[46]Address: not an IPv[46] address/);
+  }
+  const service = (virtualIp: string) => ({
+    key: 'services/s',
+    value: JSON.stringify({ id: 's', name: 'web', endpointMode: 'vip', labels: {}, created: 'c', scope: 'global', networks: [{ networkId: 'n', virtualIp }] }),
+    modRevision: 1,
+  });
+  t.notThrows(() => decodeRecord(service('10.0.0.3/24'), serviceRecord));
+  t.throws(() => decodeRecord(service('10.0.0.3 : goto nat_output'), serviceRecord), { message: /virtualIp: not an IPv4 address/ });
 });
 
 test("listings skip a malformed record and say so; changes that must see every record fail on it", async (t) => {
