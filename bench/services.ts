@@ -25,18 +25,14 @@
  * data connection, which a VIP with more tasks would send to different
  * tasks). Figures:
  *
- * - connections per second, 3 tasks: wrk, 3 threads, --connections in all,
- *   every request on a connection of its own (`Connection: close`; the
- *   server closes first). VIP: every thread to web's VIP. Direct: thread i
- *   to task i, so each task gets a third of the load in both cases. Not
- *   the same balancing though: the VIP hands each new connection to the
- *   next task, so every thread talks to every task, and a task the
- *   scheduler leaves waiting holds up all threads, where direct each
- *   thread has its own task (wrk cannot send one thread's connections to
- *   several addresses). On a loaded 2-CPU machine that difference shows
- *   in this figure beside what nftables costs. The tasks' own counts show
- *   how the VIP spread the connections;
- * - connections per second, 1 task: the same wrk, every thread to solo's
+ * - connections per second, 3 tasks: bench/conn-client.c, 3 threads,
+ *   --connections in all, every request on a connection of its own (the
+ *   server closes first). VIP: every connection to web's VIP, which hands
+ *   each to the next task. Direct: each new connection to the next of the
+ *   3 tasks' addresses, by the client itself. Both sides spread the load
+ *   alike, so the figure prices the VIP with 3 tasks behind it (wrk cannot:
+ *   a wrk thread has one address). The tasks' own counts show the spread;
+ * - connections per second, 1 task: wrk, 3 threads, every thread to solo's
  *   VIP or to its one task: the same work on both sides but for the VIP
  *   lookup and the DNAT, so this is the figure that prices the VIP;
  * - single-stream TCP throughput: iperf3 -t --seconds to solo's VIP and to
@@ -106,11 +102,11 @@ if (
   console.error('--runs takes 1 to 50, --seconds 2 to 120, --connections 3 to 1000, --only overlay, bridge or both, --server c or node');
   process.exit(2);
 }
-for (const tool of ['wrk', 'iperf3', ...(serverKind === 'c' ? ['cc'] : [])]) {
+for (const tool of ['wrk', 'iperf3', 'cc']) {
   try {
     execFileSync('which', [tool], { stdio: 'ignore' });
   } catch {
-    console.error(`${tool} is not installed (Debian package ${tool === 'cc' ? 'gcc; or run with --server node' : tool})`);
+    console.error(`${tool} is not installed (Debian package ${tool === 'cc' ? 'gcc' : tool})`);
     process.exit(2);
   }
 }
@@ -118,6 +114,8 @@ for (const tool of ['wrk', 'iperf3', ...(serverKind === 'c' ? ['cc'] : [])]) {
 // ---- everything this run starts, for the cleanup --------------------------------------------
 
 let making: Promise<Cluster> | undefined;
+/** The compiled bench/conn-client.c, once built. */
+let connClient = '';
 let work: string | undefined;
 const children = new Set<ChildProcess>();
 let cleaning: Promise<void> | undefined;
@@ -275,8 +273,8 @@ interface Setup {
   clients: Record<Path, string>;
   web: { vip: string; tasks: { name: string; address: string }[] };
   solo: { vip: string; task: { name: string; address: string } };
-  /** wrk scripts by target and path. */
-  scripts: Record<Target, Record<Path, string>>;
+  /** wrk scripts of the 1-task figure, by path. */
+  scripts: Record<Path, string>;
 }
 
 async function taskCounts(setup: Setup, target: Target): Promise<number[]> {
@@ -285,27 +283,34 @@ async function taskCounts(setup: Setup, target: Target): Promise<number[]> {
   return counts;
 }
 
+/**
+ * One connections/s sample. The 1-task figure runs wrk. The 3-task one runs
+ * bench/conn-client.c, which hands each new connection to the next address
+ * of its list as the VIP hands it to the next task: one address (the VIP)
+ * or the 3 tasks', so both sides spread the load alike and only the path
+ * differs (a wrk thread has one address).
+ */
 async function measureCps(setup: Setup, target: Target, path: Path, duration: number): Promise<CpsSample> {
   const before = await taskCounts(setup, target);
   const cpuBefore = await cpuTimes();
   const first = path === 'vip' ? setup[target].vip : target === 'web' ? (setup.web.tasks[0]?.address ?? '') : setup.solo.task.address;
   const tcpBefore = await tcpCounters(setup.clients[path]);
-  const result = await runIn(
-    nsPath(setup.clients[path]),
-    'wrk',
-    ['-t', String(WRK_THREADS), '-c', String(connections), '-d', `${duration}s`, '--timeout', '2s', '-s', setup.scripts[target][path], `http://${first}:${HTTP_PORT}/`],
-    (duration + 30) * 1000,
-  );
+  const [command, args] =
+    target === 'web'
+      ? [connClient, [String(HTTP_PORT), String(duration), String(connections), String(WRK_THREADS), ...(path === 'vip' ? [setup.web.vip] : setup.web.tasks.map((t) => t.address))]]
+      : ['wrk', ['-t', String(WRK_THREADS), '-c', String(connections), '-d', `${duration}s`, '--timeout', '2s', '-s', setup.scripts[path], `http://${first}:${HTTP_PORT}/`]];
+  const result = await runIn(nsPath(setup.clients[path]), command, args, (duration + 30) * 1000);
   const cpuAfter = await cpuTimes();
   const line = result.stdout.split('\n').find((l) => l.startsWith('{"requests"'));
-  if (result.code !== 0 || line === undefined) throw new Error(`wrk ${path}: exit ${result.code}: ${(result.stderr || result.stdout).trim().slice(0, 400)}`);
-  const parsed = JSON.parse(line) as { requests: number; durationUs: number; connect: number; read: number; write: number; status: number; timeout: number; p50Us: number; p99Us: number };
+  if (result.code !== 0 || line === undefined) throw new Error(`${command} ${path}: exit ${result.code}: ${(result.stderr || result.stdout).trim().slice(0, 400)}`);
+  const parsed = JSON.parse(line) as { requests: number; durationUs: number; errors?: number; connect?: number; read?: number; write?: number; status?: number; timeout?: number; p50Us: number; p99Us: number };
   const after = await taskCounts(setup, target);
   const tcpAfter = await tcpCounters(setup.clients[path]);
   return {
     connectionsPerSecond: parsed.requests / (parsed.durationUs / 1e6),
     requests: parsed.requests,
-    errors: { connect: parsed.connect, read: parsed.read, write: parsed.write, status: parsed.status, timeout: parsed.timeout },
+    // conn-client counts every failure as one; wrk tells them apart.
+    errors: { connect: parsed.connect ?? parsed.errors ?? 0, read: parsed.read ?? 0, write: parsed.write ?? 0, status: parsed.status ?? 0, timeout: parsed.timeout ?? 0 },
     latencyP50Ms: parsed.p50Us / 1000,
     latencyP99Ms: parsed.p99Us / 1000,
     perTask: after.map((count, i) => count - (before[i] ?? 0)),
@@ -379,6 +384,14 @@ async function eventually<T>(what: string, probe: () => Promise<T>, timeoutMs = 
   }
 }
 
+/** bench/conn-client.c compiled into `dir`: the client of the 3-task figure. */
+async function buildConnClient(dir: string): Promise<string> {
+  const binary = join(dir, 'conn-client');
+  const built = await run('cc', ['-O2', '-Wall', '-pthread', '-o', binary, join(here, 'conn-client.c')], { timeoutMs: 60_000 });
+  if (built.code !== 0) throw new Error(`cc bench/conn-client.c: ${built.stderr}`);
+  return binary;
+}
+
 /** The command that runs a task's HTTP server: the C one compiled into `dir`, or the Node one. */
 async function httpServerCommand(dir: string): Promise<(port: number, name: string) => [string, string[]]> {
   if (serverKind === 'node') {
@@ -427,15 +440,10 @@ async function setUp(cluster: Cluster, kind: Kind, dir: string, httpServer: (por
     if (seen.size !== TASKS) throw new Error(`${TASKS * 2} requests to the VIP ${webVip} reached only ${[...seen].join(', ')}`);
   }
 
-  const scripts: Record<Target, Record<Path, string>> = {
-    web: { vip: join(dir, `${tag}-web-vip.lua`), direct: join(dir, `${tag}-web-direct.lua`) },
-    solo: { vip: join(dir, `${tag}-solo-vip.lua`), direct: join(dir, `${tag}-solo-direct.lua`) },
-  };
+  const scripts: Record<Path, string> = { vip: join(dir, `${tag}-solo-vip.lua`), direct: join(dir, `${tag}-solo-direct.lua`) };
   const threads = (address: string) => Array.from({ length: WRK_THREADS }, () => address);
-  await writeFile(scripts.web.vip, wrkScript(threads(webVip)));
-  await writeFile(scripts.web.direct, wrkScript(tasks.map((t) => t.address)));
-  await writeFile(scripts.solo.vip, wrkScript(threads(soloVip)));
-  await writeFile(scripts.solo.direct, wrkScript(threads(solo.address)));
+  await writeFile(scripts.vip, wrkScript(threads(soloVip)));
+  await writeFile(scripts.direct, wrkScript(threads(solo.address)));
   return {
     kind,
     network,
@@ -610,6 +618,7 @@ try {
     await cluster.startDaemon(host);
   }
   const httpServer = await httpServerCommand(work);
+  connClient = await buildConnClient(work);
   for (const kind of kinds) results.push(await benchKind(cluster, kind, work, httpServer));
 
   const loadAfter = await loadavgText();
@@ -628,7 +637,7 @@ try {
   const notes = [
     `connections/s: wrk -t ${WRK_THREADS} -c ${connections} -d ${seconds}s, one request per connection (\`Connection: close\`, the server closes first), the tasks running ${serverKind === 'c' ? 'bench/http-task.c (one thread, epoll)' : 'bench/http-task.ts (Node)'}.`,
     '1 task: every wrk thread to a one-task service\'s VIP, or to that task: the same work but for the VIP lookup and the DNAT, so this row prices the VIP.',
-    `3 tasks: VIP, every thread to the VIP, which hands each connection to the next task; direct, thread i to task i (wrk cannot spread one thread over several addresses). Each task serves a third either way, but through the VIP every thread talks to every task (a task the scheduler keeps waiting holds up all threads, and wake-ups cross CPUs), direct each thread to its own: on a loaded 2-CPU machine this row prices that difference of balancing too, not only nftables. The 1-task row is the one without it.`,
+    `3 tasks: bench/conn-client.c, ${WRK_THREADS} threads, ${connections} connections, the same requests: to the VIP, or to the 3 tasks' addresses in turn (each new connection to the next, as the VIP hands them out), so both sides spread the load alike.`,
     `TCP 1 stream: iperf3 -t ${seconds} -O 1 to the one-task service (through its VIP, and straight to its address).`,
     'overlay: the clients on host 1, the tasks on host 2 (both user-space VTEPs on the path); bridge: clients and tasks on host 1\'s bridge network, bridge netfilter off in the simulated hosts.',
     'Two client sandboxes alike but for their address, one for the VIP and one for direct, so neither case meets the other\'s TIME_WAITs in the tasks (see the header of bench/services.ts).',

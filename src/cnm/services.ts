@@ -221,14 +221,14 @@ async function viewsOf(context: ControllerContext, services: readonly ServiceRec
   const sandboxes = new Map((await context.records.sandboxes('skip')).map((sandbox) => [sandbox.id, sandbox.name]));
   return Promise.all(
     services.map(async (service) => {
-    const networkIds = new Set(service.networks.map((on) => on.networkId));
-    const tasks = endpoints
-      .filter((endpoint) => endpoint.service === service.id && networkIds.has(endpoint.networkId))
-      .map((endpoint) => {
-        const sandboxName = endpoint.sandboxId === undefined ? undefined : sandboxes.get(endpoint.sandboxId);
-        return { endpoint, ...(sandboxName !== undefined ? { sandboxName } : {}) };
-      });
-    return { service, tasks, balancing: (await context.serviceRules()?.balancing(service.id)) ?? [] };
+      const networkIds = new Set(service.networks.map((on) => on.networkId));
+      const tasks = endpoints
+        .filter((endpoint) => endpoint.service === service.id && networkIds.has(endpoint.networkId))
+        .map((endpoint) => {
+          const sandboxName = endpoint.sandboxId === undefined ? undefined : sandboxes.get(endpoint.sandboxId);
+          return { endpoint, ...(sandboxName !== undefined ? { sandboxName } : {}) };
+        });
+      return { service, tasks, balancing: (await context.serviceRules()?.balancing(service.id)) ?? [] };
     }),
   );
 }
