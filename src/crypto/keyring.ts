@@ -364,12 +364,25 @@ export class KeyRing {
     // The epoch the record no longer lists falls off only now: while a publish fails, peers may still seal to it.
     for (const epoch of this.#epochs.splice(0, this.#epochs.length - listed.length)) dropEpoch(epoch);
     this.#schedule(this.#options.rotateEveryMs);
+    this.#switchAfterGrace(listed[listed.length - 1]!);
+    this.#syncAll();
+  }
+
+  /**
+   * Switches the outbound SAs to `epoch` once it is graceMs old by the clock
+   * #senderEpoch reads. A timer can fire early by that clock (libuv measures
+   * from the start of the loop turn, which a busy turn leaves behind), and
+   * nothing else would switch until the next rotation: so it waits again
+   * for what is left.
+   */
+  #switchAfterGrace(epoch: Epoch): void {
     if (this.#graceTimer !== undefined) this.#options.timers.clear(this.#graceTimer);
+    const left = this.#options.graceMs - (this.#options.now() - (epoch.publishedAt ?? this.#options.now()));
     this.#graceTimer = this.#options.timers.set(() => {
       this.#graceTimer = undefined;
-      this.#guard('switching outbound SAs', () => this.#syncAll());
-    }, this.#options.graceMs);
-    this.#syncAll();
+      if (this.#options.now() - (epoch.publishedAt ?? 0) < this.#options.graceMs) this.#switchAfterGrace(epoch);
+      else this.#guard('switching outbound SAs', () => this.#syncAll());
+    }, Math.max(left, 1));
   }
 
   #schedule(ms: number): void {
