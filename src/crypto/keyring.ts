@@ -377,12 +377,10 @@ export class KeyRing {
    */
   #switchAfterGrace(epoch: Epoch): void {
     if (this.#graceTimer !== undefined) this.#options.timers.clear(this.#graceTimer);
+    this.#graceTimer = undefined;
     const left = this.#options.graceMs - (this.#options.now() - (epoch.publishedAt ?? this.#options.now()));
-    this.#graceTimer = this.#options.timers.set(() => {
-      this.#graceTimer = undefined;
-      if (this.#options.now() - (epoch.publishedAt ?? 0) < this.#options.graceMs) this.#switchAfterGrace(epoch);
-      else this.#guard('switching outbound SAs', () => this.#syncAll());
-    }, Math.max(left, 1));
+    if (left <= 0) this.#guard('switching outbound SAs', () => this.#syncAll());
+    else this.#graceTimer = this.#options.timers.set(() => this.#switchAfterGrace(epoch), left);
   }
 
   #schedule(ms: number): void {
