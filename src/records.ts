@@ -71,6 +71,12 @@ export interface EndpointRecord {
   readonly pending?: EndpointPending;
   /** The id of the service this endpoint is a task of (see ServiceRecord). */
   readonly service?: string;
+  /**
+   * Set on a host's entry to the ingress network (the endpoint of its
+   * ingress sandbox): connections to a port published in ingress mode on
+   * that host enter the network here, and replies are sent back to it.
+   */
+  readonly ingressEntry?: boolean;
 }
 
 export interface SandboxRecord {
@@ -95,6 +101,25 @@ export interface SandboxRecord {
  */
 export type EndpointMode = 'vip' | 'dnsrr';
 
+export type PortProtocol = 'tcp' | 'udp';
+
+/**
+ * Docker's publish modes: 'ingress' opens the port on every host and
+ * reaches a task anywhere; 'host' opens it only on hosts with a task, to
+ * their own tasks.
+ */
+export type PublishMode = 'ingress' | 'host';
+
+/** A port of a service opened on hosts' addresses (Docker's PortConfig). */
+export interface PublishedPort {
+  readonly protocol: PortProtocol;
+  /** The tasks' port. */
+  readonly targetPort: number;
+  /** The hosts' port. */
+  readonly publishedPort: number;
+  readonly publishMode: PublishMode;
+}
+
 /** A service on one of its networks. */
 export interface ServiceNetwork {
   readonly networkId: string;
@@ -116,6 +141,8 @@ export interface ServiceRecord {
   readonly created: string;
   readonly scope: Scope;
   readonly networks: readonly ServiceNetwork[];
+  /** Absent on records written before services had ports: none. */
+  readonly ports?: readonly PublishedPort[];
 }
 
 /** The address of a CIDR as records hold them: "10.0.0.2/24" → "10.0.0.2". */

@@ -73,6 +73,12 @@ export const keys = {
    * address claim (keys.address) whose value is the service id.
    */
   networkService: (networkId: string, serviceId: string) => `network-services/${networkId}/${serviceId}`,
+  /**
+   * ports/PROTOCOL/PORT → service id, in the store of the service's scope: the
+   * service publishes that port (either mode), so no other service of the
+   * store can. Written and deleted with the service.
+   */
+  publishedPort: (protocol: string, port: number) => `ports/${protocol}/${port}`,
   /** Prefix of the sandboxes holding service rules, in the local store. */
   balancedSandboxes: 'balancer/sandboxes/',
   /**

@@ -20,6 +20,9 @@ import type {
   NetworkRecord,
   SandboxRecord,
   Scope,
+  PortProtocol,
+  PublishMode,
+  PublishedPort,
   ServiceNetwork,
   ServiceRecord,
 } from '../records.js';
@@ -100,6 +103,7 @@ export const endpointRecord: RecordSchema<EndpointRecord> = v.looseObject({
   defaultGateway: v.exactOptional(v.boolean()),
   pending: v.exactOptional(v.picklist(['connect', 'join', 'leave', 'disconnect'] satisfies EndpointPending[])),
   service: v.exactOptional(v.string()),
+  ingressEntry: v.exactOptional(v.boolean()),
 } satisfies EntriesOf<EndpointRecord>);
 
 export const sandboxRecord: RecordSchema<SandboxRecord> = v.looseObject({
@@ -117,6 +121,15 @@ const serviceNetwork: RecordSchema<ServiceNetwork> = v.looseObject({
   virtualIp: v.exactOptional(ipv4Cidr),
 } satisfies EntriesOf<ServiceNetwork>);
 
+const port = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535));
+
+const publishedPort: RecordSchema<PublishedPort> = v.looseObject({
+  protocol: v.picklist(['tcp', 'udp'] satisfies PortProtocol[]),
+  targetPort: port,
+  publishedPort: port,
+  publishMode: v.picklist(['ingress', 'host'] satisfies PublishMode[]),
+} satisfies EntriesOf<PublishedPort>);
+
 export const serviceRecord: RecordSchema<ServiceRecord> = v.looseObject({
   id: v.string(),
   name: v.string(),
@@ -125,6 +138,7 @@ export const serviceRecord: RecordSchema<ServiceRecord> = v.looseObject({
   created: v.string(),
   scope,
   networks: v.array(serviceNetwork),
+  ports: v.exactOptional(v.array(publishedPort)),
 } satisfies EntriesOf<ServiceRecord>);
 
 /**
