@@ -10,7 +10,8 @@ import type { NetworkDriver } from './cnm/driver.js';
 import { Conflict, InvalidArgument } from './errors.js';
 import type { NamespaceOps } from './cnm/namespaces.js';
 import { EmbeddedDns, resolvConfPath } from './dns/embedded.js';
-import { ServiceBalancer } from './ingress/balancer.js';
+import { type Reachability, ServiceBalancer } from './ingress/balancer.js';
+import { IngressMesh } from './ingress/mesh.js';
 import type { DnsQueryObservation } from './dns/server.js';
 import { parseResolvConf } from './dns/forwarder.js';
 import { BridgeDriver } from './drivers/bridge/bridge.js';
@@ -23,7 +24,9 @@ import { SqliteStore } from './store/sqlite.js';
 import { LastKnownStore } from './store/last-known.js';
 import { ObservedStore, type StoreObserver } from './store/observed.js';
 import type { Store } from './store/types.js';
-import { createNamedNetns, isNetnsPath, removeNamedNetns, sameNetns } from './sys/netns.js';
+import { createNamedNetns, currentNetnsPath, isNetnsPath, removeNamedNetns, sameNetns } from './sys/netns.js';
+import { ipBatch, rulePriorities } from './sys/iproute.js';
+import { setSysctl } from './sys/sysctl.js';
 import { type FileLock, LockHeld, lockForLife } from './sys/fslock.js';
 import { makeStateDirectory, readHostResolvConf } from './sys/host-files.js';
 import { Rtnl } from './sys/rtnl.js';
@@ -191,6 +194,8 @@ export interface Host {
   readonly dns: EmbeddedDns | undefined;
   /** The services' load balancer, once it runs (it starts with the DNS). */
   readonly balancer: ServiceBalancer | undefined;
+  /** The routing mesh of published ports, once it runs (it starts with the DNS). */
+  readonly mesh: IngressMesh | undefined;
   /** Resolves when the restore is done and the embedded DNS answers. */
   readonly ready: Promise<void>;
   /** The overlay's VTEP, with a cluster store: its counters are read for the metrics. */
@@ -271,6 +276,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
   // Known once the DNS runs; until then inspect shows where the file will go.
   let dns: EmbeddedDns | undefined;
   let balancer: ServiceBalancer | undefined;
+  let mesh: IngressMesh | undefined;
   try {
     if (options.clusterStore !== undefined) {
       const overlay = await openOverlay({ ...options, clusterStore: options.clusterStore, stateDir });
@@ -318,23 +324,41 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
     // Nobody may be waiting on `ready`; a failure is logged here and reported by `ready` too.
     dnsStarted.catch((err: unknown) => options.logger?.error(`the embedded DNS did not start: ${(err as Error).message}`));
     const overlayPeers = overlayDriver;
+    // Other hosts' endpoints carry traffic while the overlay's probes say so.
+    const reachability: Reachability | undefined =
+      overlayPeers === undefined
+        ? undefined
+        : {
+            reachable: (networkId, endpointId) => overlayPeers.endpointReachable(networkId, endpointId),
+            onChange: (listener) => overlayPeers.onReachabilityChange(listener),
+          };
     const balancerStarted = opened.sandboxesRestored.then(async () => {
       balancer = await ServiceBalancer.start({
         localStore: store,
         ...(globalStore !== undefined ? { globalStore } : {}),
         rules: { apply: applyNft, forgetFlows: deleteTrackedFlows },
-        ...(overlayPeers !== undefined
-          ? {
-              reachability: {
-                reachable: (networkId, endpointId) => overlayPeers.endpointReachable(networkId, endpointId),
-                onChange: (listener) => overlayPeers.onReachabilityChange(listener),
-              },
-            }
-          : {}),
+        ...(reachability !== undefined ? { reachability } : {}),
         ...(options.logger !== undefined ? { logger: options.logger } : {}),
       });
     });
     balancerStarted.catch((err: unknown) => options.logger?.error(`the load balancer did not start: ${(err as Error).message}`));
+    const meshStarted = opened.sandboxesRestored.then(async () => {
+      mesh = await IngressMesh.start({
+        localStore: store,
+        ...(globalStore !== undefined ? { globalStore } : {}),
+        hostNetnsPath: options.hostNetnsPath ?? currentNetnsPath(),
+        kernel: {
+          applyNft,
+          ipBatch,
+          rulePriorities,
+          enableForwarding: (netnsPath) => setSysctl(netnsPath, 'net.ipv4.ip_forward', '1'),
+        },
+        actions: opened.meshActions(),
+        ...(reachability !== undefined ? { reachability } : {}),
+        ...(options.logger !== undefined ? { logger: options.logger } : {}),
+      });
+    });
+    meshStarted.catch((err: unknown) => options.logger?.error(`the routing mesh did not start: ${(err as Error).message}`));
     return {
       controller: opened,
       get dns() {
@@ -343,7 +367,10 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       get balancer() {
         return balancer;
       },
-      ready: Promise.all([opened.restored, dnsStarted, balancerStarted]).then(() => undefined),
+      get mesh() {
+        return mesh;
+      },
+      ready: Promise.all([opened.restored, dnsStarted, balancerStarted, meshStarted]).then(() => undefined),
       ...(vtep !== undefined ? { vtep } : {}),
       ...(esp !== undefined ? { esp } : {}),
       ...(options.metricsAddress !== undefined ? { metricsAddress: options.metricsAddress } : {}),
@@ -352,6 +379,8 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
         await dns?.stop();
         await balancerStarted.catch(() => undefined);
         await balancer?.stop();
+        await meshStarted.catch(() => undefined);
+        await mesh?.stop();
         await opened.close();
       },
     };

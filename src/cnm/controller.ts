@@ -23,6 +23,7 @@ import { type ControllerContext, type ServiceRules, bestEffort, failedParts } fr
 import type { NetworkDriver } from './driver.js';
 import { createEndpoint, deleteEndpoint, joinEndpoint, leaveEndpoint } from './endpoints.js';
 import { type Filters, validateListFilters, validatePruneFilters } from './filters.js';
+import { attachIngress, closeIngressEntry, detachIngress, openIngressEntry } from './ingress.js';
 import { reconcileLocalNames } from './names.js';
 import type { NamespaceOps } from './namespaces.js';
 import { createNetwork, inspectNetwork, listNetworks, pruneNetworks, removeNetwork } from './networks.js';
@@ -43,6 +44,7 @@ import type {
 } from './types.js';
 import { validateAliases } from './validate.js';
 import { Conflict, Forbidden, InvalidArgument, NetctlError } from '../errors.js';
+import type { MeshActions } from '../ingress/mesh.js';
 import { type Logger, consoleWarnings } from '../log.js';
 import type { EndpointRecord, SandboxRecord, Scope } from '../records.js';
 import { Repository } from '../repository/repository.js';
@@ -361,6 +363,18 @@ export class Controller {
       const network = await this.context.records.findNetwork(networkIdOrName, 'skip');
       await disconnect(this.context, network, sandboxIdOrName, options.force === true);
     });
+  }
+
+  // ---------------------------------------------------------------- ingress mesh
+
+  /** What the routing mesh asks for as the records call for it (cnm/ingress.ts), each as one change. */
+  meshActions(): MeshActions {
+    return {
+      openEntry: () => this.mutate(() => openIngressEntry(this.context)),
+      closeEntry: () => this.mutate(() => closeIngressEntry(this.context)),
+      attach: (sandboxId) => this.mutate(() => attachIngress(this.context, sandboxId)),
+      detach: (sandboxId) => this.mutate(() => detachIngress(this.context, sandboxId)),
+    };
   }
 
   // ---------------------------------------------------------------- services

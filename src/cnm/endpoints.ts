@@ -82,6 +82,7 @@ export async function createEndpoint(
       ...(ipv4Address !== undefined ? { ipv4Address } : {}),
       ...(ipv6Address !== undefined ? { ipv6Address } : {}),
       ...(service !== undefined ? { service: service.id } : {}),
+      ...(request.ingressEntry === true ? { ingressEntry: true } : {}),
       ...placement,
     };
     const claims = claimsOf(network.id, endpoint);

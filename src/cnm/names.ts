@@ -66,7 +66,7 @@ export async function reconcileLocalNames(context: ControllerContext): Promise<v
 }
 
 /** This host's id among those sharing the cluster store, made on first use. */
-async function hostId(context: ControllerContext): Promise<string> {
+export async function hostId(context: ControllerContext): Promise<string> {
   const store = context.records.local;
   const existing = await store.get(keys.hostId);
   if (existing !== undefined) return existing.value;

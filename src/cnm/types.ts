@@ -40,6 +40,8 @@ export interface EndpointCreateRequest {
   readonly aliases?: readonly string[];
   /** Makes the endpoint a task of this service (id or name), which must be on the endpoint's network. */
   readonly service?: string;
+  /** Marks a host's ingress sandbox's endpoint (EndpointRecord.ingressEntry); set by the controller only. */
+  readonly ingressEntry?: boolean;
 }
 
 export interface ConnectOptions {

@@ -10,6 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NETCTL_CLI, type RunningDaemon, startDaemon as startNetctlDaemon } from './daemon.js';
 import { startEtcd } from './etcd.js';
+import { ingressSandboxName } from '../../src/ingress/mesh.js';
+import { keys } from '../../src/repository/keys.js';
+import { SqliteStore } from '../../src/store/sqlite.js';
 import { addNetns, inNetns, namespacesWithPrefix, removeNetns, run, type RunResult, uniqueName } from './kernel.js';
 
 
@@ -94,6 +97,9 @@ export async function makeCluster(hostCount: number, options: ClusterOptions = {
     await etcd?.stop().catch(() => undefined);
     for (const name of sandboxes) await removeNetns(name);
     for (const host of hosts) {
+      // The daemon names its ingress sandbox after its host id, kept in its state directory.
+      const name = await ingressSandboxOf(host).catch(() => undefined);
+      if (name !== undefined) await removeNetns(name);
       for (const name of await namespacesWithPrefix('ovl-')) if (name.endsWith(`-${host.address}`)) await removeNetns(name);
       await removeNetns(host.name);
     }
@@ -221,6 +227,17 @@ export async function makeCluster(hostCount: number, options: ClusterOptions = {
     },
     destroy,
   };
+}
+
+/** The namespace of the host's ingress sandbox, if its daemon ever had a host id. */
+async function ingressSandboxOf(host: SimHost): Promise<string | undefined> {
+  const store = await SqliteStore.open(host.stateDir);
+  try {
+    const id = (await store.get(keys.hostId))?.value;
+    return id === undefined ? undefined : ingressSandboxName(id);
+  } finally {
+    await store.close();
+  }
 }
 
 /** Creates a sandbox on a host, connects it (with `ip`, when given) and returns its address on the network. */

@@ -1,0 +1,91 @@
+/**
+ * What the routing mesh (ingress/mesh.ts) stands on, as Docker has it: the
+ * `ingress` overlay network, made on demand by the first service that
+ * publishes a port in ingress mode; on each host, the ingress sandbox
+ * (`ingress-sbox`), whose endpoint on that network is where the host's
+ * published connections enter it; and an endpoint on it for every task of
+ * such a service. The mesh asks for these through the controller as the
+ * records call for them.
+ */
+import { type ControllerContext, driverOf } from './context.js';
+import { connect, disconnect } from './connections.js';
+import { hostId } from './names.js';
+import { releaseNetwork, reserveNetwork } from './networks.js';
+import { createSandbox, removeSandbox } from './sandboxes.js';
+import { InvalidArgument } from '../errors.js';
+import { INGRESS_SANDBOX_LABEL, ingressSandboxName, isIngressSandbox } from '../ingress/mesh.js';
+import type { NetworkRecord, SandboxRecord } from '../records.js';
+
+/** Docker's name for it. */
+export const INGRESS_NETWORK = 'ingress';
+
+/** The ingress network, if there is one. */
+export async function findIngressNetwork(context: ControllerContext): Promise<NetworkRecord | undefined> {
+  return (await context.records.networks('skip')).find((n) => n.ingress && n.scope !== 'local' && n.removing !== true);
+}
+
+/** The ingress network, made now if there is none: an overlay, so it needs the cluster store. */
+export async function ensureIngressNetwork(context: ControllerContext): Promise<NetworkRecord> {
+  const existing = await findIngressNetwork(context);
+  if (existing !== undefined) return existing;
+  if (!context.drivers.has('overlay')) {
+    throw new InvalidArgument(
+      'publishing a port in ingress mode for a service on cluster networks needs the overlay driver; start the daemon with --store etcd://HOST:PORT',
+    );
+  }
+  const network = await reserveNetwork(context, { name: INGRESS_NETWORK, driver: 'overlay', ingress: true });
+  try {
+    await driverOf(context, network).createNetwork(network);
+  } catch (err) {
+    await releaseNetwork(context, network);
+    throw err;
+  }
+  return network;
+}
+
+/** Makes this host's ingress sandbox if it is missing, and connects it to the ingress network. */
+export async function openIngressEntry(context: ControllerContext): Promise<void> {
+  const network = await findIngressNetwork(context);
+  if (network === undefined) return;
+  const name = ingressSandboxName(await hostId(context));
+  let sandbox = await ingressSandbox(context);
+  if (sandbox === undefined) await createSandbox(context, { name, labels: { [INGRESS_SANDBOX_LABEL]: 'true' } });
+  sandbox = await ingressSandbox(context);
+  if (sandbox === undefined || sandbox.pending !== undefined) return;
+  if ((await context.records.sandboxEndpoints(sandbox, 'skip')).some((e) => e.networkId === network.id)) return;
+  await connect(context, network, sandbox, { name, ingressEntry: true });
+}
+
+/** Removes this host's ingress sandbox, and so its endpoint on the ingress network. */
+export async function closeIngressEntry(context: ControllerContext): Promise<void> {
+  const sandbox = await ingressSandbox(context);
+  if (sandbox !== undefined) await removeSandbox(context, sandbox);
+}
+
+async function ingressSandbox(context: ControllerContext): Promise<SandboxRecord | undefined> {
+  return (await context.records.sandboxes('skip')).find(isIngressSandbox);
+}
+
+/** Connects a task's sandbox to the ingress network. */
+export async function attachIngress(context: ControllerContext, sandboxId: string): Promise<void> {
+  const network = await findIngressNetwork(context);
+  const sandbox = await localSandbox(context, sandboxId);
+  if (network === undefined || sandbox === undefined) return;
+  if ((await context.records.sandboxEndpoints(sandbox, 'skip')).some((e) => e.networkId === network.id)) return;
+  // Sandbox names are unique on one host only.
+  await connect(context, network, sandbox, { name: `ingress-${sandbox.id.slice(0, 12)}` });
+}
+
+/** Takes a sandbox off the ingress network. */
+export async function detachIngress(context: ControllerContext, sandboxId: string): Promise<void> {
+  const network = await findIngressNetwork(context);
+  const sandbox = await localSandbox(context, sandboxId);
+  if (network === undefined || sandbox === undefined) return;
+  if (!(await context.records.sandboxEndpoints(sandbox, 'skip')).some((e) => e.networkId === network.id)) return;
+  await disconnect(context, network, sandbox.id, false);
+}
+
+async function localSandbox(context: ControllerContext, sandboxId: string): Promise<SandboxRecord | undefined> {
+  const sandbox = await context.records.sandboxById(sandboxId).catch(() => undefined);
+  return sandbox?.pending === undefined ? sandbox : undefined;
+}

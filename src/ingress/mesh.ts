@@ -1,0 +1,440 @@
+/**
+ * The ingress routing mesh of one host. It follows the records, as the
+ * load balancer does, and keeps three kinds of rules in step with them
+ * (mesh-rules.ts says what each does):
+ * - the host namespace's table, which opens the published ports;
+ * - the ingress sandbox's table, which sends them on to live tasks;
+ * - each local task's reply rules, which send replies back the way the
+ *   connection came.
+ * It also asks the controller (`MeshActions`) for what those rules stand on:
+ * this host's ingress sandbox while any service publishes a port in
+ * ingress mode, and an endpoint on the ingress network for every local
+ * task of such a service.
+ *
+ * Each change recomputes everything from the records and writes the
+ * namespaces whose rules differ from what was last written there: the
+ * records of one host's published services are few.
+ */
+import { followPrefix } from '../store/follow.js';
+import { keys, recordId } from '../repository/keys.js';
+import { decodeRecord, endpointRecord, networkRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
+import { type EndpointRecord, type NetworkRecord, type SandboxRecord, type ServiceRecord, bareAddress } from '../records.js';
+import type { Store, Watch, WatchEvent } from '../store/types.js';
+import { type Logger, consoleWarnings } from '../log.js';
+import type { Reachability } from './balancer.js';
+import {
+  type Entry,
+  type PortTargets,
+  type ReplyRules,
+  type Target,
+  MAX_REPLY_RULES,
+  REPLY_RULE_PRIORITY,
+  entryMark,
+  entryScript,
+  publishedScript,
+  replyRouteBatch,
+  replyScript,
+} from './mesh-rules.js';
+
+/**
+ * The sandbox through which a host's published connections enter the
+ * ingress network: Docker's name, then the host's id, as its namespace
+ * (/var/run/netns/NAME) is too and hosts may share a machine (as in tests).
+ */
+export function ingressSandboxName(hostId: string): string {
+  return `ingress-sbox-${hostId.slice(0, 12)}`;
+}
+/** The label that tells a host's ingress sandbox from others. */
+export const INGRESS_SANDBOX_LABEL = 'com.netctl.ingress-sandbox';
+
+export function isIngressSandbox(sandbox: SandboxRecord): boolean {
+  return sandbox.labels[INGRESS_SANDBOX_LABEL] === 'true';
+}
+
+/** What the mesh does to the kernel; only sys/ touches it. */
+export interface MeshKernel {
+  applyNft(netnsPath: string, script: string): Promise<void>;
+  ipBatch(netnsPath: string, lines: readonly string[]): Promise<void>;
+  rulePriorities(netnsPath: string): Promise<number[]>;
+  /** Lets the ingress sandbox forward, as a router between the host and the ingress network. */
+  enableForwarding(netnsPath: string): Promise<void>;
+}
+
+/** What the mesh asks of the controller; each may fail, and is asked again at the next change or retry. */
+export interface MeshActions {
+  /** Makes this host's ingress sandbox and connects it to the ingress network. */
+  openEntry(): Promise<void>;
+  /** Removes this host's ingress sandbox. */
+  closeEntry(): Promise<void>;
+  /** Connects a local sandbox, a task of a service published in ingress mode, to the ingress network. */
+  attach(sandboxId: string): Promise<void>;
+  /** Takes a local sandbox that is no such task any more off the ingress network. */
+  detach(sandboxId: string): Promise<void>;
+}
+
+export interface MeshOptions {
+  readonly localStore: Store;
+  readonly globalStore?: Store;
+  /** The namespace whose addresses the ports open on, where the bridges are. */
+  readonly hostNetnsPath: string;
+  readonly kernel: MeshKernel;
+  readonly actions: MeshActions;
+  readonly reachability?: Reachability;
+  readonly logger?: Logger;
+}
+
+/** A published port and where this host sends its connections. */
+export interface PortView {
+  readonly protocol: string;
+  readonly publishedPort: number;
+  /** Host mode, or ingress mode before this host's ingress sandbox is ready: the tasks; ingress mode: the ingress sandbox. */
+  readonly hostTargets: readonly string[];
+  /** Ingress mode: the tasks' addresses on the ingress network that this host's ingress sandbox sends to. */
+  readonly tasks: readonly string[];
+}
+
+interface Desired {
+  readonly writes: Map<string, { netnsPath: string; content: string; write: () => Promise<void> }>;
+  readonly actions: Map<string, () => Promise<void>>;
+  readonly views: Map<string, PortView[]>;
+}
+
+type Scoped = { readonly record: EndpointRecord; readonly local: boolean };
+
+const FIRST_RETRY_MS = 1000;
+const LAST_RETRY_MS = 30_000;
+
+export class IngressMesh {
+  private readonly options: MeshOptions;
+  private readonly logger: Logger;
+  private readonly endpoints = new Map<string, Scoped>();
+  private readonly services = new Map<string, ServiceRecord>();
+  private readonly sandboxes = new Map<string, SandboxRecord>();
+  private readonly networks = new Map<string, NetworkRecord>();
+  private readonly watches: Watch[] = [];
+  /** What each namespace holds as this mesh last wrote it, by key ('host' or a sandbox id). */
+  private readonly applied = new Map<string, { netnsPath: string; content: string }>();
+  private views = new Map<string, PortView[]>();
+  private readonly failures = new Map<string, { notBefore: number; delayMs: number }>();
+  private readonly running = new Set<string>();
+  private work: Promise<void> = Promise.resolve();
+  private flushScheduled = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private unsubscribeReachability: (() => void) | undefined;
+  private started = false;
+  private stopped = false;
+
+  private constructor(options: MeshOptions) {
+    this.options = options;
+    this.logger = options.logger ?? consoleWarnings;
+  }
+
+  /** Loads what the stores hold, follows them, and writes the rules. */
+  static async start(options: MeshOptions): Promise<IngressMesh> {
+    const mesh = new IngressMesh(options);
+    try {
+      const follow = async (store: Store, prefix: string, local: boolean) =>
+        mesh.watches.push(await followPrefix(store, prefix, (event) => mesh.apply(prefix, local, event)));
+      for (const [store, local] of [[options.localStore, true], [options.globalStore, false]] as const) {
+        if (store === undefined) continue;
+        for (const prefix of [keys.services, keys.endpoints, keys.networks]) await follow(store, prefix, local);
+      }
+      await follow(options.localStore, keys.sandboxes, true);
+      mesh.unsubscribeReachability = options.reachability?.onChange(() => mesh.scheduleFlush());
+      mesh.started = true;
+      mesh.flush();
+      await mesh.settled();
+    } catch (err) {
+      await mesh.stop();
+      throw err;
+    }
+    return mesh;
+  }
+
+  /** Stops following; the rules stay for the next start. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.unsubscribeReachability?.();
+    clearTimeout(this.retryTimer);
+    for (const watch of this.watches) await watch.cancel();
+    await this.settled();
+  }
+
+  /** Resolves once what the mesh knows now is in the kernel (or failed and waits for a retry). */
+  async settled(): Promise<void> {
+    for (;;) {
+      const work = this.work;
+      await work;
+      if (work === this.work && !this.flushScheduled) return;
+      if (this.flushScheduled) this.flush();
+    }
+  }
+
+  /** The service's published ports as this host forwards them, once the rules hold what the mesh knows. */
+  async ports(serviceId: string): Promise<PortView[]> {
+    this.flush();
+    await this.settled();
+    return this.views.get(serviceId) ?? [];
+  }
+
+  private apply(prefix: string, local: boolean, event: WatchEvent): void {
+    const key = event.type === 'put' ? event.kv.key : event.key;
+    const id = recordId(key);
+    try {
+      if (prefix === keys.endpoints) {
+        if (event.type === 'put') this.endpoints.set(id, { record: decodeRecord(event.kv, endpointRecord), local });
+        else this.endpoints.delete(id);
+      } else if (prefix === keys.services) {
+        if (event.type === 'put') this.services.set(id, decodeRecord(event.kv, serviceRecord));
+        else this.services.delete(id);
+      } else if (prefix === keys.networks) {
+        // Only network records: other keys under the prefix have more than one segment after it.
+        if (key.slice(prefix.length).includes('/')) return;
+        if (event.type === 'put') this.networks.set(id, decodeRecord(event.kv, networkRecord));
+        else this.networks.delete(id);
+      } else if (event.type === 'put') this.sandboxes.set(id, decodeRecord(event.kv, sandboxRecord));
+      else this.sandboxes.delete(id);
+    } catch (err) {
+      this.logger.warn(`ingress mesh: ignoring bad record ${key}: ${(err as Error).message}`);
+    }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || !this.started || this.stopped) return;
+    this.flushScheduled = true;
+    // Events that arrive together (a listing, a txn's keys) are looked at once.
+    setImmediate(() => this.flush());
+  }
+
+  /** Queues the writes and actions that bring the kernel and the records in step; they run one at a time. */
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.stopped) return;
+    const desired = this.desired();
+    this.views = desired.views;
+    const now = Date.now();
+    for (const [key, target] of desired.writes) {
+      const applied = this.applied.get(key);
+      if (applied !== undefined && applied.netnsPath === target.netnsPath && applied.content === target.content) continue;
+      this.run(`write:${key}`, now, async () => {
+        await target.write();
+        this.applied.set(key, { netnsPath: target.netnsPath, content: target.content });
+      });
+    }
+    // Sandboxes gone took their namespace and its rules with them.
+    for (const key of this.applied.keys()) if (key !== 'host' && !this.sandboxes.has(key)) this.applied.delete(key);
+    for (const [key, action] of desired.actions) this.run(key, now, action);
+  }
+
+  private run(key: string, now: number, job: () => Promise<void>): void {
+    if (this.running.has(key)) return;
+    const failure = this.failures.get(key);
+    if (failure !== undefined && failure.notBefore > now) return;
+    this.running.add(key);
+    this.work = this.work
+      .then(async () => {
+        if (this.stopped) return;
+        await job();
+        this.failures.delete(key);
+      })
+      .catch((err: unknown) => {
+        const delayMs = failure === undefined ? FIRST_RETRY_MS : Math.min(failure.delayMs * 2, LAST_RETRY_MS);
+        this.failures.set(key, { notBefore: Date.now() + delayMs, delayMs });
+        this.logger.warn(`ingress mesh: ${key}: ${(err as Error).message} (trying again in ${delayMs / 1000} s)`);
+        this.retryLater(delayMs);
+      })
+      .finally(() => {
+        this.running.delete(key);
+        // What it did (or what changed meanwhile) may call for more.
+        this.scheduleFlush();
+      });
+  }
+
+  private retryLater(delayMs: number): void {
+    if (this.retryTimer !== undefined) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.scheduleFlush();
+    }, delayMs);
+    this.retryTimer.unref();
+  }
+
+  private desired(): Desired {
+    const writes: Desired['writes'] = new Map();
+    const actions: Desired['actions'] = new Map();
+    const views: Desired['views'] = new Map();
+    const { kernel } = this.options;
+    const ingress = [...this.networks.values()].find((n) => n.ingress && n.scope !== 'local' && n.removing !== true);
+    const onIngress = ingress === undefined ? [] : [...this.endpoints.values()].filter((e) => e.record.networkId === ingress.id);
+    const entrySandbox = [...this.sandboxes.values()].find((s) => isIngressSandbox(s) && s.pending === undefined && s.netnsPath !== '');
+    const entryEndpoint = onIngress.find((e) => e.record.ingressEntry === true && e.record.sandboxId !== undefined && e.record.sandboxId === entrySandbox?.id);
+    const entryAddress = entrySandbox === undefined || entryEndpoint === undefined ? undefined : this.hostAddressOf(entrySandbox.id);
+    const entries: Entry[] = onIngress
+      .filter((e) => e.record.ingressEntry === true && e.record.sandboxId !== undefined && e.record.ipv4Address !== undefined)
+      .map((e) => ({ macAddress: e.record.macAddress, mark: entryMark(bareAddress(e.record.ipv4Address ?? '')) }))
+      .sort((a, b) => a.mark - b.mark);
+    /** Each sandbox's endpoint on the ingress network, other than ingress sandboxes'. */
+    const ingressOf = new Map<string, EndpointRecord>();
+    for (const { record } of onIngress) {
+      if (record.ingressEntry !== true && record.sandboxId !== undefined && !leaving(record)) ingressOf.set(record.sandboxId, record);
+    }
+
+    const published = [...this.services.values()].filter((s) => (s.ports ?? []).length > 0).sort((a, b) => (a.id < b.id ? -1 : 1));
+    const hostPorts = new Map<string, PortTargets>();
+    const entryPorts = new Map<string, PortTargets>();
+    /** Local sandboxes that must be on the ingress network, with the UDP target ports their replies leave from. */
+    const needIngress = new Map<string, Set<number>>();
+    let wantEntry = false;
+    for (const service of published) {
+      const networkIds = new Set(service.networks.map((on) => on.networkId));
+      const tasks = [...this.endpoints.values()].filter(
+        (e) => e.record.service === service.id && networkIds.has(e.record.networkId) && e.record.sandboxId !== undefined && !leaving(e.record),
+      );
+      const portViews: PortView[] = [];
+      for (const port of service.ports ?? []) {
+        const portKey = `${port.protocol}/${port.publishedPort}`;
+        const mesh = port.publishMode === 'ingress' && service.scope !== 'local';
+        let hostTargets: Target[] = [];
+        let taskTargets: Target[] = [];
+        if (mesh) {
+          wantEntry = true;
+          for (const task of tasks) {
+            const sandboxId = task.record.sandboxId ?? '';
+            if (this.isLocalSandbox(sandboxId)) {
+              const udp = needIngress.get(sandboxId) ?? new Set<number>();
+              if (port.protocol === 'udp') udp.add(port.targetPort);
+              needIngress.set(sandboxId, udp);
+            }
+            const onIngressNet = ingressOf.get(sandboxId);
+            const address = bareAddress(onIngressNet?.ipv4Address);
+            if (onIngressNet !== undefined && address !== undefined && this.live(onIngressNet)) taskTargets.push({ address, port: port.targetPort });
+          }
+          taskTargets = unique(taskTargets);
+          if (entryAddress !== undefined) hostTargets = [{ address: entryAddress, port: port.publishedPort }];
+        } else {
+          for (const task of tasks) {
+            const sandboxId = task.record.sandboxId ?? '';
+            if (!this.isLocalSandbox(sandboxId) || task.record.pending !== undefined) continue;
+            const address = this.hostAddressOf(sandboxId);
+            if (address !== undefined) hostTargets.push({ address, port: port.targetPort });
+          }
+          hostTargets = unique(hostTargets);
+        }
+        // Claims keep a port to one service; should two still meet (a local and a cluster one made at once), the older id wins.
+        if (!hostPorts.has(portKey)) hostPorts.set(portKey, { protocol: port.protocol, port: port.publishedPort, targets: hostTargets });
+        if (mesh && !entryPorts.has(portKey)) entryPorts.set(portKey, { protocol: port.protocol, port: port.publishedPort, targets: taskTargets });
+        portViews.push({
+          protocol: port.protocol,
+          publishedPort: port.publishedPort,
+          hostTargets: hostTargets.map(show),
+          tasks: taskTargets.map(show),
+        });
+      }
+      views.set(service.id, portViews);
+    }
+
+    const hostScript = publishedScript([...hostPorts.values()]);
+    const hostNetns = this.options.hostNetnsPath;
+    writes.set('host', { netnsPath: hostNetns, content: hostScript, write: () => kernel.applyNft(hostNetns, hostScript) });
+    if (entrySandbox !== undefined) {
+      const script = entryAddress === undefined ? entryScript('0.0.0.0', []) : entryScript(entryAddress, [...entryPorts.values()]);
+      const netnsPath = entrySandbox.netnsPath;
+      writes.set(entrySandbox.id, {
+        netnsPath,
+        content: script,
+        write: async () => {
+          await kernel.enableForwarding(netnsPath);
+          await kernel.applyNft(netnsPath, script);
+        },
+      });
+    }
+    const gateway = ingress?.ipam.config.find((pool) => !pool.subnet.includes(':'))?.gateway;
+    for (const sandbox of this.sandboxes.values()) {
+      if (sandbox.id === entrySandbox?.id || sandbox.pending !== undefined || sandbox.netnsPath === '') continue;
+      const onIngressNet = ingressOf.get(sandbox.id);
+      const udpPorts = needIngress.get(sandbox.id);
+      const rules: ReplyRules | undefined =
+        onIngressNet?.ifName === undefined || gateway === undefined || udpPorts === undefined || onIngressNet.pending !== undefined
+          ? undefined
+          : { ifName: onIngressNet.ifName, gateway, entries, udpPorts: [...udpPorts].sort((a, b) => a - b) };
+      // A sandbox never on the ingress network holds no reply rules: only those that are, or were, are written.
+      if (rules === undefined && onIngressNet === undefined && !this.applied.has(sandbox.id)) continue;
+      const script = replyScript(rules);
+      const netnsPath = sandbox.netnsPath;
+      writes.set(sandbox.id, {
+        netnsPath,
+        content: `${script}\n${JSON.stringify(rules ?? null)}`,
+        write: async () => {
+          const present = (await kernel.rulePriorities(netnsPath)).filter(
+            (p) => p >= REPLY_RULE_PRIORITY && p < REPLY_RULE_PRIORITY + MAX_REPLY_RULES,
+          );
+          await kernel.applyNft(netnsPath, script);
+          await kernel.ipBatch(netnsPath, replyRouteBatch(rules, present));
+        },
+      });
+    }
+
+    // What the rules stand on, asked of the controller.
+    if (ingress !== undefined && wantEntry && entryEndpoint === undefined) actions.set('open ingress sandbox', () => this.options.actions.openEntry());
+    if (!wantEntry && [...this.sandboxes.values()].some(isIngressSandbox)) actions.set('remove ingress sandbox', () => this.options.actions.closeEntry());
+    if (ingress !== undefined) {
+      for (const sandboxId of needIngress.keys()) {
+        if (!ingressOf.has(sandboxId)) actions.set(`attach ${sandboxId}`, () => this.options.actions.attach(sandboxId));
+      }
+      for (const [sandboxId, endpoint] of ingressOf) {
+        if (this.isLocalSandbox(sandboxId) && !needIngress.has(sandboxId) && endpoint.pending === undefined) {
+          actions.set(`detach ${sandboxId}`, () => this.options.actions.detach(sandboxId));
+        }
+      }
+    }
+    return { writes, actions, views };
+  }
+
+  private isLocalSandbox(sandboxId: string): boolean {
+    const sandbox = this.sandboxes.get(sandboxId);
+    return sandbox !== undefined && sandbox.pending === undefined && sandbox.netnsPath !== '';
+  }
+
+  /** The sandbox's address that the host's namespace routes to: that of its default route's endpoint on a local (bridge) network. */
+  private hostAddressOf(sandboxId: string): string | undefined {
+    for (const { record, local } of this.endpoints.values()) {
+      if (local && record.sandboxId === sandboxId && record.defaultGateway === true && record.pending === undefined && record.ipv4Address !== undefined) {
+        return bareAddress(record.ipv4Address);
+      }
+    }
+    return undefined;
+  }
+
+  /** Joined, with no change under way, and on this host or reachable on its own. */
+  private live(endpoint: EndpointRecord): boolean {
+    if (endpoint.sandboxId === undefined || endpoint.pending !== undefined) return false;
+    if (this.sandboxes.has(endpoint.sandboxId)) return true;
+    return this.options.reachability?.reachable(endpoint.networkId, endpoint.id) ?? false;
+  }
+}
+
+function leaving(endpoint: EndpointRecord): boolean {
+  return endpoint.pending === 'leave' || endpoint.pending === 'disconnect';
+}
+
+function show(target: Target): string {
+  return `${target.address}:${target.port}`;
+}
+
+/** Targets without repeats (a task on two of the service's networks is one sandbox), in address order. */
+function unique(targets: readonly Target[]): Target[] {
+  const seen = new Map(targets.map((t) => [show(t), t]));
+  return [...seen.values()].sort((a, b) => compareAddresses(a.address, b.address) || a.port - b.port);
+}
+
+function compareAddresses(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < 4; i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
