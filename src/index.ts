@@ -11,6 +11,7 @@ export type {
   EndpointCreateRequest,
   NetworkCreateRequest,
   NetworkView,
+  PublishedPortRequest,
   SandboxCreateRequest,
   SandboxInfo,
   ServiceCreateRequest,
@@ -43,7 +44,19 @@ export { toDockerNetwork, toDockerService } from './api/docker.js';
 export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerService } from './api/docker.js';
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
-export type { EndpointMode, EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope, ServiceNetwork, ServiceRecord } from './records.js';
+export type {
+  EndpointMode,
+  EndpointRecord,
+  IpamPoolConfig,
+  NetworkRecord,
+  PortProtocol,
+  PublishMode,
+  PublishedPort,
+  SandboxRecord,
+  Scope,
+  ServiceNetwork,
+  ServiceRecord,
+} from './records.js';
 export { FileStore, MemoryStore, SqliteStore, StoreClosed, StoreCorrupt } from './store/index.js';
 export type { Compare, FileStoreOptions, KeyValue, SqliteStoreOptions, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './store/index.js';
 export { BridgeDriver } from './drivers/bridge/bridge.js';
