@@ -41,7 +41,7 @@ export type { LogLevel, Logger } from './log.js';
 export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
 export type { Filters } from './cnm/filters.js';
 export { toDockerNetwork, toDockerService } from './api/docker.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerService } from './api/docker.js';
+export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerPortConfig, DockerService } from './api/docker.js';
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
 export type {
@@ -79,6 +79,7 @@ export type {
   NetworkCreateResponse,
   NetworkDisconnectBody,
   NetworkPruneResponse,
+  PortConfigBody,
   SandboxCreateBody,
   SandboxJson,
   SandboxNetworkJson,
