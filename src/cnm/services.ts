@@ -24,7 +24,7 @@ import type { KeyValue, Store, TxnRequest } from '../store/types.js';
 
 /** Docker's service names: a DNS label of letters, digits, '-', '_' and '.', not starting with '-' or '.'. */
 const SERVICE_NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,62}$/;
-/** Each network costs up to 3 keys in the create txn; with the ports' (ports.ts MAX_PORTS) this keeps it within etcd's 128 operations. */
+/** Each network costs up to 3 keys in the create txn and each port one (ports.ts MAX_PORTS); together they stay within etcd's 128 operations. */
 const MAX_NETWORKS = 32;
 /** Operations a txn may hold (etcd's --max-txn-ops default is 128). */
 const OPS_PER_TXN = 100;
@@ -157,11 +157,12 @@ export async function inspectService(context: ControllerContext, idOrName: strin
 
 /**
  * Removes a service: its record, name, port claims, marks and virtual IPs go
- * in one txn, and the ports and VIPs are free for others again. Its tasks stay connected to
- * their networks but are no longer tasks: their records drop the service in
- * that same txn when it stays within etcd's limit on operations, else each
- * right after. A task whose host rewrites its record meanwhile may keep the
- * id of a service that is gone; readers (DNS, inspect) ignore such an id.
+ * in one txn, and its ports and VIPs are free for others again. Its tasks
+ * stay connected to their networks but are no longer tasks: their records
+ * drop the service in that same txn when it stays within etcd's limit on
+ * operations, else each right after. A task whose host rewrites its record
+ * meanwhile may keep the id of a service that is gone; readers (DNS,
+ * inspect) ignore such an id.
  */
 export async function removeService(context: ControllerContext, service: ServiceRecord): Promise<void> {
   const store = context.records.storeOf({ scope: service.scope, name: service.name });
