@@ -173,7 +173,7 @@ export function toDockerService({ service, tasks, balancing }: ServiceView): Doc
       TaskTemplate: { Networks: service.networks.map((on) => ({ Target: on.networkId })) },
       EndpointSpec: { Mode: service.endpointMode, ...ports() },
     },
-    // netctl allocates nothing a spec leaves open, so the ports in effect are the ports asked for.
+    // The record keeps the ports in effect: a published port the daemon picked shows in the specs too, where Docker's keep the 0 asked for.
     Endpoint: { Spec: { Mode: service.endpointMode, ...ports() }, ...ports(), VirtualIPs: virtualIps },
     Tasks: tasks.map(({ endpoint, sandboxName }) => ({
       EndpointID: endpoint.id,

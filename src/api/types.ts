@@ -79,11 +79,15 @@ export interface ServiceCreateBody {
   EndpointSpec?: { Mode?: 'vip' | 'dnsrr'; Ports?: PortConfigBody[] };
 }
 
-/** A port to publish (Docker's PortConfig; its Name is ignored). Protocol defaults to tcp, PublishMode to ingress. */
+/**
+ * A port to publish (Docker's PortConfig; its Name is ignored). Protocol
+ * defaults to tcp, PublishMode to ingress; without a PublishedPort (or 0),
+ * an ingress port gets the lowest free one of 30000-32767.
+ */
 export interface PortConfigBody {
   Protocol?: 'tcp' | 'udp';
   TargetPort: number;
-  PublishedPort: number;
+  PublishedPort?: number;
   PublishMode?: 'ingress' | 'host';
 }
 
@@ -326,13 +330,15 @@ export function readServiceCreate(raw: unknown): ServiceCreateRequest {
 
 /** The JSON types of a PortConfig; the controller checks the values (range, protocol, mode) and defaults the rest. */
 function readPortConfig(body: JsonObject, where: string): PublishedPortRequest {
-  const port = (field: string): number => {
+  const port = (field: string): number | undefined => {
     const value = body[field];
     // 0 is Go's zero value: not given.
-    if (value === undefined || value === null || value === 0) throw new InvalidArgument(`${where}.${field} is required`);
+    if (value === undefined || value === null || value === 0) return undefined;
     if (typeof value !== 'number') throw new InvalidArgument(`${where}.${field} must be a number`);
     return value;
   };
+  const targetPort = port('TargetPort');
+  if (targetPort === undefined) throw new InvalidArgument(`${where}.TargetPort is required`);
   const text = (field: string): string | undefined => {
     const value = body[field];
     if (value === undefined || value === null || value === '') return undefined;
@@ -342,7 +348,7 @@ function readPortConfig(body: JsonObject, where: string): PublishedPortRequest {
   return defined<PublishedPortRequest>({
     // Unchecked here: publishedPorts (cnm/ports.ts) refuses any other value, as it must for every caller.
     protocol: text('Protocol') as PublishedPortRequest['protocol'],
-    targetPort: port('TargetPort'),
+    targetPort,
     publishedPort: port('PublishedPort'),
     publishMode: text('PublishMode') as PublishedPortRequest['publishMode'],
   });

@@ -5,7 +5,7 @@
  */
 import type { DockerPortConfig } from '../api/docker.js';
 import type { PortConfigBody } from '../api/types.js';
-import { publishedPort } from '../cnm/ports.js';
+import { wantedPort } from '../cnm/ports.js';
 import type { PublishedPortRequest } from '../cnm/types.js';
 import { InvalidArgument } from '../errors.js';
 import type { PortProtocol, PublishMode } from '../records.js';
@@ -24,28 +24,33 @@ interface SpecFields {
 }
 
 /**
- * One `--publish` value: `PUBLISHED:TARGET[/PROTOCOL]`, or
- * `published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]` with the
+ * One `--publish` value: `[PUBLISHED:]TARGET[/PROTOCOL]`, or
+ * `[published=P,]target=T[,protocol=tcp|udp][,mode=ingress|host]` with the
  * keys in any order (lower-cased, the last of a key counting, as docker
- * does). Protocol defaults to tcp and mode to ingress. A spec that cannot
- * be one is a usage error in pflag's words, naming the problem; the values
- * pass the controller's own checks (cnm/ports.ts).
+ * does). Protocol defaults to tcp and mode to ingress; without a published
+ * port the daemon picks one (cnm/ports.ts). A spec that cannot be one is a
+ * usage error in pflag's words, naming the problem; the values pass the
+ * controller's own checks.
  */
 export function parsePublish(spec: string): PortConfigBody {
   const invalid = (reason: string) => new UsageError(`invalid argument "${spec}" for "-p, --publish" flag: ${reason}`);
   const fields = LONG_SYNTAX.test(spec) ? longFields(spec, invalid) : shortFields(spec, invalid);
   if (fields.target === undefined) throw invalid("missing mandatory field 'target'");
-  if (fields.published === undefined) throw invalid("missing field 'published': a published port is required");
   const request: PublishedPortRequest = {
     targetPort: portNumber('target', fields.target, invalid),
-    publishedPort: portNumber('published', fields.published, invalid),
+    ...(fields.published !== undefined ? { publishedPort: portNumber('published', fields.published, invalid) } : {}),
     // Unchecked here: publishedPort refuses any other value.
     ...(fields.protocol !== undefined ? { protocol: fields.protocol as PortProtocol } : {}),
     ...(fields.mode !== undefined ? { publishMode: fields.mode as PublishMode } : {}),
   };
   try {
-    const port = publishedPort(request);
-    return { Protocol: port.protocol, TargetPort: port.targetPort, PublishedPort: port.publishedPort, PublishMode: port.publishMode };
+    const port = wantedPort(request);
+    return {
+      Protocol: port.protocol,
+      TargetPort: port.targetPort,
+      ...(port.publishedPort !== undefined ? { PublishedPort: port.publishedPort } : {}),
+      PublishMode: port.publishMode,
+    };
   } catch (err) {
     if (err instanceof InvalidArgument) throw invalid(err.message);
     throw err;
@@ -71,9 +76,13 @@ function shortFields(spec: string, invalid: (reason: string) => UsageError): Spe
   const parts = ports.split(':');
   if (parts.length > 2) throw invalid('a host address is not supported: a service publishes on every address');
   const [published, target] = parts.length === 2 ? parts : [undefined, parts[0]];
-  if (published === undefined || published === '') throw invalid('a published port is required: PUBLISHED:TARGET');
-  if (target === undefined || target === '') throw invalid('a target port is required: PUBLISHED:TARGET');
-  return { published, target, ...(protocol !== undefined && protocol !== '' ? { protocol } : {}) };
+  if (target === undefined || target === '') throw invalid('a target port is required: [PUBLISHED:]TARGET');
+  return {
+    target,
+    // ":80", as "80", leaves the published port to pick.
+    ...(published !== undefined && published !== '' ? { published } : {}),
+    ...(protocol !== undefined && protocol !== '' ? { protocol } : {}),
+  };
 }
 
 function portNumber(which: 'target' | 'published', text: string, invalid: (reason: string) => UsageError): number {

@@ -375,7 +375,8 @@ export class Controller {
   /**
    * Makes a service on its networks (all local or all global): in vip mode
    * a virtual IP on each, claimed from the network's IPAM so no endpoint
-   * gets it; a claim on each published port. Refused, with nothing stored,
+   * gets it; a claim on each published port (one left open in ingress
+   * mode gets the lowest free of 30000-32767). Refused, with nothing stored,
    * for a taken name, an unknown network, networks of mixed scopes, a
    * network that assigns no addresses or has none left, a published port
    * that is invalid, that another service publishes or that something on

@@ -12,7 +12,7 @@
  */
 import { type ControllerContext, newId, rulesCatchUp, timestamp } from './context.js';
 import { type Filters, matchesLabel } from './filters.js';
-import { checkPortsFree, ownPortClaims, portClaims, publishedPorts } from './ports.js';
+import { checkPortsFree, ownPortClaims, portClaims, wantedPorts } from './ports.js';
 import type { ServiceCreateRequest, ServiceView } from './types.js';
 import { validateMetadata } from './validate.js';
 import { Conflict, InvalidArgument, NetctlError, NetworkNotFound, ServiceNotFound } from '../errors.js';
@@ -69,8 +69,8 @@ export async function createService(context: ControllerContext, request: Service
     }
     networks.push(network);
   }
-  const ports = publishedPorts(request.ports, endpointMode);
-  if (ports.length > 0 && networks.length === 0) {
+  const wanted = wantedPorts(request.ports, endpointMode);
+  if (wanted.length > 0 && networks.length === 0) {
     throw new InvalidArgument(`service ${request.name}: published ports need a network, which its tasks join to be reached`);
   }
   const first = networks[0];
@@ -89,7 +89,7 @@ export async function createService(context: ControllerContext, request: Service
       throw new Conflict(`service with name ${request.name} already exists`);
     }
   }
-  await checkPortsFree(context, ports);
+  await checkPortsFree(context, wanted);
   const id = newId();
   let created: ServiceRecord | undefined;
   let attempts = 0;
@@ -98,7 +98,7 @@ export async function createService(context: ControllerContext, request: Service
     if ((await store.get(keys.serviceName(request.name))) !== undefined) {
       throw new Conflict(`service with name ${request.name} already exists`);
     }
-    const claims = await portClaims(context, store, ports, id);
+    const claims = await portClaims(context, store, wanted, id);
     const compare: NonNullable<TxnRequest['compare']>[number][] = [{ key: keys.serviceName(request.name), modRevision: 0 }, ...claims.compare];
     const puts = [{ key: keys.serviceName(request.name), value: id }, ...claims.put];
     const onNetworks: ServiceNetwork[] = [];
@@ -126,7 +126,7 @@ export async function createService(context: ControllerContext, request: Service
       created: timestamp(context.now()),
       scope,
       networks: onNetworks,
-      ...(ports.length > 0 ? { ports } : {}),
+      ...(claims.ports.length > 0 ? { ports: claims.ports } : {}),
     };
     return { compare, put: [put.service(created), ...puts] };
   }).catch((err: unknown) => {

@@ -118,7 +118,8 @@ export interface PublishedPortRequest {
   /** Default 'tcp'. */
   readonly protocol?: PortProtocol;
   readonly targetPort: number;
-  readonly publishedPort: number;
+  /** Absent in ingress mode: the lowest free port of 30000-32767 (swarmkit's dynamic range). */
+  readonly publishedPort?: number;
   /** Default 'ingress'. */
   readonly publishMode?: PublishMode;
 }

@@ -152,6 +152,21 @@ test('published ports: EndpointSpec.Ports in, Spec.EndpointSpec.Ports, Endpoint.
     EndpointSpec: { Ports: [{ TargetPort: 80, PublishedPort: 8080 }] },
   });
   t.is(again.status, 201, again.text);
+
+  // Without a PublishedPort (or with Go's 0), the daemon picks one, shown wherever the ports are.
+  const picked = await call(t.context, 'POST', '/services/create', {
+    Name: 'picked',
+    TaskTemplate: { Networks: [{ Target: 'front' }] },
+    EndpointSpec: { Ports: [{ TargetPort: 80 }, { Protocol: 'tcp', TargetPort: 81, PublishedPort: 0, PublishMode: 'ingress' }] },
+  });
+  t.is(picked.status, 201, picked.text);
+  const pickedPorts = [
+    { Protocol: 'tcp', TargetPort: 80, PublishedPort: 30000, PublishMode: 'ingress' },
+    { Protocol: 'tcp', TargetPort: 81, PublishedPort: 30001, PublishMode: 'ingress' },
+  ];
+  const inspected = (await call(t.context, 'GET', '/services/picked')).json;
+  t.deepEqual(inspected.Endpoint.Ports, pickedPorts);
+  t.deepEqual(inspected.Spec.EndpointSpec.Ports, pickedPorts);
 });
 
 test('published ports: bad ones are 400, taken ones 409, with messages naming the problem; nothing made', async (t) => {
@@ -160,7 +175,8 @@ test('published ports: bad ones are 400, taken ones 409, with messages naming th
   const withPorts = (ports: unknown, more: Record<string, unknown> = {}) => ({ Name: 'x', TaskTemplate: { Networks: [{ Target: 'n' }] }, EndpointSpec: { Ports: ports, ...more } });
   const cases: [unknown, number, string][] = [
     [withPorts([{ PublishedPort: 8081 }]), 400, 'EndpointSpec.Ports[0].TargetPort is required'],
-    [withPorts([{ TargetPort: 80, PublishedPort: 0 }]), 400, 'EndpointSpec.Ports[0].PublishedPort is required'],
+    [withPorts([{ TargetPort: 0, PublishedPort: 8081 }]), 400, 'EndpointSpec.Ports[0].TargetPort is required'],
+    [withPorts([{ TargetPort: 53, PublishMode: 'host' }]), 400, 'target port 53: a published port is required in host mode'],
     [withPorts([{ TargetPort: 80, PublishedPort: '8081' }]), 400, 'EndpointSpec.Ports[0].PublishedPort must be a number'],
     [withPorts([{ TargetPort: 80, PublishedPort: 8081, Protocol: 6 }]), 400, 'EndpointSpec.Ports[0].Protocol must be a string'],
     [withPorts([{ TargetPort: 80, PublishedPort: 8081 }, 'x']), 400, 'EndpointSpec.Ports[1] must be a JSON object'],

@@ -109,6 +109,17 @@ test('--publish: the short and the long form, with docker\'s defaults', (t) => {
     ['published=1,target=80,published=65535', port('tcp', 80, 65535, 'ingress')],
   ];
   for (const [spec, expected] of cases) t.deepEqual(parsePublish(spec), expected, spec);
+  // Without a published port, the daemon picks one.
+  const picked = (Protocol: string, TargetPort: number) => ({ Protocol, TargetPort, PublishMode: 'ingress' });
+  for (const [spec, expected] of [
+    ['80', picked('tcp', 80)],
+    [':80', picked('tcp', 80)],
+    ['53/udp', picked('udp', 53)],
+    ['target=80', picked('tcp', 80)],
+    ['protocol=udp,target=53,mode=ingress', picked('udp', 53)],
+  ] as const) {
+    t.deepEqual(parsePublish(spec), expected, spec);
+  }
 });
 
 test('--publish: every bad spec is a usage error naming the problem', (t) => {
@@ -117,16 +128,15 @@ test('--publish: every bad spec is a usage error naming the problem', (t) => {
     ['published=8080,target=80,', "invalid field '': KEY=VALUE"],
     ['published=8080,target', "invalid field 'target': KEY=VALUE"],
     ['published=8080', "missing mandatory field 'target'"],
-    ['target=80', "missing field 'published': a published port is required"],
+    ['target=53,mode=host', 'target port 53: a published port is required in host mode'],
     ['published=8080,target=http', 'invalid target port "http": not a whole number'],
     ['published=80a,target=80', 'invalid published port "80a": not a whole number'],
     ['published=8080,target=0', 'invalid target port 0: out of range (1-65535)'],
     ['published=70000,target=80', 'invalid published port 70000: out of range (1-65535)'],
     ['published=8080,target=80,protocol=sctp', 'invalid protocol "sctp": tcp or udp'],
     ['published=8080,target=80,mode=global', 'invalid publish mode "global": ingress or host'],
-    ['80', 'a published port is required: PUBLISHED:TARGET'],
-    [':80', 'a published port is required: PUBLISHED:TARGET'],
-    ['8080:', 'a target port is required: PUBLISHED:TARGET'],
+    ['8080:', 'a target port is required: [PUBLISHED:]TARGET'],
+    ['/udp', 'a target port is required: [PUBLISHED:]TARGET'],
     ['127.0.0.1:8080:80', 'a host address is not supported: a service publishes on every address'],
     ['http:80', 'invalid published port "http": not a whole number'],
     ['8080:80.5', 'invalid target port "80.5": not a whole number'],
@@ -192,8 +202,8 @@ test('service create --publish: ls shows PORTS, inspect shows the ports where Do
   t.is(taken.code, 1);
   t.is(taken.stderr, 'Error response from daemon: port 8081/tcp is already published by service web\n');
   await ok(t, ['service', 'rm', 'web']);
-  await ok(t, ['service', 'create', '--network', 'front', '-p', '8081:80', 'api']);
-  t.is(await ok(t, ['service', 'ls', '--format', '{{.Name}} {{.Ports}}', '-f', 'name=api']), 'api *:8081->80/tcp\n');
+  await ok(t, ['service', 'create', '--network', 'front', '-p', '8081:80', '-p', '443', 'api']);
+  t.is(await ok(t, ['service', 'ls', '--format', '{{.Name}} {{.Ports}}', '-f', 'name=api']), 'api *:8081->80/tcp, *:30000->443/tcp\n');
 });
 
 test('service create --publish errors: usage errors for bad specs, the daemon\'s for the rest; nothing made', async (t) => {

@@ -324,7 +324,8 @@ test('bad published ports are refused with a clear error and change nothing', as
     [[port({ publishedPort: -1 })], /^invalid published port -1: out of range/],
     [[port({ publishedPort: 80.5 })], /^invalid published port 80.5: not a whole number$/],
     [[port({ targetPort: '80' })], /^invalid target port "80": not a whole number$/],
-    [[port({ publishedPort: undefined })], /^a published port is required$/],
+    [[port({ publishedPort: null })], /^a published port is required$/],
+    [[{ targetPort: 53, publishMode: 'host' }], /^target port 53: a published port is required in host mode$/],
     [[{ publishedPort: 8080 }], /^a target port is required$/],
     [[port({ protocol: 'sctp' })], /^invalid protocol "sctp": tcp or udp$/],
     [[port({ protocol: 'TCP' })], /^invalid protocol "TCP": tcp or udp$/],
@@ -346,4 +347,51 @@ test('bad published ports are refused with a clear error and change nothing', as
   t.deepEqual(await snapshot(store, cluster), before);
   // The failed attempts left no address believed taken.
   t.is((await controller.createService({ name: 'x', networks: ['n'], ports: [port({})] })).service.networks[0]?.virtualIp, '10.21.0.2/24');
+});
+
+test('a port published without a number gets the lowest free one of 30000-32767: none claimed in either store, asked for in the request or held here', async (t) => {
+  const held = new Set(['30002/tcp']);
+  const { controller, store, cluster } = await setup({ portInUse: async (protocol, port) => held.has(`${port}/${protocol}`) });
+  await controller.createNetwork({ name: 'n', ipam: { config: [{ subnet: '10.22.0.0/24' }] } });
+  await controller.createNetwork({ name: 'ov', driver: 'overlay', ipam: { config: [{ subnet: '10.23.0.0/24' }] } });
+  const a = (await controller.createService({ name: 'a', networks: ['n'], ports: [{ targetPort: 80 }] })).service;
+  t.deepEqual(a.ports, [{ protocol: 'tcp', targetPort: 80, publishedPort: 30000, publishMode: 'ingress' }]);
+  await controller.createService({ name: 'b', networks: ['ov'], ports: [{ targetPort: 80, publishedPort: 30001 }] });
+  const c = (
+    await controller.createService({
+      name: 'c',
+      networks: ['n'],
+      ports: [{ targetPort: 80 }, { targetPort: 81, publishedPort: 30003 }, { targetPort: 82 }, { protocol: 'udp', targetPort: 53 }],
+    })
+  ).service;
+  t.deepEqual(c.ports?.map((port) => `${port.publishedPort}/${port.protocol}->${port.targetPort}`), ['30004/tcp->80', '30003/tcp->81', '30005/tcp->82', '30000/udp->53']);
+  for (const port of c.ports ?? []) t.is((await store.get(keys.publishedPort(port.protocol, port.publishedPort)))?.value, c.id);
+  // What the service was given is what it keeps: removing another frees a lower port for the next one only.
+  await controller.removeService('a');
+  t.is((await controller.createService({ name: 'd', networks: ['ov'], ports: [{ targetPort: 80 }] })).service.ports?.[0]?.publishedPort, 30000);
+  t.deepEqual((await controller.inspectService('c')).service.ports, c.ports);
+  t.is((await cluster.get(keys.publishedPort('tcp', 30000)))?.value, (await controller.inspectService('d')).service.id);
+});
+
+test('two hosts picking a port at once get different ones; none left is a conflict that changes nothing', async (t) => {
+  const { controller: one, host, store, cluster } = await setup();
+  const two = await host();
+  await one.createNetwork({ name: 'ov', driver: 'overlay', ipam: { config: [{ subnet: '10.24.0.0/24' }] } });
+  const [a, b] = await Promise.all([
+    one.createService({ name: 'a', networks: ['ov'], ports: [{ targetPort: 80 }] }),
+    two.createService({ name: 'b', networks: ['ov'], ports: [{ targetPort: 80 }] }),
+  ]);
+  t.deepEqual([a.service.ports?.[0]?.publishedPort, b.service.ports?.[0]?.publishedPort].sort(), [30000, 30001]);
+
+  await one.createNetwork({ name: 'n', ipam: { config: [{ subnet: '10.25.0.0/24' }] } });
+  const filler = [];
+  for (let port = 30002; port <= 32767; port++) filler.push({ key: keys.publishedPort('tcp', port), value: a.service.id });
+  await store.txn({ put: filler });
+  const before = await snapshot(store, cluster);
+  await t.throwsAsync(one.createService({ name: 'c', networks: ['n'], ports: [{ targetPort: 80 }] }), {
+    code: 'Conflict',
+    message: 'no tcp port left to publish in 30000-32767',
+  });
+  t.deepEqual(await snapshot(store, cluster), before);
+  t.is((await one.createService({ name: 'c', networks: ['n'], ports: [{ protocol: 'udp', targetPort: 53 }] })).service.ports?.[0]?.publishedPort, 30000);
 });
