@@ -328,7 +328,7 @@ export function readServiceCreate(raw: unknown): ServiceCreateRequest {
   });
 }
 
-/** The JSON types of a PortConfig; the controller checks the values (range, protocol, mode) and defaults the rest. */
+/** The JSON types of a PortConfig; the controller checks the values (range, protocol, mode), defaults the rest and picks a published port left out. */
 function readPortConfig(body: JsonObject, where: string): PublishedPortRequest {
   const port = (field: string): number | undefined => {
     const value = body[field];
@@ -337,16 +337,16 @@ function readPortConfig(body: JsonObject, where: string): PublishedPortRequest {
     if (typeof value !== 'number') throw new InvalidArgument(`${where}.${field} must be a number`);
     return value;
   };
-  const targetPort = port('TargetPort');
-  if (targetPort === undefined) throw new InvalidArgument(`${where}.TargetPort is required`);
   const text = (field: string): string | undefined => {
     const value = body[field];
     if (value === undefined || value === null || value === '') return undefined;
     if (typeof value !== 'string') throw new InvalidArgument(`${where}.${field} must be a string`);
     return value;
   };
+  const targetPort = port('TargetPort');
+  if (targetPort === undefined) throw new InvalidArgument(`${where}.TargetPort is required`);
   return defined<PublishedPortRequest>({
-    // Unchecked here: publishedPorts (cnm/ports.ts) refuses any other value, as it must for every caller.
+    // Unchecked here: wantedPorts (cnm/ports.ts) refuses any other value, as it must for every caller.
     protocol: text('Protocol') as PublishedPortRequest['protocol'],
     targetPort,
     publishedPort: port('PublishedPort'),

@@ -39,7 +39,7 @@ export function parsePublish(spec: string): PortConfigBody {
   const request: PublishedPortRequest = {
     targetPort: portNumber('target', fields.target, invalid),
     ...(fields.published !== undefined ? { publishedPort: portNumber('published', fields.published, invalid) } : {}),
-    // Unchecked here: publishedPort refuses any other value.
+    // Unchecked here: wantedPort refuses any other value.
     ...(fields.protocol !== undefined ? { protocol: fields.protocol as PortProtocol } : {}),
     ...(fields.mode !== undefined ? { publishMode: fields.mode as PublishMode } : {}),
   };
