@@ -14,6 +14,7 @@ export type {
   NetworkCreateResponse,
   NetworkDisconnectBody,
   NetworkPruneResponse,
+  PortConfigBody,
   SandboxCreateBody,
   SandboxJson,
   SandboxNetworkJson,
@@ -21,7 +22,7 @@ export type {
   ServiceCreateResponse,
   VersionJson,
 } from './api/types.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerService } from './api/docker.js';
+export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerPortConfig, DockerService } from './api/docker.js';
 export type { Filters } from './cnm/filters.js';
 export {
   Conflict,

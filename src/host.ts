@@ -32,6 +32,7 @@ import { makeStateDirectory, readHostResolvConf } from './sys/host-files.js';
 import { Rtnl } from './sys/rtnl.js';
 import { applyNft } from './sys/nft.js';
 import { deleteTrackedFlows } from './sys/conntrack.js';
+import { portInUse } from './sys/ports.js';
 import { VXLAN_OVERHEAD, overlayMtu } from './vxlan/mtu.js';
 import { NativeDatagramPort } from './vxlan/native.js';
 import { Vtep } from './vxlan/vtep.js';
@@ -291,7 +292,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       globalStore === undefined
         ? undefined
         : await LastKnownStore.open(globalStore, {
-            prefixes: ['networks/', 'endpoints/', 'ipam/', 'names/', 'services/', 'network-services/'],
+            prefixes: ['networks/', 'endpoints/', 'ipam/', 'names/', 'services/', 'network-services/', 'ports/'],
             ...(options.logger !== undefined ? { logger: options.logger } : {}),
           });
     controller = await Controller.open({
@@ -307,6 +308,8 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       // The API answers at once; changes wait for the restore, which re-checks every endpoint's wiring.
       restoreInBackground: true,
       serviceRules: () => balancer,
+      // A published port is refused while something holds it in the daemon's own namespace.
+      portInUse,
     });
     const opened = controller;
     const upstreams = await upstreamResolvers(options);

@@ -11,6 +11,7 @@ export type {
   EndpointCreateRequest,
   NetworkCreateRequest,
   NetworkView,
+  PublishedPortRequest,
   SandboxCreateRequest,
   SandboxInfo,
   ServiceCreateRequest,
@@ -40,10 +41,22 @@ export type { LogLevel, Logger } from './log.js';
 export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
 export type { Filters } from './cnm/filters.js';
 export { toDockerNetwork, toDockerService } from './api/docker.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerService } from './api/docker.js';
+export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerPortConfig, DockerService } from './api/docker.js';
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
-export type { EndpointMode, EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope, ServiceNetwork, ServiceRecord } from './records.js';
+export type {
+  EndpointMode,
+  EndpointRecord,
+  IpamPoolConfig,
+  NetworkRecord,
+  PortProtocol,
+  PublishMode,
+  PublishedPort,
+  SandboxRecord,
+  Scope,
+  ServiceNetwork,
+  ServiceRecord,
+} from './records.js';
 export { FileStore, MemoryStore, SqliteStore, StoreClosed, StoreCorrupt } from './store/index.js';
 export type { Compare, FileStoreOptions, KeyValue, SqliteStoreOptions, Store, TxnRequest, TxnResult, Watch, WatchEvent } from './store/index.js';
 export { BridgeDriver } from './drivers/bridge/bridge.js';
@@ -66,6 +79,7 @@ export type {
   NetworkCreateResponse,
   NetworkDisconnectBody,
   NetworkPruneResponse,
+  PortConfigBody,
   SandboxCreateBody,
   SandboxJson,
   SandboxNetworkJson,

@@ -5,6 +5,7 @@
  */
 import type { NetworkView, ServiceView } from '../cnm/types.js';
 import type { NetworkPeer } from '../cnm/driver.js';
+import type { PublishedPort } from '../records.js';
 
 export interface DockerIpamConfig {
   Subnet: string;
@@ -135,10 +136,12 @@ export interface DockerService {
     Name: string;
     Labels: Record<string, string>;
     TaskTemplate: { Networks: { Target: string }[] };
-    EndpointSpec: { Mode: 'vip' | 'dnsrr' };
+    EndpointSpec: { Mode: 'vip' | 'dnsrr'; Ports?: DockerPortConfig[] };
   };
+  /** Ports, here and in the specs, are absent when the service publishes none, as Docker omits an empty list. */
   Endpoint: {
-    Spec: { Mode: 'vip' | 'dnsrr' };
+    Spec: { Mode: 'vip' | 'dnsrr'; Ports?: DockerPortConfig[] };
+    Ports?: DockerPortConfig[];
     VirtualIPs: { NetworkID: string; Addr: string }[];
   };
   /** Sandbox: its name when it is on this host, else the endpoint's name (the sandbox's on its own host). */
@@ -147,8 +150,19 @@ export interface DockerService {
   LoadBalancer: { NetworkID: string; VirtualIP: string; Tasks: string[] }[];
 }
 
+/** A published port (Docker's PortConfig, without the Name netctl does not keep). */
+export interface DockerPortConfig {
+  Protocol: 'tcp' | 'udp';
+  TargetPort: number;
+  PublishedPort: number;
+  PublishMode: 'ingress' | 'host';
+}
+
 export function toDockerService({ service, tasks, balancing }: ServiceView): DockerService {
   const virtualIps = service.networks.flatMap((on) => (on.virtualIp === undefined ? [] : [{ NetworkID: on.networkId, Addr: on.virtualIp }]));
+  const published = service.ports ?? [];
+  // A fresh list for each of the three places, so a caller that sorts one leaves the others as they are.
+  const ports = () => (published.length === 0 ? {} : { Ports: published.map(portConfigJson) });
   return {
     ID: service.id,
     CreatedAt: service.created,
@@ -157,9 +171,10 @@ export function toDockerService({ service, tasks, balancing }: ServiceView): Doc
       Name: service.name,
       Labels: { ...service.labels },
       TaskTemplate: { Networks: service.networks.map((on) => ({ Target: on.networkId })) },
-      EndpointSpec: { Mode: service.endpointMode },
+      EndpointSpec: { Mode: service.endpointMode, ...ports() },
     },
-    Endpoint: { Spec: { Mode: service.endpointMode }, VirtualIPs: virtualIps },
+    // The record keeps the ports in effect: a published port the daemon picked shows in the specs too, where Docker's keep the 0 asked for.
+    Endpoint: { Spec: { Mode: service.endpointMode, ...ports() }, ...ports(), VirtualIPs: virtualIps },
     Tasks: tasks.map(({ endpoint, sandboxName }) => ({
       EndpointID: endpoint.id,
       Sandbox: sandboxName ?? endpoint.name,
@@ -168,4 +183,8 @@ export function toDockerService({ service, tasks, balancing }: ServiceView): Doc
     })),
     LoadBalancer: balancing.map(({ networkId, virtualIp, tasks: live }) => ({ NetworkID: networkId, VirtualIP: virtualIp, Tasks: [...live] })),
   };
+}
+
+function portConfigJson(port: PublishedPort): DockerPortConfig {
+  return { Protocol: port.protocol, TargetPort: port.targetPort, PublishedPort: port.publishedPort, PublishMode: port.publishMode };
 }

@@ -3,7 +3,14 @@
  * API's shapes and field names so Docker clients work unchanged; sandbox
  * routes are netctl's own, shaped the same way (PascalCase, `Id`).
  */
-import type { ConnectOptions, NetworkCreateRequest, SandboxCreateRequest, SandboxInfo, ServiceCreateRequest } from '../cnm/types.js';
+import type {
+  ConnectOptions,
+  NetworkCreateRequest,
+  PublishedPortRequest,
+  SandboxCreateRequest,
+  SandboxInfo,
+  ServiceCreateRequest,
+} from '../cnm/types.js';
 import { InvalidArgument } from '../errors.js';
 import type { PoolRequest } from '../cnm/ipam.js';
 
@@ -69,7 +76,19 @@ export interface ServiceCreateBody {
   Labels?: Record<string, string>;
   /** Target: a network's id or name. */
   TaskTemplate?: { Networks?: { Target: string }[] };
-  EndpointSpec?: { Mode?: 'vip' | 'dnsrr' };
+  EndpointSpec?: { Mode?: 'vip' | 'dnsrr'; Ports?: PortConfigBody[] };
+}
+
+/**
+ * A port to publish (Docker's PortConfig; its Name is ignored). Protocol
+ * defaults to tcp, PublishMode to ingress; without a PublishedPort (or 0),
+ * an ingress port gets the lowest free one of 30000-32767.
+ */
+export interface PortConfigBody {
+  Protocol?: 'tcp' | 'udp';
+  TargetPort: number;
+  PublishedPort?: number;
+  PublishMode?: 'ingress' | 'host';
 }
 
 export interface ServiceCreateResponse {
@@ -297,13 +316,41 @@ export function readServiceCreate(raw: unknown): ServiceCreateRequest {
   const endpointSpec = optObject(body, 'EndpointSpec');
   const mode = endpointSpec === undefined ? undefined : nonEmpty(optString(endpointSpec, 'Mode'));
   if (mode !== undefined && mode !== 'vip' && mode !== 'dnsrr') throw new InvalidArgument(`invalid endpoint mode "${mode}": vip or dnsrr`);
-  const ports = endpointSpec === undefined ? undefined : optArray(endpointSpec, 'Ports');
-  if (ports !== undefined && ports.length > 0) throw new InvalidArgument('published ports (EndpointSpec.Ports) are not supported yet');
+  const ports = (endpointSpec === undefined ? undefined : optArray(endpointSpec, 'Ports'))?.map((entry, i) =>
+    readPortConfig(asObject(entry, `EndpointSpec.Ports[${i}]`), `EndpointSpec.Ports[${i}]`),
+  );
   return defined<ServiceCreateRequest>({
     name: requiredString(body, 'Name'),
     networks,
     endpointMode: mode,
     labels: optStringMap(body, 'Labels'),
+    ports: ports !== undefined && ports.length > 0 ? ports : undefined,
+  });
+}
+
+/** The JSON types of a PortConfig; the controller checks the values (range, protocol, mode), defaults the rest and picks a published port left out. */
+function readPortConfig(body: JsonObject, where: string): PublishedPortRequest {
+  const port = (field: string): number | undefined => {
+    const value = body[field];
+    // 0 is Go's zero value: not given.
+    if (value === undefined || value === null || value === 0) return undefined;
+    if (typeof value !== 'number') throw new InvalidArgument(`${where}.${field} must be a number`);
+    return value;
+  };
+  const text = (field: string): string | undefined => {
+    const value = body[field];
+    if (value === undefined || value === null || value === '') return undefined;
+    if (typeof value !== 'string') throw new InvalidArgument(`${where}.${field} must be a string`);
+    return value;
+  };
+  const targetPort = port('TargetPort');
+  if (targetPort === undefined) throw new InvalidArgument(`${where}.TargetPort is required`);
+  return defined<PublishedPortRequest>({
+    // Unchecked here: wantedPorts (cnm/ports.ts) refuses any other value, as it must for every caller.
+    protocol: text('Protocol') as PublishedPortRequest['protocol'],
+    targetPort,
+    publishedPort: port('PublishedPort'),
+    publishMode: text('PublishMode') as PublishedPortRequest['publishMode'],
   });
 }
 

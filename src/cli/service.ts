@@ -1,7 +1,8 @@
 /**
  * `netctl service …`: services as `docker service` has them, the parts
- * netctl's services have (networks, endpoint mode, labels; no image, no
- * replicas). A sandbox becomes a task with `netctl network connect --service`.
+ * netctl's services have (networks, endpoint mode, labels, published ports;
+ * no image, no replicas). A sandbox becomes a task with
+ * `netctl network connect --service`.
  */
 import type { DockerService } from '../api/docker.js';
 import { parseFilterArgs } from '../cnm/filters.js';
@@ -9,6 +10,7 @@ import { CliError, type Command, type CommandGroup } from './command.js';
 import { eachName, inspectEach, keyValues, listFormat } from './network.js';
 import { goTimeString, joinLabels, naturalCompare, shortId } from './output.js';
 import { formatRows } from './gotemplate/index.js';
+import { parsePublish, portsColumn } from './ports.js';
 
 const create: Command = {
   name: 'create',
@@ -19,15 +21,17 @@ const create: Command = {
     { name: 'endpoint-mode', type: 'string', help: 'Endpoint mode (vip or dnsrr)', defaultText: '"vip"' },
     { name: 'label', short: 'l', type: 'list', help: 'Service labels' },
     { name: 'network', type: 'list', valueName: 'network', help: 'Network attachments' },
+    { name: 'publish', short: 'p', type: 'list', valueName: 'port', help: 'Publish a port as a node port' },
   ],
   async run(ctx, parsed) {
     const mode = parsed.string('endpoint-mode') ?? 'vip';
     if (mode !== 'vip' && mode !== 'dnsrr') throw new CliError(`invalid endpoint mode "${mode}": vip or dnsrr`);
+    const ports = parsed.list('publish').map(parsePublish);
     const created = await ctx.client().createService({
       Name: parsed.args[0] ?? '',
       Labels: keyValues('label', parsed.list('label')),
       TaskTemplate: { Networks: parsed.list('network').map((target) => ({ Target: target })) },
-      EndpointSpec: { Mode: mode },
+      EndpointSpec: { Mode: mode, ...(ports.length > 0 ? { Ports: ports } : {}) },
     });
     ctx.io.stdout(`${created.ID}\n`);
     return 0;
@@ -40,6 +44,7 @@ const SERVICE_HEADERS: Record<string, string> = {
   Mode: 'MODE',
   Tasks: 'TASKS',
   VirtualIPs: 'VIRTUAL IPS',
+  Ports: 'PORTS',
   Labels: 'LABELS',
   CreatedAt: 'CREATED AT',
 };
@@ -52,6 +57,7 @@ function serviceRow(service: DockerService, noTrunc: boolean): Record<string, un
     Labels: joinLabels(service.Spec.Labels),
     Mode: service.Spec.EndpointSpec.Mode,
     Name: service.Spec.Name,
+    Ports: portsColumn(service.Endpoint.Ports ?? []),
     Tasks: String(service.Tasks.length),
     VirtualIPs: service.Endpoint.VirtualIPs.map((vip) => vip.Addr).join(','),
     Label: (name: string) => service.Spec.Labels[name] ?? '',
@@ -77,7 +83,7 @@ const ls: Command = {
   async run(ctx, parsed) {
     const services = await ctx.client().listServices(parseFilterArgs(parsed.list('filter')));
     services.sort((a, b) => naturalCompare(a.Spec.Name, b.Spec.Name));
-    const defaultTable = 'table {{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Tasks}}\t{{.VirtualIPs}}';
+    const defaultTable = 'table {{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Tasks}}\t{{.VirtualIPs}}\t{{.Ports}}';
     const format = listFormat(parsed.string('format'), parsed.bool('quiet'), defaultTable);
     const rows = services.map((service) => serviceRow(service, parsed.bool('no-trunc')));
     ctx.io.stdout(formatRows(format, rows, { defaultTable, headers: SERVICE_HEADERS }));

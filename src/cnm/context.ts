@@ -12,7 +12,7 @@ import type { ControllerEvent } from './types.js';
 import { NetctlError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Balancing } from '../ingress/balancer.js';
-import type { NetworkRecord, SandboxRecord, Scope } from '../records.js';
+import type { NetworkRecord, PortProtocol, SandboxRecord, Scope } from '../records.js';
 import type { Repository } from '../repository/repository.js';
 
 export interface ControllerContext {
@@ -32,6 +32,8 @@ export interface ControllerContext {
   readonly now: () => Date;
   /** The services' load balancer of this host, once it runs. */
   readonly serviceRules: () => ServiceRules | undefined;
+  /** Whether something on this host holds a port a service would publish; without it, no such check is made. */
+  readonly portInUse?: PortInUse;
   /** Tells the controller's subscribers about a change that is done. */
   readonly emit: (event: DistributiveOmit<ControllerEvent, 'time'>) => void;
 }
@@ -47,6 +49,9 @@ export interface ServiceRules {
   /** The service's virtual IPs with the tasks this host's rules balance each to. */
   balancing(serviceId: string): Promise<readonly Balancing[]>;
 }
+
+/** Answers whether a port of this host is taken (bound by some socket), for a service that would publish it. */
+export type PortInUse = (protocol: PortProtocol, port: number) => Promise<boolean>;
 
 /**
  * Brings the load balancer's rules in step with records just written. The

@@ -19,7 +19,7 @@
  */
 import { AddressHints } from './address-hints.js';
 import { connect, disconnect } from './connections.js';
-import { type ControllerContext, type ServiceRules, bestEffort, failedParts } from './context.js';
+import { type ControllerContext, type PortInUse, type ServiceRules, bestEffort, failedParts } from './context.js';
 import type { NetworkDriver } from './driver.js';
 import { createEndpoint, deleteEndpoint, joinEndpoint, leaveEndpoint } from './endpoints.js';
 import { type Filters, validateListFilters, validatePruneFilters } from './filters.js';
@@ -93,6 +93,12 @@ export interface ControllerOptions {
   readonly restoreInBackground?: boolean;
   /** The services' load balancer, once it runs (it starts after the restore): changes wait for its rules. */
   readonly serviceRules?: () => ServiceRules | undefined;
+  /**
+   * Whether a port of this host is already taken: a service is refused a
+   * published port that something here holds (sys/ports.ts tries to bind it).
+   * Without it, only other services' claims are checked.
+   */
+  readonly portInUse?: PortInUse;
 }
 
 /** One mutation at a time in this process: interface names and rollbacks stay simple. */
@@ -142,6 +148,7 @@ export class Controller {
       logger,
       now: options.now ?? (() => new Date()),
       serviceRules: options.serviceRules ?? (() => undefined),
+      ...(options.portInUse !== undefined ? { portInUse: options.portInUse } : {}),
       emit: (event) => this.emit(event),
     };
     this.ownsStore = options.ownsStore ?? false;
@@ -382,9 +389,12 @@ export class Controller {
   /**
    * Makes a service on its networks (all local or all global): in vip mode
    * a virtual IP on each, claimed from the network's IPAM so no endpoint
-   * gets it. Refused, with nothing stored, for a taken name, an unknown
-   * network, networks of mixed scopes, a network that assigns no addresses
-   * or has none left.
+   * gets it; a claim on each published port (one left open in ingress
+   * mode gets the lowest free of 30000-32767). Refused, with nothing stored,
+   * for a taken name, an unknown network, networks of mixed scopes, a
+   * network that assigns no addresses or has none left, a published port
+   * that is invalid, that another service publishes or that something on
+   * this host holds.
    */
   async createService(request: ServiceCreateRequest): Promise<ServiceView> {
     return this.mutate(() => createService(this.context, request));
@@ -400,7 +410,7 @@ export class Controller {
   }
 
   /**
-   * Removes a service and releases its virtual IPs. Its tasks stay
+   * Removes a service and releases its virtual IPs and published ports. Its tasks stay
    * connected to their networks, as endpoints that are no longer tasks of
    * anything: their records drop the service.
    */

@@ -3,14 +3,16 @@
  * mode), whose tasks are the endpoints that name it. A service lives in the
  * store of its networks' scope, as they do, so a service on overlay networks
  * is made on one host and seen on all. Its record, its name, a mark on each
- * of its networks and its virtual IPs (address claims, so no endpoint can
- * get one) are written in one compare-and-swap; the embedded DNS follows
- * the records and answers the names.
+ * of its networks, its virtual IPs (address claims, so no endpoint can
+ * get one) and its published ports (port claims, so no other service can
+ * publish one; ports.ts) are written in one compare-and-swap; the embedded
+ * DNS follows the records and answers the names.
  * The load balancer (ingress/balancer.ts) follows the same records and
  * forwards each virtual IP to the live tasks.
  */
 import { type ControllerContext, newId, rulesCatchUp, timestamp } from './context.js';
 import { type Filters, matchesLabel } from './filters.js';
+import { checkPortsFree, ownPortClaims, portClaims, wantedPorts } from './ports.js';
 import type { ServiceCreateRequest, ServiceView } from './types.js';
 import { validateMetadata } from './validate.js';
 import { Conflict, InvalidArgument, NetctlError, NetworkNotFound, ServiceNotFound } from '../errors.js';
@@ -22,7 +24,7 @@ import type { KeyValue, Store, TxnRequest } from '../store/types.js';
 
 /** Docker's service names: a DNS label of letters, digits, '-', '_' and '.', not starting with '-' or '.'. */
 const SERVICE_NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,62}$/;
-/** Each network costs up to 3 keys in the create txn; this keeps it under etcd's 128 operations. */
+/** Each network costs up to 3 keys in the create txn and each port one (ports.ts MAX_PORTS); together they stay within etcd's 128 operations. */
 const MAX_NETWORKS = 32;
 /** Operations a txn may hold (etcd's --max-txn-ops default is 128). */
 const OPS_PER_TXN = 100;
@@ -41,8 +43,8 @@ export function validateServiceName(name: string): void {
 
 /**
  * Makes a service on its networks: checks everything first, then writes the
- * record, the name, the networks' marks and the VIP claims in one txn; a
- * failure writes nothing.
+ * record, the name, the port claims, the networks' marks and the VIP claims
+ * in one txn; a failure writes nothing.
  */
 export async function createService(context: ControllerContext, request: ServiceCreateRequest): Promise<ServiceView> {
   validateServiceName(request.name);
@@ -67,6 +69,10 @@ export async function createService(context: ControllerContext, request: Service
     }
     networks.push(network);
   }
+  const wanted = wantedPorts(request.ports, endpointMode);
+  if (wanted.length > 0 && networks.length === 0) {
+    throw new InvalidArgument(`service ${request.name}: published ports need a network, which its tasks join to be reached`);
+  }
   const first = networks[0];
   const mixed = first === undefined ? undefined : networks.find((network) => isLocal(network) !== isLocal(first));
   if (first !== undefined && mixed !== undefined) {
@@ -83,6 +89,7 @@ export async function createService(context: ControllerContext, request: Service
       throw new Conflict(`service with name ${request.name} already exists`);
     }
   }
+  await checkPortsFree(context, wanted);
   const id = newId();
   let created: ServiceRecord | undefined;
   let attempts = 0;
@@ -91,8 +98,9 @@ export async function createService(context: ControllerContext, request: Service
     if ((await store.get(keys.serviceName(request.name))) !== undefined) {
       throw new Conflict(`service with name ${request.name} already exists`);
     }
-    const compare: NonNullable<TxnRequest['compare']>[number][] = [{ key: keys.serviceName(request.name), modRevision: 0 }];
-    const puts = [{ key: keys.serviceName(request.name), value: id }];
+    const claims = await portClaims(context, store, wanted, id);
+    const compare: NonNullable<TxnRequest['compare']>[number][] = [{ key: keys.serviceName(request.name), modRevision: 0 }, ...claims.compare];
+    const puts = [{ key: keys.serviceName(request.name), value: id }, ...claims.put];
     const onNetworks: ServiceNetwork[] = [];
     for (const network of networks) {
       const state = await context.records.networkState(network);
@@ -118,6 +126,7 @@ export async function createService(context: ControllerContext, request: Service
       created: timestamp(context.now()),
       scope,
       networks: onNetworks,
+      ...(claims.ports.length > 0 ? { ports: claims.ports } : {}),
     };
     return { compare, put: [put.service(created), ...puts] };
   }).catch((err: unknown) => {
@@ -147,12 +156,13 @@ export async function inspectService(context: ControllerContext, idOrName: strin
 }
 
 /**
- * Removes a service: its record, name, marks and virtual IPs go in one txn,
- * and the VIPs are free for endpoints again. Its tasks stay connected to
- * their networks but are no longer tasks: their records drop the service in
- * that same txn when it stays within etcd's limit on operations, else each
- * right after. A task whose host rewrites its record meanwhile may keep the
- * id of a service that is gone; readers (DNS, inspect) ignore such an id.
+ * Removes a service: its record, name, port claims, marks and virtual IPs go
+ * in one txn, and its ports and VIPs are free for others again. Its tasks
+ * stay connected to their networks but are no longer tasks: their records
+ * drop the service in that same txn when it stays within etcd's limit on
+ * operations, else each right after. A task whose host rewrites its record
+ * meanwhile may keep the id of a service that is gone; readers (DNS,
+ * inspect) ignore such an id.
  */
 export async function removeService(context: ControllerContext, service: ServiceRecord): Promise<void> {
   const store = context.records.storeOf({ scope: service.scope, name: service.name });
@@ -163,9 +173,10 @@ export async function removeService(context: ControllerContext, service: Service
     if (current === undefined) return undefined;
     released.length = 0;
     const deletes = [keys.service(service.id), ...service.networks.map((on) => keys.networkService(on.networkId, service.id))];
-    // The name and each VIP claim go only while they are still this service's.
+    // The name, each port claim and each VIP claim go only while they are still this service's.
     const nameKv = await store.get(keys.serviceName(service.name));
     if (nameKv?.value === service.id) deletes.push(nameKv.key);
+    deletes.push(...(await ownPortClaims(store, service)));
     for (const on of service.networks) {
       if (on.virtualIp === undefined) continue;
       const claim = await store.get(keys.address(on.networkId, bareAddress(on.virtualIp)));

@@ -6,7 +6,7 @@
 import type { NetworkPeer } from './driver.js';
 import type { PoolRequest } from './ipam.js';
 import type { Balancing } from '../ingress/balancer.js';
-import type { EndpointMode, EndpointRecord, NetworkRecord, SandboxRecord, ServiceRecord } from '../records.js';
+import type { EndpointMode, EndpointRecord, NetworkRecord, PortProtocol, PublishMode, SandboxRecord, ServiceRecord } from '../records.js';
 
 export interface NetworkCreateRequest {
   readonly name: string;
@@ -111,6 +111,19 @@ export interface ServiceCreateRequest {
   /** Default 'vip'. */
   readonly endpointMode?: EndpointMode;
   readonly labels?: Readonly<Record<string, string>>;
+  /** Ports opened on hosts' addresses for the service's tasks; fixed for the service's life. Needs a network. */
+  readonly ports?: readonly PublishedPortRequest[];
+}
+
+/** A port to publish, as a create request gives it (Docker's PortConfig). */
+export interface PublishedPortRequest {
+  /** Default 'tcp'. */
+  readonly protocol?: PortProtocol;
+  readonly targetPort: number;
+  /** Absent in ingress mode: the lowest free port of 30000-32767 (swarmkit's dynamic range). */
+  readonly publishedPort?: number;
+  /** Default 'ingress'. */
+  readonly publishMode?: PublishMode;
 }
 
 /** A service with what inspect and list show of it. */

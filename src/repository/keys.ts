@@ -79,6 +79,8 @@ export const keys = {
    * store can. Written and deleted with the service.
    */
   publishedPort: (protocol: string, port: number) => `ports/${protocol}/${port}`,
+  /** Prefix of the claims on one protocol's ports. */
+  protocolPorts: (protocol: string) => `ports/${protocol}/`,
   /** Prefix of the sandboxes holding service rules, in the local store. */
   balancedSandboxes: 'balancer/sandboxes/',
   /**

@@ -72,7 +72,6 @@ test('errors: status codes and messages, nothing made', async (t) => {
     [{ Name: 'x', TaskTemplate: { Networks: [{ Target: 'plain' }] } }, 400, /assigns no addresses/],
     [{ Name: 'x', TaskTemplate: { Networks: [{}] } }, 400, /Target is required/],
     [{ Name: 'x', EndpointSpec: { Mode: 'rr' } }, 400, /invalid endpoint mode "rr"/],
-    [{ Name: 'x', EndpointSpec: { Ports: [{ TargetPort: 80 }] } }, 400, /published ports/],
     [{ Name: '-x' }, 400, /invalid service name/],
     [{}, 400, /Name is required/],
   ];
@@ -107,4 +106,94 @@ test('the client: typed errors and every service method', async (t) => {
   const err = await t.throwsAsync(client.inspectService('api'));
   t.true(err instanceof ServiceNotFound);
   t.is((err as ServiceNotFound).code, 'ServiceNotFound');
+});
+
+test('published ports: EndpointSpec.Ports in, Spec.EndpointSpec.Ports, Endpoint.Spec.Ports and Endpoint.Ports out; none when none', async (t) => {
+  const net = await call(t.context, 'POST', '/networks/create', { Name: 'front', IPAM: { Config: [{ Subnet: '10.43.0.0/24' }] } });
+  const created = await call(t.context, 'POST', '/services/create', {
+    Name: 'web',
+    TaskTemplate: { Networks: [{ Target: 'front' }] },
+    // As the docker CLI sends them: Go's zero values for what is not set.
+    EndpointSpec: {
+      Mode: 'vip',
+      Ports: [
+        { Name: '', Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' },
+        { Protocol: 'udp', TargetPort: 53, PublishedPort: 5353, PublishMode: 'host' },
+        { Protocol: '', TargetPort: 443, PublishedPort: 8443, PublishMode: null },
+      ],
+    },
+  });
+  t.is(created.status, 201, created.text);
+  const ports = [
+    { Protocol: 'tcp', TargetPort: 80, PublishedPort: 8080, PublishMode: 'ingress' },
+    { Protocol: 'udp', TargetPort: 53, PublishedPort: 5353, PublishMode: 'host' },
+    { Protocol: 'tcp', TargetPort: 443, PublishedPort: 8443, PublishMode: 'ingress' },
+  ];
+  const service = (await call(t.context, 'GET', '/services/web')).json;
+  t.deepEqual(service.Spec.EndpointSpec, { Mode: 'vip', Ports: ports });
+  t.deepEqual(service.Endpoint, {
+    Spec: { Mode: 'vip', Ports: ports },
+    Ports: ports,
+    VirtualIPs: [{ NetworkID: net.json.Id, Addr: '10.43.0.2/24' }],
+  });
+  t.deepEqual((await call(t.context, 'GET', '/services')).json[0].Endpoint.Ports, ports);
+
+  await call(t.context, 'POST', '/services/create', { Name: 'plain', TaskTemplate: { Networks: [{ Target: 'front' }] }, EndpointSpec: { Ports: [] } });
+  const plain = (await call(t.context, 'GET', '/services/plain')).json;
+  t.deepEqual(plain.Spec.EndpointSpec, { Mode: 'vip' });
+  t.deepEqual(Object.keys(plain.Endpoint), ['Spec', 'VirtualIPs']);
+  t.deepEqual(plain.Endpoint.Spec, { Mode: 'vip' });
+
+  // Removing the service frees its ports.
+  t.is((await call(t.context, 'DELETE', '/services/web')).status, 200);
+  const again = await call(t.context, 'POST', '/services/create', {
+    Name: 'again',
+    TaskTemplate: { Networks: [{ Target: 'front' }] },
+    EndpointSpec: { Ports: [{ TargetPort: 80, PublishedPort: 8080 }] },
+  });
+  t.is(again.status, 201, again.text);
+
+  // Without a PublishedPort (or with Go's 0), the daemon picks one, shown wherever the ports are.
+  const picked = await call(t.context, 'POST', '/services/create', {
+    Name: 'picked',
+    TaskTemplate: { Networks: [{ Target: 'front' }] },
+    EndpointSpec: { Ports: [{ TargetPort: 80 }, { Protocol: 'tcp', TargetPort: 81, PublishedPort: 0, PublishMode: 'ingress' }] },
+  });
+  t.is(picked.status, 201, picked.text);
+  const pickedPorts = [
+    { Protocol: 'tcp', TargetPort: 80, PublishedPort: 30000, PublishMode: 'ingress' },
+    { Protocol: 'tcp', TargetPort: 81, PublishedPort: 30001, PublishMode: 'ingress' },
+  ];
+  const inspected = (await call(t.context, 'GET', '/services/picked')).json;
+  t.deepEqual(inspected.Endpoint.Ports, pickedPorts);
+  t.deepEqual(inspected.Spec.EndpointSpec.Ports, pickedPorts);
+});
+
+test('published ports: bad ones are 400, taken ones 409, with messages naming the problem; nothing made', async (t) => {
+  await call(t.context, 'POST', '/networks/create', { Name: 'n', IPAM: { Config: [{ Subnet: '10.44.0.0/24' }] } });
+  await call(t.context, 'POST', '/services/create', { Name: 'web', TaskTemplate: { Networks: [{ Target: 'n' }] }, EndpointSpec: { Ports: [{ TargetPort: 80, PublishedPort: 8080 }] } });
+  const withPorts = (ports: unknown, more: Record<string, unknown> = {}) => ({ Name: 'x', TaskTemplate: { Networks: [{ Target: 'n' }] }, EndpointSpec: { Ports: ports, ...more } });
+  const cases: [unknown, number, string][] = [
+    [withPorts([{ PublishedPort: 8081 }]), 400, 'EndpointSpec.Ports[0].TargetPort is required'],
+    [withPorts([{ TargetPort: 0, PublishedPort: 8081 }]), 400, 'EndpointSpec.Ports[0].TargetPort is required'],
+    [withPorts([{ TargetPort: 53, PublishMode: 'host' }]), 400, 'target port 53: a published port is required in host mode'],
+    [withPorts([{ TargetPort: 80, PublishedPort: '8081' }]), 400, 'EndpointSpec.Ports[0].PublishedPort must be a number'],
+    [withPorts([{ TargetPort: 80, PublishedPort: 8081, Protocol: 6 }]), 400, 'EndpointSpec.Ports[0].Protocol must be a string'],
+    [withPorts([{ TargetPort: 80, PublishedPort: 8081 }, 'x']), 400, 'EndpointSpec.Ports[1] must be a JSON object'],
+    [withPorts({ TargetPort: 80 }), 400, 'Ports must be an array'],
+    [withPorts([{ TargetPort: 80, PublishedPort: 70000 }]), 400, 'invalid published port 70000: out of range (1-65535)'],
+    [withPorts([{ TargetPort: 80.5, PublishedPort: 8081 }]), 400, 'invalid target port 80.5: not a whole number'],
+    [withPorts([{ TargetPort: 80, PublishedPort: 8081, Protocol: 'sctp' }]), 400, 'invalid protocol "sctp": tcp or udp'],
+    [withPorts([{ TargetPort: 80, PublishedPort: 8081, PublishMode: 'global' }]), 400, 'invalid publish mode "global": ingress or host'],
+    [withPorts([{ TargetPort: 80, PublishedPort: 8081 }, { TargetPort: 81, PublishedPort: 8081, Protocol: 'tcp' }]), 400, 'port 8081/tcp is published more than once'],
+    [withPorts([{ TargetPort: 80, PublishedPort: 8081 }], { Mode: 'dnsrr' }), 400, "EndpointSpec: port published with ingress mode can't be used with dnsrr mode"],
+    [{ Name: 'x', EndpointSpec: { Ports: [{ TargetPort: 80, PublishedPort: 8081 }] } }, 400, 'service x: published ports need a network, which its tasks join to be reached'],
+    [withPorts([{ TargetPort: 80, PublishedPort: 8080 }]), 409, 'port 8080/tcp is already published by service web'],
+  ];
+  for (const [body, status, message] of cases) {
+    const res = await call(t.context, 'POST', '/services/create', body);
+    t.is(res.status, status, res.text);
+    t.is(res.json.message, message);
+  }
+  t.deepEqual((await call(t.context, 'GET', '/services')).json.map((s: any) => s.Spec.Name), ['web']);
 });
