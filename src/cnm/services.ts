@@ -12,6 +12,7 @@
  */
 import { type ControllerContext, newId, rulesCatchUp, timestamp } from './context.js';
 import { type Filters, matchesLabel } from './filters.js';
+import { ensureIngressNetwork } from './ingress.js';
 import { checkPortsFree, ownPortClaims, portClaims, wantedPorts } from './ports.js';
 import type { ServiceCreateRequest, ServiceView } from './types.js';
 import { validateMetadata } from './validate.js';
@@ -90,6 +91,8 @@ export async function createService(context: ControllerContext, request: Service
     }
   }
   await checkPortsFree(context, wanted);
+  // The mesh across hosts runs over Docker's `ingress` network; made now, it stays, as Docker's does.
+  if (scope !== 'local' && wanted.some((port) => port.publishMode === 'ingress')) await ensureIngressNetwork(context);
   const id = newId();
   let created: ServiceRecord | undefined;
   let attempts = 0;
