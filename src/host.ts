@@ -355,6 +355,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
           ipBatch,
           rulePriorities,
           enableForwarding: (netnsPath) => setSysctl(netnsPath, 'net.ipv4.ip_forward', '1'),
+          forgetFlows: (netnsPath, address) => deleteTrackedFlows(netnsPath, undefined, address),
         },
         actions: opened.meshActions(),
         ...(reachability !== undefined ? { reachability } : {}),

@@ -58,6 +58,8 @@ export interface MeshKernel {
   rulePriorities(netnsPath: string): Promise<number[]>;
   /** Lets the ingress sandbox forward, as a router between the host and the ingress network. */
   enableForwarding(netnsPath: string): Promise<void>;
+  /** Forgets the namespace's tracked flows answered by `address`: their next packet meets the rules as they are now. */
+  forgetFlows(netnsPath: string, address: string): Promise<void>;
 }
 
 /** What the mesh asks of the controller; each may fail, and is asked again at the next change or retry. */
@@ -83,20 +85,18 @@ export interface MeshOptions {
   readonly logger?: Logger;
 }
 
-/** A published port and where this host sends its connections. */
-export interface PortView {
-  readonly protocol: string;
-  readonly publishedPort: number;
-  /** Host mode, or ingress mode before this host's ingress sandbox is ready: the tasks; ingress mode: the ingress sandbox. */
-  readonly hostTargets: readonly string[];
-  /** Ingress mode: the tasks' addresses on the ingress network that this host's ingress sandbox sends to. */
-  readonly tasks: readonly string[];
+interface Write {
+  readonly netnsPath: string;
+  /** What the namespace is to hold; an unchanged one is not written again. */
+  readonly content: string;
+  /** The addresses its DNATs send to: flows to one that is dropped are forgotten. */
+  readonly targets: ReadonlySet<string>;
+  readonly write: () => Promise<void>;
 }
 
 interface Desired {
-  readonly writes: Map<string, { netnsPath: string; content: string; write: () => Promise<void> }>;
+  readonly writes: Map<string, Write>;
   readonly actions: Map<string, () => Promise<void>>;
-  readonly views: Map<string, PortView[]>;
 }
 
 type Scoped = { readonly record: EndpointRecord; readonly local: boolean };
@@ -113,8 +113,7 @@ export class IngressMesh {
   private readonly networks = new Map<string, NetworkRecord>();
   private readonly watches: Watch[] = [];
   /** What each namespace holds as this mesh last wrote it, by key ('host' or a sandbox id). */
-  private readonly applied = new Map<string, { netnsPath: string; content: string }>();
-  private views = new Map<string, PortView[]>();
+  private readonly applied = new Map<string, Omit<Write, 'write'>>();
   private readonly failures = new Map<string, { notBefore: number; delayMs: number }>();
   private readonly running = new Set<string>();
   private work: Promise<void> = Promise.resolve();
@@ -171,13 +170,6 @@ export class IngressMesh {
     }
   }
 
-  /** The service's published ports as this host forwards them, once the rules hold what the mesh knows. */
-  async ports(serviceId: string): Promise<PortView[]> {
-    this.flush();
-    await this.settled();
-    return this.views.get(serviceId) ?? [];
-  }
-
   private apply(prefix: string, local: boolean, event: WatchEvent): void {
     const key = event.type === 'put' ? event.kv.key : event.key;
     const id = recordId(key);
@@ -213,14 +205,22 @@ export class IngressMesh {
     this.flushScheduled = false;
     if (this.stopped) return;
     const desired = this.desired();
-    this.views = desired.views;
     const now = Date.now();
     for (const [key, target] of desired.writes) {
       const applied = this.applied.get(key);
       if (applied !== undefined && applied.netnsPath === target.netnsPath && applied.content === target.content) continue;
       this.run(`write:${key}`, now, async () => {
         await target.write();
-        this.applied.set(key, { netnsPath: target.netnsPath, content: target.content });
+        const { write: _write, ...written } = target;
+        this.applied.set(key, written);
+        if (applied?.netnsPath !== target.netnsPath) return;
+        // A UDP flow pinned to a task that left would go on to it until conntrack forgot it.
+        for (const address of applied.targets) {
+          if (target.targets.has(address)) continue;
+          await this.options.kernel.forgetFlows(target.netnsPath, address).catch((err: unknown) => {
+            this.logger.warn(`ingress mesh: flows sent to ${address} stay tracked in ${target.netnsPath}: ${(err as Error).message}`);
+          });
+        }
       });
     }
     // Sandboxes gone took their namespace and its rules with them.
@@ -264,7 +264,6 @@ export class IngressMesh {
   private desired(): Desired {
     const writes: Desired['writes'] = new Map();
     const actions: Desired['actions'] = new Map();
-    const views: Desired['views'] = new Map();
     const { kernel } = this.options;
     const ingress = [...this.networks.values()].find((n) => n.ingress && n.scope !== 'local' && n.removing !== true);
     const onIngress = ingress === undefined ? [] : [...this.endpoints.values()].filter((e) => e.record.networkId === ingress.id);
@@ -292,7 +291,6 @@ export class IngressMesh {
       const tasks = [...this.endpoints.values()].filter(
         (e) => e.record.service === service.id && networkIds.has(e.record.networkId) && e.record.sandboxId !== undefined && !leaving(e.record),
       );
-      const portViews: PortView[] = [];
       for (const port of service.ports ?? []) {
         const portKey = `${port.protocol}/${port.publishedPort}`;
         const mesh = port.publishMode === 'ingress' && service.scope !== 'local';
@@ -325,25 +323,24 @@ export class IngressMesh {
         // Claims keep a port to one service; should two still meet (a local and a cluster one made at once), the older id wins.
         if (!hostPorts.has(portKey)) hostPorts.set(portKey, { protocol: port.protocol, port: port.publishedPort, targets: hostTargets });
         if (mesh && !entryPorts.has(portKey)) entryPorts.set(portKey, { protocol: port.protocol, port: port.publishedPort, targets: taskTargets });
-        portViews.push({
-          protocol: port.protocol,
-          publishedPort: port.publishedPort,
-          hostTargets: hostTargets.map(show),
-          tasks: taskTargets.map(show),
-        });
       }
-      views.set(service.id, portViews);
     }
 
     const hostScript = publishedScript([...hostPorts.values()]);
     const hostNetns = this.options.hostNetnsPath;
-    writes.set('host', { netnsPath: hostNetns, content: hostScript, write: () => kernel.applyNft(hostNetns, hostScript) });
+    writes.set('host', {
+      netnsPath: hostNetns,
+      content: hostScript,
+      targets: addressesOf(hostPorts.values()),
+      write: () => kernel.applyNft(hostNetns, hostScript),
+    });
     if (entrySandbox !== undefined) {
       const script = entryAddress === undefined ? entryScript('0.0.0.0', []) : entryScript(entryAddress, [...entryPorts.values()]);
       const netnsPath = entrySandbox.netnsPath;
       writes.set(entrySandbox.id, {
         netnsPath,
         content: script,
+        targets: addressesOf(entryAddress === undefined ? [] : entryPorts.values()),
         write: async () => {
           await kernel.enableForwarding(netnsPath);
           await kernel.applyNft(netnsPath, script);
@@ -366,6 +363,7 @@ export class IngressMesh {
       writes.set(sandbox.id, {
         netnsPath,
         content: `${script}\n${JSON.stringify(rules ?? null)}`,
+        targets: new Set(),
         write: async () => {
           const present = (await kernel.rulePriorities(netnsPath)).filter(
             (p) => p >= REPLY_RULE_PRIORITY && p < REPLY_RULE_PRIORITY + MAX_REPLY_RULES,
@@ -389,7 +387,7 @@ export class IngressMesh {
         }
       }
     }
-    return { writes, actions, views };
+    return { writes, actions };
   }
 
   private isLocalSandbox(sandboxId: string): boolean {
@@ -421,6 +419,10 @@ function leaving(endpoint: EndpointRecord): boolean {
 
 function show(target: Target): string {
   return `${target.address}:${target.port}`;
+}
+
+function addressesOf(ports: Iterable<PortTargets>): Set<string> {
+  return new Set([...ports].flatMap((p) => p.targets.map((t) => t.address)));
 }
 
 /** Targets without repeats (a task on two of the service's networks is one sandbox), in address order. */
