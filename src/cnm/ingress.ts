@@ -7,41 +7,13 @@
  * such a service. The mesh asks for these through the controller as the
  * records call for them.
  */
-import { type ControllerContext, driverOf } from './context.js';
+import type { ControllerContext } from './context.js';
 import { connect, disconnect } from './connections.js';
 import { hostId } from './names.js';
-import { releaseNetwork, reserveNetwork } from './networks.js';
+import { findIngressNetwork } from './networks.js';
 import { createSandbox, removeSandbox } from './sandboxes.js';
-import { InvalidArgument } from '../errors.js';
 import { INGRESS_SANDBOX_LABEL, ingressSandboxName, isIngressSandbox } from '../ingress/mesh.js';
-import type { NetworkRecord, SandboxRecord } from '../records.js';
-
-/** Docker's name for it. */
-export const INGRESS_NETWORK = 'ingress';
-
-/** The ingress network, if there is one. */
-export async function findIngressNetwork(context: ControllerContext): Promise<NetworkRecord | undefined> {
-  return (await context.records.networks('skip')).find((n) => n.ingress && n.scope !== 'local' && n.removing !== true);
-}
-
-/** The ingress network, made now if there is none: an overlay, so it needs the cluster store. */
-export async function ensureIngressNetwork(context: ControllerContext): Promise<NetworkRecord> {
-  const existing = await findIngressNetwork(context);
-  if (existing !== undefined) return existing;
-  if (!context.drivers.has('overlay')) {
-    throw new InvalidArgument(
-      'publishing a port in ingress mode for a service on cluster networks needs the overlay driver; start the daemon with --store etcd://HOST:PORT',
-    );
-  }
-  const network = await reserveNetwork(context, { name: INGRESS_NETWORK, driver: 'overlay', ingress: true });
-  try {
-    await driverOf(context, network).createNetwork(network);
-  } catch (err) {
-    await releaseNetwork(context, network);
-    throw err;
-  }
-  return network;
-}
+import type { SandboxRecord } from '../records.js';
 
 /** Makes this host's ingress sandbox if it is missing, and connects it to the ingress network. */
 export async function openIngressEntry(context: ControllerContext): Promise<void> {

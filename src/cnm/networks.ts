@@ -20,6 +20,12 @@ import type { Store } from '../store/types.js';
 
 /** Makes a network: its records first, then the driver's kernel state; a driver failure undoes both. */
 export async function createNetwork(context: ControllerContext, request: NetworkCreateRequest): Promise<NetworkView> {
+  if (request.ingress === true) {
+    // As in Docker: the routing mesh runs over one overlay, made here or on demand (ingress-network.ts).
+    if ((request.driver ?? context.defaultDriver) !== 'overlay') throw new InvalidArgument('an ingress network must use the overlay driver');
+    const existing = await findIngressNetwork(context);
+    if (existing !== undefined) throw new Conflict(`ingress network ${existing.name} already exists; there can be only one`);
+  }
   const network = await reserveNetwork(context, request);
   const driver = driverOf(context, network);
   try {
@@ -31,6 +37,11 @@ export async function createNetwork(context: ControllerContext, request: Network
   }
   context.emit({ type: 'network', action: 'create', network });
   return { network, endpoints: [], sandboxes: [] };
+}
+
+/** The ingress network (ingress-network.ts), if there is one. */
+export async function findIngressNetwork(context: ControllerContext): Promise<NetworkRecord | undefined> {
+  return (await context.records.networks('skip')).find((n) => n.ingress && n.scope !== 'local' && n.removing !== true);
 }
 
 /** The networks matching Docker's list filters, with their endpoints, sandboxes and peers. */

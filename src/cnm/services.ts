@@ -12,7 +12,7 @@
  */
 import { type ControllerContext, newId, rulesCatchUp, timestamp } from './context.js';
 import { type Filters, matchesLabel } from './filters.js';
-import { ensureIngressNetwork } from './ingress.js';
+import { ensureIngressNetwork } from './ingress-network.js';
 import { checkPortsFree, ownPortClaims, portClaims, wantedPorts } from './ports.js';
 import type { ServiceCreateRequest, ServiceView } from './types.js';
 import { validateMetadata } from './validate.js';

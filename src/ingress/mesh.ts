@@ -116,6 +116,8 @@ export class IngressMesh {
   private readonly applied = new Map<string, Omit<Write, 'write'>>();
   private readonly failures = new Map<string, { notBefore: number; delayMs: number }>();
   private readonly running = new Set<string>();
+  /** Actions done since the records last changed: done again only once they have (the watch may lag behind them). */
+  private readonly done = new Set<string>();
   private work: Promise<void> = Promise.resolve();
   private flushScheduled = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -190,6 +192,7 @@ export class IngressMesh {
     } catch (err) {
       this.logger.warn(`ingress mesh: ignoring bad record ${key}: ${(err as Error).message}`);
     }
+    this.done.clear();
     this.scheduleFlush();
   }
 
@@ -225,11 +228,12 @@ export class IngressMesh {
     }
     // Sandboxes gone took their namespace and its rules with them.
     for (const key of this.applied.keys()) if (key !== 'host' && !this.sandboxes.has(key)) this.applied.delete(key);
-    for (const [key, action] of desired.actions) this.run(key, now, action);
+    for (const [key, action] of desired.actions) this.run(key, now, action, true);
   }
 
-  private run(key: string, now: number, job: () => Promise<void>): void {
-    if (this.running.has(key)) return;
+  /** Queues a job; an action (`once`) is not run again until the records change. */
+  private run(key: string, now: number, job: () => Promise<void>, once = false): void {
+    if (this.running.has(key) || (once && this.done.has(key))) return;
     const failure = this.failures.get(key);
     if (failure !== undefined && failure.notBefore > now) return;
     this.running.add(key);
@@ -238,6 +242,7 @@ export class IngressMesh {
         if (this.stopped) return;
         await job();
         this.failures.delete(key);
+        if (once) this.done.add(key);
       })
       .catch((err: unknown) => {
         const delayMs = failure === undefined ? FIRST_RETRY_MS : Math.min(failure.delayMs * 2, LAST_RETRY_MS);
