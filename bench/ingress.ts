@@ -424,8 +424,25 @@ async function setUp(cluster: Cluster, dir: string): Promise<Setup> {
 
   const setup: Setup = { network, subnet, client, ...partial, haproxyConfig: haproxyConfigPath, scripts };
   await checkPath(setup, 'haproxy', 30_000);
-  await checkPath(setup, 'mesh', MESH_READY_MS);
+  try {
+    await checkPath(setup, 'mesh', MESH_READY_MS);
+  } catch (err) {
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n${await meshState(cluster)}`);
+  }
   return setup;
+}
+
+/** What host 2 holds of the mesh, for a mesh that does not answer: the ingress network, its ingress sandbox, its published-port table. */
+async function meshState(cluster: Cluster): Promise<string> {
+  const h2 = cluster.hosts[1] as SimHost;
+  const networks = (await cluster.netctl(h2, 'network', 'ls', '--format', '{{.Name}}')).stdout.split('\n').filter((n) => n !== '');
+  const ingress = await ingressSandboxOf(cluster, h2);
+  const table = await runIn(h2.netnsPath, NFT, ['list', 'table', 'ip', 'netctl_published'], 10_000);
+  return [
+    `host 2 knows the networks ${networks.join(', ') || '(none)'}${networks.includes('ingress') ? '' : ': no `ingress` network'}`,
+    ingress === undefined ? 'host 2 has no ingress sandbox (ingress-sbox-*)' : `host 2's ingress sandbox: ${ingress.name}`,
+    table.code === 0 ? `host 2's published-port table:\n${table.stdout.trim()}` : 'host 2 has no netctl_published table',
+  ].join('\n');
 }
 
 // ---- the figures ----------------------------------------------------------------------------
