@@ -8,6 +8,12 @@
  * machine far less per connection than the kernel's TCP path does, so the
  * figures are the network's, not the server's. Prints `ready` once it
  * listens. bench/http-task.ts is the same server in Node (`--server node`).
+ *
+ * `http-task PORT NAME keep-alive` (the ingress benchmark, bench/ingress.ts)
+ * keeps a connection open after a request that does not ask to close, as
+ * HTTP/1.1 does by default, so a client can send many requests on one
+ * connection; a request with `Connection: close` is still answered and
+ * closed at once, the server closing first.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +33,7 @@
 static char *heads[MAX_FDS];
 static size_t lengths[MAX_FDS];
 static unsigned long long served;
+static int keep_alive;
 
 static void drop(int fd) {
   free(heads[fd]);
@@ -34,13 +42,28 @@ static void drop(int fd) {
   close(fd);
 }
 
-static void answer(int fd, const char *body) {
+/* Answers one request; returns whether the connection stays open (keep-alive mode and the client did not ask to close). */
+static int answer(int fd, const char *body, int stay) {
   char out[512];
-  int n = snprintf(out, sizeof out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s", strlen(body), body);
-  /* A fresh socket's send buffer takes a few hundred bytes at once. */
+  int n = snprintf(out, sizeof out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n%s", strlen(body),
+                   stay ? "keep-alive" : "close", body);
+  /* A socket's send buffer takes a few hundred bytes at once, as the client reads each answer before its next request. */
   ssize_t sent = send(fd, out, (size_t)n, MSG_NOSIGNAL);
-  (void)sent;
+  if (stay && sent == (ssize_t)n) return 1;
   drop(fd);
+  return 0;
+}
+
+/* Whether the request head (up to its blank line) asks to keep the connection: only in keep-alive mode, and not with `Connection: close`. */
+static int stays(const char *head, const char *end) {
+  if (!keep_alive) return 0;
+  for (const char *line = strstr(head, "\r\n"); line != NULL && line < end; line = strstr(line + 2, "\r\n")) {
+    if (strncasecmp(line + 2, "Connection:", 11) != 0) continue;
+    const char *value = line + 13;
+    while (*value == ' ' || *value == '\t') value++;
+    return strncasecmp(value, "close", 5) != 0;
+  }
+  return 1;
 }
 
 static void readable(int fd, const char *response_body) {
@@ -60,16 +83,22 @@ static void readable(int fd, const char *response_body) {
     if (got > 0) {
       lengths[fd] += (size_t)got;
       heads[fd][lengths[fd]] = '\0';
-      if (strstr(heads[fd], "\r\n\r\n") != NULL) {
+      char *end;
+      while ((end = strstr(heads[fd], "\r\n\r\n")) != NULL) {
+        int stay = stays(heads[fd], end);
         if (strncmp(heads[fd], "GET /count ", 11) == 0) {
           char body[32];
           snprintf(body, sizeof body, "%llu\n", served);
-          answer(fd, body);
+          stay = answer(fd, body, stay);
         } else {
           served++;
-          answer(fd, response_body);
+          stay = answer(fd, response_body, stay);
         }
-        return;
+        if (!stay) return;
+        /* Whatever came after this request's head is the start of the next one. */
+        size_t used = (size_t)(end + 4 - heads[fd]);
+        memmove(heads[fd], heads[fd] + used, lengths[fd] - used + 1);
+        lengths[fd] -= used;
       }
       if (lengths[fd] >= HEAD_MAX) {
         drop(fd);
@@ -85,10 +114,11 @@ static void readable(int fd, const char *response_body) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) {
-    fprintf(stderr, "usage: http-task PORT NAME\n");
+  if (argc < 3 || (argc > 3 && strcmp(argv[3], "keep-alive") != 0)) {
+    fprintf(stderr, "usage: http-task PORT NAME [keep-alive]\n");
     return 2;
   }
+  keep_alive = argc > 3;
   char body[256];
   snprintf(body, sizeof body, "%s\n", argv[2]);
   int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
