@@ -101,6 +101,7 @@ const create: Command = {
     { name: 'aux-address', type: 'list', valueName: 'map', help: 'Auxiliary IPv4 or IPv6 addresses used by Network driver', defaultText: 'map[]' },
     { name: 'driver', short: 'd', type: 'string', help: 'Driver to manage the Network', defaultText: '"bridge"' },
     { name: 'gateway', type: 'list', valueName: 'strings', help: 'IPv4 or IPv6 Gateway for the master subnet' },
+    { name: 'ingress', type: 'bool', help: 'Create swarm routing-mesh network' },
     { name: 'internal', type: 'bool', help: 'Restrict external access to the network' },
     { name: 'ip-range', type: 'list', valueName: 'strings', help: 'Allocate container ip from a sub-range' },
     { name: 'ipam-driver', type: 'string', help: 'IP Address Management Driver', defaultText: '"default"' },
@@ -123,6 +124,7 @@ const create: Command = {
       Driver: parsed.string('driver') ?? 'bridge',
       Internal: parsed.bool('internal'),
       Attachable: parsed.bool('attachable'),
+      Ingress: parsed.bool('ingress'),
       IPAM: {
         Driver: parsed.string('ipam-driver') ?? 'default',
         Config: config,

@@ -395,3 +395,25 @@ test('two hosts picking a port at once get different ones; none left is a confli
   t.deepEqual(await snapshot(store, cluster), before);
   t.is((await one.createService({ name: 'c', networks: ['n'], ports: [{ protocol: 'udp', targetPort: 53 }] })).service.ports?.[0]?.publishedPort, 30000);
 });
+
+test('the ingress network: made once by the first cluster service publishing in ingress mode; host mode and local services need none; one only, an overlay', async (t) => {
+  const { controller, cluster, host } = await setup();
+  const ingressNetworks = async () => (await controller.listNetworks()).filter((view) => view.network.ingress);
+  await controller.createNetwork({ name: 'local', ipam: { config: [{ subnet: '10.6.0.0/24' }] } });
+  await controller.createService({ name: 'l', networks: ['local'], ports: [{ targetPort: 80, publishedPort: 8080 }] });
+  await controller.createNetwork({ name: 'front', driver: 'overlay' });
+  await controller.createService({ name: 'h', networks: ['front'], ports: [{ targetPort: 80, publishedPort: 8081, publishMode: 'host' }] });
+  t.deepEqual(await ingressNetworks(), [], 'no ingress network for a local service or for host mode');
+  await controller.createService({ name: 'w', networks: ['front'], ports: [{ targetPort: 80, publishedPort: 8082 }] });
+  const [made] = await ingressNetworks();
+  t.is(made?.network.name, 'ingress');
+  t.is(made?.network.driver, 'overlay');
+  t.is(made?.network.scope, 'global');
+  const other = await host();
+  await other.createService({ name: 'w2', networks: ['front'], ports: [{ targetPort: 80, publishedPort: 8083 }] });
+  t.is((await ingressNetworks()).length, 1, 'another host finds it and makes no second');
+  const before = await snapshot(cluster);
+  await t.throwsAsync(controller.createNetwork({ name: 'mesh2', driver: 'overlay', ingress: true }), { code: 'Conflict', message: /ingress network ingress already exists/ });
+  await t.throwsAsync(controller.createNetwork({ name: 'mesh3', driver: 'bridge', ingress: true }), { code: 'InvalidArgument', message: /overlay driver/ });
+  t.deepEqual(await snapshot(cluster), before, 'nothing stored by the refused creates');
+});
