@@ -307,7 +307,13 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       ...(options.logger !== undefined ? { logger: options.logger } : {}),
       // The API answers at once; changes wait for the restore, which re-checks every endpoint's wiring.
       restoreInBackground: true,
-      serviceRules: () => balancer,
+      // Both follow the records; a change returns once this host's VIP rules and published ports hold it.
+      serviceRules: () => ({
+        reread: async (scope, recordKeys) => {
+          await Promise.all([balancer?.reread(scope, recordKeys), mesh?.reread(scope, recordKeys)]);
+        },
+        balancing: async (serviceId) => (await balancer?.balancing(serviceId)) ?? [],
+      }),
       // A published port is refused while something holds it in the daemon's own namespace.
       portInUse,
     });

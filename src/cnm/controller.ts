@@ -23,7 +23,7 @@ import { type ControllerContext, type PortInUse, type ServiceRules, bestEffort, 
 import type { NetworkDriver } from './driver.js';
 import { createEndpoint, deleteEndpoint, joinEndpoint, leaveEndpoint } from './endpoints.js';
 import { type Filters, validateListFilters, validatePruneFilters } from './filters.js';
-import { attachIngress, closeIngressEntry, detachIngress, openIngressEntry } from './ingress.js';
+import { attachIngress, attachWhenPublished, closeIngressEntry, detachIngress, detachWhenUnpublished, openIngressEntry } from './ingress.js';
 import { reconcileLocalNames } from './names.js';
 import type { NamespaceOps } from './namespaces.js';
 import { createNetwork, inspectNetwork, listNetworks, pruneNetworks, removeNetwork } from './networks.js';
@@ -360,7 +360,9 @@ export class Controller {
       const sandbox = await this.context.records.findSandbox(sandboxIdOrName, 'skip');
       validateAliases(options.aliases);
       const { ifName, ...request } = options;
-      return connect(this.context, network, sandbox, { name: sandbox.name, ...request }, ifName);
+      const joined = await connect(this.context, network, sandbox, { name: sandbox.name, ...request }, ifName);
+      if (joined.service !== undefined) await bestEffort(this.context, 'ingress network', () => attachWhenPublished(this.context, sandbox));
+      return joined;
     });
   }
 
@@ -369,6 +371,9 @@ export class Controller {
     await this.mutate(async () => {
       const network = await this.context.records.findNetwork(networkIdOrName, 'skip');
       await disconnect(this.context, network, sandboxIdOrName, options.force === true);
+      if (network.ingress) return;
+      const sandbox = await this.context.records.findSandbox(sandboxIdOrName, 'skip').catch(() => undefined);
+      if (sandbox !== undefined) await bestEffort(this.context, 'ingress network', () => detachWhenUnpublished(this.context, sandbox));
     });
   }
 

@@ -61,3 +61,27 @@ async function localSandbox(context: ControllerContext, sandboxId: string): Prom
   const sandbox = await context.records.sandboxById(sandboxId).catch(() => undefined);
   return sandbox?.pending === undefined ? sandbox : undefined;
 }
+
+/**
+ * After a task joined: its sandbox goes on the ingress network at once
+ * when its service publishes a port in ingress mode, so that the connect
+ * returns with it in this host's rotation (the mesh would ask for it too,
+ * a moment later).
+ */
+export async function attachWhenPublished(context: ControllerContext, sandbox: SandboxRecord): Promise<void> {
+  if (await needsIngress(context, sandbox)) await attachIngress(context, sandbox.id);
+}
+
+/** After a task left: its sandbox leaves the ingress network once no service it is a task of needs it there. */
+export async function detachWhenUnpublished(context: ControllerContext, sandbox: SandboxRecord): Promise<void> {
+  if (!(await needsIngress(context, sandbox))) await detachIngress(context, sandbox.id);
+}
+
+async function needsIngress(context: ControllerContext, sandbox: SandboxRecord): Promise<boolean> {
+  for (const endpoint of await context.records.sandboxEndpoints(sandbox, 'skip')) {
+    if (endpoint.service === undefined || endpoint.pending !== undefined) continue;
+    const service = await context.records.findService(endpoint.service, 'skip').catch(() => undefined);
+    if (service !== undefined && service.scope !== 'local' && (service.ports ?? []).some((port) => port.publishMode === 'ingress')) return true;
+  }
+  return false;
+}

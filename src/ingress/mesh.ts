@@ -18,8 +18,9 @@
 import { followPrefix } from '../store/follow.js';
 import { keys, recordId } from '../repository/keys.js';
 import { decodeRecord, endpointRecord, networkRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
-import { type EndpointRecord, type NetworkRecord, type SandboxRecord, type ServiceRecord, bareAddress } from '../records.js';
+import { type EndpointRecord, type NetworkRecord, type SandboxRecord, type Scope, type ServiceRecord, bareAddress } from '../records.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
+import { Freshness } from './freshness.js';
 import { type Logger, consoleWarnings } from '../log.js';
 import type { Reachability } from './balancer.js';
 import {
@@ -101,6 +102,9 @@ interface Desired {
 
 type Scoped = { readonly record: EndpointRecord; readonly local: boolean };
 
+/** The records the mesh follows; sandboxes in the local store only. */
+const PREFIXES = [keys.services, keys.endpoints, keys.networks, keys.sandboxes];
+
 const FIRST_RETRY_MS = 1000;
 const LAST_RETRY_MS = 30_000;
 
@@ -118,7 +122,11 @@ export class IngressMesh {
   private readonly running = new Set<string>();
   /** Actions done since the records last changed: done again only once they have (the watch may lag behind them). */
   private readonly done = new Set<string>();
-  private work: Promise<void> = Promise.resolve();
+  /** Kernel writes and controller actions queue apart: a controller change waits for writes (`reread`), never for actions, which wait for it. */
+  private writes: Promise<void> = Promise.resolve();
+  private actionsWork: Promise<void> = Promise.resolve();
+  /** Keeps a watch that lags behind a `reread` from undoing it. */
+  private readonly freshness = new Freshness();
   private flushScheduled = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private unsubscribeReachability: (() => void) | undefined;
@@ -138,9 +146,8 @@ export class IngressMesh {
         mesh.watches.push(await followPrefix(store, prefix, (event) => mesh.apply(prefix, local, event)));
       for (const [store, local] of [[options.localStore, true], [options.globalStore, false]] as const) {
         if (store === undefined) continue;
-        for (const prefix of [keys.services, keys.endpoints, keys.networks]) await follow(store, prefix, local);
+        for (const prefix of PREFIXES) if (local || prefix !== keys.sandboxes) await follow(store, prefix, local);
       }
-      await follow(options.localStore, keys.sandboxes, true);
       mesh.unsubscribeReachability = options.reachability?.onChange(() => mesh.scheduleFlush());
       mesh.started = true;
       mesh.flush();
@@ -162,18 +169,46 @@ export class IngressMesh {
     await this.settled();
   }
 
-  /** Resolves once what the mesh knows now is in the kernel (or failed and waits for a retry). */
+  /** Resolves once what the mesh knows now is in the kernel and asked of the controller (or failed and waits for a retry). */
   async settled(): Promise<void> {
     for (;;) {
-      const work = this.work;
-      await work;
-      if (work === this.work && !this.flushScheduled) return;
+      const { writes, actionsWork } = this;
+      await Promise.all([writes, actionsWork]);
+      if (writes === this.writes && actionsWork === this.actionsWork && !this.flushScheduled) return;
       if (this.flushScheduled) this.flush();
+    }
+  }
+
+  /**
+   * Reads `recordKeys` (services, endpoints, sandboxes, networks) from the
+   * store of `scope` as they are now and applies them, then resolves once
+   * the kernel holds what follows: what the controller calls after a
+   * change, so that it returns with this host's ports in step. It waits
+   * for no action it asks of the controller, which is busy with that change.
+   */
+  async reread(scope: Scope, recordKeys: readonly string[]): Promise<void> {
+    const local = scope === 'local';
+    const store = local ? this.options.localStore : this.options.globalStore;
+    if (store === undefined || this.stopped) return;
+    for (const key of recordKeys) {
+      const prefix = PREFIXES.find((p) => key.startsWith(p));
+      if (prefix === undefined || (prefix === keys.sandboxes && !local)) continue;
+      await this.freshness.whileReading(`${scope}:${key}`, async () => {
+        const kv = await store.get(key);
+        this.apply(prefix, local, kv === undefined ? { type: 'delete', key, modRevision: Number.POSITIVE_INFINITY } : { type: 'put', kv });
+      });
+    }
+    this.flush();
+    for (;;) {
+      const { writes } = this;
+      await writes;
+      if (writes === this.writes) return;
     }
   }
 
   private apply(prefix: string, local: boolean, event: WatchEvent): void {
     const key = event.type === 'put' ? event.kv.key : event.key;
+    if (!this.freshness.accept(`${local ? 'local' : 'global'}:${key}`, event)) return;
     const id = recordId(key);
     try {
       if (prefix === keys.endpoints) {
@@ -237,7 +272,7 @@ export class IngressMesh {
     const failure = this.failures.get(key);
     if (failure !== undefined && failure.notBefore > now) return;
     this.running.add(key);
-    this.work = this.work
+    const queued = (once ? this.actionsWork : this.writes)
       .then(async () => {
         if (this.stopped) return;
         await job();
@@ -255,6 +290,8 @@ export class IngressMesh {
         // What it did (or what changed meanwhile) may call for more.
         this.scheduleFlush();
       });
+    if (once) this.actionsWork = queued;
+    else this.writes = queued;
   }
 
   private retryLater(delayMs: number): void {
