@@ -47,7 +47,7 @@ export const DEFAULT_STATE_DIR = '/var/lib/netctl';
 
 export interface HostOptions {
   readonly stateDir?: string;
-  /** Namespace where bridges live; defaults to the caller's own. */
+  /** Namespace where bridges live and published ports open; defaults to the caller's own (then a port something there holds is refused). */
   readonly hostNetnsPath?: string;
   /** Cluster store URL (etcd://HOST:PORT); enables overlay networks. */
   readonly clusterStore?: string;
@@ -315,7 +315,8 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
         balancing: async (serviceId) => (await balancer?.balancing(serviceId)) ?? [],
       }),
       // A published port is refused while something holds it in the daemon's own namespace.
-      portInUse,
+      // It binds in the daemon's own namespace: where the ports open unless the caller keeps them elsewhere.
+      ...(options.hostNetnsPath === undefined ? { portInUse } : {}),
     });
     const opened = controller;
     const upstreams = await upstreamResolvers(options);
