@@ -202,6 +202,8 @@ export class IngressMesh {
     for (;;) {
       const { writes } = this;
       await writes;
+      // A write queued before the reread held older records: the flush its end scheduled writes the newest.
+      if (this.flushScheduled) this.flush();
       if (writes === this.writes) return;
     }
   }
