@@ -482,6 +482,42 @@ test.serial(
   },
 );
 
+test.serial(
+  'a task is in its host\'s rotation when connect returns and out of it when disconnect returns; the port works again after its daemon restarts',
+  async (t) => {
+    const { cluster, hosts, servers, tasks, client } = await sharedSetup(t);
+    const h3 = hosts[2];
+    const w4 = cluster.sandboxName('w4');
+    await cluster.ok(h3, 'sandbox', 'create', w4);
+    await servers.start(w4);
+    await cluster.ok(h3, 'network', 'connect', '--service', 'web', 'front', w4);
+    // Host 3's round robin goes over the 4 tasks in turn: 12 connections give each its share, w4 included.
+    const joined = await connections(client.netnsPath, 'tcp', h3.address, 12);
+    t.log(`right after connect returned, 12 connections to host 3: ${show(joined)}`);
+    allAnsweredBy(t, joined, 12, [...tasks, { name: w4, host: h3 }], client.address, 'TCP to host 3 after connect');
+    t.true((joined.counts.get(w4) ?? 0) > 0, `w4 is in host 3's rotation as connect returns: ${show(joined)}`);
+
+    await cluster.ok(h3, 'network', 'disconnect', 'front', w4);
+    const left = await connections(client.netnsPath, 'tcp', h3.address, 12);
+    t.log(`right after disconnect returned, 12 connections to host 3: ${show(left)}`);
+    allAnsweredBy(t, left, 12, tasks, client.address, 'TCP to host 3 after disconnect');
+    await cluster.ok(h3, 'sandbox', 'rm', w4);
+
+    await cluster.stopDaemon(h3, 'SIGTERM');
+    await cluster.startDaemon(h3);
+    // The restart brings a new VTEP up: wait until the path is whole again, then count.
+    await until(
+      'host 3 to answer again after its restart',
+      async () => ((await connections(client.netnsPath, 'tcp', h3.address, 3, { timeoutSeconds: 1, maxFailures: 3 })).counts.size > 0 ? true : undefined),
+      60_000,
+    );
+    const restarted = await connections(client.netnsPath, 'tcp', h3.address, 30);
+    t.log(`30 connections to host 3 after its daemon restarted: ${show(restarted)}`);
+    allAnsweredBy(t, restarted, 30, tasks, client.address, 'TCP to host 3 after its restart');
+    t.true(tasks.every((task) => (restarted.counts.get(task.name) ?? 0) > 0), `every task still in host 3's rotation: ${show(restarted)}`);
+  },
+);
+
 test.serial('host mode, 3 hosts: the port opens only on the host with a task; the others refuse at once', async (t) => {
   const { cluster, hosts, servers, client } = await sharedSetup(t);
   const [h1, h2, h3] = hosts;
