@@ -5,9 +5,9 @@
  * it that carries its default route; the endpoint goes once no network the
  * sandbox is on needs it. The bridge network is made on first use.
  */
-import { type ControllerContext, driverOf } from './context.js';
+import type { ControllerContext } from './context.js';
 import { connectEndpoint, disconnectEndpoint } from './endpoints.js';
-import { releaseNetwork, reserveNetwork } from './networks.js';
+import { createNetwork } from './networks.js';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 
 /** Docker's docker_gwbridge, by netctl's name; also the Linux bridge's name (15 characters). */
@@ -51,17 +51,11 @@ async function gatewayBridge(context: ControllerContext): Promise<NetworkRecord 
   if (!context.drivers.has('bridge')) return undefined;
   const existing = (await context.records.networks('skip')).find((n) => n.name === GATEWAY_BRIDGE && n.scope === 'local');
   if (existing !== undefined) return existing;
-  const network = await reserveNetwork(context, {
+  const { network } = await createNetwork(context, {
     name: GATEWAY_BRIDGE,
     driver: 'bridge',
     // Sandboxes of different overlays meet here: they reach the outside, not each other.
     options: { 'com.docker.network.bridge.name': GATEWAY_BRIDGE, 'com.docker.network.bridge.enable_icc': 'false' },
   });
-  try {
-    await driverOf(context, network).createNetwork(network);
-  } catch (err) {
-    await releaseNetwork(context, network);
-    throw err;
-  }
   return network;
 }

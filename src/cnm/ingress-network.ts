@@ -5,8 +5,8 @@
  * Apart from ingress.ts so that services.ts can make it without depending
  * on connections and sandboxes.
  */
-import { type ControllerContext, driverOf } from './context.js';
-import { findIngressNetwork, releaseNetwork, reserveNetwork } from './networks.js';
+import type { ControllerContext } from './context.js';
+import { createNetwork, findIngressNetwork } from './networks.js';
 import { Conflict, InvalidArgument } from '../errors.js';
 import type { NetworkRecord } from '../records.js';
 
@@ -22,21 +22,13 @@ export async function ensureIngressNetwork(context: ControllerContext): Promise<
       'publishing a port in ingress mode for a service on cluster networks needs the overlay driver; start the daemon with --store etcd://HOST:PORT',
     );
   }
-  let network: NetworkRecord;
   try {
-    network = await reserveNetwork(context, { name: INGRESS_NETWORK, driver: 'overlay', ingress: true });
+    return (await createNetwork(context, { name: INGRESS_NETWORK, driver: 'overlay', ingress: true })).network;
   } catch (err) {
     // Another host made it meanwhile.
     const made = err instanceof Conflict ? await findIngressNetwork(context) : undefined;
     if (made !== undefined) return made;
     throw err;
   }
-  try {
-    await driverOf(context, network).createNetwork(network);
-  } catch (err) {
-    await releaseNetwork(context, network);
-    throw err;
-  }
-  return network;
 }
 

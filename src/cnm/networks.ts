@@ -153,7 +153,7 @@ function withoutRemoving(network: NetworkRecord): NetworkRecord {
 }
 
 /** Checks the request and stores the network's records, its name and its subnets. */
-export async function reserveNetwork(context: ControllerContext, request: NetworkCreateRequest): Promise<NetworkRecord> {
+async function reserveNetwork(context: ControllerContext, request: NetworkCreateRequest): Promise<NetworkRecord> {
   validateName('network', request.name);
   validateMetadata('labels', request.labels);
   validateMetadata('driver options', request.options);
