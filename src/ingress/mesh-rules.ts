@@ -29,6 +29,8 @@ export const INGRESS_TABLE = 'netctl_ingress';
 /** A connection's mark in a task's namespace: this byte, then the low 24 bits of the ingress sandbox's address. */
 const MARK_PREFIX = 0x4e000000;
 const MARK_MASK = 0xff000000;
+/** The mark of a task's own new UDP flow from a published port: it goes out by the main table after all. */
+const OWN_FLOW_MARK = 0x4d000000;
 
 /** The policy routing of replies: rule priorities from here, and the routing table of the same number. */
 export const REPLY_RULE_PRIORITY = 30100;
@@ -38,6 +40,8 @@ export const MAX_REPLY_RULES = 200;
 export interface Target {
   readonly address: string;
   readonly port: number;
+  /** The target's subnet on a bridge of the host (CIDR), for the host's targets: its neighbours there reach it by hairpin. */
+  readonly subnet?: string;
 }
 
 /** A published port and where its connections go (none: the port is not opened). */
@@ -121,7 +125,32 @@ function portChains(ports: readonly PortTargets[], hooks: readonly string[], mat
  * over loopback, which could not be forwarded), go to their targets.
  */
 export function publishedScript(ports: readonly PortTargets[]): string {
-  return replace('ip', PUBLISHED_TABLE, portChains(ports, ['prerouting', 'output'], 'fib daddr type local ip daddr != 127.0.0.0/8'));
+  const chains = portChains(ports, ['prerouting', 'output'], 'fib daddr type local ip daddr != 127.0.0.0/8');
+  if (chains === undefined) return replace('ip', PUBLISHED_TABLE, undefined);
+  // A sandbox on the target's own bridge (an overlay's sandboxes share the gateway bridge with the ingress
+  // sandbox) would get the answer straight across the bridge, never un-NATed: such connections come from the
+  // host, as Docker's hairpin NAT does.
+  const hairpins = new Set(
+    ports.flatMap((p) => p.targets.flatMap((t) => (t.subnet === undefined ? [] : [`ct status dnat ip saddr ${t.subnet} ip daddr ${t.address} masquerade`]))),
+  );
+  if (hairpins.size === 0) return replace('ip', PUBLISHED_TABLE, chains);
+  return replace('ip', PUBLISHED_TABLE, [
+    ...chains,
+    'chain postrouting {',
+    '  type nat hook postrouting priority 100; policy accept;',
+    ...[...hairpins].sort().map((rule) => `  ${rule}`),
+    '}',
+  ]);
+}
+
+/** The network of an IPv4 CIDR: 172.18.0.2/16 → 172.18.0.0/16. */
+export function subnetOf(cidr: string): string {
+  const [address = '', length = '32'] = cidr.split('/');
+  const bits = Number(length);
+  const value = address.split('.').reduce((sum, byte) => sum * 256 + Number(byte), 0);
+  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  const network = (value & mask) >>> 0;
+  return `${[24, 16, 8, 0].map((shift) => (network >>> shift) & 255).join('.')}/${bits}`;
 }
 
 /** The ingress sandbox's table: what the host sent to `entryAddress` goes on to a task. */
@@ -136,17 +165,25 @@ export function replyScript(rules: ReplyRules | undefined): string {
   const marks = `{ ${rules.entries.map((e) => `${e.macAddress} : ${hex(e.mark)}`).join(', ')} }`;
   const macs = `{ ${rules.entries.map((e) => `${hex(e.mark)} : ${e.macAddress}`).join(', ')} }`;
   const marked = `& ${hex(MARK_MASK)} == ${hex(MARK_PREFIX)}`;
+  const unmarked = `& ${hex(MARK_MASK)} != ${hex(MARK_PREFIX)}`;
   return (
     replace('ip', INGRESS_TABLE, [
       'chain prerouting {',
       '  type filter hook prerouting priority mangle; policy accept;',
-      `  iifname ${device} ct state new ct mark set ether saddr map ${marks}`,
+      // Not only a flow's first packet: one that came before these rules (a task just joined) is marked by its next, a retried SYN.
+      `  iifname ${device} ct mark 0 ct mark set ether saddr map ${marks}`,
       '}',
       // A route chain: a mark set here makes the kernel route the packet again.
       'chain output {',
       '  type route hook output priority mangle; policy accept;',
       `  ct mark ${marked} meta mark set ct mark`,
+      // The source-port rule sent every datagram from a published UDP port to the ingress network; those of the
+      // task's own flows (no mark) go back to the main table, and take the address of the interface they leave by.
+      ...(rules.udpPorts.length > 0 ? [`  udp sport { ${rules.udpPorts.join(', ')} } ct mark ${unmarked} meta mark set ${hex(OWN_FLOW_MARK)}`] : []),
       '}',
+      ...(rules.udpPorts.length > 0
+        ? ['chain postrouting {', '  type nat hook postrouting priority srcnat; policy accept;', `  meta mark ${hex(OWN_FLOW_MARK)} oifname != ${device} masquerade`, '}']
+        : []),
     ]) +
     replace('netdev', INGRESS_TABLE, [
       'chain egress {',
@@ -172,7 +209,8 @@ export function replyRouteBatch(rules: ReplyRules | undefined, present: readonly
   lines.push(
     `rule add priority ${table} lookup main suppress_prefixlength 0`,
     `rule add priority ${table + 1} fwmark ${hex(MARK_PREFIX)}/${hex(MARK_MASK)} lookup ${table}`,
-    ...rules.udpPorts.slice(0, MAX_REPLY_RULES - 2).map((port, i) => `rule add priority ${table + 2 + i} ipproto udp sport ${port} lookup ${table}`),
+    `rule add priority ${table + 2} fwmark ${hex(OWN_FLOW_MARK)}/${hex(MARK_MASK)} lookup main`,
+    ...rules.udpPorts.slice(0, MAX_REPLY_RULES - 3).map((port, i) => `rule add priority ${table + 3 + i} ipproto udp sport ${port} lookup ${table}`),
     `route replace default via ${rules.gateway} dev ${rules.ifName} onlink table ${table}`,
   );
   return lines;

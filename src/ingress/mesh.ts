@@ -35,6 +35,7 @@ import {
   publishedScript,
   replyRouteBatch,
   replyScript,
+  subnetOf,
 } from './mesh-rules.js';
 
 /**
@@ -324,7 +325,11 @@ export class IngressMesh {
       if (record.ingressEntry !== true && record.sandboxId !== undefined && !leaving(record)) ingressOf.set(record.sandboxId, record);
     }
 
-    const published = [...this.services.values()].filter((s) => (s.ports ?? []).length > 0).sort((a, b) => (a.id < b.id ? -1 : 1));
+    // A host's own (bridge) service first: should a cluster service claim its port from another host, which
+    // cannot see this host's claims, the port stays with the service already here.
+    const published = [...this.services.values()]
+      .filter((s) => (s.ports ?? []).length > 0)
+      .sort((a, b) => Number(b.scope === 'local') - Number(a.scope === 'local') || (a.id < b.id ? -1 : 1));
     const hostPorts = new Map<string, PortTargets>();
     const entryPorts = new Map<string, PortTargets>();
     /** Local sandboxes that must be on the ingress network, with the UDP target ports their replies leave from. */
@@ -354,17 +359,17 @@ export class IngressMesh {
             if (onIngressNet !== undefined && address !== undefined && this.live(onIngressNet)) taskTargets.push({ address, port: port.targetPort });
           }
           taskTargets = unique(taskTargets);
-          if (entryAddress !== undefined) hostTargets = [{ address: entryAddress, port: port.publishedPort }];
+          if (entryAddress !== undefined) hostTargets = [{ ...entryAddress, port: port.publishedPort }];
         } else {
           for (const task of tasks) {
             const sandboxId = task.record.sandboxId ?? '';
             if (!this.isLocalSandbox(sandboxId) || task.record.pending !== undefined) continue;
-            const address = this.hostAddressOf(sandboxId);
-            if (address !== undefined) hostTargets.push({ address, port: port.targetPort });
+            const reached = this.hostAddressOf(sandboxId);
+            if (reached !== undefined) hostTargets.push({ ...reached, port: port.targetPort });
           }
           hostTargets = unique(hostTargets);
         }
-        // Claims keep a port to one service; should two still meet (a local and a cluster one made at once), the older id wins.
+        // Claims keep a port to one service of a store; two of different stores meeting here: the first (see above) keeps it.
         if (!hostPorts.has(portKey)) hostPorts.set(portKey, { protocol: port.protocol, port: port.publishedPort, targets: hostTargets });
         if (mesh && !entryPorts.has(portKey)) entryPorts.set(portKey, { protocol: port.protocol, port: port.publishedPort, targets: taskTargets });
       }
@@ -379,7 +384,7 @@ export class IngressMesh {
       write: () => kernel.applyNft(hostNetns, hostScript),
     });
     if (entrySandbox !== undefined) {
-      const script = entryAddress === undefined ? entryScript('0.0.0.0', []) : entryScript(entryAddress, [...entryPorts.values()]);
+      const script = entryAddress === undefined ? entryScript('0.0.0.0', []) : entryScript(entryAddress.address, [...entryPorts.values()]);
       const netnsPath = entrySandbox.netnsPath;
       writes.set(entrySandbox.id, {
         netnsPath,
@@ -439,11 +444,11 @@ export class IngressMesh {
     return sandbox !== undefined && sandbox.pending === undefined && sandbox.netnsPath !== '';
   }
 
-  /** The sandbox's address that the host's namespace routes to: that of its default route's endpoint on a local (bridge) network. */
-  private hostAddressOf(sandboxId: string): string | undefined {
+  /** The sandbox's address that the host's namespace routes to, and its subnet: those of its default route's endpoint on a local (bridge) network. */
+  private hostAddressOf(sandboxId: string): { address: string; subnet: string } | undefined {
     for (const { record, local } of this.endpoints.values()) {
       if (local && record.sandboxId === sandboxId && record.defaultGateway === true && record.pending === undefined && record.ipv4Address !== undefined) {
-        return bareAddress(record.ipv4Address);
+        return { address: bareAddress(record.ipv4Address), subnet: subnetOf(record.ipv4Address) };
       }
     }
     return undefined;

@@ -462,6 +462,17 @@ test.serial(
     allAnsweredBy(t, pinned, 6, tasks, client.address, 'a pinned UDP flow');
     t.is(pinned.counts.size, 1, `a pinned UDP flow stays on one task: ${show(pinned)}`);
 
+    // A sandbox on the overlay, no task, reaches the port through its own host's address (hairpin through the
+    // gateway bridge it shares with the ingress sandbox) and through another's.
+    const neighbour = cluster.sandboxName('nb');
+    await cluster.ok(h1, 'sandbox', 'create', neighbour);
+    await cluster.ok(h1, 'network', 'connect', 'front', neighbour);
+    for (const host of [h1, h2]) {
+      const tally = await connections(`/var/run/netns/${neighbour}`, 'tcp', host.address, 6);
+      t.is([...tally.counts.values()].reduce((a, b) => a + b, 0), 6, `a sandbox on host 1's overlay reaches the port through host ${host.index}: ${show(tally)}`);
+    }
+    await cluster.ok(h1, 'sandbox', 'rm', neighbour);
+
     // What a user sees, asked of host 3, which learned all of it through etcd.
     const ports = (JSON.parse(await cluster.ok(h3, 'service', 'inspect', 'web')) as { Endpoint: { Ports?: unknown } }[])[0]?.Endpoint.Ports;
     t.deepEqual(ports, [

@@ -15,6 +15,7 @@ import {
   replyScript,
   type PortTargets,
   type ReplyRules,
+  subnetOf,
 } from '../../src/ingress/mesh-rules.js';
 import { ipBatch, rulePriorities } from '../../src/sys/iproute.js';
 import { applyNft, listNftRuleset } from '../../src/sys/nft.js';
@@ -61,6 +62,20 @@ test('the host table: one lookup per packet to a local address, a chain per open
   );
 });
 
+test('hairpin: a target on a bridge of the host gets connections from its own subnet from the host, masqueraded', (t) => {
+  t.is(subnetOf('172.18.0.2/16'), '172.18.0.0/16');
+  t.is(subnetOf('10.0.1.77/24'), '10.0.1.0/24');
+  t.is(subnetOf('10.0.1.77/32'), '10.0.1.77/32');
+  const script = publishedScript([{ protocol: 'tcp', port: 8080, targets: [{ address: '172.18.0.2', port: 8080, subnet: '172.18.0.0/16' }] }]);
+  t.true(
+    script.includes(
+      ['  chain postrouting {', '    type nat hook postrouting priority 100; policy accept;', '    ct status dnat ip saddr 172.18.0.0/16 ip daddr 172.18.0.2 masquerade', '  }'].join('\n'),
+    ),
+    script,
+  );
+  t.false(publishedScript(web).includes('postrouting'), 'no subnet given, no hairpin');
+});
+
 test('nothing to open leaves no table; the entry table matches its own address only', (t) => {
   t.is(publishedScript([]), 'table ip netctl_published {}\ndelete table ip netctl_published\n');
   t.is(publishedScript([{ protocol: 'tcp', port: 1, targets: [] }]), publishedScript([]));
@@ -73,7 +88,8 @@ test('the reply routes: the main table decides all but its default route; marked
   t.deepEqual(replyRouteBatch(rules, []), [
     'rule add priority 30100 lookup main suppress_prefixlength 0',
     'rule add priority 30101 fwmark 0x4e000000/0xff000000 lookup 30100',
-    'rule add priority 30102 ipproto udp sport 53 lookup 30100',
+    'rule add priority 30102 fwmark 0x4d000000/0xff000000 lookup main',
+    'rule add priority 30103 ipproto udp sport 53 lookup 30100',
     'route replace default via 10.0.0.1 dev eth1 onlink table 30100',
   ]);
   t.deepEqual(replyRouteBatch(undefined, [30100, 30102]), ['rule del priority 30100', 'rule del priority 30102', 'route flush table 30100']);
@@ -92,6 +108,17 @@ threading.Thread(target=answer_udp, daemon=True).start()
 print('listening', flush=True)
 while True:
     conn, peer = tcp.accept(); conn.sendall(peer[0].encode()); conn.close()
+`;
+
+/** Prints the source address of the first datagram to 192.0.9.1:5000, or "nothing". */
+const LISTEN = `
+import socket
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(('192.0.9.1', 5000)); r.settimeout(5)
+print('ready', flush=True)
+try:
+    print(r.recvfrom(64)[1][0], flush=True)
+except OSError as e:
+    print('nothing', type(e).__name__, flush=True)
 `;
 
 const ASK = `
@@ -140,6 +167,7 @@ test('the whole path in namespaces: through either host, TCP and UDP reach the t
   await ip('-n', names.bridge!, 'link', 'set', 'tport', 'master', 'br0');
   await veth(names.task!, 'eth0', '172.20.0.2/24', names.way!, 'gw0', '172.20.0.1/24');
   await ip('-n', names.task!, 'route', 'add', 'default', 'via', '172.20.0.1');
+  await ip('-n', names.way!, 'addr', 'add', '192.0.9.1/32', 'dev', 'lo');
   const entries = [];
   for (const { i, host, entry } of hosts) {
     await veth(names.client!, `c${i}`, `192.0.${i + 1}.2/24`, host, 'uplink', `192.0.${i + 1}.1/24`);
@@ -164,7 +192,7 @@ test('the whole path in namespaces: through either host, TCP and UDP reach the t
   // Without reply rules the answer follows the task's default route, away from the host that DNATed it.
   t.is(await ask('tcp', '192.0.2.1'), 'failed TimeoutError', 'the reply rules are what makes it work');
 
-  const rules: ReplyRules = { ifName: 'eth1', gateway: '10.0.0.1', entries, udpPorts: [80] };
+  const rules: ReplyRules = { ifName: 'eth1', gateway: '10.0.0.1', entries, udpPorts: [80, 81] };
   await applyNft(path(names.task!), replyScript(rules));
   await ipBatch(path(names.task!), replyRouteBatch(rules, []));
   for (const { i } of hosts) {
@@ -173,10 +201,19 @@ test('the whole path in namespaces: through either host, TCP and UDP reach the t
     }
   }
   t.true((await listNftRuleset(path(names.task!))).includes('netdev netctl_ingress'));
+  // The task's own datagram from a published UDP port to elsewhere leaves by its default route, from its address there.
+  const listener = spawn('nsenter', [`--net=${path(names.way!)}`, PYTHON, '-c', LISTEN], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let heard = '';
+  listener.stdout.setEncoding('utf8').on('data', (chunk: string) => (heard += chunk));
+  const listened = new Promise<void>((resolve) => listener.once('exit', () => resolve()));
+  await waitFor('the listener', () => (heard.startsWith('ready') ? true : undefined), 10_000);
+  await inNetns(path(names.task!), PYTHON, ['-c', "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 81)); s.sendto(b'x', ('192.0.9.1', 5000))"]);
+  await listened;
+  t.is(heard.split('\n')[1], '172.20.0.2', 'a new UDP flow from a published port went out by the gateway bridge');
 
   // Taken away, nothing of it stays behind.
   const present = (await rulePriorities(path(names.task!))).filter((p) => p >= 30100 && p < 30300);
-  t.deepEqual(present, [30100, 30101, 30102]);
+  t.deepEqual(present, [30100, 30101, 30102, 30103, 30104]);
   await applyNft(path(names.task!), replyScript(undefined));
   await ipBatch(path(names.task!), replyRouteBatch(undefined, present));
   t.false((await listNftRuleset(path(names.task!))).includes('netctl_ingress'));

@@ -162,7 +162,7 @@ test('ingress mode: the host sends the port to its ingress sandbox, which sends 
   ]);
   await waitFor('t1 attached', () => (actions.asked.includes('attach t1') ? true : undefined));
   await mesh.settled();
-  t.is(kernel.last(HOST_NS), publishedScript([{ protocol: 'tcp', port: 8080, targets: [{ address: '172.18.0.3', port: 8080 }] }]));
+  t.is(kernel.last(HOST_NS), publishedScript([{ protocol: 'tcp', port: 8080, targets: [{ address: '172.18.0.3', port: 8080, subnet: '172.18.0.0/24' }] }]));
   t.is(kernel.last('/var/run/netns/sbx-entry'), entryScript('172.18.0.3', []), 'the remote task is not reachable yet, t1 not yet on ingress');
   t.false(actions.asked.includes('attach t2'), 't2 is no task');
 
@@ -197,7 +197,7 @@ test('host mode and a leaving task: the host sends straight to local tasks, a ta
     { key: keys.endpoint('front', 't1-front'), value: endpoint('t1-front', 'front', '10.0.1.5', { sandboxId: 't1', service: 'web', ifName: 'eth0' }) },
     { key: keys.endpoint('front', 'r1-front'), value: endpoint('r1-front', 'front', '10.0.1.7', { sandboxId: 'remote-1', service: 'web' }) },
   ]);
-  const expected = publishedScript([{ protocol: 'udp', port: 5353, targets: [{ address: '172.18.0.4', port: 53 }] }]);
+  const expected = publishedScript([{ protocol: 'udp', port: 5353, targets: [{ address: '172.18.0.4', port: 53, subnet: '172.18.0.0/24' }] }]);
   await waitFor('the host table', () => (kernel.last(HOST_NS) === expected ? true : undefined));
   await putAll(global, [
     { key: keys.endpoint('front', 't1-front'), value: endpoint('t1-front', 'front', '10.0.1.5', { sandboxId: 't1', service: 'web', ifName: 'eth0', pending: 'disconnect' }) },
@@ -214,7 +214,7 @@ test('a write that fails is tried again', async (t) => {
   await putAll(global, [{ key: keys.service('web'), value: WEB }]);
   await mesh.settled();
   kernel.failing = false;
-  const expected = publishedScript([{ protocol: 'tcp', port: 8080, targets: [{ address: '172.18.0.3', port: 8080 }] }]);
+  const expected = publishedScript([{ protocol: 'tcp', port: 8080, targets: [{ address: '172.18.0.3', port: 8080, subnet: '172.18.0.0/24' }] }]);
   await waitFor('the retry', () => (kernel.last(HOST_NS) === expected ? true : undefined), 10_000);
   t.pass();
 });
