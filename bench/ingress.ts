@@ -50,18 +50,43 @@
  * failure and on SIGINT/SIGTERM; only processes this run started are ended,
  * by their PID.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, release, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Cluster, makeCluster, type SimHost } from '../test/helpers/cluster.js';
-import { run } from '../test/helpers/kernel.js';
-import { type Spread, spread } from './report.js';
+import { type Cluster, sandboxOn, type SimHost } from '../test/helpers/cluster.js';
+import {
+  cleanup,
+  cleanUpOnSignals,
+  compile,
+  describeIperf,
+  describeRequests,
+  eventually,
+  inPairs,
+  type IperfSample,
+  loadAverage,
+  machineInfo,
+  machineNote,
+  makeWorkDir,
+  measureIperf,
+  NFT,
+  nsPath,
+  type Pair,
+  type PairSummary,
+  measureRequests,
+  type RequestFigures,
+  requireTools,
+  runIn,
+  serve,
+  shortCommit,
+  sleep,
+  startCluster,
+  summarizePairs,
+  WRK_REPORT,
+  writeResults,
+} from './harness.js';
+import { cell, type Spread } from './report.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = dirname(here);
 /** The port web's tasks listen on, the port the mesh publishes it on, and HAProxy's. */
 const HTTP_TARGET_PORT = 80;
 const HTTP_PORTS: Record<Contender, number> = { mesh: 8080, haproxy: 8081 };
@@ -72,11 +97,11 @@ const WEB_TASKS = 2;
 const WRK_THREADS = 2;
 /** The client's host number in the cluster's /24: no simulated host has it. */
 const CLIENT_HOST_NUMBER = 200;
-const NFT = '/usr/sbin/nft';
 /** How long the mesh may take to answer: netctl attaches the tasks to the ingress network asynchronously. */
 const MESH_READY_MS = 90_000;
 
 type Contender = 'mesh' | 'haproxy';
+const CONTENDERS = ['mesh', 'haproxy'] as const;
 type Figure = 'requests' | 'connections' | 'stream';
 const LABELS: Record<Contender, string> = { mesh: 'mesh', haproxy: 'HAProxy' };
 
@@ -98,14 +123,7 @@ if (
   console.error(`--runs takes 1 to 50, --seconds 2 to 120, --connections ${WRK_THREADS} to 1000`);
   process.exit(2);
 }
-for (const [tool, pkg] of [['wrk', 'wrk'], ['iperf3', 'iperf3'], ['curl', 'curl'], ['cc', 'gcc'], ['haproxy', 'haproxy'], ['nsenter', 'util-linux']] as const) {
-  try {
-    execFileSync('which', [tool], { stdio: 'ignore' });
-  } catch {
-    console.error(`${tool} is not installed (Debian package ${pkg})`);
-    process.exit(2);
-  }
-}
+requireTools({ wrk: 'wrk', iperf3: 'iperf3', curl: 'curl', cc: 'gcc', haproxy: 'haproxy', nsenter: 'util-linux' });
 const haproxyVersion = (() => {
   const features = execFileSync('haproxy', ['-vv'], { encoding: 'utf8' });
   if (!/\+NS\b/.test(features)) {
@@ -115,130 +133,7 @@ const haproxyVersion = (() => {
   return (features.split('\n')[0] ?? '').trim();
 })();
 
-// ---- everything this run starts, for the cleanup --------------------------------------------
-
-let making: Promise<Cluster> | undefined;
-let work: string | undefined;
-const children = new Set<ChildProcess>();
-let cleaning: Promise<void> | undefined;
-
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    // HAProxy, the servers and the clients first: a process left in a namespace would keep it alive after `ip netns del`.
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    for (const child of children) await exited(child, 3000);
-    const cluster = await making?.catch(() => undefined);
-    await cluster?.destroy();
-    if (work !== undefined) await rm(work, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
-  process.once(signal, () => {
-    console.error(`\n${signal}: removing HAProxy, the servers, daemons, etcd, sandboxes and namespaces`);
-    void cleanup().finally(() => process.exit(code));
-  });
-}
-
-function exited(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
-const nsPath = (sandbox: string) => `/var/run/netns/${sandbox}`;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-interface Server {
-  child: ChildProcess;
-  output(): string;
-}
-
-/**
- * A long-lived process in a namespace (nsenter execs it, so the child's PID
- * is the process's), killed by cleanup. Resolves once it printed `marker`,
- * or, without one, once it has run for half a second without exiting.
- */
-async function serve(netnsPath: string, marker: string | undefined, command: string, args: readonly string[]): Promise<Server> {
-  const child = spawn('nsenter', [`--net=${netnsPath}`, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let output = '';
-  const keep = (chunk: Buffer) => void (output = (output + chunk.toString()).slice(-4000));
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  child.on('error', (err) => keep(Buffer.from(String(err))));
-  const started = Date.now();
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${command} exited: ${output.slice(-300)}`);
-    if (marker === undefined ? Date.now() - started > 500 : output.includes(marker)) break;
-    if (Date.now() - started > 15_000) throw new Error(`${command} did not start: ${output.slice(-300)}`);
-    await sleep(50);
-  }
-  return { child, output: () => output };
-}
-
-/** Runs a command to its end in a namespace, killed by cleanup or after timeoutMs. */
-function runIn(netnsPath: string, command: string, args: readonly string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('nsenter', [`--net=${netnsPath}`, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (chunk: Buffer) => void (stdout += chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (err) => void (stderr += String(err)));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      children.delete(child);
-      resolve({ code: code ?? (signal !== null ? 128 : 1), stdout, stderr: signal !== null ? `${stderr}(killed by ${signal})` : stderr });
-    });
-  });
-}
-
-/** Polls until `probe` succeeds. */
-async function eventually<T>(what: string, probe: () => Promise<T>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await probe();
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
-      await sleep(250);
-    }
-  }
-}
-
-// ---- the machine ----------------------------------------------------------------------------
-
-/** Busy and total jiffies of all CPUs, from /proc/stat. */
-async function cpuTimes(): Promise<{ busy: number; total: number }> {
-  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
-  const fields = line.trim().split(/\s+/).slice(1).map(Number);
-  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
-  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
-  return { busy: total - idle, total };
-}
-
-/** The client's SYN retransmits (TcpExtTCPSynRetrans): each one a connection that waited a second or more. */
-async function synRetransmits(netnsPath: string): Promise<number> {
-  const result = await runIn(netnsPath, 'cat', ['/proc/net/netstat'], 10_000);
-  const lines = result.stdout.split('\n');
-  for (let i = 0; i + 1 < lines.length; i += 2) {
-    const names = (lines[i] ?? '').split(/\s+/);
-    const counts = (lines[i + 1] ?? '').split(/\s+/);
-    if (names[0] === 'TcpExt:') return Number(counts[names.indexOf('TCPSynRetrans')] ?? NaN);
-  }
-  return NaN;
-}
-
-const loadavgText = async () => (await readFile('/proc/loadavg', 'utf8')).trim();
+cleanUpOnSignals();
 
 // ---- the setup ------------------------------------------------------------------------------
 
@@ -263,26 +158,9 @@ interface Setup {
   scripts: Record<'requests' | 'connections', string>;
 }
 
-const ipOf = (cidr: string) => cidr.split('/')[0] ?? '';
-
-async function sandbox(cluster: Cluster, host: SimHost, network: string, base: string, service?: string): Promise<Task> {
-  const name = cluster.sandboxName(base);
-  await cluster.ok(host, 'sandbox', 'create', name);
-  await cluster.ok(host, 'network', 'connect', ...(service !== undefined ? ['--service', service] : []), network, name);
-  const template = `{{range .Containers}}{{if eq .Name "${name}"}}{{.IPv4Address}}{{end}}{{end}}`;
-  const address = ipOf((await cluster.ok(host, 'network', 'inspect', '-f', template, network)).trim());
-  if (address === '') throw new Error(`no address for ${name} on ${network}`);
-  return { name, address };
-}
-
 /** A wrk script whose done() prints one JSON line; with `close`, every request asks the server to close. */
 function wrkScript(close: boolean): string {
-  return `${close ? 'wrk.headers["Connection"] = "close"\n' : ''}function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('{"requests":%d,"durationUs":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50Us":%d,"p99Us":%d}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
-end
-`;
+  return `${close ? 'wrk.headers["Connection"] = "close"\n' : ''}${WRK_REPORT}`;
 }
 
 function haproxyConfig(setup: Pick<Setup, 'entry' | 'web' | 'solo' | 'haproxySandbox'>): string {
@@ -377,14 +255,6 @@ async function checkPath(setup: Setup, contender: Contender, timeoutMs: number):
   );
 }
 
-/** bench/http-task.c compiled into `dir`. */
-async function buildHttpTask(dir: string): Promise<string> {
-  const binary = join(dir, 'http-task');
-  const built = await run('cc', ['-O2', '-Wall', '-o', binary, join(here, 'http-task.c')], { timeoutMs: 60_000 });
-  if (built.code !== 0) throw new Error(`cc bench/http-task.c: ${built.stderr}`);
-  return binary;
-}
-
 async function setUp(cluster: Cluster, dir: string): Promise<Setup> {
   const [h1, h2] = cluster.hosts as [SimHost, SimHost];
   const network = 'bench-ingress';
@@ -398,14 +268,14 @@ async function setUp(cluster: Cluster, dir: string): Promise<Setup> {
     }
   }
 
-  const httpTask = await buildHttpTask(dir);
+  const httpTask = await compile(dir, 'http-task');
   const web: Task[] = [];
-  for (let i = 1; i <= WEB_TASKS; i++) web.push(await sandbox(cluster, h1, network, `web${i}`, 'web'));
-  const solo = await sandbox(cluster, h1, network, 'solo', 'solo');
+  for (let i = 1; i <= WEB_TASKS; i++) web.push(await sandboxOn(cluster, h1, network, `web${i}`, { service: 'web' }));
+  const solo = await sandboxOn(cluster, h1, network, 'solo', { service: 'solo' });
   for (const [i, task] of web.entries()) await serve(nsPath(task.name), 'ready', httpTask, [String(HTTP_TARGET_PORT), `task${i + 1}`, 'keep-alive']);
   await serve(nsPath(solo.name), 'Server listening', 'iperf3', ['-s', '-p', String(IPERF_TARGET_PORT), '--forceflush']);
 
-  const haproxySandbox = await sandbox(cluster, h2, network, 'hap');
+  const haproxySandbox = await sandboxOn(cluster, h2, network, 'hap');
   const prefix = h2.address.split('.').slice(0, 3).join('.');
   const clientAddress = `${prefix}.${CLIENT_HOST_NUMBER}`;
   if (cluster.hosts.some((host) => host.address === clientAddress)) throw new Error(`the client's address ${clientAddress} is a simulated host's`);
@@ -447,109 +317,35 @@ async function meshState(cluster: Cluster): Promise<string> {
 
 // ---- the figures ----------------------------------------------------------------------------
 
-interface WrkSample {
+/** perTask counts web's tasks. */
+interface WrkSample extends RequestFigures {
   perSecond: number;
-  requests: number;
-  errors: { connect: number; read: number; write: number; status: number; timeout: number };
-  latencyP50Ms: number;
-  latencyP99Ms: number;
-  /** Requests each web task served during the sample, from its /count. */
-  perTask: number[];
-  synRetransmits: number;
-  /** Share of the machine's CPUs busy during the sample. */
-  machineBusy: number;
-}
-
-interface IperfSample {
-  gbps: number;
-  retransmits: number | null;
-  machineBusy: number;
 }
 
 type Sample = WrkSample | IperfSample;
 
-async function measureWrk(setup: Setup, contender: Contender, figure: 'requests' | 'connections', duration: number): Promise<WrkSample> {
-  const before = await taskCounts(setup);
-  const synBefore = await synRetransmits(setup.client.netnsPath);
-  const cpuBefore = await cpuTimes();
-  const result = await runIn(
-    setup.client.netnsPath,
-    'wrk',
-    ['-t', String(WRK_THREADS), '-c', String(connections), '-d', `${duration}s`, '--timeout', '2s', '-s', setup.scripts[figure], `http://${setup.entry}:${HTTP_PORTS[contender]}/`],
-    (duration + 30) * 1000,
-  );
-  const cpuAfter = await cpuTimes();
-  const line = result.stdout.split('\n').find((l) => l.startsWith('{"requests"'));
-  if (result.code !== 0 || line === undefined) throw new Error(`wrk ${contender}: exit ${result.code}: ${(result.stderr || result.stdout).trim().slice(0, 400)}`);
-  const parsed = JSON.parse(line) as { requests: number; durationUs: number; connect: number; read: number; write: number; status: number; timeout: number; p50Us: number; p99Us: number };
-  const after = await taskCounts(setup);
-  const synAfter = await synRetransmits(setup.client.netnsPath);
-  return {
-    perSecond: parsed.requests / (parsed.durationUs / 1e6),
-    requests: parsed.requests,
-    errors: { connect: parsed.connect, read: parsed.read, write: parsed.write, status: parsed.status, timeout: parsed.timeout },
-    latencyP50Ms: parsed.p50Us / 1000,
-    latencyP99Ms: parsed.p99Us / 1000,
-    perTask: after.map((count, i) => count - (before[i] ?? 0)),
-    synRetransmits: synAfter - synBefore,
-    machineBusy: (cpuAfter.busy - cpuBefore.busy) / (cpuAfter.total - cpuBefore.total),
-  };
-}
-
-async function measureIperf(setup: Setup, contender: Contender, duration: number): Promise<IperfSample> {
-  const cpuBefore = await cpuTimes();
-  const result = await runIn(
-    setup.client.netnsPath,
-    'iperf3',
-    ['-c', setup.entry, '-p', String(IPERF_PORTS[contender]), '-t', String(duration), '-O', '1', '--connect-timeout', '5000', '-J'],
-    (duration + 30) * 1000,
-  );
-  const cpuAfter = await cpuTimes();
-  let parsed: { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
-  try {
-    parsed = JSON.parse(result.stdout) as typeof parsed;
-  } catch {
-    throw new Error(`iperf3 ${contender}: ${(result.stderr || result.stdout).trim().slice(0, 300) || `exit ${result.code}`}`);
-  }
-  if (parsed.error !== undefined) throw new Error(`iperf3 ${contender}: ${parsed.error}`);
-  const received = parsed.end?.sum_received?.bits_per_second;
-  if (received === undefined) throw new Error(`iperf3 ${contender}: no sum_received`);
-  return {
-    gbps: received / 1e9,
-    retransmits: parsed.end?.sum_sent?.retransmits ?? null,
-    machineBusy: (cpuAfter.busy - cpuBefore.busy) / (cpuAfter.total - cpuBefore.total),
-  };
+function measureWrk(setup: Setup, contender: Contender, figure: 'requests' | 'connections', duration: number): Promise<WrkSample> {
+  return measureRequests({
+    netnsPath: setup.client.netnsPath,
+    command: 'wrk',
+    args: ['-t', String(WRK_THREADS), '-c', String(connections), '-d', `${duration}s`, '--timeout', '2s', '-s', setup.scripts[figure], `http://${setup.entry}:${HTTP_PORTS[contender]}/`],
+    duration,
+    what: `wrk ${contender}`,
+    taskCounts: () => taskCounts(setup),
+  });
 }
 
 function measure(setup: Setup, figure: Figure, contender: Contender, duration: number): Promise<Sample> {
-  return figure === 'stream' ? measureIperf(setup, contender, duration) : measureWrk(setup, contender, figure, duration);
+  return figure === 'stream'
+    ? measureIperf(setup.client.netnsPath, setup.entry, IPERF_PORTS[contender], duration, contender)
+    : measureWrk(setup, contender, figure, duration);
 }
 
 const valueOf = (sample: Sample) => ('gbps' in sample ? sample.gbps : sample.perSecond);
 
-function show(sample: Sample): string {
-  const cpu = `CPU ${(sample.machineBusy * 100).toFixed(0)} %`;
-  if ('gbps' in sample) return `${sample.gbps.toFixed(2)} Gbit/s, ${sample.retransmits ?? '?'} retransmits, ${cpu}`;
-  const errors = Object.entries(sample.errors).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
-  return `${sample.perSecond.toFixed(0)}/s, p50 ${sample.latencyP50Ms.toFixed(2)} ms, p99 ${sample.latencyP99Ms.toFixed(2)} ms, per task ${sample.perTask.join('/')}, ${sample.synRetransmits} SYN retransmits, ${cpu}${errors.length > 0 ? `, errors: ${errors.join(', ')}` : ''}`;
-}
+const describe = (sample: Sample) => ('gbps' in sample ? describeIperf(sample) : describeRequests(sample.perSecond, sample));
 
 // ---- the run --------------------------------------------------------------------------------
-
-interface Pair {
-  run: number;
-  first: Contender;
-  mesh: Sample;
-  haproxy: Sample;
-  /** mesh / HAProxy. */
-  ratio: number;
-}
-
-interface Summary {
-  mesh: Spread | undefined;
-  haproxy: Spread | undefined;
-  ratio: Spread | undefined;
-}
 
 const FIGURES: readonly { figure: Figure; label: string; unit: string }[] = [
   { figure: 'requests', label: 'requests/s, keep-alive', unit: '/s' },
@@ -557,30 +353,10 @@ const FIGURES: readonly { figure: Figure; label: string; unit: string }[] = [
   { figure: 'stream', label: 'TCP 1 stream Gbit/s', unit: 'Gbit/s' },
 ];
 
-async function inPairs(setup: Setup, figure: Figure, label: string, failures: string[]): Promise<Pair[]> {
-  // A warm-up of both paths, not counted: iperf3 was warmed up by the checks.
-  if (figure !== 'stream') for (const contender of ['mesh', 'haproxy'] as const) await measure(setup, figure, contender, 2);
-  const pairs: Pair[] = [];
-  for (let run = 0; run < runs; run++) {
-    const order: Contender[] = run % 2 === 0 ? ['mesh', 'haproxy'] : ['haproxy', 'mesh'];
-    const taken: Partial<Record<Contender, Sample>> = {};
-    try {
-      for (const contender of order) {
-        const sample = await measure(setup, figure, contender, seconds);
-        taken[contender] = sample;
-        console.log(`  ${label} run ${run + 1} ${LABELS[contender].padEnd(7)} ${show(sample)}`);
-      }
-    } catch (err) {
-      if (cleaning !== undefined) throw err;
-      failures.push(`${label} run ${run + 1}: ${err instanceof Error ? err.message : String(err)}`);
-      console.log(`  ${label} run ${run + 1} failed: ${failures.at(-1)}`);
-      continue;
-    }
-    const mesh = taken.mesh as Sample;
-    const haproxy = taken.haproxy as Sample;
-    pairs.push({ run: run + 1, first: order[0] as Contender, mesh, haproxy, ratio: valueOf(mesh) / valueOf(haproxy) });
-  }
-  return pairs;
+/** The figure's pairs, mesh / HAProxy, after a warm-up of both (iperf3's was the checks'). */
+async function figurePairs(setup: Setup, figure: Figure, label: string, failures: string[]): Promise<Pair<Contender, Sample>[]> {
+  if (figure !== 'stream') for (const contender of CONTENDERS) await measure(setup, figure, contender, 2);
+  return inPairs({ label, runs, ways: CONTENDERS, names: LABELS, measure: (contender) => measure(setup, figure, contender, seconds), value: valueOf, describe, failures });
 }
 
 /** Host 2's ingress sandbox, by the name the daemon gives it, if it lists one. */
@@ -608,17 +384,10 @@ async function diagnostics(cluster: Cluster): Promise<Record<string, unknown>> {
   };
 }
 
-function digits(value: number): string {
-  if (value >= 100) return value.toFixed(0);
-  if (value >= 10) return value.toFixed(1);
-  return value.toFixed(2);
-}
-
-const cell = (s: Spread | undefined) => (s === undefined ? '–' : s.n === 1 ? digits(s.median) : `${digits(s.median)} (${digits(s.min)}–${digits(s.max)})`);
 const ratioCell = (s: Spread | undefined) => (s === undefined ? '–' : s.n === 1 ? s.median.toFixed(2) : `${s.median.toFixed(2)} (${s.min.toFixed(2)}–${s.max.toFixed(2)})`);
 const verdict = (s: Spread | undefined) => (s === undefined ? '–' : s.median >= 1 ? 'yes' : `**no** (${((1 - s.median) * 100).toFixed(0)} % short)`);
 
-function markdown(summary: Record<Figure, Summary>, heading: string, notes: readonly string[], failures: readonly string[]): string {
+function markdown(summary: Record<Figure, PairSummary<Contender>>, heading: string, notes: readonly string[], failures: readonly string[]): string {
   const lines = [heading, '', '| figure | mesh | HAProxy | mesh / HAProxy, per pair | mesh ≥ HAProxy |', '|---|---|---|---|---|'];
   for (const { figure, label } of FIGURES) {
     const s = summary[figure];
@@ -629,18 +398,11 @@ function markdown(summary: Record<Figure, Summary>, heading: string, notes: read
   return `${lines.join('\n')}\n`;
 }
 
-const loadBefore = await loadavgText();
+const loadBefore = await loadAverage();
 console.log(`load average before: ${loadBefore}`);
 try {
-  work = await mkdtemp(join(tmpdir(), 'netctl-bench-ingress-'));
-  making = makeCluster(2, { daemonArgs: ['--log-level', 'warn'] });
-  const cluster = await making;
-  for (const host of cluster.hosts) {
-    // As bench/services.ts does: with bridge netfilter, frames crossing a host's bridges (netctl_gwbridge too) would walk its IP hooks a second time.
-    const off = await run('nsenter', [`--net=${host.netnsPath}`, 'sh', '-c', 'for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ ! -e "$f" ] || echo 0 > "$f"; done']);
-    if (off.code !== 0) throw new Error(`bridge-nf-call in host${host.index}: ${off.stderr}`);
-    await cluster.startDaemon(host);
-  }
+  const work = await makeWorkDir('ingress');
+  const cluster = await startCluster();
   console.log('setting up: 2 hosts, the services, their tasks on host 1, HAProxy on host 2, the client');
   const setup = await setUp(cluster, work);
   console.log(
@@ -649,28 +411,16 @@ try {
   );
 
   const failures: string[] = [];
-  const pairs = {} as Record<Figure, Pair[]>;
-  for (const { figure, label } of FIGURES) pairs[figure] = await inPairs(setup, figure, label, failures);
-  const summary = {} as Record<Figure, Summary>;
-  for (const { figure } of FIGURES) {
-    summary[figure] = {
-      mesh: spread(pairs[figure].map((p) => valueOf(p.mesh))),
-      haproxy: spread(pairs[figure].map((p) => valueOf(p.haproxy))),
-      ratio: spread(pairs[figure].map((p) => p.ratio)),
-    };
-  }
+  const pairs = {} as Record<Figure, Pair<Contender, Sample>[]>;
+  for (const { figure, label } of FIGURES) pairs[figure] = await figurePairs(setup, figure, label, failures);
+  const summary = {} as Record<Figure, PairSummary<Contender>>;
+  for (const { figure } of FIGURES) summary[figure] = summarizePairs(pairs[figure], CONTENDERS, valueOf);
   const kernelCounters = await diagnostics(cluster);
 
-  const loadAfter = await loadavgText();
+  const loadAfter = await loadAverage();
   const date = new Date().toISOString();
-  const commit = (() => {
-    try {
-      return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
-    } catch {
-      return 'unknown';
-    }
-  })();
-  const machine = { nproc: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version, haproxy: haproxyVersion, loadavgBefore: loadBefore, loadavgAfter: loadAfter };
+  const commit = shortCommit();
+  const machine = { ...machineInfo(), haproxy: haproxyVersion, loadavgBefore: loadBefore, loadavgAfter: loadAfter };
   const options = { runs, seconds, connections, wrkThreads: WRK_THREADS, webTasks: WEB_TASKS };
   const described = {
     network: setup.network,
@@ -683,8 +433,6 @@ try {
     haproxySandbox: setup.haproxySandbox,
     haproxyConfig: await readFile(setup.haproxyConfig, 'utf8'),
   };
-  await mkdir(join(root, 'bench', 'results'), { recursive: true });
-  await writeFile(join(root, 'bench', 'results', 'ingress.json'), `${JSON.stringify({ date, commit, machine, options, setup: described, pairs, summary, failures, kernelCounters }, null, 2)}\n`);
   const notes = [
     `Client on the underlay (${setup.client.address}) → host 2 (${setup.entry}), which runs no task; web's ${WEB_TASKS} tasks and solo's one task on host 1, so both contenders cross both user-space VTEPs.`,
     `mesh: the published port in ingress mode (host 2's nft DNAT → its ingress sandbox → nft DNAT, round robin → the task on the ingress overlay); the task sees the client's address.`,
@@ -693,10 +441,10 @@ try {
     `connections/s: the same with \`Connection: close\`, one request per connection, the task closing first.`,
     `TCP 1 stream: iperf3 -t ${seconds} -O 1 to solo (one task running iperf3 -s).`,
     `${runs} pairs per figure, mesh and HAProxy back to back, the order swapped every pair; median (min–max); the ratio is taken within each pair. Bridge netfilter off in the simulated hosts.`,
-    `${machine.nproc} CPUs (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}; load average before: ${loadBefore}; after: ${loadAfter}. Commit ${commit}.`,
+    machineNote(machine, loadBefore, loadAfter, commit),
   ];
   const table = markdown(summary, `Ingress routing mesh against HAProxy, ${date}`, notes, failures);
-  await writeFile(join(root, 'bench', 'results', 'ingress.md'), table);
+  await writeResults('ingress', { date, commit, machine, options, setup: described, pairs, summary, failures, kernelCounters }, table);
   console.log(`\n${table}`);
 } finally {
   await cleanup();

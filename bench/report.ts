@@ -1,7 +1,8 @@
 /**
  * Summaries of the overlay benchmark's samples and the two ways they are
  * shown: a Markdown table and a horizontal bar chart of single-stream
- * throughput (hand-written SVG, the kernel vxlan marked).
+ * throughput (hand-written SVG, the kernel vxlan marked). The spread of a
+ * figure and its table cell serve the other benchmarks' tables too.
  */
 import type { Sample } from './measure.js';
 
@@ -58,7 +59,8 @@ function digits(value: number): string {
   return value.toFixed(2);
 }
 
-function cell(s: Spread | undefined): string {
+/** A spread as a table cell: the median, with (min–max) when there was more than one run; – for none. */
+export function cell(s: Spread | undefined): string {
   if (s === undefined) return '–';
   return s.n === 1 ? digits(s.median) : `${digits(s.median)} (${digits(s.min)}–${digits(s.max)})`;
 }

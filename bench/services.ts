@@ -52,28 +52,54 @@
  * made (namespaces, daemons, etcd, servers, clients, temporary files) is
  * removed at the end, on failure and on SIGINT/SIGTERM.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, release, tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type Cluster, makeCluster, type SimHost } from '../test/helpers/cluster.js';
-import { run } from '../test/helpers/kernel.js';
-import { type Spread, spread } from './report.js';
+import { type Cluster, sandboxOn, type SimHost } from '../test/helpers/cluster.js';
+import {
+  cleanup,
+  cleanUpOnSignals,
+  compile,
+  describeIperf,
+  describeRequests,
+  eventually,
+  inPairs,
+  type IperfSample,
+  loadAverage,
+  machineInfo,
+  machineNote,
+  makeWorkDir,
+  measureIperf,
+  NFT,
+  nsPath,
+  type Pair,
+  type PairSummary,
+  measureRequests,
+  type RequestFigures,
+  requireTools,
+  runIn,
+  serve,
+  shortCommit,
+  sleep,
+  startCluster,
+  summarizePairs,
+  WRK_REPORT,
+  writeResults,
+} from './harness.js';
+import { cell, type Spread } from './report.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = dirname(here);
 const HTTP_PORT = 8080;
 const IPERF_PORT = 5201;
 const TASKS = 3;
 const WRK_THREADS = 3;
-const NFT = '/usr/sbin/nft';
 /** The issue's target: the VIP costs less than this share of either figure. */
 const TARGET = 0.1;
 
 type Kind = 'overlay' | 'bridge';
 type Path = 'vip' | 'direct';
+const PATHS = ['vip', 'direct'] as const;
 /** web: 3 tasks; solo: 1 task. */
 type Target = 'web' | 'solo';
 
@@ -102,144 +128,17 @@ if (
   console.error('--runs takes 1 to 50, --seconds 2 to 120, --connections 3 to 1000, --only overlay, bridge or both, --server c or node');
   process.exit(2);
 }
-for (const tool of ['wrk', 'iperf3', 'cc']) {
-  try {
-    execFileSync('which', [tool], { stdio: 'ignore' });
-  } catch {
-    console.error(`${tool} is not installed (Debian package ${tool === 'cc' ? 'gcc' : tool})`);
-    process.exit(2);
-  }
-}
+requireTools({ wrk: 'wrk', iperf3: 'iperf3', cc: 'gcc' });
+cleanUpOnSignals();
 
-// ---- everything this run starts, for the cleanup --------------------------------------------
-
-let making: Promise<Cluster> | undefined;
 /** The compiled bench/conn-client.c, once built. */
 let connClient = '';
-let work: string | undefined;
-const children = new Set<ChildProcess>();
-let cleaning: Promise<void> | undefined;
-
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    // The servers and clients first: a process left in a namespace would keep it alive after `ip netns del`.
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    for (const child of children) await exited(child, 3000);
-    const cluster = await making?.catch(() => undefined);
-    await cluster?.destroy();
-    if (work !== undefined) await rm(work, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
-  process.once(signal, () => {
-    console.error(`\n${signal}: removing the servers, daemons, etcd, sandboxes and namespaces`);
-    void cleanup().finally(() => process.exit(code));
-  });
-}
-
-function exited(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
-const nsPath = (sandbox: string) => `/var/run/netns/${sandbox}`;
-
-interface Server {
-  child: ChildProcess;
-  output(): string;
-}
-
-/** A long-lived process in a namespace (nsenter execs it), killed by cleanup. Resolves once it printed `marker`. */
-async function serve(netnsPath: string, marker: string, command: string, args: readonly string[]): Promise<Server> {
-  const child = spawn('nsenter', [`--net=${netnsPath}`, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let output = '';
-  const keep = (chunk: Buffer) => void (output = (output + chunk.toString()).slice(-4000));
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  child.on('error', (err) => keep(Buffer.from(String(err))));
-  const deadline = Date.now() + 15_000;
-  while (!output.includes(marker)) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${command} exited: ${output.slice(-300)}`);
-    if (Date.now() > deadline) throw new Error(`${command} did not start: ${output.slice(-300)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return { child, output: () => output };
-}
-
-/** Runs a command to its end in a namespace, killed by cleanup or after timeoutMs. */
-function runIn(netnsPath: string, command: string, args: readonly string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('nsenter', [`--net=${netnsPath}`, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (chunk: Buffer) => void (stdout += chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (err) => void (stderr += String(err)));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      children.delete(child);
-      resolve({ code: code ?? (signal !== null ? 128 : 1), stdout, stderr: signal !== null ? `${stderr}(killed by ${signal})` : stderr });
-    });
-  });
-}
-
-// ---- the machine ----------------------------------------------------------------------------
-
-/** Busy and total jiffies of all CPUs, from /proc/stat. */
-async function cpuTimes(): Promise<{ busy: number; total: number }> {
-  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
-  const fields = line.trim().split(/\s+/).slice(1).map(Number);
-  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
-  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
-  return { busy: total - idle, total };
-}
-
-/** The client's TCP counters that tell a slow path from connections that had to try again. */
-async function tcpCounters(sandboxName: string): Promise<{ synRetrans: number }> {
-  const result = await runIn(nsPath(sandboxName), 'cat', ['/proc/net/netstat'], 10_000);
-  const lines = result.stdout.split('\n');
-  for (let i = 0; i + 1 < lines.length; i += 2) {
-    const names = (lines[i] ?? '').split(/\s+/);
-    const values = (lines[i + 1] ?? '').split(/\s+/);
-    if (names[0] !== 'TcpExt:') continue;
-    return { synRetrans: Number(values[names.indexOf('TCPSynRetrans')] ?? NaN) };
-  }
-  return { synRetrans: NaN };
-}
-
-const loadavgText = async () => (await readFile('/proc/loadavg', 'utf8')).trim();
 
 // ---- the figures ----------------------------------------------------------------------------
 
-interface CpsSample {
+/** perTask counts connections: every request has a connection of its own. */
+interface CpsSample extends RequestFigures {
   connectionsPerSecond: number;
-  requests: number;
-  errors: { connect: number; read: number; write: number; status: number; timeout: number };
-  latencyP50Ms: number;
-  latencyP99Ms: number;
-  /** Connections each task served during the run, from its /count. */
-  perTask: number[];
-  /** SYNs the client sent again (TcpExtTCPSynRetrans): each one a connection that waited a second or more. */
-  synRetransmits: number;
-  /** Share of both CPUs busy during the run. */
-  machineBusy: number;
-}
-
-interface IperfSample {
-  gbps: number;
-  retransmits: number | null;
-  machineBusy: number;
 }
 
 /** A wrk script: thread i connects to addresses[i mod n]; every request asks to close; done() prints JSON. */
@@ -251,12 +150,7 @@ function setup(thread)
   thread.addr = wrk.lookup(addrs[(n - 1) % #addrs + 1], "${HTTP_PORT}")[1]
 end
 wrk.headers["Connection"] = "close"
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('{"requests":%d,"durationUs":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50Us":%d,"p99Us":%d}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
-end
-`;
+${WRK_REPORT}`;
 }
 
 async function httpGet(clientNs: string, address: string, path = '/'): Promise<string> {
@@ -291,73 +185,25 @@ async function taskCounts(setup: Setup, target: Target): Promise<number[]> {
  * differs (a wrk thread has one address).
  */
 async function measureCps(setup: Setup, target: Target, path: Path, duration: number): Promise<CpsSample> {
-  const before = await taskCounts(setup, target);
-  const cpuBefore = await cpuTimes();
   const first = path === 'vip' ? setup[target].vip : target === 'web' ? (setup.web.tasks[0]?.address ?? '') : setup.solo.task.address;
-  const tcpBefore = await tcpCounters(setup.clients[path]);
   const [command, args] =
     target === 'web'
       ? [connClient, [String(HTTP_PORT), String(duration), String(connections), String(WRK_THREADS), ...(path === 'vip' ? [setup.web.vip] : setup.web.tasks.map((t) => t.address))]]
       : ['wrk', ['-t', String(WRK_THREADS), '-c', String(connections), '-d', `${duration}s`, '--timeout', '2s', '-s', setup.scripts[path], `http://${first}:${HTTP_PORT}/`]];
-  const result = await runIn(nsPath(setup.clients[path]), command, args, (duration + 30) * 1000);
-  const cpuAfter = await cpuTimes();
-  const line = result.stdout.split('\n').find((l) => l.startsWith('{"requests"'));
-  if (result.code !== 0 || line === undefined) throw new Error(`${command} ${path}: exit ${result.code}: ${(result.stderr || result.stdout).trim().slice(0, 400)}`);
-  const parsed = JSON.parse(line) as { requests: number; durationUs: number; errors?: number; connect?: number; read?: number; write?: number; status?: number; timeout?: number; p50Us: number; p99Us: number };
-  const after = await taskCounts(setup, target);
-  const tcpAfter = await tcpCounters(setup.clients[path]);
-  return {
-    connectionsPerSecond: parsed.requests / (parsed.durationUs / 1e6),
-    requests: parsed.requests,
-    // conn-client counts every failure as one; wrk tells them apart.
-    errors: { connect: parsed.connect ?? parsed.errors ?? 0, read: parsed.read ?? 0, write: parsed.write ?? 0, status: parsed.status ?? 0, timeout: parsed.timeout ?? 0 },
-    latencyP50Ms: parsed.p50Us / 1000,
-    latencyP99Ms: parsed.p99Us / 1000,
-    perTask: after.map((count, i) => count - (before[i] ?? 0)),
-    synRetransmits: tcpAfter.synRetrans - tcpBefore.synRetrans,
-    machineBusy: (cpuAfter.busy - cpuBefore.busy) / (cpuAfter.total - cpuBefore.total),
-  };
-}
-
-async function measureIperf(setup: Setup, path: Path, duration: number): Promise<IperfSample> {
-  const target = path === 'vip' ? setup.solo.vip : setup.solo.task.address;
-  const cpuBefore = await cpuTimes();
-  const result = await runIn(
-    nsPath(setup.clients[path]),
-    'iperf3',
-    ['-c', target, '-p', String(IPERF_PORT), '-t', String(duration), '-O', '1', '--connect-timeout', '5000', '-J'],
-    (duration + 30) * 1000,
-  );
-  const cpuAfter = await cpuTimes();
-  let parsed: { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
-  try {
-    parsed = JSON.parse(result.stdout) as typeof parsed;
-  } catch {
-    throw new Error(`iperf3 ${path}: ${(result.stderr || result.stdout).trim().slice(0, 300) || `exit ${result.code}`}`);
-  }
-  if (parsed.error !== undefined) throw new Error(`iperf3 ${path}: ${parsed.error}`);
-  const received = parsed.end?.sum_received?.bits_per_second;
-  if (received === undefined) throw new Error(`iperf3 ${path}: no sum_received`);
-  return {
-    gbps: received / 1e9,
-    retransmits: parsed.end?.sum_sent?.retransmits ?? null,
-    machineBusy: (cpuAfter.busy - cpuBefore.busy) / (cpuAfter.total - cpuBefore.total),
-  };
+  const { perSecond, ...figures } = await measureRequests({
+    netnsPath: nsPath(setup.clients[path]),
+    command,
+    args,
+    duration,
+    what: `${command} ${path}`,
+    taskCounts: () => taskCounts(setup, target),
+  });
+  return { connectionsPerSecond: perSecond, ...figures };
 }
 
 // ---- setting a network up -------------------------------------------------------------------
 
 const ipOf = (cidr: string) => cidr.split('/')[0] ?? '';
-
-async function sandbox(cluster: Cluster, host: SimHost, network: string, base: string, service?: string): Promise<{ name: string; address: string }> {
-  const name = cluster.sandboxName(base);
-  await cluster.ok(host, 'sandbox', 'create', name);
-  await cluster.ok(host, 'network', 'connect', ...(service !== undefined ? ['--service', service] : []), network, name);
-  const template = `{{range .Containers}}{{if eq .Name "${name}"}}{{.IPv4Address}}{{end}}{{end}}`;
-  const address = ipOf((await cluster.ok(host, 'network', 'inspect', '-f', template, network)).trim());
-  if (address === '') throw new Error(`no address for ${name} on ${network}`);
-  return { name, address };
-}
 
 /** Waits until the client's chain for `vip` DNATs to every one of `tasks` (a remote task is there once its host's VTEP is known). */
 async function waitForBalancing(client: string, vip: string, tasks: readonly string[]): Promise<void> {
@@ -367,29 +213,8 @@ async function waitForBalancing(client: string, vip: string, tasks: readonly str
     const listed = await runIn(nsPath(client), NFT, ['list', 'chain', 'ip', 'netctl_services', chain], 10_000);
     if (listed.code === 0 && tasks.every((task) => new RegExp(`\\b${task.replaceAll('.', '\\.')}\\b`).test(listed.stdout))) return;
     if (Date.now() > deadline) throw new Error(`the client's chain ${chain} does not balance to ${tasks.join(', ')} after 30 s:\n${listed.stdout}${listed.stderr}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
   }
-}
-
-/** Polls until `probe` succeeds (the overlay's first packets to a new peer can take a moment). */
-async function eventually<T>(what: string, probe: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await probe();
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-  }
-}
-
-/** bench/conn-client.c compiled into `dir`: the client of the 3-task figure. */
-async function buildConnClient(dir: string): Promise<string> {
-  const binary = join(dir, 'conn-client');
-  const built = await run('cc', ['-O2', '-Wall', '-pthread', '-o', binary, join(here, 'conn-client.c')], { timeoutMs: 60_000 });
-  if (built.code !== 0) throw new Error(`cc bench/conn-client.c: ${built.stderr}`);
-  return binary;
 }
 
 /** The command that runs a task's HTTP server: the C one compiled into `dir`, or the Node one. */
@@ -398,9 +223,7 @@ async function httpServerCommand(dir: string): Promise<(port: number, name: stri
     const tsx = import.meta.resolve('tsx');
     return (port, name) => [process.execPath, ['--import', tsx, join(here, 'http-task.ts'), String(port), name]];
   }
-  const binary = join(dir, 'http-task');
-  const built = await run('cc', ['-O2', '-Wall', '-o', binary, join(here, 'http-task.c')], { timeoutMs: 60_000 });
-  if (built.code !== 0) throw new Error(`cc bench/http-task.c: ${built.stderr}`);
+  const binary = await compile(dir, 'http-task');
   return (port, name) => [binary, [String(port), name]];
 }
 
@@ -417,10 +240,10 @@ async function setUp(cluster: Cluster, kind: Kind, dir: string, httpServer: (por
   };
   const webVip = await vipOf(`web-${tag}`);
   const soloVip = await vipOf(`solo-${tag}`);
-  const clients: Record<Path, string> = { vip: (await sandbox(cluster, h1, network, `cv${tag}`)).name, direct: (await sandbox(cluster, h1, network, `cd${tag}`)).name };
+  const clients: Record<Path, string> = { vip: (await sandboxOn(cluster, h1, network, `cv${tag}`)).name, direct: (await sandboxOn(cluster, h1, network, `cd${tag}`)).name };
   const tasks: { name: string; address: string }[] = [];
-  for (let i = 1; i <= TASKS; i++) tasks.push(await sandbox(cluster, taskHost, network, `w${tag}${i}`, `web-${tag}`));
-  const solo = await sandbox(cluster, taskHost, network, `s${tag}`, `solo-${tag}`);
+  for (let i = 1; i <= TASKS; i++) tasks.push(await sandboxOn(cluster, taskHost, network, `w${tag}${i}`, { service: `web-${tag}` }));
+  const solo = await sandboxOn(cluster, taskHost, network, `s${tag}`, { service: `solo-${tag}` });
 
   for (const [i, task] of tasks.entries()) await serve(nsPath(task.name), 'ready', ...httpServer(HTTP_PORT, `task${i + 1}`));
   await serve(nsPath(solo.name), 'ready', ...httpServer(HTTP_PORT, 'solo'));
@@ -457,59 +280,21 @@ async function setUp(cluster: Cluster, kind: Kind, dir: string, httpServer: (por
 
 // ---- the run --------------------------------------------------------------------------------
 
-interface Pair<T> {
-  run: number;
-  first: Path;
-  vip: T;
-  direct: T;
-  /** VIP / direct. */
-  ratio: number;
-}
-
-interface Summary {
-  vip: Spread | undefined;
-  direct: Spread | undefined;
-  ratio: Spread | undefined;
-}
-
 interface KindResult {
   kind: Kind;
   setup: { network: string; subnet: string; clients: Record<Path, string>; clientHost: number; taskHost: number; webVip: string; webTasks: string[]; soloVip: string; soloTask: string };
-  /** Connections per second to web (3 tasks) and to solo (1 task). */
-  cps: Record<Target, Pair<CpsSample>[]>;
-  iperf: Pair<IperfSample>[];
+  /** Connections per second to web (3 tasks) and to solo (1 task); the ratios VIP / direct. */
+  cps: Record<Target, Pair<Path, CpsSample>[]>;
+  iperf: Pair<Path, IperfSample>[];
   failures: string[];
   summary: {
-    cps3Tasks: Summary;
-    cps1Task: Summary;
-    tcp1Gbps: Summary;
+    cps3Tasks: PairSummary<Path>;
+    cps1Task: PairSummary<Path>;
+    tcp1Gbps: PairSummary<Path>;
   };
   /** The VIP client's conntrack table at the end, and its ruleset (the direct client's is the same). */
   conntrack: { clientEntriesAtEnd: number | null; clientStats: string };
   clientRuleset: string;
-}
-
-async function inPairs<T>(label: string, measure: (path: Path) => Promise<T>, value: (sample: T) => number, failures: string[], show: (sample: T) => string): Promise<Pair<T>[]> {
-  const pairs: Pair<T>[] = [];
-  for (let run = 0; run < runs; run++) {
-    const order: Path[] = run % 2 === 0 ? ['vip', 'direct'] : ['direct', 'vip'];
-    const taken: Partial<Record<Path, T>> = {};
-    try {
-      for (const path of order) {
-        taken[path] = await measure(path);
-        console.log(`  ${label} run ${run + 1} ${path.padEnd(6)} ${show(taken[path] as T)}`);
-      }
-    } catch (err) {
-      if (cleaning !== undefined) throw err;
-      failures.push(`${label} run ${run + 1}: ${err instanceof Error ? err.message : String(err)}`);
-      console.log(`  ${label} run ${run + 1} failed: ${failures.at(-1)}`);
-      continue;
-    }
-    const vip = taken.vip as T;
-    const direct = taken.direct as T;
-    pairs.push({ run: run + 1, first: order[0] as Path, vip, direct, ratio: value(vip) / value(direct) });
-  }
-  return pairs;
 }
 
 async function benchKind(cluster: Cluster, kind: Kind, dir: string, httpServer: (port: number, name: string) => [string, string[]]): Promise<KindResult> {
@@ -518,28 +303,30 @@ async function benchKind(cluster: Cluster, kind: Kind, dir: string, httpServer: 
   console.log(`${kind}: clients ${setup.clients.vip} (VIP), ${setup.clients.direct} (direct); web VIP ${setup.web.vip} → ${setup.web.tasks.map((t) => t.address).join(', ')}; solo VIP ${setup.solo.vip} → ${setup.solo.task.address}`);
   const failures: string[] = [];
   // Each figure starts with a warm-up of both paths, not counted: the first connections through a fresh path (ARP, peer lookups).
-  const showCps = (s: CpsSample) => {
-    const errors = Object.entries(s.errors).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
-    return `${s.connectionsPerSecond.toFixed(0)}/s, p50 ${s.latencyP50Ms.toFixed(2)} ms, p99 ${s.latencyP99Ms.toFixed(2)} ms, per task ${s.perTask.join('/')}, ${s.synRetransmits} SYN retransmits, CPU ${(s.machineBusy * 100).toFixed(0)} %${errors.length > 0 ? `, errors: ${errors.join(', ')}` : ''}`;
-  };
-  const cps = {} as Record<Target, Pair<CpsSample>[]>;
+  const cpsOf = (s: CpsSample) => s.connectionsPerSecond;
+  const cps = {} as Record<Target, Pair<Path, CpsSample>[]>;
   for (const target of ['web', 'solo'] as const) {
-    for (const path of ['vip', 'direct'] as const) await measureCps(setup, target, path, 2);
-    cps[target] = await inPairs(
-      `connections/s ${target === 'web' ? '3 tasks' : '1 task '}`,
-      (path) => measureCps(setup, target, path, seconds),
-      (s) => s.connectionsPerSecond,
+    for (const path of PATHS) await measureCps(setup, target, path, 2);
+    cps[target] = await inPairs({
+      label: `connections/s ${target === 'web' ? '3 tasks' : '1 task '}`,
+      runs,
+      ways: PATHS,
+      measure: (path) => measureCps(setup, target, path, seconds),
+      value: cpsOf,
+      describe: (s) => describeRequests(s.connectionsPerSecond, s),
       failures,
-      showCps,
-    );
+    });
   }
-  const iperf = await inPairs(
-    'TCP 1 stream',
-    (path) => measureIperf(setup, path, seconds),
-    (s) => s.gbps,
+  const gbpsOf = (s: IperfSample) => s.gbps;
+  const iperf = await inPairs({
+    label: 'TCP 1 stream',
+    runs,
+    ways: PATHS,
+    measure: (path) => measureIperf(nsPath(setup.clients[path]), path === 'vip' ? setup.solo.vip : setup.solo.task.address, IPERF_PORT, seconds, path),
+    value: gbpsOf,
+    describe: describeIperf,
     failures,
-    (s) => `${s.gbps.toFixed(2)} Gbit/s, ${s.retransmits ?? '?'} retransmits, CPU ${(s.machineBusy * 100).toFixed(0)} %`,
-  );
+  });
   const clientNs = nsPath(setup.clients.vip);
   const count = await runIn(clientNs, 'conntrack', ['-C'], 10_000);
   const stats = await runIn(clientNs, 'conntrack', ['-S'], 10_000);
@@ -562,22 +349,15 @@ async function benchKind(cluster: Cluster, kind: Kind, dir: string, httpServer: 
     iperf,
     failures,
     summary: {
-      cps3Tasks: { vip: spread(cps.web.map((p) => p.vip.connectionsPerSecond)), direct: spread(cps.web.map((p) => p.direct.connectionsPerSecond)), ratio: spread(cps.web.map((p) => p.ratio)) },
-      cps1Task: { vip: spread(cps.solo.map((p) => p.vip.connectionsPerSecond)), direct: spread(cps.solo.map((p) => p.direct.connectionsPerSecond)), ratio: spread(cps.solo.map((p) => p.ratio)) },
-      tcp1Gbps: { vip: spread(iperf.map((p) => p.vip.gbps)), direct: spread(iperf.map((p) => p.direct.gbps)), ratio: spread(iperf.map((p) => p.ratio)) },
+      cps3Tasks: summarizePairs(cps.web, PATHS, cpsOf),
+      cps1Task: summarizePairs(cps.solo, PATHS, cpsOf),
+      tcp1Gbps: summarizePairs(iperf, PATHS, gbpsOf),
     },
     conntrack: { clientEntriesAtEnd: count.code === 0 ? Number(count.stdout.trim()) : null, clientStats: stats.stdout.trim() },
     clientRuleset: ruleset.stdout,
   };
 }
 
-function digits(value: number): string {
-  if (value >= 100) return value.toFixed(0);
-  if (value >= 10) return value.toFixed(1);
-  return value.toFixed(2);
-}
-
-const cell = (s: Spread | undefined) => (s === undefined ? '–' : s.n === 1 ? digits(s.median) : `${digits(s.median)} (${digits(s.min)}–${digits(s.max)})`);
 const pct = (s: Spread | undefined) =>
   s === undefined ? '–' : s.n === 1 ? `${(s.median * 100).toFixed(1)} %` : `${(s.median * 100).toFixed(1)} % (${(s.min * 100).toFixed(1)}–${(s.max * 100).toFixed(1)})`;
 const verdict = (s: Spread | undefined) => (s === undefined ? '–' : 1 - s.median < TARGET ? `yes (costs ${((1 - s.median) * 100).toFixed(1)} %)` : `**no** (costs ${((1 - s.median) * 100).toFixed(1)} %)`);
@@ -604,36 +384,22 @@ function markdown(results: readonly KindResult[], heading: string, notes: readon
   return `${lines.join('\n')}\n`;
 }
 
-const loadBefore = await loadavgText();
+const loadBefore = await loadAverage();
 console.log(`load average before: ${loadBefore}`);
 const results: KindResult[] = [];
 try {
-  work = await mkdtemp(join(tmpdir(), 'netctl-bench-services-'));
-  making = makeCluster(2, { daemonArgs: ['--log-level', 'warn'] });
-  const cluster = await making;
-  for (const host of cluster.hosts) {
-    // As bench/testbed.ts does: with br_netfilter loaded, the bridge's frames would walk the host's IP hooks and conntrack too.
-    const off = await run('nsenter', [`--net=${host.netnsPath}`, 'sh', '-c', 'for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ ! -e "$f" ] || echo 0 > "$f"; done']);
-    if (off.code !== 0) throw new Error(`bridge-nf-call in host${host.index}: ${off.stderr}`);
-    await cluster.startDaemon(host);
-  }
+  const work = await makeWorkDir('services');
+  const cluster = await startCluster();
   const httpServer = await httpServerCommand(work);
-  connClient = await buildConnClient(work);
+  // The client of the 3-task figure.
+  connClient = await compile(work, 'conn-client', ['-pthread']);
   for (const kind of kinds) results.push(await benchKind(cluster, kind, work, httpServer));
 
-  const loadAfter = await loadavgText();
+  const loadAfter = await loadAverage();
   const date = new Date().toISOString();
-  const commit = (() => {
-    try {
-      return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
-    } catch {
-      return 'unknown';
-    }
-  })();
-  const machine = { nproc: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version, loadavgBefore: loadBefore, loadavgAfter: loadAfter };
+  const commit = shortCommit();
+  const machine = { ...machineInfo(), loadavgBefore: loadBefore, loadavgAfter: loadAfter };
   const options = { runs, seconds, connections, wrkThreads: WRK_THREADS, tasks: TASKS, server: serverKind };
-  await mkdir(join(root, 'bench', 'results'), { recursive: true });
-  await writeFile(join(root, 'bench', 'results', 'services.json'), `${JSON.stringify({ date, commit, machine, options, results }, null, 2)}\n`);
   const notes = [
     `connections/s: wrk -t ${WRK_THREADS} -c ${connections} -d ${seconds}s, one request per connection (\`Connection: close\`, the server closes first), the tasks running ${serverKind === 'c' ? 'bench/http-task.c (one thread, epoll)' : 'bench/http-task.ts (Node)'}.`,
     '1 task: every wrk thread to a one-task service\'s VIP, or to that task: the same work but for the VIP lookup and the DNAT, so this row prices the VIP.',
@@ -643,10 +409,10 @@ try {
     'Two client sandboxes alike but for their address, one for the VIP and one for direct, so neither case meets the other\'s TIME_WAITs in the tasks (see the header of bench/services.ts).',
     `${runs} pairs per figure, VIP and direct back to back, the order swapped every pair; median (min–max); the ratio is taken within each pair.`,
     'The direct client passes its netctl_services table too (its nat and filter hooks are there for every destination, so conntrack and a null NAT binding run either way): what the ratio prices is the VIP match and the DNAT.',
-    `${machine.nproc} CPUs (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}; load average before: ${loadBefore}; after: ${loadAfter}. Commit ${commit}.`,
+    machineNote(machine, loadBefore, loadAfter, commit),
   ];
   const table = markdown(results, `Service VIP against direct, ${date}`, notes);
-  await writeFile(join(root, 'bench', 'results', 'services.md'), table);
+  await writeResults('services', { date, commit, machine, options, results }, table);
   console.log(`\n${table}`);
 } finally {
   await cleanup();

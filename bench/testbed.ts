@@ -75,7 +75,8 @@ export function onInterrupt(): void {
 
 const prefix = `198.19.${process.pid % 250}`;
 
-async function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
+/** Resolves true once the child has exited, or false after `ms` if it has not. */
+export async function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return true;
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve(false), ms);

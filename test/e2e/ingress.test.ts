@@ -9,17 +9,15 @@
  * Tasks join the ingress network asynchronously after `network connect`:
  * the test waits for conditions (answers, rules), never for clocks.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import { type Cluster, makeCluster, type SimHost } from '../helpers/cluster.js';
+import { allAnsweredBy, balanced, type ClientOptions, connectionStream, pinnedFlow, refused, runClient, Servers, show, tallyOf } from '../helpers/conn-tally.js';
 import { inNetns } from '../helpers/kernel.js';
 import { until } from '../helpers/wait.js';
 
 const nsPath = (name: string) => `/var/run/netns/${name}`;
 const ipOf = (cidr: string) => cidr.split('/')[0] ?? '';
-/** Not pyenv's shim: the same interpreter whatever PATH the test runs with. */
-const PYTHON = '/usr/bin/python3';
 /** By path: npm puts node_modules/.bin first in PATH, where @vercel/nft has a command of the same name. */
 const NFT = '/usr/sbin/nft';
 /** Where the tasks listen. */
@@ -31,252 +29,13 @@ const HOST_MODE_PORT = 8081;
 /** The mesh's reply rules in a task's namespace: priorities 30100… (mesh-rules.ts). */
 const REPLY_RULES = /^301\d\d:|^302\d\d:/m;
 
-/** A task: answers each TCP connection and each UDP datagram on port argv[2] with `NAME@PEER_ADDRESS`. */
-const TASK_SERVER = `
-import socket, sys, threading
-name = sys.argv[1]
-port = int(sys.argv[2])
-tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-tcp.bind(('0.0.0.0', port))
-tcp.listen(256)
-udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-udp.bind(('0.0.0.0', port))
-def answer_udp():
-    while True:
-        _, peer = udp.recvfrom(2048)
-        udp.sendto(('%s@%s' % (name, peer[0])).encode(), peer)
-threading.Thread(target=answer_udp, daemon=True).start()
-print('listening', flush=True)
-while True:
-    conn, peer = tcp.accept()
-    try:
-        conn.sendall(('%s@%s' % (name, peer[0])).encode())
-    except OSError:
-        pass
-    conn.close()
-`;
-
-/**
- * The client: argv = proto (tcp|udp) address port count timeout max-failures [source-port].
- * One line per attempt: `ok START END ANSWER`, or `fail START END ERROR ERRNO`,
- * START and END on CLOCK_MONOTONIC (process.hrtime's clock), in ns; it
- * stops after max-failures failures. A count of 0 goes on until stdin
- * closes. Each attempt is a fresh socket (a new flow); with a source port,
- * the UDP socket binds it, so attempts share one flow.
- */
-const CLIENT = `
-import select, socket, sys, time
-proto, address, port, count, timeout, max_failures = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
-source_port = int(sys.argv[7]) if len(sys.argv) > 7 else 0
-now = lambda: time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-failures = 0
-attempts = 0
-while count == 0 or attempts < count:
-    if count == 0:
-        # Paced, not flat out: it runs beside three daemons on a small machine.
-        if select.select([sys.stdin], [], [], 0.005)[0] and sys.stdin.read() == '':
-            break
-    attempts += 1
-    start = now()
-    s = None
-    try:
-        if proto == 'tcp':
-            s = socket.create_connection((address, port), timeout=timeout)
-            chunks = []
-            while True:
-                chunk = s.recv(256)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            answer = b''.join(chunks).decode()
-        else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.settimeout(timeout)
-            if source_port:
-                s.bind(('0.0.0.0', source_port))
-            s.connect((address, port))
-            s.send(b'who')
-            answer = s.recv(256).decode()
-        print('ok', start, now(), answer or '-', flush=True)
-    except OSError as e:
-        failures += 1
-        print('fail', start, now(), type(e).__name__, e.errno, flush=True)
-        if failures >= max_failures:
-            break
-    finally:
-        if s is not None:
-            s.close()
-`;
-
-/** One attempt of the client. */
-interface Attempt {
-  /** The task's name, or undefined when it failed. */
-  readonly answer: string | undefined;
-  /** The address the task saw the connection come from. */
-  readonly peer: string | undefined;
-  /** `ERROR ERRNO` when it failed. */
-  readonly failure: string | undefined;
-  /** When it began and ended, on CLOCK_MONOTONIC (process.hrtime's clock), in ns. */
-  readonly start: bigint;
-  readonly end: bigint;
-}
-
-function parseAttempts(stdout: string): Attempt[] {
-  const attempts: Attempt[] = [];
-  // Whole lines only: the last may still be on its way.
-  for (const line of stdout.split('\n').slice(0, -1)) {
-    const words = line.split(' ');
-    const [kind, start = '0', end = '0'] = words;
-    if (kind === 'ok' && words.length === 4) {
-      const [answer, peer] = (words[3] ?? '').split('@');
-      attempts.push({ answer, peer, failure: undefined, start: BigInt(start), end: BigInt(end) });
-    } else if (kind === 'fail' && words.length === 5) {
-      attempts.push({ answer: undefined, peer: undefined, failure: words.slice(3).join(' '), start: BigInt(start), end: BigInt(end) });
-    } else {
-      throw new Error(`the client printed ${JSON.stringify(line)}`);
-    }
-  }
-  return attempts;
-}
-
-interface Tally {
-  /** Answers per task name (any answer, even one no task should give). */
-  readonly counts: Map<string, number>;
-  /** Every peer address the tasks reported, with how often. */
-  readonly peers: Map<string, number>;
-  /** The attempts that failed, as the client printed them (`ERROR ERRNO`). */
-  readonly failures: string[];
-  readonly attempts: number;
-}
-
-function tallyOf(attempts: readonly Attempt[]): Tally {
-  const counts = new Map<string, number>();
-  const peers = new Map<string, number>();
-  const failures: string[] = [];
-  for (const { answer, peer, failure } of attempts) {
-    if (answer !== undefined) counts.set(answer, (counts.get(answer) ?? 0) + 1);
-    if (peer !== undefined) peers.set(peer, (peers.get(peer) ?? 0) + 1);
-    if (failure !== undefined) failures.push(failure);
-  }
-  return { counts, peers, failures, attempts: attempts.length };
-}
-
-const show = (tally: Tally) =>
-  JSON.stringify({ answers: Object.fromEntries(tally.counts), peers: Object.fromEntries(tally.peers), failures: tally.failures });
-
-interface ClientOptions {
-  port?: number;
-  timeoutSeconds?: number;
-  maxFailures?: number;
-  sourcePort?: number;
-}
-
-function clientArgs(proto: 'tcp' | 'udp', address: string, count: number, options: ClientOptions): string[] {
-  const args = [
-    '-c',
-    CLIENT,
-    proto,
-    address,
-    String(options.port ?? PORT),
-    String(count),
-    String(options.timeoutSeconds ?? 3),
-    String(options.maxFailures ?? 5),
-  ];
-  if (options.sourcePort !== undefined) args.push(String(options.sourcePort));
-  return args;
-}
-
-/** Runs the client in the namespace: `count` attempts to address:port. */
-async function connections(netnsPath: string, proto: 'tcp' | 'udp', address: string, count: number, options: ClientOptions = {}): Promise<Tally> {
-  const result = await inNetns(netnsPath, PYTHON, clientArgs(proto, address, count, options), { timeoutMs: 180_000 });
-  if (result.code !== 0) throw new Error(`client in ${netnsPath} exited ${result.code}: ${result.stderr}`);
-  return tallyOf(parseAttempts(result.stdout));
-}
-
-/** The client making TCP connections one after the other until stopped; `attempts()` reads what it printed so far. */
-function connectionStream(netnsPath: string, address: string) {
-  const child = spawn('nsenter', [`--net=${netnsPath}`, PYTHON, ...clientArgs('tcp', address, 0, { maxFailures: 1000 })], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    attempts: () => parseAttempts(stdout),
-    /** Closes its stdin and waits for it to finish its attempt under way. */
-    async stop(): Promise<Attempt[]> {
-      child.stdin.end();
-      await exited;
-      if (child.exitCode !== 0) throw new Error(`the client in ${netnsPath} exited ${child.exitCode}: ${stderr}`);
-      return parseAttempts(stdout);
-    },
-    kill(): void {
-      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
-    },
-  };
-}
+/** `count` attempts from the client's namespace to address:8080, or to `options.port`. */
+const connections = (netnsPath: string, proto: 'tcp' | 'udp', address: string, count: number, options: Partial<ClientOptions> = {}) =>
+  runClient(netnsPath, proto, address, count, { port: PORT, ...options });
 
 interface Task {
   readonly name: string;
   readonly host: SimHost;
-}
-
-/** Every attempt answered, only by `allowed` tasks, each of which saw the client's own address. */
-function allAnsweredBy(t: ExecutionContext, tally: Tally, count: number, allowed: readonly Task[], client: string, what: string): void {
-  const names = new Set(allowed.map((task) => task.name));
-  const answered = [...tally.counts].filter(([name]) => names.has(name)).reduce((sum, [, n]) => sum + n, 0);
-  t.is(answered, count, `${what}: all ${count} answered by ${[...names].join(', ')}: ${show(tally)}`);
-  t.deepEqual([...tally.peers.keys()], tally.attempts === tally.failures.length ? [] : [client], `${what}: every task saw the client's address ${client}: ${show(tally)}`);
-}
-
-/** Every attempt answered, and each task got at least `share` of them. */
-function balanced(t: ExecutionContext, tally: Tally, count: number, tasks: readonly Task[], share: number, client: string, what: string): void {
-  allAnsweredBy(t, tally, count, tasks, client, what);
-  for (const task of tasks) {
-    t.true((tally.counts.get(task.name) ?? 0) >= share * count, `${what}: ${task.name} got at least ${share * 100} %: ${show(tally)}`);
-  }
-}
-
-/** Every attempt refused at once: a closed port, not a hang. */
-function refused(t: ExecutionContext, tally: Tally, count: number, what: string): void {
-  t.deepEqual(
-    tally.failures.map((failure) => failure.split(' ')[0]),
-    Array.from({ length: count }, () => 'ConnectionRefusedError'),
-    `${what}: refused, not answered nor timed out: ${show(tally)}`,
-  );
-}
-
-/** The task servers of a test, killed by PID in teardown. */
-class Servers {
-  private readonly children: ChildProcess[] = [];
-
-  /** Starts the server in the sandbox's namespace and resolves once it listens. */
-  async start(sandbox: string): Promise<void> {
-    const child = spawn('nsenter', [`--net=${nsPath(sandbox)}`, PYTHON, '-c', TASK_SERVER, sandbox, String(TARGET_PORT)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    this.children.push(child);
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-    await until(`the server in ${sandbox}`, () => {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the server in ${sandbox} exited: ${output}`);
-      return output.includes('listening') ? true : undefined;
-    }, 30_000);
-  }
-
-  async killAll(): Promise<void> {
-    for (const child of this.children) {
-      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) continue;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      process.kill(child.pid, 'SIGKILL');
-      await exited;
-    }
-  }
 }
 
 /** The namespace's whole nft ruleset; throws when nft fails, so an empty answer means no rules. */
@@ -344,21 +103,6 @@ async function taskOn(cluster: Cluster, servers: Servers, host: SimHost, network
   return { name, host };
 }
 
-/**
- * A UDP source port of the client whose flow to address:8080 goes to
- * `wanted`: each try is a fresh flow, which the round robin sends to the
- * next task. Tries ports from `base` on.
- */
-async function pinnedFlow(clientNetns: string, address: string, wanted: Task, base: number): Promise<number> {
-  const tried: string[] = [];
-  for (let sourcePort = base; sourcePort < base + 12; sourcePort++) {
-    const tally = await connections(clientNetns, 'udp', address, 1, { sourcePort, maxFailures: 1 });
-    if (tally.counts.has(wanted.name)) return sourcePort;
-    tried.push(`${sourcePort}: ${show(tally)}`);
-  }
-  throw new Error(`no flow from the client to ${address} reached ${wanted.name}: ${tried.join('; ')}`);
-}
-
 interface MeshSetup {
   readonly cluster: Cluster;
   readonly hosts: [SimHost, SimHost, SimHost];
@@ -378,7 +122,7 @@ interface MeshSetup {
  */
 async function meshSetup(t: ExecutionContext, subnet: string): Promise<MeshSetup> {
   const cluster = await makeCluster(3);
-  const servers = new Servers();
+  const servers = new Servers(TARGET_PORT, 'name@peer');
   let destroyed: Promise<void> | undefined;
   const destroy = () =>
     (destroyed ??= (async () => {
@@ -442,24 +186,24 @@ test.serial(
 
     const tcp = await connections(client.netnsPath, 'tcp', h3.address, 300);
     t.log(`300 TCP connections to host 3 (no task there): ${show(tcp)}`);
-    balanced(t, tcp, 300, tasks, 0.2, client.address, 'TCP to host 3');
+    balanced(t, tcp, 300, tasks, 0.2, 'TCP to host 3', client.address);
     for (const host of [h1, h2]) {
       const tally = await connections(client.netnsPath, 'tcp', host.address, 30);
       t.log(`30 TCP connections to host ${host.index}: ${show(tally)}`);
-      allAnsweredBy(t, tally, 30, tasks, client.address, `TCP to host ${host.index}`);
+      allAnsweredBy(t, tally, 30, tasks, `TCP to host ${host.index}`, client.address);
       t.true(tasks.every((task) => (tally.counts.get(task.name) ?? 0) > 0), `TCP to host ${host.index} reached every task: ${show(tally)}`);
     }
 
     const udp = await connections(client.netnsPath, 'udp', h3.address, 30);
     t.log(`30 UDP datagrams to host 3, each from a fresh socket: ${show(udp)}`);
-    allAnsweredBy(t, udp, 30, tasks, client.address, 'UDP to host 3');
+    allAnsweredBy(t, udp, 30, tasks, 'UDP to host 3', client.address);
     t.true(tasks.every((task) => (udp.counts.get(task.name) ?? 0) > 0), `UDP to host 3 reached every task: ${show(udp)}`);
     const udp1 = await connections(client.netnsPath, 'udp', h1.address, 9);
-    allAnsweredBy(t, udp1, 9, tasks, client.address, 'UDP to host 1');
+    allAnsweredBy(t, udp1, 9, tasks, 'UDP to host 1', client.address);
     // One source port: one flow, which conntrack keeps on its task.
     const pinned = await connections(client.netnsPath, 'udp', h3.address, 6, { sourcePort: 23456 });
     t.log(`6 UDP datagrams to host 3 from one source port: ${show(pinned)}`);
-    allAnsweredBy(t, pinned, 6, tasks, client.address, 'a pinned UDP flow');
+    allAnsweredBy(t, pinned, 6, tasks, 'a pinned UDP flow', client.address);
     t.is(pinned.counts.size, 1, `a pinned UDP flow stays on one task: ${show(pinned)}`);
 
     // A sandbox on the overlay, no task, reaches the port through its own host's address (hairpin through the
@@ -505,13 +249,13 @@ test.serial(
     // Host 3's round robin goes over the 4 tasks in turn: 12 connections give each its share, w4 included.
     const joined = await connections(client.netnsPath, 'tcp', h3.address, 12);
     t.log(`right after connect returned, 12 connections to host 3: ${show(joined)}`);
-    allAnsweredBy(t, joined, 12, [...tasks, { name: w4, host: h3 }], client.address, 'TCP to host 3 after connect');
+    allAnsweredBy(t, joined, 12, [...tasks, { name: w4, host: h3 }], 'TCP to host 3 after connect', client.address);
     t.true((joined.counts.get(w4) ?? 0) > 0, `w4 is in host 3's rotation as connect returns: ${show(joined)}`);
 
     await cluster.ok(h3, 'network', 'disconnect', 'front', w4);
     const left = await connections(client.netnsPath, 'tcp', h3.address, 12);
     t.log(`right after disconnect returned, 12 connections to host 3: ${show(left)}`);
-    allAnsweredBy(t, left, 12, tasks, client.address, 'TCP to host 3 after disconnect');
+    allAnsweredBy(t, left, 12, tasks, 'TCP to host 3 after disconnect', client.address);
     await cluster.ok(h3, 'sandbox', 'rm', w4);
 
     await cluster.stopDaemon(h3, 'SIGTERM');
@@ -524,7 +268,7 @@ test.serial(
     );
     const restarted = await connections(client.netnsPath, 'tcp', h3.address, 30);
     t.log(`30 connections to host 3 after its daemon restarted: ${show(restarted)}`);
-    allAnsweredBy(t, restarted, 30, tasks, client.address, 'TCP to host 3 after its restart');
+    allAnsweredBy(t, restarted, 30, tasks, 'TCP to host 3 after its restart', client.address);
     t.true(tasks.every((task) => (restarted.counts.get(task.name) ?? 0) > 0), `every task still in host 3's rotation: ${show(restarted)}`);
   },
 );
@@ -544,7 +288,7 @@ test.serial('host mode, 3 hosts: the port opens only on the host with a task; th
   t.log(`host 1 answered on ${HOST_MODE_PORT} ${ms.toFixed(0)} ms after connect returned`);
   const first = await connections(client.netnsPath, 'tcp', h1.address, 30, { port: HOST_MODE_PORT });
   t.log(`30 TCP connections to host 1:${HOST_MODE_PORT}: ${show(first)}`);
-  allAnsweredBy(t, first, 30, [task], client.address, `TCP to host 1:${HOST_MODE_PORT}`);
+  allAnsweredBy(t, first, 30, [task], `TCP to host 1:${HOST_MODE_PORT}`, client.address);
   for (const host of [h2, h3]) {
     const tally = await connections(client.netnsPath, 'tcp', host.address, 3, { port: HOST_MODE_PORT, maxFailures: 3 });
     t.log(`TCP to host ${host.index}:${HOST_MODE_PORT} (no task there): ${show(tally)}`);
@@ -599,7 +343,7 @@ test.serial(
 
     // A UDP flow that was answered just before rm.
     const flowBefore = await connections(client.netnsPath, 'udp', h3.address, 1, { sourcePort: 23500, maxFailures: 1 });
-    allAnsweredBy(t, flowBefore, 1, tasks, client.address, 'a UDP flow before rm');
+    allAnsweredBy(t, flowBefore, 1, tasks, 'a UDP flow before rm', client.address);
 
     await cluster.ok(h3, 'service', 'rm', 'web');
     const portGone = (rules: string) =>
@@ -689,15 +433,15 @@ test.serial(
     t.deepEqual(await rotationOf(entry3, 'tcp'), [...addressOf.values()].sort(), "host 3's rotation holds the 3 tasks");
 
     // UDP flows through host 3, one to the task about to be disconnected and one to host 2's task.
-    const goneFlow = await pinnedFlow(client.netnsPath, h3.address, gone, 24000);
-    const remoteFlow = await pinnedFlow(client.netnsPath, h3.address, remote, 24100);
+    const goneFlow = (await pinnedFlow(client.netnsPath, h3.address, PORT, [gone], 24000)).sourcePort;
+    const remoteFlow = (await pinnedFlow(client.netnsPath, h3.address, PORT, [remote], 24100)).sourcePort;
     // More than one answer each: conntrack then keeps the flows as streams (2 minutes), longer than this test.
     const sticky = await connections(client.netnsPath, 'udp', h3.address, 3, { sourcePort: goneFlow });
-    allAnsweredBy(t, sticky, 3, [gone], client.address, 'a pinned UDP flow stays on its task');
+    allAnsweredBy(t, sticky, 3, [gone], 'a pinned UDP flow stays on its task', client.address);
     const stickyRemote = await connections(client.netnsPath, 'udp', h3.address, 3, { sourcePort: remoteFlow });
-    allAnsweredBy(t, stickyRemote, 3, [remote], client.address, 'a pinned UDP flow stays on its task');
+    allAnsweredBy(t, stickyRemote, 3, [remote], 'a pinned UDP flow stays on its task', client.address);
 
-    const stream = connectionStream(client.netnsPath, h3.address);
+    const stream = connectionStream(client.netnsPath, h3.address, PORT);
     t.teardown(() => stream.kill());
     const begunAfter = (at: bigint) => stream.attempts().filter((a) => a.start > at).length;
     await until('the stream to get going', () => (stream.attempts().length >= 20 ? true : undefined), 30_000);
@@ -726,7 +470,7 @@ test.serial(
     );
     t.log(`host 1 dropped ${gone.name} from its rotation ${localMs.toFixed(0)} ms after host 3 did`);
     const local = await connections(client.netnsPath, 'tcp', h1.address, 30);
-    allAnsweredBy(t, local, 30, [kept, remote], client.address, `TCP to host 1 after the disconnect of ${gone.name}`);
+    allAnsweredBy(t, local, 30, [kept, remote], `TCP to host 1 after the disconnect of ${gone.name}`, client.address);
     await until('60 connections begun after host 3 dropped it', () => (begunAfter(convergedAt) >= 60 ? true : undefined), 120_000);
 
     // Host 2's daemon dies: its VTEP goes with it, and host 3 drops its task within the lease TTL.
@@ -776,7 +520,7 @@ test.serial(
       [],
       'no connection begun after the disconnect returned failed',
     );
-    allAnsweredBy(t, afterDisconnect, afterDisconnect.attempts, [kept, remote], client.address, `after host 3 dropped ${gone.name}`);
+    allAnsweredBy(t, afterDisconnect, afterDisconnect.attempts, [kept, remote], `after host 3 dropped ${gone.name}`, client.address);
     t.true((afterDisconnect.counts.get(remote.name) ?? 0) > 0, `host 2's task still answered then: ${show(afterDisconnect)}`);
     t.is(before.failures.length, 0, `nothing failed before the disconnect: ${show(before)}`);
 
@@ -786,10 +530,10 @@ test.serial(
       `between the kill and the drop only ${kept.name} answered: ${show(dying)}`,
     );
     t.true(dying.failures.length <= Math.ceil(dying.attempts / 2) + 1, `at most the connections sent to host 2's task failed: ${show(dying)}`);
-    allAnsweredBy(t, afterKill, afterKill.attempts, [kept], client.address, "after host 3 dropped host 2's task");
+    allAnsweredBy(t, afterKill, afterKill.attempts, [kept], "after host 3 dropped host 2's task", client.address);
 
     // Nothing hangs on a task that left while live ones remain: the UDP flows that went to them moved on.
-    allAnsweredBy(t, moved, 2, [kept, remote], client.address, `the UDP flow that went to ${gone.name}, once host 3 dropped it`);
-    allAnsweredBy(t, movedRemote, 2, [kept], client.address, `the UDP flow that went to ${remote.name} on the dead host, once host 3 dropped it`);
+    allAnsweredBy(t, moved, 2, [kept, remote], `the UDP flow that went to ${gone.name}, once host 3 dropped it`, client.address);
+    allAnsweredBy(t, movedRemote, 2, [kept], `the UDP flow that went to ${remote.name} on the dead host, once host 3 dropped it`, client.address);
   },
 );

@@ -240,13 +240,20 @@ async function ingressSandboxOf(host: SimHost): Promise<string | undefined> {
   }
 }
 
-/** Creates a sandbox on a host, connects it (with `ip`, when given) and returns its address on the network. */
-export async function sandboxOn(cluster: Cluster, host: SimHost, network: string, base: string, ip?: string): Promise<{ name: string; address: string }> {
+/** Creates a sandbox on a host, connects it (with `ip`, or as a task of `service`, when given) and returns its address on the network. */
+export async function sandboxOn(
+  cluster: Cluster,
+  host: SimHost,
+  network: string,
+  base: string,
+  connect: { ip?: string; service?: string } = {},
+): Promise<{ name: string; address: string }> {
   const name = cluster.sandboxName(base);
   await cluster.ok(host, 'sandbox', 'create', name);
-  await cluster.ok(host, 'network', 'connect', ...(ip !== undefined ? ['--ip', ip] : []), network, name);
+  const flags = [...(connect.ip !== undefined ? ['--ip', connect.ip] : []), ...(connect.service !== undefined ? ['--service', connect.service] : [])];
+  await cluster.ok(host, 'network', 'connect', ...flags, network, name);
   const template = `{{range .Containers}}{{if eq .Name "${name}"}}{{.IPv4Address}}{{end}}{{end}}`;
   const address = (await cluster.ok(host, 'network', 'inspect', '-f', template, network)).trim().split('/')[0];
-  if (address === undefined || address === '') throw new Error(`no address for ${name}`);
+  if (address === undefined || address === '') throw new Error(`no address for ${name} on ${network}`);
   return { name, address };
 }

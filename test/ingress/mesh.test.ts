@@ -12,6 +12,7 @@ import type { EndpointRecord, NetworkRecord, SandboxRecord, ServiceRecord } from
 import { keys } from '../../src/repository/keys.js';
 import { encodeRecord } from '../../src/repository/schema.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import { networkRecord } from '../helpers/records.js';
 import { waitFor } from '../helpers/wait.js';
 
 const CREATED = '2026-01-01T00:00:00.000000000Z';
@@ -62,22 +63,14 @@ class RecordingActions implements MeshActions {
 }
 
 function network(id: string, extra: Partial<NetworkRecord> = {}): NetworkRecord {
-  return {
+  return networkRecord({
     id,
     name: id,
     driver: 'overlay',
     scope: 'global',
-    created: CREATED,
-    internal: false,
-    attachable: false,
-    ingress: false,
-    enableIPv4: true,
-    enableIPv6: false,
     ipam: { driver: 'default', options: {}, config: [{ subnet: '10.0.9.0/24', gateway: '10.0.9.1' }] },
-    options: {},
-    labels: {},
     ...extra,
-  };
+  });
 }
 
 function endpoint(id: string, networkId: string, address: string, extra: Partial<EndpointRecord> = {}): EndpointRecord {
