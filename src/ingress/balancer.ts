@@ -419,14 +419,8 @@ export class ServiceBalancer {
   }
 }
 
-/**
- * The addresses a record gives the rules are written into nft scripts as
- * they are, so each must be an IPv4 address and nothing else: a record
- * another host (or anyone with access to the cluster store) wrote with
- * anything else would break the script of every sandbox on its network, or
- * add commands of its own to it.
- */
-function leaving(endpoint: EndpointRecord): boolean {
+/** Its leave or disconnect is under way: it takes no new connection. */
+export function leaving(endpoint: EndpointRecord): boolean {
   return endpoint.pending === 'leave' || endpoint.pending === 'disconnect';
 }
 
@@ -445,7 +439,7 @@ function indexRemove(index: Map<string, Set<string>>, key: string, id: string): 
 }
 
 /** Numeric order of dotted IPv4 addresses. */
-function byAddress(a: string, b: string): number {
+export function byAddress(a: string, b: string): number {
   const pa = a.split('.').map(Number);
   const pb = b.split('.').map(Number);
   for (let i = 0; i < 4; i++) {

@@ -22,7 +22,7 @@ import { type EndpointRecord, type NetworkRecord, type SandboxRecord, type Scope
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { Freshness } from './freshness.js';
 import { type Logger, consoleWarnings } from '../log.js';
-import type { Reachability } from './balancer.js';
+import { type Reachability, byAddress, leaving } from './balancer.js';
 import {
   type Entry,
   type PortTargets,
@@ -462,10 +462,6 @@ export class IngressMesh {
   }
 }
 
-function leaving(endpoint: EndpointRecord): boolean {
-  return endpoint.pending === 'leave' || endpoint.pending === 'disconnect';
-}
-
 function show(target: Target): string {
   return `${target.address}:${target.port}`;
 }
@@ -477,15 +473,5 @@ function addressesOf(ports: Iterable<PortTargets>): Set<string> {
 /** Targets without repeats (a task on two of the service's networks is one sandbox), in address order. */
 function unique(targets: readonly Target[]): Target[] {
   const seen = new Map(targets.map((t) => [show(t), t]));
-  return [...seen.values()].sort((a, b) => compareAddresses(a.address, b.address) || a.port - b.port);
-}
-
-function compareAddresses(a: string, b: string): number {
-  const pa = a.split('.').map(Number);
-  const pb = b.split('.').map(Number);
-  for (let i = 0; i < 4; i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
+  return [...seen.values()].sort((a, b) => byAddress(a.address, b.address) || a.port - b.port);
 }

@@ -58,6 +58,10 @@ const IPV6_CIDR = /^[0-9a-fA-F:]*:[0-9a-fA-F:.]*(\/(12[0-8]|1[01]\d|[1-9]?\d))?$
  */
 const ipv4Cidr = v.pipe(v.string(), v.regex(IPV4_CIDR, 'not an IPv4 address'));
 const ipv6Cidr = v.pipe(v.string(), v.regex(IPV6_CIDR, 'not an IPv6 address'));
+/** The routing mesh writes ingress sandboxes' MACs and tasks' interface names into nft scripts too. */
+const macAddress = v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, 'not a MAC address'));
+/** Linux's rule (no '/', ':' or white space), kept to the characters netctl's own names use. */
+const ifName = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,15}$/, 'not an interface name'));
 
 const scope = v.picklist(['local', 'global', 'swarm'] satisfies Scope[]);
 
@@ -95,11 +99,11 @@ export const endpointRecord: RecordSchema<EndpointRecord> = v.looseObject({
   name: v.string(),
   networkId: v.string(),
   sandboxId: v.exactOptional(v.string()),
-  macAddress: v.string(),
+  macAddress,
   ipv4Address: v.exactOptional(ipv4Cidr),
   ipv6Address: v.exactOptional(ipv6Cidr),
   aliases: v.array(v.string()),
-  ifName: v.exactOptional(v.string()),
+  ifName: v.exactOptional(ifName),
   defaultGateway: v.exactOptional(v.boolean()),
   pending: v.exactOptional(v.picklist(['connect', 'join', 'leave', 'disconnect'] satisfies EndpointPending[])),
   service: v.exactOptional(v.string()),

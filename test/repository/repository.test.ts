@@ -43,7 +43,7 @@ test('a record that is not JSON or does not fit its schema is a MalformedRecord 
 test('addresses in records must be addresses: what other hosts wrote reaches DNS answers and nftables scripts', (t) => {
   const endpoint = (fields: Record<string, string>) => ({
     key: 'endpoints/n/e',
-    value: JSON.stringify({ id: 'e', name: 'a', networkId: 'n', macAddress: 'm', aliases: [], ...fields }),
+    value: JSON.stringify({ id: 'e', name: 'a', networkId: 'n', macAddress: '02:42:0a:00:00:02', aliases: [], ...fields }),
     modRevision: 1,
   });
   for (const good of [{ ipv4Address: '10.0.0.2/24' }, { ipv4Address: '10.0.0.2' }, { ipv6Address: 'fd00::2/64' }, { ipv6Address: '::ffff:10.0.0.2' }]) {
@@ -59,6 +59,16 @@ test('addresses in records must be addresses: what other hosts wrote reaches DNS
     const error = t.throws(() => decodeRecord(endpoint(bad), endpointRecord), { instanceOf: MalformedRecord }, JSON.stringify(bad));
     t.regex(error?.message ?? '', /ipv[46]Address: not an IPv[46] address/);
   }
+  // The routing mesh writes ingress sandboxes' MACs and tasks' interface names into nft scripts.
+  for (const [bad, field] of [
+    [{ macAddress: '02:42:0a:00:00:02 : 0x4e000002 } ; flush ruleset' }, 'macAddress: not a MAC address'],
+    [{ macAddress: 'm' }, 'macAddress: not a MAC address'],
+    [{ ifName: 'eth1" ; flush ruleset' }, 'ifName: not an interface name'],
+    [{ ifName: 'a-name-too-long-for-linux' }, 'ifName: not an interface name'],
+  ] as const) {
+    t.throws(() => decodeRecord(endpoint(bad), endpointRecord), { instanceOf: MalformedRecord, message: new RegExp(field) }, JSON.stringify(bad));
+  }
+  t.notThrows(() => decodeRecord(endpoint({ ifName: 'eth0', macAddress: '0A:1b:2c:3d:4e:5f' }), endpointRecord));
   const service = (virtualIp: string) => ({
     key: 'services/s',
     value: JSON.stringify({ id: 's', name: 'web', endpointMode: 'vip', labels: {}, created: 'c', scope: 'global', networks: [{ networkId: 'n', virtualIp }] }),
