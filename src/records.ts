@@ -120,6 +120,15 @@ export interface PublishedPort {
   readonly publishMode: PublishMode;
 }
 
+/**
+ * Whether connections to the port go through the routing mesh's `ingress`
+ * network: ingress mode on cluster networks. A host mode port, or any port
+ * of a host's own (bridge) service, goes straight to that host's tasks.
+ */
+export function routedByMesh(scope: Scope, port: Pick<PublishedPort, 'publishMode'>): boolean {
+  return port.publishMode === 'ingress' && scope !== 'local';
+}
+
 /** A service on one of its networks. */
 export interface ServiceNetwork {
   readonly networkId: string;

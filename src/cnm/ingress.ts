@@ -1,7 +1,7 @@
 /**
- * What the routing mesh (ingress/mesh.ts) stands on, as Docker has it: the
- * `ingress` overlay network, made on demand by the first service that
- * publishes a port in ingress mode; on each host, the ingress sandbox
+ * What the routing mesh (ingress/mesh.ts) stands on, as Docker has it,
+ * besides the `ingress` overlay network (ingress-network.ts): on each host,
+ * the ingress sandbox
  * (`ingress-sbox`), whose endpoint on that network is where the host's
  * published connections enter it; and an endpoint on it for every task of
  * such a service. The mesh asks for these through the controller as the
@@ -13,7 +13,7 @@ import { hostId } from './names.js';
 import { findIngressNetwork } from './networks.js';
 import { createSandbox, removeSandbox } from './sandboxes.js';
 import { INGRESS_SANDBOX_LABEL, ingressSandboxName, isIngressSandbox } from '../ingress/mesh.js';
-import type { SandboxRecord } from '../records.js';
+import { type NetworkRecord, type SandboxRecord, routedByMesh } from '../records.js';
 
 /** Makes this host's ingress sandbox if it is missing, and connects it to the ingress network. */
 export async function openIngressEntry(context: ControllerContext): Promise<void> {
@@ -24,7 +24,7 @@ export async function openIngressEntry(context: ControllerContext): Promise<void
   if (sandbox === undefined) await createSandbox(context, { name, labels: { [INGRESS_SANDBOX_LABEL]: 'true' } });
   sandbox = await ingressSandbox(context);
   if (sandbox === undefined || sandbox.pending !== undefined) return;
-  if ((await context.records.sandboxEndpoints(sandbox, 'skip')).some((e) => e.networkId === network.id)) return;
+  if (await isOn(context, sandbox, network)) return;
   await connect(context, network, sandbox, { name, ingressEntry: true });
 }
 
@@ -43,7 +43,7 @@ export async function attachIngress(context: ControllerContext, sandboxId: strin
   const network = await findIngressNetwork(context);
   const sandbox = await localSandbox(context, sandboxId);
   if (network === undefined || sandbox === undefined) return;
-  if ((await context.records.sandboxEndpoints(sandbox, 'skip')).some((e) => e.networkId === network.id)) return;
+  if (await isOn(context, sandbox, network)) return;
   // Sandbox names are unique on one host only.
   await connect(context, network, sandbox, { name: `ingress-${sandbox.id.slice(0, 12)}` });
 }
@@ -53,8 +53,12 @@ export async function detachIngress(context: ControllerContext, sandboxId: strin
   const network = await findIngressNetwork(context);
   const sandbox = await localSandbox(context, sandboxId);
   if (network === undefined || sandbox === undefined) return;
-  if (!(await context.records.sandboxEndpoints(sandbox, 'skip')).some((e) => e.networkId === network.id)) return;
+  if (!(await isOn(context, sandbox, network))) return;
   await disconnect(context, network, sandbox.id, false);
+}
+
+async function isOn(context: ControllerContext, sandbox: SandboxRecord, network: NetworkRecord): Promise<boolean> {
+  return (await context.records.sandboxEndpoints(sandbox, 'skip')).some((e) => e.networkId === network.id);
 }
 
 async function localSandbox(context: ControllerContext, sandboxId: string): Promise<SandboxRecord | undefined> {
@@ -81,7 +85,7 @@ async function needsIngress(context: ControllerContext, sandbox: SandboxRecord):
   for (const endpoint of await context.records.sandboxEndpoints(sandbox, 'skip')) {
     if (endpoint.service === undefined || endpoint.pending !== undefined) continue;
     const service = await context.records.findService(endpoint.service, 'skip').catch(() => undefined);
-    if (service !== undefined && service.scope !== 'local' && (service.ports ?? []).some((port) => port.publishMode === 'ingress')) return true;
+    if (service !== undefined && (service.ports ?? []).some((port) => routedByMesh(service.scope, port))) return true;
   }
   return false;
 }

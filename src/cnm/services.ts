@@ -17,7 +17,7 @@ import { checkPortsFree, ownPortClaims, portClaims, wantedPorts } from './ports.
 import type { ServiceCreateRequest, ServiceView } from './types.js';
 import { validateMetadata } from './validate.js';
 import { Conflict, InvalidArgument, NetctlError, NetworkNotFound, ServiceNotFound } from '../errors.js';
-import { type EndpointMode, type EndpointRecord, type NetworkRecord, type ServiceNetwork, type ServiceRecord, bareAddress } from '../records.js';
+import { type EndpointMode, type EndpointRecord, type NetworkRecord, type ServiceNetwork, type ServiceRecord, bareAddress, routedByMesh } from '../records.js';
 import { keys } from '../repository/keys.js';
 import { casLoop, put } from '../repository/repository.js';
 import { decodeRecord, encodeRecord, endpointRecord } from '../repository/schema.js';
@@ -92,7 +92,7 @@ export async function createService(context: ControllerContext, request: Service
   }
   await checkPortsFree(context, wanted);
   // The mesh across hosts runs over Docker's `ingress` network; made now, it stays, as Docker's does.
-  if (scope !== 'local' && wanted.some((port) => port.publishMode === 'ingress')) await ensureIngressNetwork(context);
+  if (wanted.some((port) => routedByMesh(scope, port))) await ensureIngressNetwork(context);
   const id = newId();
   let created: ServiceRecord | undefined;
   let attempts = 0;

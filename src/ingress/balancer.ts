@@ -397,7 +397,7 @@ export class ServiceBalancer {
       for (const endpointId of this.endpointsOfNetwork.get(networkId) ?? []) {
         const endpoint = this.endpoints.get(endpointId);
         const address = bareAddress(endpoint?.ipv4Address);
-        if (endpoint?.service === undefined || address === undefined || !this.live(endpoint)) continue;
+        if (endpoint?.service === undefined || address === undefined || !isLive(endpoint, this.sandboxes, this.options.reachability)) continue;
         const list = tasksOf.get(endpoint.service);
         if (list === undefined) tasksOf.set(endpoint.service, [address]);
         else list.push(address);
@@ -411,12 +411,13 @@ export class ServiceBalancer {
     return table;
   }
 
-  /** Joined, with no change under way, and on this host or reachable on its own. */
-  private live(endpoint: EndpointRecord): boolean {
-    if (endpoint.sandboxId === undefined || endpoint.pending !== undefined) return false;
-    if (this.sandboxes.has(endpoint.sandboxId)) return true;
-    return this.options.reachability?.reachable(endpoint.networkId, endpoint.id) ?? false;
-  }
+}
+
+/** Joined, with no change under way, and on this host (its sandbox one of `localSandboxes`) or reachable on its own. */
+export function isLive(endpoint: EndpointRecord, localSandboxes: ReadonlyMap<string, unknown>, reachability: Reachability | undefined): boolean {
+  if (endpoint.sandboxId === undefined || endpoint.pending !== undefined) return false;
+  if (localSandboxes.has(endpoint.sandboxId)) return true;
+  return reachability?.reachable(endpoint.networkId, endpoint.id) ?? false;
 }
 
 /** Its leave or disconnect is under way: it takes no new connection. */

@@ -127,9 +127,10 @@ function portChains(ports: readonly PortTargets[], hooks: readonly string[], mat
 export function publishedScript(ports: readonly PortTargets[]): string {
   const chains = portChains(ports, ['prerouting', 'output'], 'fib daddr type local ip daddr != 127.0.0.0/8');
   if (chains === undefined) return replace('ip', PUBLISHED_TABLE, undefined);
-  // A sandbox on the target's own bridge (an overlay's sandboxes share the gateway bridge with the ingress
-  // sandbox) would get the answer straight across the bridge, never un-NATed: such connections come from the
-  // host, as Docker's hairpin NAT does.
+  // A sandbox on the target's own bridge, routed through the host, would get the answer straight across the
+  // bridge, never un-NATed: such connections come from the host, as Docker's hairpin NAT does. (With bridge
+  // netfilter loaded the kernel bridges that DNAT instead, and overlay sandboxes, which share the gateway
+  // bridge with the ingress sandbox, still do not reach their own host's ports: README.)
   const hairpins = new Set(
     ports.flatMap((p) => p.targets.flatMap((t) => (t.subnet === undefined ? [] : [`ct status dnat ip saddr ${t.subnet} ip daddr ${t.address} masquerade`]))),
   );

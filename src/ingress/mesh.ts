@@ -18,11 +18,11 @@
 import { followPrefix } from '../store/follow.js';
 import { keys, recordId } from '../repository/keys.js';
 import { decodeRecord, endpointRecord, networkRecord, sandboxRecord, serviceRecord } from '../repository/schema.js';
-import { type EndpointRecord, type NetworkRecord, type SandboxRecord, type Scope, type ServiceRecord, bareAddress } from '../records.js';
+import { type EndpointRecord, type NetworkRecord, type SandboxRecord, type Scope, type ServiceRecord, bareAddress, routedByMesh } from '../records.js';
 import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { Freshness } from './freshness.js';
 import { type Logger, consoleWarnings } from '../log.js';
-import { type Reachability, byAddress, leaving } from './balancer.js';
+import { type Reachability, byAddress, isLive, leaving } from './balancer.js';
 import {
   type Entry,
   type PortTargets,
@@ -194,7 +194,7 @@ export class IngressMesh {
     for (const key of recordKeys) {
       const prefix = PREFIXES.find((p) => key.startsWith(p));
       if (prefix === undefined || (prefix === keys.sandboxes && !local)) continue;
-      await this.freshness.whileReading(`${scope}:${key}`, async () => {
+      await this.freshness.whileReading(freshnessKey(local, key), async () => {
         const kv = await store.get(key);
         this.apply(prefix, local, kv === undefined ? { type: 'delete', key, modRevision: Number.POSITIVE_INFINITY } : { type: 'put', kv });
       });
@@ -211,7 +211,7 @@ export class IngressMesh {
 
   private apply(prefix: string, local: boolean, event: WatchEvent): void {
     const key = event.type === 'put' ? event.kv.key : event.key;
-    if (!this.freshness.accept(`${local ? 'local' : 'global'}:${key}`, event)) return;
+    if (!this.freshness.accept(freshnessKey(local, key), event)) return;
     const id = recordId(key);
     try {
       if (prefix === keys.endpoints) {
@@ -314,7 +314,6 @@ export class IngressMesh {
     const onIngress = ingress === undefined ? [] : [...this.endpoints.values()].filter((e) => e.record.networkId === ingress.id);
     const entrySandbox = [...this.sandboxes.values()].find((s) => isIngressSandbox(s) && s.pending === undefined && s.netnsPath !== '');
     const entryEndpoint = onIngress.find((e) => e.record.ingressEntry === true && e.record.sandboxId !== undefined && e.record.sandboxId === entrySandbox?.id);
-    const entryAddress = entrySandbox === undefined || entryEndpoint === undefined ? undefined : this.hostAddressOf(entrySandbox.id);
     const entries: Entry[] = onIngress
       .filter((e) => e.record.ingressEntry === true && e.record.sandboxId !== undefined && e.record.ipv4Address !== undefined)
       .map((e) => ({ macAddress: e.record.macAddress, mark: entryMark(bareAddress(e.record.ipv4Address ?? '')) }))
@@ -335,20 +334,34 @@ export class IngressMesh {
     /** Local sandboxes that must be on the ingress network, with the UDP target ports their replies leave from. */
     const needIngress = new Map<string, Set<number>>();
     let wantEntry = false;
+    // One pass over the endpoints: each service's tasks, and where the host's namespace reaches each sandbox
+    // (the address and subnet of its default route's endpoint on a local, bridge, network).
+    const tasksOf = new Map<string, EndpointRecord[]>();
+    const hostAddresses = new Map<string, { address: string; subnet: string }>();
+    for (const { record, local } of this.endpoints.values()) {
+      if (record.sandboxId === undefined) continue;
+      if (record.service !== undefined && !leaving(record)) {
+        const list = tasksOf.get(record.service);
+        if (list === undefined) tasksOf.set(record.service, [record]);
+        else list.push(record);
+      }
+      if (local && record.defaultGateway === true && record.pending === undefined && record.ipv4Address !== undefined) {
+        hostAddresses.set(record.sandboxId, { address: bareAddress(record.ipv4Address), subnet: subnetOf(record.ipv4Address) });
+      }
+    }
+    const entryAddress = entrySandbox === undefined || entryEndpoint === undefined ? undefined : hostAddresses.get(entrySandbox.id);
     for (const service of published) {
       const networkIds = new Set(service.networks.map((on) => on.networkId));
-      const tasks = [...this.endpoints.values()].filter(
-        (e) => e.record.service === service.id && networkIds.has(e.record.networkId) && e.record.sandboxId !== undefined && !leaving(e.record),
-      );
+      const tasks = (tasksOf.get(service.id) ?? []).filter((task) => networkIds.has(task.networkId));
       for (const port of service.ports ?? []) {
         const portKey = `${port.protocol}/${port.publishedPort}`;
-        const mesh = port.publishMode === 'ingress' && service.scope !== 'local';
+        const mesh = routedByMesh(service.scope, port);
         let hostTargets: Target[] = [];
         let taskTargets: Target[] = [];
         if (mesh) {
           wantEntry = true;
           for (const task of tasks) {
-            const sandboxId = task.record.sandboxId ?? '';
+            const sandboxId = task.sandboxId ?? '';
             if (this.isLocalSandbox(sandboxId)) {
               const udp = needIngress.get(sandboxId) ?? new Set<number>();
               if (port.protocol === 'udp') udp.add(port.targetPort);
@@ -356,15 +369,15 @@ export class IngressMesh {
             }
             const onIngressNet = ingressOf.get(sandboxId);
             const address = bareAddress(onIngressNet?.ipv4Address);
-            if (onIngressNet !== undefined && address !== undefined && this.live(onIngressNet)) taskTargets.push({ address, port: port.targetPort });
+            if (onIngressNet !== undefined && address !== undefined && isLive(onIngressNet, this.sandboxes, this.options.reachability)) taskTargets.push({ address, port: port.targetPort });
           }
           taskTargets = unique(taskTargets);
           if (entryAddress !== undefined) hostTargets = [{ ...entryAddress, port: port.publishedPort }];
         } else {
           for (const task of tasks) {
-            const sandboxId = task.record.sandboxId ?? '';
-            if (!this.isLocalSandbox(sandboxId) || task.record.pending !== undefined) continue;
-            const reached = this.hostAddressOf(sandboxId);
+            const sandboxId = task.sandboxId ?? '';
+            if (!this.isLocalSandbox(sandboxId) || task.pending !== undefined) continue;
+            const reached = hostAddresses.get(sandboxId);
             if (reached !== undefined) hostTargets.push({ ...reached, port: port.targetPort });
           }
           hostTargets = unique(hostTargets);
@@ -444,22 +457,11 @@ export class IngressMesh {
     return sandbox !== undefined && sandbox.pending === undefined && sandbox.netnsPath !== '';
   }
 
-  /** The sandbox's address that the host's namespace routes to, and its subnet: those of its default route's endpoint on a local (bridge) network. */
-  private hostAddressOf(sandboxId: string): { address: string; subnet: string } | undefined {
-    for (const { record, local } of this.endpoints.values()) {
-      if (local && record.sandboxId === sandboxId && record.defaultGateway === true && record.pending === undefined && record.ipv4Address !== undefined) {
-        return { address: bareAddress(record.ipv4Address), subnet: subnetOf(record.ipv4Address) };
-      }
-    }
-    return undefined;
-  }
+}
 
-  /** Joined, with no change under way, and on this host or reachable on its own. */
-  private live(endpoint: EndpointRecord): boolean {
-    if (endpoint.sandboxId === undefined || endpoint.pending !== undefined) return false;
-    if (this.sandboxes.has(endpoint.sandboxId)) return true;
-    return this.options.reachability?.reachable(endpoint.networkId, endpoint.id) ?? false;
-  }
+/** Revisions count per store. */
+function freshnessKey(local: boolean, key: string): string {
+  return `${local ? 'local' : 'cluster'}:${key}`;
 }
 
 function show(target: Target): string {
