@@ -205,6 +205,8 @@ export interface Host {
   readonly esp?: EspTable;
   /** `HostOptions.metricsAddress`, for the rules that keep sandboxes off the daemon's ports. */
   readonly metricsAddress?: { readonly address: string; readonly port: number };
+  /** The stores, for adapters that keep records of their own beside the controller's (the Docker plugin's). */
+  readonly stores: { readonly local: Store; readonly cluster?: Store };
   /** Stops the DNS, then the controller; kernel state stays for the next start to restore. */
   close(): Promise<void>;
 }
@@ -382,6 +384,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
         return mesh;
       },
       ready: Promise.all([opened.restored, dnsStarted, balancerStarted, meshStarted]).then(() => undefined),
+      stores: { local: store, ...(globalStore !== undefined ? { cluster: globalStore } : {}) },
       ...(vtep !== undefined ? { vtep } : {}),
       ...(esp !== undefined ? { esp } : {}),
       ...(options.metricsAddress !== undefined ? { metricsAddress: options.metricsAddress } : {}),

@@ -93,6 +93,14 @@ export interface SandboxRecord {
    * 'remove' from the start of its removal (finished at the next start).
    */
   readonly pending?: 'create' | 'remove';
+  /**
+   * True when the runtime moves interfaces into the namespace itself, as
+   * Docker does with a remote network driver: drivers leave each endpoint's
+   * interface in the host's namespace, named after the endpoint, and netctl
+   * never enters the namespace (`netnsPath` is ''). The sandbox lives until
+   * the runtime takes its last endpoint out.
+   */
+  readonly handoff?: boolean;
 }
 
 /**

@@ -11,11 +11,11 @@
  * JSON on the wire), client.ts (the client the CLI and runtimes use) and
  * metrics.ts (Prometheus).
  */
-import { chmod, lstat, unlink } from 'node:fs/promises';
+import { chmod, unlink } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import { connect } from 'node:net';
 import { arch, release } from 'node:os';
 import type { Controller } from '../cnm/controller.js';
+import { ensureSocketFree } from '../sys/socket-file.js';
 import { Conflict, InvalidArgument, NotFound, httpStatus } from '../errors.js';
 import { parseFiltersJson } from '../cnm/filters.js';
 import { toDockerNetwork, toDockerService } from './docker.js';
@@ -419,24 +419,4 @@ async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   } catch (err) {
     throw new InvalidArgument(`invalid JSON in request body: ${(err as Error).message}`);
   }
-}
-
-/** Unlinks a socket file nobody answers on; throws Conflict when a live server does. */
-export async function ensureSocketFree(socketPath: string): Promise<void> {
-  const stat = await lstat(socketPath).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return undefined;
-    throw err;
-  });
-  if (stat === undefined) return;
-  if (!stat.isSocket()) throw new Conflict(`${socketPath} exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
-    const socket = connect(socketPath);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-  if (live) throw new Conflict(`another daemon is already listening on ${socketPath}`);
-  await unlink(socketPath);
 }

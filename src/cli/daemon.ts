@@ -56,6 +56,11 @@ export const daemonCommand: Command = {
   args: { exactly: 0 },
   flags: [
     { name: 'socket', type: 'string', help: 'Unix socket to serve the API on (default: the -H address)' },
+    {
+      name: 'docker-plugin-socket',
+      type: 'string',
+      help: "Also serve Docker's remote network and IPAM plugin protocol here (dockerd looks in /run/docker/plugins/NAME.sock; NAME is the driver name)",
+    },
     { name: 'state-dir', type: 'string', help: 'Directory for the daemon state', defaultText: '"/var/lib/netctl"' },
     { name: 'store', type: 'string', help: 'Cluster store for overlay networks (etcd://HOST:PORT, or etcds://HOST:PORT for TLS)' },
     { name: 'store-cacert', type: 'string', help: "PEM file of the CA that signed the cluster store's certificates" },
@@ -90,9 +95,11 @@ export const daemonCommand: Command = {
   async run(ctx, parsed) {
     const logLevel = parseLogLevel(parsed.string('log-level') ?? 'info');
     // Loaded here only: the server pulls in prom-client, which would cost every other command ~0.2 s of start-up.
-    const { ApiServer, ensureSocketFree } = await import('../api/server.js');
+    const { ApiServer } = await import('../api/server.js');
+    const { ensureSocketFree } = await import('../sys/socket-file.js');
     const { DaemonMetrics, MetricsServer, parseMetricsAddress } = await import('../api/metrics.js');
     const socketPath = parsed.string('socket') ?? socketPathOf(ctx.host);
+    const dockerPluginSocket = parsed.string('docker-plugin-socket');
     const metricsAddrText = parsed.string('metrics-addr');
     const metricsAddress = metricsAddrText !== undefined ? parseMetricsAddress(metricsAddrText) : undefined;
     await mkdir(dirname(socketPath), { recursive: true });
@@ -154,15 +161,30 @@ export const daemonCommand: Command = {
     if (host.esp !== undefined) metrics.setEsp(host.esp);
     const server = new ApiServer(host.controller, { version: ctx.version, metrics });
     let metricsServer: MetricsServer | undefined;
+    let pluginServer: { close(): Promise<void> } | undefined;
     try {
       await server.listen(socketPath);
       if (metricsAddress !== undefined) metricsServer = await MetricsServer.listen(metrics, metricsAddress);
+      if (dockerPluginSocket !== undefined) {
+        const { DockerPluginServer } = await import('../plugins/docker/server.js');
+        const plugin = new DockerPluginServer({
+          controller: host.controller,
+          localStore: host.stores.local,
+          ...(host.stores.cluster !== undefined ? { clusterStore: host.stores.cluster } : {}),
+          logger,
+        });
+        await mkdir(dirname(dockerPluginSocket), { recursive: true });
+        await plugin.listen(dockerPluginSocket);
+        pluginServer = plugin;
+      }
     } catch (err) {
+      await metricsServer?.close();
       await server.close();
       await host.close();
       throw err;
     }
     ctx.io.stdout(`netctl daemon listening on unix://${socketPath}\n`);
+    if (dockerPluginSocket !== undefined) ctx.io.stdout(`netctl daemon serving the Docker plugin on unix://${dockerPluginSocket}\n`);
     // Changes wait for the restore of what the store holds; this line says it is done and the DNS answers.
     void host.ready.then(
       () => ctx.io.stdout('netctl daemon ready: stored state restored, embedded DNS answering\n'),
@@ -188,6 +210,7 @@ export const daemonCommand: Command = {
       ctx.io.stderr(`netctl daemon: shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting\n`);
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS);
+    await pluginServer?.close();
     await metricsServer?.close();
     await server.close();
     await host.close();

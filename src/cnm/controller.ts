@@ -24,7 +24,7 @@ import type { NetworkDriver } from './driver.js';
 import { createEndpoint, deleteEndpoint, joinEndpoint, leaveEndpoint } from './endpoints.js';
 import { type Filters, validateListFilters, validatePruneFilters } from './filters.js';
 import { attachIngress, attachWhenPublished, closeIngressEntry, detachIngress, detachWhenUnpublished, openIngressEntry } from './ingress.js';
-import { reconcileLocalNames } from './names.js';
+import { hostId, reconcileLocalNames } from './names.js';
 import type { NamespaceOps } from './namespaces.js';
 import { createNetwork, inspectNetwork, listNetworks, pruneNetworks, removeNetwork } from './networks.js';
 import { restore } from './restore.js';
@@ -217,6 +217,11 @@ export class Controller {
   }
 
   /** Whether the cluster store answers; while it does not, global networks are listed as last seen. */
+  /** This host's id: made once and kept in the local store, so it outlives restarts and names this host in the cluster store. */
+  async hostId(): Promise<string> {
+    return hostId(this.context);
+  }
+
   clusterStatus(): ReachabilityStatus | undefined {
     if (this.context.records.cluster === undefined) return undefined;
     return this.clusterReachability?.status() ?? { reachable: true };
@@ -328,13 +333,13 @@ export class Controller {
     });
   }
 
-  /** Joins an endpoint to a sandbox: the driver puts its interface into the namespace. */
-  async join(networkIdOrName: string, endpointIdOrName: string, sandboxIdOrName: string): Promise<EndpointRecord> {
+  /** Joins an endpoint to a sandbox: the driver puts its interface into the namespace, named `options.ifName` when given. */
+  async join(networkIdOrName: string, endpointIdOrName: string, sandboxIdOrName: string, options: { ifName?: string } = {}): Promise<EndpointRecord> {
     return this.mutate(async () => {
       const network = await this.context.records.findNetwork(networkIdOrName, 'skip');
       const endpoint = await this.context.records.findEndpoint(network, endpointIdOrName, 'skip');
       const sandbox = await this.context.records.findSandbox(sandboxIdOrName, 'skip');
-      return joinEndpoint(this.context, network, endpoint, sandbox);
+      return joinEndpoint(this.context, network, endpoint, sandbox, options.ifName);
     });
   }
 

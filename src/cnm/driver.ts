@@ -48,7 +48,12 @@ export interface JoinRequest {
   readonly network: NetworkRecord;
   readonly endpoint: EndpointRecord;
   readonly sandbox: SandboxRecord;
-  /** Name the interface gets inside the sandbox (eth0, eth1, …). */
+  /**
+   * Name the interface gets inside the sandbox (eth0, eth1, …); in a
+   * handoff sandbox (`sandbox.handoff`), the name it gets in the host's
+   * namespace, where the driver leaves it with its MAC and MTU, no address,
+   * no route, for the runtime to move.
+   */
   readonly ifName: string;
   /** True when this network provides the sandbox's default route. */
   readonly setDefaultRoute: boolean;

@@ -35,8 +35,10 @@ export async function createEndpoint(
   if (request.ipv6Address !== undefined && !network.enableIPv6) {
     throw new InvalidArgument(`network ${network.name} does not have IPv6 enabled; cannot use IPv6 address ${request.ipv6Address}`);
   }
+  if (request.id !== undefined && !/^[0-9a-f]{64}$/.test(request.id)) throw new InvalidArgument(`endpoint id ${request.id} is not 64 lowercase hex digits`);
+  const macAddress = request.macAddress === undefined ? undefined : normalMac(request.macAddress);
   const service = request.service === undefined ? undefined : await taskServiceFor(context, network, request.service);
-  const id = newId();
+  const id = request.id ?? newId();
   const store = context.records.storeOf(network);
   let created: EndpointRecord | undefined;
   let attempts = 0;
@@ -47,6 +49,9 @@ export async function createEndpoint(
     if (current === undefined) throw new NetworkNotFound(network.name);
     if ((await store.get(keys.endpointName(network.id, request.name))) !== undefined) {
       throw new Conflict(`endpoint with name ${request.name} already exists in network ${network.name}`);
+    }
+    if (request.id !== undefined && (await store.get(keys.endpoint(network.id, id))) !== undefined) {
+      throw new Conflict(`endpoint ${id} already exists in network ${network.name}`);
     }
     // The service is in the network's store (a service's networks share its scope): its revision guards the task.
     const serviceKv = service === undefined ? undefined : await store.get(keys.service(service.id));
@@ -72,12 +77,17 @@ export async function createEndpoint(
       : {};
     // A MAC derived from the IPv4 address is unique as the address is; only a random one needs the others.
     const macsInUse =
-      ipv4Address === undefined ? new Set((await context.records.networkEndpoints(network, 'throw')).map((e) => e.macAddress)) : new Set<string>();
+      ipv4Address === undefined || macAddress !== undefined
+        ? new Set((await context.records.networkEndpoints(network, 'throw')).map((e) => e.macAddress))
+        : new Set<string>();
+    if (macAddress !== undefined && macsInUse.has(macAddress)) {
+      throw new Conflict(`MAC address ${macAddress} is already in use in network ${network.name}`);
+    }
     const endpoint: EndpointRecord = {
       id,
       name: request.name,
       networkId: network.id,
-      macAddress: macFor(ipv4Address, macsInUse),
+      macAddress: macAddress ?? macFor(ipv4Address, macsInUse),
       aliases: [...(request.aliases ?? [])],
       ...(ipv4Address !== undefined ? { ipv4Address } : {}),
       ...(ipv6Address !== undefined ? { ipv6Address } : {}),
@@ -91,6 +101,7 @@ export async function createEndpoint(
       // The network still takes endpoints, and the name and addresses are nobody's.
       compare: [
         { key: keys.networkState(network.id), modRevision: current.modRevision },
+        { key: keys.endpoint(network.id, id), modRevision: 0 },
         ...claims.map(({ key }) => ({ key, modRevision: 0 })),
         ...(serviceKv !== undefined ? [{ key: serviceKv.key, modRevision: serviceKv.modRevision }] : []),
       ],
@@ -155,15 +166,16 @@ export async function connectEndpoint(
   return completeJoin(context, network, endpoint, sandbox);
 }
 
-/** Joins an existing endpoint to a sandbox: the driver puts its interface into the namespace. */
+/** Joins an existing endpoint to a sandbox: the driver puts its interface into the namespace, named `ifName` when given. */
 export async function joinEndpoint(
   context: ControllerContext,
   network: NetworkRecord,
   endpoint: EndpointRecord,
   sandbox: SandboxRecord,
+  ifName?: string,
 ): Promise<EndpointRecord> {
   if (endpoint.sandboxId !== undefined) throw new Conflict(`endpoint ${endpoint.name} is already joined to a sandbox`);
-  const placement = await placementIn(context, network, sandbox);
+  const placement = await placementIn(context, network, sandbox, ifName);
   const store = context.records.storeOf(network);
   const endpointKey = keys.endpoint(network.id, endpoint.id);
   const current = await store.get(endpointKey);
@@ -364,6 +376,14 @@ async function handOverDefaultRoute(context: ControllerContext, sandbox: Sandbox
     await context.records.writeEndpoint(network, updated);
     return;
   }
+}
+
+/** A MAC as six colon-separated bytes, lower case; InvalidArgument for anything else. */
+function normalMac(text: string): string {
+  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(text)) throw new InvalidArgument(`invalid MAC address ${text}`);
+  const mac = text.toLowerCase();
+  if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) throw new InvalidArgument(`MAC address ${text} is a multicast address, not one for an interface`);
+  return mac;
 }
 
 /** Lowest ethN first; names a caller chose (net1, cni0…) come after every ethN, in name order. */

@@ -19,7 +19,8 @@ export async function restore(context: ControllerContext, sandboxesRestored: () 
   const local = new Map(sandboxes.map((sandbox) => [sandbox.id, sandbox]));
   const live = new Map<string, SandboxRecord>();
   for (const sandbox of sandboxes) {
-    if (await context.namespaces.exists(sandbox.netnsPath)) live.set(sandbox.id, sandbox);
+    // A handoff sandbox's namespace is the runtime's to watch: it takes the endpoints out when the sandbox goes.
+    if (sandbox.handoff === true || (await context.namespaces.exists(sandbox.netnsPath))) live.set(sandbox.id, sandbox);
   }
   const networks = await restoreNetworks(context);
   // Before anything reads a sandbox's endpoints through the index: a store written before it had none.
@@ -53,7 +54,7 @@ async function restoreSandboxes(context: ControllerContext): Promise<SandboxReco
   }
   const sandboxes = stored.filter((sandbox) => sandbox.pending !== 'create');
   for (const [index, sandbox] of sandboxes.entries()) {
-    if (await context.namespaces.exists(sandbox.netnsPath)) continue;
+    if (sandbox.handoff === true || (await context.namespaces.exists(sandbox.netnsPath))) continue;
     if (sandbox.ownsNetns && sandbox.pending !== 'remove') {
       // Gone after a reboot: the sandbox gets a namespace again and its endpoints are wired into it.
       await bestEffort(context, `recreate namespace of sandbox ${sandbox.name}`, async () => {

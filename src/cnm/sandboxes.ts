@@ -21,8 +21,12 @@ import { put } from '../repository/repository.js';
 export async function createSandbox(context: ControllerContext, request: SandboxCreateRequest): Promise<SandboxInfo> {
   validateName('sandbox', request.name);
   validateMetadata('labels', request.labels);
-  const ownsNetns = request.netnsPath === undefined;
-  if (!ownsNetns) await checkForeignNamespace(context, request.netnsPath ?? '');
+  const handoff = request.handoff === true;
+  if (handoff && request.netnsPath !== undefined) {
+    throw new InvalidArgument('a handoff sandbox has no namespace path: its runtime moves the interfaces in');
+  }
+  const ownsNetns = request.netnsPath === undefined && !handoff;
+  if (request.netnsPath !== undefined) await checkForeignNamespace(context, request.netnsPath);
   const id = newId();
   const record: SandboxRecord = {
     id,
@@ -32,6 +36,7 @@ export async function createSandbox(context: ControllerContext, request: Sandbox
     created: timestamp(context.now()),
     labels: { ...(request.labels ?? {}) },
     ...(ownsNetns ? { pending: 'create' as const } : {}),
+    ...(handoff ? { handoff: true } : {}),
   };
   const store = context.records.local;
   const reserve = () =>

@@ -30,11 +30,17 @@ export interface SandboxCreateRequest {
   /** Register an existing namespace instead of making /var/run/netns/NAME. */
   readonly netnsPath?: string;
   readonly labels?: Readonly<Record<string, string>>;
+  /** A sandbox whose runtime moves the interfaces in itself (SandboxRecord.handoff); no `netnsPath` then. */
+  readonly handoff?: boolean;
 }
 
 export interface EndpointCreateRequest {
   /** Defaults to the sandbox name on connect; must be unique in the network. */
   readonly name: string;
+  /** The runtime's id for it (Docker's EndpointID), 64 hex digits; a new one by default. */
+  readonly id?: string;
+  /** The runtime's MAC for it (Docker's `--mac-address`); by default derived from the IPv4 address. */
+  readonly macAddress?: string;
   readonly ipv4Address?: string;
   readonly ipv6Address?: string;
   readonly aliases?: readonly string[];

@@ -62,6 +62,44 @@ export async function plugVeth(request: PlugRequest): Promise<void> {
   }
 }
 
+export interface HandoffRequest {
+  /** rtnetlink in the namespace holding the bridge. */
+  readonly bridgeSide: Links;
+  /** rtnetlink in the namespace the runtime takes the interface from: the host's, where the daemon runs (may be `bridgeSide`). */
+  readonly hostSide: Links;
+  readonly hostNetnsPath: string;
+  readonly bridgeName: string;
+  readonly endpoint: EndpointRecord;
+  /** The name the runtime looks for (Docker's SrcName). */
+  readonly ifName: string;
+  readonly mtu: number;
+  readonly isolated?: boolean;
+}
+
+/**
+ * Plugs the endpoint into the bridge and leaves the other end in the host's
+ * namespace, with the endpoint's MAC and MTU but no address and down, for
+ * a runtime that moves it into its sandbox and configures it there
+ * (Docker's remote driver Join). Idempotent: when the bridge end exists the
+ * other end may already be in the sandbox, so it is left alone.
+ */
+export async function plugHandoff(request: HandoffRequest): Promise<void> {
+  const { bridgeSide, endpoint, ifName } = request;
+  const hostName = hostVethName(endpoint.id);
+  try {
+    if ((await bridgeSide.getLink(hostName)) === undefined) {
+      await bridgeSide.createVeth(hostName, ifName, { mtu: request.mtu, peerNetnsPath: request.hostNetnsPath });
+      await request.hostSide.setMac(ifName, endpoint.macAddress);
+    }
+    await bridgeSide.setMaster(hostName, request.bridgeName);
+    if (request.isolated !== undefined) await bridgeSide.setBridgePortIsolated(hostName, request.isolated);
+    await bridgeSide.setUp(hostName);
+  } catch (err) {
+    await bridgeSide.deleteLink(hostName).catch(() => undefined);
+    throw err;
+  }
+}
+
 /** Removes the endpoint's pair; deleting one end deletes the other with its addresses and routes. */
 export async function unplugVeth(bridgeSide: Links, endpointId: string): Promise<void> {
   await bridgeSide.deleteLink(hostVethName(endpointId));

@@ -118,6 +118,7 @@ export const sandboxRecord: RecordSchema<SandboxRecord> = v.looseObject({
   created: v.string(),
   labels: stringMap,
   pending: v.exactOptional(v.picklist(['create', 'remove'] satisfies NonNullable<SandboxRecord['pending']>[])),
+  handoff: v.exactOptional(v.boolean()),
 } satisfies EntriesOf<SandboxRecord>);
 
 const serviceNetwork: RecordSchema<ServiceNetwork> = v.looseObject({

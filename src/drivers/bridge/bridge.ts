@@ -17,7 +17,7 @@ import { currentNetnsPath } from '../../sys/netns.js';
 import { NetworkConfigs } from '../configs.js';
 import { type DriverKernel, type Links, systemKernel, withLinks } from '../kernel.js';
 import { tearDown } from '../teardown.js';
-import { hostVethName, plugVeth, unplugVeth } from '../veth.js';
+import { hostVethName, plugHandoff, plugVeth, unplugVeth } from '../veth.js';
 
 export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 export const ENABLE_ICC_OPTION = 'com.docker.network.bridge.enable_icc';
@@ -239,6 +239,13 @@ export class BridgeDriver implements NetworkDriver {
   async join(request: JoinRequest): Promise<void> {
     const { network, sandbox, ifName } = request;
     const config = this.configs.of(network);
+    if (sandbox.handoff === true) {
+      const { hostNetnsPath } = this;
+      await withLinks(this.kernel, hostNetnsPath, (host) =>
+        plugHandoff({ bridgeSide: host, hostSide: host, hostNetnsPath, bridgeName: config.bridgeName, endpoint: request.endpoint, ifName, mtu: config.mtu, isolated: !config.enableIcc }),
+      );
+      return;
+    }
     await withLinks(this.kernel, this.hostNetnsPath, (host) =>
       withLinks(this.kernel, sandbox.netnsPath, async (inside) => {
         await plugVeth({

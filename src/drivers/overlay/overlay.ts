@@ -27,7 +27,8 @@ import { ETHERNET_HEADER_LEN } from '../../wire/ethernet.js';
 import { NetworkConfigs } from '../configs.js';
 import { type DriverKernel, systemKernel, withLinks } from '../kernel.js';
 import { tearDown } from '../teardown.js';
-import { plugVeth, unplugVeth } from '../veth.js';
+import { plugHandoff, plugVeth, unplugVeth } from '../veth.js';
+import { currentNetnsPath } from '../../sys/netns.js';
 import { type Logger, consoleWarnings } from '../../log.js';
 import type { PublishedKeys } from '../../crypto/keyring.js';
 import { FIRST_VNI, MAX_VNI, MTU_OPTION, OVERLAY_MTU, type OverlayConfig, VXLANID_OPTION, overlayConfig } from './config.js';
@@ -244,9 +245,13 @@ export class OverlayDriver implements NetworkDriver {
     const active = await this.activate(network);
     active.endpoints.add(endpoint.id);
     try {
+      // A handoff sandbox's interface waits in the daemon's own namespace for the runtime to move it.
+      const sandboxNetnsPath = sandbox.handoff === true ? currentNetnsPath() : sandbox.netnsPath;
       await withLinks(this.kernel, active.netnsPath, (bridgeSide) =>
-        withLinks(this.kernel, sandbox.netnsPath, (sandboxSide) =>
-          plugVeth({ bridgeSide, sandboxSide, sandboxNetnsPath: sandbox.netnsPath, bridgeName: BRIDGE, endpoint, ifName, mtu: this.sandboxMtu(config) }),
+        withLinks(this.kernel, sandboxNetnsPath, (sandboxSide) =>
+          sandbox.handoff === true
+            ? plugHandoff({ bridgeSide, hostSide: sandboxSide, hostNetnsPath: sandboxNetnsPath, bridgeName: BRIDGE, endpoint, ifName, mtu: this.sandboxMtu(config) })
+            : plugVeth({ bridgeSide, sandboxSide, sandboxNetnsPath, bridgeName: BRIDGE, endpoint, ifName, mtu: this.sandboxMtu(config) }),
         ),
       );
       const record: PeerRecord = {
