@@ -71,6 +71,8 @@ export interface ClusterOptions {
   readonly cli?: string;
   /** More flags for every daemon, after the cluster's own (`--log-level warn`…). */
   readonly daemonArgs?: readonly string[];
+  /** More flags for one host's daemon, after daemonArgs (a socket path of its own…). */
+  readonly daemonArgsFor?: (host: SimHost) => readonly string[];
   /** What startDaemon waits for (see DaemonOptions.until); `listening` for a checkout whose daemon never says `ready`. */
   readonly daemonUntil?: 'listening' | 'ready';
 }
@@ -165,6 +167,7 @@ export async function makeCluster(hostCount: number, options: ClusterOptions = {
         '--dns',
         '127.0.0.1',
         ...(options.daemonArgs ?? []),
+        ...(options.daemonArgsFor?.(host) ?? []),
       ],
     });
   };
