@@ -41,6 +41,14 @@ export interface NetworkRecord {
   readonly labels: Readonly<Record<string, string>>;
   /** Store keys the driver reserved with the network (an overlay VNI); deleted with it. */
   readonly reservedKeys?: readonly string[];
+  /**
+   * Docker's --config-only: the network holds pools, options and labels for
+   * networks made --config-from it, and nothing else: driver null, no
+   * endpoints, its subnets not taken until a network made from it takes them.
+   */
+  readonly configOnly?: boolean;
+  /** The name of the configuration-only network this one was made from (Docker's --config-from). */
+  readonly configFrom?: string;
   /** Set when its removal began: a restart finishes it. */
   readonly removing?: boolean;
 }

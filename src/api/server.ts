@@ -230,8 +230,8 @@ export class ApiServer {
         pattern: /^\/networks\/create$/,
         methods: {
           POST: async (ctx) => {
-            const { network } = await c.createNetwork(readNetworkCreate(await ctx.readBody()));
-            const body: NetworkCreateResponse = { Id: network.id, Warning: '' };
+            const { network, warnings } = await c.createNetwork(readNetworkCreate(await ctx.readBody()));
+            const body: NetworkCreateResponse = { Id: network.id, Warning: warnings.join('\n') };
             return { status: 201, body };
           },
         },

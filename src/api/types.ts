@@ -38,6 +38,9 @@ export interface NetworkCreateBody {
   IPAM?: { Driver?: string; Config?: IpamConfigBody[]; Options?: Record<string, string> };
   Options?: Record<string, string>;
   Labels?: Record<string, string>;
+  Scope?: string;
+  ConfigOnly?: boolean;
+  ConfigFrom?: { Network: string };
 }
 
 export interface NetworkCreateResponse {
@@ -270,8 +273,12 @@ export function readNetworkCreate(raw: unknown): NetworkCreateRequest {
       options: optStringMap(ipamBody, 'Options'),
     });
   }
+  const configFrom = optObject(body, 'ConfigFrom');
   return defined<NetworkCreateRequest>({
     name: requiredString(body, 'Name'),
+    scope: nonEmpty(optString(body, 'Scope')),
+    configOnly: optBool(body, 'ConfigOnly'),
+    configFrom: configFrom === undefined ? undefined : nonEmpty(optString(configFrom, 'Network')),
     driver: nonEmpty(optString(body, 'Driver')),
     internal: optBool(body, 'Internal'),
     attachable: optBool(body, 'Attachable'),

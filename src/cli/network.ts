@@ -99,6 +99,8 @@ const create: Command = {
   flags: [
     { name: 'attachable', type: 'bool', help: 'Enable manual sandbox attachment' },
     { name: 'aux-address', type: 'list', valueName: 'map', help: 'Auxiliary IPv4 or IPv6 addresses used by Network driver', defaultText: 'map[]' },
+    { name: 'config-from', type: 'string', help: 'The network from which to copy the configuration' },
+    { name: 'config-only', type: 'bool', help: 'Create a configuration only network' },
     { name: 'driver', short: 'd', type: 'string', help: 'Driver to manage the Network', defaultText: '"bridge"' },
     { name: 'gateway', type: 'list', valueName: 'strings', help: 'IPv4 or IPv6 Gateway for the master subnet' },
     { name: 'ingress', type: 'bool', help: 'Create swarm routing-mesh network' },
@@ -110,6 +112,7 @@ const create: Command = {
     { name: 'ipv6', type: 'bool', help: 'Enable or disable IPv6 address assignment' },
     { name: 'label', type: 'list', help: 'Set metadata on a network' },
     { name: 'opt', short: 'o', type: 'list', valueName: 'map', help: 'Set driver specific options', defaultText: 'map[]' },
+    { name: 'scope', type: 'string', help: 'Control the network\'s scope' },
     { name: 'subnet', type: 'list', valueName: 'strings', help: 'Subnet in CIDR format that represents a network segment' },
   ],
   async run(ctx, parsed) {
@@ -134,9 +137,12 @@ const create: Command = {
       Labels: keyValues('label', parsed.list('label')),
       ...(parsed.has('ipv4') ? { EnableIPv4: parsed.bool('ipv4') } : {}),
       ...(parsed.has('ipv6') ? { EnableIPv6: parsed.bool('ipv6') } : {}),
+      ...(parsed.has('scope') ? { Scope: parsed.string('scope') ?? '' } : {}),
+      ...(parsed.bool('config-only') ? { ConfigOnly: true } : {}),
+      ...(parsed.has('config-from') ? { ConfigFrom: { Network: parsed.string('config-from') ?? '' } } : {}),
     };
     const created = await ctx.client().createNetwork(body);
-    if (created.Warning !== '') ctx.io.stderr(`WARNING: ${created.Warning}\n`);
+    for (const warning of created.Warning === '' ? [] : created.Warning.split('\n')) ctx.io.stderr(`WARNING: ${warning}\n`);
     ctx.io.stdout(`${created.Id}\n`);
     return 0;
   },

@@ -9,7 +9,7 @@ import type { AddressHints } from './address-hints.js';
 import type { NetworkDriver } from './driver.js';
 import type { NamespaceOps } from './namespaces.js';
 import type { ControllerEvent } from './types.js';
-import { NetctlError } from '../errors.js';
+import { Forbidden, NetctlError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Balancing } from '../ingress/balancer.js';
 import type { NetworkRecord, PortProtocol, SandboxRecord, Scope } from '../records.js';
@@ -80,6 +80,13 @@ export function driverOf(context: ControllerContext, network: NetworkRecord): Ne
   const driver = context.drivers.get(network.driver);
   if (driver === undefined) throw new NetctlError('Internal', `driver ${network.driver} of network ${network.name} is not loaded`);
   return driver;
+}
+
+/** Refuses a configuration-only network (Docker's --config-only) where one that carries traffic is needed. */
+export function refuseConfigOnly(network: NetworkRecord): void {
+  if (network.configOnly === true) {
+    throw new Forbidden(`network ${network.name} is configuration-only (--config-only): it takes no endpoints; make a network --config-from it`);
+  }
 }
 
 /** Internal networks, networks without addresses and drivers without a gateway never give a default route. */

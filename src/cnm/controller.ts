@@ -36,6 +36,7 @@ import type {
   DisconnectOptions,
   EndpointCreateRequest,
   NetworkCreateRequest,
+  NetworkCreated,
   NetworkView,
   SandboxCreateRequest,
   SandboxInfo,
@@ -238,7 +239,7 @@ export class Controller {
 
   // ---------------------------------------------------------------- networks
 
-  async createNetwork(request: NetworkCreateRequest): Promise<NetworkView> {
+  async createNetwork(request: NetworkCreateRequest): Promise<NetworkCreated> {
     return this.mutate(() => createNetwork(this.context, request));
   }
 

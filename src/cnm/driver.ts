@@ -83,8 +83,14 @@ export interface NetworkDriver {
    */
   readonly needsGatewayBridge?: boolean;
   /**
-   * Checks the driver options (`-o`) and flags; throws InvalidArgument naming
-   * the bad one. The typed config it makes serves the network's later calls.
+   * The `-o` keys it acts on. Others are stored and shown, as Docker keeps
+   * options no driver reads, and the create answers with a warning naming them.
+   */
+  readonly options: ReadonlySet<string>;
+  /**
+   * Checks the driver options (`-o`) it acts on and the flags; throws
+   * InvalidArgument naming the bad one. The typed config it makes serves
+   * the network's later calls.
    */
   validate(network: NetworkSpec): void;
   /**

@@ -5,7 +5,7 @@
  * `settle` (on a retry, or at the next start) finishes or undoes.
  */
 import { claimsOf, heldClaims } from './addresses.js';
-import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, rulesCatchUp, withoutPending } from './context.js';
+import { type ControllerContext, bestEffort, driverOf, givesDefaultRoute, newId, refuseConfigOnly, rulesCatchUp, withoutPending } from './context.js';
 import { macFor } from './mac.js';
 import { taskServiceFor } from './services.js';
 import type { EndpointCreateRequest } from './types.js';
@@ -28,6 +28,7 @@ export async function createEndpoint(
 ): Promise<EndpointRecord> {
   validateName('endpoint', request.name);
   validateAliases(request.aliases);
+  refuseConfigOnly(network);
   const driver = driverOf(context, network);
   if (!driver.usesIpam && (request.ipv4Address !== undefined || request.ipv6Address !== undefined)) {
     throw new InvalidArgument(`network ${network.name} (driver ${network.driver}) assigns no addresses`);

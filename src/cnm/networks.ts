@@ -9,17 +9,18 @@ import type { NetworkDriver } from './driver.js';
 import { type Filters, matchesListFilters, matchesPruneFilters } from './filters.js';
 import { type PoolRequest, resolvePools } from './ipam.js';
 import { claimLocalName, releaseLocalName } from './names.js';
-import type { NetworkCreateRequest, NetworkView } from './types.js';
+import type { NetworkCreateRequest, NetworkCreated, NetworkView } from './types.js';
 import { validateMetadata, validateName } from './validate.js';
 import { Conflict, Forbidden, InvalidArgument } from '../errors.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord, Scope } from '../records.js';
+import type { EndpointRecord, IpamPoolConfig, NetworkRecord, SandboxRecord, Scope } from '../records.js';
 import { keys } from '../repository/keys.js';
 import { MAX_CAS_RETRIES, casLoop, put } from '../repository/repository.js';
 import type { SubnetOwner } from '../repository/schema.js';
 import type { Store } from '../store/types.js';
 
 /** Makes a network: its records first, then the driver's kernel state; a driver failure undoes both. */
-export async function createNetwork(context: ControllerContext, request: NetworkCreateRequest): Promise<NetworkView> {
+export async function createNetwork(context: ControllerContext, asked: NetworkCreateRequest): Promise<NetworkCreated> {
+  const request = asked.configFrom === undefined ? asked : await fromConfigNetwork(context, asked);
   if (request.ingress === true) {
     // As in Docker: the routing mesh runs over one overlay, made here or on demand (ingress-network.ts).
     if ((request.driver ?? context.defaultDriver) !== 'overlay') throw new InvalidArgument('an ingress network must use the overlay driver');
@@ -36,7 +37,69 @@ export async function createNetwork(context: ControllerContext, request: Network
     throw err;
   }
   context.emit({ type: 'network', action: 'create', network });
-  return { network, endpoints: [], sandboxes: [] };
+  return { network, endpoints: [], sandboxes: [], warnings: unusedOptions(driver, network) };
+}
+
+/** Options and IPAM options nothing acts on: kept, as Docker keeps them, and named so a typo does not pass unseen. */
+function unusedOptions(driver: NetworkDriver, network: NetworkRecord): string[] {
+  if (network.configOnly === true) return [];
+  const warnings = Object.keys(network.options)
+    .filter((option) => !driver.options.has(option))
+    .map((option) => `option "${option}" is not one the ${driver.name} driver acts on: it is stored and shown, and changes nothing`);
+  for (const option of Object.keys(network.ipam.options)) {
+    warnings.push(`IPAM option "${option}" is not one the default IPAM driver acts on: it is stored and shown, and changes nothing`);
+  }
+  return warnings;
+}
+
+/**
+ * The request as Docker's --config-from makes it: pools, options, IPv6 and
+ * labels from the configuration-only network, none given with it.
+ */
+async function fromConfigNetwork(context: ControllerContext, request: NetworkCreateRequest): Promise<NetworkCreateRequest> {
+  const from = request.configFrom ?? '';
+  if (request.configOnly === true) throw new InvalidArgument('--config-only and --config-from do not go together: a configuration-only network takes its configuration from flags');
+  const config = await context.records.findNetwork(from, 'skip');
+  if (config.configOnly !== true) throw new InvalidArgument(`network ${config.name} is not a configuration-only network (--config-only), so no network can be made from it`);
+  const ipam = request.ipam;
+  const given = [
+    ...((ipam?.config ?? []).length > 0 ? ['--subnet and its pool flags'] : []),
+    ...(ipam?.driver !== undefined && ipam.driver !== 'default' ? ['--ipam-driver'] : []),
+    ...(Object.keys(ipam?.options ?? {}).length > 0 ? ['--ipam-opt'] : []),
+    ...(Object.keys(request.options ?? {}).length > 0 ? ['-o'] : []),
+    ...(request.enableIPv6 === true ? ['--ipv6'] : []),
+  ];
+  if (given.length > 0) {
+    throw new Forbidden(`network ${request.name} takes its configuration from ${config.name}: ${given.join(', ')} cannot be given with --config-from`);
+  }
+  return {
+    ...request,
+    enableIPv4: config.enableIPv4,
+    enableIPv6: config.enableIPv6,
+    ipam: { driver: config.ipam.driver, options: config.ipam.options, config: config.ipam.config.map((pool) => ({ ...pool })) },
+    options: config.options,
+    labels: { ...config.labels, ...request.labels },
+    configFrom: config.name,
+  };
+}
+
+/** A configuration-only network's pools: checked as any network's, but only those asked for (none picked) and none taken yet. */
+function configPools(request: NetworkCreateRequest): IpamPoolConfig[] {
+  const requested = request.ipam?.config ?? [];
+  const family = (pool: PoolRequest): 4 | 6 => ((pool.subnet ?? pool.gateway ?? '').includes(':') ? 6 : 4);
+  return resolvePools({
+    scope: 'local',
+    enableIPv4: (request.enableIPv4 ?? true) && requested.some((pool) => family(pool) === 4),
+    enableIPv6: (request.enableIPv6 ?? false) && requested.some((pool) => family(pool) === 6),
+    requested: [...requested],
+    existing: [],
+  });
+}
+
+/** The names of the networks made --config-from this one. */
+async function madeFrom(context: ControllerContext, network: NetworkRecord): Promise<string[]> {
+  if (network.configOnly !== true) return [];
+  return (await context.records.networks('skip')).filter((other) => other.configFrom === network.name).map((other) => other.name);
 }
 
 /** The ingress network (ingress-network.ts), if there is one. */
@@ -86,8 +149,12 @@ async function viewOf(
 export async function pruneNetworks(context: ControllerContext, filters: Filters, now: Date): Promise<string[]> {
   const removed: string[] = [];
   const failures: { what: string; error: unknown }[] = [];
-  for (const network of await context.records.networks('skip')) {
+  const networks = await context.records.networks('skip');
+  // Decided before anything goes, so one prune never removes a configuration together with the network using it.
+  const configsInUse = new Set(networks.flatMap((network) => (network.configFrom === undefined ? [] : [network.configFrom])));
+  for (const network of networks) {
     if (!matchesPruneFilters(network, filters, now)) continue;
+    if (network.configOnly === true && configsInUse.has(network.name)) continue;
     if ((await context.records.networkEndpoints(network, 'throw')).length > 0) continue;
     if ((await servicesOn(context, network)).length > 0) continue;
     try {
@@ -113,6 +180,10 @@ export async function removeNetwork(context: ControllerContext, network: Network
   const services = await servicesOn(context, network);
   if (services.length > 0) {
     throw new Forbidden(`error while removing network: network ${network.name} is in use by service ${services.join(', ')}`);
+  }
+  const users = await madeFrom(context, network);
+  if (users.length > 0) {
+    throw new Forbidden(`error while removing network: configuration network ${network.name} is in use by network ${users.join(', ')}`);
   }
   // Deleting the state key under compares refuses removal if an endpoint appeared meanwhile, and
   // makes later endpoint creation on this network fail. The record says the removal began, so a
@@ -152,26 +223,37 @@ function withoutRemoving(network: NetworkRecord): NetworkRecord {
   return rest;
 }
 
+/** Docker's --scope names the kind of network the driver makes; netctl has no swarm, and a driver makes one kind. */
+function checkScope(request: NetworkCreateRequest, driver: NetworkDriver): void {
+  const { scope } = request;
+  if (scope === undefined || request.configOnly === true) return;
+  if (scope === 'swarm') {
+    throw new InvalidArgument('scope "swarm" is not served: netctl runs no swarm; overlay networks are of scope global, shared through the cluster store (netctl daemon --store)');
+  }
+  if (scope !== 'local' && scope !== 'global') throw new InvalidArgument(`invalid scope "${scope}": local, global or swarm`);
+  if (scope !== driver.scope) throw new InvalidArgument(`the ${driver.name} driver makes networks of scope ${driver.scope}, not ${scope}`);
+}
+
 /** Checks the request and stores the network's records, its name and its subnets. */
 async function reserveNetwork(context: ControllerContext, request: NetworkCreateRequest): Promise<NetworkRecord> {
   validateName('network', request.name);
   validateMetadata('labels', request.labels);
   validateMetadata('driver options', request.options);
   validateMetadata('IPAM options', request.ipam?.options);
-  const driverName = request.driver ?? context.defaultDriver;
+  // As Docker: a configuration-only network is of the null driver whatever -d said (the docker CLI always sends one).
+  const driverName = request.configOnly === true ? 'null' : (request.driver ?? context.defaultDriver);
   const driver = context.drivers.get(driverName);
   if (driver === undefined) {
     throw new InvalidArgument(`unknown network driver "${driverName}" (available: ${[...context.drivers.keys()].join(', ')})`);
   }
+  checkScope(request, driver);
   const ipamDriver = request.ipam?.driver ?? 'default';
   if (ipamDriver !== 'default') throw new InvalidArgument(`unknown IPAM driver "${ipamDriver}" (available: default)`);
-  if (request.ipam?.options !== undefined && Object.keys(request.ipam.options).length > 0) {
-    throw new InvalidArgument(`unknown IPAM option "${Object.keys(request.ipam.options)[0]}"`);
-  }
+  if (request.configOnly === true && request.ingress === true) throw new InvalidArgument('an ingress network cannot be configuration-only');
   const requestedPools = request.ipam?.config ?? [];
   const enableIPv6 = request.enableIPv6 ?? false;
   const enableIPv4 = request.enableIPv4 ?? true;
-  if (!driver.usesIpam && (requestedPools.length > 0 || enableIPv6)) {
+  if (!driver.usesIpam && request.configOnly !== true && (requestedPools.length > 0 || enableIPv6)) {
     throw new InvalidArgument(`the ${driver.name} driver assigns no addresses: --subnet, --ipv6 and other IPAM flags do not apply`);
   }
   const id = newId();
@@ -211,7 +293,10 @@ async function storeNetwork(
       const { table } = other === store ? subnets : await context.records.subnets(other);
       for (const [subnet, owner] of Object.entries(table)) existing.push({ subnet, networkName: owner.networkName });
     }
-    const pools = driver.usesIpam
+    const configOnly = request.configOnly === true;
+    const pools = configOnly
+      ? configPools(request)
+      : driver.usesIpam
       ? resolvePools({ scope: driver.scope === 'local' ? 'local' : 'global', enableIPv4, enableIPv6, requested: [...requestedPools], existing })
       : [];
     const spec = {
@@ -222,14 +307,17 @@ async function storeNetwork(
       internal: request.internal ?? false,
       attachable: request.attachable ?? false,
       ingress: request.ingress ?? false,
-      enableIPv4: driver.usesIpam && enableIPv4,
-      enableIPv6: driver.usesIpam && enableIPv6,
-      ipam: { driver: ipamDriver, options: {}, config: pools },
+      enableIPv4: (driver.usesIpam || configOnly) && enableIPv4,
+      enableIPv6: (driver.usesIpam || configOnly) && enableIPv6,
+      ipam: { driver: ipamDriver, options: { ...(request.ipam?.options ?? {}) }, config: pools },
       options: { ...(request.options ?? {}) },
       labels: { ...(request.labels ?? {}) },
+      ...(configOnly ? { configOnly } : {}),
+      ...(request.configFrom !== undefined ? { configFrom: request.configFrom } : {}),
     };
-    driver.validate(spec);
-    const reserved = (await driver.reserve?.(spec, store)) ?? {};
+    // A configuration-only network's options are checked by the driver of each network made from it.
+    if (!configOnly) driver.validate(spec);
+    const reserved = configOnly ? {} : ((await driver.reserve?.(spec, store)) ?? {});
     const reservedKeys = reserved.keys ?? [];
     const network: NetworkRecord = {
       ...spec,
@@ -238,7 +326,7 @@ async function storeNetwork(
       ...(reservedKeys.length > 0 ? { reservedKeys } : {}),
     };
     const nextSubnets: Record<string, SubnetOwner> = { ...subnets.table };
-    for (const pool of pools) nextSubnets[pool.subnet] = { networkId: id, networkName: request.name };
+    if (!configOnly) for (const pool of pools) nextSubnets[pool.subnet] = { networkId: id, networkName: request.name };
     const result = await store.txn({
       compare: [
         { key: keys.networkName(request.name), modRevision: 0 },
@@ -249,7 +337,8 @@ async function storeNetwork(
       ],
       put: [
         put.network(network),
-        put.networkState(id, {}),
+        // Without this mark no endpoint can be made on it (endpoints.ts); a configuration-only network never takes one.
+        ...(configOnly ? [] : [put.networkState(id, {})]),
         { key: keys.networkName(request.name), value: id },
         put.subnets(nextSubnets),
         ...reservedKeys.map((reservedKey) => ({ key: reservedKey, value: id })),

@@ -10,7 +10,7 @@
  * The load balancer (ingress/balancer.ts) follows the same records and
  * forwards each virtual IP to the live tasks.
  */
-import { type ControllerContext, newId, rulesCatchUp, timestamp } from './context.js';
+import { type ControllerContext, newId, refuseConfigOnly, rulesCatchUp, timestamp } from './context.js';
 import { type Filters, matchesLabel } from './filters.js';
 import { ensureIngressNetwork } from './ingress-network.js';
 import { checkPortsFree, ownPortClaims, portClaims, wantedPorts } from './ports.js';
@@ -62,6 +62,7 @@ export async function createService(context: ControllerContext, request: Service
     if (typeof idOrName !== 'string') throw new InvalidArgument('networks must be a list of network names or ids');
     const network = await context.records.findNetwork(idOrName, 'skip');
     if (network.removing === true) throw new NetworkNotFound(idOrName);
+    refuseConfigOnly(network);
     if (networks.some((other) => other.id === network.id)) {
       throw new InvalidArgument(`service ${request.name}: network ${network.name} is given more than once`);
     }

@@ -23,6 +23,12 @@ export interface NetworkCreateRequest {
   };
   readonly options?: Readonly<Record<string, string>>;
   readonly labels?: Readonly<Record<string, string>>;
+  /** Docker's --scope: must be the driver's scope; netctl has no swarm scope. */
+  readonly scope?: string;
+  /** Docker's --config-only (NetworkRecord.configOnly). */
+  readonly configOnly?: boolean;
+  /** Docker's --config-from: the name or id of a configuration-only network whose pools, options and labels this one takes. */
+  readonly configFrom?: string;
 }
 
 export interface SandboxCreateRequest {
@@ -100,6 +106,11 @@ export interface NetworkView {
   readonly sandboxes: readonly SandboxRecord[];
   /** Hosts with endpoints on the network; only from drivers spanning hosts. */
   readonly peers?: readonly NetworkPeer[];
+}
+
+/** A new network, and what the create did not act on (options no driver reads), as Docker's create answers with a Warning. */
+export interface NetworkCreated extends NetworkView {
+  readonly warnings: readonly string[];
 }
 
 export interface SandboxInfo extends SandboxRecord {

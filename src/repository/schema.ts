@@ -92,6 +92,8 @@ export const networkRecord: RecordSchema<NetworkRecord> = v.looseObject({
   labels: stringMap,
   reservedKeys: v.exactOptional(v.array(v.string())),
   removing: v.exactOptional(v.boolean()),
+  configOnly: v.exactOptional(v.boolean()),
+  configFrom: v.exactOptional(v.string()),
 } satisfies EntriesOf<NetworkRecord>);
 
 export const endpointRecord: RecordSchema<EndpointRecord> = v.looseObject({

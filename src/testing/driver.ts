@@ -7,6 +7,9 @@ import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../c
 import { InvalidArgument, NetctlError } from '../errors.js';
 import type { NetworkRecord, Scope } from '../records.js';
 
+/** The one option it acts on, so tests see a known option checked and others kept. */
+const RECORDING_MTU_OPTION = 'com.docker.network.driver.mtu';
+
 export type DriverCall = 'createNetwork' | 'deleteNetwork' | 'join' | 'leave';
 
 export class RecordingDriver implements NetworkDriver {
@@ -25,10 +28,11 @@ export class RecordingDriver implements NetworkDriver {
     readonly scope: Scope = 'local',
   ) {}
 
+  readonly options: ReadonlySet<string> = new Set([RECORDING_MTU_OPTION]);
+
   validate(network: NetworkSpec): void {
-    for (const option of Object.keys(network.options)) {
-      if (!option.startsWith('com.docker.network.')) throw new InvalidArgument(`unknown ${this.name} driver option "${option}"`);
-    }
+    const mtu = network.options[RECORDING_MTU_OPTION];
+    if (mtu !== undefined && !/^\d+$/.test(mtu)) throw new InvalidArgument(`invalid MTU "${mtu}" for option ${RECORDING_MTU_OPTION}`);
   }
 
   private step(call: DriverCall, name: string): void {

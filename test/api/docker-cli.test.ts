@@ -116,3 +116,24 @@ test('docker network prune -f removes unused networks', async (t) => {
   t.is(await ok(t, ['network', 'ls', '--format', '{{.Name}}']), 'used\n');
   t.is(await ok(t, ['network', 'prune', '-f']), '');
 });
+
+test('docker network create keeps options Docker keeps, builds from --config-only networks, and refuses --scope swarm', async (t) => {
+  const created = await t.context.docker(['network', 'create', '-o', 'com.example.team=blue', '--ipam-opt', 'com.example.pool=fast', 'kept']);
+  t.is(created.code, 0, created.stderr);
+  t.is(await ok(t, ['network', 'inspect', '-f', '{{json .Options}} {{json .IPAM.Options}}', 'kept']), '{"com.example.team":"blue"} {"com.example.pool":"fast"}\n');
+
+  await ok(t, ['network', 'create', '--config-only', '--subnet', '10.83.0.0/24', '--gateway', '10.83.0.254', 'cfg']);
+  await ok(t, ['network', 'create', '--config-from', 'cfg', 'made']);
+  t.is(await ok(t, ['network', 'inspect', '-f', '{{.ConfigOnly}} {{.Driver}}', 'cfg']), 'true null\n');
+  t.is(await ok(t, ['network', 'inspect', '-f', '{{.ConfigFrom.Network}} {{(index .IPAM.Config 0).Subnet}} {{(index .IPAM.Config 0).Gateway}}', 'made']), 'cfg 10.83.0.0/24 10.83.0.254\n');
+  const withSubnet = await t.context.docker(['network', 'create', '--config-from', 'cfg', '--subnet', '10.84.0.0/24', 'other']);
+  t.is(withSubnet.code, 1);
+  t.regex(withSubnet.stderr, /takes its configuration from cfg: --subnet and its pool flags cannot be given with --config-from/);
+  const inUse = await t.context.docker(['network', 'rm', 'cfg']);
+  t.regex(inUse.stderr, /configuration network cfg is in use by network made/);
+
+  const swarm = await t.context.docker(['network', 'create', '--scope', 'swarm', 'sw']);
+  t.is(swarm.code, 1);
+  t.regex(swarm.stderr, /scope "swarm" is not served: netctl runs no swarm/);
+  t.is(await ok(t, ['network', 'ls', '--format', '{{.Name}}']), 'cfg\nkept\nmade\n');
+});

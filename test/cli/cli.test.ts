@@ -49,6 +49,18 @@ test('network create prints the full id; ls shows the docker table sorted by nam
   t.is(await ok(t, ['network', 'ls', '-f', 'name=net1', '-q']), `${id.slice(0, 12)}\n`);
 });
 
+test('network create keeps an option no driver reads and warns of it on stderr, one line each', async (t) => {
+  const created = await t.context.netctl(['network', 'create', '-o', 'com.example.team=blue', '-o', 'com.example.tier=2', 'kept']);
+  t.is(created.code, 0, created.stderr);
+  t.regex(created.stdout, /^[0-9a-f]{64}\n$/);
+  t.is(
+    created.stderr,
+    'WARNING: option "com.example.team" is not one the bridge driver acts on: it is stored and shown, and changes nothing\n' +
+      'WARNING: option "com.example.tier" is not one the bridge driver acts on: it is stored and shown, and changes nothing\n',
+  );
+  t.is(await ok(t, ['network', 'inspect', '-f', '{{index .Options "com.example.tier"}}', 'kept']), '2\n');
+});
+
 test('network ls --format: fields, Label method, table headers, json', async (t) => {
   await ok(t, ['network', 'create', '--label', 'env=prod', '--label', 'team=blue', '--ipv6', '--internal', 'lab']);
   t.is(await ok(t, ['network', 'ls', '--format', '{{.Name}} {{.Labels}} {{.Label "env"}} {{.IPv6}} {{.Internal}}']), 'lab env=prod,team=blue prod true true\n');

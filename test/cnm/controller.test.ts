@@ -152,7 +152,7 @@ test('bad input is refused with a clear error and changes nothing', async (t) =>
     [controller.createNetwork({ name: 'x', ipam: { config: [{ subnet: '10.1.2.0/33' }] } }), 'InvalidArgument', /10\.1\.2\.0\/33/],
     [controller.createNetwork({ name: 'x', ipam: { config: [{ subnet: '10.9.0.0/24', gateway: '10.8.0.1' }] } }), 'InvalidArgument', /10\.8\.0\.1/],
     [controller.createNetwork({ name: 'x', driver: 'nosuch' }), 'InvalidArgument', /unknown network driver "nosuch"/],
-    [controller.createNetwork({ name: 'x', options: { 'no.such': '1' } }), 'InvalidArgument', /unknown bridge driver option "no.such"/],
+    [controller.createNetwork({ name: 'x', options: { 'com.docker.network.driver.mtu': 'big' } }), 'InvalidArgument', /invalid MTU "big"/],
     [controller.createNetwork({ name: 'bad name!' }), 'InvalidArgument', /invalid network name/],
     [controller.createNetwork({ name: 'x', driver: 'null', enableIPv6: true }), 'InvalidArgument', /assigns no addresses/],
     [controller.connect('taken', 't', { ipv4Address: '10.1.0.9' }), 'Conflict', /10\.1\.0\.9/],

@@ -24,7 +24,7 @@ export const ENABLE_ICC_OPTION = 'com.docker.network.bridge.enable_icc';
 export const ENABLE_MASQUERADE_OPTION = 'com.docker.network.bridge.enable_ip_masquerade';
 export const MTU_OPTION = 'com.docker.network.driver.mtu';
 
-const KNOWN_OPTIONS = new Set([BRIDGE_NAME_OPTION, ENABLE_ICC_OPTION, ENABLE_MASQUERADE_OPTION, MTU_OPTION]);
+export const BRIDGE_OPTIONS: ReadonlySet<string> = new Set([BRIDGE_NAME_OPTION, ENABLE_ICC_OPTION, ENABLE_MASQUERADE_OPTION, MTU_OPTION]);
 const IFNAME_PATTERN = /^[a-zA-Z0-9_.:-]{1,15}$/;
 
 export interface BridgeConfig {
@@ -92,11 +92,14 @@ function parseBool(option: string, value: string): boolean {
   throw new InvalidArgument(`invalid value "${value}" for option ${option}: expected true or false`);
 }
 
-/** Turns the untyped `-o` options into a typed config, rejecting what it does not know. */
+/**
+ * Turns the untyped `-o` options into a typed config. Options it does not
+ * know are left alone (the controller warns of them); `encrypted` is refused,
+ * since storing it would let a user believe the traffic is sealed.
+ */
 export function bridgeConfig(network: Pick<NetworkRecord, 'id' | 'options'>): BridgeConfig {
-  for (const option of Object.keys(network.options)) {
-    if (option === 'encrypted') throw new InvalidArgument('option "encrypted" is for overlay networks (-d overlay): a bridge network\'s traffic never leaves this host');
-    if (!KNOWN_OPTIONS.has(option)) throw new InvalidArgument(`unknown bridge driver option "${option}"`);
+  if ('encrypted' in network.options) {
+    throw new InvalidArgument('option "encrypted" is for overlay networks (-d overlay): a bridge network\'s traffic never leaves this host');
   }
   const bridgeName = network.options[BRIDGE_NAME_OPTION] ?? `br-${network.id.slice(0, 12)}`;
   if (!IFNAME_PATTERN.test(bridgeName)) {
@@ -168,6 +171,7 @@ export class BridgeDriver implements NetworkDriver {
   readonly name = 'bridge';
   readonly scope = 'local' as const;
   readonly usesIpam = true;
+  readonly options = BRIDGE_OPTIONS;
   readonly providesDefaultRoute = true;
   private readonly hostNetnsPath: string;
   private readonly protectedEndpoints: ProtectedEndpoints;

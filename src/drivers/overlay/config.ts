@@ -16,7 +16,7 @@ export const OVERLAY_MTU = overlayMtu(1500);
 export const FIRST_VNI = 4096;
 export const MAX_VNI = 0xffffff;
 
-const KNOWN_OPTIONS = new Set([VXLANID_OPTION, PEERS_OPTION, MTU_OPTION, ENCRYPTED_OPTION]);
+export const OVERLAY_OPTIONS: ReadonlySet<string> = new Set([VXLANID_OPTION, PEERS_OPTION, MTU_OPTION, ENCRYPTED_OPTION]);
 const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export interface OverlayConfig {
@@ -30,10 +30,8 @@ export interface OverlayConfig {
   readonly encrypted: boolean;
 }
 
+/** The typed config of the options in OVERLAY_OPTIONS; others are left alone (the controller warns of them). */
 export function overlayConfig(network: Pick<NetworkRecord, 'options'>): OverlayConfig {
-  for (const option of Object.keys(network.options)) {
-    if (!KNOWN_OPTIONS.has(option)) throw new InvalidArgument(`unknown overlay driver option "${option}"`);
-  }
   const vniText = network.options[VXLANID_OPTION];
   let vni: number | undefined;
   if (vniText !== undefined) {

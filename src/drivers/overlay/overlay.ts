@@ -31,7 +31,7 @@ import { plugHandoff, plugVeth, unplugVeth } from '../veth.js';
 import { currentNetnsPath } from '../../sys/netns.js';
 import { type Logger, consoleWarnings } from '../../log.js';
 import type { PublishedKeys } from '../../crypto/keyring.js';
-import { FIRST_VNI, MAX_VNI, MTU_OPTION, OVERLAY_MTU, type OverlayConfig, VXLANID_OPTION, overlayConfig } from './config.js';
+import { FIRST_VNI, MAX_VNI, MTU_OPTION, OVERLAY_MTU, OVERLAY_OPTIONS, type OverlayConfig, VXLANID_OPTION, overlayConfig } from './config.js';
 import { type EncryptionSetup, OverlayEncryption, encryptionUnavailable } from './encryption.js';
 
 const VNI_PREFIX = 'overlay/vni/';
@@ -111,6 +111,7 @@ export class OverlayDriver implements NetworkDriver {
   readonly name = 'overlay';
   readonly scope = 'global' as const;
   readonly usesIpam = true;
+  readonly options = OVERLAY_OPTIONS;
   readonly providesDefaultRoute = false;
   readonly needsGatewayBridge = true;
   private readonly store: Store;
