@@ -123,6 +123,14 @@ test('one host: docker run on a netctl bridge network, connect and disconnect, r
   await one.docker('run', '-d', '--name', 'cc', '--network', 'web', 'busybox', 'sleep', '600');
   t.true(await pings(one, 'cc', addressA));
 
+  // dockerd restarts (its containers stop, as without live-restore): it tells netctl of the endpoints it lost, and started again they are wired anew.
+  await one.dockerd.restart();
+  t.regex(await one.docker('network', 'ls', '--format', '{{.Name}} {{.Driver}}'), /^web netctl$/m);
+  await one.docker('start', 'ca', 'cb');
+  t.true(await pings(one, 'ca', await addressOf(one, 'cb', 'web')));
+  await waitFor('netctl to hold the two restarted containers and nothing of before', async () =>
+    (await cluster.ok(host, 'sandbox', 'ls', '-q')).trim().split('\n').length === 2 ? true : undefined);
+
   await one.docker('rm', '-f', 'ca', 'cb', 'cc');
   await one.docker('network', 'rm', 'web', 'side');
   t.is((await cluster.ok(host, 'network', 'ls', '-q')).trim(), '');

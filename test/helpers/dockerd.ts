@@ -40,6 +40,8 @@ export interface RunningDockerd {
   docker(args: readonly string[]): Promise<RunResult>;
   /** Imports a busybox rootfs (the static binary and its applets) as image `busybox`. */
   importBusybox(): Promise<void>;
+  /** Stops dockerd and containerd (their containers stop, as without live-restore) and starts them again on the same roots. */
+  restart(): Promise<void>;
   /** Ends dockerd, containerd and the shims, removes cgroups and every file it made. */
   stop(): Promise<void>;
 }
@@ -107,6 +109,7 @@ export async function startDockerd(options: DockerdOptions): Promise<RunningDock
   await writeFile(join(root, 'daemon.json'), '{}\n');
 
   // Mounts first (nsenter has already opened the netns, so /run may be covered), then containerd, then dockerd in place of the shell.
+  // A short shutdown timeout: busybox's sleep as PID 1 ignores SIGTERM, and dockerd would wait 10 s for each container.
   const script = [
     'set -e',
     'mount -t tmpfs netctl-test-run /run',
@@ -117,32 +120,36 @@ export async function startDockerd(options: DockerdOptions): Promise<RunningDock
     'exec dockerd --bridge=none --iptables=false --ip6tables=false --storage-driver vfs' +
       ' --data-root "$ROOT/data" --exec-root "$ROOT/exec" --pidfile "$ROOT/docker.pid"' +
       ' --host "unix://$ROOT/docker.sock" --containerd "$ROOT/containerd/containerd.sock"' +
-      ' --config-file "$ROOT/daemon.json" --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "/$CGROUP_PARENT"' +
+      ' --config-file "$ROOT/daemon.json" --shutdown-timeout 2 --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "/$CGROUP_PARENT"' +
       ' >"$ROOT/dockerd.log" 2>&1',
   ].join('\n');
-  const child = spawn(
-    'nsenter',
-    [`--net=/var/run/netns/${options.netns}`, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', script],
-    { stdio: 'ignore', env: { ...process.env, ROOT: root, PLUGIN_DIR: options.pluginDir, CGROUP_PARENT: cgroupParent } },
-  );
-  const pid = child.pid;
-  if (pid === undefined) throw new Error('could not start dockerd');
-
   const logTail = async (file: string): Promise<string> => (await readFile(join(root, file), 'utf8').catch(() => '')).slice(-3000);
   const env = { ...process.env, DOCKER_HOST: dockerHost, DOCKER_CONFIG: cliConfig };
   const docker = (args: readonly string[]): Promise<RunResult> => run('docker', args, { env, timeoutMs: 120_000 });
 
-  // Known before any container starts, so stop() finds the shims even if dockerd has died.
-  const mountNs = await waitFor('dockerd\'s private mount namespace', async () => {
-    const ns = await mountNamespaceOf(pid);
-    const ours = await mountNamespaceOf(process.pid);
-    return ns !== undefined && ns !== ours ? ns : undefined;
-  }, 10_000).catch(() => undefined);
+  interface Launched {
+    readonly child: ChildProcess;
+    /** Known before any container starts, so halt() finds the shims even if dockerd has died. */
+    readonly mountNs: string | undefined;
+  }
+  const launch = async (): Promise<Launched> => {
+    const child = spawn(
+      'nsenter',
+      [`--net=/var/run/netns/${options.netns}`, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', script],
+      { stdio: 'ignore', env: { ...process.env, ROOT: root, PLUGIN_DIR: options.pluginDir, CGROUP_PARENT: cgroupParent } },
+    );
+    const pid = child.pid;
+    if (pid === undefined) throw new Error('could not start dockerd');
+    const mountNs = await waitFor('dockerd\'s private mount namespace', async () => {
+      const ns = await mountNamespaceOf(pid);
+      const ours = await mountNamespaceOf(process.pid);
+      return ns !== undefined && ns !== ours ? ns : undefined;
+    }, 10_000).catch(() => undefined);
+    return { child, mountNs };
+  };
 
-  const stop = async (): Promise<void> => {
-    const containers = await docker(['ps', '-aq']);
-    const ids = containers.stdout.split('\n').filter((id) => id !== '');
-    if (ids.length > 0) await docker(['rm', '-f', ...ids]);
+  /** Ends dockerd (which stops its containers), then whatever is left in its mount namespace: containerd, shims. */
+  const halt = async ({ child, mountNs }: Launched): Promise<void> => {
     child.kill('SIGTERM');
     await Promise.race([exited(child), new Promise((resolve) => setTimeout(resolve, 20_000))]);
     if (mountNs !== undefined) {
@@ -157,6 +164,24 @@ export async function startDockerd(options: DockerdOptions): Promise<RunningDock
     }
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await exited(child);
+  };
+
+  const ready = async ({ child }: Launched): Promise<void> => {
+    await waitFor('dockerd to answer', async () => {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`dockerd exited (${child.exitCode ?? child.signalCode}): ${await logTail('dockerd.log')}\ncontainerd: ${await logTail('containerd.log')}`);
+      }
+      return (await docker(['version'])).code === 0 ? true : undefined;
+    }, 60_000);
+  };
+
+  let current = await launch();
+
+  const stop = async (): Promise<void> => {
+    const containers = await docker(['ps', '-aq']);
+    const ids = containers.stdout.split('\n').filter((id) => id !== '');
+    if (ids.length > 0) await docker(['rm', '-f', ...ids]);
+    await halt(current);
     for (const controller of existsSync('/sys/fs/cgroup') ? readdirSync('/sys/fs/cgroup') : []) {
       await removeCgroup(join('/sys/fs/cgroup', controller, cgroupParent));
     }
@@ -164,13 +189,14 @@ export async function startDockerd(options: DockerdOptions): Promise<RunningDock
     await rm(root, { recursive: true, force: true });
   };
 
+  const restart = async (): Promise<void> => {
+    await halt(current);
+    current = await launch();
+    await ready(current);
+  };
+
   try {
-    await waitFor('dockerd to answer', async () => {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`dockerd exited (${child.exitCode ?? child.signalCode}): ${await logTail('dockerd.log')}\ncontainerd: ${await logTail('containerd.log')}`);
-      }
-      return (await docker(['version'])).code === 0 ? true : undefined;
-    }, 60_000);
+    await ready(current);
   } catch (err) {
     await stop();
     throw err;
@@ -189,5 +215,5 @@ export async function startDockerd(options: DockerdOptions): Promise<RunningDock
     await rm(rootfs, { recursive: true, force: true });
   };
 
-  return { dockerHost, docker, importBusybox, stop };
+  return { dockerHost, docker, importBusybox, restart, stop };
 }
