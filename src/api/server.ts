@@ -11,11 +11,10 @@
  * JSON on the wire), client.ts (the client the CLI and runtimes use) and
  * metrics.ts (Prometheus).
  */
-import { chmod, unlink } from 'node:fs/promises';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { arch, release } from 'node:os';
 import type { Controller } from '../cnm/controller.js';
-import { ensureSocketFree } from '../sys/socket-file.js';
+import { closeHttpOnSocket, listenHttpOnSocket } from '../sys/socket-file.js';
 import { Conflict, InvalidArgument, NotFound, httpStatus } from '../errors.js';
 import { parseFiltersJson } from '../cnm/filters.js';
 import { toDockerNetwork, toDockerService } from './docker.js';
@@ -101,32 +100,18 @@ export class ApiServer {
   /** Listens on a unix socket; a stale socket file is replaced, a live daemon's is refused. */
   async listen(socketPath: string): Promise<void> {
     if (this.server !== undefined) throw new Conflict('the API server is already listening');
-    await ensureSocketFree(socketPath);
-    const server = createServer((req, res) => {
+    this.server = await listenHttpOnSocket(socketPath, 0o660, (req, res) => {
       void this.handle(req, res);
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    this.server = server;
     this.socketPath = socketPath;
-    await chmod(socketPath, 0o660);
   }
 
   /** Stops accepting connections, lets requests in flight finish, and removes the socket. */
   async close(): Promise<void> {
-    const server = this.server;
-    if (server === undefined) return;
+    const { server, socketPath } = this;
+    if (server === undefined || socketPath === undefined) return;
     this.server = undefined;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections();
-    });
-    if (this.socketPath !== undefined) await unlink(this.socketPath).catch(() => undefined);
+    await closeHttpOnSocket(server, socketPath);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -8,9 +8,8 @@
  * 404, which dockerd takes as "not implemented" for optional calls.
  * `listen` and `close` as the API server's: after `close` the socket is gone.
  */
-import { chmod, unlink } from 'node:fs/promises';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import { ensureSocketFree } from '../../sys/socket-file.js';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { closeHttpOnSocket, listenHttpOnSocket } from '../../sys/socket-file.js';
 import { Conflict, InvalidArgument } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { DockerIpam, type IpamHost } from './ipam.js';
@@ -49,79 +48,36 @@ export class DockerPluginServer {
     const networks = new DockerNetworks(options);
     const ipam = new DockerIpam({ ...options, store: options.clusterStore ?? options.localStore });
     const empty = {};
+    // Calls whose answer says nothing but success.
+    const answerEmpty = (call: (body: unknown) => unknown): Call => async (body) => {
+      await call(body);
+      return empty;
+    };
     const calls: [string, Call][] = [
       ['/Plugin.Activate', async () => ({ Implements: ['NetworkDriver', 'IpamDriver'] })],
       // Local: each dockerd keeps its own Docker networks (a global one would need Docker's own cluster store);
       // connectivity is global because an overlay behind them spans hosts.
       ['/NetworkDriver.GetCapabilities', async () => ({ Scope: 'local', ConnectivityScope: 'global' })],
-      [
-        '/NetworkDriver.CreateNetwork',
-        async (body) => {
-          await networks.createNetwork(readRequest('CreateNetwork', createNetworkRequest, body));
-          return empty;
-        },
-      ],
-      [
-        '/NetworkDriver.DeleteNetwork',
-        async (body) => {
-          await networks.deleteNetwork(readRequest('DeleteNetwork', networkRequest, body));
-          return empty;
-        },
-      ],
+      ['/NetworkDriver.CreateNetwork', answerEmpty((body) => networks.createNetwork(readRequest('CreateNetwork', createNetworkRequest, body)))],
+      ['/NetworkDriver.DeleteNetwork', answerEmpty((body) => networks.deleteNetwork(readRequest('DeleteNetwork', networkRequest, body)))],
       ['/NetworkDriver.AllocateNetwork', async () => swarmOnly('AllocateNetwork')],
       ['/NetworkDriver.FreeNetwork', async () => swarmOnly('FreeNetwork')],
       ['/NetworkDriver.CreateEndpoint', async (body) => networks.createEndpoint(readRequest('CreateEndpoint', createEndpointRequest, body))],
       ['/NetworkDriver.EndpointOperInfo', async (body) => networks.endpointInfo(readRequest('EndpointOperInfo', endpointRequest, body))],
-      [
-        '/NetworkDriver.DeleteEndpoint',
-        async (body) => {
-          await networks.deleteEndpoint(readRequest('DeleteEndpoint', endpointRequest, body));
-          return empty;
-        },
-      ],
+      ['/NetworkDriver.DeleteEndpoint', answerEmpty((body) => networks.deleteEndpoint(readRequest('DeleteEndpoint', endpointRequest, body)))],
       ['/NetworkDriver.Join', async (body) => networks.join(readRequest('Join', joinRequest, body))],
-      [
-        '/NetworkDriver.Leave',
-        async (body) => {
-          await networks.leave(readRequest('Leave', endpointRequest, body));
-          return empty;
-        },
-      ],
+      ['/NetworkDriver.Leave', answerEmpty((body) => networks.leave(readRequest('Leave', endpointRequest, body)))],
       // Node discovery: netctl learns its peers from its own store, so there is nothing to do.
       ['/NetworkDriver.DiscoverNew', async () => empty],
       ['/NetworkDriver.DiscoverDelete', async () => empty],
-      [
-        '/NetworkDriver.ProgramExternalConnectivity',
-        async (body) => {
-          networks.programExternalConnectivity(readRequest('ProgramExternalConnectivity', externalConnectivityRequest, body));
-          return empty;
-        },
-      ],
-      [
-        '/NetworkDriver.RevokeExternalConnectivity',
-        async (body) => {
-          readRequest('RevokeExternalConnectivity', endpointRequest, body);
-          return empty;
-        },
-      ],
+      ['/NetworkDriver.ProgramExternalConnectivity', answerEmpty((body) => networks.programExternalConnectivity(readRequest('ProgramExternalConnectivity', externalConnectivityRequest, body)))],
+      ['/NetworkDriver.RevokeExternalConnectivity', answerEmpty((body) => readRequest('RevokeExternalConnectivity', endpointRequest, body))],
       ['/IpamDriver.GetCapabilities', async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false })],
       ['/IpamDriver.GetDefaultAddressSpaces', async () => ipam.defaultAddressSpaces()],
       ['/IpamDriver.RequestPool', async (body) => ipam.requestPool(readRequest('RequestPool', requestPoolRequest, body))],
-      [
-        '/IpamDriver.ReleasePool',
-        async (body) => {
-          await ipam.releasePool(readRequest('ReleasePool', releasePoolRequest, body));
-          return empty;
-        },
-      ],
+      ['/IpamDriver.ReleasePool', answerEmpty((body) => ipam.releasePool(readRequest('ReleasePool', releasePoolRequest, body)))],
       ['/IpamDriver.RequestAddress', async (body) => ipam.requestAddress(readRequest('RequestAddress', requestAddressRequest, body))],
-      [
-        '/IpamDriver.ReleaseAddress',
-        async (body) => {
-          await ipam.releaseAddress(readRequest('ReleaseAddress', releaseAddressRequest, body));
-          return empty;
-        },
-      ],
+      ['/IpamDriver.ReleaseAddress', answerEmpty((body) => ipam.releaseAddress(readRequest('ReleaseAddress', releaseAddressRequest, body)))],
     ];
     this.calls = new Map(calls);
   }
@@ -129,33 +85,19 @@ export class DockerPluginServer {
   /** Listens on a unix socket; a stale socket file is replaced, a live plugin's is refused. */
   async listen(socketPath: string): Promise<void> {
     if (this.server !== undefined) throw new Conflict('the Docker plugin is already listening');
-    await ensureSocketFree(socketPath);
-    const server = createServer((req, res) => {
+    // dockerd runs as root; nobody else has business here.
+    this.server = await listenHttpOnSocket(socketPath, 0o600, (req, res) => {
       void this.handle(req, res);
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    this.server = server;
     this.socketPath = socketPath;
-    // dockerd runs as root; nobody else has business here.
-    await chmod(socketPath, 0o600);
   }
 
   /** Stops accepting connections, lets calls in flight finish, and removes the socket. */
   async close(): Promise<void> {
-    const server = this.server;
-    if (server === undefined) return;
+    const { server, socketPath } = this;
+    if (server === undefined || socketPath === undefined) return;
     this.server = undefined;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections();
-    });
-    if (this.socketPath !== undefined) await unlink(this.socketPath).catch(() => undefined);
+    await closeHttpOnSocket(server, socketPath);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
