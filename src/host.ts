@@ -26,6 +26,7 @@ import { ObservedStore, type StoreObserver } from './store/observed.js';
 import type { Store } from './store/types.js';
 import { createNamedNetns, currentNetnsPath, isNetnsPath, removeNamedNetns, sameNetns } from './sys/netns.js';
 import { ipBatch, rulePriorities } from './sys/iproute.js';
+import { routedSubnets } from './sys/routed.js';
 import { setSysctl } from './sys/sysctl.js';
 import { type FileLock, LockHeld, lockForLife } from './sys/fslock.js';
 import { makeStateDirectory, readHostResolvConf } from './sys/host-files.js';
@@ -76,7 +77,7 @@ export interface HostOptions {
   readonly logger?: Logger;
 }
 
-/** Real namespaces: loopback comes up at creation, as Docker does for containers. */
+/** Real namespaces: loopback comes up at creation, as Docker does for containers; the routes are the caller's namespace's. */
 export const kernelNamespaces: NamespaceOps = {
   async createNamed(name) {
     const path = await createNamedNetns(name);
@@ -91,6 +92,7 @@ export const kernelNamespaces: NamespaceOps = {
   removeNamed: removeNamedNetns,
   exists: async (path) => isNetnsPath(path),
   same: async (a, b) => (isNetnsPath(a) && isNetnsPath(b) ? sameNetns(a, b) : false),
+  routedSubnets: () => routedSubnets(),
 };
 
 /** The overlay's parts: cluster store, the host's VTEP on its UDP port, and the driver over them. */
@@ -205,6 +207,8 @@ export interface Host {
   readonly esp?: EspTable;
   /** `HostOptions.metricsAddress`, for the rules that keep sandboxes off the daemon's ports. */
   readonly metricsAddress?: { readonly address: string; readonly port: number };
+  /** The subnets routed where the bridges live, which automatic pools skip (the Docker plugin's IPAM too). */
+  routedSubnets(): Promise<string[]>;
   /** The stores, for adapters that keep records of their own beside the controller's (the Docker plugin's). */
   readonly stores: { readonly local: Store; readonly cluster?: Store };
   /** Stops the DNS, then the controller; kernel state stays for the next start to restore. */
@@ -267,6 +271,8 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
   // Names in the store URL are resolved once, here: nftables rules hold addresses.
   const protectedEndpoints = await protectedEndpointsOf(options);
   const store = observed(await SqliteStore.open(stateDir), 'local', options);
+  // Where the bridges live is where a new subnet must not collide with a route.
+  const routed = () => routedSubnets(options.hostNetnsPath);
   const drivers: NetworkDriver[] = [
     new BridgeDriver({ ...(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {}), protectedEndpoints }),
     new NullDriver(),
@@ -301,7 +307,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       store,
       ...(cluster !== undefined ? { globalStore: cluster, clusterReachability: cluster } : {}),
       drivers,
-      namespaces: kernelNamespaces,
+      namespaces: { ...kernelNamespaces, routedSubnets: routed },
       ownsStore: true,
       resolvConfPath: (sandbox) => dns?.resolvConfPathOf(sandbox) ?? resolvConfPath(sandbox, stateDir),
       // The daemon's namespace, the host's root one (PID 1's) and the bridges' one are the host itself.
@@ -384,6 +390,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
         return mesh;
       },
       ready: Promise.all([opened.restored, dnsStarted, balancerStarted, meshStarted]).then(() => undefined),
+      routedSubnets: routed,
       stores: { local: store, ...(globalStore !== undefined ? { cluster: globalStore } : {}) },
       ...(vtep !== undefined ? { vtep } : {}),
       ...(esp !== undefined ? { esp } : {}),

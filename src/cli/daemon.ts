@@ -170,6 +170,7 @@ export const daemonCommand: Command = {
         const plugin = new DockerPluginServer({
           controller: host.controller,
           localStore: host.stores.local,
+          routedSubnets: host.routedSubnets,
           ...(host.stores.cluster !== undefined ? { clusterStore: host.stores.cluster } : {}),
           logger,
         });

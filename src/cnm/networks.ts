@@ -195,6 +195,9 @@ async function storeNetwork(
 ): Promise<NetworkRecord> {
   const { ipamDriver, requestedPools, enableIPv4, enableIPv6 } = ipam;
   const cluster = context.records.cluster;
+  // Only local networks skip this host's routes, as in Docker: a global network's subnet serves every host,
+  // and this host's routes say nothing about the others'.
+  const routed = driver.usesIpam && driver.scope === 'local' ? ((await context.namespaces.routedSubnets?.()) ?? []) : [];
   for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
     for (const other of context.records.networkStores()) {
       if ((await other.get(keys.networkName(request.name))) !== undefined) {
@@ -212,7 +215,7 @@ async function storeNetwork(
       for (const [subnet, owner] of Object.entries(table)) existing.push({ subnet, networkName: owner.networkName });
     }
     const pools = driver.usesIpam
-      ? resolvePools({ scope: driver.scope === 'local' ? 'local' : 'global', enableIPv4, enableIPv6, requested: [...requestedPools], existing })
+      ? resolvePools({ scope: driver.scope === 'local' ? 'local' : 'global', enableIPv4, enableIPv6, requested: [...requestedPools], existing, routed })
       : [];
     const spec = {
       id,

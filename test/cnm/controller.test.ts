@@ -56,6 +56,21 @@ test('full lifecycle: network, sandbox, connect, inspect, disconnect, remove', a
   t.is(driver.networks.size, 0);
 });
 
+test("automatic subnets of local networks skip what the host routes; a global network's serve every host and do not", async (t) => {
+  const namespaces = new MemoryNamespaces();
+  namespaces.routed.push('172.17.0.1/16');
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    globalStore: new MemoryStore(),
+    drivers: [new RecordingDriver(), new RecordingDriver('overlay', 'global')],
+    namespaces,
+    logger: silentLogger,
+  });
+  t.is((await controller.createNetwork({ name: 'local' })).network.ipam.config[0]?.subnet, '172.18.0.0/16');
+  namespaces.routed.push('10.0.0.0/8');
+  t.is((await controller.createNetwork({ name: 'global', driver: 'overlay' })).network.ipam.config[0]?.subnet, '10.0.0.0/24');
+});
+
 test('addresses are released on disconnect and the lowest free one is reused', async (t) => {
   const { controller } = await setup();
   await controller.createNetwork({ name: 'n', ipam: { config: [{ subnet: '10.5.0.0/24' }] } });
