@@ -16,6 +16,7 @@ import type { DnsQueryObservation } from './dns/server.js';
 import { parseResolvConf } from './dns/forwarder.js';
 import { BridgeDriver } from './drivers/bridge/bridge.js';
 import type { ProtectedEndpoints } from './drivers/bridge/bridge.js';
+import { HostDriver } from './drivers/host/host.js';
 import { NullDriver } from './drivers/null/null.js';
 import { OverlayDriver } from './drivers/overlay/overlay.js';
 import { EtcdStore, etcdClientEndpoints } from './store/etcd.js';
@@ -276,6 +277,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
   const drivers: NetworkDriver[] = [
     new BridgeDriver({ ...(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {}), protectedEndpoints }),
     new NullDriver(),
+    new HostDriver(),
   ];
   let globalStore: Store | undefined;
   let overlayDriver: OverlayDriver | undefined;

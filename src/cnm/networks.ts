@@ -174,6 +174,9 @@ async function reserveNetwork(context: ControllerContext, request: NetworkCreate
   if (!driver.usesIpam && (requestedPools.length > 0 || enableIPv6)) {
     throw new InvalidArgument(`the ${driver.name} driver assigns no addresses: --subnet, --ipv6 and other IPAM flags do not apply`);
   }
+  if (driver.singleNetwork === true && (await context.records.networks('skip')).some((network) => network.driver === driver.name)) {
+    throw new Forbidden(`only one instance of "${driver.name}" network is allowed`);
+  }
   const id = newId();
   const store = context.records.storeOf({ scope: driver.scope, name: request.name });
   const claimed = store === context.records.local ? await claimLocalName(context, request.name, id) : false;

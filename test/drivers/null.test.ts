@@ -17,6 +17,7 @@ driverCompliance('null driver', async () => {
       return controller;
     },
     driver: 'null',
+    noInterface: true,
     sandboxName: (base) => base,
     async reopen() {
       await controller.close();
@@ -36,15 +37,51 @@ test('null networks have no IPAM and endpoints no addresses', async (t) => {
     namespaces: new MemoryNamespaces(),
     logger: silentLogger,
   });
+  await t.throwsAsync(controller.createNetwork({ name: 'x', driver: 'null', options: { a: 'b' } }), {
+    message: 'unknown null driver option "a"',
+  });
   const network = toDockerNetwork(await controller.createNetwork({ name: 'none', driver: 'null' }));
   t.deepEqual(network.IPAM.Config, []);
   await controller.createSandbox({ name: 's' });
   const endpoint = await controller.connect('none', 's');
   t.is(endpoint.ipv4Address, undefined);
   t.is(toDockerNetwork(await controller.inspectNetwork('none')).Containers[endpoint.sandboxId ?? '']?.IPv4Address, '');
-  await t.throwsAsync(controller.createNetwork({ name: 'x', driver: 'null', options: { a: 'b' } }), {
-    message: 'unknown null driver option "a"',
+});
+
+test('null endpoints get no interface name, and asking for one is refused', async (t) => {
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    drivers: [new NullDriver()],
+    namespaces: new MemoryNamespaces(),
+    logger: silentLogger,
   });
+  await controller.createNetwork({ name: 'none', driver: 'null' });
+  await controller.createSandbox({ name: 's' });
+  await controller.createSandbox({ name: 'named' });
+  t.is((await controller.connect('none', 's')).ifName, undefined);
+  t.deepEqual((await controller.inspectSandbox('s')).endpoints.map((endpoint) => endpoint.ifName), [undefined]);
+  await t.throwsAsync(controller.connect('none', 'named', { ifName: 'eth0' }), {
+    code: 'InvalidArgument',
+    message: 'network none (driver null) puts no interface in the sandbox: an interface name does not apply',
+  });
+  t.deepEqual((await controller.inspectSandbox('named')).endpoints, []);
+});
+
+test('only one null network may exist, as in Docker', async (t) => {
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    drivers: [new NullDriver()],
+    namespaces: new MemoryNamespaces(),
+    logger: silentLogger,
+  });
+  await controller.createNetwork({ name: 'none', driver: 'null' });
+  await t.throwsAsync(controller.createNetwork({ name: 'other', driver: 'null' }), {
+    code: 'Forbidden',
+    message: 'only one instance of "null" network is allowed',
+  });
+  await controller.removeNetwork('none');
+  await controller.createNetwork({ name: 'other', driver: 'null' });
+  t.deepEqual((await controller.listNetworks()).map((view) => view.network.name), ['other']);
 });
 
 test('endpoints without an IPv4 address get distinct random MACs outside the 02:42 range', async (t) => {
