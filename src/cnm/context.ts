@@ -24,6 +24,8 @@ export interface ControllerContext {
   readonly namespaces: NamespaceOps;
   /** Driver used when a create request names none. */
   readonly defaultDriver: string;
+  /** Names of the local networks that are Docker's predefined ones here (the daemon's `bridge`, `host`, `none`). */
+  readonly predefinedNetworks: ReadonlySet<string>;
   /** Namespaces no sandbox may take (the daemon's own, the host's root one). */
   readonly reservedNamespaces: readonly string[];
   /** Where a sandbox's resolv.conf is, when something (the embedded DNS) writes one. */
@@ -80,6 +82,11 @@ export function driverOf(context: ControllerContext, network: NetworkRecord): Ne
   const driver = context.drivers.get(network.driver);
   if (driver === undefined) throw new NetctlError('Internal', `driver ${network.driver} of network ${network.name} is not loaded`);
   return driver;
+}
+
+/** Whether the network is one of this host's predefined networks, which cannot be removed. */
+export function isPredefined(context: ControllerContext, network: NetworkRecord): boolean {
+  return network.scope === 'local' && context.predefinedNetworks.has(network.name);
 }
 
 /** Internal networks, networks without addresses and drivers without a gateway never give a default route. */

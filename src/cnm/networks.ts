@@ -4,7 +4,7 @@
  * the views that list and inspect return.
  */
 import { allClaims } from './addresses.js';
-import { type ControllerContext, bestEffort, driverOf, failedParts, newId, timestamp } from './context.js';
+import { type ControllerContext, bestEffort, driverOf, failedParts, isPredefined, newId, timestamp } from './context.js';
 import type { NetworkDriver } from './driver.js';
 import { type Filters, matchesListFilters, matchesPruneFilters } from './filters.js';
 import { type PoolRequest, resolvePools } from './ipam.js';
@@ -39,6 +39,30 @@ export async function createNetwork(context: ControllerContext, request: Network
   return { network, endpoints: [], sandboxes: [] };
 }
 
+/**
+ * Makes each predefined network no local network has the name of. A failure
+ * is logged, not thrown: the host keeps serving without that network, as
+ * it would if an operator had removed it.
+ */
+export async function createPredefinedNetworks(context: ControllerContext, requests: readonly NetworkCreateRequest[]): Promise<void> {
+  const local = await context.records.localNetworks('skip');
+  for (const request of requests) {
+    const existing = local.find((network) => network.name === request.name);
+    const driver = request.driver ?? context.defaultDriver;
+    if (existing !== undefined) {
+      if (existing.driver !== driver) {
+        context.logger.warn(`network ${request.name} has driver ${existing.driver}, not ${driver}: it stands in for the predefined ${request.name} network`);
+      }
+      continue;
+    }
+    try {
+      await createNetwork(context, request);
+    } catch (err) {
+      context.logger.error(`predefined network ${request.name} not made: ${(err as Error).message}`);
+    }
+  }
+}
+
 /** The ingress network (ingress-network.ts), if there is one. */
 export async function findIngressNetwork(context: ControllerContext): Promise<NetworkRecord | undefined> {
   return (await context.records.networks('skip')).find((n) => n.ingress && n.scope !== 'local' && n.removing !== true);
@@ -52,7 +76,9 @@ export async function listNetworks(context: ControllerContext, filters: Filters)
   const views: NetworkView[] = [];
   for (const network of networks) {
     const own = endpoints.filter((e) => e.networkId === network.id);
-    if (matchesListFilters(network, own.length, filters)) views.push(await viewOf(context, network, own, sandboxes));
+    if (matchesListFilters(network, { endpointCount: own.length, builtin: isPredefined(context, network) }, filters)) {
+      views.push(await viewOf(context, network, own, sandboxes));
+    }
   }
   return views;
 }
@@ -82,12 +108,12 @@ async function viewOf(
   return { network, endpoints, sandboxes: [...joined.values()], ...(peers !== undefined ? { peers } : {}) };
 }
 
-/** Removes every network without endpoints that matches the filters; returns their names. */
+/** Removes every network without endpoints that matches the filters, predefined ones aside, as Docker does; returns their names. */
 export async function pruneNetworks(context: ControllerContext, filters: Filters, now: Date): Promise<string[]> {
   const removed: string[] = [];
   const failures: { what: string; error: unknown }[] = [];
   for (const network of await context.records.networks('skip')) {
-    if (!matchesPruneFilters(network, filters, now)) continue;
+    if (isPredefined(context, network) || !matchesPruneFilters(network, filters, now)) continue;
     if ((await context.records.networkEndpoints(network, 'throw')).length > 0) continue;
     if ((await servicesOn(context, network)).length > 0) continue;
     try {
@@ -101,8 +127,9 @@ export async function pruneNetworks(context: ControllerContext, filters: Filters
   return removed;
 }
 
-/** Removes a network; refused while it has endpoints. */
+/** Removes a network; refused for a predefined one and while it has endpoints. */
 export async function removeNetwork(context: ControllerContext, network: NetworkRecord): Promise<void> {
+  if (isPredefined(context, network)) throw new Forbidden(`${network.name} is a pre-defined network and cannot be removed`);
   const store = context.records.storeOf(network);
   const stateKv = await store.get(keys.networkState(network.id));
   const endpoints = await context.records.networkEndpoints(network, 'throw');
