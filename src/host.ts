@@ -9,12 +9,13 @@ import { Controller } from './cnm/controller.js';
 import type { NetworkDriver } from './cnm/driver.js';
 import { Conflict, InvalidArgument } from './errors.js';
 import type { NamespaceOps } from './cnm/namespaces.js';
+import type { NetworkCreateRequest } from './cnm/types.js';
 import { EmbeddedDns, resolvConfPath } from './dns/embedded.js';
 import { type Reachability, ServiceBalancer } from './ingress/balancer.js';
 import { IngressMesh } from './ingress/mesh.js';
 import type { DnsQueryObservation } from './dns/server.js';
 import { parseResolvConf } from './dns/forwarder.js';
-import { BridgeDriver } from './drivers/bridge/bridge.js';
+import { BRIDGE_NAME_OPTION, BridgeDriver, DEFAULT_BRIDGE_OPTION } from './drivers/bridge/bridge.js';
 import type { ProtectedEndpoints } from './drivers/bridge/bridge.js';
 import { HostDriver } from './drivers/host/host.js';
 import { NullDriver } from './drivers/null/null.js';
@@ -46,11 +47,21 @@ import { DEFAULT_VXLAN_PORT } from './wire/vxlan.js';
 import type { Logger } from './log.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/netctl';
+/** The kernel bridge of the default `bridge` network: netctl's docker0. */
+const DEFAULT_BRIDGE_NAME = 'netctl0';
 
 export interface HostOptions {
   readonly stateDir?: string;
   /** Namespace where bridges live and published ports open; defaults to the caller's own (then a port something there holds is refused). */
   readonly hostNetnsPath?: string;
+  /**
+   * Make Docker's predefined networks when they are missing: `none` (null
+   * driver), `host` (host driver) and `bridge`, the default bridge network
+   * on the kernel bridge netctl0 (--predefined-networks). Default true.
+   */
+  readonly predefinedNetworks?: boolean;
+  /** Whether the predefined networks include `bridge`; false as with dockerd's --bridge=none. Default true. */
+  readonly defaultBridge?: boolean;
   /** Cluster store URL (etcd://HOST:PORT); enables overlay networks. */
   readonly clusterStore?: string;
   /** TLS files and credentials for the cluster store (--store-cacert, --store-cert, --store-key, --store-user, --store-password-file). */
@@ -95,6 +106,17 @@ export const kernelNamespaces: NamespaceOps = {
   same: async (a, b) => (isNetnsPath(a) && isNetnsPath(b) ? sameNetns(a, b) : false),
   routedSubnets: () => routedSubnets(),
 };
+
+/** Docker's predefined networks as dockerd makes them, the default bridge on netctl0 unless left out. */
+function predefinedNetworks(options: HostOptions): NetworkCreateRequest[] {
+  if (options.predefinedNetworks === false) return [];
+  const defaultBridge: NetworkCreateRequest = {
+    name: 'bridge',
+    driver: 'bridge',
+    options: { [DEFAULT_BRIDGE_OPTION]: 'true', [BRIDGE_NAME_OPTION]: DEFAULT_BRIDGE_NAME },
+  };
+  return [{ name: 'none', driver: 'null' }, { name: 'host', driver: 'host' }, ...(options.defaultBridge === false ? [] : [defaultBridge])];
+}
 
 /** The overlay's parts: cluster store, the host's VTEP on its UDP port, and the driver over them. */
 async function openOverlay(
@@ -309,6 +331,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       store,
       ...(cluster !== undefined ? { globalStore: cluster, clusterReachability: cluster } : {}),
       drivers,
+      predefinedNetworks: predefinedNetworks(options),
       namespaces: { ...kernelNamespaces, routedSubnets: routed },
       ownsStore: true,
       resolvConfPath: (sandbox) => dns?.resolvConfPathOf(sandbox) ?? resolvConfPath(sandbox, stateDir),
