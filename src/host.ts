@@ -9,13 +9,15 @@ import { Controller } from './cnm/controller.js';
 import type { NetworkDriver } from './cnm/driver.js';
 import { Conflict, InvalidArgument } from './errors.js';
 import type { NamespaceOps } from './cnm/namespaces.js';
+import type { NetworkCreateRequest } from './cnm/types.js';
 import { EmbeddedDns, resolvConfPath } from './dns/embedded.js';
 import { type Reachability, ServiceBalancer } from './ingress/balancer.js';
 import { IngressMesh } from './ingress/mesh.js';
 import type { DnsQueryObservation } from './dns/server.js';
 import { parseResolvConf } from './dns/forwarder.js';
-import { BridgeDriver } from './drivers/bridge/bridge.js';
+import { BRIDGE_NAME_OPTION, BridgeDriver, DEFAULT_BRIDGE_OPTION } from './drivers/bridge/bridge.js';
 import type { ProtectedEndpoints } from './drivers/bridge/bridge.js';
+import { HostDriver } from './drivers/host/host.js';
 import { NullDriver } from './drivers/null/null.js';
 import { OverlayDriver } from './drivers/overlay/overlay.js';
 import { EtcdStore, etcdClientEndpoints } from './store/etcd.js';
@@ -26,6 +28,7 @@ import { ObservedStore, type StoreObserver } from './store/observed.js';
 import type { Store } from './store/types.js';
 import { createNamedNetns, currentNetnsPath, isNetnsPath, removeNamedNetns, sameNetns } from './sys/netns.js';
 import { ipBatch, rulePriorities } from './sys/iproute.js';
+import { routedSubnets } from './sys/routed.js';
 import { setSysctl } from './sys/sysctl.js';
 import { type FileLock, LockHeld, lockForLife } from './sys/fslock.js';
 import { makeStateDirectory, readHostResolvConf } from './sys/host-files.js';
@@ -44,11 +47,21 @@ import { DEFAULT_VXLAN_PORT } from './wire/vxlan.js';
 import type { Logger } from './log.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/netctl';
+/** The kernel bridge of the default `bridge` network: netctl's docker0. */
+const DEFAULT_BRIDGE_NAME = 'netctl0';
 
 export interface HostOptions {
   readonly stateDir?: string;
   /** Namespace where bridges live and published ports open; defaults to the caller's own (then a port something there holds is refused). */
   readonly hostNetnsPath?: string;
+  /**
+   * Make Docker's predefined networks when they are missing: `none` (null
+   * driver), `host` (host driver) and `bridge`, the default bridge network
+   * on the kernel bridge netctl0 (--predefined-networks). Default true.
+   */
+  readonly predefinedNetworks?: boolean;
+  /** Whether the predefined networks include `bridge`; false as with dockerd's --bridge=none. Default true. */
+  readonly defaultBridge?: boolean;
   /** Cluster store URL (etcd://HOST:PORT); enables overlay networks. */
   readonly clusterStore?: string;
   /** TLS files and credentials for the cluster store (--store-cacert, --store-cert, --store-key, --store-user, --store-password-file). */
@@ -76,7 +89,7 @@ export interface HostOptions {
   readonly logger?: Logger;
 }
 
-/** Real namespaces: loopback comes up at creation, as Docker does for containers. */
+/** Real namespaces: loopback comes up at creation, as Docker does for containers; the routes are the caller's namespace's. */
 export const kernelNamespaces: NamespaceOps = {
   async createNamed(name) {
     const path = await createNamedNetns(name);
@@ -91,7 +104,19 @@ export const kernelNamespaces: NamespaceOps = {
   removeNamed: removeNamedNetns,
   exists: async (path) => isNetnsPath(path),
   same: async (a, b) => (isNetnsPath(a) && isNetnsPath(b) ? sameNetns(a, b) : false),
+  routedSubnets: () => routedSubnets(),
 };
+
+/** Docker's predefined networks as dockerd makes them, the default bridge on netctl0 unless left out. */
+function predefinedNetworks(options: HostOptions): NetworkCreateRequest[] {
+  if (options.predefinedNetworks === false) return [];
+  const defaultBridge: NetworkCreateRequest = {
+    name: 'bridge',
+    driver: 'bridge',
+    options: { [DEFAULT_BRIDGE_OPTION]: 'true', [BRIDGE_NAME_OPTION]: DEFAULT_BRIDGE_NAME },
+  };
+  return [{ name: 'none', driver: 'null' }, { name: 'host', driver: 'host' }, ...(options.defaultBridge === false ? [] : [defaultBridge])];
+}
 
 /** The overlay's parts: cluster store, the host's VTEP on its UDP port, and the driver over them. */
 async function openOverlay(
@@ -205,6 +230,8 @@ export interface Host {
   readonly esp?: EspTable;
   /** `HostOptions.metricsAddress`, for the rules that keep sandboxes off the daemon's ports. */
   readonly metricsAddress?: { readonly address: string; readonly port: number };
+  /** The subnets routed where the bridges live, which automatic pools skip (the Docker plugin's IPAM too). */
+  routedSubnets(): Promise<string[]>;
   /** The stores, for adapters that keep records of their own beside the controller's (the Docker plugin's). */
   readonly stores: { readonly local: Store; readonly cluster?: Store };
   /** Stops the DNS, then the controller; kernel state stays for the next start to restore. */
@@ -267,9 +294,12 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
   // Names in the store URL are resolved once, here: nftables rules hold addresses.
   const protectedEndpoints = await protectedEndpointsOf(options);
   const store = observed(await SqliteStore.open(stateDir), 'local', options);
+  // Where the bridges live is where a new subnet must not collide with a route.
+  const routed = () => routedSubnets(options.hostNetnsPath);
   const drivers: NetworkDriver[] = [
     new BridgeDriver({ ...(options.hostNetnsPath !== undefined ? { hostNetnsPath: options.hostNetnsPath } : {}), protectedEndpoints }),
     new NullDriver(),
+    new HostDriver(),
   ];
   let globalStore: Store | undefined;
   let overlayDriver: OverlayDriver | undefined;
@@ -301,7 +331,8 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
       store,
       ...(cluster !== undefined ? { globalStore: cluster, clusterReachability: cluster } : {}),
       drivers,
-      namespaces: kernelNamespaces,
+      predefinedNetworks: predefinedNetworks(options),
+      namespaces: { ...kernelNamespaces, routedSubnets: routed },
       ownsStore: true,
       resolvConfPath: (sandbox) => dns?.resolvConfPathOf(sandbox) ?? resolvConfPath(sandbox, stateDir),
       // The daemon's namespace, the host's root one (PID 1's) and the bridges' one are the host itself.
@@ -384,6 +415,7 @@ async function openLockedHost(options: HostOptions, stateDir: string): Promise<H
         return mesh;
       },
       ready: Promise.all([opened.restored, dnsStarted, balancerStarted, meshStarted]).then(() => undefined),
+      routedSubnets: routed,
       stores: { local: store, ...(globalStore !== undefined ? { cluster: globalStore } : {}) },
       ...(vtep !== undefined ? { vtep } : {}),
       ...(esp !== undefined ? { esp } : {}),

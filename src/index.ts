@@ -62,6 +62,7 @@ export type { Compare, FileStoreOptions, KeyValue, SqliteStoreOptions, Store, Tx
 export { BridgeDriver } from './drivers/bridge/bridge.js';
 export type { BridgeDriverOptions } from './drivers/bridge/bridge.js';
 export { NullDriver } from './drivers/null/null.js';
+export { HostDriver } from './drivers/host/host.js';
 export { OverlayDriver } from './drivers/overlay/overlay.js';
 export type { OverlayDriverOptions } from './drivers/overlay/overlay.js';
 export { EtcdStore } from './store/etcd.js';

@@ -62,6 +62,13 @@ export const daemonCommand: Command = {
       help: "Also serve Docker's remote network and IPAM plugin protocol here (dockerd looks in /run/docker/plugins/NAME.sock; NAME is the driver name)",
     },
     { name: 'state-dir', type: 'string', help: 'Directory for the daemon state', defaultText: '"/var/lib/netctl"' },
+    {
+      name: 'predefined-networks',
+      type: 'bool',
+      help: "Make Docker's predefined networks when missing: bridge (on the kernel bridge netctl0), host and none",
+      defaultText: 'true',
+    },
+    { name: 'bridge', type: 'string', help: 'none: make no default bridge network (the predefined bridge), as dockerd --bridge=none' },
     { name: 'store', type: 'string', help: 'Cluster store for overlay networks (etcd://HOST:PORT, or etcds://HOST:PORT for TLS)' },
     { name: 'store-cacert', type: 'string', help: "PEM file of the CA that signed the cluster store's certificates" },
     { name: 'store-cert', type: 'string', help: 'PEM file of the client certificate for the cluster store' },
@@ -94,6 +101,10 @@ export const daemonCommand: Command = {
   ],
   async run(ctx, parsed) {
     const logLevel = parseLogLevel(parsed.string('log-level') ?? 'info');
+    const bridge = parsed.string('bridge');
+    if (bridge !== undefined && bridge !== 'none') {
+      throw new InvalidArgument(`invalid --bridge "${bridge}": only none (no default bridge network) is supported`);
+    }
     // Loaded here only: the server pulls in prom-client, which would cost every other command ~0.2 s of start-up.
     const { ApiServer } = await import('../api/server.js');
     const { ensureSocketFree } = await import('../sys/socket-file.js');
@@ -152,6 +163,8 @@ export const daemonCommand: Command = {
       ...(espKeylog !== undefined ? { espKeylog } : {}),
       ...(espRotateEveryMs !== undefined ? { espRotateEveryMs } : {}),
       ...(dns.length > 0 ? { dns } : {}),
+      ...(parsed.has('predefined-networks') ? { predefinedNetworks: parsed.bool('predefined-networks') } : {}),
+      ...(bridge === 'none' ? { defaultBridge: false } : {}),
       ...(metricsAddress !== undefined ? { metricsAddress } : {}),
       storeObserver: (store) => metrics.storeObserver(store),
       onDnsQuery: metrics.onDnsQuery,
@@ -170,6 +183,7 @@ export const daemonCommand: Command = {
         const plugin = new DockerPluginServer({
           controller: host.controller,
           localStore: host.stores.local,
+          routedSubnets: host.routedSubnets,
           ...(host.stores.cluster !== undefined ? { clusterStore: host.stores.cluster } : {}),
           logger,
         });

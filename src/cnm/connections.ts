@@ -5,7 +5,7 @@
  * now need it.
  */
 import { type ControllerContext, bestEffort } from './context.js';
-import { connectEndpoint, disconnectEndpoint } from './endpoints.js';
+import { connectEndpoint, disconnectEndpoint, refuseHostNetwork } from './endpoints.js';
 import { attachGatewayBridge, detachGatewayBridge } from './gateway-bridge.js';
 import type { EndpointCreateRequest } from './types.js';
 import { Forbidden, SandboxNotFound } from '../errors.js';
@@ -47,6 +47,7 @@ export async function disconnect(
   sandboxIdOrName: string,
   force: boolean,
 ): Promise<void> {
+  refuseHostNetwork(context, network);
   const sandbox = await context.records.findSandbox(sandboxIdOrName, 'skip').catch((err: unknown) => {
     if (force && err instanceof SandboxNotFound) return undefined;
     throw err;

@@ -24,6 +24,8 @@ export interface ControllerContext {
   readonly namespaces: NamespaceOps;
   /** Driver used when a create request names none. */
   readonly defaultDriver: string;
+  /** Names of the local networks that are Docker's predefined ones here (the daemon's `bridge`, `host`, `none`). */
+  readonly predefinedNetworks: ReadonlySet<string>;
   /** Namespaces no sandbox may take (the daemon's own, the host's root one). */
   readonly reservedNamespaces: readonly string[];
   /** Where a sandbox's resolv.conf is, when something (the embedded DNS) writes one. */
@@ -87,6 +89,11 @@ export function refuseConfigOnly(network: NetworkRecord): void {
   if (network.configOnly === true) {
     throw new Forbidden(`network ${network.name} is configuration-only (--config-only): it takes no endpoints; make a network --config-from it`);
   }
+}
+
+/** Whether the network is one of this host's predefined networks, which cannot be removed. */
+export function isPredefined(context: ControllerContext, network: NetworkRecord): boolean {
+  return network.scope === 'local' && context.predefinedNetworks.has(network.name);
 }
 
 /** Internal networks, networks without addresses and drivers without a gateway never give a default route. */

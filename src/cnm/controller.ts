@@ -26,7 +26,7 @@ import { type Filters, validateListFilters, validatePruneFilters } from './filte
 import { attachIngress, attachWhenPublished, closeIngressEntry, detachIngress, detachWhenUnpublished, openIngressEntry } from './ingress.js';
 import { hostId, reconcileLocalNames } from './names.js';
 import type { NamespaceOps } from './namespaces.js';
-import { createNetwork, inspectNetwork, listNetworks, pruneNetworks, removeNetwork } from './networks.js';
+import { createNetwork, createPredefinedNetworks, inspectNetwork, listNetworks, pruneNetworks, removeNetwork } from './networks.js';
 import { restore } from './restore.js';
 import { createSandbox, inspectSandbox, listSandboxes, removeSandbox } from './sandboxes.js';
 import { createService, inspectService, listServices, removeService } from './services.js';
@@ -64,6 +64,13 @@ export interface ControllerOptions {
   readonly namespaces: NamespaceOps;
   /** Driver used when a create request names none. */
   readonly defaultDriver?: string;
+  /**
+   * Networks made at open when no local network has their name, as dockerd
+   * makes its predefined `bridge`, `host` and `none`: they cannot be removed,
+   * prune skips them and the list filter `type=builtin` shows them. Without
+   * it a controller starts with no network.
+   */
+  readonly predefinedNetworks?: readonly NetworkCreateRequest[];
   /** Reports problems found while restoring state; defaults to console.warn. */
   readonly logger?: Logger;
   readonly now?: () => Date;
@@ -123,7 +130,7 @@ export class Controller {
   private readonly clusterReachability: ControllerOptions['clusterReachability'];
   private stopFollowingReachability: (() => void) | undefined;
   private closed = false;
-  /** Resolves once the restore `open` began is done (at once, unless it runs in the background). */
+  /** Resolves once the restore `open` began is done, missing predefined networks made (at once, unless it runs in the background). */
   restored: Promise<void> = Promise.resolve();
   /**
    * Resolves once the restore has given every sandbox its namespace again,
@@ -144,6 +151,7 @@ export class Controller {
       drivers: new Map(options.drivers.map((driver) => [driver.name, driver])),
       namespaces: options.namespaces,
       defaultDriver: options.defaultDriver ?? 'bridge',
+      predefinedNetworks: new Set((options.predefinedNetworks ?? []).map((request) => request.name)),
       reservedNamespaces: options.reservedNamespaces ?? [],
       resolvConfPath: options.resolvConfPath,
       logger,
@@ -171,6 +179,7 @@ export class Controller {
         sandboxesRestored();
       }
       context.logger.info(`restored the stored networks, sandboxes and endpoints in ${Math.round(performance.now() - started)} ms`);
+      await createPredefinedNetworks(context, options.predefinedNetworks ?? []);
     });
     const background = options.restoreInBackground === true;
     if (background) {

@@ -52,7 +52,8 @@ export interface JoinRequest {
    * Name the interface gets inside the sandbox (eth0, eth1, …); in a
    * handoff sandbox (`sandbox.handoff`), the name it gets in the host's
    * namespace, where the driver leaves it with its MAC and MTU, no address,
-   * no route, for the runtime to move.
+   * no route, for the runtime to move. Empty for a driver that makes no
+   * interface (`makesInterfaces: false`).
    */
   readonly ifName: string;
   /** True when this network provides the sandbox's default route. */
@@ -82,6 +83,20 @@ export interface NetworkDriver {
    * network is internal.
    */
   readonly needsGatewayBridge?: boolean;
+  /**
+   * False for drivers whose endpoints get no interface in the sandbox (null,
+   * host): their endpoints have no interface name, and asking for one is
+   * refused. Default true.
+   */
+  readonly makesInterfaces?: boolean;
+  /** Only one network of this driver may exist (null, host), as in Docker. */
+  readonly singleNetwork?: boolean;
+  /**
+   * True for the host driver: its network stands for the host's own
+   * namespace, where no sandbox (always a namespace of its own) can be, so
+   * connect and disconnect are refused, as Docker refuses them for containers.
+   */
+  readonly sharesHostNamespace?: boolean;
   /**
    * The `-o` keys it acts on. Others are stored and shown, as Docker keeps
    * options no driver reads, and the create answers with a warning naming them.

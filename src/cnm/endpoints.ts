@@ -191,10 +191,19 @@ export async function joinEndpoint(
   return completeJoin(context, network, marked, sandbox);
 }
 
+/** Docker's words (runconfig.ErrConflictHostNetwork), a 400 there too. */
+const HOST_NETWORK_CONFLICT = 'container cannot be disconnected from host network or connected to host network';
+
+/** Refuses a sandbox on or off the host network: no sandbox can be in the host's own namespace. */
+export function refuseHostNetwork(context: ControllerContext, network: NetworkRecord): void {
+  if (driverOf(context, network).sharesHostNamespace === true) throw new InvalidArgument(HOST_NETWORK_CONFLICT);
+}
+
 /**
  * Where an endpoint of `network` goes in the sandbox: the interface name
- * asked for or the next free ethN, and the default route when no other
- * endpoint gives one. Refused when the sandbox is already on the network,
+ * asked for or the next free ethN (none when the driver makes no
+ * interface), and the default route when no other endpoint gives one.
+ * Refused on the host network, when the sandbox is already on the network,
  * is being made or removed, or has an endpoint with that interface name.
  */
 async function placementIn(
@@ -202,7 +211,12 @@ async function placementIn(
   network: NetworkRecord,
   sandbox: SandboxRecord,
   requestedIfName?: string,
-): Promise<{ sandboxId: string; ifName: string; defaultGateway?: true }> {
+): Promise<{ sandboxId: string; ifName?: string; defaultGateway?: true }> {
+  refuseHostNetwork(context, network);
+  const makesInterface = driverOf(context, network).makesInterfaces !== false;
+  if (requestedIfName !== undefined && !makesInterface) {
+    throw new InvalidArgument(`network ${network.name} (driver ${network.driver}) puts no interface in the sandbox: an interface name does not apply`);
+  }
   if (requestedIfName !== undefined) validateIfName(requestedIfName);
   if (sandbox.pending !== undefined) {
     throw new Conflict(`sandbox ${sandbox.name} is being ${sandbox.pending === 'create' ? 'created' : 'removed'}`);
@@ -218,6 +232,9 @@ async function placementIn(
   if (sandboxEndpoints.some((e) => e.networkId === network.id)) {
     throw new Conflict(`sandbox ${sandbox.name} is already connected to network ${network.name}`);
   }
+  const setDefaultRoute = givesDefaultRoute(context, network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
+  const placement = { sandboxId: sandbox.id, ...(setDefaultRoute ? { defaultGateway: true as const } : {}) };
+  if (!makesInterface) return placement;
   const usedNames = new Set(sandboxEndpoints.map((e) => e.ifName));
   let ifName = requestedIfName;
   if (ifName === undefined) {
@@ -228,8 +245,7 @@ async function placementIn(
     const holder = sandboxEndpoints.find((e) => e.ifName === ifName);
     throw new Conflict(`sandbox ${sandbox.name} already has an interface ${ifName} (endpoint ${holder?.name ?? '?'})`);
   }
-  const setDefaultRoute = givesDefaultRoute(context, network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
-  return { sandboxId: sandbox.id, ifName, ...(setDefaultRoute ? { defaultGateway: true as const } : {}) };
+  return { ...placement, ifName };
 }
 
 /**

@@ -84,8 +84,16 @@ export function validateListFilters(filters: Filters): void {
   for (const value of filters['dangling'] ?? []) parseBool('dangling', value);
 }
 
-/** Docker's list filter: name and id match substrings/prefixes, the rest exactly. */
-export function matchesListFilters(network: NetworkRecord, endpointCount: number, filters: Filters): boolean {
+/**
+ * Docker's list filter: name and id match substrings/prefixes, the rest
+ * exactly; `type=builtin` is the predefined networks, `type=custom` the others.
+ */
+export function matchesListFilters(
+  network: NetworkRecord,
+  facts: { readonly endpointCount: number; readonly builtin: boolean },
+  filters: Filters,
+): boolean {
+  const { endpointCount, builtin } = facts;
   const any = (key: string, test: (value: string) => boolean): boolean => {
     const values = filters[key];
     return values === undefined || values.length === 0 || values.some(test);
@@ -95,7 +103,7 @@ export function matchesListFilters(network: NetworkRecord, endpointCount: number
     any('id', (v) => network.id.startsWith(v)) &&
     any('name', (v) => network.name.includes(v)) &&
     any('scope', (v) => network.scope === v) &&
-    any('type', (v) => v === 'custom') &&
+    any('type', (v) => (v === 'builtin') === builtin) &&
     any('dangling', (v) => parseBool('dangling', v) === (endpointCount === 0)) &&
     (filters['label'] ?? []).every((spec) => matchesLabel(network.labels, spec))
   );

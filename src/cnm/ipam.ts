@@ -15,6 +15,7 @@ import {
   formatAddress,
   overlaps,
   parseBlock,
+  parseCidr,
   parseMember,
   subnetOf,
   unusableAddresses,
@@ -148,6 +149,13 @@ function pickDefaultSubnet(scope: 'local' | 'global', family: Family, taken: rea
   throw new Conflict('all predefined address pools have been fully subnetted');
 }
 
+/** The block a route or an address of the host covers: `172.17.0.1/16` covers 172.17.0.0/16. */
+function routedBlock(text: string): Subnet {
+  const cidr = parseCidr(text);
+  if (cidr === undefined) throw new InvalidArgument(`invalid routed subnet ${JSON.stringify(text)}`);
+  return subnetOf(cidr.address.family, cidr.address.value, cidr.prefix);
+}
+
 /** Default gateway: the lowest address that is neither unusable nor an auxiliary address. */
 function defaultGateway(pool: ValidatedPool): bigint {
   const unusable = unusableAddresses(pool.subnet);
@@ -182,8 +190,10 @@ function toPoolConfig(pool: ValidatedPool, gateway: bigint): IpamPoolConfig {
  * not enabled is refused rather than dropped.
  *
  * An enabled family without a requested subnet gets the lowest default block
- * (see `defaultPools`) that overlaps no existing network; a pool without a
- * gateway gets its first usable address that is not an auxiliary address.
+ * (see `defaultPools`) that overlaps no existing network and no subnet the
+ * host routes (`routed`, host bits allowed); requested subnets may overlap
+ * the host's routes, as in Docker. A pool without a gateway gets its first
+ * usable address that is not an auxiliary address.
  * Returns the pools IPv4 first, in request order, with canonical strings
  * (lowercase, compressed IPv6). Throws InvalidArgument for a bad request and
  * Conflict for an overlap with an existing network or exhausted defaults
@@ -195,6 +205,7 @@ export function resolvePools(input: {
   enableIPv6: boolean;
   requested: PoolRequest[];
   existing: ExistingPool[];
+  routed?: readonly string[];
 }): IpamPoolConfig[] {
   const seenAuxNames = new Set<string>();
   const pools: ValidatedPool[] = [];
@@ -226,7 +237,7 @@ export function resolvePools(input: {
     }
   }
 
-  const takenSubnets = existing.map((entry) => entry.subnet);
+  const takenSubnets = [...existing.map((entry) => entry.subnet), ...(input.routed ?? []).map(routedBlock)];
   for (const [family, enabled] of [
     [4, input.enableIPv4],
     [6, input.enableIPv6],

@@ -1,6 +1,7 @@
 /**
- * What the controller needs from the kernel for sandboxes, as an injected
- * part so the controller can be tested with an in-memory double.
+ * What the controller needs from the kernel for sandboxes and of the host's
+ * namespace, as an injected part so the controller can be tested with an
+ * in-memory double.
  */
 export interface NamespaceOps {
   /** Makes a named namespace (like `ip netns add`) with loopback up; returns its path. */
@@ -11,4 +12,10 @@ export interface NamespaceOps {
   exists(path: string): Promise<boolean>;
   /** True when both paths name one namespace (a sandbox must not take the host's own). */
   same(a: string, b: string): Promise<boolean>;
+  /**
+   * The subnets the host's namespace (where bridges live) routes or has
+   * addresses in, in CIDR form with host bits possibly set: automatic pools
+   * of local networks skip them, as Docker's do. Without it, none are skipped.
+   */
+  routedSubnets?(): Promise<string[]>;
 }

@@ -4,7 +4,7 @@
  * the views that list and inspect return.
  */
 import { allClaims } from './addresses.js';
-import { type ControllerContext, bestEffort, driverOf, failedParts, newId, timestamp } from './context.js';
+import { type ControllerContext, bestEffort, driverOf, failedParts, isPredefined, newId, timestamp } from './context.js';
 import type { NetworkDriver } from './driver.js';
 import { type Filters, matchesListFilters, matchesPruneFilters } from './filters.js';
 import { type PoolRequest, resolvePools } from './ipam.js';
@@ -102,6 +102,30 @@ async function madeFrom(context: ControllerContext, network: NetworkRecord): Pro
   return (await context.records.networks('skip')).filter((other) => other.configFrom === network.name).map((other) => other.name);
 }
 
+/**
+ * Makes each predefined network no local network has the name of. A failure
+ * is logged, not thrown: the host keeps serving without that network, as
+ * it would if an operator had removed it.
+ */
+export async function createPredefinedNetworks(context: ControllerContext, requests: readonly NetworkCreateRequest[]): Promise<void> {
+  const local = await context.records.localNetworks('skip');
+  for (const request of requests) {
+    const existing = local.find((network) => network.name === request.name);
+    const driver = request.driver ?? context.defaultDriver;
+    if (existing !== undefined) {
+      if (existing.driver !== driver) {
+        context.logger.warn(`network ${request.name} has driver ${existing.driver}, not ${driver}: it stands in for the predefined ${request.name} network`);
+      }
+      continue;
+    }
+    try {
+      await createNetwork(context, request);
+    } catch (err) {
+      context.logger.error(`predefined network ${request.name} not made: ${(err as Error).message}`);
+    }
+  }
+}
+
 /** The ingress network (ingress-network.ts), if there is one. */
 export async function findIngressNetwork(context: ControllerContext): Promise<NetworkRecord | undefined> {
   return (await context.records.networks('skip')).find((n) => n.ingress && n.scope !== 'local' && n.removing !== true);
@@ -115,7 +139,9 @@ export async function listNetworks(context: ControllerContext, filters: Filters)
   const views: NetworkView[] = [];
   for (const network of networks) {
     const own = endpoints.filter((e) => e.networkId === network.id);
-    if (matchesListFilters(network, own.length, filters)) views.push(await viewOf(context, network, own, sandboxes));
+    if (matchesListFilters(network, { endpointCount: own.length, builtin: isPredefined(context, network) }, filters)) {
+      views.push(await viewOf(context, network, own, sandboxes));
+    }
   }
   return views;
 }
@@ -145,7 +171,7 @@ async function viewOf(
   return { network, endpoints, sandboxes: [...joined.values()], ...(peers !== undefined ? { peers } : {}) };
 }
 
-/** Removes every network without endpoints that matches the filters; returns their names. */
+/** Removes every network without endpoints that matches the filters, predefined ones aside, as Docker does; returns their names. */
 export async function pruneNetworks(context: ControllerContext, filters: Filters, now: Date): Promise<string[]> {
   const removed: string[] = [];
   const failures: { what: string; error: unknown }[] = [];
@@ -153,7 +179,7 @@ export async function pruneNetworks(context: ControllerContext, filters: Filters
   // Decided before anything goes, so one prune never removes a configuration together with the network using it.
   const configsInUse = new Set(networks.flatMap((network) => (network.configFrom === undefined ? [] : [network.configFrom])));
   for (const network of networks) {
-    if (!matchesPruneFilters(network, filters, now)) continue;
+    if (isPredefined(context, network) || !matchesPruneFilters(network, filters, now)) continue;
     if (network.configOnly === true && configsInUse.has(network.name)) continue;
     if ((await context.records.networkEndpoints(network, 'throw')).length > 0) continue;
     if ((await servicesOn(context, network)).length > 0) continue;
@@ -168,8 +194,9 @@ export async function pruneNetworks(context: ControllerContext, filters: Filters
   return removed;
 }
 
-/** Removes a network; refused while it has endpoints. */
+/** Removes a network; refused for a predefined one and while it has endpoints. */
 export async function removeNetwork(context: ControllerContext, network: NetworkRecord): Promise<void> {
+  if (isPredefined(context, network)) throw new Forbidden(`${network.name} is a pre-defined network and cannot be removed`);
   const store = context.records.storeOf(network);
   const stateKv = await store.get(keys.networkState(network.id));
   const endpoints = await context.records.networkEndpoints(network, 'throw');
@@ -256,6 +283,11 @@ async function reserveNetwork(context: ControllerContext, request: NetworkCreate
   if (!driver.usesIpam && request.configOnly !== true && (requestedPools.length > 0 || enableIPv6)) {
     throw new InvalidArgument(`the ${driver.name} driver assigns no addresses: --subnet, --ipv6 and other IPAM flags do not apply`);
   }
+  // A configuration-only network is of the null driver in name only: it counts neither way.
+  const single = driver.singleNetwork === true && request.configOnly !== true;
+  if (single && (await context.records.networks('skip')).some((network) => network.driver === driver.name && network.configOnly !== true)) {
+    throw new Forbidden(`only one instance of "${driver.name}" network is allowed`);
+  }
   const id = newId();
   const store = context.records.storeOf({ scope: driver.scope, name: request.name });
   const claimed = store === context.records.local ? await claimLocalName(context, request.name, id) : false;
@@ -277,6 +309,9 @@ async function storeNetwork(
 ): Promise<NetworkRecord> {
   const { ipamDriver, requestedPools, enableIPv4, enableIPv6 } = ipam;
   const cluster = context.records.cluster;
+  // Only local networks skip this host's routes, as in Docker: a global network's subnet serves every host,
+  // and this host's routes say nothing about the others'.
+  const routed = driver.usesIpam && driver.scope === 'local' ? ((await context.namespaces.routedSubnets?.()) ?? []) : [];
   for (let attempt = 0; attempt < MAX_CAS_RETRIES; attempt++) {
     for (const other of context.records.networkStores()) {
       if ((await other.get(keys.networkName(request.name))) !== undefined) {
@@ -297,7 +332,7 @@ async function storeNetwork(
     const pools = configOnly
       ? configPools(request)
       : driver.usesIpam
-      ? resolvePools({ scope: driver.scope === 'local' ? 'local' : 'global', enableIPv4, enableIPv6, requested: [...requestedPools], existing })
+      ? resolvePools({ scope: driver.scope === 'local' ? 'local' : 'global', enableIPv4, enableIPv6, requested: [...requestedPools], existing, routed })
       : [];
     const spec = {
       id,

@@ -1,6 +1,6 @@
 /**
- * Network namespaces that exist only in a Set: the controller's NamespaceOps
- * without touching the kernel.
+ * Network namespaces that exist only in a Set, and a host whose routes are a
+ * list: the controller's NamespaceOps without touching the kernel.
  */
 import type { NamespaceOps } from '../cnm/namespaces.js';
 import { NetctlError } from '../errors.js';
@@ -8,6 +8,8 @@ import { NetctlError } from '../errors.js';
 export class MemoryNamespaces implements NamespaceOps {
   /** Paths that exist; tests add foreign ones (`/proc/PID/ns/net`) here. */
   readonly paths = new Set<string>();
+  /** Subnets the "host" routes; tests add some here to see automatic pools skip them. */
+  readonly routed: string[] = [];
 
   async createNamed(name: string): Promise<string> {
     const path = `/var/run/netns/${name}`;
@@ -26,5 +28,9 @@ export class MemoryNamespaces implements NamespaceOps {
 
   async same(a: string, b: string): Promise<boolean> {
     return a === b;
+  }
+
+  async routedSubnets(): Promise<string[]> {
+    return [...this.routed];
   }
 }

@@ -18,9 +18,21 @@ interface Daemon {
   readonly exited: Promise<number | null>;
 }
 
-/** Starts a daemon and waits for its "listening" line (or its exit). */
+/** Starts a daemon and waits for its "listening" line (or its exit); without predefined networks, the lists are the test's own. */
 async function startDaemon(stateDir: string, socketPath: string): Promise<Daemon> {
-  const child = spawn('unshare', ['--net', process.execPath, NETCTL_BIN, 'daemon', '--state-dir', stateDir, '--socket', socketPath, '--dns', '127.0.0.1']);
+  const child = spawn('unshare', [
+    '--net',
+    process.execPath,
+    NETCTL_BIN,
+    'daemon',
+    '--state-dir',
+    stateDir,
+    '--socket',
+    socketPath,
+    '--dns',
+    '127.0.0.1',
+    '--predefined-networks=false',
+  ]);
   let stdout = '';
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
@@ -91,7 +103,7 @@ test('the daemon serves the API, keeps state across restarts, and stops on SIGTE
   running.delete(third);
 });
 
-test('--store-compact-interval takes a duration and needs a cluster store; a bad one is refused before anything starts', async (t) => {
+test('--store-compact-interval takes a duration and needs a cluster store, --bridge takes only none; bad ones are refused before anything starts', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'netctl-daemon-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const daemon = (...args: string[]) =>
@@ -102,6 +114,9 @@ test('--store-compact-interval takes a duration and needs a cluster store; a bad
   const alone = await daemon('--store-compact-interval', '10m');
   t.not(alone.code, 0);
   t.regex(alone.stderr, /--store-compact-interval needs a cluster store \(--store\)/);
+  const bridge = await daemon('--bridge', 'docker0');
+  t.not(bridge.code, 0);
+  t.regex(bridge.stderr, /invalid --bridge "docker0": only none \(no default bridge network\) is supported/);
   t.false(existsSync(join(dir, 'state', 'store.db')), 'no state was made');
 });
 

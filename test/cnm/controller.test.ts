@@ -1,10 +1,11 @@
 import test from 'ava';
 import { toDockerNetwork } from '../../src/api/docker.js';
 import { Controller } from '../../src/cnm/controller.js';
+import { HostDriver } from '../../src/drivers/host/host.js';
 import { NullDriver } from '../../src/drivers/null/null.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { MemoryNamespaces, RecordingDriver } from './doubles.js';
-import { silentLogger } from '../../src/log.js';
+import { levelLogger, silentLogger } from '../../src/log.js';
 
 async function setup() {
   const store = new MemoryStore();
@@ -54,6 +55,21 @@ test('full lifecycle: network, sandbox, connect, inspect, disconnect, remove', a
   await controller.removeNetwork('web');
   t.deepEqual(await controller.listNetworks(), []);
   t.is(driver.networks.size, 0);
+});
+
+test("automatic subnets of local networks skip what the host routes; a global network's serve every host and do not", async (t) => {
+  const namespaces = new MemoryNamespaces();
+  namespaces.routed.push('172.17.0.1/16');
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    globalStore: new MemoryStore(),
+    drivers: [new RecordingDriver(), new RecordingDriver('overlay', 'global')],
+    namespaces,
+    logger: silentLogger,
+  });
+  t.is((await controller.createNetwork({ name: 'local' })).network.ipam.config[0]?.subnet, '172.18.0.0/16');
+  namespaces.routed.push('10.0.0.0/8');
+  t.is((await controller.createNetwork({ name: 'global', driver: 'overlay' })).network.ipam.config[0]?.subnet, '10.0.0.0/24');
 });
 
 test('addresses are released on disconnect and the lowest free one is reused', async (t) => {
@@ -252,6 +268,49 @@ test('list filters and prune follow docker', async (t) => {
   t.deepEqual(await controller.pruneNetworks({ label: ['tier=web'] }), ['front']);
   t.deepEqual((await controller.pruneNetworks()).sort(), ['none0']);
   t.deepEqual(await names({}), ['back']);
+});
+
+test('predefined networks are made at open when missing, cannot be removed, are kept by prune and listed as builtin', async (t) => {
+  const store = new MemoryStore();
+  const driver = new RecordingDriver();
+  const predefinedNetworks = [
+    { name: 'none', driver: 'null' },
+    { name: 'host', driver: 'host' },
+    { name: 'bridge', driver: 'bridge', options: { 'com.docker.network.bridge.default_bridge': 'true' } },
+  ];
+  const open = () => Controller.open({ store, drivers: [driver, new NullDriver(), new HostDriver()], namespaces: new MemoryNamespaces(), predefinedNetworks, logger: silentLogger });
+  let controller = await open();
+  const names = async (filters: Record<string, string[]> = {}) => (await controller.listNetworks(filters)).map((view) => view.network.name).sort();
+  t.deepEqual(await names(), ['bridge', 'host', 'none']);
+  t.is((await controller.inspectNetwork('bridge')).network.ipam.config[0]?.subnet, '172.17.0.0/16');
+  const ids = (await controller.listNetworks()).map((view) => view.network.id).sort();
+
+  await controller.createNetwork({ name: 'mine' });
+  for (const name of ['bridge', 'host', 'none']) {
+    await t.throwsAsync(controller.removeNetwork(name), { code: 'Forbidden', message: `${name} is a pre-defined network and cannot be removed` });
+  }
+  t.deepEqual(await names({ type: ['builtin'] }), ['bridge', 'host', 'none']);
+  t.deepEqual(await names({ type: ['custom'] }), ['mine']);
+  t.deepEqual(await controller.pruneNetworks(), ['mine']);
+
+  // A restart finds them and makes no second one.
+  await controller.close();
+  controller = await open();
+  t.deepEqual((await controller.listNetworks()).map((view) => view.network.id).sort(), ids);
+  t.is(driver.calls.filter((call) => call.call === 'createNetwork' && call.name === 'bridge').length, 2, 'made, then restored');
+});
+
+test('a predefined network that cannot be made is logged and the controller opens all the same', async (t) => {
+  const errors: string[] = [];
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    drivers: [new RecordingDriver()],
+    namespaces: new MemoryNamespaces(),
+    predefinedNetworks: [{ name: 'host', driver: 'host' }, { name: 'bridge' }],
+    logger: levelLogger((level, message) => level === 'error' && errors.push(message)),
+  });
+  t.deepEqual((await controller.listNetworks()).map((view) => view.network.name), ['bridge']);
+  t.deepEqual(errors, ['predefined network host not made: unknown network driver "host" (available: bridge)']);
 });
 
 test('network lookup: full id, name, unique id prefix, ambiguity', async (t) => {

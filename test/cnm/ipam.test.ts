@@ -10,6 +10,7 @@ function resolve(input: {
   enableIPv6?: boolean;
   requested?: PoolRequest[];
   existing?: ExistingPool[];
+  routed?: string[];
 }): IpamPoolConfig[] {
   return resolvePools({
     scope: input.scope ?? 'local',
@@ -17,6 +18,7 @@ function resolve(input: {
     enableIPv6: input.enableIPv6 ?? false,
     requested: input.requested ?? [],
     existing: input.existing ?? [],
+    routed: input.routed ?? [],
   });
 }
 
@@ -63,6 +65,18 @@ test('after 172.31.0.0/16 the default falls through to 192.168.x.0/20', (t) => {
   t.deepEqual(resolve({ existing: more }), [{ subnet: '192.168.32.0/20', gateway: '192.168.32.1' }]);
   // One existing network covering all the 172 pools at once.
   t.deepEqual(resolve({ existing: [{ networkName: 'corp', subnet: '172.16.0.0/12' }] })[0]?.subnet, '192.168.0.0/20');
+});
+
+test('default pools skip what the host routes, addresses with host bits included; a requested subnet may overlap a route', (t) => {
+  t.deepEqual(resolve({ routed: ['172.17.0.0/16', '172.18.5.7/24'] }), [{ subnet: '172.19.0.0/16', gateway: '172.19.0.1' }]);
+  t.deepEqual(resolve({ enableIPv4: false, enableIPv6: true, routed: ['fd00:d0c::1/64'] }), [
+    { subnet: 'fd00:d0c:0:1::/64', gateway: 'fd00:d0c:0:1::1' },
+  ]);
+  t.deepEqual(resolve({ routed: ['172.17.0.0/16'], requested: [{ subnet: '172.17.0.0/16' }] }), [{ subnet: '172.17.0.0/16', gateway: '172.17.0.1' }]);
+  t.throws(() => resolve({ routed: ['172.16.0.0/12', '192.168.0.0/16'] }), {
+    instanceOf: Conflict,
+    message: 'all predefined address pools have been fully subnetted',
+  });
 });
 
 test('when every default pool is taken, creation fails', (t) => {

@@ -17,6 +17,7 @@ driverCompliance('null driver', async () => {
       return controller;
     },
     driver: 'null',
+    noInterface: true,
     sandboxName: (base) => base,
     async reopen() {
       await controller.close();
@@ -36,19 +37,54 @@ test('null networks have no IPAM and endpoints no addresses', async (t) => {
     namespaces: new MemoryNamespaces(),
     logger: silentLogger,
   });
-  const network = toDockerNetwork(await controller.createNetwork({ name: 'none', driver: 'null' }));
+  // Asking for encryption is refused, as it would change nothing; another option is kept as Docker keeps it, with a warning.
+  await t.throwsAsync(controller.createNetwork({ name: 'x', driver: 'null', options: { encrypted: '' } }), {
+    message: /option "encrypted" is for overlay networks/,
+  });
+  const created = await controller.createNetwork({ name: 'none', driver: 'null', options: { a: 'b' } });
+  t.deepEqual(created.warnings, ['option "a" is not one the null driver acts on: it is stored and shown, and changes nothing']);
+  const network = toDockerNetwork(created);
   t.deepEqual(network.IPAM.Config, []);
   await controller.createSandbox({ name: 's' });
   const endpoint = await controller.connect('none', 's');
   t.is(endpoint.ipv4Address, undefined);
   t.is(toDockerNetwork(await controller.inspectNetwork('none')).Containers[endpoint.sandboxId ?? '']?.IPv4Address, '');
-  // Kept as Docker keeps it, with a warning; asking for encryption is refused, as it would change nothing.
-  t.deepEqual((await controller.createNetwork({ name: 'x', driver: 'null', options: { a: 'b' } })).warnings, [
-    'option "a" is not one the null driver acts on: it is stored and shown, and changes nothing',
-  ]);
-  await t.throwsAsync(controller.createNetwork({ name: 'y', driver: 'null', options: { encrypted: '' } }), {
-    message: /option "encrypted" is for overlay networks/,
+});
+
+test('null endpoints get no interface name, and asking for one is refused', async (t) => {
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    drivers: [new NullDriver()],
+    namespaces: new MemoryNamespaces(),
+    logger: silentLogger,
   });
+  await controller.createNetwork({ name: 'none', driver: 'null' });
+  await controller.createSandbox({ name: 's' });
+  await controller.createSandbox({ name: 'named' });
+  t.is((await controller.connect('none', 's')).ifName, undefined);
+  t.deepEqual((await controller.inspectSandbox('s')).endpoints.map((endpoint) => endpoint.ifName), [undefined]);
+  await t.throwsAsync(controller.connect('none', 'named', { ifName: 'eth0' }), {
+    code: 'InvalidArgument',
+    message: 'network none (driver null) puts no interface in the sandbox: an interface name does not apply',
+  });
+  t.deepEqual((await controller.inspectSandbox('named')).endpoints, []);
+});
+
+test('only one null network may exist, as in Docker', async (t) => {
+  const controller = await Controller.open({
+    store: new MemoryStore(),
+    drivers: [new NullDriver()],
+    namespaces: new MemoryNamespaces(),
+    logger: silentLogger,
+  });
+  await controller.createNetwork({ name: 'none', driver: 'null' });
+  await t.throwsAsync(controller.createNetwork({ name: 'other', driver: 'null' }), {
+    code: 'Forbidden',
+    message: 'only one instance of "null" network is allowed',
+  });
+  await controller.removeNetwork('none');
+  await controller.createNetwork({ name: 'other', driver: 'null' });
+  t.deepEqual((await controller.listNetworks()).map((view) => view.network.name), ['other']);
 });
 
 test('endpoints without an IPv4 address get distinct random MACs outside the 02:42 range', async (t) => {

@@ -75,6 +75,8 @@ export interface ClusterOptions {
   readonly daemonArgsFor?: (host: SimHost) => readonly string[];
   /** What startDaemon waits for (see DaemonOptions.until); `listening` for a checkout whose daemon never says `ready`. */
   readonly daemonUntil?: 'listening' | 'ready';
+  /** Whether the daemons make Docker's predefined networks (see DaemonOptions.predefinedNetworks). */
+  readonly predefinedNetworks?: boolean;
 }
 
 export async function makeCluster(hostCount: number, options: ClusterOptions = {}): Promise<Cluster> {
@@ -156,6 +158,7 @@ export async function makeCluster(hostCount: number, options: ClusterOptions = {
       socket: host.socket,
       ...(options.cli === undefined ? {} : { cli: options.cli }),
       ...(options.daemonUntil === undefined ? {} : { until: options.daemonUntil }),
+      ...(options.predefinedNetworks === undefined ? {} : { predefinedNetworks: options.predefinedNetworks }),
       args: [
         '--store',
         etcd.url.replace(/^http:/, 'etcd:'),

@@ -24,6 +24,13 @@ export interface DaemonOptions {
   readonly socket: string;
   /** More daemon flags (`--store`, `--dns`…). */
   readonly args?: readonly string[];
+  /**
+   * Whether the daemon makes Docker's predefined networks (bridge, host,
+   * none). Default false, so a test lists only the networks it made; left
+   * to the daemon's own default when `cli` is another build, which may not
+   * know the flag.
+   */
+  readonly predefinedNetworks?: boolean;
   /** The `bin/netctl.js` to run, e.g. another checkout's (default: this checkout's). */
   readonly cli?: string;
   /** Flags for node itself, before the script (`--cpu-prof`…). */
@@ -36,6 +43,7 @@ export interface DaemonOptions {
 /** Starts the daemon and resolves once it says it is listening; rejects with its output if it exits or stalls. */
 export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon> {
   if (options.cli === undefined) assertBuilt();
+  const predefinedOff = options.predefinedNetworks === false || (options.predefinedNetworks === undefined && options.cli === undefined);
   const child = spawn(
     'nsenter',
     [
@@ -48,6 +56,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
       options.stateDir,
       '--socket',
       options.socket,
+      ...(predefinedOff ? ['--predefined-networks=false'] : []),
       ...(options.args ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },

@@ -56,23 +56,25 @@ async function host(t: import('ava').ExecutionContext, cluster: MemoryStore) {
   const localStore = new MemoryStore();
   const bridge = new RecordingDriver('bridge');
   const overlay = new OverlayDouble('overlay', 'global');
+  const namespaces = new MemoryNamespaces();
   const controller = await Controller.open({
     store: localStore,
     globalStore: cluster,
     drivers: [bridge, overlay, new NullDriver()],
-    namespaces: new MemoryNamespaces(),
+    namespaces,
     logger: silentLogger,
   });
   const dir = await mkdtemp(join(tmpdir(), 'netctl-plugin-'));
   const socket = join(dir, 'netctl.sock');
-  const plugin = new DockerPluginServer({ controller, localStore, clusterStore: cluster });
+  // As the daemon wires it: the plugin's IPAM skips the routes the controller skips.
+  const plugin = new DockerPluginServer({ controller, localStore, clusterStore: cluster, routedSubnets: () => namespaces.routedSubnets() });
   await plugin.listen(socket);
   t.teardown(async () => {
     await plugin.close();
     await controller.close();
     await rm(dir, { recursive: true, force: true });
   });
-  return { controller, localStore, bridge, overlay, call: (path: string, body?: unknown) => post(socket, path, body) };
+  return { controller, localStore, bridge, overlay, namespaces, call: (path: string, body?: unknown) => post(socket, path, body) };
 }
 
 async function pluginKeys(store: MemoryStore): Promise<string[]> {
@@ -195,13 +197,15 @@ test('IPAM: two hosts share a subnet and never hand out one address twice; one h
   t.deepEqual(await pluginKeys(cluster), []);
 });
 
-test('IPAM: an automatic pool skips every network netctl has and every pool held', async (t) => {
+test('IPAM: an automatic pool skips every network netctl has, every pool held and every subnet the host routes', async (t) => {
   const cluster = new MemoryStore();
-  const { call, controller } = await host(t, cluster);
+  const { call, controller, namespaces } = await host(t, cluster);
   await controller.createNetwork({ name: 'mine' });
   const auto = { AddressSpace: 'local', Pool: '', SubPool: '', Options: {}, V6: false };
   t.is((await call('/IpamDriver.RequestPool', auto)).body['Pool'], '172.18.0.0/16');
   t.is((await call('/IpamDriver.RequestPool', auto)).body['Pool'], '172.19.0.0/16');
+  namespaces.routed.push('172.20.0.0/16', '172.21.3.4/24');
+  t.is((await call('/IpamDriver.RequestPool', auto)).body['Pool'], '172.22.0.0/16');
   const unknownOption = await call('/IpamDriver.RequestPool', { ...auto, Options: { color: 'blue' } });
   t.is(unknownOption.status, 500);
   t.regex(String(unknownOption.body['Err']), /unknown IPAM option "color"/);

@@ -23,8 +23,10 @@ export const BRIDGE_NAME_OPTION = 'com.docker.network.bridge.name';
 export const ENABLE_ICC_OPTION = 'com.docker.network.bridge.enable_icc';
 export const ENABLE_MASQUERADE_OPTION = 'com.docker.network.bridge.enable_ip_masquerade';
 export const MTU_OPTION = 'com.docker.network.driver.mtu';
+/** Marks Docker's default bridge network (the daemon's `bridge`); it is wired as any other bridge network. */
+export const DEFAULT_BRIDGE_OPTION = 'com.docker.network.bridge.default_bridge';
 
-export const BRIDGE_OPTIONS: ReadonlySet<string> = new Set([BRIDGE_NAME_OPTION, ENABLE_ICC_OPTION, ENABLE_MASQUERADE_OPTION, MTU_OPTION]);
+export const BRIDGE_OPTIONS: ReadonlySet<string> = new Set([BRIDGE_NAME_OPTION, ENABLE_ICC_OPTION, ENABLE_MASQUERADE_OPTION, MTU_OPTION, DEFAULT_BRIDGE_OPTION]);
 const IFNAME_PATTERN = /^[a-zA-Z0-9_.:-]{1,15}$/;
 
 export interface BridgeConfig {
@@ -112,6 +114,8 @@ export function bridgeConfig(network: Pick<NetworkRecord, 'id' | 'options'>): Br
   }
   const icc = network.options[ENABLE_ICC_OPTION];
   const masquerade = network.options[ENABLE_MASQUERADE_OPTION];
+  const defaultBridge = network.options[DEFAULT_BRIDGE_OPTION];
+  if (defaultBridge !== undefined) parseBool(DEFAULT_BRIDGE_OPTION, defaultBridge);
   return {
     bridgeName,
     enableIcc: icc === undefined ? true : parseBool(ENABLE_ICC_OPTION, icc),

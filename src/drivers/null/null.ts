@@ -1,7 +1,8 @@
 /**
  * The null driver: endpoints exist in the model but get no interface and no
  * addresses (Docker's `none` network). Useful for sandboxes that a runtime
- * wires itself, and as the simplest driver in the compliance suite.
+ * wires itself, and as the simplest driver in the compliance suite. Like
+ * Docker's, it allows one network: there is nothing to tell two apart.
  */
 import type { JoinRequest, LeaveRequest, NetworkDriver, NetworkSpec } from '../../cnm/driver.js';
 import { InvalidArgument } from '../../errors.js';
@@ -12,6 +13,8 @@ export class NullDriver implements NetworkDriver {
   readonly usesIpam = false;
   readonly providesDefaultRoute = false;
   readonly options: ReadonlySet<string> = new Set();
+  readonly makesInterfaces = false;
+  readonly singleNetwork = true;
 
   validate(network: NetworkSpec): void {
     // Refused rather than kept: a user who asked for encryption must not believe it is on.

@@ -196,9 +196,9 @@ export class DockerIpam {
       ...(await this.host.controller.listNetworks()).flatMap((view) =>
         view.network.ipam.config.map((pool) => ({ networkName: view.network.name, subnet: pool.subnet })),
       ),
-      ...((await this.host.routedSubnets?.()) ?? []).map((subnet) => ({ networkName: `(route of this host) ${subnet}`, subnet })),
     ];
-    const [picked] = resolvePools({ scope: 'local', enableIPv4: !v6, enableIPv6: v6, requested: [], existing });
+    const routed = (await this.host.routedSubnets?.()) ?? [];
+    const [picked] = resolvePools({ scope: 'local', enableIPv4: !v6, enableIPv6: v6, requested: [], existing, routed });
     if (picked === undefined) throw new Conflict('all predefined address pools have been fully subnetted');
     return picked.subnet;
   }
