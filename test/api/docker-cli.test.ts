@@ -99,6 +99,9 @@ test('docker network connect and disconnect a sandbox', async (t) => {
   const containers = JSON.parse(await ok(t, ['network', 'inspect', '-f', '{{json .Containers}}', 'green']));
   t.is(containers[sandbox.id].Name, 'box');
   t.is(containers[sandbox.id].IPv4Address, '10.81.0.7/24');
+  const twice = await t.context.docker(['network', 'connect', 'green', 'box']);
+  t.is(twice.code, 1);
+  t.is(twice.stderr, 'Error response from daemon: endpoint with name box already exists in network green\n');
   const inUse = await t.context.docker(['network', 'rm', 'green']);
   t.is(inUse.code, 1);
   t.regex(inUse.stderr, /has active endpoints/);

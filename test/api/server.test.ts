@@ -225,7 +225,8 @@ test('connect and disconnect a sandbox; the network shows it under Containers', 
   t.is(sandbox.Networks[id].IPv4Address, '10.88.0.10/24');
 
   const twice = await call(t.context, 'POST', '/networks/net/connect', { Container: 'box' });
-  t.is(twice.status, 409);
+  t.is(twice.status, 403);
+  t.is(twice.json.message, 'endpoint with name box already exists in network net');
   const unknownSandbox = await call(t.context, 'POST', '/networks/net/connect', { Container: 'ghost' });
   t.is(unknownSandbox.status, 404);
   t.is(unknownSandbox.json.message, 'sandbox ghost not found');

@@ -156,7 +156,7 @@ test('bad input is refused with a clear error and changes nothing', async (t) =>
     [controller.createNetwork({ name: 'bad name!' }), 'InvalidArgument', /invalid network name/],
     [controller.createNetwork({ name: 'x', driver: 'null', enableIPv6: true }), 'InvalidArgument', /assigns no addresses/],
     [controller.connect('taken', 't', { ipv4Address: '10.1.0.9' }), 'Conflict', /10\.1\.0\.9/],
-    [controller.connect('taken', 's'), 'Conflict', /already connected to network taken/],
+    [controller.connect('taken', 's'), 'Forbidden', /^endpoint with name s already exists in network taken$/],
     [controller.connect('taken', 'nosuch'), 'SandboxNotFound', /sandbox nosuch not found/],
     [controller.connect('nosuch', 't'), 'NetworkNotFound', /network nosuch not found/],
     [controller.removeNetwork('taken'), 'Forbidden', /active endpoints/],
@@ -430,7 +430,7 @@ test('a store from before per-record IPAM is moved to a key per address and name
   const reopened = await open();
   t.deepEqual(JSON.parse((await store.get(`network-state/${network.id}`))?.value ?? ''), {});
   t.deepEqual((await store.list(`ipam/addresses/${network.id}/`)).map((kv) => [kv.key.split('/').at(-1), kv.value]), [['10.9.0.2', a.id]]);
-  await t.throwsAsync(reopened.connect('web', 'a'), { message: /already connected/ });
+  await t.throwsAsync(reopened.connect('web', 'a'), { message: /endpoint with name a already exists in network web/ });
   const b = await reopened.connect('web', 'b');
   t.is(b.ipv4Address, '10.9.0.3/24', 'the migrated address stays taken');
 });
