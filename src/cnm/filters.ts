@@ -74,8 +74,32 @@ function parseBool(key: string, value: string): boolean {
   throw new InvalidArgument(`invalid filter '${key}=${value}': expected true or false`);
 }
 
+/**
+ * A `name` or `id` filter value as moby's filters.Args.Match reads it: a
+ * regular expression found anywhere in the field (`name=^web$` is exact,
+ * `name=we` matches web). Go's RE2 syntax reads the same in JavaScript for
+ * what people write, except flags, which Go puts in front: `(?i)web`.
+ */
+function filterPattern(key: string, value: string): RegExp {
+  const flags = /^\(\?([ims]+)\)/.exec(value);
+  try {
+    return flags === null ? new RegExp(value) : new RegExp(value.slice(flags[0].length), flags[1]);
+  } catch (err) {
+    throw new InvalidArgument(`invalid filter '${key}=${value}': not a regular expression (${(err as Error).message})`);
+  }
+}
+
+/** Whether the field equals the value or the value's pattern matches it (the equality first, as moby's Match does). */
+function matchesPattern(key: string, value: string, field: string): boolean {
+  return field === value || filterPattern(key, value).test(field);
+}
+
 export function validateListFilters(filters: Filters): void {
   checkKeys(filters, LIST_KEYS);
+  // Checked up front: Docker skips a pattern that does not compile, which hides the typo as "no such network".
+  for (const key of ['name', 'id']) {
+    for (const value of filters[key] ?? []) filterPattern(key, value);
+  }
   for (const value of filters['type'] ?? []) {
     if (value !== 'custom' && value !== 'builtin') {
       throw new InvalidArgument(`invalid filter 'type=${value}': expected custom or builtin`);
@@ -84,7 +108,7 @@ export function validateListFilters(filters: Filters): void {
   for (const value of filters['dangling'] ?? []) parseBool('dangling', value);
 }
 
-/** Docker's list filter: name and id match substrings/prefixes, the rest exactly. */
+/** Docker's list filter: name and id are patterns (see filterPattern), the rest match exactly. */
 export function matchesListFilters(network: NetworkRecord, endpointCount: number, filters: Filters): boolean {
   const any = (key: string, test: (value: string) => boolean): boolean => {
     const values = filters[key];
@@ -92,8 +116,8 @@ export function matchesListFilters(network: NetworkRecord, endpointCount: number
   };
   return (
     any('driver', (v) => network.driver === v) &&
-    any('id', (v) => network.id.startsWith(v)) &&
-    any('name', (v) => network.name.includes(v)) &&
+    any('id', (v) => matchesPattern('id', v, network.id)) &&
+    any('name', (v) => matchesPattern('name', v, network.name)) &&
     any('scope', (v) => network.scope === v) &&
     any('type', (v) => v === 'custom') &&
     any('dangling', (v) => parseBool('dangling', v) === (endpointCount === 0)) &&

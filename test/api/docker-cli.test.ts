@@ -92,6 +92,19 @@ test('docker network create, ls, inspect, rm', async (t) => {
   t.is(await ok(t, ['network', 'ls', '-q']), '');
 });
 
+test('docker network ls --filter name= and id= take regular expressions, as dockerd does', async (t) => {
+  for (const name of ['web', 'web2', 'webby', 'db']) await ok(t, ['network', 'create', '-d', 'null', name]);
+  const names = async (...filters: string[]) => ok(t, ['network', 'ls', ...filters.flatMap((f) => ['--filter', f]), '--format', '{{.Name}}']);
+  t.is(await names('name=^web$'), 'web\n');
+  t.is(await names('name=^web[0-9]$', 'name=^db$'), 'db\nweb2\n');
+  t.is(await names('name=eb'), 'web\nweb2\nwebby\n');
+  const id = (await ok(t, ['network', 'inspect', '-f', '{{.Id}}', 'webby'])).trim();
+  t.is(await names(`id=^${id.slice(0, 12)}`), 'webby\n');
+  const bad = await t.context.docker(['network', 'ls', '--filter', 'name=web(']);
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /^Error response from daemon: invalid filter 'name=web\(': not a regular expression \(/);
+});
+
 test('docker network connect and disconnect a sandbox', async (t) => {
   await ok(t, ['network', 'create', '--subnet', '10.81.0.0/24', 'green']);
   const sandbox = await t.context.fixture.controller.createSandbox({ name: 'box' });

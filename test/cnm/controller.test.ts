@@ -243,6 +243,18 @@ test('list filters and prune follow docker', async (t) => {
   await controller.connect('back', 's');
   const names = async (filters: Record<string, string[]>) => (await controller.listNetworks(filters)).map(toDockerNetwork).map((n) => n.Name).sort();
   t.deepEqual(await names({ name: ['ron'] }), ['front']);
+  // name and id are regular expressions, as moby's filters.Args.Match reads them.
+  t.deepEqual(await names({ name: ['^ba'] }), ['back']);
+  t.deepEqual(await names({ name: ['^(front|none0)$'] }), ['front', 'none0']);
+  t.deepEqual(await names({ name: ['^fro$'] }), []);
+  t.deepEqual(await names({ name: ['(?i)^BACK$'] }), ['back']);
+  const backId = (await controller.inspectNetwork('back')).network.id;
+  t.deepEqual(await names({ id: [`^${backId.slice(0, 12)}`] }), ['back']);
+  t.deepEqual(await names({ id: [backId.slice(20, 40)] }), ['back'], 'anywhere in the id, not only a prefix');
+  await t.throwsAsync(controller.listNetworks({ name: ['web('] }), {
+    code: 'InvalidArgument',
+    message: /^invalid filter 'name=web\(': not a regular expression \(.*\)$/,
+  });
   t.deepEqual(await names({ label: ['tier'] }), ['back', 'front']);
   t.deepEqual(await names({ label: ['tier=db'] }), ['back']);
   t.deepEqual(await names({ driver: ['null'] }), ['none0']);
