@@ -14,6 +14,7 @@ export type {
   PublishedPortRequest,
   SandboxCreateRequest,
   SandboxInfo,
+  SandboxNetwork,
   ServiceCreateRequest,
   ServiceView,
 } from './cnm/types.js';
