@@ -8,6 +8,7 @@ export { ApiClient, DEFAULT_HOST, DaemonUnreachable, isDaemonError } from './api
 export type { PingResult } from './api/client.js';
 export { API_VERSION, MIN_API_VERSION } from './api/types.js';
 export type {
+  InfoJson,
   IpamConfigBody,
   NetworkConnectBody,
   NetworkCreateBody,
@@ -22,7 +23,16 @@ export type {
   ServiceCreateResponse,
   VersionJson,
 } from './api/types.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerPortConfig, DockerService } from './api/docker.js';
+export type {
+  DockerContainer,
+  DockerContainerSummary,
+  DockerEndpointResource,
+  DockerEndpointSettings,
+  DockerIpamConfig,
+  DockerNetwork,
+  DockerPortConfig,
+  DockerService,
+} from './api/docker.js';
 export type { Filters } from './cnm/filters.js';
 export {
   Conflict,

@@ -14,6 +14,7 @@ export type {
   PublishedPortRequest,
   SandboxCreateRequest,
   SandboxInfo,
+  SandboxNetwork,
   ServiceCreateRequest,
   ServiceView,
 } from './cnm/types.js';
@@ -40,8 +41,17 @@ export { LOG_LEVELS, consoleWarnings, levelLogger, parseLogLevel, silentLogger }
 export type { LogLevel, Logger } from './log.js';
 export { parseFilterArgs, parseFiltersJson } from './cnm/filters.js';
 export type { Filters } from './cnm/filters.js';
-export { toDockerNetwork, toDockerService } from './api/docker.js';
-export type { DockerEndpointResource, DockerIpamConfig, DockerNetwork, DockerPortConfig, DockerService } from './api/docker.js';
+export { toDockerContainer, toDockerContainerSummary, toDockerNetwork, toDockerService } from './api/docker.js';
+export type {
+  DockerContainer,
+  DockerContainerSummary,
+  DockerEndpointResource,
+  DockerEndpointSettings,
+  DockerIpamConfig,
+  DockerNetwork,
+  DockerPortConfig,
+  DockerService,
+} from './api/docker.js';
 export type { PoolRequest } from './cnm/ipam.js';
 export type { NamespaceOps } from './cnm/namespaces.js';
 export type {
@@ -74,6 +84,7 @@ export { ApiClient, DEFAULT_HOST, DaemonUnreachable, isDaemonError } from './api
 export type { PingResult } from './api/client.js';
 export { API_VERSION, MIN_API_VERSION } from './api/types.js';
 export type {
+  InfoJson,
   IpamConfigBody,
   NetworkConnectBody,
   NetworkCreateBody,

@@ -1,11 +1,11 @@
 /**
- * Docker's JSON shape for a network (`docker network inspect`, `GET /networks`),
- * rendered from the controller's views. Sandboxes stand where Docker has
- * containers.
+ * Docker's JSON shapes for a network (`docker network inspect`, `GET /networks`),
+ * a service and a container, rendered from the controller's views.
+ * Sandboxes stand where Docker has containers.
  */
-import type { NetworkView, ServiceView } from '../cnm/types.js';
+import type { NetworkView, SandboxInfo, SandboxNetwork, ServiceView } from '../cnm/types.js';
 import type { NetworkPeer } from '../cnm/driver.js';
-import type { PublishedPort } from '../records.js';
+import type { EndpointRecord, PublishedPort } from '../records.js';
 
 export interface DockerIpamConfig {
   Subnet: string;
@@ -187,4 +187,195 @@ export function toDockerService({ service, tasks, balancing }: ServiceView): Doc
 
 function portConfigJson(port: PublishedPort): DockerPortConfig {
   return { Protocol: port.protocol, TargetPort: port.targetPort, PublishedPort: port.publishedPort, PublishMode: port.publishMode };
+}
+
+/** Docker's EndpointSettings: one network of a container (`NetworkSettings.Networks`). */
+export interface DockerEndpointSettings {
+  /** The addresses asked for at connect; netctl keeps the addresses, not whether they were asked for. */
+  IPAMConfig: null;
+  Links: null;
+  MacAddress: string;
+  Aliases: string[];
+  DriverOpts: null;
+  NetworkID: string;
+  EndpointID: string;
+  /** The network's gateway when it routes the sandbox (empty on internal and overlay networks, as in Docker). */
+  Gateway: string;
+  IPAddress: string;
+  IPPrefixLen: number;
+  IPv6Gateway: string;
+  GlobalIPv6Address: string;
+  GlobalIPv6PrefixLen: number;
+  /** The names the embedded DNS answers with this endpoint's address on the network. */
+  DNSNames: string[];
+}
+
+/**
+ * Docker's container JSON (`docker inspect`, `GET /containers/{id}/json`)
+ * for a sandbox: what a network tool reads (the namespace, the networks),
+ * and for the rest the values of a container without image or process.
+ */
+export interface DockerContainer {
+  Id: string;
+  Created: string;
+  Path: string;
+  Args: string[];
+  State: {
+    Status: 'running';
+    Running: true;
+    Paused: false;
+    Restarting: false;
+    OOMKilled: false;
+    Dead: false;
+    Pid: number;
+    ExitCode: number;
+    Error: string;
+    StartedAt: string;
+    FinishedAt: string;
+  };
+  Image: string;
+  ResolvConfPath: string;
+  /** With Docker's leading slash. */
+  Name: string;
+  RestartCount: number;
+  Driver: string;
+  Platform: string;
+  Mounts: [];
+  Config: { Hostname: string; Domainname: string; User: string; Env: string[]; Cmd: null; Image: string; Labels: Record<string, string> };
+  NetworkSettings: {
+    SandboxID: string;
+    /** The namespace's path, as Docker gives its sandbox's. */
+    SandboxKey: string;
+    Ports: Record<string, never>;
+    /** By network name. */
+    Networks: Record<string, DockerEndpointSettings>;
+  };
+}
+
+/** Docker's container list entry (`docker ps`, `GET /containers/json`) for a sandbox. */
+export interface DockerContainerSummary {
+  Id: string;
+  Names: string[];
+  Image: string;
+  ImageID: string;
+  Command: string;
+  /** Unix seconds. */
+  Created: number;
+  Ports: [];
+  Labels: Record<string, string>;
+  State: 'running';
+  /** As Docker words it: "Up 5 minutes". */
+  Status: string;
+  NetworkSettings: { Networks: Record<string, DockerEndpointSettings> };
+  Mounts: [];
+}
+
+/** Go's zero time, which Docker gives for a container that has not finished. */
+const ZERO_TIME = '0001-01-01T00:00:00Z';
+
+export function toDockerContainer(sandbox: SandboxInfo): DockerContainer {
+  return {
+    Id: sandbox.id,
+    Created: sandbox.created,
+    Path: '',
+    Args: [],
+    // A sandbox is a namespace, not a process: running while it exists, with no Pid of its own.
+    State: {
+      Status: 'running',
+      Running: true,
+      Paused: false,
+      Restarting: false,
+      OOMKilled: false,
+      Dead: false,
+      Pid: 0,
+      ExitCode: 0,
+      Error: '',
+      StartedAt: sandbox.created,
+      FinishedAt: ZERO_TIME,
+    },
+    Image: '',
+    ResolvConfPath: sandbox.resolvConfPath ?? '',
+    Name: `/${sandbox.name}`,
+    RestartCount: 0,
+    Driver: '',
+    Platform: 'linux',
+    Mounts: [],
+    // Its name is the hostname other sandboxes resolve it by.
+    Config: { Hostname: sandbox.name, Domainname: '', User: '', Env: [], Cmd: null, Image: '', Labels: { ...sandbox.labels } },
+    NetworkSettings: { SandboxID: sandbox.id, SandboxKey: sandbox.netnsPath, Ports: {}, Networks: endpointSettingsByNetwork(sandbox) },
+  };
+}
+
+export function toDockerContainerSummary(sandbox: SandboxInfo, now: Date): DockerContainerSummary {
+  return {
+    Id: sandbox.id,
+    Names: [`/${sandbox.name}`],
+    Image: '',
+    ImageID: '',
+    Command: '',
+    Created: Math.floor(new Date(sandbox.created).getTime() / 1000),
+    Ports: [],
+    Labels: { ...sandbox.labels },
+    State: 'running',
+    Status: `Up ${humanDuration(now.getTime() - new Date(sandbox.created).getTime())}`,
+    NetworkSettings: { Networks: endpointSettingsByNetwork(sandbox) },
+    Mounts: [],
+  };
+}
+
+function endpointSettingsByNetwork(sandbox: SandboxInfo): Record<string, DockerEndpointSettings> {
+  const networks: Record<string, DockerEndpointSettings> = {};
+  for (const endpoint of sandbox.endpoints) {
+    const network = sandbox.networks[endpoint.networkId];
+    // An endpoint whose network record is unreadable still shows, under its network's id.
+    networks[network?.name ?? endpoint.networkId] = endpointSettings(endpoint, network);
+  }
+  return networks;
+}
+
+function endpointSettings(endpoint: EndpointRecord, network: SandboxNetwork | undefined): DockerEndpointSettings {
+  const [ipv4, ipv4PrefixLen] = splitCidr(endpoint.ipv4Address);
+  const [ipv6, ipv6PrefixLen] = splitCidr(endpoint.ipv6Address);
+  return {
+    IPAMConfig: null,
+    Links: null,
+    MacAddress: endpoint.macAddress,
+    Aliases: [...endpoint.aliases],
+    DriverOpts: null,
+    NetworkID: endpoint.networkId,
+    EndpointID: endpoint.id,
+    Gateway: network?.ipv4Gateway ?? '',
+    IPAddress: ipv4,
+    IPPrefixLen: ipv4PrefixLen,
+    IPv6Gateway: network?.ipv6Gateway ?? '',
+    GlobalIPv6Address: ipv6,
+    GlobalIPv6PrefixLen: ipv6PrefixLen,
+    // As the embedded DNS keys them (dns/records.ts): the endpoint's name, then its aliases.
+    DNSNames: [...new Set([endpoint.name, ...endpoint.aliases])],
+  };
+}
+
+/** `10.0.0.2/24` → ['10.0.0.2', 24]; no address → ['', 0], Docker's empty values. */
+function splitCidr(cidr: string | undefined): [string, number] {
+  if (cidr === undefined) return ['', 0];
+  const slash = cidr.indexOf('/');
+  return slash < 0 ? [cidr, 0] : [cidr.slice(0, slash), Number(cidr.slice(slash + 1))];
+}
+
+/** Go's units.HumanDuration, which `docker ps` puts after "Up". */
+export function humanDuration(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  const minutes = Math.floor(seconds / 60);
+  const hours = Math.round(ms / 3_600_000);
+  if (seconds < 1) return 'Less than a second';
+  if (seconds === 1) return '1 second';
+  if (seconds < 60) return `${seconds} seconds`;
+  if (minutes === 1) return 'About a minute';
+  if (minutes < 60) return `${minutes} minutes`;
+  if (hours === 1) return 'About an hour';
+  if (hours < 48) return `${hours} hours`;
+  if (hours < 24 * 7 * 2) return `${Math.floor(hours / 24)} days`;
+  if (hours < 24 * 30 * 2) return `${Math.floor(hours / 24 / 7)} weeks`;
+  if (hours < 24 * 365 * 2) return `${Math.floor(hours / 24 / 30)} months`;
+  return `${Math.floor(ms / 3_600_000 / 24 / 365)} years`;
 }

@@ -2,7 +2,10 @@
  * netctl's HTTP API on a unix socket: the Docker Engine API's network
  * routes (same paths, JSON field names, status codes and `{"message"}`
  * errors, so Docker clients work), the service routes where netctl's
- * services overlap Docker's, plus netctl's own sandbox routes.
+ * services overlap Docker's, `/info`, the container routes that read
+ * (sandboxes answered as containers), plus netctl's own sandbox routes.
+ * The rest of Docker's API answers 501, so a client tells "not served"
+ * from "no such object".
  * `start`-like `listen` and `stop`-like `close`: after `close` the socket
  * is gone and requests in flight finish.
  *
@@ -12,15 +15,18 @@
  * metrics.ts (Prometheus).
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { arch, release } from 'node:os';
+import { arch, availableParallelism, hostname, machine, release, totalmem } from 'node:os';
 import type { Controller } from '../cnm/controller.js';
+import { readOsPrettyName } from '../sys/host-files.js';
 import { closeHttpOnSocket, listenHttpOnSocket } from '../sys/socket-file.js';
-import { Conflict, InvalidArgument, NotFound, httpStatus } from '../errors.js';
+import { Conflict, InvalidArgument, NotFound, SandboxNotFound, httpStatus } from '../errors.js';
 import { parseFiltersJson } from '../cnm/filters.js';
-import { toDockerNetwork, toDockerService } from './docker.js';
+import { defaultPools } from '../cnm/ipam.js';
+import { toDockerContainer, toDockerContainerSummary, toDockerNetwork, toDockerService } from './docker.js';
 import { DaemonMetrics } from './metrics.js';
 import {
   API_VERSION,
+  type InfoJson,
   MIN_API_VERSION,
   type NetworkCreateResponse,
   type NetworkPruneResponse,
@@ -39,12 +45,34 @@ export interface ApiServerOptions {
   readonly version?: string;
   /** Where requests are counted and what GET /metrics renders (default: metrics of this server and its controller only). */
   readonly metrics?: DaemonMetrics;
+  /** The daemon's state directory, which `/info` reports as DockerRootDir. */
+  readonly stateDir?: string;
 }
 
 const MAX_BODY_BYTES = 1 << 20;
 const VERSION_PREFIX = /^\/v(\d+\.\d+)(?=\/)/;
 /** The route label of requests no route matched. */
 const UNMATCHED_ROUTE = 'unmatched';
+/** The parts of Docker's API that netctl does not serve: each answers 501 rather than 404, which clients read as "no such object". */
+const NOT_SERVED = [
+  'containers',
+  'images',
+  'build',
+  'volumes',
+  'exec',
+  'plugins',
+  'swarm',
+  'nodes',
+  'tasks',
+  'secrets',
+  'configs',
+  'events',
+  'system',
+  'session',
+  'distribution',
+  'auth',
+  'commit',
+] as const;
 
 /** A route answers with a status and a JSON body, or with no body. */
 interface Reply {
@@ -55,6 +83,8 @@ interface Reply {
 }
 
 interface RequestContext {
+  /** Without the `/vX.Y` prefix. */
+  readonly path: string;
   readonly params: readonly string[];
   readonly query: URLSearchParams;
   readonly method: string;
@@ -84,6 +114,7 @@ class HttpError extends Error {
 export class ApiServer {
   private readonly controller: Controller;
   private readonly version: string;
+  private readonly stateDir: string;
   private readonly routes: readonly Route[];
   private readonly metrics: DaemonMetrics;
   private server: Server | undefined;
@@ -92,6 +123,7 @@ export class ApiServer {
   constructor(controller: Controller, options: ApiServerOptions = {}) {
     this.controller = controller;
     this.version = options.version ?? '0.0.0';
+    this.stateDir = options.stateDir ?? '';
     this.metrics = options.metrics ?? new DaemonMetrics();
     this.metrics.setNetworkSource(async () => (await controller.listNetworks()).map(toDockerNetwork));
     this.routes = this.buildRoutes();
@@ -163,6 +195,7 @@ export class ApiServer {
       const handler = route.methods[method] ?? (method === 'HEAD' ? route.methods['GET'] : undefined);
       if (handler === undefined) throw new HttpError(405, 'method not allowed');
       return handler({
+        path,
         params: match.slice(1).map(decodePathParam),
         query: url.searchParams,
         method,
@@ -185,6 +218,7 @@ export class ApiServer {
         },
       },
       { name: '/version', pattern: /^\/version$/, methods: { GET: async () => ({ status: 200, body: this.versionJson() }) } },
+      { name: '/info', pattern: /^\/info$/, methods: { GET: async () => ({ status: 200, body: await this.infoJson() }) } },
       {
         // netctl's own: the loaded drivers and their counters (the overlay VTEP's drops by reason).
         name: '/drivers',
@@ -341,7 +375,119 @@ export class ApiServer {
           },
         },
       },
+      {
+        name: '/containers/json',
+        pattern: /^\/containers\/json$/,
+        methods: {
+          GET: async (ctx) => {
+            const sandboxes = await c.listSandboxes(parseFiltersJson(ctx.query.get('filters')));
+            // Newest first, as `docker ps` lists; `-n`/`-l` send a limit.
+            sandboxes.sort((a, b) => b.created.localeCompare(a.created));
+            const limit = readLimit(ctx.query.get('limit'));
+            const now = new Date();
+            return { status: 200, body: sandboxes.slice(0, limit).map((sandbox) => toDockerContainerSummary(sandbox, now)) };
+          },
+        },
+      },
+      {
+        name: '/containers/{id}/json',
+        pattern: /^\/containers\/([^/]+)\/json$/,
+        methods: {
+          GET: async (ctx) => {
+            const sandbox = await c.inspectSandbox(param(ctx, 0)).catch((err: unknown) => {
+              // Docker's message for a missing container, which scripts and client libraries look for.
+              throw err instanceof SandboxNotFound ? new NotFound(`No such container: ${param(ctx, 0)}`) : err;
+            });
+            return { status: 200, body: toDockerContainer(sandbox) };
+          },
+        },
+      },
+      // netctl has no images, volumes or plugins: asked for one by name it answers as dockerd does for a missing one,
+      // so that `docker inspect NAME`, which tries those kinds before and after networks, goes on to the next.
+      ...[
+        { name: '/images/{name}/json', pattern: /^\/images\/(.+)\/json$/, missing: (name: string) => `No such image: ${name}` },
+        { name: '/volumes/{name}', pattern: /^\/volumes\/([^/]+)$/, missing: (name: string) => `get ${name}: no such volume` },
+        { name: '/plugins/{name}/json', pattern: /^\/plugins\/(.+)\/json$/, missing: (name: string) => `plugin "${name}" not found` },
+      ].map(
+        ({ name, pattern, missing }): Route => ({
+          name,
+          pattern,
+          methods: {
+            ...notServedMethods,
+            GET: async (ctx) => {
+              throw new NotFound(missing(param(ctx, 0)));
+            },
+          },
+        }),
+      ),
+      ...NOT_SERVED.map(
+        (family): Route => ({
+          name: `/${family}/*`,
+          pattern: new RegExp(`^/${family}(/|$)`),
+          methods: notServedMethods,
+        }),
+      ),
     ];
+  }
+
+  private async infoJson(): Promise<InfoJson> {
+    const c = this.controller;
+    const sandboxes = (await c.listSandboxes()).length;
+    return {
+      ID: await c.hostId(),
+      Name: hostname(),
+      Containers: sandboxes,
+      ContainersRunning: sandboxes,
+      ContainersPaused: 0,
+      ContainersStopped: 0,
+      Images: 0,
+      Driver: '',
+      DriverStatus: [],
+      Plugins: { Volume: [], Network: c.driverNames(), Authorization: null, Log: [] },
+      MemoryLimit: false,
+      SwapLimit: false,
+      CpuCfsPeriod: false,
+      CpuCfsQuota: false,
+      CPUShares: false,
+      CPUSet: false,
+      PidsLimit: false,
+      OomKillDisable: false,
+      Debug: false,
+      NFd: 0,
+      NGoroutines: 0,
+      SystemTime: new Date().toISOString(),
+      LoggingDriver: '',
+      CgroupDriver: 'none',
+      NEventsListener: 0,
+      KernelVersion: release(),
+      OperatingSystem: (await readOsPrettyName()) ?? 'Linux',
+      OSVersion: '',
+      OSType: 'linux',
+      Architecture: machine(),
+      IndexServerAddress: '',
+      RegistryConfig: null,
+      NCPU: availableParallelism(),
+      MemTotal: totalmem(),
+      DockerRootDir: this.stateDir,
+      HttpProxy: '',
+      HttpsProxy: '',
+      NoProxy: '',
+      Labels: [],
+      ExperimentalBuild: false,
+      ServerVersion: this.version,
+      Runtimes: {},
+      DefaultRuntime: '',
+      Swarm: { NodeID: '', NodeAddr: '', LocalNodeState: 'inactive', ControlAvailable: false, Error: '', RemoteManagers: null },
+      LiveRestoreEnabled: false,
+      Isolation: '',
+      InitBinary: '',
+      ContainerdCommit: { ID: '' },
+      RuncCommit: { ID: '' },
+      InitCommit: { ID: '' },
+      SecurityOptions: [],
+      DefaultAddressPools: defaultPools('local').map(({ base, size }) => ({ Base: base, Size: size })),
+      Warnings: [],
+    };
   }
 
   private versionJson(): VersionJson {
@@ -378,6 +524,21 @@ function checkApiVersion(requested: string): void {
       `client version ${requested} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`,
     );
   }
+}
+
+async function notServed(ctx: RequestContext): Promise<Reply> {
+  throw new HttpError(501, `netctl serves networks, not containers: ${ctx.method} ${ctx.path} is not implemented`);
+}
+
+/** Every method Docker's API uses (HEAD goes to GET's handler). */
+const notServedMethods: Readonly<Record<string, Handler>> = { GET: notServed, POST: notServed, PUT: notServed, DELETE: notServed };
+
+/** `GET /containers/json`'s limit: a count, or none when absent or not positive (Docker's -1 default). */
+function readLimit(text: string | null): number | undefined {
+  if (text === null || text === '') return undefined;
+  const limit = Number(text);
+  if (!Number.isInteger(limit)) throw new InvalidArgument(`invalid limit "${text}": expected an integer`);
+  return limit > 0 ? limit : undefined;
 }
 
 /** A path parameter with its percent-encoding undone; a malformed encoding is the client's error. */

@@ -145,6 +145,73 @@ export interface VersionJson {
   BuildTime: string;
 }
 
+/**
+ * `GET /info`: Docker's SystemInfo. The host, the network drivers and the
+ * address pools are netctl's; images, storage, runtimes and resource
+ * limits have the values of a daemon that has none, since netctl runs no
+ * containers.
+ */
+export interface InfoJson {
+  /** This host's id, which also names it in the cluster store. */
+  ID: string;
+  Name: string;
+  /** Sandboxes; all of them count as running. */
+  Containers: number;
+  ContainersRunning: number;
+  ContainersPaused: number;
+  ContainersStopped: number;
+  Images: number;
+  Driver: string;
+  DriverStatus: [string, string][];
+  Plugins: { Volume: string[]; Network: string[]; Authorization: null; Log: string[] };
+  MemoryLimit: boolean;
+  SwapLimit: boolean;
+  CpuCfsPeriod: boolean;
+  CpuCfsQuota: boolean;
+  CPUShares: boolean;
+  CPUSet: boolean;
+  PidsLimit: boolean;
+  OomKillDisable: boolean;
+  Debug: boolean;
+  NFd: number;
+  NGoroutines: number;
+  SystemTime: string;
+  LoggingDriver: string;
+  CgroupDriver: string;
+  NEventsListener: number;
+  KernelVersion: string;
+  OperatingSystem: string;
+  OSVersion: string;
+  OSType: 'linux';
+  /** As `uname -m` gives it (x86_64, aarch64), as Docker reports it. */
+  Architecture: string;
+  IndexServerAddress: string;
+  RegistryConfig: null;
+  NCPU: number;
+  MemTotal: number;
+  /** The daemon's state directory; empty when the server was not told it. */
+  DockerRootDir: string;
+  HttpProxy: string;
+  HttpsProxy: string;
+  NoProxy: string;
+  Labels: string[];
+  ExperimentalBuild: boolean;
+  ServerVersion: string;
+  Runtimes: Record<string, never>;
+  DefaultRuntime: string;
+  Swarm: { NodeID: string; NodeAddr: string; LocalNodeState: 'inactive'; ControlAvailable: boolean; Error: string; RemoteManagers: null };
+  LiveRestoreEnabled: boolean;
+  Isolation: string;
+  InitBinary: string;
+  ContainerdCommit: { ID: string };
+  RuncCommit: { ID: string };
+  InitCommit: { ID: string };
+  SecurityOptions: string[];
+  /** The pools local networks take their subnets from when none is given. */
+  DefaultAddressPools: { Base: string; Size: number }[];
+  Warnings: string[];
+}
+
 export function toSandboxJson(sandbox: SandboxInfo): SandboxJson {
   const networks: Record<string, SandboxNetworkJson> = {};
   for (const endpoint of sandbox.endpoints) {

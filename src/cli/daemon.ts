@@ -117,7 +117,7 @@ export const daemonCommand: Command = {
     // Before the controller opens: a second daemon must not touch the kernel state the live one owns.
     await ensureSocketFree(socketPath);
     // Loaded here only: it pulls in the kernel bindings, which no other command needs.
-    const { openHost } = await import('../host.js');
+    const { DEFAULT_STATE_DIR, openHost } = await import('../host.js');
     const { raiseOpenFileLimit } = await import('../sys/rlimit.js');
     // Each sandbox costs descriptors (DNS listeners and connections); the caps are sized by this limit.
     try {
@@ -172,7 +172,7 @@ export const daemonCommand: Command = {
     });
     if (host.vtep !== undefined) metrics.setVtep(host.vtep);
     if (host.esp !== undefined) metrics.setEsp(host.esp);
-    const server = new ApiServer(host.controller, { version: ctx.version, metrics });
+    const server = new ApiServer(host.controller, { version: ctx.version, metrics, stateDir: stateDir ?? DEFAULT_STATE_DIR });
     let metricsServer: MetricsServer | undefined;
     let pluginServer: { close(): Promise<void> } | undefined;
     try {

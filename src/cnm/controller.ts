@@ -22,7 +22,7 @@ import { connect, disconnect } from './connections.js';
 import { type ControllerContext, type PortInUse, type ServiceRules, bestEffort, failedParts } from './context.js';
 import type { NetworkDriver } from './driver.js';
 import { createEndpoint, deleteEndpoint, joinEndpoint, leaveEndpoint } from './endpoints.js';
-import { type Filters, validateListFilters, validatePruneFilters } from './filters.js';
+import { type Filters, matchesSandboxFilters, validateListFilters, validatePruneFilters, validateSandboxFilters } from './filters.js';
 import { attachIngress, attachWhenPublished, closeIngressEntry, detachIngress, detachWhenUnpublished, openIngressEntry } from './ingress.js';
 import { hostId, reconcileLocalNames } from './names.js';
 import type { NamespaceOps } from './namespaces.js';
@@ -307,8 +307,10 @@ export class Controller {
     return this.mutate(() => createSandbox(this.context, request));
   }
 
-  async listSandboxes(): Promise<SandboxInfo[]> {
-    return listSandboxes(this.context);
+  /** The sandboxes, those matching Docker's container list filters (`docker ps -f`) when given. */
+  async listSandboxes(filters: Filters = {}): Promise<SandboxInfo[]> {
+    validateSandboxFilters(filters);
+    return (await listSandboxes(this.context)).filter((sandbox) => matchesSandboxFilters(sandbox, filters));
   }
 
   async inspectSandbox(idOrName: string): Promise<SandboxInfo> {

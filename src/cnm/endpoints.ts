@@ -10,7 +10,7 @@ import { macFor } from './mac.js';
 import { taskServiceFor } from './services.js';
 import type { EndpointCreateRequest } from './types.js';
 import { validateAliases, validateIfName, validateName } from './validate.js';
-import { Conflict, EndpointNotFound, InvalidArgument, NetctlError, NetworkNotFound, ServiceNotFound } from '../errors.js';
+import { Conflict, EndpointNotFound, Forbidden, InvalidArgument, NetctlError, NetworkNotFound, ServiceNotFound } from '../errors.js';
 import type { EndpointPending, EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 import { keys } from '../repository/keys.js';
 import { casLoop, put } from '../repository/repository.js';
@@ -229,8 +229,10 @@ async function placementIn(
     await settle(context, network, previous, sandbox);
     sandboxEndpoints = await context.records.sandboxEndpoints(sandbox, 'throw');
   }
-  if (sandboxEndpoints.some((e) => e.networkId === network.id)) {
-    throw new Conflict(`sandbox ${sandbox.name} is already connected to network ${network.name}`);
+  const onNetwork = sandboxEndpoints.find((e) => e.networkId === network.id);
+  if (onNetwork !== undefined) {
+    // Docker refuses a second connect with libnetwork's ForbiddenError (403), naming the endpoint already there.
+    throw new Forbidden(`endpoint with name ${onNetwork.name} already exists in network ${network.name}`);
   }
   const setDefaultRoute = givesDefaultRoute(context, network) && !sandboxEndpoints.some((e) => e.defaultGateway === true);
   const placement = { sandboxId: sandbox.id, ...(setDefaultRoute ? { defaultGateway: true as const } : {}) };

@@ -1,14 +1,17 @@
 /**
- * Docker's network list and prune filters (`-f key=value`, the API's
- * `filters` query). Values of one key are OR-ed, keys are AND-ed.
+ * Docker's network list and prune filters and its container list filters,
+ * which sandboxes answer (`-f key=value`, the API's `filters` query).
+ * Values of one key are OR-ed, keys are AND-ed.
  */
 import { InvalidArgument } from '../errors.js';
+import type { SandboxInfo } from './types.js';
 import type { NetworkRecord } from '../records.js';
 
 export type Filters = Readonly<Record<string, readonly string[]>>;
 
 const LIST_KEYS = new Set(['driver', 'id', 'label', 'name', 'scope', 'type', 'dangling']);
 const PRUNE_KEYS = new Set(['until', 'label', 'label!']);
+const SANDBOX_KEYS = new Set(['id', 'name', 'label', 'network', 'status']);
 
 /** Parses `key=value` strings as the CLI's `-f` gives them. */
 export function parseFilterArgs(args: readonly string[]): Record<string, string[]> {
@@ -74,8 +77,36 @@ function parseBool(key: string, value: string): boolean {
   throw new InvalidArgument(`invalid filter '${key}=${value}': expected true or false`);
 }
 
+/**
+ * A `name` or `id` filter value as moby's filters.Args.Match reads it: a
+ * regular expression found anywhere in the field (`name=^web$` is exact,
+ * `name=we` matches web). Go's RE2 syntax reads the same in JavaScript for
+ * what people write, except flags, which Go puts in front: `(?i)web`.
+ */
+function filterPattern(key: string, value: string): RegExp {
+  const flags = /^\(\?([ims]+)\)/.exec(value);
+  try {
+    return flags === null ? new RegExp(value) : new RegExp(value.slice(flags[0].length), flags[1]);
+  } catch (err) {
+    throw new InvalidArgument(`invalid filter '${key}=${value}': not a regular expression (${(err as Error).message})`);
+  }
+}
+
+/** Whether the field equals the value or the value's pattern matches it (the equality first, as moby's Match does). */
+function matchesPattern(key: string, value: string, field: string): boolean {
+  return field === value || filterPattern(key, value).test(field);
+}
+
+/** Checked up front: Docker skips a pattern that does not compile, which hides the typo as "nothing matches". */
+function validatePatterns(filters: Filters): void {
+  for (const key of ['name', 'id']) {
+    for (const value of filters[key] ?? []) filterPattern(key, value);
+  }
+}
+
 export function validateListFilters(filters: Filters): void {
   checkKeys(filters, LIST_KEYS);
+  validatePatterns(filters);
   for (const value of filters['type'] ?? []) {
     if (value !== 'custom' && value !== 'builtin') {
       throw new InvalidArgument(`invalid filter 'type=${value}': expected custom or builtin`);
@@ -84,9 +115,15 @@ export function validateListFilters(filters: Filters): void {
   for (const value of filters['dangling'] ?? []) parseBool('dangling', value);
 }
 
+/** Whether a value of the key passes the test; a key not given passes. */
+function anyValue(filters: Filters, key: string, test: (value: string) => boolean): boolean {
+  const values = filters[key];
+  return values === undefined || values.length === 0 || values.some(test);
+}
+
 /**
- * Docker's list filter: name and id match substrings/prefixes, the rest
- * exactly; `type=builtin` is the predefined networks, `type=custom` the others.
+ * Docker's list filter: name and id are patterns (see filterPattern), the
+ * rest match exactly; `type=builtin` is the predefined networks, `type=custom` the others.
  */
 export function matchesListFilters(
   network: NetworkRecord,
@@ -94,18 +131,43 @@ export function matchesListFilters(
   filters: Filters,
 ): boolean {
   const { endpointCount, builtin } = facts;
-  const any = (key: string, test: (value: string) => boolean): boolean => {
-    const values = filters[key];
-    return values === undefined || values.length === 0 || values.some(test);
-  };
+  const any = (key: string, test: (value: string) => boolean): boolean => anyValue(filters, key, test);
   return (
     any('driver', (v) => network.driver === v) &&
-    any('id', (v) => network.id.startsWith(v)) &&
-    any('name', (v) => network.name.includes(v)) &&
+    any('id', (v) => matchesPattern('id', v, network.id)) &&
+    any('name', (v) => matchesPattern('name', v, network.name)) &&
     any('scope', (v) => network.scope === v) &&
     any('type', (v) => (v === 'builtin') === builtin) &&
     any('dangling', (v) => parseBool('dangling', v) === (endpointCount === 0)) &&
     (filters['label'] ?? []).every((spec) => matchesLabel(network.labels, spec))
+  );
+}
+
+/** The states `docker ps -f status=` knows; a sandbox is always running. */
+const CONTAINER_STATES = new Set(['created', 'restarting', 'running', 'removing', 'paused', 'exited', 'dead']);
+
+export function validateSandboxFilters(filters: Filters): void {
+  checkKeys(filters, SANDBOX_KEYS);
+  validatePatterns(filters);
+  for (const value of filters['status'] ?? []) {
+    if (!CONTAINER_STATES.has(value)) throw new InvalidArgument(`Unrecognised filter value for status: ${value}`);
+  }
+}
+
+/**
+ * Docker's container list filters (`docker ps -f`) for sandboxes: name
+ * (with or without Docker's leading /) and id are patterns, network a
+ * network's name or id prefix.
+ */
+export function matchesSandboxFilters(sandbox: SandboxInfo, filters: Filters): boolean {
+  const any = (key: string, test: (value: string) => boolean): boolean => anyValue(filters, key, test);
+  const networks = Object.entries(sandbox.networks);
+  return (
+    any('id', (v) => matchesPattern('id', v, sandbox.id)) &&
+    any('name', (v) => matchesPattern('name', v, sandbox.name) || matchesPattern('name', v, `/${sandbox.name}`)) &&
+    any('network', (v) => networks.some(([id, network]) => network.name === v || id.startsWith(v))) &&
+    any('status', (v) => v === 'running') &&
+    (filters['label'] ?? []).every((spec) => matchesLabel(sandbox.labels, spec))
   );
 }
 

@@ -4,12 +4,12 @@
  * the record first, so a crash in between is undone or finished at the next
  * start (restore.ts).
  */
-import { type ControllerContext, bestEffort, failedParts, newId, timestamp, withoutPending } from './context.js';
+import { type ControllerContext, bestEffort, failedParts, givesDefaultRoute, newId, timestamp, withoutPending } from './context.js';
 import { disconnectEndpoint } from './endpoints.js';
-import type { SandboxCreateRequest, SandboxInfo } from './types.js';
+import type { SandboxCreateRequest, SandboxInfo, SandboxNetwork } from './types.js';
 import { validateMetadata, validateName } from './validate.js';
 import { Conflict, InvalidArgument } from '../errors.js';
-import type { EndpointRecord, SandboxRecord } from '../records.js';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../records.js';
 import { keys } from '../repository/keys.js';
 import { put } from '../repository/repository.js';
 
@@ -100,42 +100,52 @@ export async function undoSandboxCreate(context: ControllerContext, sandbox: San
 
 export async function listSandboxes(context: ControllerContext): Promise<SandboxInfo[]> {
   const endpoints = await context.records.endpoints('skip');
-  const drivers = await driverNames(context);
+  const networks = await networksById(context);
   return (await context.records.sandboxes('skip')).map((sandbox) =>
     sandboxInfo(
       context,
       sandbox,
       endpoints.filter((e) => e.sandboxId === sandbox.id),
-      drivers,
+      networks,
     ),
   );
 }
 
 export async function inspectSandbox(context: ControllerContext, idOrName: string): Promise<SandboxInfo> {
   const sandbox = await context.records.findSandbox(idOrName, 'skip');
-  return sandboxInfo(context, sandbox, await context.records.sandboxEndpoints(sandbox, 'skip'), await driverNames(context));
+  return sandboxInfo(context, sandbox, await context.records.sandboxEndpoints(sandbox, 'skip'), await networksById(context));
 }
 
-/** Network id → the name of its driver. */
-async function driverNames(context: ControllerContext): Promise<ReadonlyMap<string, string>> {
-  return new Map((await context.records.networks('skip')).map((network) => [network.id, network.driver]));
+async function networksById(context: ControllerContext): Promise<ReadonlyMap<string, NetworkRecord>> {
+  return new Map((await context.records.networks('skip')).map((network) => [network.id, network]));
 }
 
 function sandboxInfo(
   context: ControllerContext,
   sandbox: SandboxRecord,
   endpoints: readonly EndpointRecord[],
-  driverNames: ReadonlyMap<string, string> = new Map(),
+  networksById: ReadonlyMap<string, NetworkRecord> = new Map(),
 ): SandboxInfo {
   const resolvConfPath = sandbox.netnsPath === '' ? undefined : context.resolvConfPath?.(sandbox);
   const hostInterfaces: Record<string, string> = {};
+  const networks: Record<string, SandboxNetwork> = {};
   for (const endpoint of endpoints) {
-    const driverName = driverNames.get(endpoint.networkId);
-    const driver = driverName === undefined ? undefined : context.drivers.get(driverName);
+    const network = networksById.get(endpoint.networkId);
+    if (network === undefined) continue;
+    const driver = context.drivers.get(network.driver);
     const name = endpoint.ifName === undefined ? undefined : driver?.hostInterfaceName?.(endpoint);
     if (name !== undefined) hostInterfaces[endpoint.id] = name;
+    networks[network.id] = { name: network.name, ...(driver === undefined ? {} : gatewaysOf(context, network)) };
   }
-  return { ...sandbox, endpoints, hostInterfaces, ...(resolvConfPath !== undefined ? { resolvConfPath } : {}) };
+  return { ...sandbox, endpoints, hostInterfaces, networks, ...(resolvConfPath !== undefined ? { resolvConfPath } : {}) };
+}
+
+/** The pools' gateways, when the network routes its sandboxes through them (as Docker's bridge driver tells a joining endpoint). */
+function gatewaysOf(context: ControllerContext, network: NetworkRecord): Pick<SandboxNetwork, 'ipv4Gateway' | 'ipv6Gateway'> {
+  if (!givesDefaultRoute(context, network)) return {};
+  const ipv4Gateway = network.ipam.config.find((pool) => !pool.subnet.includes(':'))?.gateway;
+  const ipv6Gateway = network.ipam.config.find((pool) => pool.subnet.includes(':'))?.gateway;
+  return { ...(ipv4Gateway !== undefined ? { ipv4Gateway } : {}), ...(ipv6Gateway !== undefined ? { ipv6Gateway } : {}) };
 }
 
 /**

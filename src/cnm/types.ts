@@ -119,6 +119,16 @@ export interface SandboxInfo extends SandboxRecord {
   readonly hostInterfaces: Readonly<Record<string, string>>;
   /** The resolv.conf pointing at the embedded DNS, for runtimes to mount. */
   readonly resolvConfPath?: string;
+  /** By network id, the networks its endpoints are on. */
+  readonly networks: Readonly<Record<string, SandboxNetwork>>;
+}
+
+/** A network a sandbox is on, as its inspect shows it. */
+export interface SandboxNetwork {
+  readonly name: string;
+  /** The gateways the network routes the sandbox through: none on an internal network or from a driver that gives no route (overlay, null). */
+  readonly ipv4Gateway?: string;
+  readonly ipv6Gateway?: string;
 }
 
 export interface ServiceCreateRequest {

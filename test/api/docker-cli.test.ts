@@ -92,6 +92,19 @@ test('docker network create, ls, inspect, rm', async (t) => {
   t.is(await ok(t, ['network', 'ls', '-q']), '');
 });
 
+test('docker network ls --filter name= and id= take regular expressions, as dockerd does', async (t) => {
+  for (const name of ['web', 'web2', 'webby', 'db']) await ok(t, ['network', 'create', name]);
+  const names = async (...filters: string[]) => ok(t, ['network', 'ls', ...filters.flatMap((f) => ['--filter', f]), '--format', '{{.Name}}']);
+  t.is(await names('name=^web$'), 'web\n');
+  t.is(await names('name=^web[0-9]$', 'name=^db$'), 'db\nweb2\n');
+  t.is(await names('name=eb'), 'web\nweb2\nwebby\n');
+  const id = (await ok(t, ['network', 'inspect', '-f', '{{.Id}}', 'webby'])).trim();
+  t.is(await names(`id=^${id.slice(0, 12)}`), 'webby\n');
+  const bad = await t.context.docker(['network', 'ls', '--filter', 'name=web(']);
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /^Error response from daemon: invalid filter 'name=web\(': not a regular expression \(/);
+});
+
 test('docker network connect and disconnect a sandbox', async (t) => {
   await ok(t, ['network', 'create', '--subnet', '10.81.0.0/24', 'green']);
   const sandbox = await t.context.fixture.controller.createSandbox({ name: 'box' });
@@ -99,6 +112,9 @@ test('docker network connect and disconnect a sandbox', async (t) => {
   const containers = JSON.parse(await ok(t, ['network', 'inspect', '-f', '{{json .Containers}}', 'green']));
   t.is(containers[sandbox.id].Name, 'box');
   t.is(containers[sandbox.id].IPv4Address, '10.81.0.7/24');
+  const twice = await t.context.docker(['network', 'connect', 'green', 'box']);
+  t.is(twice.code, 1);
+  t.is(twice.stderr, 'Error response from daemon: endpoint with name box already exists in network green\n');
   const inUse = await t.context.docker(['network', 'rm', 'green']);
   t.is(inUse.code, 1);
   t.regex(inUse.stderr, /has active endpoints/);
@@ -136,4 +152,56 @@ test('docker network create keeps options Docker keeps, builds from --config-onl
   t.is(swarm.code, 1);
   t.regex(swarm.stderr, /scope "swarm" is not served: netctl runs no swarm/);
   t.is(await ok(t, ['network', 'ls', '--format', '{{.Name}}']), 'cfg\nkept\nmade\n');
+});
+
+test('docker info prints the server part without errors', async (t) => {
+  await t.context.fixture.controller.createSandbox({ name: 'box' });
+  const result = await t.context.docker(['info']);
+  t.is(result.code, 0, result.stderr);
+  t.is(result.stderr, '');
+  const server = result.stdout.slice(result.stdout.indexOf('\nServer:\n'));
+  t.regex(server, /\n Containers: 1\n {2}Running: 1\n/);
+  t.regex(server, /\n Server Version: 0\.1\.0\n/);
+  t.regex(server, /\n {2}Network: null bridge\n/);
+  t.regex(server, /\n Swarm: inactive\n/);
+  t.regex(server, new RegExp(`\\n ID: ${await t.context.fixture.controller.hostId()}\\n`));
+  t.regex(server, /\n Default Address Pools:\n {3}Base: 172\.17\.0\.0\/16, Size: 16\n/);
+  t.is(await ok(t, ['info', '--format', '{{.OSType}} {{.Containers}} {{.Swarm.LocalNodeState}}']), 'linux 1 inactive\n');
+});
+
+test('docker inspect and docker ps show sandboxes as containers; docker inspect still finds networks', async (t) => {
+  await ok(t, ['network', 'create', '--subnet', '10.83.0.0/24', 'green']);
+  const box = await t.context.fixture.controller.createSandbox({ name: 'box', labels: { team: 'red' } });
+  await ok(t, ['network', 'connect', '--ip', '10.83.0.7', '--alias', 'db', 'green', 'box']);
+
+  const [container] = JSON.parse(await ok(t, ['inspect', 'box']));
+  t.is(container.Id, box.id);
+  t.is(container.Name, '/box');
+  t.is(container.State.Status, 'running');
+  t.is(container.NetworkSettings.SandboxKey, '/var/run/netns/box');
+  t.like(container.NetworkSettings.Networks.green, { IPAddress: '10.83.0.7', IPPrefixLen: 24, Gateway: '10.83.0.1', Aliases: ['db'], DNSNames: ['box', 'db'] });
+  t.is(await ok(t, ['container', 'inspect', '-f', '{{.Name}} {{.Config.Labels.team}} {{range $name, $n := .NetworkSettings.Networks}}{{$name}}={{$n.IPAddress}}{{end}}', box.id.slice(0, 6)]), '/box red green=10.83.0.7\n');
+  t.is(await ok(t, ['inspect', '-f', '{{.Driver}}', 'green']), 'bridge\n', 'a network name, past the container, image and volume lookups');
+  const nothing = await t.context.docker(['inspect', 'nothing']);
+  t.is(nothing.code, 1);
+  t.is(nothing.stderr, 'Error: No such object: nothing\n');
+
+  const table = await ok(t, ['ps']);
+  t.regex(table, /^CONTAINER ID +IMAGE +COMMAND +CREATED +STATUS +PORTS +NAMES\n/);
+  t.regex(table, new RegExp(`\\n${box.id.slice(0, 12)} .* Up .* box\\n$`));
+  t.is(await ok(t, ['ps', '--format', '{{.Names}} {{.Networks}} {{.State}} {{.Label "team"}}']), 'box green running red\n');
+  await t.context.fixture.controller.createSandbox({ name: 'boxer' });
+  t.is(await ok(t, ['ps', '-q', '--no-trunc', '--filter', 'name=^box$']), `${box.id}\n`);
+  t.is(await ok(t, ['ps', '--format', '{{.Names}}', '--filter', 'network=green']), 'box\n');
+});
+
+test('container commands netctl does not serve fail with its 501 message', async (t) => {
+  await t.context.fixture.controller.createSandbox({ name: 'box' });
+  const rm = await t.context.docker(['rm', 'box']);
+  t.is(rm.code, 1);
+  t.is(rm.stderr, 'Error response from daemon: netctl serves networks, not containers: DELETE /containers/box is not implemented\n');
+  const images = await t.context.docker(['images']);
+  t.is(images.code, 1);
+  t.is(images.stderr, 'Error response from daemon: netctl serves networks, not containers: GET /images/json is not implemented\n');
+  t.is((await t.context.fixture.controller.inspectSandbox('box')).name, 'box', 'the sandbox is still there');
 });

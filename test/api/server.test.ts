@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { stat, writeFile } from 'node:fs/promises';
+import { availableParallelism, hostname, machine, release, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout } from 'node:timers/promises';
 import anyTest, { type TestFn } from 'ava';
 import { ApiServer } from '../../src/api/server.js';
 import { metricTypes, sampleValue } from '../helpers/prometheus.js';
@@ -225,7 +227,8 @@ test('connect and disconnect a sandbox; the network shows it under Containers', 
   t.is(sandbox.Networks[id].IPv4Address, '10.88.0.10/24');
 
   const twice = await call(t.context, 'POST', '/networks/net/connect', { Container: 'box' });
-  t.is(twice.status, 409);
+  t.is(twice.status, 403);
+  t.is(twice.json.message, 'endpoint with name box already exists in network net');
   const unknownSandbox = await call(t.context, 'POST', '/networks/net/connect', { Container: 'ghost' });
   t.is(unknownSandbox.status, 404);
   t.is(unknownSandbox.json.message, 'sandbox ghost not found');
@@ -293,8 +296,131 @@ test('sandbox routes: create, list, inspect, delete', async (t) => {
   t.is(gone.json.message, 'sandbox one not found');
 });
 
+test("/info has Docker's SystemInfo shape: this host, its sandboxes as running containers, netctl's drivers and pools", async (t) => {
+  await t.context.controller.createSandbox({ name: 'a' });
+  await t.context.controller.createSandbox({ name: 'b' });
+  const res = await call(t.context, 'GET', '/v1.47/info');
+  t.is(res.status, 200);
+  const info = res.json;
+  t.is(info.ID, await t.context.controller.hostId());
+  t.is(info.Name, hostname());
+  t.is(info.Containers, 2);
+  t.is(info.ContainersRunning, 2);
+  t.is(info.ContainersStopped, 0);
+  t.is(info.Images, 0);
+  t.is(info.ServerVersion, '0.1.0');
+  t.deepEqual(info.Plugins, { Volume: [], Network: ['null', 'bridge'], Authorization: null, Log: [] });
+  t.is(info.OSType, 'linux');
+  t.is(info.Architecture, machine());
+  t.is(info.KernelVersion, release());
+  t.is(info.NCPU, availableParallelism());
+  t.is(info.MemTotal, totalmem());
+  t.not(info.OperatingSystem, '');
+  t.is(info.DockerRootDir, '', 'the fixture does not tell the server a state directory');
+  t.is(info.Swarm.LocalNodeState, 'inactive');
+  t.is(info.Swarm.NodeID, '');
+  t.deepEqual(info.DefaultAddressPools[0], { Base: '172.17.0.0/16', Size: 16 });
+  t.deepEqual(info.Warnings, []);
+});
+
+test('/containers routes answer for sandboxes: inspect by id, id prefix or name, 404 in Docker words, list with filters', async (t) => {
+  const id = await createNetwork(t.context, { Name: 'net', IPAM: { Config: [{ Subnet: '10.87.0.0/24', Gateway: '10.87.0.254' }] } });
+  await createNetwork(t.context, { Name: 'shut', Internal: true, IPAM: { Config: [{ Subnet: '10.86.0.0/24' }] } });
+  const box = await t.context.controller.createSandbox({ name: 'box', labels: { role: 'db' } });
+  // Creation times are in milliseconds: the list's order needs two apart.
+  await setTimeout(5);
+  await t.context.controller.createSandbox({ name: 'other' });
+  await t.context.controller.connect('net', 'box', { ipv4Address: '10.87.0.9', aliases: ['db'] });
+  const joined = await t.context.controller.connect('shut', 'box');
+
+  for (const ref of [box.id, box.id.slice(0, 7), 'box']) {
+    const res = await call(t.context, 'GET', `/v1.47/containers/${ref}/json`);
+    t.is(res.status, 200, ref);
+    t.is(res.json.Id, box.id);
+  }
+  const container = (await call(t.context, 'GET', '/containers/box/json')).json;
+  t.is(container.Name, '/box');
+  t.is(container.State.Status, 'running');
+  t.true(container.State.Running);
+  t.deepEqual(container.Config.Labels, { role: 'db' });
+  t.is(container.NetworkSettings.SandboxKey, '/var/run/netns/box');
+  const endpoint = (await t.context.controller.inspectSandbox('box')).endpoints.find((e) => e.networkId === id);
+  t.deepEqual(container.NetworkSettings.Networks.net, {
+    IPAMConfig: null,
+    Links: null,
+    MacAddress: endpoint?.macAddress,
+    Aliases: ['db'],
+    DriverOpts: null,
+    NetworkID: id,
+    EndpointID: endpoint?.id,
+    Gateway: '10.87.0.254',
+    IPAddress: '10.87.0.9',
+    IPPrefixLen: 24,
+    IPv6Gateway: '',
+    GlobalIPv6Address: '',
+    GlobalIPv6PrefixLen: 0,
+    DNSNames: ['box', 'db'],
+  });
+  t.is(container.NetworkSettings.Networks.shut.EndpointID, joined.id);
+  t.is(container.NetworkSettings.Networks.shut.Gateway, '', 'an internal network routes nothing, so Docker shows no gateway');
+
+  const missing = await call(t.context, 'GET', '/containers/ghost/json');
+  t.is(missing.status, 404);
+  t.deepEqual(missing.json, { message: 'No such container: ghost' });
+
+  const names = async (query = '') => (await call(t.context, 'GET', `/containers/json${query}`)).json.map((c: { Names: string[] }) => c.Names[0]);
+  t.deepEqual(await names(), ['/other', '/box'], 'newest first');
+  t.deepEqual(await names('?limit=1'), ['/other']);
+  const filtered = async (filters: Record<string, string[]>) => names(`?filters=${encodeURIComponent(JSON.stringify(filters))}`);
+  t.deepEqual(await filtered({ name: ['^/?b'] }), ['/box']);
+  t.deepEqual(await filtered({ network: ['shut'] }), ['/box']);
+  t.deepEqual(await filtered({ network: [id.slice(0, 8)] }), ['/box']);
+  t.deepEqual(await filtered({ label: ['role=db'] }), ['/box']);
+  t.deepEqual(await filtered({ status: ['exited'] }), []);
+  const summary = (await call(t.context, 'GET', '/containers/json?filters={"name":["^box$"]}')).json[0];
+  t.is(summary.Id, box.id);
+  t.is(summary.State, 'running');
+  t.regex(summary.Status, /^Up /);
+  t.is(summary.Created, Math.floor(Date.parse(box.created) / 1000));
+  t.deepEqual(summary.NetworkSettings.Networks.net, container.NetworkSettings.Networks.net);
+  const badStatus = await call(t.context, 'GET', '/containers/json?filters={"status":["sleeping"]}');
+  t.is(badStatus.status, 400);
+  t.is(badStatus.json.message, 'Unrecognised filter value for status: sleeping');
+  const badFilter = await call(t.context, 'GET', '/containers/json?filters={"ancestor":["busybox"]}');
+  t.is(badFilter.status, 400);
+  t.is(badFilter.json.message, "invalid filter 'ancestor'");
+});
+
+test("the rest of Docker's API is 501 with a message saying what netctl serves; images, volumes and plugins are never found", async (t) => {
+  for (const [method, path] of [
+    ['POST', '/v1.47/containers/create'],
+    ['DELETE', '/containers/box'],
+    ['POST', '/containers/box/start'],
+    ['GET', '/images/json'],
+    ['POST', '/exec/abc/start'],
+    ['DELETE', '/volumes/data'],
+    ['GET', '/events'],
+  ] as const) {
+    const res = await call(t.context, method, path, method === 'POST' ? {} : undefined);
+    t.is(res.status, 501, `${method} ${path}`);
+    t.deepEqual(res.json, { message: `netctl serves networks, not containers: ${method} ${path.replace('/v1.47', '')} is not implemented` });
+  }
+  // dockerd's not-found answers, which `docker inspect NAME` skips on its way to the networks.
+  for (const [path, message] of [
+    ['/images/library/busybox:latest/json', 'No such image: library/busybox:latest'],
+    ['/volumes/data', 'get data: no such volume'],
+    ['/plugins/vieux/sshfs/json', 'plugin "vieux/sshfs" not found'],
+  ] as const) {
+    const res = await call(t.context, 'GET', path);
+    t.is(res.status, 404, path);
+    t.deepEqual(res.json, { message });
+  }
+  const metrics = (await call(t.context, 'GET', '/metrics')).text;
+  t.is(sampleValue(metrics, 'netctl_api_requests_total', { route: '/containers/*', method: 'POST', status: '501' }), 2);
+});
+
 test('unknown routes are 404 page not found; wrong methods are 405', async (t) => {
-  const unknown = await call(t.context, 'GET', '/containers/json');
+  const unknown = await call(t.context, 'GET', '/no/such/route');
   t.is(unknown.status, 404);
   t.deepEqual(unknown.json, { message: 'page not found' });
   t.is(unknown.headers['api-version'], '1.47');

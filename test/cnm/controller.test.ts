@@ -172,7 +172,7 @@ test('bad input is refused with a clear error and changes nothing', async (t) =>
     [controller.createNetwork({ name: 'bad name!' }), 'InvalidArgument', /invalid network name/],
     [controller.createNetwork({ name: 'x', driver: 'null', enableIPv6: true }), 'InvalidArgument', /assigns no addresses/],
     [controller.connect('taken', 't', { ipv4Address: '10.1.0.9' }), 'Conflict', /10\.1\.0\.9/],
-    [controller.connect('taken', 's'), 'Conflict', /already connected to network taken/],
+    [controller.connect('taken', 's'), 'Forbidden', /^endpoint with name s already exists in network taken$/],
     [controller.connect('taken', 'nosuch'), 'SandboxNotFound', /sandbox nosuch not found/],
     [controller.connect('nosuch', 't'), 'NetworkNotFound', /network nosuch not found/],
     [controller.removeNetwork('taken'), 'Forbidden', /active endpoints/],
@@ -259,6 +259,18 @@ test('list filters and prune follow docker', async (t) => {
   await controller.connect('back', 's');
   const names = async (filters: Record<string, string[]>) => (await controller.listNetworks(filters)).map(toDockerNetwork).map((n) => n.Name).sort();
   t.deepEqual(await names({ name: ['ron'] }), ['front']);
+  // name and id are regular expressions, as moby's filters.Args.Match reads them.
+  t.deepEqual(await names({ name: ['^ba'] }), ['back']);
+  t.deepEqual(await names({ name: ['^(front|none0)$'] }), ['front', 'none0']);
+  t.deepEqual(await names({ name: ['^fro$'] }), []);
+  t.deepEqual(await names({ name: ['(?i)^BACK$'] }), ['back']);
+  const backId = (await controller.inspectNetwork('back')).network.id;
+  t.deepEqual(await names({ id: [`^${backId.slice(0, 12)}`] }), ['back']);
+  t.deepEqual(await names({ id: [backId.slice(20, 40)] }), ['back'], 'anywhere in the id, not only a prefix');
+  await t.throwsAsync(controller.listNetworks({ name: ['web('] }), {
+    code: 'InvalidArgument',
+    message: /^invalid filter 'name=web\(': not a regular expression \(.*\)$/,
+  });
   t.deepEqual(await names({ label: ['tier'] }), ['back', 'front']);
   t.deepEqual(await names({ label: ['tier=db'] }), ['back']);
   t.deepEqual(await names({ driver: ['null'] }), ['none0']);
@@ -489,7 +501,7 @@ test('a store from before per-record IPAM is moved to a key per address and name
   const reopened = await open();
   t.deepEqual(JSON.parse((await store.get(`network-state/${network.id}`))?.value ?? ''), {});
   t.deepEqual((await store.list(`ipam/addresses/${network.id}/`)).map((kv) => [kv.key.split('/').at(-1), kv.value]), [['10.9.0.2', a.id]]);
-  await t.throwsAsync(reopened.connect('web', 'a'), { message: /already connected/ });
+  await t.throwsAsync(reopened.connect('web', 'a'), { message: /endpoint with name a already exists in network web/ });
   const b = await reopened.connect('web', 'b');
   t.is(b.ipv4Address, '10.9.0.3/24', 'the migrated address stays taken');
 });

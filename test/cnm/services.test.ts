@@ -53,7 +53,7 @@ test('a vip service takes the lowest free address of each network as its VIP; en
   t.is((await store.get(keys.address(service.networks[0]?.networkId ?? '', '10.5.0.3')))?.value, service.id);
   await controller.createSandbox({ name: 'b' });
   t.is((await controller.connect('n', 'b')).ipv4Address, '10.5.0.4/24');
-  await t.throwsAsync(controller.connect('n', 'a', {}), { code: 'Conflict' });
+  await t.throwsAsync(controller.connect('n', 'a', {}), { code: 'Forbidden', message: 'endpoint with name a already exists in network n' });
   await controller.createSandbox({ name: 'c' });
   await t.throwsAsync(controller.connect('n', 'c', { ipv4Address: '10.5.0.3' }), { code: 'Conflict', message: /10\.5\.0\.3/ });
 });
