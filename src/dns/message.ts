@@ -168,18 +168,27 @@ export interface ReplyParts {
   opt?: Buffer;
 }
 
-/** A response message from its parts. */
+/** A response message from its parts, written into one buffer. */
 export function buildReply(parts: ReplyParts): Buffer {
-  const header = Buffer.alloc(HEADER_LENGTH);
-  header.writeUInt16BE(parts.id, 0);
-  header.writeUInt16BE((parts.flags | Flag.QR) & 0xffff, 2);
-  header.writeUInt16BE(parts.question ? 1 : 0, 4);
-  header.writeUInt16BE(parts.answers.length, 6);
-  header.writeUInt16BE(0, 8);
-  header.writeUInt16BE(parts.opt ? 1 : 0, 10);
-  const chunks: Uint8Array[] = [header];
-  if (parts.question) chunks.push(parts.question.bytes);
-  chunks.push(...parts.answers);
-  if (parts.opt) chunks.push(parts.opt);
-  return Buffer.concat(chunks);
+  const question = parts.question?.bytes;
+  let length = HEADER_LENGTH + (question?.length ?? 0) + (parts.opt?.length ?? 0);
+  for (const answer of parts.answers) length += answer.length;
+  const out = Buffer.allocUnsafe(length);
+  out.writeUInt16BE(parts.id, 0);
+  out.writeUInt16BE((parts.flags | Flag.QR) & 0xffff, 2);
+  out.writeUInt16BE(question ? 1 : 0, 4);
+  out.writeUInt16BE(parts.answers.length, 6);
+  out.writeUInt16BE(0, 8);
+  out.writeUInt16BE(parts.opt ? 1 : 0, 10);
+  let at = HEADER_LENGTH;
+  if (question) {
+    out.set(question, at);
+    at += question.length;
+  }
+  for (const answer of parts.answers) {
+    out.set(answer, at);
+    at += answer.length;
+  }
+  if (parts.opt) out.set(parts.opt, at);
+  return out;
 }
