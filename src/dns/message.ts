@@ -4,7 +4,9 @@
  * bytes, and the records the server answers with. Answers name their owner
  * with a pointer to the question (RFC 1035 §4.1.4), so they repeat the name
  * exactly as asked and cost two bytes each. Whole-message decoding is left
- * to dns-packet.
+ * to dns-packet, except for the one query shape nearly every stub resolver
+ * sends (`readCommonQuery`), which is read here so the server can answer it
+ * without decoding the whole message.
  */
 import { parseIPv4, parseIPv6 } from '../wire/index.js';
 
@@ -41,7 +43,9 @@ export const UDP_DEFAULT_SIZE = 512;
 export const UDP_MAX_SIZE = 4096;
 
 const MAX_NAME_LENGTH = 255;
+const MAX_LABEL_LENGTH = 63;
 const POINTER_TO_QUESTION = 0xc000 | HEADER_LENGTH;
+const OPT_LENGTH = 11;
 
 export interface RawQuestion {
   /** The question section's bytes (name, type, class), copied into replies. */
@@ -77,6 +81,56 @@ export function scanQuestion(message: Buffer, offset = HEADER_LENGTH): RawQuesti
     type: message.readUInt16BE(at),
     class: message.readUInt16BE(at + 2),
   };
+}
+
+/** The query nearly every stub resolver sends, as `readCommonQuery` finds it. */
+export interface CommonQuery {
+  /** Where the question's name ends (past its root label) and its type begins. */
+  readonly nameEnd: number;
+  readonly type: typeof RecordType.A | typeof RecordType.AAAA;
+  /** The client's EDNS UDP size and DO bit; undefined when the query has no OPT record. */
+  readonly opt: { readonly udpSize: number; readonly dnssecOk: boolean } | undefined;
+}
+
+/**
+ * The query when it is the common one, else undefined: QR 0 and opcode 0;
+ * one question and nothing else but at most one OPT record; the question an
+ * A or AAAA of class IN whose name is uncompressed ASCII of at most 255
+ * bytes (RFC 1035 §3.1, which dns-packet also holds to); the OPT owned by
+ * the root, EDNS version 0, without options (RFC 6891 §6.1.2); no bytes
+ * after it. Everything else is the general path's to read. The OPT's
+ * extended rcode and flags other than DO are not looked at, as the general
+ * path does not look at them.
+ */
+export function readCommonQuery(message: Buffer): CommonQuery | undefined {
+  if (message.length < HEADER_LENGTH) return undefined;
+  if ((message.readUInt16BE(2) & (Flag.QR | Flag.OPCODE)) !== 0) return undefined;
+  if (message.readUInt16BE(4) !== 1 || message.readUInt16BE(6) !== 0 || message.readUInt16BE(8) !== 0) return undefined;
+  const additionals = message.readUInt16BE(10);
+  if (additionals > 1) return undefined;
+  let at = HEADER_LENGTH;
+  for (;;) {
+    // A length over 63 is a pointer or a reserved label type.
+    const length = message[at];
+    if (length === undefined || length > MAX_LABEL_LENGTH) return undefined;
+    at += 1;
+    if (length === 0) break;
+    const labelEnd = at + length;
+    // The root label still to come must fit in the 255 bytes too.
+    if (labelEnd - HEADER_LENGTH + 1 > MAX_NAME_LENGTH || labelEnd > message.length) return undefined;
+    // The server keys answers by the name's bytes with their case folded, which folds the name's case only in ASCII.
+    for (; at < labelEnd; at++) if (message[at]! >= 0x80) return undefined;
+  }
+  const nameEnd = at;
+  if (message.length !== nameEnd + 4 + (additionals === 1 ? OPT_LENGTH : 0)) return undefined;
+  const type = message.readUInt16BE(nameEnd);
+  if ((type !== RecordType.A && type !== RecordType.AAAA) || message.readUInt16BE(nameEnd + 2) !== CLASS_IN) return undefined;
+  if (additionals === 0) return { nameEnd, type, opt: undefined };
+  const opt = nameEnd + 4;
+  if (message[opt] !== 0 || message.readUInt16BE(opt + 1) !== RecordType.OPT || message[opt + 6] !== 0 || message.readUInt16BE(opt + 9) !== 0) {
+    return undefined;
+  }
+  return { nameEnd, type, opt: { udpSize: message.readUInt16BE(opt + 3), dnssecOk: (message.readUInt16BE(opt + 7) & 0x8000) !== 0 } };
 }
 
 /**
@@ -163,23 +217,32 @@ export interface ReplyParts {
   id: number;
   /** Header flags without QR, which is always set. */
   flags: number;
-  question?: RawQuestion;
-  answers: Buffer[];
+  question?: Pick<RawQuestion, 'bytes'>;
+  answers: readonly Buffer[];
   opt?: Buffer;
 }
 
-/** A response message from its parts. */
+/** A response message from its parts, written into one buffer. */
 export function buildReply(parts: ReplyParts): Buffer {
-  const header = Buffer.alloc(HEADER_LENGTH);
-  header.writeUInt16BE(parts.id, 0);
-  header.writeUInt16BE((parts.flags | Flag.QR) & 0xffff, 2);
-  header.writeUInt16BE(parts.question ? 1 : 0, 4);
-  header.writeUInt16BE(parts.answers.length, 6);
-  header.writeUInt16BE(0, 8);
-  header.writeUInt16BE(parts.opt ? 1 : 0, 10);
-  const chunks: Uint8Array[] = [header];
-  if (parts.question) chunks.push(parts.question.bytes);
-  chunks.push(...parts.answers);
-  if (parts.opt) chunks.push(parts.opt);
-  return Buffer.concat(chunks);
+  const question = parts.question?.bytes;
+  let length = HEADER_LENGTH + (question?.length ?? 0) + (parts.opt?.length ?? 0);
+  for (const answer of parts.answers) length += answer.length;
+  const out = Buffer.allocUnsafe(length);
+  out.writeUInt16BE(parts.id, 0);
+  out.writeUInt16BE((parts.flags | Flag.QR) & 0xffff, 2);
+  out.writeUInt16BE(question ? 1 : 0, 4);
+  out.writeUInt16BE(parts.answers.length, 6);
+  out.writeUInt16BE(0, 8);
+  out.writeUInt16BE(parts.opt ? 1 : 0, 10);
+  let at = HEADER_LENGTH;
+  if (question) {
+    out.set(question, at);
+    at += question.length;
+  }
+  for (const answer of parts.answers) {
+    out.set(answer, at);
+    at += answer.length;
+  }
+  if (parts.opt) out.set(parts.opt, at);
+  return out;
 }

@@ -146,6 +146,15 @@ export class RecordTable {
   readonly #networks = new Map<string, NetworkRecords>();
   /** Sandbox → networks it is joined to (in join order) → its endpoints there. */
   readonly #sandboxes = new Map<string, Map<string, Set<string>>>();
+  #generation = 0;
+
+  /**
+   * Changes with every change to the table, so whoever keeps answers derived
+   * from it (the DNS server's encoded records) knows when they are stale.
+   */
+  get generation(): number {
+    return this.#generation;
+  }
 
   /** Adds the endpoint, or replaces the one with the same `endpointId`. Throws InvalidArgument on a bad address. */
   upsertEndpoint(entry: EndpointEntry): void {
@@ -160,6 +169,7 @@ export class RecordTable {
       ipv6: entry.ipv6 === undefined ? undefined : canonicalIPv6(entry.ipv6, what),
     };
     this.removeEndpoint(entry.endpointId);
+    this.#generation++;
 
     const network = this.#network(entry.networkId);
     network.name = entry.networkName;
@@ -182,6 +192,7 @@ export class RecordTable {
   removeEndpoint(endpointId: string): void {
     const stored = this.#endpoints.get(endpointId);
     if (!stored) return;
+    this.#generation++;
     this.#endpoints.delete(endpointId);
     const network = this.#networks.get(stored.networkId);
     if (network) {
@@ -211,6 +222,7 @@ export class RecordTable {
       })),
     };
     const network = this.#network(entry.networkId);
+    this.#generation++;
     this.#forgetVirtualIp(network, name);
     network.services.set(name, stored);
     if (stored.virtualIp !== undefined) network.virtualIps.set(stored.virtualIp, entry.name);
@@ -220,6 +232,7 @@ export class RecordTable {
   removeService(name: string, networkId: string): void {
     const network = this.#networks.get(networkId);
     if (!network) return;
+    this.#generation++;
     this.#forgetVirtualIp(network, normalizeName(name));
     network.services.delete(normalizeName(name));
     this.#dropIfEmpty(networkId, network);

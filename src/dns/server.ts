@@ -20,11 +20,20 @@
  *   ignores them too); other opcodes get NOTIMP; a query without exactly
  *   one question, or one that does not decode, FORMERR; fewer than 12 bytes
  *   are dropped.
+ *
+ * The query nearly every client sends, one A or AAAA question with at most a
+ * plain OPT record (see `readCommonQuery`), for a name with addresses in the
+ * table, is answered on a fast path: read by hand rather than decoded whole
+ * with dns-packet, its answer records encoded once per table generation, the
+ * reply built in the same turn. It gives the bytes and the observation the
+ * general path would give; whatever it does not take (NODATA, names not in
+ * the table, replies that need truncating) goes the general way.
  */
 import { decode } from 'dns-packet';
 import type { Forwarder } from './forwarder.js';
 import {
   CLASS_IN,
+  type CommonQuery,
   Flag,
   HEADER_LENGTH,
   Rcode,
@@ -37,6 +46,7 @@ import {
   optRecord,
   ptrRecord,
   questionName,
+  readCommonQuery,
   scanQuestion,
 } from './message.js';
 import type { RawQuestion } from './message.js';
@@ -53,6 +63,10 @@ export interface DnsServerOptions {
   logger?: Logger;
   /** Told about every query once it is answered or dropped (for metrics); it must not throw. */
   onQuery?: (query: DnsQueryObservation) => void;
+  /** Uniform in [0, 1), drawn from by the round-robin shuffle; default Math.random (tests seed it). */
+  random?: () => number;
+  /** False sends every query the general way; default true. Tests compare the two paths with it. */
+  fastPath?: boolean;
 }
 
 /**
@@ -99,6 +113,18 @@ interface Outcome {
   reply?: Buffer;
 }
 
+/** Encoded answer records for one question as one sandbox sees it, and their total length. */
+interface CachedAnswer {
+  readonly records: readonly Buffer[];
+  readonly length: number;
+}
+
+/** The header flags a reply copies from the query. */
+const ECHOED_FLAGS = Flag.OPCODE | Flag.RD | Flag.CD;
+/** The OPT records the general path puts in a reply without an extended rcode, made once for the fast path. */
+const REPLY_OPT = optRecord({ udpSize: UDP_MAX_SIZE, extendedRcode: 0, version: 0, dnssecOk: false });
+const REPLY_OPT_DO = optRecord({ udpSize: UDP_MAX_SIZE, extendedRcode: 0, version: 0, dnssecOk: true });
+
 /** Query sections beyond these are refused, as miekg/dns refuses them: a query carries no more. */
 const MAX_ANSWERS = 1;
 const MAX_AUTHORITIES = 1;
@@ -117,7 +143,7 @@ function parseQuery(message: Buffer): Parsed {
   const id = message.readUInt16BE(0);
   const flags = message.readUInt16BE(2);
   if ((flags & Flag.QR) !== 0) return { kind: 'drop' };
-  const echoedFlags = flags & (Flag.OPCODE | Flag.RD | Flag.CD);
+  const echoedFlags = flags & ECHOED_FLAGS;
   const formErr: Parsed = { kind: 'error', reply: headerOnly(id, echoedFlags, Rcode.FORMERR) };
   if ((flags & Flag.OPCODE) !== 0) return { kind: 'error', reply: headerOnly(id, echoedFlags, Rcode.NOTIMP) };
 
@@ -153,13 +179,13 @@ function parseQuery(message: Buffer): Parsed {
 }
 
 /** The most a UDP reply may hold: 512 without EDNS, else the client's size within 512…4096 (RFC 6891 §6.2.5). */
-function udpLimit(opt: ClientOpt | undefined): number {
+function udpLimit(opt: Pick<ClientOpt, 'udpSize'> | undefined): number {
   return opt ? Math.min(Math.max(opt.udpSize, UDP_DEFAULT_SIZE), UDP_MAX_SIZE) : UDP_DEFAULT_SIZE;
 }
 
-function shuffle<T>(items: T[]): T[] {
+function shuffle<T>(items: T[], random: () => number): T[] {
   for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
+    const j = Math.floor(random() * (i + 1));
     [items[i], items[j]] = [items[j]!, items[i]!];
   }
   return items;
@@ -175,7 +201,12 @@ export class DnsServer {
   readonly #ttl: number;
   readonly #logger: Logger;
   readonly #onQuery: ((query: DnsQueryObservation) => void) | undefined;
+  readonly #random: () => number;
+  readonly #fastPath: boolean;
   readonly #inFlight = new Set<Promise<Buffer | undefined>>();
+  /** Sandbox → lowercase question name and type (as wire bytes) → answer, for table generation `#cachedGeneration`. */
+  readonly #answerCache = new Map<string, Map<string, CachedAnswer>>();
+  #cachedGeneration = -1;
   #stopped = false;
 
   constructor(opts: DnsServerOptions) {
@@ -184,6 +215,8 @@ export class DnsServer {
     this.#ttl = opts.ttl ?? 600;
     this.#logger = opts.logger ?? silentLogger;
     this.#onQuery = opts.onQuery;
+    this.#random = opts.random ?? Math.random;
+    this.#fastPath = opts.fastPath ?? true;
   }
 
   /**
@@ -191,11 +224,17 @@ export class DnsServer {
    * Never rejects: whatever the bytes, the answer is a reply or a drop.
    * Over UDP a reply that exceeds the client's size comes back truncated
    * (TC set, the question and OPT only); over TCP it is whole, and the
-   * caller frames it (see `frameTcp`).
+   * caller frames it (see `frameTcp`). A query the fast path takes is
+   * answered, and observed, before `handle` returns.
    */
   handle(query: Buffer, ctx: QueryContext): Promise<Buffer | undefined> {
     if (this.#stopped) return Promise.resolve(undefined);
     const start = performance.now();
+    const common = this.#fastPath ? this.#answerCommon(query, ctx) : undefined;
+    if (common !== undefined) {
+      this.#onQuery?.({ result: 'answered', transport: ctx.transport, seconds: (performance.now() - start) / 1000 });
+      return Promise.resolve(common);
+    }
     const work = this.#handle(query, ctx)
       .catch((error: unknown): Outcome => {
         this.#logger.warn(`dns: query from sandbox ${ctx.sandboxId} failed: ${(error as Error).message}`);
@@ -245,6 +284,66 @@ export class DnsServer {
     return { result: relayed, reply: this.#reply(query, upstreamFlags | Flag.TC, []) };
   }
 
+  /**
+   * The reply to a common query for a name with addresses in the table,
+   * byte for byte the general path's, or undefined to leave the query to the
+   * general path. Nothing is drawn for the shuffle before the reply is sure,
+   * so a seeded `random` gives both paths the same order.
+   */
+  #answerCommon(message: Buffer, ctx: QueryContext): Buffer | undefined {
+    const query = readCommonQuery(message);
+    if (!query) return undefined;
+    const answer = this.#tableAnswer(message, query, ctx.sandboxId);
+    if (!answer) return undefined;
+    const questionEnd = query.nameEnd + 4;
+    const length = questionEnd + answer.length + (query.opt ? REPLY_OPT.length : 0);
+    if (length > (ctx.transport === 'tcp' ? MAX_TCP_MESSAGE : udpLimit(query.opt))) return undefined;
+    return buildReply({
+      id: message.readUInt16BE(0),
+      flags: (message.readUInt16BE(2) & ECHOED_FLAGS) | Flag.RA | Rcode.NOERROR,
+      question: { bytes: message.subarray(HEADER_LENGTH, questionEnd) },
+      // A copy: the kept order is the table's, which the general path shuffles from each time.
+      answers: answer.records.length > 1 ? shuffle([...answer.records], this.#random) : answer.records,
+      ...(query.opt ? { opt: query.opt.dnssecOk ? REPLY_OPT_DO : REPLY_OPT } : {}),
+    });
+  }
+
+  /**
+   * The encoded records answering the query's question for the sandbox, in
+   * the table's order, or undefined when the table has no addresses for it.
+   * Kept until the table changes, so a name asked again costs a map lookup
+   * rather than a resolution and an encoding per address. Only names with
+   * addresses are kept: what is kept is bounded by the table, whatever
+   * names clients make up.
+   */
+  #tableAnswer(message: Buffer, query: CommonQuery, sandboxId: string): CachedAnswer | undefined {
+    if (this.#cachedGeneration !== this.#table.generation) {
+      this.#answerCache.clear();
+      this.#cachedGeneration = this.#table.generation;
+    }
+    // The name's wire bytes and the type; the name is ASCII, so lowercasing folds every spelling of it into one key.
+    const key = message.toString('latin1', HEADER_LENGTH, query.nameEnd + 2).toLowerCase();
+    let answers = this.#answerCache.get(sandboxId);
+    const cached = answers?.get(key);
+    if (cached) return cached;
+
+    const question = scanQuestion(message);
+    const name = question && questionName(question);
+    if (name === undefined) return undefined;
+    const type = query.type === RecordType.A ? 'A' : 'AAAA';
+    const { addresses } = this.#table.resolve(sandboxId, name, type);
+    if (addresses.length === 0) return undefined;
+    const encode = type === 'A' ? aRecord : aaaaRecord;
+    const records = addresses.map((address) => encode(this.#ttl, address));
+    const answer: CachedAnswer = { records, length: records.reduce((sum, record) => sum + record.length, 0) };
+    if (!answers) {
+      answers = new Map();
+      this.#answerCache.set(sandboxId, answers);
+    }
+    answers.set(key, answer);
+    return answer;
+  }
+
   /** Answer records from the table, [] for NODATA, or undefined when the name is not the table's. */
   #answerLocally(question: RawQuestion, sandboxId: string): Buffer[] | undefined {
     const name = questionName(question);
@@ -258,7 +357,7 @@ export class DnsServer {
       const { exists, addresses } = this.#table.resolve(sandboxId, name, type);
       if (!exists) return undefined;
       const encode = type === 'A' ? aRecord : aaaaRecord;
-      return shuffle(addresses).map((address) => encode(this.#ttl, address));
+      return shuffle(addresses, this.#random).map((address) => encode(this.#ttl, address));
     }
     return this.#table.resolve(sandboxId, name, 'A').exists ? [] : undefined;
   }

@@ -158,3 +158,28 @@ test('PTR: a virtual IP on a shared network gives the service name; it goes with
   t.deepEqual(records.reverse('sb-client', '51.0.0.10.in-addr.arpa'), []);
   t.deepEqual(records.resolve('sb-client', 'api', 'A'), { exists: false, addresses: [] });
 });
+
+test('the generation changes with every change to the table, and only then', (t) => {
+  const records = table();
+  const changes: [string, () => void][] = [
+    ['endpoint added', () => records.upsertEndpoint(endpoint({ endpointId: 'ep-new', sandboxId: 'sb-new', name: 'new', ipv4: '10.0.0.7' }))],
+    ['endpoint replaced', () => records.upsertEndpoint(endpoint({ endpointId: 'ep-new', sandboxId: 'sb-new', name: 'new', ipv4: '10.0.0.8' }))],
+    ['endpoint removed', () => records.removeEndpoint('ep-new')],
+    ['service added', () => records.upsertService({ name: 'api', networkId: 'net-front', virtualIp: '10.0.9.9', tasks: [] })],
+    ['service replaced', () => records.upsertService({ name: 'api', networkId: 'net-front', tasks: [{ ipv4: '10.0.0.2' }] })],
+    ['service removed', () => records.removeService('api', 'net-front')],
+  ];
+  for (const [label, change] of changes) {
+    const before = records.generation;
+    change();
+    t.not(records.generation, before, label);
+  }
+  const settled = records.generation;
+  records.resolve('sb-client', 'web', 'A');
+  records.reverse('sb-client', '2.0.0.10.in-addr.arpa');
+  records.networksOf('sb-client');
+  records.removeEndpoint('ep-unknown');
+  records.removeService('api', 'net-unknown');
+  t.throws(() => records.upsertEndpoint(endpoint({ endpointId: 'ep-bad', sandboxId: 'sb-bad', name: 'bad', ipv4: '10.0.0.300' })), { instanceOf: InvalidArgument });
+  t.is(records.generation, settled, 'lookups, removals of what is not there and refused changes leave it');
+});

@@ -10,11 +10,13 @@ import { promisify } from 'node:util';
 
 const exec = promisify(execFile);
 let counter = 0;
+/** Sessions sharing one machine set their own prefix, so each can tell (and clean up) the namespaces it made. */
+const namePrefix = process.env['NETCTL_TEST_PREFIX'] ?? 'nct';
 
 /** A namespace or link name unique to this process, at most 15 characters. */
 export function uniqueName(tag: string): string {
   counter += 1;
-  return `nct${tag}${process.pid % 100000}x${counter}`.slice(0, 15);
+  return `${namePrefix}${tag}${process.pid % 100000}x${counter}`.slice(0, 15);
 }
 
 export interface RunResult {
