@@ -105,8 +105,9 @@ test('a connection without a complete query for the idle timeout is closed; an a
   const replies = readTcpMessages(active.socket);
   const started = Date.now();
   let answered = 0;
-  // Back to back for three idle periods: the active one never waits on itself for long, even on a loaded machine.
-  while (Date.now() - started < 3 * IDLE_MS && answered < 10_000) {
+  // Back to back for three idle periods (bounded by time alone: a count cap ended it early on a fast machine): the active
+  // one never waits on itself for long, even on a loaded machine.
+  while (Date.now() - started < 3 * IDLE_MS) {
     active.socket.write(frameTcp(Buffer.from(`q${answered}`)));
     const reply = await replies.next();
     if (reply.done === true || reply.value.toString() !== `q${answered}`) break;
