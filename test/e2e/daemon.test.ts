@@ -65,7 +65,7 @@ test.serial('netctl daemon + CLI: isolated bridge networks, docker CLI, state ac
     [['network', 'create', '--subnet', '10.61.0.0/24', '--gateway', '10.62.0.1', 'x'], /10\.62\.0\.1/],
     [['network', 'create', 'front'], /already exists/],
     [['network', 'create', '-d', 'nosuch', 'x'], /nosuch/],
-    [['network', 'create', '-o', 'bogus=1', 'x'], /bogus/],
+    [['network', 'create', '-o', 'com.docker.network.driver.mtu=big', 'x'], /invalid MTU "big"/],
     [['network', 'rm', 'front'], /active endpoints/],
     [['network', 'connect', '--ip', '10.60.0.77', 'front', c], /10\.60\.0\.77/],
   ];
