@@ -30,13 +30,13 @@ driverCompliance('null driver', async () => {
   };
 });
 
+/** A controller with only the null driver, in memory. */
+function nullController(): Promise<Controller> {
+  return Controller.open({ store: new MemoryStore(), drivers: [new NullDriver()], namespaces: new MemoryNamespaces(), logger: silentLogger });
+}
+
 test('null networks have no IPAM and endpoints no addresses', async (t) => {
-  const controller = await Controller.open({
-    store: new MemoryStore(),
-    drivers: [new NullDriver()],
-    namespaces: new MemoryNamespaces(),
-    logger: silentLogger,
-  });
+  const controller = await nullController();
   // Asking for encryption is refused, as it would change nothing; another option is kept as Docker keeps it, with a warning.
   await t.throwsAsync(controller.createNetwork({ name: 'x', driver: 'null', options: { encrypted: '' } }), {
     message: /option "encrypted" is for overlay networks/,
@@ -52,12 +52,7 @@ test('null networks have no IPAM and endpoints no addresses', async (t) => {
 });
 
 test('null endpoints get no interface name, and asking for one is refused', async (t) => {
-  const controller = await Controller.open({
-    store: new MemoryStore(),
-    drivers: [new NullDriver()],
-    namespaces: new MemoryNamespaces(),
-    logger: silentLogger,
-  });
+  const controller = await nullController();
   await controller.createNetwork({ name: 'none', driver: 'null' });
   await controller.createSandbox({ name: 's' });
   await controller.createSandbox({ name: 'named' });
@@ -71,12 +66,7 @@ test('null endpoints get no interface name, and asking for one is refused', asyn
 });
 
 test('only one null network may exist, as in Docker', async (t) => {
-  const controller = await Controller.open({
-    store: new MemoryStore(),
-    drivers: [new NullDriver()],
-    namespaces: new MemoryNamespaces(),
-    logger: silentLogger,
-  });
+  const controller = await nullController();
   await controller.createNetwork({ name: 'none', driver: 'null' });
   await t.throwsAsync(controller.createNetwork({ name: 'other', driver: 'null' }), {
     code: 'Forbidden',
@@ -88,12 +78,7 @@ test('only one null network may exist, as in Docker', async (t) => {
 });
 
 test('endpoints without an IPv4 address get distinct random MACs outside the 02:42 range', async (t) => {
-  const controller = await Controller.open({
-    store: new MemoryStore(),
-    drivers: [new NullDriver()],
-    namespaces: new MemoryNamespaces(),
-    logger: silentLogger,
-  });
+  const controller = await nullController();
   await controller.createNetwork({ name: 'none', driver: 'null' });
   const macs = new Set<string>();
   for (let i = 0; i < 50; i++) {
