@@ -1,10 +1,13 @@
 /**
  * Embedded DNS throughput and latency: dnsperf against netctl's resolver
  * (127.0.0.11 inside a sandbox) and against dnsmasq serving the same names
- * from the same sandbox, alternating, in one run. Writes
- * bench/results/dns.json and dns.md.
+ * from the same sandbox, alternating, in one run. Each run is two dnsperf
+ * runs per server: one saturating (queries per second, average latency
+ * under that load) and one at a fixed --rate below both servers' capacity
+ * with every answer's latency recorded (-v), for p50 and p99 of a load
+ * both carry. Writes bench/results/dns.json and dns.md.
  *
- *   npm run bench:dns [-- --names 50 --seconds 10 --runs 3]
+ *   npm run bench:dns [-- --names 50 --seconds 10 --runs 3 --rate 20000]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -18,24 +21,71 @@ import { addNetns, inNetns, removeNetns, uniqueName } from '../test/helpers/kern
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const { values } = parseArgs({
-  options: { names: { type: 'string', default: '50' }, seconds: { type: 'string', default: '10' }, runs: { type: 'string', default: '3' } },
+  options: {
+    names: { type: 'string', default: '50' },
+    seconds: { type: 'string', default: '10' },
+    runs: { type: 'string', default: '3' },
+    rate: { type: 'string', default: '20000' },
+  },
 });
 const nameCount = Number(values.names);
 const seconds = Number(values.seconds);
 const runs = Number(values.runs);
+const rate = Number(values.rate);
 
 interface Sample {
   qps: number;
   avgLatencyMs: number;
   lost: number;
+  /** At the fixed rate. */
+  p50Ms: number;
+  p99Ms: number;
 }
 
-function parseDnsperf(output: string): Sample {
+function parseDnsperf(output: string): Omit<Sample, 'p50Ms' | 'p99Ms'> {
   const qps = Number(/Queries per second:\s+([\d.]+)/.exec(output)?.[1]);
   const avg = Number(/Average Latency \(s\):\s+([\d.]+)/.exec(output)?.[1]);
   const lost = Number(/Queries lost:\s+(\d+)/.exec(output)?.[1] ?? 0);
   if (!Number.isFinite(qps) || !Number.isFinite(avg)) throw new Error(`cannot read dnsperf output:\n${output}`);
   return { qps, avgLatencyMs: avg * 1000, lost };
+}
+
+/**
+ * dnsperf -v at a fixed rate, from inside a namespace: each answer's latency
+ * (lines `> RCODE NAME TYPE SECONDS`), read as a stream since a run prints
+ * more than a buffered child's output may hold.
+ */
+function latencies(netnsPath: string, args: readonly string[]): Promise<Float64Array> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('nsenter', [`--net=${netnsPath}`, 'dnsperf', ...args, '-v'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let values = new Float64Array(1 << 16);
+    let count = 0;
+    let rest = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      const lines = (rest + chunk).split('\n');
+      rest = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.startsWith('> ')) continue;
+        const seconds = Number(line.slice(line.lastIndexOf(' ') + 1));
+        if (!Number.isFinite(seconds)) continue;
+        if (count === values.length) {
+          const grown = new Float64Array(values.length * 2);
+          grown.set(values);
+          values = grown;
+        }
+        values[count++] = seconds * 1000;
+      }
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 && count > 0 ? resolve(values.subarray(0, count).sort()) : reject(new Error(`dnsperf -v exited ${code} with ${count} answers: ${stderr}`))));
+  });
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
 function median(xs: number[]): number {
@@ -94,9 +144,14 @@ try {
         timeoutMs: (seconds + 30) * 1000,
       });
       if (result.code !== 0) throw new Error(`dnsperf against ${server}: ${result.stderr}${result.stdout}`);
-      const sample = parseDnsperf(result.stdout);
+      const saturated = parseDnsperf(result.stdout);
+      const fixed = await latencies(clientPath, ['-s', address, '-d', join(work, 'queries'), '-l', String(seconds), '-c', '10', '-q', '100', '-Q', String(rate)]);
+      const sample = { ...saturated, p50Ms: percentile(fixed, 50), p99Ms: percentile(fixed, 99) };
       samples[server].push(sample);
-      console.log(`run ${run + 1} ${server}: ${sample.qps.toFixed(0)} q/s, ${sample.avgLatencyMs.toFixed(3)} ms average, ${sample.lost} lost`);
+      console.log(
+        `run ${run + 1} ${server}: ${sample.qps.toFixed(0)} q/s, ${sample.avgLatencyMs.toFixed(3)} ms average, ${sample.lost} lost;` +
+          ` at ${rate} q/s p50 ${sample.p50Ms.toFixed(3)} ms, p99 ${sample.p99Ms.toFixed(3)} ms`,
+      );
     }
   }
   const summarize = (server: 'netctl' | 'dnsmasq') => {
@@ -106,6 +161,8 @@ try {
       minQps: Math.min(...qps),
       maxQps: Math.max(...qps),
       medianAvgLatencyMs: median(samples[server].map((s) => s.avgLatencyMs)),
+      medianP50Ms: median(samples[server].map((s) => s.p50Ms)),
+      medianP99Ms: median(samples[server].map((s) => s.p99Ms)),
       runs: samples[server],
     };
   };
@@ -115,15 +172,16 @@ try {
   await mkdir(join(root, 'bench', 'results'), { recursive: true });
   await writeFile(
     join(root, 'bench', 'results', 'dns.json'),
-    `${JSON.stringify({ date, names: nameCount, seconds, runs, dnsperf: '-c 10 -q 100', summary, ratio }, null, 2)}\n`,
+    `${JSON.stringify({ date, names: nameCount, seconds, runs, rate, dnsperf: '-c 10 -q 100', summary, ratio }, null, 2)}\n`,
   );
   const row = (server: 'netctl' | 'dnsmasq') =>
-    `| ${server} | ${summary[server].medianQps.toFixed(0)} | ${summary[server].minQps.toFixed(0)}–${summary[server].maxQps.toFixed(0)} | ${summary[server].medianAvgLatencyMs.toFixed(3)} |`;
+    `| ${server} | ${summary[server].medianQps.toFixed(0)} | ${summary[server].minQps.toFixed(0)}–${summary[server].maxQps.toFixed(0)} | ${summary[server].medianAvgLatencyMs.toFixed(3)} | ${summary[server].medianP50Ms.toFixed(3)} | ${summary[server].medianP99Ms.toFixed(3)} |`;
   const table = [
-    `DNS, ${nameCount} A records, dnsperf -l ${seconds} -c 10 -q 100 from inside one sandbox, ${runs} runs each, alternating (${date})`,
+    `DNS, ${nameCount} A records, dnsperf -l ${seconds} -c 10 -q 100 from inside one sandbox, ${runs} runs each, alternating (${date});`,
+    `p50 and p99 at a fixed ${rate} q/s (-Q), medians over the runs`,
     '',
-    '| server | queries/s (median) | range | average latency ms (median) |',
-    '|---|---|---|---|',
+    '| server | queries/s (median) | range | average latency ms, saturated (median) | p50 ms | p99 ms |',
+    '|---|---|---|---|---|---|',
     row('netctl'),
     row('dnsmasq'),
     '',

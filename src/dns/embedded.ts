@@ -317,8 +317,14 @@ export class EmbeddedDns {
     this.listeners.set(sandbox.id, { udp, tcp });
   }
 
-  /** Answers a batch; replies ready in the same turn leave in one sendBatch. */
+  /**
+   * Answers a batch: common questions at once, in one sendBatch before this
+   * returns; the others as they are answered, those ready in the same turn
+   * in one sendBatch.
+   */
   private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: ReceivedDatagrams): void {
+    const ctx = { sandboxId, transport: 'udp' as const, mayForward: this.mayForward(sandboxId) };
+    const now: DatagramBatch = { data: [], addresses: [], ports: [] };
     const replies: DatagramBatch = { data: [], addresses: [], ports: [] };
     let scheduled = false;
     const flush = () => {
@@ -333,12 +339,19 @@ export class EmbeddedDns {
       replies.addresses.length = 0;
       replies.ports.length = 0;
     };
-    const mayForward = this.mayForward(sandboxId);
     for (let i = 0; i < batch.count; i++) {
       // The socket does not borrow buffers: each query's bytes stay valid while it is answered.
-      const { data: query, address, port } = receivedDatagram(batch, i);
+      const { data, address, port } = receivedDatagram(batch, i);
+      const query = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      const common = this.server.answerNow(query, ctx);
+      if (common !== undefined) {
+        now.data.push(common);
+        now.addresses.push(address);
+        now.ports.push(port);
+        continue;
+      }
       void this.server
-        .handle(Buffer.from(query.buffer, query.byteOffset, query.byteLength), { sandboxId, transport: 'udp', mayForward })
+        .handle(query, ctx)
         .then((reply) => {
           if (reply === undefined) return;
           replies.data.push(reply);
@@ -349,6 +362,12 @@ export class EmbeddedDns {
             setImmediate(flush);
           }
         });
+    }
+    if (now.data.length === 0) return;
+    try {
+      udp.sendBatch(now);
+    } catch {
+      // The listener closed meanwhile: the sandbox is gone.
     }
   }
 

@@ -228,13 +228,10 @@ export class DnsServer {
    * answered, and observed, before `handle` returns.
    */
   handle(query: Buffer, ctx: QueryContext): Promise<Buffer | undefined> {
+    const common = this.answerNow(query, ctx);
+    if (common !== undefined) return Promise.resolve(common);
     if (this.#stopped) return Promise.resolve(undefined);
     const start = performance.now();
-    const common = this.#fastPath ? this.#answerCommon(query, ctx) : undefined;
-    if (common !== undefined) {
-      this.#onQuery?.({ result: 'answered', transport: ctx.transport, seconds: (performance.now() - start) / 1000 });
-      return Promise.resolve(common);
-    }
     const work = this.#handle(query, ctx)
       .catch((error: unknown): Outcome => {
         this.#logger.warn(`dns: query from sandbox ${ctx.sandboxId} failed: ${(error as Error).message}`);
@@ -247,6 +244,20 @@ export class DnsServer {
     this.#inFlight.add(work);
     void work.finally(() => this.#inFlight.delete(work));
     return work;
+  }
+
+  /**
+   * The reply to the common question (one A or AAAA for a name in the
+   * table; see readCommonQuery) at once, observed as answered; undefined
+   * for any other query, which then goes to `handle`. A listener that asks
+   * this first sends the reply in the same turn, without a promise per query.
+   */
+  answerNow(query: Buffer, ctx: QueryContext): Buffer | undefined {
+    if (this.#stopped || !this.#fastPath) return undefined;
+    const start = performance.now();
+    const reply = this.#answerCommon(query, ctx);
+    if (reply !== undefined) this.#onQuery?.({ result: 'answered', transport: ctx.transport, seconds: (performance.now() - start) / 1000 });
+    return reply;
   }
 
   /** Stops answering, ends forwards in flight, and waits for queries in flight. */
