@@ -301,7 +301,8 @@ export class EmbeddedDns {
 
   private async openListener(sandbox: SandboxRecord): Promise<void> {
     const port = this.options.port ?? 53;
-    const udp = NativeUdpSocket.open({ netnsPath: sandbox.netnsPath, address: EMBEDDED_DNS_ADDRESS, port });
+    // Borrowed: no fresh Buffer per wake-up; serveUdp copies only the queries it answers later.
+    const udp = NativeUdpSocket.open({ netnsPath: sandbox.netnsPath, address: EMBEDDED_DNS_ADDRESS, port, borrowBuffers: true });
     let tcp: Server;
     try {
       tcp = await openTcpListener({ netnsPath: sandbox.netnsPath, address: EMBEDDED_DNS_ADDRESS, port }, (socket) =>
@@ -313,62 +314,42 @@ export class EmbeddedDns {
     }
     // accept(2) failing (EMFILE under a flood) must not end the daemon; the listener keeps listening.
     tcp.on('error', (err) => this.logger.warn(`dns: TCP listener of sandbox ${sandbox.name}: ${err.message}`));
-    udp.start((batch) => this.serveUdp(sandbox.id, udp, batch));
+    const now: DatagramBatch = { data: [], addresses: [], ports: [] };
+    udp.start((batch) => this.serveUdp(sandbox.id, udp, batch, now));
     this.listeners.set(sandbox.id, { udp, tcp });
   }
 
   /**
    * Answers a batch: common questions at once, in one sendBatch before this
-   * returns; the others as they are answered, those ready in the same turn
-   * in one sendBatch.
+   * returns (through `now`, the listener's own batch: sendBatch copies, so
+   * one serves every wake-up); the others as they are answered, those ready
+   * in the same turn in one sendBatch.
    */
-  private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: ReceivedDatagrams): void {
+  private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: ReceivedDatagrams, now: DatagramBatch): void {
     const ctx = { sandboxId, transport: 'udp' as const, mayForward: this.mayForward(sandboxId) };
-    const now: DatagramBatch = { data: [], addresses: [], ports: [] };
-    const replies: DatagramBatch = { data: [], addresses: [], ports: [] };
-    let scheduled = false;
-    const flush = () => {
-      scheduled = false;
-      if (replies.data.length === 0) return;
-      try {
-        udp.sendBatch(replies);
-      } catch {
-        // The listener closed meanwhile: the sandbox is gone.
-      }
-      replies.data.length = 0;
-      replies.addresses.length = 0;
-      replies.ports.length = 0;
-    };
+    let later: ((reply: Buffer, address: string, port: number) => void) | undefined;
     for (let i = 0; i < batch.count; i++) {
-      // The socket does not borrow buffers: each query's bytes stay valid while it is answered.
+      // The socket's own memory, valid until this returns: answerNow copies what it keeps.
       const { data, address, port } = receivedDatagram(batch, i);
-      const query = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-      const common = this.server.answerNow(query, ctx);
+      const borrowed = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      const common = this.server.answerNow(borrowed, ctx);
       if (common !== undefined) {
         now.data.push(common);
         now.addresses.push(address);
         now.ports.push(port);
         continue;
       }
-      void this.server
-        .handle(query, ctx)
-        .then((reply) => {
-          if (reply === undefined) return;
-          replies.data.push(reply);
-          replies.addresses.push(address);
-          replies.ports.push(port);
-          if (!scheduled) {
-            scheduled = true;
-            setImmediate(flush);
-          }
-        });
+      const send = (later ??= repliesInOneTurn(udp));
+      // Answered after this returns (forwarded, say): a copy of its own.
+      void this.server.handle(Buffer.from(borrowed), ctx).then((reply) => {
+        if (reply !== undefined) send(reply, address, port);
+      });
     }
     if (now.data.length === 0) return;
-    try {
-      udp.sendBatch(now);
-    } catch {
-      // The listener closed meanwhile: the sandbox is gone.
-    }
+    sendQuietly(udp, now);
+    now.data.length = 0;
+    now.addresses.length = 0;
+    now.ports.length = 0;
   }
 
   private async closeListener(sandboxId: string): Promise<void> {
@@ -421,4 +402,30 @@ export class EmbeddedDns {
       await removeResolvConf(this.resolvConfTarget(sandbox, path));
     }
   }
+}
+
+/** A sendBatch whose failure means only that the listener closed meanwhile: the sandbox is gone. */
+function sendQuietly(udp: NativeUdpSocket, batch: DatagramBatch): void {
+  try {
+    udp.sendBatch(batch);
+  } catch {
+    // Nobody is left to answer.
+  }
+}
+
+/** Collects replies that come later; those ready in one turn of the event loop leave in one sendBatch. */
+function repliesInOneTurn(udp: NativeUdpSocket): (reply: Buffer, address: string, port: number) => void {
+  const replies: DatagramBatch = { data: [], addresses: [], ports: [] };
+  const flush = () => {
+    sendQuietly(udp, replies);
+    replies.data.length = 0;
+    replies.addresses.length = 0;
+    replies.ports.length = 0;
+  };
+  return (reply, address, port) => {
+    if (replies.data.length === 0) setImmediate(flush);
+    replies.data.push(reply);
+    replies.addresses.push(address);
+    replies.ports.push(port);
+  };
 }

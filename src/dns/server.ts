@@ -251,6 +251,7 @@ export class DnsServer {
    * table; see readCommonQuery) at once, observed as answered; undefined
    * for any other query, which then goes to `handle`. A listener that asks
    * this first sends the reply in the same turn, without a promise per query.
+   * Nothing of `query` is kept, so its memory may be reused once this returns.
    */
   answerNow(query: Buffer, ctx: QueryContext): Buffer | undefined {
     if (this.#stopped || !this.#fastPath) return undefined;
