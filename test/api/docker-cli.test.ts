@@ -100,6 +100,14 @@ test('docker network ls --filter name= and id= take regular expressions, as dock
   t.is(await names('name=eb'), 'web\nweb2\nwebby\n');
   const id = (await ok(t, ['network', 'inspect', '-f', '{{.Id}}', 'webby'])).trim();
   t.is(await names(`id=^${id.slice(0, 12)}`), 'webby\n');
+  // Run in linear time, as Go's RE2 runs them: a pattern that backtracks exponentially (2^40 steps here) answers at once,
+  // and what needs backtracking (a backreference) is refused, as RE2 refuses it.
+  await ok(t, ['network', 'create', 'a'.repeat(40)]);
+  t.is(await names('name=^(a+)+b$'), '');
+  t.is(await names('name=^(a+)+$'), `${'a'.repeat(40)}\n`);
+  const backreference = await t.context.docker(['network', 'ls', '--filter', 'name=(a)\\1']);
+  t.is(backreference.code, 1);
+  t.regex(backreference.stderr, /not a regular expression/);
   const bad = await t.context.docker(['network', 'ls', '--filter', 'name=web(']);
   t.is(bad.code, 1);
   t.regex(bad.stderr, /^Error response from daemon: invalid filter 'name=web\(': not a regular expression \(/);
