@@ -81,6 +81,12 @@ function parseBool(key: string, value: string): boolean {
 // V8's linear-time engine (the `l` flag), off unless asked for: it changes no other regular expression.
 setFlagsFromString('--enable-experimental-regexp-engine');
 
+/** A compiled filter: the pattern, and whether it asks the field lowercased (Go's `(?i)`). */
+interface FilterPattern {
+  readonly regexp: RegExp;
+  readonly foldCase: boolean;
+}
+
 /**
  * A `name` or `id` filter value as moby's filters.Args.Match reads it: a
  * regular expression found anywhere in the field (`name=^web$` is exact,
@@ -89,20 +95,43 @@ setFlagsFromString('--enable-experimental-regexp-engine');
  * Compiled for V8's linear-time engine, as RE2 runs in linear time: a
  * client's pattern must not stall the daemon, whose event loop also moves
  * the overlay's frames; what that engine cannot run in linear time
- * (backreferences, lookaround) Go's RE2 refuses too.
+ * (backreferences, lookaround) Go's RE2 refuses too. That engine has no
+ * `i` flag here, so `(?i)` matches the field lowercased against the
+ * pattern with its letters lowercased (but those an escape names, as \D).
  */
-function filterPattern(key: string, value: string): RegExp {
+function filterPattern(key: string, value: string): FilterPattern {
   const flags = /^\(\?([ims]+)\)/.exec(value);
+  const given = flags?.[1] ?? '';
+  const foldCase = given.includes('i');
+  const source = flags === null ? value : value.slice(flags[0].length);
   try {
-    return flags === null ? new RegExp(value, 'l') : new RegExp(value.slice(flags[0].length), `${flags[1]}l`);
+    const regexp = new RegExp(foldCase ? lowercaseLetters(source) : source, `${given.replace('i', '')}l`);
+    return { regexp, foldCase };
   } catch (err) {
     throw new InvalidArgument(`invalid filter '${key}=${value}': not a regular expression (${(err as Error).message})`);
   }
 }
 
+/** The pattern's ASCII letters lowercased, but a letter after a backslash, which names an escape. */
+function lowercaseLetters(pattern: string): string {
+  let out = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const char = pattern[i] ?? '';
+    if (char === '\\') {
+      out += pattern.slice(i, i + 2);
+      i += 1;
+    } else {
+      out += char >= 'A' && char <= 'Z' ? char.toLowerCase() : char;
+    }
+  }
+  return out;
+}
+
 /** Whether the field equals the value or the value's pattern matches it (the equality first, as moby's Match does). */
 function matchesPattern(key: string, value: string, field: string): boolean {
-  return field === value || filterPattern(key, value).test(field);
+  if (field === value) return true;
+  const { regexp, foldCase } = filterPattern(key, value);
+  return regexp.test(foldCase ? field.toLowerCase() : field);
 }
 
 /** Checked up front: Docker skips a pattern that does not compile, which hides the typo as "nothing matches". */

@@ -104,6 +104,7 @@ test('docker network ls --filter name= and id= take regular expressions, as dock
   // and what needs backtracking (a backreference) is refused, as RE2 refuses it.
   await ok(t, ['network', 'create', 'a'.repeat(40)]);
   t.is(await names('name=^(a+)+b$'), '');
+  t.is(await names('name=(?i)^WEB[0-9]$'), 'web2\n', 'Go\'s (?i), which the linear engine lacks as a flag, folds case');
   t.is(await names('name=^(a+)+$'), `${'a'.repeat(40)}\n`);
   const backreference = await t.context.docker(['network', 'ls', '--filter', 'name=(a)\\1']);
   t.is(backreference.code, 1);
