@@ -14,7 +14,7 @@ import { BridgeDriver } from '../../src/drivers/bridge/bridge.js';
 import { NullDriver } from '../../src/drivers/null/null.js';
 import { kernelNamespaces } from '../../src/host.js';
 import { FileStore } from '../../src/store/file.js';
-import { addNetns, addresses, links, nftRuleset, pings, removeNetns, routes, run, uniqueName } from '../helpers/kernel.js';
+import { addNetns, addresses, inNetns, links, nftRuleset, pings, removeNetns, routes, run, uniqueName } from '../helpers/kernel.js';
 import { type ComplianceEnv, driverCompliance } from './compliance.js';
 import { waitFor } from '../helpers/wait.js';
 import { silentLogger } from '../../src/log.js';
@@ -228,8 +228,13 @@ test.serial('bad input leaves the kernel as it was', async (t) => {
   const a = await controller.createSandbox({ name: env.sandboxName('a') });
   await controller.connect('n', a.name, { ipv4Address: '10.46.0.5' });
   const b = await controller.createSandbox({ name: env.sandboxName('b') });
+  // A link of another kind that a bridge name option points at is refused, and the undo leaves it alone.
+  await inNetns(env.hostNsPath, 'ip', ['link', 'add', 'keepme0', 'type', 'veth', 'peer', 'name', 'keepme1']);
   const hostBefore = (await links(env.hostNsPath)).map((l) => l.ifname).sort();
   const rulesBefore = await nftRuleset(env.hostNsPath);
+  await t.throwsAsync(controller.createNetwork({ name: 'x', options: { 'com.docker.network.bridge.name': 'keepme0' } }), {
+    message: /cannot use keepme0 as the bridge: a veth link has that name/,
+  });
   await t.throwsAsync(controller.connect('n', b.name, { ipv4Address: '10.46.0.5' }), { message: /10\.46\.0\.5/ });
   await t.throwsAsync(controller.createNetwork({ name: 'x', ipam: { config: [{ subnet: '10.46.0.0/25' }] } }), { message: /overlaps/ });
   await t.throwsAsync(controller.createNetwork({ name: 'x', options: { 'com.docker.network.bridge.enable_icc': 'maybe' } }), {

@@ -240,7 +240,13 @@ export class BridgeDriver implements NetworkDriver {
     this.configs.forget(network.id);
     await tearDown(`removing bridge network ${network.name}`, [
       { run: () => this.kernel.deleteNftTable(this.hostNetnsPath, nftTableName(network)) },
-      { run: () => withLinks(this.kernel, this.hostNetnsPath, (rtnl) => rtnl.deleteLink(config.bridgeName)) },
+      {
+        // Only a bridge: a create refused because another kind of link has the name is undone here too, and that link is not ours.
+        run: () =>
+          withLinks(this.kernel, this.hostNetnsPath, async (rtnl) => {
+            if ((await rtnl.getLink(config.bridgeName))?.kind === 'bridge') await rtnl.deleteLink(config.bridgeName);
+          }),
+      },
     ]);
   }
 
