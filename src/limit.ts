@@ -24,3 +24,26 @@ export class ConcurrencyLimit {
     }
   }
 }
+
+/**
+ * Tasks of one key run one at a time, in the order they came; tasks of
+ * different keys do not wait for each other. A task's failure does not
+ * hold up the next.
+ */
+export class SerialByKey {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const result = (this.tails.get(key) ?? Promise.resolve()).then(task);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tails.set(key, tail);
+    // The last task of a key takes the key with it, so keys that come and go leave nothing behind.
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return result;
+  }
+}

@@ -14,6 +14,8 @@ import { NullDriver } from '../../src/drivers/null/null.js';
 import { silentLogger } from '../../src/log.js';
 import { DockerPluginServer } from '../../src/plugins/docker/server.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import type { Store } from '../../src/store/types.js';
+import { CuttableStore } from '../helpers/cuttable-store.js';
 import { MemoryNamespaces, RecordingDriver } from '../cnm/doubles.js';
 
 interface Reply {
@@ -52,8 +54,7 @@ class OverlayDouble extends RecordingDriver {
 const newId = () => randomBytes(32).toString('hex');
 
 /** One host: a controller over its own local store, sharing `cluster` with the others, and its plugin on a socket. */
-async function host(t: import('ava').ExecutionContext, cluster: MemoryStore) {
-  const localStore = new MemoryStore();
+async function host(t: import('ava').ExecutionContext, cluster: Store, localStore: Store = new MemoryStore()) {
   const bridge = new RecordingDriver('bridge');
   const overlay = new OverlayDouble('overlay', 'global');
   const namespaces = new MemoryNamespaces();
@@ -77,7 +78,7 @@ async function host(t: import('ava').ExecutionContext, cluster: MemoryStore) {
   return { controller, localStore, bridge, overlay, namespaces, call: (path: string, body?: unknown) => post(socket, path, body) };
 }
 
-async function pluginKeys(store: MemoryStore): Promise<string[]> {
+async function pluginKeys(store: Store): Promise<string[]> {
   return (await store.list('docker-plugin/')).map((kv) => kv.key);
 }
 
@@ -292,4 +293,64 @@ test('a join the driver fails leaves no sandbox behind', async (t) => {
   t.deepEqual(await controller.listSandboxes(), []);
   const retried = await call('/NetworkDriver.Join', { NetworkID: networkId, EndpointID: endpointId, SandboxKey: '/var/run/docker/netns/aaaa', Options: {} });
   t.is(retried.status, 200);
+});
+
+/** A Docker network of `subnet` on the host's plugin, with Docker's own IPAM, and `count` endpoints on it. */
+async function networkWithEndpoints(call: (path: string, body?: unknown) => Promise<Reply>, subnet: string, count: number) {
+  const networkId = newId();
+  const created = await call('/NetworkDriver.CreateNetwork', {
+    NetworkID: networkId,
+    Options: {},
+    IPv4Data: [{ AddressSpace: 'local', Pool: subnet, Gateway: subnet.replace(/0\/24$/, '1/24'), AuxAddresses: null }],
+    IPv6Data: null,
+  });
+  if (created.status !== 200) throw new Error(JSON.stringify(created.body));
+  const endpoints: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const endpointId = newId();
+    const made = await call('/NetworkDriver.CreateEndpoint', {
+      NetworkID: networkId,
+      EndpointID: endpointId,
+      Interface: { Address: subnet.replace(/0\/24$/, `${10 + i}/24`), AddressIPv6: '', MacAddress: '' },
+      Options: {},
+    });
+    if (made.status !== 200) throw new Error(JSON.stringify(made.body));
+    endpoints.push(endpointId);
+  }
+  return { networkId, endpoints };
+}
+
+test('a container leaving its last network while it joins another keeps the new one: joins and leaves of one sandbox take turns', async (t) => {
+  // Stores that take turns, as SQLite and etcd do: joins and leaves interleave as they do in the daemon.
+  const { call, controller, bridge } = await host(t, new CuttableStore(new MemoryStore(), true), new CuttableStore(new MemoryStore(), true));
+  const first = await networkWithEndpoints(call, '10.61.0.0/24', 10);
+  const second = await networkWithEndpoints(call, '10.62.0.0/24', 10);
+  for (let round = 0; round < 10; round++) {
+    const key = `/var/run/docker/netns/race${round}`;
+    const a = first.endpoints[round] ?? '';
+    const b = second.endpoints[round] ?? '';
+    t.is((await call('/NetworkDriver.Join', { NetworkID: first.networkId, EndpointID: a, SandboxKey: key, Options: {} })).status, 200);
+    const [left, joined] = await Promise.all([
+      call('/NetworkDriver.Leave', { NetworkID: first.networkId, EndpointID: a }),
+      call('/NetworkDriver.Join', { NetworkID: second.networkId, EndpointID: b, SandboxKey: key, Options: {} }),
+    ]);
+    t.is(left.status, 200, JSON.stringify(left.body));
+    t.is(joined.status, 200, JSON.stringify(joined.body));
+    const sandbox = await controller.inspectSandbox(`docker-race${round}`);
+    t.deepEqual(sandbox.endpoints.map((endpoint) => endpoint.id), [b], `round ${round}: the sandbox holds the endpoint just joined`);
+    t.true(bridge.joined.has(b));
+  }
+});
+
+test('IPAM: pool requests side by side never hold overlapping pools on one host, and automatic ones each get their own', async (t) => {
+  const { call } = await host(t, new CuttableStore(new MemoryStore(), true), new CuttableStore(new MemoryStore(), true));
+  const asked = ['10.93.0.0/16', '10.93.0.0/17', '10.93.0.0/20', '10.93.1.0/24', '10.93.128.0/17', '10.93.200.0/24'];
+  const replies = await Promise.all(asked.map((pool) => call('/IpamDriver.RequestPool', { AddressSpace: 'local', Pool: pool, SubPool: '', Options: {}, V6: false })));
+  const held = replies.filter((reply) => reply.status === 200).map((reply) => String(reply.body['Pool']));
+  t.is(held.length, 1, `one of the overlapping pools is held: ${held.join(', ')}`);
+  for (const reply of replies.filter((r) => r.status !== 200)) t.regex(String(reply.body['Err']), /overlaps with pool/);
+
+  const automatic = await Promise.all(Array.from({ length: 4 }, () => call('/IpamDriver.RequestPool', { AddressSpace: 'local', Pool: '', SubPool: '', Options: {}, V6: false })));
+  t.deepEqual(automatic.map((reply) => reply.status), [200, 200, 200, 200], JSON.stringify(automatic.map((reply) => reply.body)));
+  t.is(new Set(automatic.map((reply) => reply.body['Pool'])).size, 4);
 });

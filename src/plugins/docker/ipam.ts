@@ -16,6 +16,7 @@ import type { Controller } from '../../cnm/controller.js';
 import { type ExistingPool, resolvePools } from '../../cnm/ipam.js';
 import { type Subnet, contains, formatAddress, overlaps, parseBlock, parseMember, unusableAddresses } from '../../cnm/ipam-address.js';
 import type { Store, TxnRequest } from '../../store/types.js';
+import { SerialByKey } from '../../limit.js';
 import {
   GATEWAY_ADDRESS_TYPE,
   REQUEST_ADDRESS_TYPE,
@@ -70,6 +71,13 @@ const key = {
 };
 
 export class DockerIpam {
+  /**
+   * This host's pool requests and releases, one at a time: the overlap check
+   * reads every held pool, and two requests checked side by side would each
+   * miss the other.
+   */
+  private readonly pools = new SerialByKey();
+
   constructor(private readonly host: IpamHost) {}
 
   /** Docker's address spaces mean nothing to netctl: one ledger serves both. */
@@ -82,7 +90,11 @@ export class DockerIpam {
    * Docker's default pools that no network, no pool held anywhere and no
    * route of this host uses.
    */
-  async requestPool(request: v.InferOutput<typeof requestPoolRequest>): Promise<{ PoolID: string; Pool: string; Data: Record<string, string> }> {
+  requestPool(request: v.InferOutput<typeof requestPoolRequest>): Promise<{ PoolID: string; Pool: string; Data: Record<string, string> }> {
+    return this.pools.run('pools', () => this.holdPool(request));
+  }
+
+  private async holdPool(request: v.InferOutput<typeof requestPoolRequest>): Promise<{ PoolID: string; Pool: string; Data: Record<string, string> }> {
     const option = Object.keys(request.Options)[0];
     if (option !== undefined) throw new InvalidArgument(`unknown IPAM option "${option}" for the netctl IPAM driver`);
     const hostId = await this.host.controller.hostId();
@@ -123,7 +135,11 @@ export class DockerIpam {
   }
 
   /** Lets go of this host's pool; once no host holds the subnet, its addresses go too. */
-  async releasePool(request: v.InferOutput<typeof releasePoolRequest>): Promise<void> {
+  releasePool(request: v.InferOutput<typeof releasePoolRequest>): Promise<void> {
+    return this.pools.run('pools', () => this.letGoOfPool(request));
+  }
+
+  private async letGoOfPool(request: v.InferOutput<typeof releasePoolRequest>): Promise<void> {
     const { pool } = parsePoolId(request.PoolID);
     const hostId = await this.host.controller.hostId();
     await this.host.store.txn({ delete: [key.pool(hostId, request.PoolID)] });

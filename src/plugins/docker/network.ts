@@ -20,6 +20,7 @@ import type { NetworkView } from '../../cnm/types.js';
 import { Conflict, InvalidArgument, NetctlError, NotFound } from '../../errors.js';
 import type { EndpointRecord, NetworkRecord } from '../../records.js';
 import type { Store } from '../../store/types.js';
+import { SerialByKey } from '../../limit.js';
 import {
   DRIVER_OPTION,
   ENABLE_IPV6,
@@ -59,6 +60,13 @@ export interface DockerNetworkHost {
 }
 
 export class DockerNetworks {
+  /**
+   * Joins and leaves of one container's sandbox, one at a time: a leave that
+   * removes the sandbox with its last endpoint must not take an endpoint a
+   * join of another network is putting in it meanwhile.
+   */
+  private readonly sandboxes = new SerialByKey();
+
   constructor(private readonly host: DockerNetworkHost) {}
 
   /**
@@ -178,9 +186,13 @@ export class DockerNetworks {
    * under a name of its own for dockerd to move and rename it (ethN).
    */
   async join(request: v.InferOutput<typeof joinRequest>): Promise<JoinResponseJson> {
-    const { controller } = this.host;
     const network = await this.requireNetwork(request.NetworkID);
     const sandboxName = handoffSandboxName(request.SandboxKey);
+    return this.sandboxes.run(sandboxName, () => this.joinSandbox(network, sandboxName, request));
+  }
+
+  private async joinSandbox(network: NetworkRecord, sandboxName: string, request: v.InferOutput<typeof joinRequest>): Promise<JoinResponseJson> {
+    const { controller } = this.host;
     const made = await controller.inspectSandbox(sandboxName).then(
       () => false,
       async (err: unknown) => {
@@ -217,10 +229,12 @@ export class DockerNetworks {
     const network = mapping === undefined ? undefined : await this.network(mapping);
     const endpoint = network === undefined ? undefined : await this.endpoint(network, request.EndpointID);
     if (network === undefined || endpoint?.sandboxId === undefined) return;
-    const sandboxId = endpoint.sandboxId;
-    await controller.leave(network.id, request.EndpointID);
-    const sandbox = await controller.inspectSandbox(sandboxId).catch(() => undefined);
-    if (sandbox?.handoff === true && sandbox.endpoints.length === 0) await controller.removeSandbox(sandbox.id);
+    const sandboxName = (await controller.inspectSandbox(endpoint.sandboxId)).name;
+    await this.sandboxes.run(sandboxName, async () => {
+      await controller.leave(network.id, request.EndpointID);
+      const sandbox = await controller.inspectSandbox(sandboxName).catch(() => undefined);
+      if (sandbox?.handoff === true && sandbox.endpoints.length === 0) await controller.removeSandbox(sandbox.id);
+    });
   }
 
   /** `docker run -p` through a netctl network: netctl publishes ports of services only, so it is refused, not ignored. */
