@@ -42,19 +42,19 @@ export function parseFiltersJson(text: string | null | undefined): Record<string
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new InvalidArgument(`invalid filters: ${text}`);
   }
-  const filters: Record<string, string[]> = {};
-  for (const [key, value] of Object.entries(raw)) {
-    if (Array.isArray(value) && value.every((v) => typeof v === 'string')) {
-      filters[key] = value as string[];
+  const entries = Object.entries(raw).map(([key, value]): [string, string[]] => {
+    if (Array.isArray(value)) {
+      // Docker refuses the filter rather than drop a value it cannot read: a prune must not widen.
+      if (value.every((v) => typeof v === 'string')) return [key, value as string[]];
     } else if (value !== null && typeof value === 'object') {
-      filters[key] = Object.entries(value)
-        .filter(([, on]) => on === true)
-        .map(([v]) => v);
-    } else {
-      throw new InvalidArgument(`invalid filter value for '${key}'`);
+      // The older map form, {"name": {"web": true}}.
+      const values = Object.entries(value);
+      if (values.every(([, on]) => typeof on === 'boolean')) return [key, values.filter(([, on]) => on).map(([v]) => v)];
     }
-  }
-  return filters;
+    throw new InvalidArgument(`invalid filter value for '${key}'`);
+  });
+  // fromEntries keeps a key named __proto__ as a key (then refused as unknown), where an assignment would not.
+  return Object.fromEntries(entries);
 }
 
 function checkKeys(filters: Filters, allowed: ReadonlySet<string>): void {

@@ -172,6 +172,16 @@ test('list returns every network; filters work as a JSON array map and as the ol
   t.is(badKey.json.message, "invalid filter 'colour'");
   const badJson = await call(t.context, 'GET', '/networks?filters=nope');
   t.is(badJson.status, 400);
+  // A value that is not a string is refused, not dropped (a prune would widen); so is a key named __proto__.
+  for (const filters of ['{"label":["env=prod",7]}', '{"name":[1]}', '{"label":{"env=prod":"yes"}}']) {
+    const bad = await call(t.context, 'POST', `/networks/prune?filters=${encodeURIComponent(filters)}`);
+    t.is(bad.status, 400, filters);
+    t.regex(bad.json.message, /invalid filter value/);
+  }
+  const proto = await call(t.context, 'GET', `/networks?filters=${encodeURIComponent('{"__proto__":["x"]}')}`);
+  t.is(proto.status, 400);
+  t.is(proto.json.message, "invalid filter '__proto__'");
+  t.deepEqual((await call(t.context, 'GET', '/networks')).json.map((n: { Name: string }) => n.Name).sort(), ['alpha', 'beta'], 'nothing was pruned');
 });
 
 test('delete answers 204, then 404 with a message', async (t) => {
