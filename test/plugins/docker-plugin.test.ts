@@ -273,6 +273,29 @@ test('a netctl network not made for Docker is not taken over, and docker run -p 
   t.regex(String(published.body['Err']), /does not publish container ports/);
   const exposedOnly = await call('/NetworkDriver.ProgramExternalConnectivity', { NetworkID: newId(), EndpointID: newId(), Options: { 'com.docker.network.portmap': null } });
   t.is(exposedOnly.status, 200);
+  // A host network would take no container: refused when it is made, not at each join.
+  const onHost = await call('/NetworkDriver.CreateNetwork', { NetworkID: newId(), Options: { 'com.docker.network.generic': { 'netctl.driver': 'host' } }, IPv4Data: [], IPv6Data: [] });
+  t.is(onHost.status, 500);
+  t.regex(String(onHost.body['Err']), /netctl.driver=host: netctl's host network takes no containers/);
+  t.deepEqual((await controller.listNetworks()).map((view) => view.network.name), ['ops']);
+});
+
+test('Docker\'s null IPAM (0.0.0.0/0) makes a network without addresses', async (t) => {
+  const { call, controller } = await host(t, new MemoryStore());
+  const networkId = newId();
+  const created = await call('/NetworkDriver.CreateNetwork', {
+    NetworkID: networkId,
+    Options: {},
+    IPv4Data: [{ AddressSpace: 'null', Pool: '0.0.0.0/0', Gateway: '', AuxAddresses: null }],
+    IPv6Data: null,
+  });
+  t.is(created.status, 200, JSON.stringify(created.body));
+  const [view] = await controller.listNetworks();
+  t.false(view?.network.enableIPv4);
+  t.deepEqual(view?.network.ipam.config, []);
+  const endpoint = await call('/NetworkDriver.CreateEndpoint', { NetworkID: networkId, EndpointID: newId(), Interface: { Address: '', AddressIPv6: '', MacAddress: '' }, Options: {} });
+  t.is(endpoint.status, 200, JSON.stringify(endpoint.body));
+  t.is((endpoint.body['Interface'] as Record<string, unknown>)['Address'], undefined, 'netctl picks no address of its own');
 });
 
 test('a join the driver fails leaves no sandbox behind', async (t) => {

@@ -79,9 +79,14 @@ export class DockerNetworks {
     if ((await localStore.get(NETWORKS + request.NetworkID)) !== undefined) return;
     const generic = stringOptions(request.Options[GENERIC_OPTIONS]);
     const { [DRIVER_OPTION]: driver = 'bridge', [NETWORK_OPTION]: name = `docker-${request.NetworkID.slice(0, 12)}`, ...options } = generic;
+    if (driver === 'host') {
+      // Refused here rather than at every join: no container can be put on netctl's host network.
+      throw new InvalidArgument(`${DRIVER_OPTION}=host: netctl's host network takes no containers; Docker's own --network host gives a container the host's namespace`);
+    }
+    // Docker's null IPAM gives 0.0.0.0/0 (::/0): no addresses at all.
+    const addressed = (data: { Pool: string }) => data.Pool !== '0.0.0.0/0' && data.Pool !== '::/0';
     const pools = [...request.IPv4Data, ...request.IPv6Data]
-      // Docker's null IPAM gives 0.0.0.0/0: no addresses at all.
-      .filter((data) => data.Pool !== '0.0.0.0/0' && data.Pool !== '::/0')
+      .filter(addressed)
       .map((data) => ({
         subnet: data.Pool,
         ...(data.Gateway !== '' ? { gateway: bare(data.Gateway) } : {}),
@@ -106,7 +111,7 @@ export class DockerNetworks {
         internal,
         attachable: true,
         enableIPv6,
-        enableIPv4: request.IPv4Data.length > 0,
+        enableIPv4: request.IPv4Data.some(addressed),
         ...(pools.length > 0 ? { ipam: { config: pools } } : {}),
         options,
         labels: { [DOCKER_MANAGED_LABEL]: 'true' },
