@@ -135,9 +135,11 @@ export class DockerNetworks {
     const network = await this.network(mapping);
     if (network !== undefined) {
       const store = this.storeOf(network);
-      await store.txn({ delete: [`${USERS}${network.id}/${request.NetworkID}`] });
-      const users = await store.list(`${USERS}${network.id}/`);
-      if (users.length === 0 && network.labels[DOCKER_MANAGED_LABEL] === 'true') await this.host.controller.removeNetwork(network.id);
+      const user = `${USERS}${network.id}/${request.NetworkID}`;
+      const others = (await store.list(`${USERS}${network.id}/`)).filter((kv) => kv.key !== user);
+      // The netctl network goes first: refused (endpoints left), this Docker network stays its user and nothing changed.
+      if (others.length === 0 && network.labels[DOCKER_MANAGED_LABEL] === 'true') await this.host.controller.removeNetwork(network.id);
+      await store.txn({ delete: [user] });
     }
     await this.host.localStore.txn({ delete: [NETWORKS + request.NetworkID] });
   }
