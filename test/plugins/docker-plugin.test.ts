@@ -187,6 +187,9 @@ test('IPAM: two hosts share a subnet and never hand out one address twice; one h
   const taken = await b.call('/IpamDriver.RequestAddress', { PoolID: poolB.body['PoolID'], Address: '10.9.0.2', Options: {} });
   t.is(taken.status, 500);
   t.regex(String(taken.body['Err']), /address 10\.9\.0\.2 is already in use/);
+  // An address given to host a is a's to release: b's release of it changes nothing.
+  t.is((await b.call('/IpamDriver.ReleaseAddress', { PoolID: poolB.body['PoolID'], Address: '10.9.0.2/24' })).status, 200);
+  t.is((await b.call('/IpamDriver.RequestAddress', { PoolID: poolB.body['PoolID'], Address: '10.9.0.2', Options: {} })).status, 500);
   // Host a lets go: b still holds the subnet, so its addresses and the gateway stay.
   await a.call('/IpamDriver.ReleaseAddress', { PoolID: poolA.body['PoolID'], Address: '10.9.0.2/24' });
   await a.call('/IpamDriver.ReleasePool', { PoolID: poolA.body['PoolID'] });

@@ -195,7 +195,10 @@ export class DockerIpam {
     const { pool, subnet } = parsePoolId(request.PoolID);
     const address = formatAddress(subnet.family, parseMember(request.Address.split('/')[0] ?? '', subnet, 'address'));
     const kv = await this.host.store.get(key.address(pool.subnet, address));
-    if (kv === undefined || (JSON.parse(kv.value) as AddressClaim).kind === 'gateway') return;
+    if (kv === undefined) return;
+    const claim = JSON.parse(kv.value) as AddressClaim;
+    // The gateway is every host's; an address given to another host is that host's to release.
+    if (claim.kind === 'gateway' || claim.host !== (await this.host.controller.hostId())) return;
     await this.host.store.txn({ compare: [{ key: kv.key, modRevision: kv.modRevision }], delete: [kv.key] });
   }
 
