@@ -380,3 +380,11 @@ test('IPAM: pool requests side by side never hold overlapping pools on one host,
   t.deepEqual(automatic.map((reply) => reply.status), [200, 200, 200, 200], JSON.stringify(automatic.map((reply) => reply.body)));
   t.is(new Set(automatic.map((reply) => reply.body['Pool'])).size, 4);
 });
+
+test('IPAM: many address requests side by side on one host all get an address, each its own', async (t) => {
+  const { call } = await host(t, new CuttableStore(new MemoryStore(), true), new CuttableStore(new MemoryStore(), true));
+  const pool = await call('/IpamDriver.RequestPool', { AddressSpace: 'local', Pool: '10.94.0.0/24', SubPool: '', Options: {}, V6: false });
+  const replies = await Promise.all(Array.from({ length: 100 }, () => call('/IpamDriver.RequestAddress', { PoolID: pool.body['PoolID'], Address: '', Options: {} })));
+  t.deepEqual(replies.filter((reply) => reply.status !== 200).map((reply) => reply.body['Err']), []);
+  t.is(new Set(replies.map((reply) => reply.body['Address'])).size, 100);
+});

@@ -77,6 +77,8 @@ export class DockerIpam {
    * miss the other.
    */
   private readonly pools = new SerialByKey();
+  /** This host's address requests of one subnet, one at a time (see requestAddress). */
+  private readonly addresses = new SerialByKey();
 
   constructor(private readonly host: IpamHost) {}
 
@@ -155,6 +157,12 @@ export class DockerIpam {
    * host holding the subnet; any other address is given once.
    */
   async requestAddress(request: v.InferOutput<typeof requestAddressRequest>): Promise<{ Address: string; Data: Record<string, string> }> {
+    // One at a time per subnet on this host: side by side they would all pick the same lowest free address and
+    // retry until they gave up; other hosts' claims still race through the store's compare.
+    return this.addresses.run(parsePoolId(request.PoolID).pool.subnet, () => this.claimAddress(request));
+  }
+
+  private async claimAddress(request: v.InferOutput<typeof requestAddressRequest>): Promise<{ Address: string; Data: Record<string, string> }> {
     const { pool, subnet, range } = parsePoolId(request.PoolID);
     const hostId = await this.host.controller.hostId();
     if ((await this.host.store.get(key.pool(hostId, request.PoolID))) === undefined) {
