@@ -127,11 +127,24 @@ function lowercaseLetters(pattern: string): string {
   return out;
 }
 
+/** Each request's patterns, compiled once for all the networks or sandboxes it is matched against. */
+const compiledPatterns = new WeakMap<Filters, Map<string, FilterPattern>>();
+
 /** Whether the field equals the value or the value's pattern matches it (the equality first, as moby's Match does). */
-function matchesPattern(key: string, value: string, field: string): boolean {
+function matchesPattern(filters: Filters, key: string, value: string, field: string): boolean {
   if (field === value) return true;
-  const { regexp, foldCase } = filterPattern(key, value);
-  return regexp.test(foldCase ? field.toLowerCase() : field);
+  let compiled = compiledPatterns.get(filters);
+  if (compiled === undefined) {
+    compiled = new Map();
+    compiledPatterns.set(filters, compiled);
+  }
+  const id = `${key}=${value}`;
+  let pattern = compiled.get(id);
+  if (pattern === undefined) {
+    pattern = filterPattern(key, value);
+    compiled.set(id, pattern);
+  }
+  return pattern.regexp.test(pattern.foldCase ? field.toLowerCase() : field);
 }
 
 /** Checked up front: Docker skips a pattern that does not compile, which hides the typo as "nothing matches". */
@@ -171,8 +184,8 @@ export function matchesListFilters(
   const any = (key: string, test: (value: string) => boolean): boolean => anyValue(filters, key, test);
   return (
     any('driver', (v) => network.driver === v) &&
-    any('id', (v) => matchesPattern('id', v, network.id)) &&
-    any('name', (v) => matchesPattern('name', v, network.name)) &&
+    any('id', (v) => matchesPattern(filters, 'id', v, network.id)) &&
+    any('name', (v) => matchesPattern(filters, 'name', v, network.name)) &&
     any('scope', (v) => network.scope === v) &&
     any('type', (v) => (v === 'builtin') === builtin) &&
     any('dangling', (v) => parseBool('dangling', v) === (endpointCount === 0)) &&
@@ -200,8 +213,8 @@ export function matchesSandboxFilters(sandbox: SandboxInfo, filters: Filters): b
   const any = (key: string, test: (value: string) => boolean): boolean => anyValue(filters, key, test);
   const networks = Object.entries(sandbox.networks);
   return (
-    any('id', (v) => matchesPattern('id', v, sandbox.id)) &&
-    any('name', (v) => matchesPattern('name', v, sandbox.name) || matchesPattern('name', v, `/${sandbox.name}`)) &&
+    any('id', (v) => matchesPattern(filters, 'id', v, sandbox.id)) &&
+    any('name', (v) => matchesPattern(filters, 'name', v, sandbox.name) || matchesPattern(filters, 'name', v, `/${sandbox.name}`)) &&
     any('network', (v) => networks.some(([id, network]) => network.name === v || id.startsWith(v))) &&
     any('status', (v) => v === 'running') &&
     (filters['label'] ?? []).every((spec) => matchesLabel(sandbox.labels, spec))
