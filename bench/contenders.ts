@@ -114,7 +114,7 @@ const kernelVxlan: Contender = {
 };
 
 /** Two netctl daemons sharing etcd, one overlay network (with `createOptions`), a sandbox on each host. */
-function netctlOverlay(id: string, label: string, createOptions: readonly string[]): Contender {
+function netctlOverlay(id: string, label: string, createOptions: readonly string[], daemonOptions: readonly string[] = []): Contender {
   return {
     id,
     label,
@@ -134,6 +134,7 @@ function netctlOverlay(id: string, label: string, createOptions: readonly string
           '--advertise-addr', host.address, '--node-name', `host${host.index}`,
           // Nothing listens there: no query leaves the testbed.
           '--dns', '127.0.0.1',
+          ...daemonOptions,
         ]);
         daemons.push(daemon);
         await waitFor(daemon, 'listening', `netctl daemon on host${host.index}`, 30_000);
@@ -160,6 +161,8 @@ function netctlOverlay(id: string, label: string, createOptions: readonly string
 const netctl = netctlOverlay('netctl', 'netctl overlay', []);
 /** The same with `-o encrypted`: every frame sealed with AES-256-GCM (ESP) in the addon. */
 const netctlEncrypted = netctlOverlay('netctl-encrypted', 'netctl encrypted (AES-256-GCM)', ['-o', 'encrypted']);
+/** Every frame through the VTEP in TypeScript, as before the fast path: the other half of its before/after pairs. */
+const netctlSlow = netctlOverlay('netctl-no-fast-path', 'netctl overlay, --fast-path=false', [], ['--fast-path=false']);
 
 /** wg's base64 keys from a Node x25519 pair (its JWK holds the raw 32 bytes, base64url). */
 function wireguardKeys(): { privateKey: string; publicKey: string } {
@@ -339,4 +342,4 @@ const nebula: Contender = {
 };
 
 /** In the order they run and are listed. */
-export const contenders: readonly Contender[] = [wire, kernelVxlan, netctl, netctlEncrypted, wireguardGo, tinc(false), tinc(true), openvpn, nebula];
+export const contenders: readonly Contender[] = [wire, kernelVxlan, netctl, netctlSlow, netctlEncrypted, wireguardGo, tinc(false), tinc(true), openvpn, nebula];

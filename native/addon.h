@@ -71,6 +71,7 @@ void netctl_started_release(napi_env env, netctl_started_t *started);
 void netctl_expose_arena(napi_env env, napi_ref arena, size_t size, napi_value array);
 
 napi_status netctl_register_esp(napi_env env, napi_value exports);
+napi_status netctl_register_flow(napi_env env, napi_value exports);
 napi_status netctl_register_fslock(napi_env env, napi_value exports);
 napi_status netctl_register_netns(napi_env env, napi_value exports);
 napi_status netctl_register_offload(napi_env env, napi_value exports);

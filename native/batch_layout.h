@@ -47,6 +47,19 @@
 #define NETCTL_SEND_RESULT_REFUSED 2
 #define NETCTL_SEND_RESULT_LENGTH 3
 
+/* The fast path's counters (flow.c) in the Float64Array JavaScript reads: FLOW_FIELDS per slot. A
+ * network's slot counts frames of its TAP (FLOW_NET_*), a (network, remote VTEP) slot datagrams and
+ * frame bytes (FLOW_REMOTE_*), slot 0 datagrams the kernel did not take (FLOW_SEND_DROPPED). */
+#define NETCTL_FLOW_FIELDS 4
+#define NETCTL_FLOW_NET_RX_FRAMES 0
+#define NETCTL_FLOW_NET_TX_FRAMES 1
+#define NETCTL_FLOW_NET_DROP_WRITE_FAILED 2
+#define NETCTL_FLOW_REMOTE_TX_DATAGRAMS 0
+#define NETCTL_FLOW_REMOTE_TX_BYTES 1
+#define NETCTL_FLOW_REMOTE_RX_DATAGRAMS 2
+#define NETCTL_FLOW_REMOTE_RX_BYTES 3
+#define NETCTL_FLOW_SEND_DROPPED 0
+
 /* Every constant above, for addon.c to export as `batchLayout`. */
 #define NETCTL_BATCH_LAYOUT(X)                                                                                     \
   X(FRAME_STRIDE)                                                                                                  \
@@ -70,6 +83,15 @@
   X(SEND_RESULT_DATAGRAMS)                                                                                         \
   X(SEND_RESULT_SENT)                                                                                              \
   X(SEND_RESULT_REFUSED)                                                                                           \
-  X(SEND_RESULT_LENGTH)
+  X(SEND_RESULT_LENGTH)                                                                                             \
+  X(FLOW_FIELDS)                                                                                                   \
+  X(FLOW_NET_RX_FRAMES)                                                                                            \
+  X(FLOW_NET_TX_FRAMES)                                                                                            \
+  X(FLOW_NET_DROP_WRITE_FAILED)                                                                                    \
+  X(FLOW_REMOTE_TX_DATAGRAMS)                                                                                      \
+  X(FLOW_REMOTE_TX_BYTES)                                                                                          \
+  X(FLOW_REMOTE_RX_DATAGRAMS)                                                                                      \
+  X(FLOW_REMOTE_RX_BYTES)                                                                                          \
+  X(FLOW_SEND_DROPPED)
 
 #endif

@@ -20,6 +20,7 @@
 
 #include "addon.h"
 #include "batch_layout.h"
+#include "flow.h"
 #include "offload.h"
 #include "poller.h"
 
@@ -27,13 +28,15 @@
 /* A 64 KB GSO segment plus the virtio-net header in front of it. */
 #define TAP_READ_SIZE (65536 + 64)
 
-typedef struct {
+typedef struct tap {
   /* First, so that a tap_t is its poller. The arena: TAP_BATCH slots of TAP_READ_SIZE that frames are read into. */
   netctl_poller_t poller;
   int vnet_hdr; /* frames carry a virtio_net_hdr (IFF_VNET_HDR) */
   /* The frames of one tapWriteFrames call, grown as needed. */
   offload_frame_t *frames;
   size_t frames_cap;
+  /* Its network in the underlay's fast path (flow.c), while attached. */
+  flow_network_t *flow;
 } tap_t;
 
 static void on_readable(netctl_poller_t *poller);
@@ -101,6 +104,14 @@ static tap_t *get_tap(napi_env env, napi_value value, bool open) {
   return (tap_t *)netctl_poller_get(env, value, &tap_kind, open);
 }
 
+tap_t *netctl_tap_get(napi_env env, napi_value value) { return get_tap(env, value, true); }
+
+bool netctl_tap_vnet_hdr(const tap_t *tap) { return tap->vnet_hdr; }
+
+flow_network_t *netctl_tap_flow(const tap_t *tap) { return tap->flow; }
+
+void netctl_tap_set_flow(tap_t *tap, flow_network_t *network) { tap->flow = network; }
+
 static void release_tap(netctl_poller_t *poller) {
   tap_t *tap = (tap_t *)poller;
   free(tap->frames);
@@ -141,6 +152,7 @@ static napi_value tap_handle(napi_env env, napi_callback_info info) {
 }
 
 static void on_readable(netctl_poller_t *poller) {
+  tap_t *tap = (tap_t *)poller;
   napi_env env = poller->env;
   uint32_t count = 0;
   size_t lengths[TAP_BATCH];
@@ -155,16 +167,22 @@ static void on_readable(netctl_poller_t *poller) {
     if (n == 0) break;
     lengths[count++] = (size_t)n;
   }
+  /* The fast path sends what it can; JavaScript gets the rest. */
+  bool taken[TAP_BATCH];
+  uint32_t delivered = count;
+  if (count > 0 && tap->flow) delivered -= netctl_flow_from_tap(tap->flow, poller->arena, TAP_READ_SIZE, lengths, count, taken);
+  else memset(taken, 0, sizeof taken);
   /* batch[0]: the index, batch[1]: the buffers. */
   napi_value batch[2];
   uint32_t *index;
   size_t index_len;
-  if (count > 0 && netctl_started_batch(env, &poller->started, batch, 2, &index, &index_len) &&
-      index_len >= (size_t)NETCTL_FRAME_STRIDE * count) {
+  if (delivered > 0 && netctl_started_batch(env, &poller->started, batch, 2, &index, &index_len) &&
+      index_len >= (size_t)NETCTL_FRAME_STRIDE * delivered) {
     napi_value buffers = batch[1];
     if (poller->borrowed) {
-      for (uint32_t i = 0; i < count; i++) {
-        uint32_t *entry = index + (size_t)NETCTL_FRAME_STRIDE * i;
+      for (uint32_t i = 0, at = 0; i < count; i++) {
+        if (taken[i]) continue;
+        uint32_t *entry = index + (size_t)NETCTL_FRAME_STRIDE * at++;
         entry[NETCTL_FRAME_BUFFER] = 0;
         entry[NETCTL_FRAME_OFFSET] = i * TAP_READ_SIZE;
         entry[NETCTL_FRAME_LENGTH] = (uint32_t)lengths[i];
@@ -172,22 +190,24 @@ static void on_readable(netctl_poller_t *poller) {
     } else {
       /* The callee may keep these: one fresh Buffer with the frames back to back. */
       size_t total = 0;
-      for (uint32_t i = 0; i < count; i++) total += lengths[i];
+      for (uint32_t i = 0; i < count; i++)
+        if (!taken[i]) total += lengths[i];
       napi_value buffer;
       uint8_t *bytes;
       napi_create_buffer(env, total, (void **)&bytes, &buffer);
       napi_set_element(env, buffers, 0, buffer);
       size_t offset = 0;
-      for (uint32_t i = 0; i < count; i++) {
+      for (uint32_t i = 0, at = 0; i < count; i++) {
+        if (taken[i]) continue;
         memcpy(bytes + offset, poller->arena + (size_t)i * TAP_READ_SIZE, lengths[i]);
-        uint32_t *entry = index + (size_t)NETCTL_FRAME_STRIDE * i;
+        uint32_t *entry = index + (size_t)NETCTL_FRAME_STRIDE * at++;
         entry[NETCTL_FRAME_BUFFER] = 0;
         entry[NETCTL_FRAME_OFFSET] = (uint32_t)offset;
         entry[NETCTL_FRAME_LENGTH] = (uint32_t)lengths[i];
         offset += lengths[i];
       }
     }
-    netctl_poller_deliver(poller, count);
+    netctl_poller_deliver(poller, delivered);
   }
 }
 
@@ -263,6 +283,52 @@ static napi_value tap_write_batch(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * Writes frames[0..count) (plain Ethernet frames) to the TAP, as
+ * tapWriteFrames describes; sets *written_out. Returns 0, or -errno for an
+ * error other than a full queue or a frame the kernel rejects. Shared with
+ * the fast path (flow.c). Completing a partial checksum writes into a frame.
+ */
+int netctl_tap_write_frames(tap_t *tap, offload_frame_t *frames, uint32_t count, uint32_t *written_out) {
+  uint8_t scratch[COALESCE_SCRATCH];
+  struct iovec iov[COALESCE_MAX_SEGMENTS + 1];
+  uint32_t written = 0;
+  for (uint32_t done = 0; done < count;) {
+    size_t taken;
+    ssize_t n;
+    if (tap->vnet_hdr) {
+      int iov_count;
+      taken = offload_coalesce_next(frames + done, count - done, scratch, iov, &iov_count);
+      do {
+        n = writev(tap->poller.fd, iov, iov_count);
+      } while (n < 0 && errno == EINTR);
+    } else {
+      taken = 1;
+      offload_frame_t *frame = &frames[done];
+      if (frame->checksum >= OFFLOAD_CSUM_PARTIAL_MIN &&
+          !offload_complete_partial((uint8_t *)frame->data, frame->len, frame->checksum)) {
+        done++;
+        continue;
+      }
+      do {
+        n = write(tap->poller.fd, frame->data, frame->len);
+      } while (n < 0 && errno == EINTR);
+    }
+    if (n < 0) {
+      if (errno == EAGAIN) break;
+      if (errno != EINVAL) {
+        *written_out = written;
+        return -errno;
+      }
+    } else {
+      written += (uint32_t)taken;
+    }
+    done += (uint32_t)taken;
+  }
+  *written_out = written;
+  return 0;
+}
+
+/*
  * tapWriteFrames(handle, buffers, index, count, checksum?) -> frames written.
  * The frames (a FrameBatch, see netctl_frame_batch_t) are plain Ethernet frames. On a device with IFF_VNET_HDR each write gets a
  * virtio_net_hdr, and consecutive segments of one TCP flow go as one
@@ -314,38 +380,9 @@ static napi_value tap_write_frames(napi_env env, napi_callback_info info) {
     tap->frames[i].checksum = i < checksum_len ? checksum[i] : OFFLOAD_CSUM_UNVERIFIED;
   }
 
-  uint8_t scratch[COALESCE_SCRATCH];
-  struct iovec iov[COALESCE_MAX_SEGMENTS + 1];
   uint32_t written = 0;
-  for (uint32_t done = 0; done < count;) {
-    size_t taken;
-    ssize_t n;
-    if (tap->vnet_hdr) {
-      int iov_count;
-      taken = offload_coalesce_next(tap->frames + done, count - done, scratch, iov, &iov_count);
-      do {
-        n = writev(tap->poller.fd, iov, iov_count);
-      } while (n < 0 && errno == EINTR);
-    } else {
-      taken = 1;
-      offload_frame_t *frame = &tap->frames[done];
-      if (frame->checksum >= OFFLOAD_CSUM_PARTIAL_MIN &&
-          !offload_complete_partial((uint8_t *)frame->data, frame->len, frame->checksum)) {
-        done++;
-        continue;
-      }
-      do {
-        n = write(tap->poller.fd, frame->data, frame->len);
-      } while (n < 0 && errno == EINTR);
-    }
-    if (n < 0) {
-      if (errno == EAGAIN) break;
-      if (errno != EINVAL) return netctl_throw_errno(env, errno, "write", "TAP");
-    } else {
-      written += (uint32_t)taken;
-    }
-    done += (uint32_t)taken;
-  }
+  int rc = netctl_tap_write_frames(tap, tap->frames, count, &written);
+  if (rc != 0) return netctl_throw_errno(env, -rc, "write", "TAP");
   napi_value result;
   napi_create_uint32(env, written, &result);
   return result;
@@ -358,6 +395,7 @@ static napi_value tap_close(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   tap_t *tap = argc < 1 ? NULL : get_tap(env, argv[0], false);
   if (!tap) return NULL;
+  if (tap->flow) netctl_flow_detach_network(tap->flow);
   netctl_poller_close(&tap->poller);
   return NULL;
 }

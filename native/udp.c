@@ -34,6 +34,7 @@
 #include "batch_layout.h"
 #include "esp.h"
 #include "esp_handle.h"
+#include "flow.h"
 #include "offload.h"
 #include "poller.h"
 #include "socket.h"
@@ -60,7 +61,7 @@
 #define VXLAN_HEADER_LEN 8
 #define VXLAN_FLAG_I 0x08
 
-typedef struct {
+typedef struct udp {
   /* First, so that a udp_t is its poller. The arena: UDP_BATCH slots of UDP_SLOT where recvmmsg writes. */
   netctl_poller_t poller;
   int family; /* AF_INET or AF_INET6 */
@@ -87,6 +88,11 @@ typedef struct {
   /* For sealed sends of super-frames, made on first use: a frame's segment headers and their iovec pairs. */
   uint8_t *seal_headers;
   struct iovec *seal_iovs;
+  /* The frames of one udpSendFrames call, grown as needed. */
+  offload_frame_t *send_frames;
+  uint32_t send_frames_cap;
+  /* The fast path's networks and flow cache (flow.c), made when JavaScript first attaches one. */
+  flow_table_t *flows;
 } udp_t;
 
 static void on_readable(netctl_poller_t *poller);
@@ -141,6 +147,12 @@ static udp_t *get_udp(napi_env env, napi_value value, bool open) {
   return (udp_t *)netctl_poller_get(env, value, &udp_kind, open);
 }
 
+udp_t *netctl_udp_get(napi_env env, napi_value value) { return get_udp(env, value, true); }
+
+flow_table_t *netctl_udp_flows(udp_t *udp) { return udp->flows; }
+
+void netctl_udp_set_flows(udp_t *udp, flow_table_t *flows) { udp->flows = flows; }
+
 static void detach_table(udp_t *udp) {
   if (!udp->esp) return;
   netctl_esp_handle_release(udp->esp);
@@ -154,6 +166,8 @@ static void release_udp(netctl_poller_t *poller) {
   free(udp->send_iovs);
   free(udp->seal_headers);
   free(udp->seal_iovs);
+  free(udp->send_frames);
+  netctl_flow_free(udp->flows);
   free(udp);
 }
 
@@ -274,8 +288,10 @@ static uint32_t address_slot(napi_env env, received_t *received, const netctl_ad
   return slot;
 }
 
-/* Calls onBatch(count) with what `received` holds, and starts it afresh. */
+/* Calls onBatch(count) with what `received` holds, and starts it afresh. The fast path's frames go
+ * to their TAPs first: the callee may detach their networks. */
 static void deliver(udp_t *udp, received_t *received) {
+  if (udp->flows) netctl_flow_write_pending(udp->flows);
   uint32_t count = received->count;
   received->count = 0;
   received->slots = 0;
@@ -387,8 +403,6 @@ static bool holds_esp(const uint8_t *data, size_t len, uint32_t size) {
   return false;
 }
 
-/* Where open_datagrams hands each run it makes; false stops it. */
-typedef bool (*run_sink_t)(void *context, const uint8_t *data, size_t len, uint32_t segment_size, uint32_t flags);
 
 /*
  * Opens the ESP datagrams of a receive (a GRO run of `size`, or one
@@ -463,6 +477,12 @@ static bool emit_run(void *context, const uint8_t *data, size_t len, uint32_t se
   return emit(c->udp, c->received, c->round, data, len, segment_size, flags, c->from);
 }
 
+/* A run through the fast path first: what it does not take goes on to emit_run. */
+static bool flow_run(void *context, const uint8_t *data, size_t len, uint32_t segment_size, uint32_t flags) {
+  emit_context_t *c = context;
+  return netctl_flow_from_underlay(c->udp->flows, data, len, segment_size, flags, c->from, emit_run, context);
+}
+
 static void on_readable(netctl_poller_t *poller) {
   udp_t *udp = (udp_t *)poller;
   napi_env env = poller->env;
@@ -501,18 +521,20 @@ static void on_readable(netctl_poller_t *poller) {
       size_t len = udp->msgs[i].msg_len;
       uint32_t size = udp->gro ? gro_segment_size(&udp->msgs[i].msg_hdr) : 0;
       if (size >= len) size = 0;
-      if (table && holds_esp(data, len, size)) {
-        emit_context_t context = {udp, &received, &round, &udp->addrs[i]};
-        go = open_datagrams(table, data, len, size, ipv4_source(&udp->addrs[i]), emit_run, &context);
-      } else {
-        go = emit(udp, &received, &round, data, len, size, 0, &udp->addrs[i]);
-      }
+      emit_context_t context = {udp, &received, &round, &udp->addrs[i]};
+      run_sink_t sink = udp->flows ? flow_run : emit_run;
+      if (table && holds_esp(data, len, size))
+        go = open_datagrams(table, data, len, size, ipv4_source(&udp->addrs[i]), sink, &context);
+      else
+        go = sink(&context, data, len, size, 0);
     }
     /* Borrowed memory is overwritten by the next recvmmsg: hand each round over before it. */
+    if (go && udp->flows) netctl_flow_write_pending(udp->flows);
     if (go && poller->borrowed && received.count > 0) deliver(udp, &received);
     if (n < UDP_BATCH) break;
   }
   if (go && received.count > 0 && !poller->closed && poller->polling) deliver(udp, &received);
+  if (udp->flows && !poller->closed) netctl_flow_write_pending(udp->flows);
   if (esp) netctl_esp_handle_release(esp);
 }
 
@@ -626,6 +648,11 @@ static esp_result_t outbound_sa(udp_t *udp, uint32_t spi, esp_sa_t **sa) {
 /* How many more datagrams `sa` may seal before its sequence numbers run out (RFC 4303 §3.3.3). */
 static uint64_t sequence_left(const esp_sa_t *sa) {
   return UINT64_MAX - esp_sa_counters(sa)->sequence;
+}
+
+esp_sa_t *netctl_udp_outbound_sa(udp_t *udp, uint32_t spi) {
+  esp_sa_t *sa;
+  return outbound_sa(udp, spi, &sa) == ESP_OK && sequence_left(sa) >= SEQUENCE_PLENTY ? sa : NULL;
 }
 
 static bool make_send_arena(napi_env env, udp_t *udp) {
@@ -772,7 +799,7 @@ static void send_one(udp_t *udp, struct msghdr *hdr, uint32_t *sent, int *full) 
  * datagrams went, sets *full when the queue filled. A segmented message the kernel refuses (the path
  * MTU is smaller than a segment) is sent one datagram (an iovec pair: headers, payload; or a sealed
  * datagram's stretch of its one iovec) at a time. */
-static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *full) {
+static int flush_frames(udp_t *udp, int n, uint32_t *sent, int *full) {
   int done = 0;
   while (done < n && !*full) {
     int r = sendmmsg(udp->poller.fd, udp->msgs + done, (unsigned int)(n - done), 0);
@@ -781,10 +808,7 @@ static int flush_frames(napi_env env, udp_t *udp, int n, uint32_t *sent, int *fu
       *full = 1;
       break;
     }
-    if (r < 0 && is_socket_error(errno)) {
-      netctl_throw_errno(env, errno, "sendmmsg", NULL);
-      return -1;
-    }
+    if (r < 0 && is_socket_error(errno)) return -errno;
     if (r < 0) {
       /* This message failed: retry it without segmentation, else drop it. */
       struct msghdr *hdr = &udp->msgs[done].msg_hdr;
@@ -890,6 +914,133 @@ static int seal_frame(udp_t *udp, esp_sa_t *sa, const uint8_t *frame, size_t len
  * with fewer sequence numbers left than the frames make datagrams, nothing is sent and the
  * result says ESP_UNKNOWN_SPI or ESP_SEQUENCE_EXHAUSTED: never a frame in clear.
  */
+/*
+ * Sends frames[0..count) to `dest`, each as `prefix` (the VXLAN header) then
+ * the frame, or sealed with `sa` (not NULL) instead: what udpSendFrames does
+ * for JavaScript, and the fast path (flow.c) for frames it forwards itself.
+ * Adds to *datagrams how many datagrams the frames made and to *sent how
+ * many the kernel took. Returns 0, or -errno for an error of the whole
+ * socket (or memory).
+ */
+int netctl_udp_send_frames(udp_t *udp, const uint8_t *prefix, size_t prefix_len, const offload_frame_t *frames, uint32_t count,
+                           bool vnet_hdr, const netctl_addr_t *dest, socklen_t dest_len, bool remote_csum, esp_sa_t *sa,
+                           uint32_t *datagrams_out, uint32_t *sent_out) {
+  if (sa) remote_csum = false;
+  const size_t arena_size = (size_t)UDP_BATCH * UDP_SLOT;
+  if ((!udp->send_arena && !(udp->send_arena = malloc(arena_size))) ||
+      (!udp->send_iovs && !(udp->send_iovs = malloc(SEND_IOVS * sizeof *udp->send_iovs))))
+    return -ENOMEM;
+  if (sa && ((!udp->seal_headers && !(udp->seal_headers = malloc(SEAL_HEADERS))) ||
+             (!udp->seal_iovs && !(udp->seal_iovs = malloc(2 * SEAL_MAX_SEGMENTS * sizeof *udp->seal_iovs)))))
+    return -ENOMEM;
+  uint8_t *arena = udp->send_arena;
+  struct iovec *iovs = udp->send_iovs;
+  uint32_t datagrams = 0, sent = 0;
+  int full = 0, n = 0, rc;
+  /* Bytes of the arena and iovecs that messages not yet sent point into. */
+  size_t used = 0, iovs_used = 0;
+  for (uint32_t f = 0; f < count && !full; f++) {
+    const uint8_t *bytes = frames[f].data;
+    size_t size = frames[f].len;
+    size_t segment_len, total;
+    int segments;
+    /* A super-frame's segments are iovec pairs (headers, payload by reference); other frames are copied whole;
+     * sealed ones lie back to back in the arena, one iovec per message. */
+    bool pairs;
+    for (;;) {
+      uint8_t *out = arena + used;
+      pairs = false;
+      segments = OFFLOAD_NOT_GSO;
+      if (sa) {
+        segments = seal_frame(udp, sa, bytes, size, vnet_hdr, out, arena_size - used, SEND_IOVS - iovs_used, &segment_len,
+                              &total);
+      } else {
+        if (vnet_hdr) {
+          segments = offload_segment_iov(bytes, size, prefix, prefix_len, remote_csum, out, arena_size - used, iovs + iovs_used,
+                                         SEND_IOVS - iovs_used, &segment_len, &total);
+          pairs = segments > 0;
+        }
+        if (segments == OFFLOAD_NOT_GSO && iovs_used == SEND_IOVS) {
+          segments = OFFLOAD_NO_ROOM;
+        } else if (segments == OFFLOAD_NOT_GSO && vnet_hdr) {
+          segments = offload_segment(bytes, size, prefix, prefix_len, remote_csum, out, arena_size - used, &segment_len,
+                                     &total);
+        } else if (segments == OFFLOAD_NOT_GSO) {
+          if (prefix_len + size <= arena_size - used) {
+            memcpy(out, prefix, prefix_len);
+            memcpy(out + prefix_len, bytes, size);
+            segments = 1;
+            segment_len = total = prefix_len + size;
+          } else {
+            segments = OFFLOAD_NO_ROOM;
+          }
+        }
+      }
+      if (segments != OFFLOAD_NO_ROOM || (used == 0 && iovs_used == 0)) break;
+      if ((rc = flush_frames(udp, n, &sent, &full)) != 0) return rc;
+      n = 0;
+      used = 0;
+      iovs_used = 0;
+      if (full) break;
+    }
+    if (full || segments < 0) continue;
+    datagrams += (uint32_t)segments;
+    if (!pairs && !sa) {
+      /* One datagram, copied: one iovec. */
+      iovs[iovs_used].iov_base = arena + used;
+      iovs[iovs_used].iov_len = total;
+    }
+    size_t per_message = GSO_MAX_PAYLOAD / segment_len;
+    if (per_message > GSO_MAX_SEGMENTS) per_message = GSO_MAX_SEGMENTS;
+    if (per_message == 0) per_message = 1;
+    size_t messages = 0;
+    for (size_t first = 0; first < (size_t)segments;) {
+      if (n == UDP_BATCH) {
+        if ((rc = flush_frames(udp, n, &sent, &full)) != 0) return rc;
+        n = 0;
+        if (full) break;
+      }
+      size_t in_message = (size_t)segments - first < per_message ? (size_t)segments - first : per_message;
+      udp->addrs[n] = *dest;
+      struct msghdr *hdr = &udp->msgs[n].msg_hdr;
+      memset(hdr, 0, sizeof *hdr);
+      hdr->msg_name = &udp->addrs[n];
+      hdr->msg_namelen = dest_len;
+      if (sa) {
+        /* This message's sealed datagrams: all of segment_len but perhaps the frame's last. */
+        struct iovec *iov = iovs + iovs_used + messages++;
+        iov->iov_base = arena + used + first * segment_len;
+        iov->iov_len = first + in_message < (size_t)segments ? in_message * segment_len : total - first * segment_len;
+        hdr->msg_iov = iov;
+        hdr->msg_iovlen = 1;
+      } else {
+        hdr->msg_iov = iovs + iovs_used + (pairs ? 2 * first : 0);
+        hdr->msg_iovlen = pairs ? 2 * in_message : 1;
+      }
+      udp->send_segments[n] = (uint32_t)in_message;
+      udp->send_sealed[n] = sa ? (uint32_t)segment_len : 0;
+      if (in_message > 1) {
+        hdr->msg_control = udp->controls[n].buf;
+        hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
+        cmsg->cmsg_level = SOL_UDP;
+        cmsg->cmsg_type = UDP_SEGMENT;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t segment = (uint16_t)segment_len;
+        memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
+      }
+      n++;
+      first += in_message;
+    }
+    used += total;
+    iovs_used += pairs ? 2 * (size_t)segments : sa ? messages : 1;
+  }
+  if (!full && n > 0 && (rc = flush_frames(udp, n, &sent, &full)) != 0) return rc;
+  *datagrams_out += datagrams;
+  *sent_out += sent;
+  return 0;
+}
+
 static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
   size_t argc = 11;
   napi_value argv[11];
@@ -949,121 +1100,27 @@ static napi_value udp_send_frames(napi_env env, napi_callback_info info) {
       result[NETCTL_SEND_RESULT_REFUSED] = refused;
       return NULL;
     }
-    if ((!udp->seal_headers && !(udp->seal_headers = malloc(SEAL_HEADERS))) ||
-        (!udp->seal_iovs && !(udp->seal_iovs = malloc(2 * SEAL_MAX_SEGMENTS * sizeof *udp->seal_iovs))))
-      return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
-    remote_csum = false;
   }
-  const size_t arena_size = (size_t)UDP_BATCH * UDP_SLOT;
-  if (!make_send_arena(env, udp)) return NULL;
-  if (!udp->send_iovs && !(udp->send_iovs = malloc(SEND_IOVS * sizeof *udp->send_iovs)))
-    return netctl_throw_errno(env, ENOMEM, "malloc", NULL);
-  uint8_t *arena = udp->send_arena;
-  struct iovec *iovs = udp->send_iovs;
-  uint32_t datagrams = 0, sent = 0;
   netctl_addr_t dest;
   socklen_t dest_len = port == 0 || port > 65535 || text_len >= INET6_ADDRSTRLEN ? 0 : netctl_parse_address(udp->family, text, (uint16_t)port, &dest);
-  int full = 0, n = 0;
-  /* Bytes of the arena and iovecs that messages not yet sent point into. */
-  size_t used = 0, iovs_used = 0;
-  for (uint32_t f = 0; f < count && dest_len != 0 && !full; f++) {
+  if (dest_len == 0) return NULL;
+  if (count > udp->send_frames_cap) {
+    offload_frame_t *grown = realloc(udp->send_frames, count * sizeof *grown);
+    if (!grown) return netctl_throw_errno(env, ENOMEM, "realloc", NULL);
+    udp->send_frames = grown;
+    udp->send_frames_cap = count;
+  }
+  for (uint32_t f = 0; f < count; f++) {
     uint8_t *bytes;
     size_t size;
     if (!netctl_frame_batch_get(env, &batch, f, &bytes, &size)) return NULL;
-    size_t segment_len, total;
-    int segments;
-    /* A super-frame's segments are iovec pairs (headers, payload by reference); other frames are copied whole;
-     * sealed ones lie back to back in the arena, one iovec per message. */
-    bool pairs;
-    for (;;) {
-      uint8_t *out = arena + used;
-      pairs = false;
-      segments = OFFLOAD_NOT_GSO;
-      if (sa) {
-        segments = seal_frame(udp, sa, bytes, size, vnet_hdr, out, arena_size - used, SEND_IOVS - iovs_used, &segment_len,
-                              &total);
-      } else {
-        if (vnet_hdr) {
-          segments = offload_segment_iov(bytes, size, prefix, prefix_len, remote_csum, out, arena_size - used, iovs + iovs_used,
-                                         SEND_IOVS - iovs_used, &segment_len, &total);
-          pairs = segments > 0;
-        }
-        if (segments == OFFLOAD_NOT_GSO && iovs_used == SEND_IOVS) {
-          segments = OFFLOAD_NO_ROOM;
-        } else if (segments == OFFLOAD_NOT_GSO && vnet_hdr) {
-          segments = offload_segment(bytes, size, prefix, prefix_len, remote_csum, out, arena_size - used, &segment_len,
-                                     &total);
-        } else if (segments == OFFLOAD_NOT_GSO) {
-          if (prefix_len + size <= arena_size - used) {
-            memcpy(out, prefix, prefix_len);
-            memcpy(out + prefix_len, bytes, size);
-            segments = 1;
-            segment_len = total = prefix_len + size;
-          } else {
-            segments = OFFLOAD_NO_ROOM;
-          }
-        }
-      }
-      if (segments != OFFLOAD_NO_ROOM || (used == 0 && iovs_used == 0)) break;
-      if (flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
-      n = 0;
-      used = 0;
-      iovs_used = 0;
-      if (full) break;
-    }
-    if (full || segments < 0) continue;
-    datagrams += (uint32_t)segments;
-    if (!pairs && !sa) {
-      /* One datagram, copied: one iovec. */
-      iovs[iovs_used].iov_base = arena + used;
-      iovs[iovs_used].iov_len = total;
-    }
-    size_t per_message = GSO_MAX_PAYLOAD / segment_len;
-    if (per_message > GSO_MAX_SEGMENTS) per_message = GSO_MAX_SEGMENTS;
-    if (per_message == 0) per_message = 1;
-    size_t messages = 0;
-    for (size_t first = 0; first < (size_t)segments;) {
-      if (n == UDP_BATCH) {
-        if (flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
-        n = 0;
-        if (full) break;
-      }
-      size_t in_message = (size_t)segments - first < per_message ? (size_t)segments - first : per_message;
-      udp->addrs[n] = dest;
-      struct msghdr *hdr = &udp->msgs[n].msg_hdr;
-      memset(hdr, 0, sizeof *hdr);
-      hdr->msg_name = &udp->addrs[n];
-      hdr->msg_namelen = dest_len;
-      if (sa) {
-        /* This message's sealed datagrams: all of segment_len but perhaps the frame's last. */
-        struct iovec *iov = iovs + iovs_used + messages++;
-        iov->iov_base = arena + used + first * segment_len;
-        iov->iov_len = first + in_message < (size_t)segments ? in_message * segment_len : total - first * segment_len;
-        hdr->msg_iov = iov;
-        hdr->msg_iovlen = 1;
-      } else {
-        hdr->msg_iov = iovs + iovs_used + (pairs ? 2 * first : 0);
-        hdr->msg_iovlen = pairs ? 2 * in_message : 1;
-      }
-      udp->send_segments[n] = (uint32_t)in_message;
-      udp->send_sealed[n] = sa ? (uint32_t)segment_len : 0;
-      if (in_message > 1) {
-        hdr->msg_control = udp->controls[n].buf;
-        hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
-        cmsg->cmsg_level = SOL_UDP;
-        cmsg->cmsg_type = UDP_SEGMENT;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t segment = (uint16_t)segment_len;
-        memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
-      }
-      n++;
-      first += in_message;
-    }
-    used += total;
-    iovs_used += pairs ? 2 * (size_t)segments : sa ? messages : 1;
+    udp->send_frames[f].data = bytes;
+    udp->send_frames[f].len = size;
   }
-  if (!full && n > 0 && flush_frames(env, udp, n, &sent, &full) != 0) return NULL;
+  uint32_t datagrams = 0, sent = 0;
+  int rc = netctl_udp_send_frames(udp, prefix, prefix_len, udp->send_frames, count, vnet_hdr, &dest, dest_len, remote_csum, sa,
+                                  &datagrams, &sent);
+  if (rc != 0) return netctl_throw_errno(env, -rc, rc == -ENOMEM ? "malloc" : "sendmmsg", NULL);
   result[NETCTL_SEND_RESULT_DATAGRAMS] = datagrams;
   result[NETCTL_SEND_RESULT_SENT] = sent;
   return NULL;
@@ -1105,6 +1162,7 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   if (!udp) return NULL;
   netctl_poller_close(&udp->poller);
   detach_table(udp);
+  if (udp->flows) netctl_flow_close(udp->flows);
   return NULL;
 }
 

@@ -72,6 +72,12 @@ export interface HostOptions {
   readonly advertiseAddress?: string;
   /** UDP port of the overlay data path on every host (default 4789). */
   readonly dataPathPort?: number;
+  /**
+   * Let the addon move the frames of flows between configured endpoints
+   * without waking JavaScript (the VTEP's fast path, --fast-path). Default
+   * true; false measures or works around it.
+   */
+  readonly fastPath?: boolean;
   /** This host's name in other hosts' Peers (default: the host name). */
   readonly nodeName?: string;
   /** Writes every security association of encrypted networks to this file, keys included, as Wireshark's esp_sa lines (--esp-keylog). */
@@ -139,7 +145,7 @@ async function openOverlay(
   const globalStore = observed(etcd, 'cluster', options);
   const cleanup: (() => Promise<void>)[] = [() => globalStore.close()];
   try {
-    const udp = NativeDatagramPort.open({ address: advertiseAddress, port });
+    const udp = NativeDatagramPort.open({ address: advertiseAddress, port, fastPath: options.fastPath ?? true });
     const vtep = new Vtep({ underlay: udp, localAddress: advertiseAddress, port, mtu, ...(options.logger !== undefined ? { logger: options.logger } : {}) });
     vtep.start();
     cleanup.push(() => vtep.stop());

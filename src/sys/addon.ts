@@ -180,6 +180,26 @@ export interface NativeAddon {
    */
   udpOpenDatagrams(table: NativeEspTable, data: Uint8Array, segmentSize: number): number[];
   udpClose(handle: NativeUdpHandle): void;
+  /**
+   * The fast path (native/flow.c; src/sys/flow.ts says what each does): serve VNI `vni` between the
+   * socket and a TAP with IFF_VNET_HDR (false, nothing done, for one without), fill and empty its
+   * flow cache, and name where its counters go.
+   */
+  udpFlowAttach(handle: NativeUdpHandle, vni: number, tap: NativeTapHandle, header: Uint8Array, encrypted: boolean, maxFrame: number, slot: number): boolean;
+  udpFlowDetach(handle: NativeUdpHandle, vni: number): void;
+  udpFlowInstall(
+    handle: NativeUdpHandle,
+    vni: number,
+    mac: number,
+    address: string,
+    port: number,
+    frameLimit: number,
+    spi: number,
+    remoteChecksum: boolean,
+    slot: number,
+  ): boolean;
+  udpFlowForget(handle: NativeUdpHandle, vni: number, mac?: number): void;
+  udpFlowCounters(handle: NativeUdpHandle, counters: Float64Array): void;
   /** A listening TCP socket (SO_REUSEADDR, non-blocking, close-on-exec) made in the namespace; returns its fd. */
   tcpListen(netnsPath: string, family: 4 | 6, address: string, port: number, backlog: number): number;
 

@@ -61,3 +61,20 @@ export const SEND_RESULT_DATAGRAMS = 0;
 export const SEND_RESULT_SENT = 1;
 export const SEND_RESULT_REFUSED = 2;
 export const SEND_RESULT_LENGTH = 3;
+
+/**
+ * The fast path's counters (native/flow.c), FLOW_FIELDS numbers per slot of
+ * a Float64Array the addon adds to and JavaScript reads and zeroes: a
+ * network's slot counts its TAP's frames (FLOW_NET_*), a (network, remote
+ * VTEP) slot datagrams and inner frame bytes (FLOW_REMOTE_*), and slot 0
+ * datagrams the kernel did not take (FLOW_SEND_DROPPED).
+ */
+export const FLOW_FIELDS = 4;
+export const FLOW_NET_RX_FRAMES = 0;
+export const FLOW_NET_TX_FRAMES = 1;
+export const FLOW_NET_DROP_WRITE_FAILED = 2;
+export const FLOW_REMOTE_TX_DATAGRAMS = 0;
+export const FLOW_REMOTE_TX_BYTES = 1;
+export const FLOW_REMOTE_RX_DATAGRAMS = 2;
+export const FLOW_REMOTE_RX_BYTES = 3;
+export const FLOW_SEND_DROPPED = 0;

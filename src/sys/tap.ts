@@ -128,6 +128,11 @@ export class TapDevice {
     }
   }
 
+  /** The addon's handle, for the underlay's fast path (flow.ts); throws once closed. */
+  get native(): NativeTapHandle {
+    return this.#open();
+  }
+
   /** Stops delivering frames; the kernel keeps queueing them until its queue is full. */
   stop(): void {
     addon().tapStop(this.#open());

@@ -9,6 +9,7 @@ import type { Server, Socket } from 'node:net';
 import { InvalidArgument, NetctlError } from '../errors.js';
 import { addon, isNativeErrnoError, refilled } from './addon.js';
 import type { NativeUdpHandle } from './addon.js';
+import { FlowTable } from './flow.js';
 import {
   DATAGRAM_ADDRESS,
   DATAGRAM_BUFFER,
@@ -146,6 +147,7 @@ export class NativeUdpSocket {
   /** The bound local port. */
   readonly port: number;
   #handle: NativeUdpHandle | undefined;
+  #flows: FlowTable | undefined;
   /** Where the addon writes what a `sendFrames` made and sent. */
   readonly #sendResult = new Uint32Array(SEND_RESULT_LENGTH);
   /** What `start` hands out: refilled by the addon on every call. */
@@ -269,6 +271,11 @@ export class NativeUdpSocket {
     } catch (err) {
       throw new NetctlError('Internal', `UDP send: ${String(err)}`, { cause: err });
     }
+  }
+
+  /** The socket's fast path (flow.ts). */
+  flows(): FlowTable {
+    return (this.#flows ??= new FlowTable(() => this.#open()));
   }
 
   /** Stops delivering; the kernel queues datagrams until the receive buffer is full. */

@@ -55,8 +55,74 @@ export interface Datagram {
   spi?: number;
 }
 
+/** Where the fast path sends frames to one MAC, and how (see `FastPath.install`). */
+export interface Flow {
+  /** The VTEP's underlay IPv4 and data path port. */
+  address: string;
+  port: number;
+  /** Frames (and a super-frame's segments) longer than this, Ethernet header included, stay with the VTEP. */
+  frameLimit: number;
+  /** The outbound SPI that seals them (an encrypted network), else 0. */
+  spi: number;
+  /** Leave TCP checksums partial and mark them with VXLAN RCO: the VTEP is netctl's. */
+  remoteChecksum: boolean;
+}
+
+/** Frames the fast path moved for one network's port. */
+export interface FastPathPortCounts {
+  /** Read from the port and sent. */
+  rxFrames: number;
+  /** Written to the port. */
+  txFrames: number;
+  /** Not taken by the port. */
+  dropWriteFailed: number;
+}
+
+/** Datagrams the fast path moved between one network and one remote VTEP; bytes are inner frames', as `RemoteVtepStats`. */
+export interface FastPathRemoteCounts {
+  txDatagrams: number;
+  txBytes: number;
+  rxDatagrams: number;
+  rxBytes: number;
+}
+
+/** Where `FastPath.drain` hands its counts. */
+export interface FastPathSink {
+  port(vni: number, counts: FastPathPortCounts): void;
+  remote(vni: number, address: string, counts: FastPathRemoteCounts): void;
+}
+
+/**
+ * An underlay's fast path (shared/DESIGN.md, "Rules for the hot path"): per
+ * network a flow cache, keyed by MAC, that the VTEP fills with decisions it
+ * made and empties whenever they may no longer hold. A unicast IPv4/IPv6
+ * frame from the network's port to a cached MAC, within the flow's frame
+ * limit, is sent as the VTEP would send it; a datagram from the flow's
+ * address whose inner source is a cached MAC is written to the port as the
+ * VTEP would write it; neither reaches the VTEP's callbacks. Everything else
+ * reaches them as before. Calls take effect before they return.
+ */
+export interface FastPath {
+  /**
+   * Serves network `vni` on `port` with an empty cache (`header`: its VXLAN
+   * header; frames longer than `maxFrameLength` stay with the VTEP); false,
+   * nothing done, when it cannot drive that port.
+   */
+  attach(vni: number, port: FramePort, header: Uint8Array, encrypted: boolean, maxFrameLength: number): boolean;
+  /** Stops serving `vni`; counts not drained yet are dropped. Unknown VNIs are ignored. */
+  detach(vni: number): void;
+  /** Frames of `vni` to `mac` go to `flow`, and datagrams from `flow.address` with source `mac` to the port. */
+  install(vni: number, mac: number, flow: Flow): void;
+  /** Drops the entry of `mac`, or without `mac` every entry of `vni`. */
+  forget(vni: number, mac?: number): void;
+  /** Hands `sink` what was moved since the last call, per port and per remote VTEP (only what is not zero). */
+  drain(sink: FastPathSink): void;
+}
+
 /** The underlay UDP socket shared by every overlay network of the host. */
 export interface DatagramPort {
+  /** Its fast path, when it has one. */
+  readonly fastPath?: FastPath | undefined;
   /**
    * Delivers received datagrams in batches (a datagram coalesced by UDP GRO
    * stands for several, each a datagram of its own to the VTEP); calling it

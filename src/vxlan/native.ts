@@ -3,11 +3,24 @@
  * sendmmsg, one crossing into JavaScript per wake-up), optionally made
  * inside another network namespace. Same contract as the doubles in memory.ts.
  */
+import {
+  FLOW_FIELDS,
+  FLOW_NET_DROP_WRITE_FAILED,
+  FLOW_NET_RX_FRAMES,
+  FLOW_NET_TX_FRAMES,
+  FLOW_REMOTE_RX_BYTES,
+  FLOW_REMOTE_RX_DATAGRAMS,
+  FLOW_REMOTE_TX_BYTES,
+  FLOW_REMOTE_TX_DATAGRAMS,
+  FLOW_SEND_DROPPED,
+} from '../sys/batch-layout.js';
 import type { EspTable } from '../sys/esp.js';
+import type { FlowTable } from '../sys/flow.js';
+import { TapDevice } from '../sys/tap.js';
 import { EspSendRefused, NativeUdpSocket } from '../sys/udp.js';
 import type { DatagramBatch } from '../sys/udp.js';
 import { PortClosed } from './io.js';
-import type { Datagram, DatagramPort, FrameBatch, ReceivedDatagrams } from './io.js';
+import type { Datagram, DatagramPort, FastPath, FastPathSink, Flow, FramePort, FrameBatch, ReceivedDatagrams } from './io.js';
 import { type Logger, silentLogger } from '../log.js';
 
 const DEFAULT_RECV_BUFFER = 8 << 20;
@@ -31,11 +44,14 @@ export interface NativeDatagramPortOptions {
   gro?: boolean;
   /** Told about socket errors, which are otherwise counted as drops, as UDP drops packets. */
   logger?: Logger;
+  /** Offer the addon's fast path (`fastPath`) to the VTEP (default true). */
+  fastPath?: boolean;
 }
 
 export class NativeDatagramPort implements DatagramPort {
   /** The bound local address. */
   readonly address: string;
+  readonly fastPath: NativeFastPath | undefined;
   readonly #socket: NativeUdpSocket;
   readonly #logger: Logger;
   /** Reused for every send: the socket reads it synchronously. */
@@ -43,10 +59,11 @@ export class NativeDatagramPort implements DatagramPort {
   #dropped = 0;
   #closed = false;
 
-  private constructor(socket: NativeUdpSocket, address: string, logger: Logger) {
+  private constructor(socket: NativeUdpSocket, address: string, logger: Logger, fastPath: boolean) {
     this.#socket = socket;
     this.address = address;
     this.#logger = logger;
+    this.fastPath = fastPath ? new NativeFastPath(socket.flows()) : undefined;
   }
 
   /** Binds a UDP/IPv4 socket; throws if the address cannot be bound (see `NativeUdpSocket.open`). */
@@ -65,7 +82,7 @@ export class NativeDatagramPort implements DatagramPort {
       recvBufferSize: opts.recvBufferSize ?? DEFAULT_RECV_BUFFER,
       sendBufferSize: opts.sendBufferSize ?? DEFAULT_SEND_BUFFER,
     });
-    return new NativeDatagramPort(socket, opts.address, opts.logger ?? silentLogger);
+    return new NativeDatagramPort(socket, opts.address, opts.logger ?? silentLogger, opts.fastPath ?? true);
   }
 
   /** The bound local port. */
@@ -73,9 +90,9 @@ export class NativeDatagramPort implements DatagramPort {
     return this.#socket.port;
   }
 
-  /** Datagrams given to `sendBatch` that were not sent (queue full, destination failed, socket error). */
+  /** Datagrams given to `sendBatch` and `sendFrames`, or made by the fast path, that were not sent (queue full, destination failed, socket error). */
   get dropped(): number {
-    return this.#dropped;
+    return this.#dropped + (this.fastPath?.sendDropped ?? 0);
   }
 
   /**
@@ -157,5 +174,102 @@ export class NativeDatagramPort implements DatagramPort {
     if (this.#closed) return;
     this.#closed = true;
     this.#socket.close();
+  }
+}
+
+/** The number of slots the counters start with; they double when full. */
+const INITIAL_SLOTS = 64;
+
+/**
+ * The addon's fast path on the port's socket (native/flow.c through
+ * src/sys/flow.ts): drives native TAPs with virtio headers, and keeps the
+ * counters' slots, one per attached network and one per (network, remote
+ * VTEP) it was given a flow to.
+ */
+export class NativeFastPath implements FastPath {
+  readonly #table: FlowTable;
+  #counters = new Float64Array(INITIAL_SLOTS * FLOW_FIELDS);
+  /** Per attached VNI: its port's slot, and a slot per remote VTEP address. */
+  readonly #slots = new Map<number, { port: number; remotes: Map<string, number> }>();
+  readonly #free: number[] = [];
+  /** Slot 0 is FLOW_SEND_DROPPED's. */
+  #nextSlot = 1;
+
+  constructor(table: FlowTable) {
+    this.#table = table;
+    table.useCounters(this.#counters);
+  }
+
+  /** Datagrams the fast path made that the kernel did not take. */
+  get sendDropped(): number {
+    return this.#counters[FLOW_SEND_DROPPED]!;
+  }
+
+  attach(vni: number, port: FramePort, header: Uint8Array, encrypted: boolean, maxFrameLength: number): boolean {
+    if (!(port instanceof TapDevice) || this.#slots.has(vni)) return false;
+    const slot = this.#allocate();
+    if (!this.#table.attach(vni, port, header, encrypted, maxFrameLength, slot)) {
+      this.#free.push(slot);
+      return false;
+    }
+    this.#slots.set(vni, { port: slot, remotes: new Map() });
+    return true;
+  }
+
+  detach(vni: number): void {
+    const slots = this.#slots.get(vni);
+    if (slots === undefined) return;
+    this.#table.detach(vni);
+    this.#slots.delete(vni);
+    this.#free.push(slots.port, ...slots.remotes.values());
+  }
+
+  install(vni: number, mac: number, flow: Flow): void {
+    const slots = this.#slots.get(vni);
+    if (slots === undefined) return;
+    let slot = slots.remotes.get(flow.address);
+    if (slot === undefined) {
+      slot = this.#allocate();
+      slots.remotes.set(flow.address, slot);
+    }
+    this.#table.install(vni, mac, { ...flow, slot });
+  }
+
+  forget(vni: number, mac?: number): void {
+    if (this.#slots.has(vni)) this.#table.forget(vni, mac);
+  }
+
+  drain(sink: FastPathSink): void {
+    const counters = this.#counters;
+    for (const [vni, slots] of this.#slots) {
+      let at = slots.port * FLOW_FIELDS;
+      const rxFrames = counters[at + FLOW_NET_RX_FRAMES]!;
+      const txFrames = counters[at + FLOW_NET_TX_FRAMES]!;
+      const dropWriteFailed = counters[at + FLOW_NET_DROP_WRITE_FAILED]!;
+      if (rxFrames + txFrames + dropWriteFailed > 0) sink.port(vni, { rxFrames, txFrames, dropWriteFailed });
+      counters.fill(0, at, at + FLOW_FIELDS);
+      for (const [address, slot] of slots.remotes) {
+        at = slot * FLOW_FIELDS;
+        const txDatagrams = counters[at + FLOW_REMOTE_TX_DATAGRAMS]!;
+        const rxDatagrams = counters[at + FLOW_REMOTE_RX_DATAGRAMS]!;
+        if (txDatagrams + rxDatagrams > 0) {
+          sink.remote(vni, address, { txDatagrams, txBytes: counters[at + FLOW_REMOTE_TX_BYTES]!, rxDatagrams, rxBytes: counters[at + FLOW_REMOTE_RX_BYTES]! });
+        }
+        counters.fill(0, at, at + FLOW_FIELDS);
+      }
+    }
+  }
+
+  /** A slot with its counters at zero; the counters double (copied, and handed to the addon) when none is left. */
+  #allocate(): number {
+    const slot = this.#free.pop() ?? this.#nextSlot++;
+    if ((slot + 1) * FLOW_FIELDS > this.#counters.length) {
+      const grown = new Float64Array(this.#counters.length * 2);
+      grown.set(this.#counters);
+      this.#table.useCounters(grown);
+      this.#counters = grown;
+    }
+    this.#counters.fill(0, slot * FLOW_FIELDS, (slot + 1) * FLOW_FIELDS);
+    return slot;
   }
 }

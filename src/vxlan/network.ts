@@ -93,6 +93,8 @@ export interface Network {
   readonly encrypted: boolean;
   /** Outbound SPI by VTEP address, set by `Vtep.setOutboundSpi`; shared with the VTEP, read here. */
   readonly spis: ReadonlyMap<string, number>;
+  /** The MACs the underlay's fast path holds a flow for; undefined when it does not serve this network. */
+  flows: Set<number> | undefined;
   removed: boolean;
 }
 
@@ -148,6 +150,7 @@ export function newNetwork(vni: number, port: FramePort, peers: VniPeers, encryp
     counters: newNetworkCounters(),
     encrypted,
     spis,
+    flows: undefined,
     removed: false,
   };
 }

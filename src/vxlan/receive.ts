@@ -48,6 +48,8 @@ export interface UnderlayReceiverOptions {
   stats: VtepStats;
   /** Gets the liveness probes, which share the data path port. */
   liveness: Liveness;
+  /** Told of each frame it took from the VTEP of the configured endpoint that sent it: the fast path may take such frames. */
+  fromPeer: (network: Network, mac: number, vtep: string) => void;
   logger: Logger;
 }
 
@@ -57,6 +59,7 @@ export class UnderlayReceiver {
   readonly #networks: ReadonlyMap<number, Network>;
   readonly #stats: VtepStats;
   readonly #liveness: Liveness;
+  readonly #fromPeer: (network: Network, mac: number, vtep: string) => void;
   readonly #logger: Logger;
   /** Networks with inbound frames in the current underlay batch. */
   readonly #touched: Network[] = [];
@@ -72,6 +75,7 @@ export class UnderlayReceiver {
     this.#networks = opts.networks;
     this.#stats = opts.stats;
     this.#liveness = opts.liveness;
+    this.#fromPeer = opts.fromPeer;
     this.#logger = opts.logger;
   }
 
@@ -193,7 +197,8 @@ export class UnderlayReceiver {
       return undefined;
     }
     const src = readMac(data, offset + VXLAN_HEADER_LEN + 6);
-    if (peers.lookup(src, now)?.local === true) {
+    const source = peers.lookup(src, now);
+    if (source?.local === true) {
       this.#stats.dropSelf++;
       network.counters.dropSelf++;
       sender.dropSelf++;
@@ -218,6 +223,9 @@ export class UnderlayReceiver {
     if (external && peers.learn(src, address, now)) {
       this.#stats.learned++;
       network.counters.learned++;
+    }
+    if (network.flows !== undefined && !external && source !== undefined && !source.learned && source.vtep === address && !network.flows.has(src)) {
+      this.#fromPeer(network, src, address);
     }
     if (network.inbound.count === 0) this.#touched.push(network);
     this.#acceptedChecksum = checksum;

@@ -38,6 +38,8 @@ export interface FrameSenderOptions {
   vtepMtus: ReadonlyMap<string, number>;
   /** The VTEP's counters, which the sender adds to. */
   stats: VtepStats;
+  /** Told of each frame it sent whole to the VTEP of a configured endpoint: the fast path may take such frames. */
+  sentToPeer: (network: Network, mac: number, vtep: string) => void;
   logger: Logger;
 }
 
@@ -48,6 +50,7 @@ export class FrameSender {
   readonly #mtu: number;
   readonly #vtepMtus: ReadonlyMap<string, number>;
   readonly #stats: VtepStats;
+  readonly #sentToPeer: (network: Network, mac: number, vtep: string) => void;
   readonly #logger: Logger;
 
   constructor(opts: FrameSenderOptions) {
@@ -57,6 +60,7 @@ export class FrameSender {
     this.#mtu = opts.mtu;
     this.#vtepMtus = opts.vtepMtus;
     this.#stats = opts.stats;
+    this.#sentToPeer = opts.sentToPeer;
     this.#logger = opts.logger;
   }
 
@@ -178,6 +182,7 @@ export class FrameSender {
       if (entry !== undefined && !entry.local) {
         const limit = this.#queueUnicast(network, entry.vtep, buffer, offset, length, largestFrame(buffer, offset, length), length - VNET_HDR_LEN);
         if (limit > 0) this.#oversize(network, buffer.subarray(offset, offset + length), true, [entry.vtep], limit, outbound);
+        else if (network.flows !== undefined && !entry.learned && !network.flows.has(dst)) this.#sentToPeer(network, dst, entry.vtep);
         return;
       }
     }

@@ -37,7 +37,7 @@ import {
   parseIPv6,
   parseMac,
 } from '../wire/index.js';
-import type { DatagramPort, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
+import type { DatagramPort, FastPath, FastPathSink, FrameBatch, FramePort, ReceivedDatagrams } from './io.js';
 import { Liveness } from './liveness.js';
 import type { LivenessOptions, PeerLiveness } from './liveness.js';
 import { newNetwork, newVtepStats } from './network.js';
@@ -78,6 +78,12 @@ export interface VtepOptions {
   mtu?: number;
   /** Timing and clock of the liveness probes to peer VTEPs (see liveness.ts). */
   probe?: LivenessOptions;
+  /**
+   * Hand the underlay's fast path (`DatagramPort.fastPath`, when it has one)
+   * the unicast flows between configured endpoints, so that their frames
+   * move without calling the VTEP (default true).
+   */
+  fastPath?: boolean;
 }
 
 export interface NetworkOptions {
@@ -112,8 +118,9 @@ export class VtepStopped extends NetctlError {
 }
 
 export class Vtep {
-  readonly stats: VtepStats = newVtepStats();
+  readonly #stats: VtepStats = newVtepStats();
   readonly #underlay: DatagramPort;
+  readonly #fastPath: FastPath | undefined;
   readonly #localAddress: string;
   readonly #port: number;
   readonly #now: () => number;
@@ -134,6 +141,7 @@ export class Vtep {
 
   constructor(opts: VtepOptions) {
     this.#underlay = opts.underlay;
+    this.#fastPath = opts.fastPath === false ? undefined : opts.underlay.fastPath;
     this.#localAddress = canonicalIPv4(opts.localAddress, 'localAddress');
     this.#port = opts.port ?? DEFAULT_VXLAN_PORT;
     if (!Number.isInteger(this.#port) || this.#port < 1 || this.#port > 65535) {
@@ -156,7 +164,7 @@ export class Vtep {
       knows: (address) => this.#peers.isNetctlVtep(address),
       send: (datagrams) => {
         this.#underlay.sendBatch(datagrams);
-        this.stats.txDatagrams += datagrams.length;
+        this.#stats.txDatagrams += datagrams.length;
       },
       logger: this.#logger,
     });
@@ -166,17 +174,28 @@ export class Vtep {
       maxFrameLength: this.#maxFrameLength,
       mtu: this.#mtu,
       vtepMtus: this.#vtepMtus,
-      stats: this.stats,
+      stats: this.#stats,
+      sentToPeer: (network, mac, vtep) => this.#cacheFlow(network, mac, vtep),
       logger: this.#logger,
     });
     this.#receiver = new UnderlayReceiver({
       localAddress: this.#localAddress,
       maxFrameLength: this.#maxFrameLength,
       networks: this.#networks,
-      stats: this.stats,
+      stats: this.#stats,
       liveness: this.#liveness,
+      fromPeer: (network, mac, vtep) => this.#cacheFlow(network, mac, vtep),
       logger: this.#logger,
     });
+  }
+
+  /**
+   * Counters since construction, those of the fast path included (read
+   * here, they are exact; the object is the VTEP's own, updated in place).
+   */
+  get stats(): VtepStats {
+    this.#drainFastPath();
+    return this.#stats;
   }
 
   /** Starts receiving from the underlay; calling it again does nothing. */
@@ -194,6 +213,7 @@ export class Vtep {
    */
   async stop(): Promise<void> {
     this.#check();
+    this.#drainFastPath();
     this.#state = 'stopped';
     this.#liveness.stop();
     const failures: unknown[] = [];
@@ -243,6 +263,12 @@ export class Vtep {
       this.#networks.delete(vni);
       throw err;
     }
+    try {
+      if (this.#fastPath?.attach(vni, port, network.header, encrypted, this.#maxFrameLength) === true) network.flows = new Set();
+    } catch (err) {
+      // The VTEP moves every frame itself then, as without a fast path.
+      this.#logger.warn(`VNI ${vni}: the fast path refused the network: ${String(err)}`);
+    }
   }
 
   /**
@@ -254,6 +280,10 @@ export class Vtep {
     this.#check();
     const network = this.#networks.get(vni);
     if (network === undefined) return;
+    if (network.flows !== undefined) {
+      this.#drainFastPath();
+      this.#fastPath!.detach(vni);
+    }
     network.removed = true;
     this.#networks.delete(vni);
     network.port.stop();
@@ -272,6 +302,7 @@ export class Vtep {
     if (spi === undefined) this.#spisOf(vni).delete(vtep);
     else if (!Number.isInteger(spi) || spi < 256 || spi > 0xffffffff) throw new InvalidArgument(`invalid SPI ${spi}`);
     else this.#spisOf(vni).set(vtep, spi);
+    this.#forgetFlows(vni);
   }
 
   #spisOf(vni: number): Map<string, number> {
@@ -291,6 +322,8 @@ export class Vtep {
       throw new InvalidArgument(`VNI ${vni}: an encrypted network cannot have external peers (they could not open what it seals)`);
     }
     this.#peers.vni(vni).setExternalPeers(peers.map((peer) => canonicalIPv4(peer, 'external peer')));
+    // Which VTEPs are external decides checksums and learning: every flow is decided again.
+    this.#forgetFlows(vni);
   }
 
   /**
@@ -312,13 +345,16 @@ export class Vtep {
       ...(ipv4 !== undefined && { ipv4 }),
       ...(ipv6 !== undefined && { ipv6 }),
     });
+    this.#forgetFlows(vni, mac);
   }
 
   /** Forgets the endpoint with `mac` on `vni`, configured or learned; unknown ones are ignored. */
   removePeer(vni: number, mac: string | number): void {
     this.#check();
     checkVni(vni);
-    this.#peers.vni(vni).remove(toMac(mac));
+    const value = toMac(mac);
+    this.#peers.vni(vni).remove(value);
+    this.#forgetFlows(vni, value);
   }
 
   /**
@@ -333,11 +369,13 @@ export class Vtep {
     for (const network of this.#networks.values()) {
       const queue = network.unicast.get(vtep);
       if (queue !== undefined) queue.frameLimit = this.#sender.frameLimit(network, vtep);
+      this.#forgetFlows(network.vni);
     }
   }
 
   /** A snapshot of every served network's counters (after `stop`, none). */
   networkStats(): VtepNetworkStats[] {
+    this.#drainFastPath();
     return [...this.#networks.values()].map((network) => {
       const traffic = { rxDatagrams: 0, rxBytes: 0, txDatagrams: 0, txBytes: 0 };
       const peers = [...network.peers.remotes()].map((remote) => {
@@ -378,6 +416,65 @@ export class Vtep {
   #check(): void {
     if (this.#state === 'stopped') throw new VtepStopped();
   }
+
+  /**
+   * The decision the send and receive paths just made for frames of
+   * `network` to and from configured endpoint `mac` behind `vtep`, handed to
+   * the fast path: only for a netctl VTEP (external ones get whole checksums
+   * and teach MACs) and, on an encrypted network, one with an outbound SA.
+   * Whatever could change it forgets it (`#forgetFlows`).
+   */
+  #cacheFlow(network: Network, mac: number, vtep: string): void {
+    const flows = network.flows;
+    if (flows === undefined || network.peers.remote(vtep).external) return;
+    const spi = network.encrypted ? network.spis.get(vtep) : 0;
+    if (spi === undefined) return;
+    this.#fastPath!.install(network.vni, mac, { address: vtep, port: this.#port, frameLimit: this.#sender.frameLimit(network, vtep), spi, remoteChecksum: true });
+    flows.add(mac);
+  }
+
+  /** The fast path drops its flow for `mac` on `vni`, or every flow of `vni`: from the return on, the VTEP decides again. */
+  #forgetFlows(vni: number, mac?: number): void {
+    const flows = this.#networks.get(vni)?.flows;
+    if (flows === undefined) return;
+    if (mac === undefined) {
+      if (flows.size === 0) return;
+      flows.clear();
+    } else if (!flows.delete(mac)) {
+      return;
+    }
+    this.#fastPath!.forget(vni, mac);
+  }
+
+  /** Adds what the fast path moved since the last call to the counters. */
+  #drainFastPath(): void {
+    this.#fastPath?.drain(this.#fastPathSink);
+  }
+
+  readonly #fastPathSink: FastPathSink = {
+    port: (vni, counts) => {
+      const stats = this.#stats;
+      stats.rxFrames += counts.rxFrames;
+      stats.txFrames += counts.txFrames;
+      stats.dropWriteFailed += counts.dropWriteFailed;
+      const counters = this.#networks.get(vni)?.counters;
+      if (counters === undefined) return;
+      counters.rxFrames += counts.rxFrames;
+      counters.txFrames += counts.txFrames;
+      counters.dropWriteFailed += counts.dropWriteFailed;
+    },
+    remote: (vni, address, counts) => {
+      this.#stats.txDatagrams += counts.txDatagrams;
+      this.#stats.rxDatagrams += counts.rxDatagrams;
+      const network = this.#networks.get(vni);
+      if (network === undefined) return;
+      const remote = network.peers.remote(address);
+      remote.txDatagrams += counts.txDatagrams;
+      remote.txBytes += counts.txBytes;
+      remote.rxDatagrams += counts.rxDatagrams;
+      remote.rxBytes += counts.rxBytes;
+    },
+  };
 
   /** Netctl VTEPs with peers on a network served here: only they carry traffic we send or expect. */
   *#probeTargets(): Generator<string> {
