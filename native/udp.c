@@ -80,8 +80,8 @@ typedef struct udp {
   uint8_t *send_arena;
   struct iovec *send_iovs;
   uint32_t send_segments[UDP_BATCH];
-  /* Per message of a udpSendFrames flush: 0 when its iovecs are (headers, payload) pairs or one copied
-   * datagram; else the length of each of the sealed datagrams that lie back to back in its one iovec. */
+  /* Per message of a udpSendFrames flush: 0 when its iovecs are (headers, payload) pairs; else the length
+   * of each of the datagrams (sealed or copied) that lie back to back in its one iovec, the last perhaps shorter. */
   uint32_t send_sealed[UDP_BATCH];
   /* The ESP table attached (udpSetEspTable), held so that closing either side first is safe; NULL: none. */
   netctl_esp_handle_t *esp;
@@ -939,6 +939,10 @@ int netctl_udp_send_frames(udp_t *udp, const uint8_t *prefix, size_t prefix_len,
   int full = 0, n = 0, rc;
   /* Bytes of the arena and iovecs that messages not yet sent point into. */
   size_t used = 0, iovs_used = 0;
+  /* The last message, while frames that make one datagram each (copied or sealed, back to back in the arena)
+   * may join it as UDP_SEGMENT segments of run_len: one message for a burst of small frames, not one each. */
+  int run = -1;
+  size_t run_len = 0;
   for (uint32_t f = 0; f < count && !full; f++) {
     const uint8_t *bytes = frames[f].data;
     size_t size = frames[f].len;
@@ -981,10 +985,31 @@ int netctl_udp_send_frames(udp_t *udp, const uint8_t *prefix, size_t prefix_len,
       n = 0;
       used = 0;
       iovs_used = 0;
+      run = -1;
       if (full) break;
     }
     if (full || segments < 0) continue;
     datagrams += (uint32_t)segments;
+    if (segments == 1 && !pairs && run >= 0 && total <= run_len && udp->send_segments[run] < GSO_MAX_SEGMENTS &&
+        udp->msgs[run].msg_hdr.msg_iov[0].iov_len + total <= GSO_MAX_PAYLOAD) {
+      /* Right behind the run's last datagram in the arena: it joins the message; a shorter one ends the run. */
+      struct msghdr *hdr = &udp->msgs[run].msg_hdr;
+      hdr->msg_iov[0].iov_len += total;
+      if (udp->send_segments[run]++ == 1) {
+        hdr->msg_control = udp->controls[run].buf;
+        hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
+        cmsg->cmsg_level = SOL_UDP;
+        cmsg->cmsg_type = UDP_SEGMENT;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t segment = (uint16_t)run_len;
+        memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
+      }
+      if (total < run_len) run = -1;
+      used += total;
+      continue;
+    }
+    run = -1;
     if (!pairs && !sa) {
       /* One datagram, copied: one iovec. */
       iovs[iovs_used].iov_base = arena + used;
@@ -998,6 +1023,7 @@ int netctl_udp_send_frames(udp_t *udp, const uint8_t *prefix, size_t prefix_len,
       if (n == UDP_BATCH) {
         if ((rc = flush_frames(udp, n, &sent, &full)) != 0) return rc;
         n = 0;
+        run = -1;
         if (full) break;
       }
       size_t in_message = (size_t)segments - first < per_message ? (size_t)segments - first : per_message;
@@ -1018,7 +1044,13 @@ int netctl_udp_send_frames(udp_t *udp, const uint8_t *prefix, size_t prefix_len,
         hdr->msg_iovlen = pairs ? 2 * in_message : 1;
       }
       udp->send_segments[n] = (uint32_t)in_message;
-      udp->send_sealed[n] = sa ? (uint32_t)segment_len : 0;
+      /* One datagram, copied or sealed: later ones of its length may join it (above). */
+      bool single = segments == 1 && !pairs;
+      udp->send_sealed[n] = sa || single ? (uint32_t)segment_len : 0;
+      if (single) {
+        run = n;
+        run_len = segment_len;
+      }
       if (in_message > 1) {
         hdr->msg_control = udp->controls[n].buf;
         hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));

@@ -373,9 +373,10 @@ test('frames and TCP super-frames sent with an SPI arrive as the VXLAN datagrams
   t.deepEqual(sealedSegments.map(({ data }) => data), plainSegments.map(({ data }) => data), 'byte for byte what the plain path delivers');
   t.true(sealedSegments.every(({ flags }) => flags === DATAGRAM_SEALED));
   t.true(sealedSegments.slice(0, -1).every(({ data }) => checksumsComplete(data.subarray(8))), 'checksums complete, no RCO');
-  // Each UDP_SEGMENT send of sealed segments came through GRO as one run, handed on as a run of synthetic VXLAN.
-  t.true(runs.length >= 2, `${runs.length} runs`);
-  t.true(runs.every(({ segmentSize, flags }) => segmentSize === SEALED_SEGMENT && flags === DATAGRAM_SEALED));
+  // Each UDP_SEGMENT send of sealed segments came through GRO as one run, handed on as a run of synthetic VXLAN
+  // (the last two frames, one datagram each, may leave as one send too: a run of their own size).
+  t.true(runs.filter(({ segmentSize }) => segmentSize === SEALED_SEGMENT).length >= 2, `${runs.length} runs`);
+  t.true(runs.every(({ flags }) => flags === DATAGRAM_SEALED));
   t.like(outbound.counters('outbound', sa.spi), { packets: 8 + expected, drops: NO_DROPS });
   t.like(inbound.counters('inbound', sa.spi), { packets: 8 + expected, drops: NO_DROPS });
 });

@@ -5,6 +5,7 @@ import type { ExecutionContext } from 'ava';
 import { InvalidArgument, NetctlError } from '../../src/errors.js';
 import { NativeUdpSocket, SocketClosed, openTcpListener, receivedDatagrams } from '../../src/sys/udp.js';
 import type { DatagramBatch, ReceivedDatagram } from '../../src/sys/udp.js';
+import { FrameList } from '../../src/vxlan/offload.js';
 import { inNetns, run, tempNetns, uniqueName } from './helpers.js';
 
 /** A namespace with its loopback up (a new namespace's `lo` is down). */
@@ -258,3 +259,36 @@ test('a TCP listener made in a namespace accepts connections from inside it, not
   t.deepEqual(await firstMessage, { text: 'hello\n', localAddress: '127.0.0.11' });
   t.is(connections.length, 1);
 });
+
+test('sendFrames sends a burst of small frames of one length as UDP_SEGMENT sends: each arrives whole, in order, as a run', async (t) => {
+  const { a, b } = await vethPair(t);
+  const receiver = openSocket(t, { netnsPath: b.path, address: '198.18.0.2', port: 0, gro: true });
+  const sender = openSocket(t, { netnsPath: a.path, address: '198.18.0.1', port: 0 });
+  const arrived: ReceivedDatagram[] = [];
+  receiver.start((batch) => arrived.push(...receivedDatagrams(batch).map((datagram) => ({ ...datagram, data: Buffer.from(datagram.data) }))));
+  const prefix = Buffer.from('PREFIX:!');
+  // 100 frames of 92 bytes, then a shorter one, then a longer one: the shorter ends the run, the longer starts another.
+  const frames = [...Array.from({ length: 100 }, (_, i) => Buffer.alloc(92, i)), Buffer.alloc(40, 0xee), Buffer.alloc(300, 0xff)];
+  const list = new FrameList();
+  for (const frame of frames) list.push(frame, 0, frame.length);
+  t.deepEqual(sender.sendFrames(prefix, list, false, '198.18.0.2', receiver.port), { datagrams: 102, sent: 102 });
+  const datagrams = () => arrived.flatMap(({ data, segmentSize }) => (segmentSize > 0 ? chunks(data, segmentSize) : [data]));
+  await until(() => datagrams().length >= 102);
+  t.deepEqual(datagrams(), frames.map((frame) => Buffer.concat([prefix, frame])));
+  t.true(arrived.some(({ segmentSize }) => segmentSize === 100), 'the frames of 92 bytes came as a run');
+  t.true(arrived.length < 10, `${arrived.length} receives for 102 datagrams`);
+});
+
+function chunks(data: Uint8Array, size: number): Buffer[] {
+  const pieces: Buffer[] = [];
+  for (let at = 0; at < data.length; at += size) pieces.push(Buffer.from(data.subarray(at, Math.min(at + size, data.length))));
+  return pieces;
+}
+
+async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
