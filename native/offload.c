@@ -21,6 +21,12 @@
 #define ETHERTYPE_IPV4 0x0800
 #define ETHERTYPE_IPV6 0x86dd
 #define IPPROTO_TCP_NUMBER 6
+#define IPPROTO_UDP_NUMBER 17
+/* UDP segmentation offload (USO), Linux 6.2 and later for TAP writes; older uapi headers lack the name. */
+#ifndef VIRTIO_NET_HDR_GSO_UDP_L4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5
+#endif
+#define UDP_HEADER_LEN 8
 #define TCP_FIN 0x01
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
@@ -128,12 +134,14 @@ static uint16_t csum_fold(uint64_t sum) {
 /* Stores a checksum computed in network order. */
 static void put_csum(uint8_t *p, uint16_t csum) { memcpy(p, &csum, 2); }
 
-/* Pseudo-header sum for TCP over IPv4 (addresses at ip+12) or IPv6 (at ip+8), RFC 9293 §3.1, RFC 8200 §8.1. */
-static uint64_t pseudo_sum(const uint8_t *ip, bool v4, uint32_t l4_len) {
+/* Pseudo-header sum over IPv4 (addresses at ip+12) or IPv6 (at ip+8), RFC 9293 §3.1, RFC 768, RFC 8200 §8.1. */
+static uint64_t pseudo_sum_of(const uint8_t *ip, bool v4, uint32_t l4_len, uint32_t protocol) {
   uint64_t sum = v4 ? csum_partial(ip + 12, 8, 0) : csum_partial(ip + 8, 32, 0);
   sum = add_carry(sum, htonl(l4_len));
-  return add_carry(sum, htonl(IPPROTO_TCP_NUMBER));
+  return add_carry(sum, htonl(protocol));
 }
+
+static uint64_t pseudo_sum(const uint8_t *ip, bool v4, uint32_t l4_len) { return pseudo_sum_of(ip, v4, l4_len, IPPROTO_TCP_NUMBER); }
 
 static void ipv4_fix_checksum(uint8_t *ip, size_t header_len) {
   ip[10] = ip[11] = 0;
@@ -323,8 +331,8 @@ int offload_segment_iov(const uint8_t *in, size_t in_len, const uint8_t *prefix,
 
 typedef struct {
   bool v4;
-  size_t tcp_off;
-  size_t headers;  /* Ethernet, IP and TCP headers */
+  size_t tcp_off;  /* where the TCP (or, for datagram_info, UDP) header starts */
+  size_t headers;  /* Ethernet, IP and TCP (UDP) headers */
   size_t payload;
   uint32_t seq;
   uint16_t id;
@@ -398,6 +406,110 @@ static bool continues(const uint8_t *first, const segment_info_t *first_info, co
          memcmp(ta + 18, tb + 18, tcp_header_len - 18) == 0;
 }
 
+/*
+ * True for a UDP datagram that may be merged into a UDP_L4 super-frame: as
+ * segment_info's rules for the IP header, a UDP length that matches it, some
+ * payload, and a checksum that is present and, unless `checksummed`, valid
+ * (the merged frame goes to the kernel as NEEDS_CSUM, which then trusts it).
+ */
+static bool datagram_info(const uint8_t *f, size_t len, bool checksummed, segment_info_t *info, bool *verified) {
+  if (len < ETH_HLEN + 28) return false;
+  const uint8_t *ip = f + ETH_HLEN;
+  size_t l4_len;
+  uint16_t type = get16(f + 12);
+  if (type == ETHERTYPE_IPV4) {
+    if (ip[0] != 0x45 || ip[9] != IPPROTO_UDP_NUMBER || (get16(ip + 6) & 0x3fff) != 0) return false;
+    size_t total = get16(ip + 2);
+    if (total < 28 || ETH_HLEN + total > len || csum_fold(csum_partial(ip, 20, 0)) != 0xffff) return false;
+    info->v4 = true;
+    info->tcp_off = ETH_HLEN + 20;
+    l4_len = total - 20;
+  } else if (type == ETHERTYPE_IPV6) {
+    if (len < ETH_HLEN + 48 || ip[0] >> 4 != 6 || ip[6] != IPPROTO_UDP_NUMBER) return false;
+    l4_len = get16(ip + 4);
+    if (ETH_HLEN + 40 + l4_len > len) return false;
+    info->v4 = false;
+    info->tcp_off = ETH_HLEN + 40;
+  } else {
+    return false;
+  }
+  const uint8_t *udp = f + info->tcp_off;
+  /* No checksum (IPv4's 0) is not made one by merging. */
+  if (l4_len <= UDP_HEADER_LEN || get16(udp + 4) != l4_len || get16(udp + 6) == 0) return false;
+  *verified = !checksummed;
+  if (!checksummed && csum_fold(csum_partial(udp, l4_len, pseudo_sum_of(ip, info->v4, (uint32_t)l4_len, IPPROTO_UDP_NUMBER))) != 0xffff)
+    return false;
+  info->headers = info->tcp_off + UDP_HEADER_LEN;
+  info->payload = l4_len - UDP_HEADER_LEN;
+  info->id = 0;
+  info->seq = 0;
+  info->flags = 0;
+  return true;
+}
+
+/* True when `next` is a datagram of the flow of `first`: the same Ethernet, IP (but ID and length) and UDP ports. */
+static bool same_udp_flow(const uint8_t *first, const segment_info_t *first_info, const uint8_t *next, const segment_info_t *next_info) {
+  if (next_info->v4 != first_info->v4 || memcmp(first, next, ETH_HLEN) != 0) return false;
+  const uint8_t *a = first + ETH_HLEN, *b = next + ETH_HLEN;
+  if (first_info->v4 ? memcmp(a, b, 2) != 0 || memcmp(a + 6, b + 6, 4) != 0 || memcmp(a + 12, b + 12, 8) != 0
+                     : memcmp(a, b, 4) != 0 || memcmp(a + 6, b + 6, 34) != 0)
+    return false;
+  return memcmp(first + first_info->tcp_off, next + next_info->tcp_off, 4) == 0;
+}
+
+/*
+ * Merges frames[0..) into one UDP_L4 super-frame when they are datagrams of
+ * one flow with payloads of one length (the last perhaps shorter), as Linux
+ * UDP GRO does for forwarding; the kernel cuts it again (each datagram whole,
+ * its checksum computed) wherever it goes. Returns how many it merged (0 or
+ * 1: not merged; *verified as datagram_info says for frames[0]).
+ */
+static size_t coalesce_udp(const offload_frame_t *frames, size_t count, uint8_t *scratch, struct iovec *iov, int *iov_count,
+                           bool *mergeable, bool *verified) {
+  segment_info_t first, next;
+  bool next_verified;
+  *mergeable = datagram_info(frames[0].data, frames[0].len, frames[0].checksum != OFFLOAD_CSUM_UNVERIFIED, &first, verified);
+  if (!*mergeable) return 0;
+  size_t merged = 1, total = first.payload, last_payload = first.payload;
+  iov[1].iov_base = (void *)(frames[0].data + first.headers);
+  iov[1].iov_len = first.payload;
+  while (merged < count && merged < COALESCE_MAX_SEGMENTS && last_payload == first.payload &&
+         datagram_info(frames[merged].data, frames[merged].len, frames[merged].checksum != OFFLOAD_CSUM_UNVERIFIED, &next,
+                       &next_verified) &&
+         next.payload <= first.payload && first.headers - ETH_HLEN + total + next.payload <= IP_MAX_LENGTH &&
+         same_udp_flow(frames[0].data, &first, frames[merged].data, &next)) {
+    iov[1 + merged].iov_base = (void *)(frames[merged].data + next.headers);
+    iov[1 + merged].iov_len = next.payload;
+    total += next.payload;
+    last_payload = next.payload;
+    merged++;
+  }
+  if (merged == 1) return 1;
+  uint8_t *copy = scratch + VNET_HDR_LEN;
+  memcpy(copy, frames[0].data, first.headers);
+  uint8_t *ip = copy + ETH_HLEN, *udp = copy + first.tcp_off;
+  uint32_t udp_len = (uint32_t)(UDP_HEADER_LEN + total);
+  if (first.v4) {
+    put16(ip + 2, (uint16_t)(20 + udp_len));
+    ipv4_fix_checksum(ip, 20);
+  } else {
+    put16(ip + 4, (uint16_t)udp_len);
+  }
+  put16(udp + 4, (uint16_t)udp_len);
+  /* NEEDS_CSUM: the field holds the folded pseudo-header sum; the kernel completes each datagram's. */
+  put_csum(udp + 6, csum_fold(pseudo_sum_of(ip, first.v4, udp_len, IPPROTO_UDP_NUMBER)));
+  scratch[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  scratch[1] = VIRTIO_NET_HDR_GSO_UDP_L4;
+  putle16(scratch + 2, (uint16_t)first.headers);
+  putle16(scratch + 4, (uint16_t)first.payload);
+  putle16(scratch + 6, (uint16_t)first.tcp_off);
+  putle16(scratch + 8, UDP_CHECKSUM_OFFSET);
+  iov[0].iov_base = scratch;
+  iov[0].iov_len = VNET_HDR_LEN + first.headers;
+  *iov_count = (int)merged + 1;
+  return merged;
+}
+
 /* Where a partial checksum (an RCO octet) starts, and where its field is relative to that. */
 static size_t partial_start(uint8_t checksum) { return (size_t)2 * (checksum & ~VXLAN_RCO_UDP); }
 static size_t partial_offset(uint8_t checksum) {
@@ -469,6 +581,10 @@ size_t offload_coalesce_next(const offload_frame_t *frames, size_t count, uint8_
     }
     /* Checked already: spare the kernel a second pass (else the kernel checks it). */
     if (verified) scratch[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+  } else {
+    size_t udp_merged = coalesce_udp(frames, count, scratch, iov, iov_count, &mergeable, &verified);
+    if (udp_merged > 1) return udp_merged;
+    if (mergeable && verified) scratch[0] = VIRTIO_NET_HDR_F_DATA_VALID;
   }
   if (frames[0].checksum >= OFFLOAD_CSUM_PARTIAL_MIN && partial_fits(frames[0].len, frames[0].checksum)) {
     /* Left partial by the sender (RCO): the kernel completes it, as for a merged frame. */

@@ -4,7 +4,8 @@ import { InvalidArgument, NetctlError } from '../../src/errors.js';
 import { Rtnl } from '../../src/sys/rtnl.js';
 import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, openTap } from '../../src/sys/tap.js';
 import type { TapDevice } from '../../src/sys/tap.js';
-import { FrameList, framesOf, segmentFrame } from '../../src/vxlan/offload.js';
+import { NativeUdpSocket, receivedDatagrams } from '../../src/sys/udp.js';
+import { FrameList, coalesceFrames, framesOf, segmentFrame } from '../../src/vxlan/offload.js';
 import { MSS, superFrame } from '../vxlan/helpers.js';
 import { ipJson, pingOk, tempNetns, uniqueName } from './helpers.js';
 
@@ -166,4 +167,75 @@ test('writeFrames merges consecutive TCP segments into one super-frame with IFF_
       t.like(link?.stats64.rx, { packets: 10, bytes });
     }
   }
+});
+
+/** An Ethernet frame with an IPv4 UDP datagram from FAKE_IP:40000 to `to`, checksums complete. */
+function udpFrame(dstMac: Buffer, to: string, port: number, payload: Buffer, id: number): Buffer {
+  const udpLength = 8 + payload.length;
+  const frame = Buffer.alloc(14 + 20 + udpLength);
+  dstMac.copy(frame, 0);
+  FAKE_MAC.copy(frame, 6);
+  frame.writeUInt16BE(0x0800, 12);
+  const ip = frame.subarray(14, 34);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(20 + udpLength, 2);
+  ip.writeUInt16BE(id, 4);
+  ip[8] = 64;
+  ip[9] = 17;
+  ipBytes(FAKE_IP).copy(ip, 12);
+  ipBytes(to).copy(ip, 16);
+  ip.writeUInt16BE(checksum(ip), 10);
+  const udp = frame.subarray(34);
+  udp.writeUInt16BE(40000, 0);
+  udp.writeUInt16BE(port, 2);
+  udp.writeUInt16BE(udpLength, 4);
+  payload.copy(udp, 8);
+  const pseudo = Buffer.concat([ip.subarray(12, 20), Buffer.from([0, 17, udpLength >> 8, udpLength & 0xff]), udp]);
+  udp.writeUInt16BE(checksum(pseudo) || 0xffff, 6);
+  return frame;
+}
+
+test('writeFrames merges datagrams of one UDP flow into one UDP_L4 super-frame; a socket behind the TAP gets each whole', async (t) => {
+  const { ns, name, tap } = await tapInNamespace(t, { vnetHdr: true, offloads: TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 });
+  const [link] = await ipJson<{ address: string }[]>(ns.name, ['link', 'show', name]);
+  const tapMac = Buffer.from(link!.address.split(':').map((octet) => parseInt(octet, 16)));
+  const receiver = NativeUdpSocket.open({ netnsPath: ns.path, address: '198.18.60.1', port: 0 });
+  t.teardown(() => receiver.close());
+  const arrived: Buffer[] = [];
+  receiver.start((batch) => {
+    for (const datagram of receivedDatagrams(batch)) arrived.push(Buffer.from(datagram.data));
+  });
+  // 20 datagrams of 64 bytes and a shorter last one: one flow, one write; then one of another port on its own.
+  const payloads = [...Array.from({ length: 20 }, (_, i) => Buffer.alloc(64, i + 1)), Buffer.from('the last, shorter')];
+  const frames = payloads.map((payload, i) => udpFrame(tapMac, '198.18.60.1', receiver.port, payload, 100 + i));
+  frames.push(udpFrame(tapMac, '198.18.60.1', receiver.port + 1, Buffer.alloc(64), 200));
+  const list = new FrameList();
+  for (const frame of frames) list.push(frame, 0, frame.length);
+  t.is(tap.writeFrames(list), frames.length, 'every frame taken');
+  const deadline = Date.now() + 5000;
+  while (arrived.length < payloads.length && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+  t.deepEqual(arrived, payloads, 'each datagram whole and in order, checksums completed by the kernel');
+  const [stats] = await ipJson<{ stats64: { rx: { packets: number } } }[]>(ns.name, ['-s', 'link', 'show', name]);
+  t.is(stats?.stats64.rx.packets, 2, 'two writes: the flow as one super-frame, the other port on its own');
+});
+
+test('UDP datagrams are merged only when checked: a bad or missing checksum, another flow or a longer datagram ends the run', (t) => {
+  const mac = Buffer.from([0x02, 0, 0, 0, 0, 0x01]);
+  const flow = (payload: Buffer, port = 5000) => udpFrame(mac, '198.18.60.1', port, payload, 1);
+  const four = Array.from({ length: 4 }, () => flow(Buffer.alloc(64, 7)));
+  t.is(coalesceFrames(four).length, 1, 'four of one flow: one super-frame');
+  const bad = flow(Buffer.alloc(64, 7));
+  bad[bad.length - 1]! ^= 1;
+  t.is(coalesceFrames([four[0]!, bad]).length, 2, 'a payload that does not match its checksum is not merged unchecked');
+  t.is(coalesceFrames([four[0]!, bad], Uint8Array.of(1, 1)).length, 1, 'frames from a trusted sender are not checked again');
+  const none = flow(Buffer.alloc(64, 7));
+  none.writeUInt16BE(0, 40);
+  t.is(coalesceFrames([four[0]!, none]).length, 2, 'no checksum (0) stays as it is');
+  t.is(coalesceFrames([four[0]!, flow(Buffer.alloc(64), 5001)]).length, 2, 'another port');
+  t.is(coalesceFrames([four[0]!, flow(Buffer.alloc(65))]).length, 2, 'a longer datagram');
+  const merged = coalesceFrames([...four, flow(Buffer.alloc(10))]);
+  t.is(merged.length, 1, 'a shorter one ends the run inside it');
+  const written = merged[0]!;
+  t.deepEqual([written[0], written[1], written.readUInt16LE(2), written.readUInt16LE(4), written.readUInt16LE(6), written.readUInt16LE(8)], [1, 5, 42, 64, 34, 6]);
+  t.is(written.readUInt16BE(VNET_HDR_LEN + 16), 20 + 8 + 4 * 64 + 10, 'IPv4 total length of the whole');
 });
