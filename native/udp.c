@@ -914,6 +914,19 @@ static int seal_frame(udp_t *udp, esp_sa_t *sa, const uint8_t *frame, size_t len
  * with fewer sequence numbers left than the frames make datagrams, nothing is sent and the
  * result says ESP_UNKNOWN_SPI or ESP_SEQUENCE_EXHAUSTED: never a frame in clear.
  */
+/* Makes message n a UDP_SEGMENT send of `size`-byte datagrams. */
+static void set_segment_size(udp_t *udp, int n, size_t size) {
+  struct msghdr *hdr = &udp->msgs[n].msg_hdr;
+  hdr->msg_control = udp->controls[n].buf;
+  hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
+  cmsg->cmsg_level = SOL_UDP;
+  cmsg->cmsg_type = UDP_SEGMENT;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t segment = (uint16_t)size;
+  memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
+}
+
 /*
  * Sends frames[0..count) to `dest`, each as `prefix` (the VXLAN header) then
  * the frame, or sealed with `sa` (not NULL) instead: what udpSendFrames does
@@ -995,16 +1008,7 @@ int netctl_udp_send_frames(udp_t *udp, const uint8_t *prefix, size_t prefix_len,
       /* Right behind the run's last datagram in the arena: it joins the message; a shorter one ends the run. */
       struct msghdr *hdr = &udp->msgs[run].msg_hdr;
       hdr->msg_iov[0].iov_len += total;
-      if (udp->send_segments[run]++ == 1) {
-        hdr->msg_control = udp->controls[run].buf;
-        hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
-        cmsg->cmsg_level = SOL_UDP;
-        cmsg->cmsg_type = UDP_SEGMENT;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t segment = (uint16_t)run_len;
-        memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
-      }
+      if (udp->send_segments[run]++ == 1) set_segment_size(udp, run, run_len);
       if (total < run_len) run = -1;
       used += total;
       continue;
@@ -1051,16 +1055,7 @@ int netctl_udp_send_frames(udp_t *udp, const uint8_t *prefix, size_t prefix_len,
         run = n;
         run_len = segment_len;
       }
-      if (in_message > 1) {
-        hdr->msg_control = udp->controls[n].buf;
-        hdr->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(hdr);
-        cmsg->cmsg_level = SOL_UDP;
-        cmsg->cmsg_type = UDP_SEGMENT;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t segment = (uint16_t)segment_len;
-        memcpy(CMSG_DATA(cmsg), &segment, sizeof segment);
-      }
+      if (in_message > 1) set_segment_size(udp, n, segment_len);
       n++;
       first += in_message;
     }
