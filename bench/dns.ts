@@ -4,8 +4,8 @@
  * from the same sandbox, alternating, in one run. Each run is two dnsperf
  * runs per server: one saturating (queries per second, average latency
  * under that load) and one at a fixed --rate below both servers' capacity
- * with every answer's latency recorded (-v), for p50 and p99 of a load
- * both carry. Writes bench/results/dns.json and dns.md.
+ * with every answer's latency recorded (-v), for the average, p50 and p99
+ * of a load both carry. Writes bench/results/dns.json and dns.md.
  *
  *   npm run bench:dns [-- --names 50 --seconds 10 --runs 3 --rate 20000]
  */
@@ -38,11 +38,12 @@ interface Sample {
   avgLatencyMs: number;
   lost: number;
   /** At the fixed rate. */
+  fixedAvgMs: number;
   p50Ms: number;
   p99Ms: number;
 }
 
-function parseDnsperf(output: string): Omit<Sample, 'p50Ms' | 'p99Ms'> {
+function parseDnsperf(output: string): Omit<Sample, 'fixedAvgMs' | 'p50Ms' | 'p99Ms'> {
   const qps = Number(/Queries per second:\s+([\d.]+)/.exec(output)?.[1]);
   const avg = Number(/Average Latency \(s\):\s+([\d.]+)/.exec(output)?.[1]);
   const lost = Number(/Queries lost:\s+(\d+)/.exec(output)?.[1] ?? 0);
@@ -86,6 +87,12 @@ function latencies(netnsPath: string, args: readonly string[]): Promise<Float64A
 
 function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+function mean(xs: Float64Array): number {
+  let sum = 0;
+  for (const x of xs) sum += x;
+  return sum / xs.length;
 }
 
 function median(xs: number[]): number {
@@ -146,11 +153,11 @@ try {
       if (result.code !== 0) throw new Error(`dnsperf against ${server}: ${result.stderr}${result.stdout}`);
       const saturated = parseDnsperf(result.stdout);
       const fixed = await latencies(clientPath, ['-s', address, '-d', join(work, 'queries'), '-l', String(seconds), '-c', '10', '-q', '100', '-Q', String(rate)]);
-      const sample = { ...saturated, p50Ms: percentile(fixed, 50), p99Ms: percentile(fixed, 99) };
+      const sample = { ...saturated, fixedAvgMs: mean(fixed), p50Ms: percentile(fixed, 50), p99Ms: percentile(fixed, 99) };
       samples[server].push(sample);
       console.log(
         `run ${run + 1} ${server}: ${sample.qps.toFixed(0)} q/s, ${sample.avgLatencyMs.toFixed(3)} ms average, ${sample.lost} lost;` +
-          ` at ${rate} q/s p50 ${sample.p50Ms.toFixed(3)} ms, p99 ${sample.p99Ms.toFixed(3)} ms`,
+          ` at ${rate} q/s average ${sample.fixedAvgMs.toFixed(3)} ms, p50 ${sample.p50Ms.toFixed(3)} ms, p99 ${sample.p99Ms.toFixed(3)} ms`,
       );
     }
   }
@@ -161,6 +168,7 @@ try {
       minQps: Math.min(...qps),
       maxQps: Math.max(...qps),
       medianAvgLatencyMs: median(samples[server].map((s) => s.avgLatencyMs)),
+      medianFixedAvgMs: median(samples[server].map((s) => s.fixedAvgMs)),
       medianP50Ms: median(samples[server].map((s) => s.p50Ms)),
       medianP99Ms: median(samples[server].map((s) => s.p99Ms)),
       runs: samples[server],
@@ -175,13 +183,13 @@ try {
     `${JSON.stringify({ date, names: nameCount, seconds, runs, rate, dnsperf: '-c 10 -q 100', summary, ratio }, null, 2)}\n`,
   );
   const row = (server: 'netctl' | 'dnsmasq') =>
-    `| ${server} | ${summary[server].medianQps.toFixed(0)} | ${summary[server].minQps.toFixed(0)}–${summary[server].maxQps.toFixed(0)} | ${summary[server].medianAvgLatencyMs.toFixed(3)} | ${summary[server].medianP50Ms.toFixed(3)} | ${summary[server].medianP99Ms.toFixed(3)} |`;
+    `| ${server} | ${summary[server].medianQps.toFixed(0)} | ${summary[server].minQps.toFixed(0)}–${summary[server].maxQps.toFixed(0)} | ${summary[server].medianAvgLatencyMs.toFixed(3)} | ${summary[server].medianFixedAvgMs.toFixed(3)} | ${summary[server].medianP50Ms.toFixed(3)} | ${summary[server].medianP99Ms.toFixed(3)} |`;
   const table = [
     `DNS, ${nameCount} A records, dnsperf -l ${seconds} -c 10 -q 100 from inside one sandbox, ${runs} runs each, alternating (${date});`,
-    `p50 and p99 at a fixed ${rate} q/s (-Q), medians over the runs`,
+    `average, p50 and p99 at a fixed ${rate} q/s (-Q), medians over the runs`,
     '',
-    '| server | queries/s (median) | range | average latency ms, saturated (median) | p50 ms | p99 ms |',
-    '|---|---|---|---|---|---|',
+    '| server | queries/s (median) | range | average latency ms, saturated (median) | average ms, fixed rate | p50 ms | p99 ms |',
+    '|---|---|---|---|---|---|---|',
     row('netctl'),
     row('dnsmasq'),
     '',

@@ -7,10 +7,10 @@
  */
 import { type Server, createServer } from 'node:http';
 import { isIP } from 'node:net';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import { InvalidArgument } from '../errors.js';
 import type { DockerNetwork } from './docker.js';
-import type { DnsQueryObservation } from '../dns/server.js';
+import type { DnsQueryObservation, DnsQueryResult } from '../dns/server.js';
 import type { StoreObserver } from '../store/observed.js';
 import type { PeerLiveness } from '../vxlan/liveness.js';
 import type { Vtep, VtepNetworkStats, VtepStats } from '../vxlan/vtep.js';
@@ -68,6 +68,99 @@ function drops(counters: object): [reason: string, value: number][] {
   );
 }
 
+const DNS_RESULTS = ['answered', 'nodata', 'forwarded', 'nxdomain', 'servfail', 'refused', 'malformed', 'dropped'] as const;
+const DNS_TRANSPORTS = ['udp', 'tcp'] as const;
+/** Every result has its place in DNS_RESULTS (a result added to DnsQueryResult fails to compile until it does). */
+const DNS_RESULT_INDEX: Record<DnsQueryResult, number> = {
+  answered: 0,
+  nodata: 1,
+  forwarded: 2,
+  nxdomain: 3,
+  servfail: 4,
+  refused: 5,
+  malformed: 6,
+  dropped: 7,
+};
+
+/**
+ * netctl_dns_queries_total and netctl_dns_query_duration_seconds, kept as
+ * numbers in typed arrays and turned into prom-client's values only when
+ * scraped. The embedded DNS observes every query, over 100,000 a second, and
+ * prom-client's Counter and Histogram make label strings and objects on
+ * every observation: garbage that has the collector stop the event loop,
+ * and delay every query waiting, several times a second. The exposition is
+ * what those two would render.
+ */
+class DnsQueryMetrics {
+  /** Queries per result and transport not yet added to the counter (`DNS_TRANSPORTS.length * result + transport`). */
+  readonly #uncounted = new Float64Array(DNS_RESULTS.length * DNS_TRANSPORTS.length);
+  /** Per result: observations per latency bucket (not cumulative), then those past every bound. */
+  readonly #buckets = new Float64Array(DNS_RESULTS.length * (LATENCY_BUCKETS.length + 1));
+  readonly #sums = new Float64Array(DNS_RESULTS.length);
+  readonly #observed = new Float64Array(DNS_RESULTS.length);
+
+  constructor(registers: Registry[]) {
+    const uncounted = this.#uncounted;
+    new Counter({
+      name: 'netctl_dns_queries_total',
+      help: 'Embedded DNS queries by result (answered, nodata, forwarded, nxdomain, servfail, refused, malformed, dropped) and transport',
+      labelNames: ['result', 'transport'],
+      registers,
+      collect() {
+        for (let i = 0; i < uncounted.length; i++) {
+          if (uncounted[i] === 0) continue;
+          const result = DNS_RESULTS[Math.floor(i / DNS_TRANSPORTS.length)]!;
+          this.inc({ result, transport: DNS_TRANSPORTS[i % DNS_TRANSPORTS.length]! }, uncounted[i]);
+          uncounted[i] = 0;
+        }
+      },
+    });
+    // prom-client renders any registered object whose get() gives a metric's values; its types know only its own classes.
+    for (const registry of registers) registry.registerMetric(this.#latencyHistogram() as unknown as Metric);
+  }
+
+  observe(query: DnsQueryObservation): void {
+    const result = DNS_RESULT_INDEX[query.result];
+    this.#uncounted[DNS_TRANSPORTS.length * result + (query.transport === 'udp' ? 0 : 1)]! += 1;
+    // The first bound the latency is within, as prom-client's Histogram finds it; past them all, the last slot.
+    let bucket = 0;
+    while (bucket < LATENCY_BUCKETS.length && query.seconds > LATENCY_BUCKETS[bucket]!) bucket++;
+    this.#buckets[(LATENCY_BUCKETS.length + 1) * result + bucket]! += 1;
+    this.#sums[result]! += query.seconds;
+    this.#observed[result]! += 1;
+  }
+
+  /** The histogram as prom-client's registry reads a metric: the series prom-client's Histogram would give. */
+  #latencyHistogram() {
+    const name = 'netctl_dns_query_duration_seconds';
+    const get = () => {
+      const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+      DNS_RESULTS.forEach((result, r) => {
+        if (this.#observed[r] === 0) return;
+        let cumulative = 0;
+        LATENCY_BUCKETS.forEach((le, b) => {
+          cumulative += this.#buckets[(LATENCY_BUCKETS.length + 1) * r + b]!;
+          values.push({ labels: { le, result }, value: cumulative, metricName: `${name}_bucket` });
+        });
+        values.push({ labels: { le: '+Inf', result }, value: this.#observed[r]!, metricName: `${name}_bucket` });
+        values.push({ labels: { result }, value: this.#sums[r]!, metricName: `${name}_sum` });
+        values.push({ labels: { result }, value: this.#observed[r]!, metricName: `${name}_count` });
+      });
+      return Promise.resolve({ name, help: 'Embedded DNS query latency by result', type: 'histogram', values, aggregator: 'sum' });
+    };
+    return {
+      name,
+      type: 'histogram',
+      get,
+      reset: () => {
+        this.#buckets.fill(0);
+        this.#sums.fill(0);
+        this.#observed.fill(0);
+      },
+    };
+  }
+}
+
 function errorCode(error: unknown): string {
   const code = (error as { code?: unknown } | undefined)?.code;
   return typeof code === 'string' ? code : 'unknown';
@@ -84,8 +177,7 @@ export class DaemonMetrics {
   readonly #requestSeconds: Histogram<'route' | 'method'>;
   readonly #storeSeconds: Histogram<'store' | 'operation'>;
   readonly #storeErrors: Counter<'store' | 'operation' | 'code'>;
-  readonly #dnsQueries: Counter<'result' | 'transport'>;
-  readonly #dnsSeconds: Histogram<'result'>;
+  readonly #dnsQueries: DnsQueryMetrics;
   readonly #listErrors: Counter;
 
   constructor(options: DaemonMetricsOptions = {}) {
@@ -117,19 +209,7 @@ export class DaemonMetrics {
       labelNames: ['store', 'operation', 'code'],
       registers,
     });
-    this.#dnsQueries = new Counter({
-      name: 'netctl_dns_queries_total',
-      help: 'Embedded DNS queries by result (answered, nodata, forwarded, nxdomain, servfail, refused, malformed, dropped) and transport',
-      labelNames: ['result', 'transport'],
-      registers,
-    });
-    this.#dnsSeconds = new Histogram({
-      name: 'netctl_dns_query_duration_seconds',
-      help: 'Embedded DNS query latency by result',
-      labelNames: ['result'],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
+    this.#dnsQueries = new DnsQueryMetrics(registers);
     this.#listErrors = new Counter({
       name: 'netctl_metrics_network_list_errors_total',
       help: 'Scrapes that could not list the networks (their network and endpoint metrics are missing)',
@@ -167,8 +247,7 @@ export class DaemonMetrics {
 
   /** The `onQuery` observer of the DNS server. */
   readonly onDnsQuery = (query: DnsQueryObservation): void => {
-    this.#dnsQueries.inc({ result: query.result, transport: query.transport });
-    this.#dnsSeconds.observe({ result: query.result }, query.seconds);
+    this.#dnsQueries.observe(query);
   };
 
   get contentType(): string {

@@ -23,10 +23,12 @@ import type { Store, Watch, WatchEvent } from '../store/types.js';
 import { netnsExists } from '../sys/netns.js';
 import { namedNetnsResolvConf, removeResolvConf, sweepResolvConfs, writeResolvConf } from '../sys/resolvconf.js';
 import { openFileLimit } from '../sys/rlimit.js';
-import { type DatagramBatch, NativeUdpSocket, type ReceivedDatagrams, openTcpListener, receivedDatagram } from '../sys/udp.js';
+import { DATAGRAM_ADDRESS, DATAGRAM_BUFFER, DATAGRAM_LENGTH, DATAGRAM_MAX, DATAGRAM_OFFSET, DATAGRAM_PORT, DATAGRAM_STRIDE } from '../sys/batch-layout.js';
+import { type DatagramBatch, NativeUdpSocket, type ReceivedDatagrams, openTcpListener } from '../sys/udp.js';
 import { Forwarder } from './forwarder.js';
+import { UDP_MAX_SIZE } from './message.js';
 import { RecordTable } from './records.js';
-import { type DnsQueryObservation, DnsServer } from './server.js';
+import { type DnsQueryObservation, DnsServer, type QueryContext } from './server.js';
 import { type TcpLimits, TcpConnections } from './tcp-connections.js';
 import { ConcurrencyLimit } from '../limit.js';
 import { type Logger, consoleWarnings } from '../log.js';
@@ -314,42 +316,45 @@ export class EmbeddedDns {
     }
     // accept(2) failing (EMFILE under a flood) must not end the daemon; the listener keeps listening.
     tcp.on('error', (err) => this.logger.warn(`dns: TCP listener of sandbox ${sandbox.name}: ${err.message}`));
-    const now: DatagramBatch = { data: [], addresses: [], ports: [] };
+    const now = new UdpReplies(udp);
     udp.start((batch) => this.serveUdp(sandbox.id, udp, batch, now));
     this.listeners.set(sandbox.id, { udp, tcp });
   }
 
   /**
-   * Answers a batch: common questions at once, in one sendBatch before this
-   * returns (through `now`, the listener's own batch: sendBatch copies, so
-   * one serves every wake-up); the others as they are answered, those ready
-   * in the same turn in one sendBatch.
+   * Answers a batch: common questions at once, read where the socket
+   * received them and written into `now`, the listener's own reply memory,
+   * sent together before this returns (the kernel copies them, so the
+   * memory serves every wake-up); the others as they are answered, those
+   * ready in the same turn in one sendBatch.
    */
-  private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: ReceivedDatagrams, now: DatagramBatch): void {
-    const ctx = { sandboxId, transport: 'udp' as const, mayForward: this.mayForward(sandboxId) };
+  private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: ReceivedDatagrams, now: UdpReplies): void {
+    const { index } = batch;
+    let ctx: QueryContext | undefined;
     let later: ((reply: Buffer, address: string, port: number) => void) | undefined;
     for (let i = 0; i < batch.count; i++) {
-      // The socket's own memory, valid until this returns: answerNow copies what it keeps.
-      const { data, address, port } = receivedDatagram(batch, i);
-      const borrowed = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-      const common = this.server.answerNow(borrowed, ctx);
-      if (common !== undefined) {
-        now.data.push(common);
-        now.addresses.push(address);
-        now.ports.push(port);
+      const at = DATAGRAM_STRIDE * i;
+      // The socket's own memory, valid until this returns: the fast path keeps nothing of it.
+      const received = now.received(batch.buffers[index[at + DATAGRAM_BUFFER]!]!);
+      const start = index[at + DATAGRAM_OFFSET]!;
+      const end = start + index[at + DATAGRAM_LENGTH]!;
+      const address = index[at + DATAGRAM_ADDRESS]!;
+      const port = index[at + DATAGRAM_PORT]!;
+      if (now.full) now.send(batch.addresses);
+      const length = this.server.answerInto(received, start, end, sandboxId, now.memory, now.used);
+      if (length > 0) {
+        now.add(length, address, port);
         continue;
       }
+      ctx ??= { sandboxId, transport: 'udp', mayForward: this.mayForward(sandboxId) };
       const send = (later ??= repliesInOneTurn(udp));
       // Answered after this returns (forwarded, say): a copy of its own.
-      void this.server.handle(Buffer.from(borrowed), ctx).then((reply) => {
-        if (reply !== undefined) send(reply, address, port);
+      const addressText = batch.addresses[address]!;
+      void this.server.handle(Buffer.from(received.subarray(start, end)), ctx).then((reply) => {
+        if (reply !== undefined) send(reply, addressText, port);
       });
     }
-    if (now.data.length === 0) return;
-    sendQuietly(udp, now);
-    now.data.length = 0;
-    now.addresses.length = 0;
-    now.ports.length = 0;
+    now.send(batch.addresses);
   }
 
   private async closeListener(sandboxId: string): Promise<void> {
@@ -401,6 +406,70 @@ export class EmbeddedDns {
     for (const path of new Set([resolvConfPath(sandbox, this.options.stateDir), stateResolvConfPath(sandbox, this.options.stateDir)])) {
       await removeResolvConf(this.resolvConfTarget(sandbox, path));
     }
+  }
+}
+
+/** Reply memory of one listener: room for this many replies of the largest UDP size before a send. */
+const REPLIES_PER_SEND = 16;
+
+/**
+ * The replies a listener answers at once, written back to back into memory
+ * of its own and described in an index as received datagrams are, the
+ * address being a slot of the batch they answer: sent with sendIndexed, no
+ * object is made per reply, nor per wake-up.
+ */
+class UdpReplies {
+  readonly memory = Buffer.allocUnsafe(REPLIES_PER_SEND * UDP_MAX_SIZE);
+  /** Bytes of `memory` holding replies not yet sent. */
+  used = 0;
+  readonly #udp: NativeUdpSocket;
+  readonly #replies: { buffers: Uint8Array[]; index: Uint32Array; addresses: readonly string[]; count: number };
+  /** The socket's receive memory as a Buffer, made once per memory the socket hands over. */
+  #receivedFrom: Uint8Array | undefined;
+  #received: Buffer = Buffer.alloc(0);
+
+  constructor(udp: NativeUdpSocket) {
+    this.#udp = udp;
+    this.#replies = { buffers: [this.memory], index: new Uint32Array(DATAGRAM_STRIDE * DATAGRAM_MAX), addresses: [], count: 0 };
+  }
+
+  /** `memory` as a Buffer (the fast path reads with Buffer's methods). */
+  received(memory: Uint8Array): Buffer {
+    if (memory !== this.#receivedFrom) {
+      this.#receivedFrom = memory;
+      this.#received = Buffer.from(memory.buffer, memory.byteOffset, memory.byteLength);
+    }
+    return this.#received;
+  }
+
+  /** True when another reply might not fit: send first. */
+  get full(): boolean {
+    return this.memory.length - this.used < UDP_MAX_SIZE || this.#replies.count === DATAGRAM_MAX;
+  }
+
+  /** The reply of `length` bytes just written at `used`, to `port` at the batch's address slot `address`. */
+  add(length: number, address: number, port: number): void {
+    const { index } = this.#replies;
+    const at = DATAGRAM_STRIDE * this.#replies.count++;
+    index[at + DATAGRAM_BUFFER] = 0;
+    index[at + DATAGRAM_OFFSET] = this.used;
+    index[at + DATAGRAM_LENGTH] = length;
+    index[at + DATAGRAM_ADDRESS] = address;
+    index[at + DATAGRAM_PORT] = port;
+    this.used += length;
+  }
+
+  /** Sends the replies added, their address slots read in `addresses` (the batch's). */
+  send(addresses: readonly string[]): void {
+    if (this.#replies.count === 0) return;
+    this.#replies.addresses = addresses;
+    try {
+      this.#udp.sendIndexed(this.#replies);
+    } catch {
+      // The listener closed meanwhile: nobody is left to answer.
+    }
+    this.#replies.count = 0;
+    this.used = 0;
   }
 }
 

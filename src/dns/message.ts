@@ -5,7 +5,7 @@
  * with a pointer to the question (RFC 1035 §4.1.4), so they repeat the name
  * exactly as asked and cost two bytes each. Whole-message decoding is left
  * to dns-packet, except for the one query shape nearly every stub resolver
- * sends (`readCommonQuery`), which is read here so the server can answer it
+ * sends (`commonQueryNameEnd`), which is read here so the server can answer it
  * without decoding the whole message.
  */
 import { parseIPv4, parseIPv6 } from '../wire/index.js';
@@ -83,55 +83,57 @@ export function scanQuestion(message: Buffer, offset = HEADER_LENGTH): RawQuesti
   };
 }
 
-/** The query nearly every stub resolver sends, as `readCommonQuery` finds it. */
-export interface CommonQuery {
-  /** Where the question's name ends (past its root label) and its type begins. */
-  readonly nameEnd: number;
-  readonly type: typeof RecordType.A | typeof RecordType.AAAA;
-  /** The client's EDNS UDP size and DO bit; undefined when the query has no OPT record. */
-  readonly opt: { readonly udpSize: number; readonly dnssecOk: boolean } | undefined;
-}
-
 /**
- * The query when it is the common one, else undefined: QR 0 and opcode 0;
- * one question and nothing else but at most one OPT record; the question an
- * A or AAAA of class IN whose name is uncompressed ASCII of at most 255
- * bytes (RFC 1035 §3.1, which dns-packet also holds to); the OPT owned by
- * the root, EDNS version 0, without options (RFC 6891 §6.1.2); no bytes
- * after it. Everything else is the general path's to read. The OPT's
- * extended rcode and flags other than DO are not looked at, as the general
- * path does not look at them.
+ * Where the question's name ends (past its root label, where its type
+ * begins) when message[start, end) is the query nearly every stub resolver
+ * sends, else -1: QR 0 and opcode 0; one question and nothing else but at
+ * most one OPT record; the question an A or AAAA of class IN whose name is
+ * uncompressed ASCII of at most 255 bytes (RFC 1035 §3.1, which dns-packet
+ * also holds to); the OPT owned by the root, EDNS version 0, without
+ * options (RFC 6891 §6.1.2); no bytes after it. Everything else is the
+ * general path's to read. The OPT's extended rcode and flags other than DO
+ * are not looked at, as the general path does not look at them. The
+ * message may sit inside a larger buffer (a socket's receive memory), so
+ * nothing is read outside [start, end) and nothing is allocated.
  */
-export function readCommonQuery(message: Buffer): CommonQuery | undefined {
-  if (message.length < HEADER_LENGTH) return undefined;
-  if ((message.readUInt16BE(2) & (Flag.QR | Flag.OPCODE)) !== 0) return undefined;
-  if (message.readUInt16BE(4) !== 1 || message.readUInt16BE(6) !== 0 || message.readUInt16BE(8) !== 0) return undefined;
-  const additionals = message.readUInt16BE(10);
-  if (additionals > 1) return undefined;
-  let at = HEADER_LENGTH;
+export function commonQueryNameEnd(message: Buffer, start = 0, end = message.length): number {
+  if (end - start < HEADER_LENGTH) return -1;
+  if ((message.readUInt16BE(start + 2) & (Flag.QR | Flag.OPCODE)) !== 0) return -1;
+  if (message.readUInt16BE(start + 4) !== 1 || message.readUInt16BE(start + 6) !== 0 || message.readUInt16BE(start + 8) !== 0) return -1;
+  const additionals = message.readUInt16BE(start + 10);
+  if (additionals > 1) return -1;
+  const nameStart = start + HEADER_LENGTH;
+  let at = nameStart;
   for (;;) {
+    if (at >= end) return -1;
     // A length over 63 is a pointer or a reserved label type.
-    const length = message[at];
-    if (length === undefined || length > MAX_LABEL_LENGTH) return undefined;
+    const length = message[at]!;
+    if (length > MAX_LABEL_LENGTH) return -1;
     at += 1;
     if (length === 0) break;
     const labelEnd = at + length;
     // The root label still to come must fit in the 255 bytes too.
-    if (labelEnd - HEADER_LENGTH + 1 > MAX_NAME_LENGTH || labelEnd > message.length) return undefined;
+    if (labelEnd - nameStart + 1 > MAX_NAME_LENGTH || labelEnd > end) return -1;
     // The server keys answers by the name's bytes with their case folded, which folds the name's case only in ASCII.
-    for (; at < labelEnd; at++) if (message[at]! >= 0x80) return undefined;
+    for (; at < labelEnd; at++) if (message[at]! >= 0x80) return -1;
   }
   const nameEnd = at;
-  if (message.length !== nameEnd + 4 + (additionals === 1 ? OPT_LENGTH : 0)) return undefined;
+  if (end !== nameEnd + 4 + (additionals === 1 ? OPT_LENGTH : 0)) return -1;
   const type = message.readUInt16BE(nameEnd);
-  if ((type !== RecordType.A && type !== RecordType.AAAA) || message.readUInt16BE(nameEnd + 2) !== CLASS_IN) return undefined;
-  if (additionals === 0) return { nameEnd, type, opt: undefined };
+  if ((type !== RecordType.A && type !== RecordType.AAAA) || message.readUInt16BE(nameEnd + 2) !== CLASS_IN) return -1;
+  if (additionals === 0) return nameEnd;
   const opt = nameEnd + 4;
   if (message[opt] !== 0 || message.readUInt16BE(opt + 1) !== RecordType.OPT || message[opt + 6] !== 0 || message.readUInt16BE(opt + 9) !== 0) {
-    return undefined;
+    return -1;
   }
-  return { nameEnd, type, opt: { udpSize: message.readUInt16BE(opt + 3), dnssecOk: (message.readUInt16BE(opt + 7) & 0x8000) !== 0 } };
+  return nameEnd;
 }
+
+/** Offsets in the OPT record of a common query (after its question) of what the server reads from it. */
+export const OPT_UDP_SIZE = 3;
+export const OPT_FLAGS = 7;
+/** The DO bit of the OPT record's flags (RFC 3225). */
+export const OPT_FLAG_DO = 0x8000;
 
 /**
  * The question's name as text for table lookups, or undefined when a label
@@ -205,10 +207,10 @@ export function optRecord(opt: OptFields): Buffer {
   const out = Buffer.alloc(11);
   out[0] = 0;
   out.writeUInt16BE(RecordType.OPT, 1);
-  out.writeUInt16BE(opt.udpSize, 3);
+  out.writeUInt16BE(opt.udpSize, OPT_UDP_SIZE);
   out[5] = opt.extendedRcode;
   out[6] = opt.version;
-  out.writeUInt16BE(opt.dnssecOk ? 0x8000 : 0, 7);
+  out.writeUInt16BE(opt.dnssecOk ? OPT_FLAG_DO : 0, OPT_FLAGS);
   out.writeUInt16BE(0, 9);
   return out;
 }

@@ -22,20 +22,27 @@
  *   are dropped.
  *
  * The query nearly every client sends, one A or AAAA question with at most a
- * plain OPT record (see `readCommonQuery`), for a name with addresses in the
- * table, is answered on a fast path: read by hand rather than decoded whole
- * with dns-packet, its answer records encoded once per table generation, the
- * reply built in the same turn. It gives the bytes and the observation the
- * general path would give; whatever it does not take (NODATA, names not in
- * the table, replies that need truncating) goes the general way.
+ * plain OPT record (see `commonQueryNameEnd`), for a name with addresses in
+ * the table, is answered on a fast path: read by hand rather than decoded
+ * whole with dns-packet, its answer records encoded once per table
+ * generation, the reply built in the same turn. It gives the bytes and the
+ * observation the general path would give; whatever it does not take
+ * (NODATA, names not in the table, replies that need truncating) goes the
+ * general way. A UDP listener may have it read the query where it was
+ * received and write the reply where it will be sent (`answerInto`): then
+ * nothing is allocated for a query but the observation reported, so at a
+ * high query rate the garbage collector stops the event loop rarely (each
+ * stop delays every query waiting).
  */
 import { decode } from 'dns-packet';
 import type { Forwarder } from './forwarder.js';
 import {
   CLASS_IN,
-  type CommonQuery,
   Flag,
   HEADER_LENGTH,
+  OPT_FLAGS,
+  OPT_FLAG_DO,
+  OPT_UDP_SIZE,
   Rcode,
   RecordType,
   UDP_DEFAULT_SIZE,
@@ -43,10 +50,10 @@ import {
   aRecord,
   aaaaRecord,
   buildReply,
+  commonQueryNameEnd,
   optRecord,
   ptrRecord,
   questionName,
-  readCommonQuery,
   scanQuestion,
 } from './message.js';
 import type { RawQuestion } from './message.js';
@@ -115,9 +122,15 @@ interface Outcome {
 
 /** Encoded answer records for one question as one sandbox sees it, and their total length. */
 interface CachedAnswer {
+  /** The question's name and type as wire bytes, ASCII folded to lowercase: the question it answers. */
+  readonly key: Buffer;
   readonly records: readonly Buffer[];
   readonly length: number;
+  /** Another answer whose key hashes the same. */
+  readonly next: CachedAnswer | undefined;
 }
+
+const NO_ANSWER: CachedAnswer = { key: Buffer.alloc(0), records: [], length: 0, next: undefined };
 
 /** The header flags a reply copies from the query. */
 const ECHOED_FLAGS = Flag.OPCODE | Flag.RD | Flag.CD;
@@ -179,8 +192,36 @@ function parseQuery(message: Buffer): Parsed {
 }
 
 /** The most a UDP reply may hold: 512 without EDNS, else the client's size within 512…4096 (RFC 6891 §6.2.5). */
-function udpLimit(opt: Pick<ClientOpt, 'udpSize'> | undefined): number {
-  return opt ? Math.min(Math.max(opt.udpSize, UDP_DEFAULT_SIZE), UDP_MAX_SIZE) : UDP_DEFAULT_SIZE;
+function udpLimit(udpSize: number | undefined): number {
+  return udpSize !== undefined ? Math.min(Math.max(udpSize, UDP_DEFAULT_SIZE), UDP_MAX_SIZE) : UDP_DEFAULT_SIZE;
+}
+
+const ASCII_A = 0x41;
+const ASCII_Z = 0x5a;
+const ASCII_LOWERCASE = 0x20;
+
+/**
+ * FNV-1a of message[from, to) with ASCII folded to lowercase, kept within
+ * 30 bits so that it is a small integer on every V8 build (a map key that
+ * costs no allocation).
+ */
+function foldedHash(message: Buffer, from: number, to: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = from; i < to; i++) {
+    const byte = message[i]!;
+    hash = Math.imul(hash ^ (byte >= ASCII_A && byte <= ASCII_Z ? byte | ASCII_LOWERCASE : byte), 0x01000193);
+  }
+  return hash & 0x3fffffff;
+}
+
+/** Whether message[from, to), ASCII folded to lowercase, is `key`. */
+function foldedEquals(key: Buffer, message: Buffer, from: number, to: number): boolean {
+  if (key.length !== to - from) return false;
+  for (let i = 0; i < key.length; i++) {
+    const byte = message[from + i]!;
+    if (key[i] !== (byte >= ASCII_A && byte <= ASCII_Z ? byte | ASCII_LOWERCASE : byte)) return false;
+  }
+  return true;
 }
 
 function shuffle<T>(items: T[], random: () => number): T[] {
@@ -204,9 +245,18 @@ export class DnsServer {
   readonly #random: () => number;
   readonly #fastPath: boolean;
   readonly #inFlight = new Set<Promise<Buffer | undefined>>();
-  /** Sandbox → lowercase question name and type (as wire bytes) → answer, for table generation `#cachedGeneration`. */
-  readonly #answerCache = new Map<string, Map<string, CachedAnswer>>();
+  /** Sandbox → foldedHash of the question's name and type (as wire bytes) → answers, for table generation `#cachedGeneration`. */
+  readonly #answerCache = new Map<string, Map<number, CachedAnswer>>();
   #cachedGeneration = -1;
+  /**
+   * What `#prepareCommon` found for the query it took, for `#writeCommon`
+   * right after: fields rather than a result object made per query.
+   */
+  #preparedAnswer = NO_ANSWER;
+  #preparedNameEnd = 0;
+  #preparedOpt: Buffer | undefined;
+  /** The shuffle's scratch: an order of the records of the reply being written, grown to the largest answer seen. */
+  #order = new Uint32Array(16);
   #stopped = false;
 
   constructor(opts: DnsServerOptions) {
@@ -256,9 +306,30 @@ export class DnsServer {
   answerNow(query: Buffer, ctx: QueryContext): Buffer | undefined {
     if (this.#stopped || !this.#fastPath) return undefined;
     const start = performance.now();
-    const reply = this.#answerCommon(query, ctx);
-    if (reply !== undefined) this.#onQuery?.({ result: 'answered', transport: ctx.transport, seconds: (performance.now() - start) / 1000 });
+    const length = this.#prepareCommon(query, 0, query.length, ctx.sandboxId, ctx.transport);
+    if (length === 0) return undefined;
+    const reply = Buffer.allocUnsafe(length);
+    this.#writeCommon(query, 0, reply, 0);
+    this.#onQuery?.({ result: 'answered', transport: ctx.transport, seconds: (performance.now() - start) / 1000 });
     return reply;
+  }
+
+  /**
+   * `answerNow` for a UDP query read where it was received, message[start,
+   * end) of a listener's receive memory: the reply is written into `out`
+   * at `at`, and its length returned; 0 when the query is not taken (nor
+   * then observed), or `out` has no room for its reply, and it goes to
+   * `handle` instead. Nothing but the observation is allocated for a query
+   * taken, and nothing of `message` is kept.
+   */
+  answerInto(message: Buffer, start: number, end: number, sandboxId: string, out: Buffer, at: number): number {
+    if (this.#stopped || !this.#fastPath) return 0;
+    const began = performance.now();
+    const length = this.#prepareCommon(message, start, end, sandboxId, 'udp');
+    if (length === 0 || length > out.length - at) return 0;
+    this.#writeCommon(message, start, out, at);
+    this.#onQuery?.({ result: 'answered', transport: 'udp', seconds: (performance.now() - began) / 1000 });
+    return length;
   }
 
   /** Stops answering, ends forwards in flight, and waits for queries in flight. */
@@ -273,7 +344,7 @@ export class DnsServer {
     if (parsed.kind === 'drop') return { result: 'dropped' };
     if (parsed.kind === 'error') return { result: 'malformed', reply: parsed.reply };
     const { query } = parsed;
-    const limit = ctx.transport === 'tcp' ? MAX_TCP_MESSAGE : udpLimit(query.opt);
+    const limit = ctx.transport === 'tcp' ? MAX_TCP_MESSAGE : udpLimit(query.opt?.udpSize);
 
     // RFC 6891 §6.1.3: only EDNS version 0 exists.
     if (query.opt && query.opt.version !== 0) {
@@ -297,62 +368,109 @@ export class DnsServer {
   }
 
   /**
-   * The reply to a common query for a name with addresses in the table,
-   * byte for byte the general path's, or undefined to leave the query to the
-   * general path. Nothing is drawn for the shuffle before the reply is sure,
-   * so a seeded `random` gives both paths the same order.
+   * The length of the reply to a common query in message[start, end) for a
+   * name with addresses in the table, which `#writeCommon` then writes; 0
+   * to leave the query to the general path.
    */
-  #answerCommon(message: Buffer, ctx: QueryContext): Buffer | undefined {
-    const query = readCommonQuery(message);
-    if (!query) return undefined;
-    const answer = this.#tableAnswer(message, query, ctx.sandboxId);
-    if (!answer) return undefined;
-    const questionEnd = query.nameEnd + 4;
-    const length = questionEnd + answer.length + (query.opt ? REPLY_OPT.length : 0);
-    if (length > (ctx.transport === 'tcp' ? MAX_TCP_MESSAGE : udpLimit(query.opt))) return undefined;
-    return buildReply({
-      id: message.readUInt16BE(0),
-      flags: (message.readUInt16BE(2) & ECHOED_FLAGS) | Flag.RA | Rcode.NOERROR,
-      question: { bytes: message.subarray(HEADER_LENGTH, questionEnd) },
-      // A copy: the kept order is the table's, which the general path shuffles from each time.
-      answers: answer.records.length > 1 ? shuffle([...answer.records], this.#random) : answer.records,
-      ...(query.opt ? { opt: query.opt.dnssecOk ? REPLY_OPT_DO : REPLY_OPT } : {}),
-    });
+  #prepareCommon(message: Buffer, start: number, end: number, sandboxId: string, transport: 'udp' | 'tcp'): number {
+    const nameEnd = commonQueryNameEnd(message, start, end);
+    if (nameEnd < 0) return 0;
+    const answer = this.#tableAnswer(message, start, nameEnd, sandboxId);
+    if (answer === undefined) return 0;
+    // A common query's one additional record, if any, is its OPT, right after the question.
+    const opt = nameEnd + 4;
+    const hasOpt = message.readUInt16BE(start + 10) === 1;
+    const length = opt - start + answer.length + (hasOpt ? REPLY_OPT.length : 0);
+    const limit = transport === 'tcp' ? MAX_TCP_MESSAGE : udpLimit(hasOpt ? message.readUInt16BE(opt + OPT_UDP_SIZE) : undefined);
+    if (length > limit) return 0;
+    this.#preparedAnswer = answer;
+    this.#preparedNameEnd = nameEnd;
+    this.#preparedOpt = hasOpt ? ((message.readUInt16BE(opt + OPT_FLAGS) & OPT_FLAG_DO) !== 0 ? REPLY_OPT_DO : REPLY_OPT) : undefined;
+    return length;
   }
 
   /**
-   * The encoded records answering the query's question for the sandbox, in
-   * the table's order, or undefined when the table has no addresses for it.
-   * Kept until the table changes, so a name asked again costs a map lookup
-   * rather than a resolution and an encoding per address. Only names with
-   * addresses are kept: what is kept is bounded by the table, whatever
-   * names clients make up.
+   * Writes the reply `#prepareCommon` measured into `out` at `at`, byte for
+   * byte what `buildReply` makes of the general path's parts. The records
+   * are shuffled as the general path shuffles the table's addresses,
+   * drawing as many numbers in the same order, so a seeded `random` gives
+   * both paths the same order; nothing is drawn for a query not taken.
    */
-  #tableAnswer(message: Buffer, query: CommonQuery, sandboxId: string): CachedAnswer | undefined {
+  #writeCommon(message: Buffer, start: number, out: Buffer, at: number): void {
+    const { records } = this.#preparedAnswer;
+    const opt = this.#preparedOpt;
+    const questionEnd = this.#preparedNameEnd + 4;
+    out.writeUInt16BE(message.readUInt16BE(start), at);
+    out.writeUInt16BE((message.readUInt16BE(start + 2) & ECHOED_FLAGS) | Flag.QR | Flag.RA | Rcode.NOERROR, at + 2);
+    out.writeUInt16BE(1, at + 4);
+    out.writeUInt16BE(records.length, at + 6);
+    out.writeUInt16BE(0, at + 8);
+    out.writeUInt16BE(opt !== undefined ? 1 : 0, at + 10);
+    // Byte by byte: Buffer#copy of part of a buffer makes a view of that part, garbage on every query.
+    let to = at + HEADER_LENGTH;
+    for (let from = start + HEADER_LENGTH; from < questionEnd; from++) out[to++] = message[from]!;
+    if (records.length > 1) {
+      if (this.#order.length < records.length) this.#order = new Uint32Array(records.length);
+      const order = this.#order;
+      for (let i = 0; i < records.length; i++) order[i] = i;
+      for (let i = records.length - 1; i > 0; i--) {
+        const j = Math.floor(this.#random() * (i + 1));
+        const kept = order[i]!;
+        order[i] = order[j]!;
+        order[j] = kept;
+      }
+      for (let i = 0; i < records.length; i++) {
+        const record = records[order[i]!]!;
+        out.set(record, to);
+        to += record.length;
+      }
+    } else if (records.length === 1) {
+      out.set(records[0]!, to);
+      to += records[0]!.length;
+    }
+    if (opt !== undefined) out.set(opt, to);
+  }
+
+  /**
+   * The encoded records answering the common query's question (name ending
+   * at `nameEnd`) for the sandbox, in the table's order, or undefined when
+   * the table has no addresses for it. Kept until the table changes, so a
+   * name asked again costs a hash and a comparison of its bytes, with no
+   * allocation, rather than a resolution and an encoding per address.
+   * Only names with addresses are kept: what is kept is bounded by the
+   * table, whatever names clients make up.
+   */
+  #tableAnswer(message: Buffer, start: number, nameEnd: number, sandboxId: string): CachedAnswer | undefined {
     if (this.#cachedGeneration !== this.#table.generation) {
       this.#answerCache.clear();
       this.#cachedGeneration = this.#table.generation;
     }
-    // The name's wire bytes and the type; the name is ASCII, so lowercasing folds every spelling of it into one key.
-    const key = message.toString('latin1', HEADER_LENGTH, query.nameEnd + 2).toLowerCase();
+    // The name's wire bytes and the type; the name is ASCII, so folding its case folds every spelling of it into one key.
+    const keyStart = start + HEADER_LENGTH;
+    const keyEnd = nameEnd + 2;
+    const hash = foldedHash(message, keyStart, keyEnd);
     let answers = this.#answerCache.get(sandboxId);
-    const cached = answers?.get(key);
-    if (cached) return cached;
+    const first = answers?.get(hash);
+    for (let cached = first; cached !== undefined; cached = cached.next) {
+      if (foldedEquals(cached.key, message, keyStart, keyEnd)) return cached;
+    }
 
-    const question = scanQuestion(message);
+    const question = scanQuestion(message, keyStart);
     const name = question && questionName(question);
     if (name === undefined) return undefined;
-    const type = query.type === RecordType.A ? 'A' : 'AAAA';
+    const type = message.readUInt16BE(nameEnd) === RecordType.A ? 'A' : 'AAAA';
     const { addresses } = this.#table.resolve(sandboxId, name, type);
     if (addresses.length === 0) return undefined;
     const encode = type === 'A' ? aRecord : aaaaRecord;
     const records = addresses.map((address) => encode(this.#ttl, address));
-    const answer: CachedAnswer = { records, length: records.reduce((sum, record) => sum + record.length, 0) };
+    const key = Buffer.from(message.subarray(keyStart, keyEnd));
+    for (let i = 0; i < key.length; i++) if (key[i]! >= ASCII_A && key[i]! <= ASCII_Z) key[i] = key[i]! | ASCII_LOWERCASE;
+    const answer: CachedAnswer = { key, records, length: records.reduce((sum, record) => sum + record.length, 0), next: first };
     if (!answers) {
       answers = new Map();
       this.#answerCache.set(sandboxId, answers);
     }
-    answers.set(key, answer);
+    answers.set(hash, answer);
     return answer;
   }
 

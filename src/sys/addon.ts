@@ -140,6 +140,18 @@ export interface NativeAddon {
    */
   udpSendBatch(handle: NativeUdpHandle, datagrams: NativeDatagrams, spi?: number): number;
   /**
+   * sendmmsg per 64 of `count` datagrams laid out as received ones (DATAGRAM_* of batch-layout.ts; segment size
+   * and flags not read); returns how many were sent, as udpSendBatch does without an SPI. A datagram outside its
+   * buffer is skipped.
+   */
+  udpSendIndexed(
+    handle: NativeUdpHandle,
+    buffers: readonly Uint8Array[],
+    index: Uint32Array,
+    addresses: readonly string[],
+    count: number,
+  ): number;
+  /**
    * Sends the frames of a FrameBatch (buffers, index, count) to one destination, each prefixed
    * with `prefix`. With `vnetHdr` each
    * frame starts with a virtio_net_hdr: TCP super-frames are segmented, partial checksums

@@ -1,12 +1,13 @@
 /**
- * The fast path for common queries (readCommonQuery, DnsServer's fast path):
- * which queries it takes, and that it answers them byte for byte as the
- * general path does, down to the observation.
+ * The fast path for common queries (commonQueryNameEnd, DnsServer's fast
+ * path): which queries it takes, and that it answers them byte for byte as
+ * the general path does, down to the observation, also when it reads the
+ * query and writes the reply in place in larger buffers (answerInto).
  */
 import test from 'ava';
 import type { StringAnswer } from 'dns-packet';
 import { Forwarder } from '../../src/dns/forwarder.js';
-import { encodeName, readCommonQuery } from '../../src/dns/message.js';
+import { commonQueryNameEnd, encodeName } from '../../src/dns/message.js';
 import { RecordTable } from '../../src/dns/records.js';
 import { DnsServer } from '../../src/dns/server.js';
 import type { DnsQueryObservation, DnsQueryResult, QueryContext } from '../../src/dns/server.js';
@@ -82,26 +83,22 @@ function longName(last: number): number[] {
   return [...label(63), ...label(63), ...label(63), ...label(last), 0];
 }
 
-test('readCommonQuery takes one A or AAAA question of class IN, alone or with a plain OPT', (t) => {
-  t.deepEqual(readCommonQuery(query({ name: 'Web.Front' })), { nameEnd: 12 + 11, type: A, opt: undefined });
-  t.deepEqual(readCommonQuery(query({ type: AAAA, additionals: [optBytes({ udpSize: 4096, flags: 0x8000 })] })), {
-    nameEnd: 12 + 5,
-    type: AAAA,
-    opt: { udpSize: 4096, dnssecOk: true },
-  });
-  t.deepEqual(readCommonQuery(makeQuery('web', 'A', { udpSize: 512 })), { nameEnd: 17, type: A, opt: { udpSize: 512, dnssecOk: false } });
-  t.like(
-    readCommonQuery(query({ additionals: [optBytes({ extendedRcode: 7, flags: 0x7fff })] })),
-    { opt: { udpSize: 1232, dnssecOk: false } },
+test('commonQueryNameEnd takes one A or AAAA question of class IN, alone or with a plain OPT', (t) => {
+  t.is(commonQueryNameEnd(query({ name: 'Web.Front' })), 12 + 11);
+  t.is(commonQueryNameEnd(query({ type: AAAA, additionals: [optBytes({ udpSize: 4096, flags: 0x8000 })] })), 12 + 5);
+  t.is(commonQueryNameEnd(makeQuery('web', 'A', { udpSize: 512 })), 17);
+  t.is(
+    commonQueryNameEnd(query({ additionals: [optBytes({ extendedRcode: 7, flags: 0x7fff })] })),
+    17,
     'the extended rcode and the flags besides DO are not looked at, by either path',
   );
   const otherFlags = 0x0100 | 0x0400 | 0x0200 | 0x0040 | 0x0020 | 0x0010 | 0x000f;
-  t.like(readCommonQuery(query({ flags: otherFlags })), { type: A }, 'flags other than QR and opcode');
-  t.like(readCommonQuery(query({ name: longName(61) })), { nameEnd: 12 + 255 }, 'a name of 255 bytes');
-  t.like(readCommonQuery(query({ name: '' })), { nameEnd: 13 }, 'the root name (the table has nothing for it)');
+  t.is(commonQueryNameEnd(query({ flags: otherFlags })), 17, 'flags other than QR and opcode');
+  t.is(commonQueryNameEnd(query({ name: longName(61) })), 12 + 255, 'a name of 255 bytes');
+  t.is(commonQueryNameEnd(query({ name: '' })), 13, 'the root name (the table has nothing for it)');
 });
 
-test('readCommonQuery leaves everything else to the general path', (t) => {
+test('commonQueryNameEnd leaves everything else to the general path', (t) => {
   const common = query({ additionals: [optBytes()] });
   const left: [string, Buffer][] = [
     ['QR set', query({ flags: 0x8100 })],
@@ -136,8 +133,24 @@ test('readCommonQuery leaves everything else to the general path', (t) => {
     ['an A record instead of an OPT', query({ additionals: [Buffer.from([0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0])] })],
     ['OPT rdlength beyond the message', Buffer.concat([common.subarray(0, -2), Buffer.from([0, 4])])],
   ];
-  for (const [label, message] of left) t.is(readCommonQuery(message), undefined, label);
-  for (let length = 0; length < common.length; length++) t.is(readCommonQuery(common.subarray(0, length)), undefined, `cut at ${length}`);
+  for (const [label, message] of left) t.is(commonQueryNameEnd(message), -1, label);
+  for (let length = 0; length < common.length; length++) t.is(commonQueryNameEnd(common.subarray(0, length)), -1, `cut at ${length}`);
+});
+
+/** `message` at `offset` in a larger buffer, after and before other bytes (`after`, by default a copy of the message). */
+function inside(message: Buffer, offset: number, after: Buffer = message): Buffer {
+  return Buffer.concat([Buffer.alloc(offset, 0xa5), message, after]);
+}
+
+test('commonQueryNameEnd reads a query inside a larger buffer, and nothing past its end', (t) => {
+  const common = query({ name: 'web.front', additionals: [optBytes()] });
+  t.is(commonQueryNameEnd(inside(common, 100), 100, 100 + common.length), 100 + 12 + 11);
+  t.is(commonQueryNameEnd(inside(query(), 3), 3, 3 + query().length), 3 + 12 + 5);
+  for (let length = 0; length < common.length; length++) {
+    // The rest of the message follows the cut, as a longer datagram's bytes stay in a socket's receive memory.
+    const around = inside(common.subarray(0, length), 7, common.subarray(length));
+    t.is(commonQueryNameEnd(around, 7, 7 + length), -1, `cut at ${length}`);
+  }
 });
 
 function table(): RecordTable {
@@ -152,6 +165,9 @@ function table(): RecordTable {
   for (let i = 1; i <= 40; i++) {
     records.upsertEndpoint({ ...front, endpointId: `ep-big${i}`, sandboxId: `sb-big${i}`, name: `big${i}`, aliases: ['big'], ipv4: `10.0.2.${i}` });
   }
+  // Two names whose questions (as A) hash alike in the fast path's answer cache.
+  records.upsertEndpoint({ ...front, endpointId: 'ep-twin1', sandboxId: 'sb-twin1', name: 'nxtz', ipv4: '10.0.3.1' });
+  records.upsertEndpoint({ ...front, endpointId: 'ep-twin2', sandboxId: 'sb-twin2', name: 'n514a', ipv4: '10.0.3.2' });
   const back = { networkId: 'net-back', networkName: 'back', aliases: [] };
   records.upsertEndpoint({ ...back, endpointId: 'ep-client-back', sandboxId: 'sb-client', name: 'client', ipv4: '10.1.0.3' });
   records.upsertEndpoint({ ...back, endpointId: 'ep-db', sandboxId: 'sb-db', name: 'CapsDb', ipv4: '10.1.0.2', ipv6: 'fd01::2' });
@@ -200,6 +216,27 @@ async function ask({ server, seen }: Observed, message: Buffer, ctx: QueryContex
   return { reply, result: seen.at(-1)?.result, fast };
 }
 
+/**
+ * As a UDP listener asks: the query read where it lies in a larger buffer
+ * (with other bytes after it) and the reply written into another at an
+ * offset; what answerInto does not take goes to `handle` as a copy. Over
+ * TCP, `handle` alone.
+ */
+async function askInPlace({ server, seen }: Observed, message: Buffer, ctx: QueryContext = UDP): Promise<Asked> {
+  if (ctx.transport === 'udp') {
+    const received = inside(message, 5, Buffer.from('stale bytes of a longer datagram'));
+    const out = Buffer.alloc(9 + 4096, 0x5a);
+    const before = seen.length;
+    const length = server.answerInto(received, 5, 5 + message.length, ctx.sandboxId, out, 9);
+    // A query taken is observed once, at once; one left is observed by `handle`.
+    const observations = seen.length - before;
+    if (observations !== (length > 0 ? 1 : 0)) throw new Error(`answerInto observed a query it ${length > 0 ? 'took' : 'left'} ${observations} times`);
+    if (length > 0) return { reply: Buffer.from(out.subarray(9, 9 + length)), result: seen.at(-1)?.result, fast: true };
+  }
+  const reply = await server.handle(Buffer.from(message), ctx);
+  return { reply, result: seen.at(-1)?.result, fast: false };
+}
+
 /** The fast path, and the general path alone, over the same table with the same seed. */
 function pair(records = table(), seed = 1): { fast: Observed; general: Observed } {
   return { fast: observed(records, true, seed), general: observed(records, false, seed) };
@@ -219,16 +256,27 @@ test('the fast path answers common queries for table names at once, as the gener
     ['a name on the second network', query({ name: 'capsdb.back' })],
     ['40 addresses within a large EDNS size', query({ name: 'big', additionals: [optBytes({ udpSize: 4096 })] })],
     ['40 addresses over TCP', query({ name: 'big' }), TCP],
+    ['a name whose question hashes as another\'s', query({ name: 'nxtz' })],
+    ['the other, in other case', query({ name: 'N514A' })],
+    ['the first again', query({ name: 'nxtz' })],
   ];
+  const inPlace = observed(table(), true);
   for (const [label, message, ctx] of taken) {
     const byFast = await ask(fast, message, ctx);
     const byGeneral = await ask(general, message, ctx);
+    const byInPlace = await askInPlace(inPlace, message, ctx);
     t.true(byFast.fast, label);
     t.false(byGeneral.fast);
+    t.is(byInPlace.fast, ctx?.transport !== 'tcp', label);
     t.is(byFast.result, 'answered', label);
     t.is(byGeneral.result, 'answered', label);
+    t.is(byInPlace.result, 'answered', label);
     t.deepEqual(byFast.reply, byGeneral.reply, label);
+    t.deepEqual(byInPlace.reply, byGeneral.reply, label);
   }
+  const roomless = Buffer.alloc(16);
+  const message = query({ name: 'web' });
+  t.is(inPlace.server.answerInto(message, 0, message.length, UDP.sandboxId, roomless, 0), 0, 'no room for the reply: not taken');
   const mixed = decodeReply((await ask(fast, query({ name: 'wEb.FrONt' }))).reply);
   t.deepEqual(mixed.questions, [{ name: 'wEb.FrONt', type: 'A', class: 'IN' }], 'the question echoed as asked');
   t.like(mixed.answers?.[0], { name: 'wEb.FrONt', type: 'A', data: '10.0.0.2' });
@@ -254,9 +302,14 @@ test('the fast path leaves NODATA, other names and types, truncation and unusual
     ['a name of 256 bytes', query({ name: longName(62) }), 'malformed'],
     ['a response', query({ flags: 0x8100 }), 'dropped'],
   ];
+  const inPlace = observed(table(), true);
   for (const [label, message, result, ctx] of left) {
     const byFast = await ask(fast, message, ctx);
     const byGeneral = await ask(general, message, ctx);
+    const byInPlace = await askInPlace(inPlace, message, ctx);
+    t.false(byInPlace.fast, label);
+    t.is(byInPlace.result, result, label);
+    t.deepEqual(byInPlace.reply, byGeneral.reply, label);
     t.false(byFast.fast, label);
     t.is(byFast.result, result, label);
     t.is(byGeneral.result, result, label);
@@ -359,6 +412,8 @@ function randomQuery(random: () => number): Buffer {
 test('differential: on random queries the fast path gives the general path\'s replies and results', async (t) => {
   const records = table();
   const { fast, general } = pair(records, 0x5eed);
+  // As a UDP listener asks, in place; seeded alike, it draws for the shuffle as the fast path does.
+  const inPlace = observed(records, true, 0x5eed);
   const random = prng(20260611);
   const contexts: QueryContext[] = [
     UDP,
@@ -390,15 +445,20 @@ test('differential: on random queries the fast path gives the general path\'s re
     const ctx = contexts[Math.floor(random() * contexts.length)]!;
     const byFast = await ask(fast, message, ctx);
     const byGeneral = await ask(general, message, ctx);
+    const byInPlace = await askInPlace(inPlace, message, ctx);
     if (byFast.fast) taken++;
     results.set(byFast.result, (results.get(byFast.result) ?? 0) + 1);
-    const sameReply = byFast.reply === undefined || byGeneral.reply === undefined ? byFast.reply === byGeneral.reply : byFast.reply.equals(byGeneral.reply);
-    const same = sameReply && byFast.result === byGeneral.result;
+    const sameAsGeneral = (asked: Asked) =>
+      (asked.reply === undefined || byGeneral.reply === undefined ? asked.reply === byGeneral.reply : asked.reply.equals(byGeneral.reply)) &&
+      asked.result === byGeneral.result;
+    // Over UDP the listener's in-place path takes exactly what the fast path takes.
+    const same = sameAsGeneral(byFast) && sameAsGeneral(byInPlace) && byInPlace.fast === (byFast.fast && ctx.transport === 'udp');
     if (!same) {
       failures++;
       t.fail(
         `case ${i} (${ctx.transport}, ${ctx.sandboxId}): query ${message.toString('hex')}\n` +
           `fast (${byFast.fast ? 'taken' : 'left'}): ${byFast.result} ${byFast.reply?.toString('hex')}\n` +
+          `in place (${byInPlace.fast ? 'taken' : 'left'}): ${byInPlace.result} ${byInPlace.reply?.toString('hex')}\n` +
           `general: ${byGeneral.result} ${byGeneral.reply?.toString('hex')}`,
       );
     }

@@ -5,6 +5,7 @@ import type { ExecutionContext } from 'ava';
 import { InvalidArgument, NetctlError } from '../../src/errors.js';
 import { NativeUdpSocket, SocketClosed, openTcpListener, receivedDatagrams } from '../../src/sys/udp.js';
 import type { DatagramBatch, ReceivedDatagram } from '../../src/sys/udp.js';
+import { DATAGRAM_ADDRESS, DATAGRAM_BUFFER, DATAGRAM_LENGTH, DATAGRAM_OFFSET, DATAGRAM_PORT, DATAGRAM_STRIDE } from '../../src/sys/batch-layout.js';
 import { FrameList } from '../../src/vxlan/offload.js';
 import { inNetns, run, tempNetns, uniqueName } from './helpers.js';
 
@@ -197,6 +198,7 @@ test('after close every call throws SocketClosed', async (t) => {
   t.throws(() => socket.sendBatch({ data: [Buffer.from('x')], addresses: ['127.0.0.1'], ports: [9] }), {
     instanceOf: SocketClosed,
   });
+  t.throws(() => socket.sendIndexed({ buffers: [], index: new Uint32Array(0), addresses: [], count: 0 }), { instanceOf: SocketClosed });
   t.throws(() => socket.stop(), { instanceOf: SocketClosed });
   t.throws(() => socket.close(), { instanceOf: SocketClosed });
 });
@@ -231,6 +233,52 @@ test('sendBatch skips datagrams it cannot send and sends the rest', async (t) =>
   });
   t.is(sent, 2);
   t.deepEqual(texts(await arrived).sort(), ['one', 'two']);
+});
+
+test('sendIndexed sends datagrams laid out as received ones, skipping those outside their buffer or with a bad address', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  const first = openSocket(t, { netnsPath: ns.path, address: '127.0.0.1', port: 0 });
+  const second = openSocket(t, { netnsPath: ns.path, address: '127.0.0.2', port: 0 });
+  const sender = openSocket(t, { netnsPath: ns.path, address: '127.0.0.1', port: 0 });
+  const toFirst = collect(first, 2);
+  const toSecond = collect(second, 1);
+  const memory = Buffer.from('onetwothreefour');
+  const index = new Uint32Array(DATAGRAM_STRIDE * 6);
+  // [buffer, offset, length, address, port] per datagram.
+  const datagrams: [number, number, number, number, number][] = [
+    [0, 0, 3, 0, first.port],
+    [1, 0, 3, 1, second.port],
+    [0, 3, 3, 2, first.port],
+    [0, 14, 5, 0, first.port],
+    [0, 6, 5, 0, first.port],
+    [0, 11, 4, 0, 0],
+  ];
+  datagrams.forEach(([buffer, offset, length, address, port], i) => {
+    const at = DATAGRAM_STRIDE * i;
+    index[at + DATAGRAM_BUFFER] = buffer;
+    index[at + DATAGRAM_OFFSET] = offset;
+    index[at + DATAGRAM_LENGTH] = length;
+    index[at + DATAGRAM_ADDRESS] = address;
+    index[at + DATAGRAM_PORT] = port;
+  });
+  const sent = sender.sendIndexed({ buffers: [memory, Buffer.from('six')], index, addresses: ['127.0.0.1', '127.0.0.2', 'not-an-address'], count: 6 });
+  t.is(sent, 2 + 1, 'not the bad address, the one past the end of its buffer, nor port 0');
+  t.deepEqual(texts(await toFirst).sort(), ['one', 'three']);
+  t.deepEqual(texts(await toSecond), ['six']);
+});
+
+test('a received batch given to sendIndexed goes back to each sender', async (t) => {
+  const ns = await netnsWithLoopback(t);
+  const echo = openSocket(t, { netnsPath: ns.path, address: '127.0.0.1', port: 0, borrowBuffers: true });
+  echo.start((batch) => echo.sendIndexed(batch));
+  const script = `
+    const dgram = require('node:dgram');
+    const socket = dgram.createSocket('udp4');
+    socket.on('message', (data) => { console.log(data.toString()); socket.close(); });
+    socket.bind(0, '127.0.0.2', () => socket.send('ping', Number(process.argv[1]), '127.0.0.1'));
+    setTimeout(() => process.exit(1), 5000).unref();`;
+  const { stdout } = await inNetns(ns.path, process.execPath, ['-e', script, String(echo.port)]);
+  t.is(stdout.trim(), 'ping');
 });
 
 test('a TCP listener made in a namespace accepts connections from inside it, not from another namespace', async (t) => {
