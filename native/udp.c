@@ -675,6 +675,47 @@ static napi_value throw_refused(napi_env env, esp_result_t refused, uint32_t spi
   return NULL;
 }
 
+/* Makes message n one datagram of `len` bytes at `data` to `addr` (addr_len bytes) port `port`. */
+static void set_datagram(udp_t *udp, int n, const netctl_addr_t *addr, socklen_t addr_len, uint16_t port, uint8_t *data,
+                         size_t len) {
+  udp->addrs[n] = *addr;
+  if (udp->family == AF_INET)
+    udp->addrs[n].in4.sin_port = htons(port);
+  else
+    udp->addrs[n].in6.sin6_port = htons(port);
+  udp->iovs[n].iov_base = data;
+  udp->iovs[n].iov_len = len;
+  struct msghdr *hdr = &udp->msgs[n].msg_hdr;
+  memset(hdr, 0, sizeof *hdr);
+  hdr->msg_name = &udp->addrs[n];
+  hdr->msg_namelen = addr_len;
+  hdr->msg_iov = &udp->iovs[n];
+  hdr->msg_iovlen = 1;
+}
+
+/* Sends udp->msgs[0..n) (one datagram each): adds to *sent how many went, sets *full when the queue filled; a
+ * datagram whose destination fails is skipped. Returns 0, or -errno for an error of the whole socket. */
+static int send_datagrams(udp_t *udp, int n, uint32_t *sent, int *full) {
+  int done = 0;
+  while (done < n) {
+    int r = sendmmsg(udp->poller.fd, udp->msgs + done, (unsigned int)(n - done), 0);
+    if (r > 0) {
+      done += r;
+      *sent += (uint32_t)r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+      *full = 1;
+      return 0;
+    }
+    if (r < 0 && is_socket_error(errno)) return -errno;
+    /* This datagram's destination failed; the rest may still go. */
+    done++;
+  }
+  return 0;
+}
+
 /* udpSendBatch(handle, { data, addresses, ports }, spi?) -> number sent. One
  * sendmmsg per UDP_BATCH datagrams. Stops when the socket's queue is full
  * (EAGAIN, ENOBUFS); a datagram that cannot be sent (unparseable or
@@ -747,38 +788,10 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
         if (esp_seal_gather(sa, &frame, 1, sealed, UDP_SLOT, &size) != ESP_OK) continue;
         bytes = sealed;
       }
-      udp->addrs[n] = last_addr;
-      if (udp->family == AF_INET)
-        udp->addrs[n].in4.sin_port = htons((uint16_t)port);
-      else
-        udp->addrs[n].in6.sin6_port = htons((uint16_t)port);
-      udp->iovs[n].iov_base = bytes;
-      udp->iovs[n].iov_len = size;
-      struct msghdr *hdr = &udp->msgs[n].msg_hdr;
-      memset(hdr, 0, sizeof *hdr);
-      hdr->msg_name = &udp->addrs[n];
-      hdr->msg_namelen = last_len;
-      hdr->msg_iov = &udp->iovs[n];
-      hdr->msg_iovlen = 1;
-      n++;
+      set_datagram(udp, n++, &last_addr, last_len, (uint16_t)port, bytes, size);
     }
-    int done = 0;
-    while (done < n) {
-      int r = sendmmsg(udp->poller.fd, udp->msgs + done, (unsigned int)(n - done), 0);
-      if (r > 0) {
-        done += r;
-        sent += (uint32_t)r;
-        continue;
-      }
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
-        full = 1;
-        break;
-      }
-      if (r < 0 && is_socket_error(errno)) return netctl_throw_errno(env, errno, "sendmmsg", NULL);
-      /* This datagram's destination failed; the rest may still go. */
-      done++;
-    }
+    int rc = send_datagrams(udp, n, &sent, &full);
+    if (rc != 0) return netctl_throw_errno(env, -rc, "sendmmsg", NULL);
   }
   napi_value result;
   napi_create_uint32(env, sent, &result);
@@ -840,38 +853,10 @@ static napi_value udp_send_indexed(napi_env env, napi_callback_info info) {
       }
       uint32_t offset = entry[NETCTL_DATAGRAM_OFFSET], len = entry[NETCTL_DATAGRAM_LENGTH], port = entry[NETCTL_DATAGRAM_PORT];
       if (addr_len == 0 || port == 0 || port > 65535 || offset > base_len || len > base_len - offset) continue;
-      udp->addrs[n] = addr;
-      if (udp->family == AF_INET)
-        udp->addrs[n].in4.sin_port = htons((uint16_t)port);
-      else
-        udp->addrs[n].in6.sin6_port = htons((uint16_t)port);
-      udp->iovs[n].iov_base = base + offset;
-      udp->iovs[n].iov_len = len;
-      struct msghdr *hdr = &udp->msgs[n].msg_hdr;
-      memset(hdr, 0, sizeof *hdr);
-      hdr->msg_name = &udp->addrs[n];
-      hdr->msg_namelen = addr_len;
-      hdr->msg_iov = &udp->iovs[n];
-      hdr->msg_iovlen = 1;
-      n++;
+      set_datagram(udp, n++, &addr, addr_len, (uint16_t)port, base + offset, len);
     }
-    int done = 0;
-    while (done < n) {
-      int r = sendmmsg(udp->poller.fd, udp->msgs + done, (unsigned int)(n - done), 0);
-      if (r > 0) {
-        done += r;
-        sent += (uint32_t)r;
-        continue;
-      }
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
-        full = 1;
-        break;
-      }
-      if (r < 0 && is_socket_error(errno)) return netctl_throw_errno(env, errno, "sendmmsg", NULL);
-      /* This datagram's destination failed; the rest may still go. */
-      done++;
-    }
+    int rc = send_datagrams(udp, n, &sent, &full);
+    if (rc != 0) return netctl_throw_errno(env, -rc, "sendmmsg", NULL);
   }
   napi_value result;
   napi_create_uint32(env, sent, &result);
