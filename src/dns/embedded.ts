@@ -79,6 +79,11 @@ export function resolvConfPath(sandbox: Pick<SandboxRecord, 'id' | 'netnsPath'>,
   return namedNetnsResolvConf(sandbox.netnsPath) ?? stateResolvConfPath(sandbox, stateDir);
 }
 
+/** In a sandbox with its join complete: neither half joined nor on its way out. */
+function isJoined(endpoint: EndpointRecord): endpoint is EndpointRecord & { readonly sandboxId: string } {
+  return endpoint.sandboxId !== undefined && endpoint.pending === undefined;
+}
+
 function stateResolvConfPath(sandbox: Pick<SandboxRecord, 'id'>, stateDir: string): string {
   return join(stateDir, 'resolv', `${sandbox.id}.conf`);
 }
@@ -205,11 +210,16 @@ export class EmbeddedDns {
     while (this.sandboxQueues.size > 0) await Promise.all(this.sandboxQueues.values());
   }
 
-  /** Joined endpoints of known networks are names; anything else is not. */
+  /**
+   * Joined endpoints of known networks are names; anything else is not. An
+   * endpoint marked pending is half joined or on its way out: its interface
+   * may not be there, so its name waits for the join to complete, as in
+   * Docker, where the name is added after the sandbox is wired.
+   */
   private refreshEndpoint(endpointId: string): void {
     const endpoint = this.endpoints.get(endpointId);
     const network = endpoint === undefined ? undefined : this.networks.get(endpoint.networkId);
-    if (endpoint?.sandboxId === undefined || network === undefined) {
+    if (endpoint === undefined || !isJoined(endpoint) || network === undefined) {
       this.table.removeEndpoint(endpointId);
       return;
     }
@@ -253,7 +263,7 @@ export class EmbeddedDns {
     if (service === undefined) return;
     const tasks = [...(this.tasksOf.get(serviceId) ?? [])].flatMap((id) => {
       const endpoint = this.endpoints.get(id);
-      return endpoint?.sandboxId === undefined ? [] : [endpoint];
+      return endpoint !== undefined && isJoined(endpoint) ? [endpoint] : [];
     });
     for (const on of service.networks) {
       const virtualIp = bareAddress(on.virtualIp);
