@@ -12,6 +12,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run, uniqueName } from '../test/helpers/kernel.js';
+import { compile } from './harness.js';
 import type { BenchHost, Spawned, Testbed } from './testbed.js';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -110,6 +111,35 @@ const kernelVxlan: Contender = {
     }
     const [client, server] = sandboxes as [string, string];
     return { serverNsPath: server, clientNsPath: client, serverAddress: `${SUBNET}.2`, processes: [] };
+  },
+};
+
+/**
+ * The floor of any user-space VTEP here: bench/vtep-floor.c, one frame per
+ * wake-up and per system call, no table, no batching, on the kernel vxlan's
+ * shape (sandbox veth → bridge → its TAP). Its round trip over the kernel
+ * vxlan's is what leaving the kernel costs on this machine.
+ */
+const vtepFloor: Contender = {
+  id: 'vtep-floor',
+  label: 'minimal C VTEP (the user-space floor)',
+  needs: ['cc'],
+  async up(testbed) {
+    const binary = await compile(await testbed.tempDir('floor'), 'vtep-floor');
+    const processes: Spawned[] = [];
+    const sandboxes: string[] = [];
+    for (const host of testbed.hosts) {
+      const peer = testbed.hosts[2 - host.index] as BenchHost;
+      await testbed.ip('-n', host.name, 'link', 'add', 'br0', 'type', 'bridge');
+      await testbed.ip('-n', host.name, 'link', 'set', 'br0', 'up');
+      const vtep = testbed.spawnIn(host.netnsPath, binary, ['tap0', peer.address, '4789', '4096']);
+      processes.push(vtep);
+      await waitFor(vtep, 'ready', 'vtep-floor');
+      await testbed.ip('-n', host.name, 'link', 'set', 'tap0', 'mtu', '1450', 'master', 'br0', 'up');
+      sandboxes.push(await bridgedSandbox(testbed, host, 'br0', 1450));
+    }
+    const [client, server] = sandboxes as [string, string];
+    return { serverNsPath: server, clientNsPath: client, serverAddress: `${SUBNET}.2`, processes };
   },
 };
 
@@ -342,4 +372,4 @@ const nebula: Contender = {
 };
 
 /** In the order they run and are listed. */
-export const contenders: readonly Contender[] = [wire, kernelVxlan, netctl, netctlSlow, netctlEncrypted, wireguardGo, tinc(false), tinc(true), openvpn, nebula];
+export const contenders: readonly Contender[] = [wire, kernelVxlan, vtepFloor, netctl, netctlSlow, netctlEncrypted, wireguardGo, tinc(false), tinc(true), openvpn, nebula];
