@@ -272,13 +272,14 @@ export async function openHost(options: HostOptions = {}): Promise<Host> {
   const lock = await lockStateDirectory(stateDir);
   try {
     const host = await openLockedHost(options, stateDir);
-    return {
-      ...host,
-      async close() {
-        await host.close();
-        await lock.release();
-      },
+    const closeHost = host.close.bind(host);
+    // Replaced, not spread into a new object: a spread would fix the getters (dns, balancer, mesh) at
+    // their values now, undefined until those parts finish starting.
+    host.close = async () => {
+      await closeHost();
+      await lock.release();
     };
+    return host;
   } catch (err) {
     await lock.release();
     throw err;
