@@ -182,6 +182,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   if (netctl_register_tcp_listen(env, exports) != napi_ok) return NULL;
   if (netctl_register_udp(env, exports) != napi_ok) return NULL;
   if (netctl_register_flow(env, exports) != napi_ok) return NULL;
+  if (netctl_register_answers(env, exports) != napi_ok) return NULL;
   return exports;
 }
 

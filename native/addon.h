@@ -72,6 +72,7 @@ void netctl_expose_arena(napi_env env, napi_ref arena, size_t size, napi_value a
 
 napi_status netctl_register_esp(napi_env env, napi_value exports);
 napi_status netctl_register_flow(napi_env env, napi_value exports);
+napi_status netctl_register_answers(napi_env env, napi_value exports);
 napi_status netctl_register_fslock(napi_env env, napi_value exports);
 napi_status netctl_register_netns(napi_env env, napi_value exports);
 napi_status netctl_register_offload(napi_env env, napi_value exports);

@@ -34,6 +34,7 @@
 #include "batch_layout.h"
 #include "esp.h"
 #include "esp_handle.h"
+#include "answers.h"
 #include "flow.h"
 #include "offload.h"
 #include "poller.h"
@@ -93,6 +94,8 @@ typedef struct udp {
   uint32_t send_frames_cap;
   /* The fast path's networks and flow cache (flow.c), made when JavaScript first attaches one. */
   flow_table_t *flows;
+  /* The embedded DNS's replies given again here (answers.c), made when JavaScript first stores one. */
+  answer_table_t *answers;
 } udp_t;
 
 static void on_readable(netctl_poller_t *poller);
@@ -153,6 +156,10 @@ flow_table_t *netctl_udp_flows(udp_t *udp) { return udp->flows; }
 
 void netctl_udp_set_flows(udp_t *udp, flow_table_t *flows) { udp->flows = flows; }
 
+answer_table_t *netctl_udp_answers(udp_t *udp) { return udp->answers; }
+
+void netctl_udp_set_answers(udp_t *udp, answer_table_t *answers) { udp->answers = answers; }
+
 static void detach_table(udp_t *udp) {
   if (!udp->esp) return;
   netctl_esp_handle_release(udp->esp);
@@ -168,6 +175,7 @@ static void release_udp(netctl_poller_t *poller) {
   free(udp->seal_iovs);
   free(udp->send_frames);
   netctl_flow_free(udp->flows);
+  netctl_answers_free(udp->answers);
   free(udp);
 }
 
@@ -521,6 +529,9 @@ static void on_readable(netctl_poller_t *poller) {
       size_t len = udp->msgs[i].msg_len;
       uint32_t size = udp->gro ? gro_segment_size(&udp->msgs[i].msg_hdr) : 0;
       if (size >= len) size = 0;
+      if (udp->answers && !table && size == 0 &&
+          netctl_answers_take(udp->answers, data, len, &udp->addrs[i], udp->msgs[i].msg_hdr.msg_namelen, poller->fd))
+        continue;
       emit_context_t context = {udp, &received, &round, &udp->addrs[i]};
       run_sink_t sink = udp->flows ? flow_run : emit_run;
       if (table && holds_esp(data, len, size))
@@ -528,6 +539,7 @@ static void on_readable(netctl_poller_t *poller) {
       else
         go = sink(&context, data, len, size, 0);
     }
+    if (udp->answers) netctl_answers_flush(udp->answers, poller->fd);
     /* Borrowed memory is overwritten by the next recvmmsg: hand each round over before it. */
     if (go && udp->flows) netctl_flow_write_pending(udp->flows);
     if (go && poller->borrowed && received.count > 0) deliver(udp, &received);

@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import { InvalidArgument } from '../errors.js';
 import type { DockerNetwork } from './docker.js';
+import type { EmbeddedDns } from '../dns/embedded.js';
 import type { DnsQueryObservation, DnsQueryResult } from '../dns/server.js';
 import type { StoreObserver } from '../store/observed.js';
 import type { PeerLiveness } from '../vxlan/liveness.js';
@@ -121,13 +122,14 @@ class DnsQueryMetrics {
 
   observe(query: DnsQueryObservation): void {
     const result = DNS_RESULT_INDEX[query.result];
-    this.#uncounted[DNS_TRANSPORTS.length * result + (query.transport === 'udp' ? 0 : 1)]! += 1;
+    const count = query.count ?? 1;
+    this.#uncounted[DNS_TRANSPORTS.length * result + (query.transport === 'udp' ? 0 : 1)]! += count;
     // The first bound the latency is within, as prom-client's Histogram finds it; past them all, the last slot.
     let bucket = 0;
     while (bucket < LATENCY_BUCKETS.length && query.seconds > LATENCY_BUCKETS[bucket]!) bucket++;
-    this.#buckets[(LATENCY_BUCKETS.length + 1) * result + bucket]! += 1;
-    this.#sums[result]! += query.seconds;
-    this.#observed[result]! += 1;
+    this.#buckets[(LATENCY_BUCKETS.length + 1) * result + bucket]! += count;
+    this.#sums[result]! += query.seconds * count;
+    this.#observed[result]! += count;
   }
 
   /** The histogram as prom-client's registry reads a metric: the series prom-client's Histogram would give. */
@@ -170,6 +172,7 @@ export class DaemonMetrics {
   readonly registry = new Registry();
   #listNetworks: () => Promise<DockerNetwork[]> = async () => [];
   #vtep: VtepCounterSource | undefined;
+  #dns: () => Pick<EmbeddedDns, 'countReplays'> | undefined = () => undefined;
   #esp: EspCounterSource | undefined;
   #snapshot: Snapshot = EMPTY;
   #rendering: Promise<string> | undefined;
@@ -224,6 +227,11 @@ export class DaemonMetrics {
     this.#listNetworks = listNetworks;
   }
 
+  /** The embedded DNS once it runs (it starts after the daemon), asked before each scrape to count the replies its addon gave. */
+  setDns(dns: () => Pick<EmbeddedDns, 'countReplays'> | undefined): void {
+    this.#dns = dns;
+  }
+
   setVtep(vtep: VtepCounterSource): void {
     this.#vtep = vtep;
   }
@@ -264,6 +272,7 @@ export class DaemonMetrics {
   }
 
   async #render(): Promise<string> {
+    this.#dns()?.countReplays();
     let networks: DockerNetwork[] = [];
     try {
       networks = await this.#listNetworks();

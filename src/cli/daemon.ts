@@ -178,6 +178,7 @@ export const daemonCommand: Command = {
       logger,
     });
     if (host.vtep !== undefined) metrics.setVtep(host.vtep);
+    metrics.setDns(() => host.dns);
     if (host.esp !== undefined) metrics.setEsp(host.esp);
     const server = new ApiServer(host.controller, { version: ctx.version, metrics, stateDir: stateDir ?? DEFAULT_STATE_DIR });
     let metricsServer: MetricsServer | undefined;

@@ -51,8 +51,14 @@ export interface EmbeddedDnsOptions {
   readonly logger?: Logger;
   /** Limits of the TCP connections; see `TcpConnections` and `defaultTcpLimits`. */
   readonly tcpLimits?: Partial<TcpLimits>;
-  /** Told how each query ended (for the metrics). */
+  /** Told how each query ended (for the metrics); replies the addon gave again arrive in bulk with `countReplays`. */
   readonly onQuery?: (query: DnsQueryObservation) => void;
+  /**
+   * Let the addon give a reply again, without JavaScript, to a later query
+   * of the same bytes (default true): only replies of the common-question
+   * fast path with one record or none, forgotten whenever the table changes.
+   */
+  readonly replayAnswers?: boolean;
 }
 
 interface Listener {
@@ -100,6 +106,10 @@ export class EmbeddedDns {
   /** Service id → the endpoints naming it (joined or not, of any host). */
   private readonly tasksOf = new Map<string, Set<string>>();
   private readonly listeners = new Map<string, Listener>();
+  /** Listeners whose sockets hold replies to give again; emptied whenever the table changes. */
+  private readonly replaying = new Set<NativeUdpSocket>();
+  /** The table generation the stored replies were made from. */
+  private replayGeneration = 0;
   /** sandboxId → the resolv.conf written for it. */
   private readonly resolvConfs = new Map<string, string>();
   private readonly tcpConnections: TcpConnections;
@@ -193,6 +203,33 @@ export class EmbeddedDns {
     } catch (err) {
       this.logger.warn(`dns: ignoring bad record ${key}: ${(err as Error).message}`);
     }
+    this.forgetStaleReplays();
+  }
+
+  /**
+   * Every stored reply goes the moment the table changes, before any query
+   * can see the change: the addon never gives an answer the table no longer
+   * gives. The table changes only here, in `apply`.
+   */
+  private forgetStaleReplays(): void {
+    if (this.table.generation === this.replayGeneration) return;
+    this.replayGeneration = this.table.generation;
+    for (const udp of this.replaying) udp.clearAnswers();
+    this.replaying.clear();
+  }
+
+  /**
+   * Tells `onQuery` how many queries the addon answered with stored replies
+   * since the last call, as answered UDP queries of no measurable latency
+   * (the metrics call this before they are read).
+   */
+  countReplays(): void {
+    for (const { udp } of this.listeners.values()) this.countReplaysOf(udp);
+  }
+
+  private countReplaysOf(udp: NativeUdpSocket): void {
+    const count = udp.answersTaken();
+    if (count > 0) this.options.onQuery?.({ result: 'answered', transport: 'udp', seconds: 0, count });
   }
 
   private enqueueSandboxChange(sandboxId: string, sandbox: SandboxRecord | undefined): void {
@@ -340,6 +377,7 @@ export class EmbeddedDns {
    */
   private serveUdp(sandboxId: string, udp: NativeUdpSocket, batch: ReceivedDatagrams, now: UdpReplies): void {
     const { index } = batch;
+    const replay = this.options.replayAnswers !== false;
     let ctx: QueryContext | undefined;
     let later: ((reply: Buffer, address: string, port: number) => void) | undefined;
     for (let i = 0; i < batch.count; i++) {
@@ -353,6 +391,11 @@ export class EmbeddedDns {
       if (now.full) now.send(batch.addresses);
       const length = this.server.answerInto(received, start, end, sandboxId, now.memory, now.used);
       if (length > 0) {
+        // One record or none: nothing shuffled, so the same query bytes get the same reply until the table changes.
+        if (replay && now.memory.readUInt16BE(now.used + ANCOUNT) <= 1) {
+          udp.storeAnswer(received, start, end, now.memory, now.used, now.used + length);
+          this.replaying.add(udp);
+        }
         now.add(length, address, port);
         continue;
       }
@@ -371,6 +414,8 @@ export class EmbeddedDns {
     const listener = this.listeners.get(sandboxId);
     if (listener === undefined) return;
     this.listeners.delete(sandboxId);
+    this.replaying.delete(listener.udp);
+    this.countReplaysOf(listener.udp);
     listener.udp.close();
     this.tcpConnections.closeSandbox(sandboxId);
     await new Promise<void>((resolve) => listener.tcp.close(() => resolve()));
@@ -418,6 +463,9 @@ export class EmbeddedDns {
     }
   }
 }
+
+/** Where a DNS header holds ANCOUNT (RFC 1035 section 4.1.1). */
+const ANCOUNT = 6;
 
 /** Reply memory of one listener: room for this many replies of the largest UDP size before a send. */
 const REPLIES_PER_SEND = 16;

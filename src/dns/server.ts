@@ -89,6 +89,8 @@ export interface DnsQueryObservation {
   readonly transport: 'udp' | 'tcp';
   /** From `handle` being called to the reply (or the drop). */
   readonly seconds: number;
+  /** This many queries alike (replies the addon gave again, counted in bulk); 1 when absent. */
+  readonly count?: number;
 }
 
 export interface QueryContext {

@@ -212,6 +212,10 @@ export interface NativeAddon {
   ): boolean;
   udpFlowForget(handle: NativeUdpHandle, vni: number, mac?: number): void;
   udpFlowCounters(handle: NativeUdpHandle, counters: Float64Array): void;
+  /** Keeps reply[replyStart, replyEnd) as the answer to queries whose bytes after the ID are those of query[start, end) (native/answers.c). */
+  udpAnswersStore(handle: NativeUdpHandle, query: Uint8Array, start: number, end: number, reply: Uint8Array, replyStart: number, replyEnd: number): boolean;
+  udpAnswersClear(handle: NativeUdpHandle): void;
+  udpAnswersTaken(handle: NativeUdpHandle): number;
   /** A listening TCP socket (SO_REUSEADDR, non-blocking, close-on-exec) made in the namespace; returns its fd. */
   tcpListen(netnsPath: string, family: 4 | 6, address: string, port: number, backlog: number): number;
 

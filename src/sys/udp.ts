@@ -296,6 +296,28 @@ export class NativeUdpSocket {
     }
   }
 
+  /**
+   * Keeps `reply` (reply[replyStart, replyEnd)) as the answer to every later
+   * datagram whose bytes after its first two are those of query[start,
+   * end): the addon sends it back at once, with the datagram's first two
+   * bytes in place of the reply's (a DNS ID), and JavaScript never sees the
+   * datagram (native/answers.c). For replies that depend on nothing else.
+   * False when either is too long to keep (512 bytes).
+   */
+  storeAnswer(query: Uint8Array, start: number, end: number, reply: Uint8Array, replyStart: number, replyEnd: number): boolean {
+    return addon().udpAnswersStore(this.#open(), query, start, end, reply, replyStart, replyEnd);
+  }
+
+  /** Forgets every stored answer before it returns. */
+  clearAnswers(): void {
+    addon().udpAnswersClear(this.#open());
+  }
+
+  /** How many datagrams stored answers answered since the last call. */
+  answersTaken(): number {
+    return addon().udpAnswersTaken(this.#open());
+  }
+
   /** The socket's fast path (flow.ts). */
   flows(): FlowTable {
     return (this.#flows ??= new FlowTable(() => this.#open()));
