@@ -133,7 +133,7 @@ try {
     `RTT: ${roundTrips} TCP round trips of 64 bytes (Nagle off) after 100 warm-up ones, by bench/pingpong.ts (Node) in the two namespaces; includes Node's own turnaround on both ends.`,
     'CPU s/GB: utime+stime of the tunnel processes on both hosts (/proc/PID/stat) across the 1-stream run, per GB received; "kernel" where the kernel moves the packets.',
     'vs kernel vxlan: median over runs of the 1-stream throughput divided by the kernel vxlan\'s in the same run.',
-    'Paths: plain veth = iperf3 between the host namespaces over the underlay; kernel vxlan = sandbox veth → bridge → vxlan (MTU 1450) per host, Docker\'s path; netctl = two daemons + etcd, a sandbox per host on one overlay network; ' +
+    'Paths: plain veth = iperf3 between the host namespaces over the underlay; kernel vxlan = sandbox veth → bridge → vxlan (MTU 1450) per host, Docker\'s path; minimal C VTEP = bench/vtep-floor.c on that shape with a TAP in place of the vxlan, one read and one send per frame (the floor of any user-space VTEP); netctl = two daemons + etcd, a sandbox per host on one overlay network; ' +
       'wireguard-go (MTU 1420); tinc 1.0 switch mode (TAP; default cipher, and Cipher/Digest none), measured 12 s after it first passes a ping; ' +
       'OpenVPN 2.6 --dev tap peer-to-peer TLS (EC certificates from openssl), --data-ciphers AES-256-GCM, --disable-dco; nebula with its own CA, lighthouse on host 1, tun MTU 1300.',
     `Load average when the run began: ${loadAtStart.toFixed(2)} on ${machine.nproc} CPUs; whatever else runs on the machine skews the figures, most of all the user-space tunnels and the p99s.`,
