@@ -296,6 +296,21 @@ static uint32_t address_slot(napi_env env, received_t *received, const netctl_ad
   return slot;
 }
 
+/* The JavaScript arrays a delivery fills, fetched for the first datagram that goes to JavaScript: a
+ * wake-up whose datagrams the addon takes alone (the fast path, stored DNS replies) makes no handle. */
+static bool open_received(udp_t *udp, received_t *received) {
+  napi_value batch[3]; /* the index, the buffers, the addresses */
+  size_t index_len = 0;
+  if (!netctl_started_batch(udp->poller.env, &udp->poller.started, batch, 3, &received->index, &index_len) ||
+      index_len < (size_t)NETCTL_DATAGRAM_STRIDE * NETCTL_DATAGRAM_MAX) {
+    received->index = NULL;
+    return false;
+  }
+  received->buffers = batch[1];
+  received->addresses = batch[2];
+  return true;
+}
+
 /* Calls onBatch(count) with what `received` holds, and starts it afresh. The fast path's frames go
  * to their TAPs first: the callee may detach their networks. */
 static void deliver(udp_t *udp, received_t *received) {
@@ -353,6 +368,7 @@ typedef struct {
  */
 static bool emit(udp_t *udp, received_t *received, round_t *round, const uint8_t *data, size_t len, uint32_t segment_size,
                  uint32_t flags, const netctl_addr_t *from) {
+  if (!received->index && !open_received(udp, received)) return false;
   if (received->count == NETCTL_DATAGRAM_MAX) {
     deliver(udp, received);
     round->slot = UINT32_MAX;
@@ -495,14 +511,6 @@ static void on_readable(netctl_poller_t *poller) {
   udp_t *udp = (udp_t *)poller;
   napi_env env = poller->env;
   received_t received = {0};
-  /* batch[0]: the index, batch[1]: the buffers, batch[2]: the addresses. */
-  napi_value batch[3];
-  size_t index_len = 0;
-  if (!netctl_started_batch(env, &poller->started, batch, 3, &received.index, &index_len) ||
-      index_len < (size_t)NETCTL_DATAGRAM_STRIDE * NETCTL_DATAGRAM_MAX)
-    return;
-  received.buffers = batch[1];
-  received.addresses = batch[2];
   /* Held for the whole wake-up: the callee may detach or close the table between two deliveries. */
   netctl_esp_handle_t *esp = udp->esp;
   if (esp) netctl_esp_handle_hold(esp);
