@@ -198,32 +198,33 @@ static napi_value answers_store(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* udpAnswersClear(udp): forgets every reply; takes effect before it returns. */
-static napi_value answers_clear(napi_env env, napi_callback_info info) {
+/* The table of the socket that is a call's one argument (NULL when it has none yet); false, having
+ * thrown, when the argument is missing or not an open socket. */
+static bool table_argument(napi_env env, napi_callback_info info, const char *usage, answer_table_t **table) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  udp_t *udp = argc < 1 ? NULL : netctl_udp_get(env, argv[0]);
-  if (!udp) {
-    if (argc < 1) napi_throw_type_error(env, NULL, "udpAnswersClear(udp)");
-    return NULL;
+  if (argc < 1) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
   }
-  answer_table_t *table = netctl_udp_answers(udp);
-  if (table) clear(table);
+  udp_t *udp = netctl_udp_get(env, argv[0]);
+  if (!udp) return false;
+  *table = netctl_udp_answers(udp);
+  return true;
+}
+
+/* udpAnswersClear(udp): forgets every reply; takes effect before it returns. */
+static napi_value answers_clear(napi_env env, napi_callback_info info) {
+  answer_table_t *table;
+  if (table_argument(env, info, "udpAnswersClear(udp)", &table) && table) clear(table);
   return NULL;
 }
 
 /* udpAnswersTaken(udp) -> number: replies given since the last call. */
 static napi_value answers_taken(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  udp_t *udp = argc < 1 ? NULL : netctl_udp_get(env, argv[0]);
-  if (!udp) {
-    if (argc < 1) napi_throw_type_error(env, NULL, "udpAnswersTaken(udp)");
-    return NULL;
-  }
-  answer_table_t *table = netctl_udp_answers(udp);
+  answer_table_t *table;
+  if (!table_argument(env, info, "udpAnswersTaken(udp)", &table)) return NULL;
   double taken = table ? table->taken : 0;
   if (table) table->taken = 0;
   napi_value result;

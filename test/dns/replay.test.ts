@@ -6,50 +6,12 @@
  * old reply; shuffled answers are never replayed; every query is counted.
  * A real namespace, the embedded DNS at 127.0.0.11, a client socket there.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import test from 'ava';
-import { EmbeddedDns } from '../../src/dns/embedded.js';
+import test, { type ExecutionContext } from 'ava';
 import type { DnsQueryObservation } from '../../src/dns/server.js';
-import { silentLogger } from '../../src/log.js';
-import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../../src/records.js';
-import { keys } from '../../src/repository/keys.js';
-import { MemoryStore } from '../../src/store/memory.js';
 import { DATAGRAM_BUFFER, DATAGRAM_LENGTH, DATAGRAM_OFFSET } from '../../src/sys/batch-layout.js';
 import { NativeUdpSocket } from '../../src/sys/udp.js';
-import { addNetns, removeNetns, uniqueName } from '../helpers/kernel.js';
+import { joinedEndpoint, startDnsFixture } from './embedded-fixture.js';
 import { prng } from './helpers.js';
-
-const network: NetworkRecord = {
-  id: 'n'.repeat(64),
-  name: 'front',
-  driver: 'bridge',
-  scope: 'local',
-  created: '2026-12-05T00:00:00.000000000Z',
-  internal: true,
-  attachable: false,
-  ingress: false,
-  enableIPv4: true,
-  enableIPv6: true,
-  ipam: { driver: 'default', options: {}, config: [{ subnet: '10.77.0.0/24', gateway: '10.77.0.1' }] },
-  options: {},
-  labels: {},
-};
-
-function endpoint(name: string, ipv4: string, extra: Partial<EndpointRecord> = {}): EndpointRecord {
-  return {
-    id: name.padEnd(64, '0'),
-    name,
-    networkId: network.id,
-    sandboxId: 's'.repeat(64),
-    macAddress: '02:42:0a:4d:00:02',
-    ipv4Address: `${ipv4}/24`,
-    aliases: [],
-    ifName: 'eth0',
-    ...extra,
-  };
-}
 
 /** A query as a stub resolver sends it: one question, perhaps an OPT record. */
 function query(id: number, name: string, type: number, rd: boolean, opt?: { udpSize: number; dnssecOk: boolean }): Buffer {
@@ -99,37 +61,20 @@ function client(netnsPath: string) {
   };
 }
 
-async function setUp(t: import('ava').ExecutionContext) {
-  const sandboxNs = uniqueName('dr');
-  const netnsPath = await addNetns(sandboxNs);
-  const stateDir = await mkdtemp(join(tmpdir(), 'netctl-dns-replay-'));
-  const store = new MemoryStore();
+async function setUp(t: ExecutionContext) {
   const observed: DnsQueryObservation[] = [];
-  let dns: EmbeddedDns | undefined;
-  let asker: ReturnType<typeof client> | undefined;
-  t.teardown(async () => {
-    asker?.close();
-    await dns?.stop();
-    await store.close();
-    await removeNetns(sandboxNs);
-    await rm(stateDir, { recursive: true, force: true });
-  });
-  const sandbox: SandboxRecord = { id: 's'.repeat(64), name: 'box', netnsPath, ownsNetns: false, created: network.created, labels: {} };
-  const write = async (record: EndpointRecord) => {
-    await store.txn({ put: [{ key: keys.endpoint(record.networkId, record.id), value: JSON.stringify(record) }] });
-  };
-  await store.txn({
-    put: [
-      { key: keys.network(network.id), value: JSON.stringify(network) },
-      { key: keys.sandbox(sandbox.id), value: JSON.stringify(sandbox) },
+  const { netnsPath, dns, write } = await startDnsFixture(
+    t,
+    [
+      joinedEndpoint('web', '10.77.0.5'),
+      joinedEndpoint('db', '10.77.0.6', { ipv6Address: 'fd00::6/64' }),
+      joinedEndpoint('one', '10.77.0.7', { aliases: ['shared'] }),
+      joinedEndpoint('two', '10.77.0.8', { aliases: ['shared'] }),
     ],
-  });
-  await write(endpoint('web', '10.77.0.5'));
-  await write(endpoint('db', '10.77.0.6', { ipv6Address: 'fd00::6/64' }));
-  await write(endpoint('one', '10.77.0.7', { aliases: ['shared'] }));
-  await write(endpoint('two', '10.77.0.8', { aliases: ['shared'] }));
-  dns = await EmbeddedDns.start({ localStore: store, upstreams: [], stateDir, logger: silentLogger, onQuery: (q) => observed.push(q) });
-  asker = client(netnsPath);
+    { onQuery: (q) => observed.push(q) },
+  );
+  const asker = client(netnsPath);
+  t.teardown(() => asker.close());
   const answered = dns;
   /** Queries JavaScript saw, and the replays the addon counted (read now). */
   const counts = () => {
@@ -192,7 +137,7 @@ test('a change of the table is never answered from an old reply; shuffled answer
   t.is(address(await ask(asked)), '10.77.0.5');
   t.deepEqual(counts(), { javascript: 1, replayed: 1 });
 
-  await write(endpoint('web', '10.77.0.15'));
+  await write(joinedEndpoint('web', '10.77.0.15'));
   // The change arrives through the store's watch; once it is seen, the old reply never comes back.
   const deadline = Date.now() + 10_000;
   while (address(await ask(asked)) !== '10.77.0.15') {
