@@ -8,8 +8,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import type { DnsQueryObservation } from '../../src/dns/server.js';
-import { DATAGRAM_BUFFER, DATAGRAM_LENGTH, DATAGRAM_OFFSET } from '../../src/sys/batch-layout.js';
-import { NativeUdpSocket } from '../../src/sys/udp.js';
+import { NativeUdpSocket, receivedDatagrams } from '../../src/sys/udp.js';
 import { joinedEndpoint, startDnsFixture } from './embedded-fixture.js';
 import { prng } from './helpers.js';
 
@@ -38,12 +37,7 @@ function client(netnsPath: string) {
   const socket = NativeUdpSocket.open({ netnsPath, address: '127.0.0.1', port: 0 });
   const waiting: ((reply: Buffer) => void)[] = [];
   socket.start((batch) => {
-    for (let i = 0; i < batch.count; i++) {
-      const at = 8 * i;
-      const memory = batch.buffers[batch.index[at + DATAGRAM_BUFFER]!]!;
-      const start = batch.index[at + DATAGRAM_OFFSET]!;
-      waiting.shift()?.(Buffer.from(memory.subarray(start, start + batch.index[at + DATAGRAM_LENGTH]!)));
-    }
+    for (const { data } of receivedDatagrams(batch)) waiting.shift()?.(Buffer.from(data));
   });
   return {
     ask(message: Buffer): Promise<Buffer> {
