@@ -53,12 +53,15 @@ struct answer_table {
   uint8_t replies[ANSWER_BATCH][ANSWER_MAX];
 };
 
-/* FNV-1a: a handful of bytes per query, spread well enough for 64 slots. */
+/* FNV-1a: a handful of bytes per query, spread well enough for ANSWER_SLOTS. */
 static uint32_t hash_of(const uint8_t *bytes, size_t len) {
   uint32_t hash = 2166136261u;
   for (size_t i = 0; i < len; i++) hash = (hash ^ bytes[i]) * 16777619u;
   return hash;
 }
+
+/* A datagram of `len` bytes can be a key: more than a DNS header, and no more than ANSWER_MAX after its ID. */
+static bool keyable(size_t len) { return len > DNS_HEADER && len - 2 <= ANSWER_MAX; }
 
 static bool holds(const answer_t *answer, const uint8_t *key, size_t key_len, uint32_t hash) {
   return answer && answer->hash == hash && answer->key_len == key_len && memcmp(answer->bytes, key, key_len) == 0;
@@ -97,7 +100,7 @@ void netctl_answers_flush(answer_table_t *table, int fd) {
 
 bool netctl_answers_take(answer_table_t *table, const uint8_t *query, size_t len, const netctl_addr_t *from, socklen_t from_len,
                          int fd) {
-  if (len <= DNS_HEADER || len - 2 > ANSWER_MAX) return false;
+  if (!keyable(len)) return false;
   const uint8_t *key = query + 2;
   size_t key_len = len - 2;
   answer_t *answer = find(table, key, key_len, hash_of(key, key_len));
@@ -172,7 +175,7 @@ static napi_value answers_store(napi_env env, napi_callback_info info) {
       !get_range(env, argv[4], argv[5], argv[6], &reply, &reply_len, usage))
     return NULL;
   napi_value result;
-  if (query_len <= DNS_HEADER || query_len - 2 > ANSWER_MAX || reply_len < DNS_HEADER || reply_len > ANSWER_MAX) {
+  if (!keyable(query_len) || reply_len < DNS_HEADER || reply_len > ANSWER_MAX) {
     napi_get_boolean(env, false, &result);
     return result;
   }
@@ -187,11 +190,15 @@ static napi_value answers_store(napi_env env, napi_callback_info info) {
   answer->stamp = ++table->stores;
   answer_t **pair = pair_of(table, answer->hash);
   /* The same query's old reply, else an empty slot, else the older of the two. */
-  answer_t **slot = &pair[0];
-  if (holds(pair[1], answer->bytes, answer->key_len, answer->hash) ||
-      (!holds(pair[0], answer->bytes, answer->key_len, answer->hash) &&
-       (!pair[1] || (pair[0] && pair[1]->stamp < pair[0]->stamp))))
+  answer_t **slot;
+  if (holds(pair[0], answer->bytes, answer->key_len, answer->hash))
+    slot = &pair[0];
+  else if (!pair[1] || holds(pair[1], answer->bytes, answer->key_len, answer->hash))
     slot = &pair[1];
+  else if (!pair[0])
+    slot = &pair[0];
+  else
+    slot = pair[1]->stamp < pair[0]->stamp ? &pair[1] : &pair[0];
   free(*slot);
   *slot = answer;
   napi_get_boolean(env, true, &result);
