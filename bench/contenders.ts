@@ -91,25 +91,37 @@ const wire: Contender = {
   },
 };
 
+/**
+ * Each host: a bridge br0 with the port `attach` makes (it returns its name)
+ * at MTU 1450 on it, and a sandbox bridged there: the kernel vxlan's shape,
+ * Docker's overlay path, with any device in the vxlan's place.
+ */
+async function bridgedOverlay(testbed: Testbed, attach: (host: BenchHost, peer: BenchHost) => Promise<string>): Promise<[string, string]> {
+  const sandboxes: string[] = [];
+  for (const host of testbed.hosts) {
+    const peer = testbed.hosts[2 - host.index] as BenchHost;
+    await testbed.ip('-n', host.name, 'link', 'add', 'br0', 'type', 'bridge');
+    await testbed.ip('-n', host.name, 'link', 'set', 'br0', 'up');
+    const port = await attach(host, peer);
+    await testbed.ip('-n', host.name, 'link', 'set', port, 'mtu', '1450', 'master', 'br0', 'up');
+    sandboxes.push(await bridgedSandbox(testbed, host, 'br0', 1450));
+  }
+  return sandboxes as [string, string];
+}
+
 /** Docker's overlay path built by hand: sandbox veth → bridge → kernel vxlan, MTU 1450, in each host namespace. */
 const kernelVxlan: Contender = {
   id: 'kernel-vxlan',
   label: 'kernel vxlan',
   needs: [],
   async up(testbed) {
-    const sandboxes: string[] = [];
-    for (const host of testbed.hosts) {
-      const peer = testbed.hosts[2 - host.index] as BenchHost;
-      await testbed.ip('-n', host.name, 'link', 'add', 'br0', 'type', 'bridge');
-      await testbed.ip('-n', host.name, 'link', 'set', 'br0', 'up');
+    const [client, server] = await bridgedOverlay(testbed, async (host, peer) => {
       await testbed.ip(
-        '-n', host.name, 'link', 'add', 'vx0', 'mtu', '1450', 'type', 'vxlan', 'id', '4096',
+        '-n', host.name, 'link', 'add', 'vx0', 'type', 'vxlan', 'id', '4096',
         'local', host.address, 'remote', peer.address, 'dstport', '4789', 'dev', 'eth0',
       );
-      await testbed.ip('-n', host.name, 'link', 'set', 'vx0', 'master', 'br0', 'up');
-      sandboxes.push(await bridgedSandbox(testbed, host, 'br0', 1450));
-    }
-    const [client, server] = sandboxes as [string, string];
+      return 'vx0';
+    });
     return { serverNsPath: server, clientNsPath: client, serverAddress: `${SUBNET}.2`, processes: [] };
   },
 };
@@ -127,18 +139,12 @@ const vtepFloor: Contender = {
   async up(testbed) {
     const binary = await compile(await testbed.tempDir('floor'), 'vtep-floor');
     const processes: Spawned[] = [];
-    const sandboxes: string[] = [];
-    for (const host of testbed.hosts) {
-      const peer = testbed.hosts[2 - host.index] as BenchHost;
-      await testbed.ip('-n', host.name, 'link', 'add', 'br0', 'type', 'bridge');
-      await testbed.ip('-n', host.name, 'link', 'set', 'br0', 'up');
+    const [client, server] = await bridgedOverlay(testbed, async (host, peer) => {
       const vtep = testbed.spawnIn(host.netnsPath, binary, ['tap0', peer.address, '4789', '4096']);
       processes.push(vtep);
       await waitFor(vtep, 'ready', 'vtep-floor');
-      await testbed.ip('-n', host.name, 'link', 'set', 'tap0', 'mtu', '1450', 'master', 'br0', 'up');
-      sandboxes.push(await bridgedSandbox(testbed, host, 'br0', 1450));
-    }
-    const [client, server] = sandboxes as [string, string];
+      return 'tap0';
+    });
     return { serverNsPath: server, clientNsPath: client, serverAddress: `${SUBNET}.2`, processes };
   },
 };
