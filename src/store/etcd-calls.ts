@@ -77,10 +77,18 @@ export function isTransient(err: unknown): boolean {
   return err instanceof Error && (isRecoverableError(err) || isBrokenCircuitError(err));
 }
 
-/** True for failures that happened before the request reached any member, so a write is safe to repeat. */
+/**
+ * True for failures that happened before the request reached any member, so
+ * a write is safe to repeat: no connection yet, or a call grpc-js dropped
+ * from its queue, before it picked a connection, because the channel was
+ * closing (etcd3 closes a channel it found broken and makes a new one).
+ */
 function neverSent(err: unknown): boolean {
   if (isBrokenCircuitError(err)) return true;
-  return err instanceof GRPCUnavailableError && err.message.includes('No connection established');
+  return (
+    err instanceof GRPCUnavailableError &&
+    (err.message.includes('No connection established') || err.message.includes('Channel closed before call started'))
+  );
 }
 
 export function reason(err: unknown): string {
